@@ -1,0 +1,104 @@
+//! The command line as clap sees it: raw flags, validated only for shape.
+//! Turning them into library settings happens in the subcommand modules.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// settee: pull a CouchDB database into a local replica and read it offline.
+#[derive(Debug, Parser)]
+#[command(name = "settee", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter for diagnostics on stderr (e.g. `info`, `settee=debug`);
+    /// RUST_LOG is used when this is not given.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull a remote database into a replica directory (incremental, resumable).
+    Pull(PullArgs),
+    /// Print every document of a replica as one JSON line, sorted by id,
+    /// as CouchDB shows it with `?conflicts=true&deleted_conflicts=true`.
+    Dump(DumpArgs),
+    /// Print one document (or write an attachment's bytes).
+    Get(GetArgs),
+    /// Show what a replica holds and how its last pull went.
+    Status(StatusArgs),
+}
+
+/// `settee pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The database URL, e.g. http://user:pass@127.0.0.1:5984/course.
+    pub db_url: String,
+    /// The replica directory (created if missing).
+    pub dir: PathBuf,
+    /// Change rows per batch (one `_changes` page, one `_bulk_get`).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Batches fetched at once.
+    #[arg(long, default_value_t = 5)]
+    pub batches_limit: usize,
+    /// Retries of a failed request (5xx, timeouts, broken connections).
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// User name (overrides the one in the URL).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
+    #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Page cache of the replica store, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub cache_mb: u64,
+    /// Print the result as JSON (no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `settee dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+}
+
+/// `settee get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// The document id.
+    pub id: String,
+    /// A specific leaf revision instead of the winner.
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// Write this attachment's bytes instead of the document.
+    #[arg(long, value_name = "NAME")]
+    pub attachment: Option<String>,
+    /// With --attachment: write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Include `_conflicts` and `_deleted_conflicts`.
+    #[arg(long)]
+    pub conflicts: bool,
+}
+
+/// `settee status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

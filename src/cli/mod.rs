@@ -1,0 +1,129 @@
+//! The `settee` command: parse flags, call the library, map the outcome to
+//! an exit code. No protocol or storage logic lives here.
+//!
+//! Exit codes: 0 success; 1 the document, revision or attachment asked for
+//! is not in the replica; 2 an error (message on stderr); 3 a pull finished
+//! but some documents could not be stored; 130 interrupted (a pull resumes
+//! where it stopped when run again).
+
+mod args;
+mod dump;
+mod get;
+mod pull;
+mod status;
+
+pub use args::{Cli, Command};
+
+use clap::Parser;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// What a subcommand ended with.
+pub(crate) enum Outcome {
+    Ok,
+    Missing(String),
+    PartialFailure,
+    Interrupted,
+}
+
+/// Runs the command line of this process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("settee: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Pull(args) => pull::run(args).await,
+            Command::Dump(args) => dump::run(args),
+            Command::Get(args) => get::run(args),
+            Command::Status(args) => status::run(args),
+        }
+    });
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Missing(what)) => {
+            eprintln!("settee: {what}");
+            ExitCode::from(1)
+        }
+        Ok(Outcome::PartialFailure) => ExitCode::from(3),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("settee: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Errors of the command line: the library's, plus output failures.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Settee(#[from] crate::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output: {0}")]
+    Io(io::Error),
+    #[error("broken pipe")]
+    BrokenPipe,
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Io(e)
+        }
+    }
+}
+
+impl From<crate::StoreError> for CliError {
+    fn from(e: crate::StoreError) -> Self {
+        CliError::Settee(e.into())
+    }
+}
+
+impl From<crate::RemoteError> for CliError {
+    fn from(e: crate::RemoteError) -> Self {
+        CliError::Settee(e.into())
+    }
+}
+
+pub(crate) type CliResult = Result<Outcome, CliError>;
+
+fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("warn")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Writes one JSON value as a line.
+pub(crate) fn print_json(out: &mut impl Write, value: &serde_json::Value) -> Result<(), CliError> {
+    serde_json::to_writer(&mut *out, value).map_err(io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn open_replica(dir: &std::path::Path) -> Result<crate::Replica, CliError> {
+    Ok(crate::Replica::open_existing(
+        dir,
+        crate::ReplicaConfig::default(),
+    )?)
+}

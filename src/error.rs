@@ -1,0 +1,36 @@
+//! The crate-wide error: one variant per layer, so callers can match on
+//! where a failure came from and what to do about it.
+
+use crate::remote::RemoteError;
+use crate::store::StoreError;
+
+/// Any settee error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Talking to the remote failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+
+    /// The local replica failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// The replica mirrors another database than the one asked for.
+    #[error("replica {path} mirrors {bound}, not {requested}; pull into a new directory or use the original URL")]
+    WrongRemote {
+        /// The replica directory.
+        path: String,
+        /// The database the replica mirrors.
+        bound: String,
+        /// The database asked for.
+        requested: String,
+    },
+
+    /// An option was out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+}
+
+/// `Result` with settee's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,76 @@
+//! settee: a local-first, offline replica store that speaks the CouchDB
+//! replication protocol.
+//!
+//! An application opens a [`Replica`] (a directory on disk), points a
+//! [`Remote`] at a CouchDB database and [`pull`]s: settee reads the
+//! remote's `_changes` feed in batches, fetches the revisions it lacks with
+//! `_bulk_get` (or `open_revs` where `_bulk_get` is missing), and commits
+//! each batch with its checkpoint in one transaction. The replica keeps full
+//! revision trees, so conflicts and tombstones, and the winner CouchDB
+//! would pick, are all there to read offline.
+//!
+//! # Layout
+//!
+//! The data flows one way, and so do the dependencies:
+//!
+//! ```text
+//!  remote ──► replicate ──► store ◄── revtree
+//!  (HTTP)     (batches,     (sled:    (pure: merge,
+//!              checkpoints)  docs,     stem, winner)
+//!                            revs,
+//!                            by_seq)
+//! ```
+//!
+//! - `remote/`: [`Endpoint`] (URL, credentials, id encoding), [`Remote`]
+//!   (the protocol requests), [`RetryPolicy`], [`RemoteError`].
+//! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
+//! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
+//! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
+//! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
+//!
+//! Durability in three lines: every pull batch is one sled transaction
+//! holding documents, sequence entries, counters and the checkpoint, flushed
+//! before the next batch starts; a checkpoint is never ahead of the data it
+//! covers; a killed pull resumes from its last committed batch. Details and
+//! the crash analysis are in `docs/design.md`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> settee::Result<()> {
+//! use settee::{pull, Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
+//!
+//! let replica = Replica::open("./replicas/course", ReplicaConfig::default())?;
+//! let remote = Remote::new(Endpoint::parse("http://127.0.0.1:5984/course")?, RemoteConfig::default())?;
+//! let result = pull(&replica, &remote, &PullConfig::default()).await?;
+//! println!("{} revisions written, now at {}", result.docs_written, result.last_seq);
+//! if let Some(config) = replica.get("CourseConfig")? {
+//!     println!("{}", config.to_json());
+//! }
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+pub mod cli;
+mod error;
+mod remote;
+mod replicate;
+mod revtree;
+mod store;
+
+pub use error::{Error, Result};
+pub use remote::{
+    ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev, Remote,
+    RemoteConfig, RemoteError, RetryPolicy, Seq, ServerInfo,
+};
+pub use replicate::{
+    pull, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig, PullProgress,
+    PullResult, PullTimings,
+};
+pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
+pub use store::{
+    AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
+    ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION,
+};

@@ -1,0 +1,481 @@
+//! The HTTP client for one remote database: the requests of the pull side
+//! of the replication protocol, each retried by the crate's [`RetryPolicy`].
+//!
+//! It owns nothing but a connection pool and what it learned about the
+//! server (whether `_bulk_get` exists). It never writes to the remote.
+
+use super::endpoint::Endpoint;
+use super::types::{ChangesPage, DbInfo, FetchedRev, Seq, ServerInfo};
+use super::{RemoteError, RetryPolicy};
+use bytes::Bytes;
+use futures::Stream;
+use reqwest::header::{HeaderValue, ACCEPT};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Settings of the HTTP client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RemoteConfig {
+    /// Longest wait for one whole request (headers and body).
+    pub request_timeout: Duration,
+    /// Longest wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// What to do about transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            request_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// The same settings with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+}
+
+const BULK_GET_UNKNOWN: u8 = 0;
+const BULK_GET_YES: u8 = 1;
+const BULK_GET_NO: u8 = 2;
+
+/// A handle on a remote CouchDB database; cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), settee::RemoteError> {
+/// use settee::{Endpoint, Remote, RemoteConfig, Seq};
+///
+/// let remote = Remote::new(Endpoint::parse("http://127.0.0.1:5984/course")?, RemoteConfig::default())?;
+/// let info = remote.db_info().await?;
+/// let page = remote.changes(&Seq::zero(), 100).await?;
+/// println!("{} docs, first page has {} rows", info.doc_count, page.results.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Remote {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoint: Endpoint,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    bulk_get: AtomicU8,
+}
+
+impl Remote {
+    /// Builds a client for `endpoint`. No request is sent yet.
+    pub fn new(endpoint: Endpoint, config: RemoteConfig) -> Result<Self, RemoteError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        // PouchDB Server labels JSON text/plain without this, and CouchDB
+        // answers `open_revs` as multipart/mixed without it.
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("settee/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| RemoteError::InvalidUrl {
+                url: endpoint.to_string(),
+                reason: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(Remote {
+            inner: Arc::new(Inner {
+                endpoint,
+                http,
+                retry: config.retry,
+                bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
+            }),
+        })
+    }
+
+    /// The database this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Sends one request and reads the whole body, mapping every failure to
+    /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`].
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        accept_any: bool,
+    ) -> Result<Bytes, RemoteError> {
+        let mut req = self.inner.http.request(method.clone(), url.clone());
+        if let Some(c) = self.inner.endpoint.credentials() {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        if accept_any {
+            req = req.header(ACCEPT, "*/*");
+        }
+        let transport = |e: reqwest::Error| {
+            let url = url.to_string();
+            let method = method.to_string();
+            if e.is_timeout() {
+                RemoteError::Timeout { method, url }
+            } else if e.is_connect() {
+                RemoteError::Connect {
+                    url,
+                    source: e.without_url(),
+                }
+            } else {
+                RemoteError::Transport {
+                    method,
+                    url,
+                    source: e.without_url(),
+                }
+            }
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => (
+                v.get("error").and_then(Value::as_str).map(str::to_owned),
+                v.get("reason").and_then(Value::as_str).map(str::to_owned),
+            ),
+            Err(_) => (None, Some(excerpt(&bytes))),
+        };
+        Err(RemoteError::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+            status,
+            error: error.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+            reason: reason.unwrap_or_default(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        accept_any: bool,
+    ) -> Result<Bytes, RemoteError> {
+        let what = format!("{method} {url}");
+        self.inner
+            .retry
+            .run(&what, || {
+                self.send_once(method.clone(), url, body, accept_any)
+            })
+            .await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<T, RemoteError> {
+        let what = format!("{method} {url}");
+        // The parse sits inside the retry: a body cut short by a dropped
+        // connection shows up as "EOF while parsing", which is transient.
+        self.inner
+            .retry
+            .run(&what, || async {
+                let bytes = self.send_once(method.clone(), url, body, false).await?;
+                serde_json::from_slice(&bytes).map_err(|e| RemoteError::InvalidResponse {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    bytes: bytes.len(),
+                    detail: e.to_string(),
+                })
+            })
+            .await
+    }
+
+    /// `GET /`: checks the server is CouchDB-compatible and returns its identity.
+    pub async fn server_info(&self) -> Result<ServerInfo, RemoteError> {
+        let url = self.inner.endpoint.server_url().clone();
+        let not_couch = |detail: String| RemoteError::NotCouchDb {
+            url: url.to_string(),
+            detail,
+        };
+        let bytes = self.send(Method::GET, &url, None, false).await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| not_couch(format!("GET / answered non-JSON: {}", excerpt(&bytes))))?;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let vendor = if v.get("couchdb").is_some() {
+            "CouchDB".to_owned()
+        } else if v.get("express-pouchdb").is_some() {
+            "PouchDB Server".to_owned()
+        } else {
+            return Err(not_couch(
+                "GET / has no \"couchdb\" welcome field".to_owned(),
+            ));
+        };
+        Ok(ServerInfo {
+            uuid: text(v.get("uuid")),
+            vendor: text(v.pointer("/vendor/name")).unwrap_or(vendor),
+            version: text(v.get("version")),
+        })
+    }
+
+    /// `GET /db`: the database's identity and counts.
+    pub async fn db_info(&self) -> Result<DbInfo, RemoteError> {
+        let url = self.inner.endpoint.db_url();
+        let bytes = self.send(Method::GET, &url, None, false).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RemoteError::NotCouchDb {
+            url: url.to_string(),
+            detail: format!(
+                "GET /db did not answer database info ({e}): {}",
+                excerpt(&bytes)
+            ),
+        })
+    }
+
+    /// One page of `_changes?style=all_docs` after `since`, at most `limit` rows.
+    pub async fn changes(&self, since: &Seq, limit: usize) -> Result<ChangesPage, RemoteError> {
+        let mut url = self.inner.endpoint.db_path("_changes");
+        url.query_pairs_mut()
+            .append_pair("style", "all_docs")
+            .append_pair("since", &since.as_query())
+            .append_pair("limit", &limit.to_string());
+        self.json(Method::GET, &url, None).await
+    }
+
+    /// The changes feed after `since` as a stream of pages of `batch_size`
+    /// rows. Only one page is requested at a time, and only when the
+    /// consumer asks for it, so memory is bounded by the page size.
+    pub fn changes_pages(
+        &self,
+        since: Seq,
+        batch_size: usize,
+    ) -> impl Stream<Item = Result<ChangesPage, RemoteError>> + Send + 'static {
+        let remote = self.clone();
+        let batch_size = batch_size.max(1);
+        async_stream::try_stream! {
+            let mut since = since;
+            loop {
+                let page = remote.changes(&since, batch_size).await?;
+                let done = page.results.len() < batch_size || page.pending == Some(0);
+                if page.results.is_empty() {
+                    break;
+                }
+                since = page.last_seq.clone();
+                yield page;
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// `POST /db/_revs_diff`: which of these revisions the remote lacks.
+    pub async fn revs_diff(
+        &self,
+        revs: &BTreeMap<String, Vec<String>>,
+    ) -> Result<BTreeMap<String, Vec<String>>, RemoteError> {
+        #[derive(serde::Deserialize)]
+        struct Missing {
+            #[serde(default)]
+            missing: Vec<String>,
+        }
+        let url = self.inner.endpoint.db_path("_revs_diff");
+        let body = serde_json::to_value(revs).map_err(|e| RemoteError::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let answer: BTreeMap<String, Missing> = self.json(Method::POST, &url, Some(&body)).await?;
+        Ok(answer
+            .into_iter()
+            .filter(|(_, m)| !m.missing.is_empty())
+            .map(|(id, m)| (id, m.missing))
+            .collect())
+    }
+
+    /// Whether the server is known to have `_bulk_get` (`None`: not asked yet).
+    pub fn has_bulk_get(&self) -> Option<bool> {
+        match self.inner.bulk_get.load(Ordering::Relaxed) {
+            BULK_GET_YES => Some(true),
+            BULK_GET_NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Fetches revisions with their ancestry (`revs=true&latest=true`):
+    /// with one `_bulk_get` when the server has it, else one
+    /// `GET /db/{id}?open_revs=[...]` per document. Which one is decided
+    /// once per client, on the first call, as PouchDB does.
+    pub async fn fetch_revs(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<FetchedRev>, RemoteError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.inner.bulk_get.load(Ordering::Relaxed) != BULK_GET_NO {
+            match self.bulk_get(wanted).await {
+                Ok(revs) => {
+                    self.inner.bulk_get.store(BULK_GET_YES, Ordering::Relaxed);
+                    return Ok(revs);
+                }
+                Err(e) if lacks_bulk_get(&e) && self.has_bulk_get().is_none() => {
+                    tracing::info!(db = %self.inner.endpoint, "no _bulk_get on this server; fetching documents one by one");
+                    self.inner.bulk_get.store(BULK_GET_NO, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Vec::new();
+        for (id, revs) in wanted {
+            out.extend(self.open_revs(id, revs).await?);
+        }
+        Ok(out)
+    }
+
+    async fn bulk_get(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<FetchedRev>, RemoteError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            results: Vec<Entry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            id: String,
+            docs: Vec<Value>,
+        }
+        let mut url = self.inner.endpoint.db_path("_bulk_get");
+        url.query_pairs_mut()
+            .append_pair("revs", "true")
+            .append_pair("latest", "true");
+        let docs: Vec<Value> = wanted
+            .iter()
+            .flat_map(|(id, revs)| {
+                revs.iter()
+                    .map(move |rev| serde_json::json!({"id": id, "rev": rev}))
+            })
+            .collect();
+        let body = serde_json::json!({ "docs": docs });
+        let answer: Answer = self.json(Method::POST, &url, Some(&body)).await?;
+        Ok(answer
+            .results
+            .into_iter()
+            .flat_map(|e| {
+                let id = e.id;
+                e.docs
+                    .into_iter()
+                    .map(move |d| FetchedRev::from_entry(&id, d))
+            })
+            .collect())
+    }
+
+    /// `GET /db/{id}?revs=true&latest=true&open_revs=[...]`.
+    pub async fn open_revs(
+        &self,
+        id: &str,
+        revs: &[String],
+    ) -> Result<Vec<FetchedRev>, RemoteError> {
+        let mut url = self.inner.endpoint.doc_url(id);
+        let list = serde_json::to_string(revs).unwrap_or_else(|_| "[]".to_owned());
+        url.query_pairs_mut()
+            .append_pair("revs", "true")
+            .append_pair("latest", "true")
+            .append_pair("open_revs", &list);
+        let entries: Vec<Value> = match self.json(Method::GET, &url, None).await {
+            Ok(e) => e,
+            // The document vanished (purged) between _changes and this call:
+            // a per-document failure, not a failed pull.
+            Err(e) if is_doc_not_found(&e) => {
+                let (error, reason) = match &e {
+                    RemoteError::Http { error, reason, .. } => (error.clone(), reason.clone()),
+                    _ => (String::new(), String::new()),
+                };
+                return Ok(revs
+                    .iter()
+                    .map(|r| FetchedRev::Error {
+                        id: id.to_owned(),
+                        rev: Some(r.clone()),
+                        error: error.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect());
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|e| FetchedRev::from_entry(id, e))
+            .collect())
+    }
+
+    /// `GET /db/{id}`: the winning revision, or `None` if there is none.
+    pub async fn get_doc(
+        &self,
+        id: &str,
+    ) -> Result<Option<serde_json::Map<String, Value>>, RemoteError> {
+        let url = self.inner.endpoint.doc_url(id);
+        match self.json(Method::GET, &url, None).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(e) if is_doc_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /db/{id}/{name}?rev=...`: an attachment's bytes.
+    pub async fn attachment(&self, id: &str, name: &str, rev: &str) -> Result<Bytes, RemoteError> {
+        let mut url = self.inner.endpoint.attachment_url(id, name);
+        url.query_pairs_mut().append_pair("rev", rev);
+        self.send(Method::GET, &url, None, true).await
+    }
+}
+
+/// A 404 for a document, as opposed to one for the whole database.
+fn is_doc_not_found(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Http { status: StatusCode::NOT_FOUND, reason, .. }
+        if reason != "no_db_file" && reason != "Database does not exist.")
+}
+
+/// How servers without `_bulk_get` answer a POST to it: CouchDB 1.x routes
+/// it as a document (404/405, or 400 for a reserved id), some proxies 501.
+fn lacks_bulk_get(e: &RemoteError) -> bool {
+    match e {
+        RemoteError::Http { status, reason, .. } => match status.as_u16() {
+            404 => is_doc_not_found(e),
+            405 | 501 => true,
+            400 => reason.contains("underscore") || reason.contains("reserved"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A short, single-line excerpt of a body, for error messages.
+fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        "(empty body)".to_owned()
+    } else if bytes.len() > 160 {
+        format!("{flat}…")
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,131 @@
+//! Errors of the remote protocol client, shaped so the replicator can branch
+//! on cause: retry what is transient, stop on what needs a human.
+
+use reqwest::StatusCode;
+
+/// What went wrong talking to a remote database.
+///
+/// URLs in these errors never carry credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The database URL could not be used.
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL as given, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No connection could be made (refused, DNS, TLS handshake).
+    #[error("cannot connect to {url}: {source}; is the server running and the address right?")]
+    Connect {
+        /// The URL requested.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The server did not answer in time.
+    #[error(
+        "{method} {url} timed out; the server may be overloaded, try again or raise the timeout"
+    )]
+    Timeout {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+    },
+
+    /// The connection broke while sending the request or reading the answer.
+    #[error("{method} {url}: connection lost: {source}")]
+    Transport {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The server answered with an error status and (usually) CouchDB's
+    /// `{"error": ..., "reason": ...}` body.
+    #[error("{method} {url} failed: HTTP {status} {error}: {reason}; {hint}", hint = http_hint(*status))]
+    Http {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: StatusCode,
+        /// CouchDB's `error` field (or the status' reason phrase).
+        error: String,
+        /// CouchDB's `reason` field (or a short excerpt of a non-JSON body).
+        reason: String,
+    },
+
+    /// The answer was not the JSON it should be: truncated, invalid or of
+    /// the wrong shape.
+    #[error("{method} {url}: invalid answer ({bytes} bytes): {detail}")]
+    InvalidResponse {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+        /// Body length received.
+        bytes: usize,
+        /// The parse error, e.g. "EOF while parsing a list at line 1 column 4096".
+        detail: String,
+    },
+
+    /// The server answers, but is not CouchDB (a web page, another API).
+    #[error("{url} does not look like a CouchDB server: {detail}; check the URL points at a CouchDB database")]
+    NotCouchDb {
+        /// The URL requested.
+        url: String,
+        /// What was seen instead.
+        detail: String,
+    },
+}
+
+fn http_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "check the user name and password",
+        403 => "the user lacks permission to read this database",
+        404 => "check the database name (does it exist?)",
+        408 | 429 => "the server is busy; retry later",
+        500..=599 => "server-side error; retry later",
+        _ => "the request was refused",
+    }
+}
+
+impl RemoteError {
+    /// The HTTP status, when the server answered with an error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            RemoteError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when trying again later may succeed: 5xx, 408, 429, timeouts,
+    /// refused or broken connections, truncated bodies. False for what needs
+    /// a change by a person: bad URL, 4xx, not CouchDB, invalid JSON.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Connect { .. }
+            | RemoteError::Timeout { .. }
+            | RemoteError::Transport { .. } => true,
+            RemoteError::Http { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            RemoteError::InvalidResponse { detail, .. } => detail.starts_with("EOF"),
+            RemoteError::InvalidUrl { .. } | RemoteError::NotCouchDb { .. } => false,
+        }
+    }
+}

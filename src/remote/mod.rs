@@ -1,0 +1,19 @@
+//! The remote side: a CouchDB database reached over HTTP.
+//!
+//! [`Endpoint`] turns a user's URL into a server root, a database name and
+//! credentials (kept apart, so they never leak); [`Remote`] speaks the pull
+//! half of the replication protocol; [`RetryPolicy`] is the one place that
+//! decides how transient failures are retried. Nothing here touches the
+//! local store.
+
+mod client;
+mod endpoint;
+mod error;
+mod retry;
+mod types;
+
+pub use client::{Remote, RemoteConfig};
+pub use endpoint::{Credentials, Endpoint};
+pub use error::RemoteError;
+pub use retry::RetryPolicy;
+pub use types::{ChangeRev, ChangeRow, ChangesPage, DbInfo, FetchedRev, Seq, ServerInfo};

@@ -1,0 +1,154 @@
+//! CouchDB wire types: what the remote answers, decoded only as far as
+//! settee needs. Sequences stay opaque JSON and document bodies stay JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// An update sequence, exactly as the server sent it.
+///
+/// PouchDB Server and CouchDB 1.x send integers, CouchDB 2+ sends strings
+/// like `"115704-g1AAAACheJzL..."`. settee never parses a sequence: it
+/// stores it and sends it back verbatim as `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub Value);
+
+impl Seq {
+    /// The sequence every feed starts from.
+    pub fn zero() -> Self {
+        Seq(Value::from(0))
+    }
+
+    /// The value for a `since=` query parameter: a string as is, anything
+    /// else as its JSON text.
+    pub fn as_query(&self) -> String {
+        match &self.0 {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_query())
+    }
+}
+
+/// `GET /`: who the server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerInfo {
+    /// The server's uuid (CouchDB ≥ 1.3, PouchDB Server); part of replication ids.
+    pub uuid: Option<String>,
+    /// `"CouchDB"`, `"PouchDB Server"`, ...
+    pub vendor: String,
+    /// The version the server reports.
+    pub version: Option<String>,
+}
+
+/// `GET /db`: the database's identity and size.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct DbInfo {
+    /// The database name as the server spells it.
+    pub db_name: String,
+    /// Live documents.
+    #[serde(default)]
+    pub doc_count: u64,
+    /// Deleted documents (CouchDB only; PouchDB Server leaves it out).
+    #[serde(default)]
+    pub doc_del_count: Option<u64>,
+    /// The current update sequence, opaque.
+    pub update_seq: Seq,
+    /// CouchDB 3: the database's creation time; `"0"` on older servers.
+    #[serde(default)]
+    pub instance_start_time: Option<String>,
+}
+
+/// One row of `_changes?style=all_docs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChangeRow {
+    /// The document id.
+    pub id: String,
+    /// The row's sequence (may be `null` with `seq_interval`).
+    #[serde(default)]
+    pub seq: Option<Seq>,
+    /// Every leaf revision of the document.
+    pub changes: Vec<ChangeRev>,
+    /// True when the winning revision is a tombstone.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A revision listed in a change row.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChangeRev {
+    /// The revision id, `pos-hash`.
+    pub rev: String,
+}
+
+/// One page of the changes feed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChangesPage {
+    /// The rows of this page, in feed order.
+    pub results: Vec<ChangeRow>,
+    /// Where the next page starts.
+    pub last_seq: Seq,
+    /// Rows left after this page (CouchDB 2+ only).
+    #[serde(default)]
+    pub pending: Option<u64>,
+}
+
+/// One revision of a document answered by `_bulk_get` or `open_revs`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchedRev {
+    /// The revision, with `_id`, `_rev`, `_revisions` and the body.
+    Doc(serde_json::Map<String, Value>),
+    /// The server could not give this revision.
+    Error {
+        /// The document id.
+        id: String,
+        /// The revision asked for, if the server said.
+        rev: Option<String>,
+        /// CouchDB's `error` (`not_found`, ...).
+        error: String,
+        /// CouchDB's `reason`.
+        reason: String,
+    },
+}
+
+impl FetchedRev {
+    /// Decodes one entry of a `_bulk_get` `docs` list or an `open_revs`
+    /// array. Servers differ (see `PROTOCOL.md` of the anchor bench): CouchDB
+    /// sends `{"ok": doc}` or `{"error": {...}}`, `open_revs` sends
+    /// `{"missing": rev}`, and PouchDB Server sends `{}` for a missing doc.
+    pub(crate) fn from_entry(id: &str, entry: Value) -> FetchedRev {
+        let missing = |rev: Option<String>, reason: &str| FetchedRev::Error {
+            id: id.to_owned(),
+            rev,
+            error: "not_found".to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Value::Object(mut entry) = entry else {
+            return missing(None, "the server sent a malformed entry");
+        };
+        if let Some(Value::Object(doc)) = entry.remove("ok") {
+            return FetchedRev::Doc(doc);
+        }
+        if let Some(err) = entry.remove("error") {
+            let field = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_owned);
+            return FetchedRev::Error {
+                id: field("id").unwrap_or_else(|| id.to_owned()),
+                rev: field("rev"),
+                error: field("error").unwrap_or_else(|| err.as_str().unwrap_or("error").to_owned()),
+                reason: field("reason").unwrap_or_default(),
+            };
+        }
+        if let Some(rev) = entry.remove("missing") {
+            return missing(rev.as_str().map(str::to_owned), "missing");
+        }
+        missing(None, "missing (the server sent an empty entry)")
+    }
+}

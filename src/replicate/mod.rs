@@ -1,0 +1,411 @@
+//! The one-shot pull: remote → replica, in checkpointed batches.
+//!
+//! ```text
+//!  _changes pages ──► fetch task per page (diff, _bulk_get, attachments) ──► commit in order
+//!  (one at a time)     (up to batches_limit at once, each holding a permit)    (one transaction
+//!                                                                               per batch + checkpoint)
+//! ```
+//!
+//! A producer task walks the changes feed and spawns one fetch task per
+//! page; each holds a semaphore permit until its batch is committed, so at
+//! most `batches_limit` batches are in memory and in flight. The consumer
+//! commits batches strictly in feed order, each with the checkpoint of its
+//! page's `last_seq`. Dropping the pull future aborts the producer and the
+//! fetches; whatever was committed stays, and the next pull resumes there.
+
+mod batch;
+mod checkpoint;
+
+pub(crate) use checkpoint::now_ms;
+pub use checkpoint::{replication_id, Checkpoint};
+
+use crate::remote::{Remote, Seq};
+use crate::store::{RemoteBinding, Replica};
+use crate::{Error, Result};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Settings of a pull, with the names the reference clients use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullConfig {
+    /// Change rows per batch: one `_changes` page and one `_bulk_get`.
+    pub batch_size: usize,
+    /// Batches fetched at once (and so held in memory at most).
+    pub batches_limit: usize,
+}
+
+impl Default for PullConfig {
+    /// The seed application's defaults: PouchDB's 100/10 are tuned for live
+    /// sync; a one-shot cold load is faster with fewer, bigger requests.
+    fn default() -> Self {
+        PullConfig {
+            batch_size: 1000,
+            batches_limit: 5,
+        }
+    }
+}
+
+impl PullConfig {
+    /// Settings with the given batch size and batches limit.
+    pub fn new(batch_size: usize, batches_limit: usize) -> Result<Self> {
+        let config = PullConfig {
+            batch_size,
+            batches_limit,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return Err(Error::Config(format!(
+                "batch_size must be between 1 and 100000, not {}",
+                self.batch_size
+            )));
+        }
+        if self.batches_limit == 0 || self.batches_limit > 64 {
+            return Err(Error::Config(format!(
+                "batches_limit must be between 1 and 64, not {}",
+                self.batches_limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A revision the pull could not store, with the server's reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DocFailure {
+    /// The document id.
+    pub id: String,
+    /// The revision, when known.
+    pub rev: Option<String>,
+    /// CouchDB's `error`, or settee's (`attachment_error`, `bad_document`).
+    pub error: String,
+    /// The reason.
+    pub reason: String,
+}
+
+impl DocFailure {
+    pub(crate) fn new(id: &str, rev: Option<String>, error: &str, reason: &str) -> Self {
+        DocFailure {
+            id: id.to_owned(),
+            rev,
+            error: error.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// How far a running pull got; handed to the progress callback after every
+/// committed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PullProgress {
+    /// Batches committed so far.
+    pub batches: u64,
+    /// Change rows processed.
+    pub changes_read: u64,
+    /// Revisions received from the remote.
+    pub docs_read: u64,
+    /// Revisions new to the replica, written.
+    pub docs_written: u64,
+    /// Revisions that could not be stored.
+    pub doc_write_failures: u64,
+    /// The checkpoint just committed.
+    pub last_seq: Seq,
+    /// The remote's `doc_count` when the pull started (for progress bars).
+    pub remote_doc_count: u64,
+    /// Time since the pull started, milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Where a pull's time went, in milliseconds of wall time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PullTimings {
+    /// Connecting and reading server and database info.
+    pub connect_ms: u64,
+    /// Waiting for fetched batches (beyond what overlapped with commits).
+    pub fetch_wait_ms: u64,
+    /// Committing batches to the replica (transaction + flush).
+    pub commit_ms: u64,
+    /// The whole pull.
+    pub total_ms: u64,
+}
+
+/// What a finished pull did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PullResult {
+    /// The checkpoint key of this replica/remote pair.
+    pub replication_id: String,
+    /// The remote sequence the pull started after (the old checkpoint).
+    pub start_seq: Seq,
+    /// The remote sequence now covered.
+    pub last_seq: Seq,
+    /// Batches committed.
+    pub batches: u64,
+    /// Change rows processed.
+    pub changes_read: u64,
+    /// Revisions received.
+    pub docs_read: u64,
+    /// Revisions new to the replica.
+    pub docs_written: u64,
+    /// Revisions that could not be stored (see `failures`).
+    pub doc_write_failures: u64,
+    /// The first failures (at most 100 are kept).
+    pub failures: Vec<DocFailure>,
+    /// Attachments whose bytes were downloaded.
+    pub attachments_fetched: u64,
+    /// The remote's `doc_count` at the start.
+    pub remote_doc_count: u64,
+    /// When the pull started, Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Where the time went.
+    pub timings: PullTimings,
+}
+
+const MAX_FAILURES_KEPT: usize = 100;
+
+/// What every fetch task needs; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PullContext {
+    pub(crate) replica: Replica,
+    pub(crate) remote: Remote,
+}
+
+/// Aborts a task when dropped, so a cancelled pull leaves nothing running.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type FetchTask = AbortOnDrop<Result<(batch::FetchedBatch, tokio::sync::OwnedSemaphorePermit)>>;
+
+/// Pulls everything the remote has that the replica lacks.
+///
+/// Resumes from the replica's checkpoint for this remote. Returns when the
+/// changes feed is exhausted. See [`pull_with_progress`].
+pub async fn pull(replica: &Replica, remote: &Remote, config: &PullConfig) -> Result<PullResult> {
+    pull_with_progress(replica, remote, config, |_| {}).await
+}
+
+/// [`pull`], calling `on_progress` after every committed batch.
+///
+/// # Durability
+/// Each batch and its checkpoint are one atomic, flushed commit. If the
+/// pull fails or its future is dropped, the batches committed so far stay
+/// and the next pull resumes after the last of them.
+///
+/// # Errors
+/// Before any batch: [`Error::Remote`] for a bad URL, refused connection,
+/// 401/403/404, a server that is not CouchDB or an invalid answer (the
+/// replica is left as it was); [`Error::WrongRemote`] if the replica mirrors
+/// another database. During the pull: the first remote or store error that
+/// retries could not overcome. Per-document problems are not errors: they
+/// are counted in [`PullResult::doc_write_failures`].
+pub async fn pull_with_progress(
+    replica: &Replica,
+    remote: &Remote,
+    config: &PullConfig,
+    mut on_progress: impl FnMut(&PullProgress) + Send,
+) -> Result<PullResult> {
+    config.validate()?;
+    let started = Instant::now();
+    let started_at_ms = checkpoint::now_ms();
+    let server = remote.server_info().await?;
+    let info = remote.db_info().await?;
+    let endpoint = remote.endpoint();
+    let binding = RemoteBinding::new(
+        endpoint.to_string(),
+        endpoint.db_name().to_owned(),
+        server.uuid.clone(),
+    );
+    match replica.remote()? {
+        Some(bound) if !same_remote(&bound, &binding) => {
+            return Err(Error::WrongRemote {
+                path: replica.path().display().to_string(),
+                bound: bound.url,
+                requested: binding.url,
+            })
+        }
+        Some(_) => {}
+        None => replica.set_remote(&binding).await?,
+    }
+    let rep_id = replication_id(&server, endpoint);
+    let start_seq = match replica.checkpoint(&rep_id)? {
+        Some(v) => match serde_json::from_value::<Checkpoint>(v) {
+            Ok(cp) => cp.last_seq,
+            Err(e) => {
+                tracing::warn!(%e, "unreadable checkpoint; starting from the beginning");
+                Seq::zero()
+            }
+        },
+        None => Seq::zero(),
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
+        batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
+    let mut timings = PullTimings {
+        connect_ms: started.elapsed().as_millis() as u64,
+        ..PullTimings::default()
+    };
+
+    let ctx = PullContext {
+        replica: replica.clone(),
+        remote: remote.clone(),
+    };
+    let (tx, mut rx) = mpsc::channel::<FetchTask>(config.batches_limit);
+    let permits = Arc::new(Semaphore::new(config.batches_limit));
+    let producer = {
+        let pages = remote.changes_pages(start_seq.clone(), config.batch_size);
+        let ctx = ctx.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            futures::pin_mut!(pages);
+            loop {
+                // Take the permit before asking for the page: the feed is
+                // read no further ahead than the batches that fit in memory.
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(page) = pages.next().await else {
+                    return;
+                };
+                let ctx = ctx.clone();
+                let task = tokio::spawn(async move {
+                    let page = page?;
+                    let fetched = batch::fetch(&ctx, page).await?;
+                    Ok((fetched, permit))
+                });
+                if tx.send(AbortOnDrop(task)).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    };
+
+    let mut result = PullResult {
+        replication_id: rep_id.clone(),
+        start_seq: start_seq.clone(),
+        last_seq: start_seq,
+        batches: 0,
+        changes_read: 0,
+        docs_read: 0,
+        docs_written: 0,
+        doc_write_failures: 0,
+        failures: Vec::new(),
+        attachments_fetched: 0,
+        remote_doc_count: info.doc_count,
+        started_at_ms,
+        timings: PullTimings::default(),
+    };
+    while let Some(mut task) = rx.recv().await {
+        let wait = Instant::now();
+        let joined = (&mut task.0).await;
+        timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
+        let (mut fetched, permit) = joined
+            .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
+        let cp = Checkpoint::new(fetched.last_seq.clone(), &session_id);
+        fetched.write.checkpoint = Some((
+            rep_id.clone(),
+            serde_json::to_value(&cp).unwrap_or_default(),
+        ));
+        let commit_start = Instant::now();
+        let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
+        timings.commit_ms += commit_start.elapsed().as_millis() as u64;
+        drop(permit);
+
+        result.batches += 1;
+        result.changes_read += fetched.changes as u64;
+        result.docs_read += fetched.docs_read;
+        result.docs_written += outcome.revs_written;
+        result.doc_write_failures += fetched.failures.len() as u64;
+        result.attachments_fetched += fetched.attachments_fetched;
+        let room = MAX_FAILURES_KEPT.saturating_sub(result.failures.len());
+        result
+            .failures
+            .extend(fetched.failures.into_iter().take(room));
+        result.last_seq = fetched.last_seq;
+        tracing::debug!(batch = result.batches, changes = fetched.changes, written = outcome.revs_written,
+            last_seq = %result.last_seq, "batch committed");
+        on_progress(&PullProgress {
+            batches: result.batches,
+            changes_read: result.changes_read,
+            docs_read: result.docs_read,
+            docs_written: result.docs_written,
+            doc_write_failures: result.doc_write_failures,
+            last_seq: result.last_seq.clone(),
+            remote_doc_count: info.doc_count,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    drop(producer);
+    timings.total_ms = started.elapsed().as_millis() as u64;
+    result.timings = timings;
+    replica
+        .set_last_pull(&serde_json::to_value(&result).unwrap_or_default())
+        .await?;
+    tracing::info!(docs_read = result.docs_read, docs_written = result.docs_written,
+        failures = result.doc_write_failures, last_seq = %result.last_seq,
+        ms = result.timings.total_ms, "pull complete");
+    Ok(result)
+}
+
+/// The same database: same server (by uuid when both know it) and name.
+fn same_remote(bound: &RemoteBinding, requested: &RemoteBinding) -> bool {
+    if bound.db_name != requested.db_name {
+        return false;
+    }
+    match (&bound.server_uuid, &requested.server_uuid) {
+        (Some(a), Some(b)) => a == b,
+        _ => bound.url == requested.url,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_settings() {
+        assert!(PullConfig::new(1, 1).is_ok());
+        assert!(PullConfig::new(0, 1).is_err());
+        assert!(PullConfig::new(10, 0).is_err());
+        assert_eq!(
+            PullConfig::default(),
+            PullConfig {
+                batch_size: 1000,
+                batches_limit: 5
+            }
+        );
+    }
+
+    #[test]
+    fn same_remote_prefers_server_uuid() {
+        let b = |url: &str, uuid: Option<&str>| {
+            RemoteBinding::new(url.into(), "db".into(), uuid.map(Into::into))
+        };
+        assert!(same_remote(
+            &b("http://a/db", Some("u")),
+            &b("http://b/db", Some("u"))
+        ));
+        assert!(!same_remote(
+            &b("http://a/db", Some("u")),
+            &b("http://a/db", Some("v"))
+        ));
+        assert!(same_remote(
+            &b("http://a/db", None),
+            &b("http://a/db", Some("v"))
+        ));
+    }
+}

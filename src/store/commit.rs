@@ -1,0 +1,323 @@
+//! The replica's one write path: a batch of revisions, the attachment bytes
+//! they need and the checkpoint that covers them, committed in a single
+//! multi-tree sled transaction and flushed before the caller hears `Ok`.
+
+use super::keys::{self, meta};
+use super::{decode_u64, DocRecord, Replica, StoreError};
+use crate::revtree::{MergeOutcome, Rev, RevPath};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::{BTreeMap, HashSet};
+
+/// One revision arriving from a remote, with its ancestry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingRev {
+    /// The document id.
+    pub id: String,
+    /// The revision (newest id of the path) and its ancestors.
+    pub path: RevPath,
+    /// The revision's `_deleted` flag.
+    pub deleted: bool,
+    /// The body without `_id`, `_rev`, `_revisions` and `_deleted`.
+    pub body: Map<String, Value>,
+}
+
+/// Everything one replication batch writes, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// Revisions to merge into their documents' trees.
+    pub revs: Vec<IncomingRev>,
+    /// Attachment bytes by digest (only those the replica lacks).
+    pub attachments: Vec<(String, Bytes)>,
+    /// The checkpoint this batch moves to: `(replication id, checkpoint)`.
+    pub checkpoint: Option<(String, Value)>,
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOutcome {
+    /// Revisions that were new to the replica.
+    pub revs_written: u64,
+    /// Documents whose tree changed (each got a new local sequence).
+    pub docs_changed: u64,
+    /// The local update sequence after the batch.
+    pub update_seq: u64,
+}
+
+type Abort = ConflictableTransactionError<StoreError>;
+
+fn abort(e: StoreError) -> Abort {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Replica {
+    /// Commits a batch: merges every revision into its document's tree,
+    /// stores leaf bodies and attachments, moves each changed document to a
+    /// new local sequence, updates the counters and stores the checkpoint.
+    ///
+    /// # Durability
+    /// All of it is one sled transaction, flushed to disk before `Ok` is
+    /// returned: after `Ok` the whole batch survives a kill -9; a crash
+    /// before leaves either all of it or none of it (never a checkpoint
+    /// without its documents). After an `Err` the batch may or may not be
+    /// durable: never assume it was rolled back; merging it again is safe
+    /// because merges are idempotent.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<BatchOutcome, StoreError> {
+        let replica = self.clone();
+        tokio::task::spawn_blocking(move || replica.commit_blocking(&batch))
+            .await
+            .map_err(|e| StoreError::Cancelled(e.to_string()))?
+    }
+
+    /// [`Replica::commit`] for callers outside an async runtime.
+    pub fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
+        let mut grouped: BTreeMap<&str, Vec<(&IncomingRev, Vec<u8>)>> = BTreeMap::new();
+        for inc in &batch.revs {
+            if inc.path.leaf().is_none() {
+                return Err(StoreError::InvalidDocument {
+                    id: inc.id.clone(),
+                    reason: "revision path is empty".into(),
+                });
+            }
+            let body = serde_json::to_vec(&inc.body).map_err(|e| StoreError::InvalidDocument {
+                id: inc.id.clone(),
+                reason: e.to_string(),
+            })?;
+            grouped
+                .entry(inc.id.as_str())
+                .or_default()
+                .push((inc, body));
+        }
+        let checkpoint = match &batch.checkpoint {
+            Some((id, cp)) => Some((id.as_bytes(), serde_json::to_vec(cp).unwrap_or_default())),
+            None => None,
+        };
+        let revs_limit = self.config().revs_limit;
+        let t = self.trees();
+        let _writer = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = (
+            &t.docs,
+            &t.revs,
+            &t.by_seq,
+            &t.attachments,
+            &t.checkpoints,
+            &t.meta,
+        )
+            .transaction(|(docs, revs, by_seq, atts, cps, meta_t)| {
+                let counter = |key: &'static [u8]| -> Result<u64, Abort> {
+                    match meta_t.get(key)? {
+                        Some(v) => decode_u64(key, &v).map_err(abort),
+                        None => Ok(0),
+                    }
+                };
+                let mut seq = counter(meta::SEQ)?;
+                let mut live = counter(meta::DOC_COUNT)? as i64;
+                let mut dead = counter(meta::DEL_COUNT)? as i64;
+                let mut out = BatchOutcome::default();
+                for (id, incoming) in &grouped {
+                    let key = id.as_bytes();
+                    let old = match docs.get(key)? {
+                        Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
+                        None => None,
+                    };
+                    let mut record = old.clone().unwrap_or_default();
+                    let old_leaves: Vec<Rev> =
+                        record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                    let mut arrived = Vec::new();
+                    for (inc, body) in incoming {
+                        let outcome = record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
+                            abort(StoreError::InvalidDocument {
+                                id: inc.id.clone(),
+                                reason: e.to_string(),
+                            })
+                        })?;
+                        if outcome != MergeOutcome::AlreadyKnown {
+                            if let Some(leaf) = inc.path.leaf() {
+                                revs.insert(keys::rev_key(id, &leaf.to_string()), body.as_slice())?;
+                                arrived.push(leaf);
+                            }
+                        }
+                    }
+                    if arrived.is_empty() {
+                        continue;
+                    }
+                    out.revs_written += arrived.len() as u64;
+                    record.tree.stem(revs_limit);
+                    // Only leaves keep bodies: drop those of revisions that
+                    // this batch turned into ancestors.
+                    let leaves: HashSet<Rev> =
+                        record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                    for rev in old_leaves.iter().chain(&arrived) {
+                        if !leaves.contains(rev) {
+                            revs.remove(keys::rev_key(id, &rev.to_string()))?;
+                        }
+                    }
+                    let was = old
+                        .as_ref()
+                        .and_then(|r| r.tree.winner())
+                        .map(|w| w.deleted);
+                    let now = record.tree.winner().map(|w| w.deleted);
+                    for (state, sign) in [(was, -1i64), (now, 1)] {
+                        match state {
+                            Some(false) => live += sign,
+                            Some(true) => dead += sign,
+                            None => {}
+                        }
+                    }
+                    if let Some(old) = &old {
+                        by_seq.remove(&keys::seq_key(old.seq))?;
+                    }
+                    seq += 1;
+                    record.seq = seq;
+                    by_seq.insert(&keys::seq_key(seq), key)?;
+                    docs.insert(key, record.encode())?;
+                    out.docs_changed += 1;
+                }
+                for (digest, bytes) in &batch.attachments {
+                    if atts.get(digest.as_bytes())?.is_none() {
+                        atts.insert(digest.as_bytes(), bytes.as_ref())?;
+                    }
+                }
+                if let Some((id, cp)) = &checkpoint {
+                    cps.insert(*id, cp.as_slice())?;
+                }
+                meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
+                meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
+                meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
+                out.update_seq = seq;
+                Ok(out)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Storage(e),
+            })?;
+        self.inner.db.flush()?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::ReplicaConfig;
+    use serde_json::json;
+
+    fn inc(id: &str, start: u64, ids: &[&str], deleted: bool, body: Value) -> IncomingRev {
+        IncomingRev {
+            id: id.into(),
+            path: RevPath {
+                start,
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            },
+            deleted,
+            body: body.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn batch(revs: Vec<IncomingRev>) -> WriteBatch {
+        WriteBatch {
+            revs,
+            ..WriteBatch::default()
+        }
+    }
+
+    #[test]
+    fn commits_merge_trees_counts_and_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let out = r
+            .commit_blocking(&batch(vec![
+                inc("a", 1, &["x"], false, json!({"v": 1})),
+                inc("b", 1, &["y"], false, json!({"v": 2})),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (out.revs_written, out.docs_changed, out.update_seq),
+            (2, 2, 2)
+        );
+        // Update a, conflict a, delete b, and repeat a known revision.
+        let out = r
+            .commit_blocking(&batch(vec![
+                inc("a", 2, &["x2", "x"], false, json!({"v": 3})),
+                inc("a", 2, &["z2", "x"], false, json!({"v": 4})),
+                inc("b", 2, &["y2", "y"], true, json!({})),
+                inc("b", 1, &["y"], false, json!({"v": 2})),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (out.revs_written, out.docs_changed, out.update_seq),
+            (3, 2, 4)
+        );
+        let a = r.get("a").unwrap().unwrap();
+        assert_eq!(a.rev.to_string(), "2-z2");
+        assert_eq!(a.body["v"], 4);
+        assert_eq!(a.conflicts, vec!["2-x2".parse().unwrap()]);
+        assert!(
+            r.get_rev("a", &"1-x".parse().unwrap()).unwrap().is_none(),
+            "ancestor bodies are dropped"
+        );
+        assert!(r.get("b").unwrap().unwrap().deleted);
+        assert_eq!((r.doc_count().unwrap(), r.deleted_count().unwrap()), (1, 1));
+        let changes: Vec<_> = r
+            .changes(0)
+            .map(|c| c.unwrap())
+            .map(|c| (c.seq, c.doc.id))
+            .collect();
+        assert_eq!(changes, vec![(3, "a".to_string()), (4, "b".to_string())]);
+        assert_eq!(r.changes(3).count(), 1);
+        let all: Vec<_> = r
+            .all_docs(Bound::Unbounded, Bound::Unbounded)
+            .map(|d| d.unwrap().id)
+            .collect();
+        assert_eq!(all, vec!["a"]);
+    }
+
+    #[test]
+    fn a_batch_and_its_checkpoint_survive_reopen_together() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+            let mut b = batch(vec![inc("a", 1, &["x"], false, json!({"v": 1}))]);
+            b.checkpoint = Some(("rep".into(), json!({"last_seq": "7-abc"})));
+            b.attachments
+                .push(("md5-x".into(), Bytes::from_static(b"hello")));
+            r.commit_blocking(&b).unwrap();
+        }
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        assert_eq!(
+            r.checkpoint("rep").unwrap(),
+            Some(json!({"last_seq": "7-abc"}))
+        );
+        assert_eq!(
+            r.attachment("md5-x").unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(r.doc_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn invalid_revision_path_aborts_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let mut b = batch(vec![
+            inc("a", 1, &["x"], false, json!({})),
+            inc("b", 1, &["y", "too-long"], false, json!({})),
+        ]);
+        b.checkpoint = Some(("rep".into(), json!(1)));
+        assert!(matches!(
+            r.commit_blocking(&b),
+            Err(StoreError::InvalidDocument { .. })
+        ));
+        assert!(r.get("a").unwrap().is_none());
+        assert!(r.checkpoint("rep").unwrap().is_none());
+    }
+
+    use std::ops::Bound;
+}

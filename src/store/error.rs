@@ -1,0 +1,78 @@
+//! Errors of the local store. I/O errors and corruption are fail-stop:
+//! nothing is retried here, and the replica refuses writes it cannot prove
+//! safe.
+
+use std::path::PathBuf;
+
+/// What went wrong in the local replica store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The replica directory could not be opened.
+    #[error("cannot open replica {path}: {source}; is another settee process using it, or is the path not writable?")]
+    Open {
+        /// The replica directory.
+        path: PathBuf,
+        /// The storage error.
+        #[source]
+        source: sled::Error,
+    },
+
+    /// `open_existing` found no replica at this path.
+    #[error("no replica at {path}; run `settee pull <DB_URL> {path}` first")]
+    NotAReplica {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The directory holds a replica written by an incompatible settee.
+    #[error("replica {path} has format {found}, this settee reads format {expected}; use a new directory or a matching settee")]
+    Format {
+        /// The replica directory.
+        path: PathBuf,
+        /// The format found on disk.
+        found: u64,
+        /// The format this build writes.
+        expected: u64,
+    },
+
+    /// A read or write failed in the storage engine. Close the replica and
+    /// reopen it; an earlier batch is either fully there or fully absent.
+    #[error("replica storage error: {0}; close and reopen the replica")]
+    Storage(#[from] sled::Error),
+
+    /// Stored data could not be decoded: the replica is damaged. Pull into a
+    /// new directory.
+    #[error("replica data is damaged ({what} {key:?}): {detail}; pull into a new directory")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// The record's key, as text.
+        key: String,
+        /// The decoding error.
+        detail: String,
+    },
+
+    /// A revision or document handed to the store was invalid.
+    #[error("invalid document {id:?}: {reason}")]
+    InvalidDocument {
+        /// The document id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A blocking store task could not complete (the runtime is shutting down).
+    #[error("replica task was cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: &'static str, key: &[u8], detail: impl ToString) -> Self {
+        StoreError::Corrupt {
+            what,
+            key: String::from_utf8_lossy(key).into_owned(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The local replica: a directory holding a sled database with the full
+//! revision tree of every document, the leaf bodies, attachments (one copy
+//! per digest), a local sequence index, `_local` documents, checkpoints and
+//! metadata.
+//!
+//! Reads are plain method calls. Every write goes through one multi-tree
+//! sled transaction ([`Replica::commit`]), flushed before it returns, so a
+//! batch of documents, its sequence entries, its counters and the
+//! checkpoint that covers it become durable together or not at all. The
+//! store knows nothing of HTTP; `docs/design.md` has the trees, their keys,
+//! the invariants and the crash analysis.
+
+mod commit;
+mod document;
+mod error;
+mod keys;
+
+pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
+pub(crate) use document::DocRecord;
+pub use document::{AttachmentStub, DocInfo, Document};
+pub use error::StoreError;
+
+use crate::revtree::{Leaf, Rev, RevTree};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Settings of a replica store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplicaConfig {
+    /// Bytes of sled's page cache. sled's own default (1 GiB) suits a
+    /// server, not a phone-sized replica; 32 MiB keeps a pull's memory flat
+    /// at a small cost in read speed for large replicas.
+    pub cache_capacity: u64,
+    /// Revisions kept per branch (CouchDB's `_revs_limit`).
+    pub revs_limit: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            cache_capacity: 32 * 1024 * 1024,
+            revs_limit: 1000,
+        }
+    }
+}
+
+impl ReplicaConfig {
+    /// The same settings with another cache size.
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// The same settings with another revs limit (at least 1).
+    pub fn with_revs_limit(mut self, limit: usize) -> Self {
+        self.revs_limit = limit.max(1);
+        self
+    }
+}
+
+/// Which remote database a replica mirrors. Recorded by the first pull;
+/// never holds credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RemoteBinding {
+    /// The database URL without credentials.
+    pub url: String,
+    /// The database name.
+    pub db_name: String,
+    /// The server's uuid, when it has one.
+    pub server_uuid: Option<String>,
+}
+
+impl RemoteBinding {
+    /// Builds a binding.
+    pub fn new(url: String, db_name: String, server_uuid: Option<String>) -> Self {
+        RemoteBinding {
+            url,
+            db_name,
+            server_uuid,
+        }
+    }
+}
+
+/// One entry of the local changes feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Change {
+    /// The local sequence of this change.
+    pub seq: u64,
+    /// The document and its winner now.
+    pub doc: DocInfo,
+}
+
+/// A replica on disk; cheap to clone, safe to share between tasks.
+///
+/// ```
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+/// assert_eq!(replica.doc_count().unwrap(), 0);
+/// assert!(replica.get("CourseConfig").unwrap().is_none());
+/// ```
+#[derive(Clone)]
+pub struct Replica {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+pub(crate) struct Trees {
+    pub(crate) docs: sled::Tree,
+    pub(crate) revs: sled::Tree,
+    pub(crate) by_seq: sled::Tree,
+    pub(crate) attachments: sled::Tree,
+    pub(crate) local: sled::Tree,
+    pub(crate) checkpoints: sled::Tree,
+    pub(crate) meta: sled::Tree,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Trees,
+    config: ReplicaConfig,
+    /// One writer at a time: commits read counters and records and write
+    /// them back; serializing them keeps sled's transaction from retrying.
+    write_lock: Mutex<()>,
+}
+
+impl Replica {
+    /// Opens the replica at `path`, creating the directory if needed.
+    pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity)
+            .open()
+            .map_err(open_err)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_err);
+        let trees = Trees {
+            docs: tree("docs")?,
+            revs: tree("revs")?,
+            by_seq: tree("by_seq")?,
+            attachments: tree("attachments")?,
+            local: tree("local")?,
+            checkpoints: tree("checkpoints")?,
+            meta: tree("meta")?,
+        };
+        match trees.meta.get(keys::meta::FORMAT)? {
+            Some(v) => {
+                let found = decode_u64(keys::meta::FORMAT, &v)?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format {
+                        path,
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            None if trees.docs.is_empty() && trees.local.is_empty() => {
+                trees
+                    .meta
+                    .insert(keys::meta::FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            None => {
+                return Err(StoreError::Format {
+                    path,
+                    found: 0,
+                    expected: FORMAT_VERSION,
+                })
+            }
+        }
+        Ok(Replica {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                trees,
+                config,
+                write_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Opens a replica that must already exist (for reading commands).
+    pub fn open_existing(
+        path: impl AsRef<Path>,
+        config: ReplicaConfig,
+    ) -> Result<Self, StoreError> {
+        let p = path.as_ref();
+        if !p.join("conf").is_file() || !p.join("db").is_file() {
+            return Err(StoreError::NotAReplica {
+                path: p.to_path_buf(),
+            });
+        }
+        Self::open(p, config)
+    }
+
+    /// The replica's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+
+    fn record(&self, id: &str) -> Result<Option<DocRecord>, StoreError> {
+        match self.inner.trees.docs.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(DocRecord::decode(id.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The revision tree of a document.
+    pub fn rev_tree(&self, id: &str) -> Result<Option<RevTree>, StoreError> {
+        Ok(self.record(id)?.map(|r| r.tree))
+    }
+
+    /// Every leaf of a document, winner first (CouchDB's order).
+    pub fn leaves(&self, id: &str) -> Result<Vec<Leaf>, StoreError> {
+        Ok(self
+            .record(id)?
+            .map(|r| r.tree.leaves())
+            .unwrap_or_default())
+    }
+
+    fn body(&self, id: &str, rev: &Rev) -> Result<Option<Map<String, Value>>, StoreError> {
+        let key = keys::rev_key(id, &rev.to_string());
+        match self.inner.trees.revs.get(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt("revision body", &key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The winning revision of a document, tombstones included (check
+    /// [`Document::deleted`]); `None` if the replica has never seen `id`.
+    pub fn get(&self, id: &str) -> Result<Option<Document>, StoreError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let Some(winner) = record.tree.winner() else {
+            return Ok(None);
+        };
+        let body = self.body(id, &winner.rev)?.ok_or_else(|| {
+            StoreError::corrupt(
+                "revision body",
+                id.as_bytes(),
+                format!("winner {} has no body", winner.rev),
+            )
+        })?;
+        Ok(Some(Document {
+            id: id.to_owned(),
+            conflicts: record.tree.conflicts(),
+            deleted_conflicts: record.tree.deleted_conflicts(),
+            rev: winner.rev,
+            deleted: winner.deleted,
+            body,
+        }))
+    }
+
+    /// A specific revision. Only leaves keep their bodies (like a compacted
+    /// CouchDB), so an older revision answers `None`.
+    pub fn get_rev(&self, id: &str, rev: &Rev) -> Result<Option<Document>, StoreError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let Some(leaf) = record.tree.leaves().into_iter().find(|l| &l.rev == rev) else {
+            return Ok(None);
+        };
+        let winner = record.tree.winner().map(|w| w.rev);
+        let is_winner = winner.as_ref() == Some(rev);
+        Ok(self.body(id, rev)?.map(|body| Document {
+            id: id.to_owned(),
+            rev: rev.clone(),
+            deleted: leaf.deleted,
+            body,
+            conflicts: if is_winner {
+                record.tree.conflicts()
+            } else {
+                Vec::new()
+            },
+            deleted_conflicts: if is_winner {
+                record.tree.deleted_conflicts()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    /// Every document in id order within `range` (inclusive bounds on ids),
+    /// tombstones included.
+    pub fn docs(
+        &self,
+        start: Bound<&str>,
+        end: Bound<&str>,
+    ) -> impl Iterator<Item = Result<DocInfo, StoreError>> + '_ {
+        let map = |b: Bound<&str>| match b {
+            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
+            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.inner
+            .trees
+            .docs
+            .range::<Vec<u8>, _>((map(start), map(end)))
+            .filter_map(|item| {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let id = match std::str::from_utf8(&k) {
+                    Ok(id) => id,
+                    Err(e) => return Some(Err(StoreError::corrupt("document id", &k, e))),
+                };
+                match DocRecord::decode(&k, &v) {
+                    Ok(r) => r.info(id).map(Ok),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+    }
+
+    /// Live documents in id order within a range, like `_all_docs`.
+    pub fn all_docs(
+        &self,
+        start: Bound<&str>,
+        end: Bound<&str>,
+    ) -> impl Iterator<Item = Result<DocInfo, StoreError>> + '_ {
+        self.docs(start, end)
+            .filter(|d| !matches!(d, Ok(info) if info.deleted))
+    }
+
+    /// Documents changed after local sequence `since`, oldest first; each
+    /// document appears once, at its latest change.
+    pub fn changes(&self, since: u64) -> impl Iterator<Item = Result<Change, StoreError>> + '_ {
+        self.inner
+            .trees
+            .by_seq
+            .range(keys::seq_key(since.saturating_add(1))..)
+            .filter_map(move |item| {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let Some(seq) = keys::seq_from_key(&k) else {
+                    return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
+                };
+                let id = match std::str::from_utf8(&v) {
+                    Ok(id) => id.to_owned(),
+                    Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
+                };
+                match self.record(&id) {
+                    Ok(Some(r)) => r.info(&id).map(|doc| Ok(Change { seq, doc })),
+                    Ok(None) => Some(Err(StoreError::corrupt(
+                        "sequence entry",
+                        &k,
+                        "document missing",
+                    ))),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+    }
+
+    fn meta_u64(&self, key: &'static [u8]) -> Result<u64, StoreError> {
+        match self.inner.trees.meta.get(key)? {
+            Some(v) => decode_u64(key, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Live documents (CouchDB's `doc_count`).
+    pub fn doc_count(&self) -> Result<u64, StoreError> {
+        self.meta_u64(keys::meta::DOC_COUNT)
+    }
+
+    /// Documents whose winner is a tombstone (`doc_del_count`).
+    pub fn deleted_count(&self) -> Result<u64, StoreError> {
+        self.meta_u64(keys::meta::DEL_COUNT)
+    }
+
+    /// The local update sequence: the sequence of the latest change.
+    pub fn update_seq(&self) -> Result<u64, StoreError> {
+        self.meta_u64(keys::meta::SEQ)
+    }
+
+    /// The bytes of an attachment, by digest.
+    pub fn attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .trees
+            .attachments
+            .get(digest.as_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// True when the replica already holds these attachment bytes.
+    pub fn has_attachment(&self, digest: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .trees
+            .attachments
+            .contains_key(digest.as_bytes())?)
+    }
+
+    /// A `_local` document (not replicated), by id without the `_local/` prefix.
+    pub fn get_local(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        self.get_json(&self.inner.trees.local, id.as_bytes(), "local document")
+    }
+
+    /// Writes a `_local` document.
+    ///
+    /// # Durability
+    /// Flushed before `Ok` is returned: the document survives a kill -9
+    /// from then on. After an `Err` it may or may not have been written.
+    pub async fn put_local(&self, id: &str, doc: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::InvalidDocument {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.inner.trees.local.insert(id.as_bytes(), bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The checkpoint stored under a replication id.
+    pub fn checkpoint(&self, replication_id: &str) -> Result<Option<Value>, StoreError> {
+        self.get_json(
+            &self.inner.trees.checkpoints,
+            replication_id.as_bytes(),
+            "checkpoint",
+        )
+    }
+
+    /// The remote this replica mirrors, once a pull has recorded it.
+    pub fn remote(&self) -> Result<Option<RemoteBinding>, StoreError> {
+        match self.get_json(&self.inner.trees.meta, keys::meta::REMOTE, "remote binding")? {
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt("remote binding", keys::meta::REMOTE, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the remote this replica mirrors.
+    ///
+    /// # Durability
+    /// Flushed before `Ok`.
+    pub async fn set_remote(&self, binding: &RemoteBinding) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(binding).unwrap_or_default();
+        self.inner.trees.meta.insert(keys::meta::REMOTE, bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The summary the last completed pull left (opaque to the store).
+    pub fn last_pull(&self) -> Result<Option<Value>, StoreError> {
+        self.get_json(&self.inner.trees.meta, keys::meta::LAST_PULL, "last pull")
+    }
+
+    /// Records the summary of a completed pull.
+    ///
+    /// # Durability
+    /// Flushed before `Ok`.
+    pub async fn set_last_pull(&self, summary: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(summary).unwrap_or_default();
+        self.inner.trees.meta.insert(keys::meta::LAST_PULL, bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn get_json(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<Value>, StoreError> {
+        match tree.get(key)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(what, key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Of these revisions of `id`, the ones the replica does not have
+    /// (a local `_revs_diff`).
+    pub fn missing_revs(&self, id: &str, revs: &[Rev]) -> Result<Vec<Rev>, StoreError> {
+        let tree = self.record(id)?.map(|r| r.tree).unwrap_or_default();
+        Ok(revs.iter().filter(|r| !tree.contains(r)).cloned().collect())
+    }
+
+    /// Bytes on disk, as sled reports them.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::corrupt("counter", key, "not 8 bytes"))
+}

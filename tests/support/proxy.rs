@@ -1,0 +1,628 @@
+//! A small fault-injecting HTTP/1.1 proxy for integration tests.
+//!
+//! [`FaultProxy`] listens on `127.0.0.1:<random port>` in front of a real
+//! CouchDB-compatible server (PouchDB Server on loopback) and forwards every
+//! request byte for byte, except where a [`Rule`] says otherwise: answer with
+//! a canned response, drop the connection, truncate or corrupt the upstream
+//! body, or delay the request. It records every request line it sees so
+//! tests can assert on the traffic (`count("_bulk_get")`).
+//!
+//! # Why it is safe for keep-alive clients
+//!
+//! The proxy handles exactly one request per client connection. Every
+//! request it forwards is rewritten to carry `Connection: close` (any
+//! existing `Connection`/`Keep-Alive` header is replaced), so upstream closes
+//! after one response; every response the proxy sends to the client (relayed,
+//! canned or mangled) also carries `Connection: close`. A keep-alive client
+//! such as reqwest therefore never reuses a connection through the proxy: it
+//! opens a fresh one for the next request, which means every request goes
+//! through the rule check, and no request can be lost to a silently reused
+//! (and already closed) pooled connection. After answering, the proxy
+//! half-closes and drains the client socket briefly before dropping it, so
+//! unread request bytes never turn the close into a reset that would
+//! clobber a response the client has not read yet.
+//!
+//! The proxy is plain tokio (no hyper). It never panics on I/O errors: a
+//! failed connection simply ends. Dropping the [`FaultProxy`] stops the
+//! accept loop and every connection it still serves.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Largest request or response head (up to `\r\n\r\n`) the proxy reads.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How long the proxy waits for a client to close after being answered.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a firing [`Rule`] does to the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer directly, without contacting upstream.
+    Respond {
+        /// HTTP status code.
+        status: u16,
+        /// `Content-Type` of the canned body.
+        content_type: String,
+        /// The body, sent with a correct `Content-Length`.
+        body: String,
+    },
+    /// Close the client socket without sending any response.
+    DropConnection,
+    /// Forward, then send upstream's status and headers with a
+    /// `Content-Length` for the full (de-chunked) body but only the first
+    /// `keep_bytes` bytes of it, and close.
+    TruncateBody {
+        /// How many body bytes reach the client.
+        keep_bytes: usize,
+    },
+    /// Forward, then replace upstream's body with same-length garbage that
+    /// is not valid JSON (`{"results":[xxxx…`), with a correct
+    /// `Content-Length`.
+    CorruptBody,
+    /// Sleep, then forward normally.
+    Delay {
+        /// Delay in milliseconds.
+        ms: u64,
+    },
+}
+
+/// A fault rule: when `matcher` is a substring of the request line (e.g.
+/// `POST /db/_bulk_get?revs=true HTTP/1.1`), apply `fault`.
+///
+/// The first `skip` matching requests pass through untouched, then the rule
+/// fires at most `times` times (`None` = forever). Rules are checked in
+/// order; the first matching rule that is not used up decides (a skipped
+/// request is forwarded untouched, even if a later rule also matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Substring matched against the request line.
+    pub matcher: String,
+    /// What happens when the rule fires.
+    pub fault: Fault,
+    /// Number of matching requests to let through before firing.
+    pub skip: usize,
+    /// Maximum number of times to fire; `None` = unlimited.
+    pub times: Option<usize>,
+}
+
+impl Rule {
+    /// A rule firing `fault` on every request whose line contains `matcher`.
+    pub fn new(matcher: impl Into<String>, fault: Fault) -> Self {
+        Rule {
+            matcher: matcher.into(),
+            fault,
+            skip: 0,
+            times: None,
+        }
+    }
+
+    /// Answer with `status` and a JSON `body` (`application/json`).
+    pub fn respond(matcher: impl Into<String>, status: u16, body: impl Into<String>) -> Self {
+        Self::respond_with(matcher, status, "application/json", body)
+    }
+
+    /// Answer with `status`, `content_type` and `body`.
+    pub fn respond_with(
+        matcher: impl Into<String>,
+        status: u16,
+        content_type: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            matcher,
+            Fault::Respond {
+                status,
+                content_type: content_type.into(),
+                body: body.into(),
+            },
+        )
+    }
+
+    /// Close the connection without a response.
+    pub fn drop_connection(matcher: impl Into<String>) -> Self {
+        Self::new(matcher, Fault::DropConnection)
+    }
+
+    /// Forward, but deliver only `keep_bytes` of the response body.
+    pub fn truncate_body(matcher: impl Into<String>, keep_bytes: usize) -> Self {
+        Self::new(matcher, Fault::TruncateBody { keep_bytes })
+    }
+
+    /// Forward, but replace the response body with invalid JSON.
+    pub fn corrupt_body(matcher: impl Into<String>) -> Self {
+        Self::new(matcher, Fault::CorruptBody)
+    }
+
+    /// Sleep `ms` milliseconds, then forward.
+    pub fn delay(matcher: impl Into<String>, ms: u64) -> Self {
+        Self::new(matcher, Fault::Delay { ms })
+    }
+
+    /// Let the first `n` matching requests through untouched.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = n;
+        self
+    }
+
+    /// Fire at most `n` times.
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// Fire at most once.
+    pub fn once(self) -> Self {
+        self.times(1)
+    }
+}
+
+/// A rule plus its usage counters.
+struct Armed {
+    rule: Rule,
+    skipped: usize,
+    fired: usize,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Armed>,
+    requests: Vec<String>,
+    fired: usize,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fault-injecting HTTP/1.1 proxy on `127.0.0.1:<random port>`.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Shared,
+    accept: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Binds `127.0.0.1:0` and starts proxying to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let state = Shared::default();
+        let accept = tokio::spawn(accept_loop(listener, upstream, state.clone()));
+        Ok(FaultProxy {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    /// The proxy's listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The proxy's base URL, e.g. `http://127.0.0.1:40123` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces all rules (and resets their skip/fire counters).
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        lock(&self.state).rules = rules
+            .into_iter()
+            .map(|rule| Armed {
+                rule,
+                skipped: 0,
+                fired: 0,
+            })
+            .collect();
+    }
+
+    /// Removes all rules: everything passes through.
+    pub fn clear_rules(&self) {
+        self.set_rules(Vec::new());
+    }
+
+    /// Every request line seen so far, in arrival order.
+    pub fn requests(&self) -> Vec<String> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// How many request lines seen so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Forgets the recorded request lines.
+    pub fn clear_requests(&self) {
+        lock(&self.state).requests.clear();
+    }
+
+    /// How many times any rule has fired (skipped requests not included).
+    pub fn fired(&self) -> usize {
+        lock(&self.state).fired
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy").field("addr", &self.addr).finish()
+    }
+}
+
+/// Accepts connections forever. Connection tasks live in a `JoinSet`, so
+/// aborting this task aborts them too, and a panicking connection task
+/// cannot take the loop down.
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Shared) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok((sock, _)) => {
+                let _ = sock.set_nodelay(true);
+                conns.spawn(handle(sock, upstream, state.clone()));
+            }
+            // e.g. EMFILE: back off briefly instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Serves one client connection (one request).
+async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
+    let Ok((buf, Some(head_end))) = read_head(&mut client).await else {
+        return;
+    };
+    let head = &buf[..head_end - 4];
+    let line = String::from_utf8_lossy(lines(head).next().unwrap_or_default()).into_owned();
+    let fault = decide(&state, &line);
+    let fwd_head = rewrite_head(
+        head,
+        &["connection", "keep-alive", "proxy-connection"],
+        &["Connection: close"],
+    );
+    let body_start = &buf[head_end..];
+
+    match fault {
+        None => forward(client, upstream, &fwd_head, body_start).await,
+        Some(Fault::Delay { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            forward(client, upstream, &fwd_head, body_start).await;
+        }
+        Some(Fault::DropConnection) => drop(client),
+        Some(Fault::Respond {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut resp = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                reason(status),
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(body.as_bytes());
+            if client.write_all(&resp).await.is_ok() {
+                finish(client).await;
+            }
+        }
+        Some(Fault::TruncateBody { keep_bytes }) => {
+            mangle(client, upstream, &fwd_head, body_start, Some(keep_bytes)).await
+        }
+        Some(Fault::CorruptBody) => mangle(client, upstream, &fwd_head, body_start, None).await,
+    }
+}
+
+/// Records `line` and picks the fault to apply, if any.
+fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
+    let mut st = lock(state);
+    st.requests.push(line.to_owned());
+    let mut fault = None;
+    for armed in st.rules.iter_mut() {
+        if !line.contains(armed.rule.matcher.as_str()) {
+            continue;
+        }
+        if armed.rule.times.is_some_and(|t| armed.fired >= t) {
+            continue;
+        }
+        if armed.skipped < armed.rule.skip {
+            armed.skipped += 1;
+            return None;
+        }
+        armed.fired += 1;
+        fault = Some(armed.rule.fault.clone());
+        break;
+    }
+    if fault.is_some() {
+        st.fired += 1;
+    }
+    fault
+}
+
+/// Forwards the request and relays the response (with `Connection: close`).
+async fn forward(mut client: TcpStream, upstream: SocketAddr, head: &[u8], body_start: &[u8]) {
+    let Some(mut up) = connect(upstream, head, body_start).await else {
+        return;
+    };
+    {
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = up.split();
+        let request_body = async {
+            let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            std::future::pending::<()>().await
+        };
+        let response = relay_response(&mut ur, &mut cw);
+        tokio::select! {
+            () = request_body => {}
+            ok = response => if !ok { return },
+        }
+    }
+    drop(up);
+    finish(client).await;
+}
+
+/// Copies upstream's response to the client, rewriting its head to carry
+/// `Connection: close`. Returns false if the client could not be written to.
+async fn relay_response<R, W>(up: &mut R, client: &mut W) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Ok((buf, head_end)) = read_head(up).await else {
+        return false;
+    };
+    let out = match head_end {
+        Some(end) if !buf.starts_with(b"HTTP/1.1 1") && !buf.starts_with(b"HTTP/1.0 1") => {
+            let mut out = rewrite_head(
+                &buf[..end - 4],
+                &["connection", "keep-alive"],
+                &["Connection: close"],
+            );
+            out.extend_from_slice(&buf[end..]);
+            out
+        }
+        _ => buf,
+    };
+    if client.write_all(&out).await.is_err() {
+        return false;
+    }
+    tokio::io::copy(up, client).await.is_ok()
+}
+
+/// Forwards the request, reads the whole response, then sends the client a
+/// truncated (`Some(keep)`) or corrupted (`None`) version of it.
+async fn mangle(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    head: &[u8],
+    body_start: &[u8],
+    keep: Option<usize>,
+) {
+    let Some(mut up) = connect(upstream, head, body_start).await else {
+        return;
+    };
+    let raw = {
+        let (mut cr, _) = client.split();
+        let (mut ur, mut uw) = up.split();
+        let request_body = async {
+            let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            std::future::pending::<()>().await
+        };
+        let response = async {
+            let mut raw = Vec::new();
+            // On error keep whatever arrived.
+            let _ = ur.read_to_end(&mut raw).await;
+            raw
+        };
+        tokio::select! {
+            () = request_body => Vec::new(),
+            raw = response => raw,
+        }
+    };
+    drop(up);
+    let out = mangled_response(&raw, keep);
+    if client.write_all(&out).await.is_ok() {
+        finish(client).await;
+    }
+}
+
+/// Builds the truncated/corrupted response from upstream's raw response.
+fn mangled_response(raw: &[u8], keep: Option<usize>) -> Vec<u8> {
+    let Some(pos) = find(raw, b"\r\n\r\n") else {
+        // Not a parsable response: cut it or send it as is.
+        return match keep {
+            Some(k) => raw[..k.min(raw.len())].to_vec(),
+            None => raw.to_vec(),
+        };
+    };
+    let head = &raw[..pos];
+    let body_raw = &raw[pos + 4..];
+    let chunked = lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
+    } else {
+        body_raw.to_vec()
+    };
+    let len = body.len();
+    let mut out = rewrite_head(
+        head,
+        &[
+            "connection",
+            "keep-alive",
+            "content-length",
+            "transfer-encoding",
+        ],
+        &[&format!("Content-Length: {len}"), "Connection: close"],
+    );
+    match keep {
+        Some(k) => out.extend_from_slice(&body[..k.min(len)]),
+        None => {
+            let mut garbage = b"{\"results\":[".to_vec();
+            garbage.resize(len.max(garbage.len()), b'x');
+            garbage.truncate(len);
+            out.extend_from_slice(&garbage);
+        }
+    }
+    out
+}
+
+/// Decodes a chunked body; `None` if it is malformed or incomplete.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = find(data, b"\r\n")?;
+        let size_line = std::str::from_utf8(&data[..eol]).ok()?;
+        let size_hex = size_line.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_hex, 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Connects to upstream and sends the request head plus any body bytes
+/// already read from the client.
+async fn connect(upstream: SocketAddr, head: &[u8], body_start: &[u8]) -> Option<TcpStream> {
+    let mut up = TcpStream::connect(upstream).await.ok()?;
+    let _ = up.set_nodelay(true);
+    up.write_all(head).await.ok()?;
+    up.write_all(body_start).await.ok()?;
+    Some(up)
+}
+
+/// Half-closes the client socket, then discards whatever it still sends
+/// until it closes (or a timeout), so the close is not turned into a reset.
+async fn finish(mut client: TcpStream) {
+    let _ = client.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 8192];
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+}
+
+/// Reads until `\r\n\r\n`, EOF or `MAX_HEAD` bytes. Returns the bytes read
+/// and the offset just past `\r\n\r\n`, if found.
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(Vec<u8>, Option<usize>)> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((buf, None));
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = find(&buf[from..], b"\r\n\r\n") {
+            return Ok((buf, Some(from + pos + 4)));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Ok((buf, None));
+        }
+    }
+}
+
+/// Rebuilds a head (given without its final blank line): keeps the start
+/// line, drops headers named in `remove` (lowercase), appends `add`, and
+/// terminates it with `\r\n\r\n`.
+fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 64);
+    let mut it = lines(head);
+    out.extend_from_slice(it.next().unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
+    for h in it {
+        let name = header_name(h);
+        if h.is_empty() || remove.iter().any(|r| name.eq_ignore_ascii_case(r.as_bytes())) {
+            continue;
+        }
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    for a in add {
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Lines of a head, split on `\n` with any trailing `\r` removed.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// The (trimmed) name of a header line.
+fn header_name(line: &[u8]) -> &[u8] {
+    let name = line
+        .iter()
+        .position(|&b| b == b':')
+        .map_or(line, |i| &line[..i]);
+    name.trim_ascii()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        412 => "Precondition Failed",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
