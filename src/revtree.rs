@@ -18,8 +18,8 @@
 //! - a node's parent, if any, has `pos` one lower;
 //! - every node is an ancestor-or-self of some leaf (merges never create a
 //!   phantom leaf out of a dangling ancestor);
-//! - after [`RevTree::stem`], every leaf keeps at most `limit` revisions on
-//!   its path, and the set of leaves is unchanged.
+//! - after [`RevTree::stem`], every revision kept is one of the last `limit`
+//!   revisions of some leaf's path, and the set of leaves is unchanged.
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -235,6 +235,11 @@ impl RevTree {
             .position(|n| n.pos == pos && n.hash == hash)
     }
 
+    /// Every revision kept, in no particular order.
+    pub fn revs(&self) -> impl Iterator<Item = Rev> + '_ {
+        self.nodes.iter().map(|n| Rev::new(n.pos, n.hash.clone()))
+    }
+
     /// True when the tree holds `rev` (as a leaf or an ancestor).
     pub fn contains(&self, rev: &Rev) -> bool {
         self.find(rev.pos, &rev.hash).is_some()
@@ -274,7 +279,20 @@ impl RevTree {
         match known {
             Some((0, _)) => Ok(MergeOutcome::AlreadyKnown),
             Some((k, idx)) => {
-                self.graft_history(path, k, idx);
+                // Follow the known part of the path down to where the tree's
+                // history ends; graft older history there if the path has it.
+                let (mut root_k, mut root_idx) = (k, idx);
+                while root_k + 1 < path.ids.len() {
+                    let (pos, hash) = path.rev_at(root_k + 1);
+                    match self.nodes[root_idx].parent {
+                        Some(p) if self.nodes[p as usize].pos == pos && self.nodes[p as usize].hash == hash => {
+                            root_idx = p as usize;
+                            root_k += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                self.graft_history(path, root_k, root_idx);
                 let parent_was_leaf = !self.nodes.iter().any(|n| n.parent == Some(idx as u32));
                 self.push_chain(path, 0..k, Some(idx as u32), deleted);
                 Ok(if parent_was_leaf {
@@ -291,30 +309,31 @@ impl RevTree {
     }
 
     /// When the known node `idx` (path index `k`) is a root but the path
-    /// knows its ancestors, attach them: a stemmed branch gets its history back.
+    /// knows its ancestors, attach them: a stemmed branch gets its history
+    /// back. Built from the known node downwards, so every added node has a
+    /// child and none can become a phantom leaf.
     fn graft_history(&mut self, path: &RevPath, k: usize, idx: usize) {
-        if self.nodes[idx].parent.is_some() || k + 1 >= path.ids.len() {
-            return;
-        }
-        // Older revisions may themselves be roots already in the tree; link
-        // to the first known one and add only what is new above it.
-        let mut parent: Option<u32> = None;
-        for i in (k + 1..path.ids.len()).rev() {
+        let mut child = idx;
+        for i in k + 1..path.ids.len() {
+            if self.nodes[child].parent.is_some() {
+                return;
+            }
             let (pos, hash) = path.rev_at(i);
-            parent = Some(match self.find(pos, hash) {
-                Some(existing) => existing as u32,
+            let node = match self.find(pos, hash) {
+                Some(existing) => existing,
                 None => {
                     self.nodes.push(Node {
                         pos,
                         hash: hash.to_owned(),
-                        parent,
+                        parent: None,
                         deleted: false,
                     });
-                    (self.nodes.len() - 1) as u32
+                    self.nodes.len() - 1
                 }
-            });
+            };
+            self.nodes[child].parent = Some(node as u32);
+            child = node;
         }
-        self.nodes[idx].parent = parent;
     }
 
     /// Pushes `path.ids[range]` (newest first) as a chain under `parent`.
@@ -343,19 +362,31 @@ impl RevTree {
         let limit = limit.max(1);
         let has_children = self.has_children();
         let mut keep = vec![false; self.nodes.len()];
+        // A parent link survives only if some leaf's kept path crosses it;
+        // otherwise the child becomes a root, as in CouchDB, where stemmed
+        // paths are merged back into a forest.
+        let mut keep_link = vec![false; self.nodes.len()];
         for (i, &has) in has_children.iter().enumerate() {
             if has {
                 continue;
             }
-            let mut cur = Some(i);
-            let mut depth = 0;
-            while let (Some(c), true) = (cur, depth < limit) {
-                keep[c] = true;
-                depth += 1;
-                cur = self.nodes[c].parent.map(|p| p as usize);
+            let mut cur = i;
+            keep[cur] = true;
+            for _ in 1..limit {
+                let Some(parent) = self.nodes[cur].parent.map(|p| p as usize) else {
+                    break;
+                };
+                keep_link[cur] = true;
+                keep[parent] = true;
+                cur = parent;
             }
         }
-        if keep.iter().all(|&k| k) {
+        let links_intact = self
+            .nodes
+            .iter()
+            .zip(&keep_link)
+            .all(|(n, &kept)| n.parent.is_none() || kept);
+        if keep.iter().all(|&k| k) && links_intact {
             return Vec::new();
         }
         let mut new_index = vec![None; self.nodes.len()];
@@ -370,7 +401,10 @@ impl RevTree {
         let old = std::mem::take(&mut self.nodes);
         for (i, mut node) in old.into_iter().enumerate() {
             if keep[i] {
-                node.parent = node.parent.and_then(|p| new_index[p as usize]);
+                node.parent = match (node.parent, keep_link[i]) {
+                    (Some(p), true) => new_index[p as usize],
+                    _ => None,
+                };
                 self.nodes.push(node);
             } else {
                 dropped.push(Rev::new(node.pos, node.hash));
@@ -446,7 +480,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     fn rev(s: &str) -> Rev {
         s.parse().unwrap()
@@ -720,14 +754,21 @@ mod tests {
                 tree.merge(&full_path(&history, &revs, i), history[i].1).unwrap();
             }
             let before = tree.leaves();
-            let mut by_rev: BTreeMap<Rev, bool> = BTreeMap::new();
-            for l in &before { by_rev.insert(l.rev.clone(), l.deleted); }
-            tree.stem(limit);
+            let all_before: BTreeSet<Rev> = tree.revs().collect();
+            let dropped: BTreeSet<Rev> = tree.stem(limit).into_iter().collect();
             prop_assert_eq!(tree.leaves(), before.clone());
-            for l in &before {
-                let p = tree.path_to(&l.rev).unwrap();
-                prop_assert!(p.ids.len() <= limit);
-            }
+            let kept: BTreeSet<Rev> = tree.revs().collect();
+            prop_assert_eq!(kept.len(), tree.len(), "no duplicates");
+            prop_assert_eq!(&kept | &dropped, all_before);
+            // Every kept revision is within `limit` of some leaf.
+            let near_leaves: BTreeSet<Rev> = before
+                .iter()
+                .flat_map(|l| {
+                    let p = tree.path_to(&l.rev).unwrap();
+                    p.ids.into_iter().take(limit).enumerate().map(move |(i, h)| Rev::new(p.start - i as u64, h))
+                })
+                .collect();
+            prop_assert_eq!(near_leaves, kept);
             // Stemming is idempotent.
             prop_assert!(tree.stem(limit).is_empty());
         }

@@ -1,1 +1,22 @@
+//! settee's integration tests: one binary, one support module, topic files.
+//! Every test here runs against a real CouchDB-compatible server (PouchDB
+//! Server started by `support::server`, or `COUCHDB_URL`), never a mock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+// A pulled corpus equals what the server holds, document for document.
+mod fidelity;
+// Second pulls transfer only what changed.
+mod incremental;
+// Interrupted pulls resume from their last committed batch.
+mod resume;
+// Batch size and concurrency do not change the result.
+mod settings;
+// Bad input gets a typed error and leaves the replica as it was.
+mod errors;
+// Servers without _bulk_get are pulled document by document.
+mod fallback;
+// The `settee` command line.
+mod cli;

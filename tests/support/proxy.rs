@@ -1,7 +1,7 @@
 //! A small fault-injecting HTTP/1.1 proxy for integration tests.
 //!
 //! [`FaultProxy`] listens on `127.0.0.1:<random port>` in front of a real
-//! CouchDB-compatible server (PouchDB Server on loopback) and forwards every
+//! CouchDB-compatible server (`PouchDB` Server on loopback) and forwards every
 //! request byte for byte, except where a [`Rule`] says otherwise: answer with
 //! a canned response, drop the connection, truncate or corrupt the upstream
 //! body, or delay the request. It records every request line it sees so
@@ -181,7 +181,9 @@ struct State {
 type Shared = Arc<Mutex<State>>;
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A fault-injecting HTTP/1.1 proxy on `127.0.0.1:<random port>`.
@@ -265,7 +267,9 @@ impl Drop for FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy").field("addr", &self.addr).finish()
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -326,7 +330,7 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
             }
         }
         Some(Fault::TruncateBody { keep_bytes }) => {
-            mangle(client, upstream, &fwd_head, body_start, Some(keep_bytes)).await
+            mangle(client, upstream, &fwd_head, body_start, Some(keep_bytes)).await;
         }
         Some(Fault::CorruptBody) => mangle(client, upstream, &fwd_head, body_start, None).await,
     }
@@ -337,7 +341,7 @@ fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
     let mut st = lock(state);
     st.requests.push(line.to_owned());
     let mut fault = None;
-    for armed in st.rules.iter_mut() {
+    for armed in &mut st.rules {
         if !line.contains(armed.rule.matcher.as_str()) {
             continue;
         }
@@ -368,7 +372,7 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, head: &[u8], body_
         let (mut ur, mut uw) = up.split();
         let request_body = async {
             let _ = tokio::io::copy(&mut cr, &mut uw).await;
-            std::future::pending::<()>().await
+            std::future::pending::<()>().await;
         };
         let response = relay_response(&mut ur, &mut cw);
         tokio::select! {
@@ -425,7 +429,7 @@ async fn mangle(
         let (mut ur, mut uw) = up.split();
         let request_body = async {
             let _ = tokio::io::copy(&mut cr, &mut uw).await;
-            std::future::pending::<()>().await
+            std::future::pending::<()>().await;
         };
         let response = async {
             let mut raw = Vec::new();
@@ -566,7 +570,11 @@ fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     for h in it {
         let name = header_name(h);
-        if h.is_empty() || remove.iter().any(|r| name.eq_ignore_ascii_case(r.as_bytes())) {
+        if h.is_empty()
+            || remove
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+        {
             continue;
         }
         out.extend_from_slice(h);

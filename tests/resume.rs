@@ -1,0 +1,103 @@
+use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::*;
+use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
+
+const CORPUS: &[&str] = &["--cards", "200", "--realistic", "--extras"];
+
+fn checkpoint_seq(replica: &settee::Replica, rep_id: &str) -> Option<Seq> {
+    let cp: settee::Checkpoint = serde_json::from_value(replica.checkpoint(rep_id).unwrap()?).unwrap();
+    Some(cp.last_seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_pull_resumes_from_its_last_committed_batch() {
+    let db = TestDb::seeded("abort", CORPUS).await;
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = {
+        let (replica, remote) = (replica.clone(), remote.clone());
+        tokio::spawn(async move {
+            settee::pull_with_progress(&replica, &remote, &PullConfig::new(20, 2).unwrap(), move |p| {
+                let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
+            })
+            .await
+        })
+    };
+    // Abort the pull once three batches are committed.
+    let mut committed = (0, 0, Seq::zero());
+    while let Some(p) = rx.recv().await {
+        committed = p;
+        if committed.0 >= 3 {
+            task.abort();
+            break;
+        }
+    }
+    assert!(task.await.unwrap_err().is_cancelled(), "the pull was still running when aborted");
+    let written_before = replica.leaves_total_for_test();
+    assert!(written_before >= committed.1, "batches committed before the abort are in the replica");
+
+    let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
+    let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
+    let resumed = pull(&replica, &remote, 20, 2).await;
+    assert_eq!(resumed.start_seq, saved, "resumed from the last committed batch");
+    assert!(resumed.docs_written > 0, "the abort left work to do");
+    assert_eq!(
+        written_before + resumed.docs_written,
+        replica.leaves_total_for_test(),
+        "nothing written twice"
+    );
+    assert_eq!(checkpoint_seq(&replica, &resumed.replication_id), Some(resumed.last_seq.clone()));
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
+    let db = TestDb::seeded("drop", CORPUS).await;
+    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    // The 4th and every later _bulk_get loses its connection.
+    proxy.set_rules(vec![Rule::drop_connection("_bulk_get").skip(3)]);
+    let (_dir, replica) = temp_replica();
+    let flaky = remote_for(&db.url_via(&proxy.url()), RetryPolicy::with_retries(1));
+    let err = settee::pull(&replica, &flaky, &PullConfig::new(25, 1).unwrap())
+        .await
+        .expect_err("the pull must fail when the connection drops");
+    assert!(
+        matches!(err, Error::Remote(RemoteError::Transport { .. })),
+        "a transport error, got {err:?}"
+    );
+    let after_failure = replica_dump(&replica);
+    assert_eq!(replica.doc_count().unwrap() + replica.deleted_count().unwrap(), after_failure.len() as u64);
+    assert!(!after_failure.is_empty(), "the first batches were committed");
+    let rep_id = settee::replication_id(&flaky.server_info().await.unwrap(), flaky.endpoint());
+    let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
+
+    proxy.clear_rules();
+    let resumed = pull(&replica, &flaky, 25, 1).await;
+    assert_eq!(resumed.start_seq, saved, "resumed from the last committed batch");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+/// The address of the test server, for proxies.
+pub fn server_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    server()
+        .authority()
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+trait LeavesTotal {
+    fn leaves_total_for_test(&self) -> u64;
+}
+
+impl LeavesTotal for settee::Replica {
+    /// Leaves stored across all documents.
+    fn leaves_total_for_test(&self) -> u64 {
+        self.docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .map(|d| self.leaves(&d.unwrap().id).unwrap().len() as u64)
+            .sum()
+    }
+}

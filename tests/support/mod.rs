@@ -1,0 +1,299 @@
+//! Shared test support: the real server, one fresh database and one temp
+//! replica directory per test, corpus seeding, reading back what the server
+//! holds (independently of settee's code), and running the `settee` binary.
+
+pub mod proxy;
+pub mod server;
+
+use serde_json::{json, Value};
+use settee::{Endpoint, PullConfig, PullResult, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy};
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use server::server;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A database of its own on the test server, deleted when dropped.
+pub struct TestDb {
+    pub name: String,
+    http: reqwest::Client,
+}
+
+impl TestDb {
+    /// Creates an empty database named after the test.
+    pub async fn new(tag: &str) -> TestDb {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("settee-t{}-{n}-{tag}", std::process::id()).to_lowercase();
+        let db = TestDb {
+            name,
+            http: reqwest::Client::new(),
+        };
+        let (status, body) = db.request(reqwest::Method::PUT, "", None).await;
+        assert!(status == 201 || status == 202, "create {}: {status} {body}", db.name);
+        db
+    }
+
+    /// Creates a database and seeds it with `fixtures/seed-course.mjs`.
+    pub async fn seeded(tag: &str, seed_args: &[&str]) -> TestDb {
+        let db = TestDb::new(tag).await;
+        db.seed(seed_args);
+        db
+    }
+
+    /// Runs the fixture generator against this database.
+    pub fn seed(&self, args: &[&str]) {
+        let out = Command::new("node")
+            .arg(server::repo_root().join("fixtures/seed-course.mjs"))
+            .args(["--url", &server().authed_base(), "--db", &self.name])
+            .args(args)
+            .output()
+            .expect("run node fixtures/seed-course.mjs");
+        assert!(
+            out.status.success(),
+            "seeding {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `http://admin:pw@host/db`.
+    pub fn url(&self) -> String {
+        format!("{}/{}", server().authed_base(), enc(&self.name))
+    }
+
+    /// The database URL through another server root (a proxy), with credentials.
+    pub fn url_via(&self, base: &str) -> String {
+        let s = server();
+        format!(
+            "{}/{}",
+            server::with_userinfo(base, &format!("{}:{}", s.user, s.password)),
+            enc(&self.name)
+        )
+    }
+
+    pub fn remote(&self) -> Remote {
+        remote_for(&self.url(), RetryPolicy::with_retries(2))
+    }
+
+    /// Sends a request to the database (path relative to it) as admin.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let s = server();
+        let url = if path.is_empty() {
+            format!("{}/{}", s.base, enc(&self.name))
+        } else {
+            format!("{}/{}/{}", s.base, enc(&self.name), path)
+        };
+        let mut req = self
+            .http
+            .request(method, &url)
+            .basic_auth(&s.user, Some(&s.password))
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.request(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `_bulk_docs`, asserting every row succeeded.
+    pub async fn bulk_docs(&self, docs: Vec<Value>, new_edits: bool) -> Vec<Value> {
+        let (status, body) = self
+            .request(reqwest::Method::POST, "_bulk_docs", Some(json!({"docs": docs, "new_edits": new_edits})))
+            .await;
+        assert!(status == 201 || status == 200, "_bulk_docs: {status} {body}");
+        let rows = body.as_array().cloned().unwrap_or_default();
+        for row in &rows {
+            assert!(row.get("error").is_none(), "_bulk_docs row failed: {row}");
+        }
+        rows
+    }
+
+    /// Attachment bytes straight from the server.
+    pub async fn attachment(&self, id: &str, name: &str) -> Vec<u8> {
+        let s = server();
+        let url = format!("{}/{}/{}/{}", s.base, enc(&self.name), enc(id), enc(name));
+        let resp = self
+            .http
+            .get(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .send()
+            .await
+            .expect("attachment GET");
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        resp.bytes().await.expect("attachment body").to_vec()
+    }
+
+    /// Every document id in the server's `_changes` feed, sorted.
+    pub async fn changed_ids(&self) -> Vec<String> {
+        let feed = self.get_json("_changes?style=all_docs").await;
+        let mut ids: Vec<String> = feed["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// What the server holds, one value per id of `_changes`, as CouchDB
+    /// shows it with `?conflicts=true&deleted_conflicts=true`: read from the
+    /// server, never computed by settee. PouchDB Server has no
+    /// `deleted_conflicts` and orders `_conflicts` its own way, so there the
+    /// lists come from `open_revs=all` and CouchDB's documented order
+    /// (generation, then revision hash, descending).
+    pub async fn server_dump(&self) -> Vec<Value> {
+        let ids = self.changed_ids().await;
+        let (_, all) = self
+            .request(reqwest::Method::POST, "_all_docs", Some(json!({"keys": ids})))
+            .await;
+        let winners: BTreeMap<String, (String, bool)> = all["rows"]
+            .as_array()
+            .expect("_all_docs rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().expect("key").to_owned(),
+                    (
+                        r["value"]["rev"].as_str().expect("value.rev").to_owned(),
+                        r["value"]["deleted"].as_bool().unwrap_or(false),
+                    ),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let (winner, deleted) = winners[&id].clone();
+            let leaves = self.get_json(&format!("{}?open_revs=all", enc(&id))).await;
+            let mut leaves: Vec<(u64, String, bool, Value)> = leaves
+                .as_array()
+                .expect("open_revs array")
+                .iter()
+                .filter_map(|l| l.get("ok"))
+                .map(|d| {
+                    let rev = d["_rev"].as_str().expect("_rev").to_owned();
+                    let (pos, _) = rev.split_once('-').expect("rev shape");
+                    (pos.parse().expect("pos"), rev, d["_deleted"] == json!(true), d.clone())
+                })
+                .collect();
+            leaves.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+            let others = |want_deleted: bool| -> Vec<Value> {
+                leaves
+                    .iter()
+                    .filter(|l| l.2 == want_deleted && l.1 != winner)
+                    .map(|l| Value::String(l.1.clone()))
+                    .collect()
+            };
+            let mut doc = if deleted {
+                leaves.iter().find(|l| l.1 == winner).expect("winner among leaves").3.clone()
+            } else {
+                self.get_json(&format!("{}?conflicts=true&deleted_conflicts=true", enc(&id))).await
+            };
+            let obj = doc.as_object_mut().expect("doc object");
+            if !(server().is_couchdb && !deleted) {
+                obj.remove("_conflicts");
+                obj.remove("_deleted_conflicts");
+                for (field, list) in [("_conflicts", others(false)), ("_deleted_conflicts", others(true))] {
+                    if !list.is_empty() {
+                        obj.insert(field.into(), Value::Array(list));
+                    }
+                }
+            }
+            out.push(doc);
+        }
+        out
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let s = server();
+        let url = format!("{}/{}", s.base, enc(&self.name));
+        let (user, pw) = (s.user.clone(), s.password.clone());
+        // Best effort, on a thread of its own: Drop may run inside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(reqwest::Client::new().delete(&url).basic_auth(user, Some(pw)).send())
+                .ok()
+        })
+        .join();
+    }
+}
+
+/// Percent-encodes one path segment.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub fn remote_for(url: &str, retry: RetryPolicy) -> Remote {
+    Remote::new(
+        Endpoint::parse(url).expect("valid url"),
+        RemoteConfig::default().with_retry(retry),
+    )
+    .expect("remote")
+}
+
+/// A fresh replica in its own temp directory.
+pub fn temp_replica() -> (tempfile::TempDir, Replica) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replica = Replica::open(dir.path().join("replica"), ReplicaConfig::default()).expect("open replica");
+    (dir, replica)
+}
+
+pub async fn pull(replica: &Replica, remote: &Remote, batch_size: usize, batches_limit: usize) -> PullResult {
+    settee::pull(replica, remote, &PullConfig::new(batch_size, batches_limit).expect("config"))
+        .await
+        .unwrap_or_else(|e| panic!("pull failed: {e}"))
+}
+
+/// The replica as `settee dump` prints it, computed through the library.
+pub fn replica_dump(replica: &Replica) -> Vec<Value> {
+    replica
+        .docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .map(|d| {
+            let d = d.expect("doc info");
+            replica.get(&d.id).expect("get").expect("doc").to_json_with_conflicts()
+        })
+        .collect()
+}
+
+/// Asserts two dumps are equal line by line, naming the first difference.
+pub fn assert_same_dump(got: &[Value], want: &[Value]) {
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g, w, "first differing document: {}", w["_id"]);
+    }
+    let ids = |d: &[Value]| d.iter().map(|v| v["_id"].to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(got), ids(want), "the dumps list different documents");
+}
+
+/// Runs the `settee` binary.
+pub fn settee(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run settee")
+}
+
+/// The dump printed by `settee dump DIR`, parsed.
+pub fn cli_dump(dir: &std::path::Path) -> Vec<Value> {
+    let out = settee(&["dump", dir.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "settee dump: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dump line is JSON"))
+        .collect()
+}
