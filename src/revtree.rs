@@ -285,7 +285,10 @@ impl RevTree {
                 while root_k + 1 < path.ids.len() {
                     let (pos, hash) = path.rev_at(root_k + 1);
                     match self.nodes[root_idx].parent {
-                        Some(p) if self.nodes[p as usize].pos == pos && self.nodes[p as usize].hash == hash => {
+                        Some(p)
+                            if self.nodes[p as usize].pos == pos
+                                && self.nodes[p as usize].hash == hash =>
+                        {
                             root_idx = p as usize;
                             root_k += 1;
                         }

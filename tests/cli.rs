@@ -18,31 +18,69 @@ async fn pull_dump_get_and_status_from_the_command_line() {
     let rep = dir.path().join("rep");
     let rep_s = rep.to_str().unwrap();
 
-    let out = settee(&["pull", &db.url(), rep_s, "--batch-size", "7", "--batches-limit", "2", "--json"]);
+    let out = settee(&[
+        "pull",
+        &db.url(),
+        rep_s,
+        "--batch-size",
+        "7",
+        "--batches-limit",
+        "2",
+        "--json",
+    ]);
     let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(result["docs_written"].as_u64().unwrap() > 30);
     assert_eq!(result["doc_write_failures"], 0);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains(&server().password), "password leaked");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(&server().password),
+        "password leaked"
+    );
 
     // Human summary on a second (incremental) pull.
     let out = settee(&["pull", &db.url(), rep_s]);
     let text = stdout(&out);
     assert!(text.contains("docs written     0"), "{text}");
-    assert!(!text.contains(&server().password), "password leaked: {text}");
+    assert!(
+        !text.contains(&server().password),
+        "password leaked: {text}"
+    );
 
     assert_same_dump(&cli_dump(&rep), &db.server_dump().await);
 
     // get: hostile ids, specific leaves, attachments, missing docs.
-    for id in ["a/b", "with space", "plus+sign", "100%", "unicodé-ü-日本語-🎴", "_design/with/slash"] {
+    for id in [
+        "a/b",
+        "with space",
+        "plus+sign",
+        "100%",
+        "unicodé-ü-日本語-🎴",
+        "_design/with/slash",
+    ] {
         let doc: Value = serde_json::from_str(&stdout(&settee(&["get", rep_s, id]))).unwrap();
         assert_eq!(doc["_id"], id);
         assert_eq!(doc, db.get_json(&enc(id)).await, "{id}");
     }
-    let conflicted: Value = serde_json::from_str(&stdout(&settee(&["get", rep_s, "x-conflicts3", "--conflicts"]))).unwrap();
+    let conflicted: Value = serde_json::from_str(&stdout(&settee(&[
+        "get",
+        rep_s,
+        "x-conflicts3",
+        "--conflicts",
+    ])))
+    .unwrap();
     let loser = conflicted["_conflicts"][0].as_str().unwrap();
-    let leaf: Value = serde_json::from_str(&stdout(&settee(&["get", rep_s, "x-conflicts3", "--rev", loser]))).unwrap();
+    let leaf: Value = serde_json::from_str(&stdout(&settee(&[
+        "get",
+        rep_s,
+        "x-conflicts3",
+        "--rev",
+        loser,
+    ])))
+    .unwrap();
     assert_eq!(leaf["_rev"], loser);
-    assert_eq!(leaf, db.get_json(&format!("x-conflicts3?rev={loser}")).await);
+    assert_eq!(
+        leaf,
+        db.get_json(&format!("x-conflicts3?rev={loser}")).await
+    );
 
     let out = settee(&["get", rep_s, "x-att-binary", "--attachment", "blob.bin"]);
     assert!(out.status.success());
@@ -54,11 +92,15 @@ async fn pull_dump_get_and_status_from_the_command_line() {
     let out = settee(&["get", rep_s, "x-att-text", "--attachment", "nope.txt"]);
     assert_eq!(out.status.code(), Some(1));
 
-    let status: Value = serde_json::from_str(&stdout(&settee(&["status", rep_s, "--json"]))).unwrap();
+    let status: Value =
+        serde_json::from_str(&stdout(&settee(&["status", rep_s, "--json"]))).unwrap();
     let info = db.get_json("").await;
     assert_eq!(status["doc_count"], info["doc_count"]);
     assert_eq!(status["remote"]["db_name"], db.name.as_str());
-    assert!(!status.to_string().contains(&server().password), "credentials stored: {status}");
+    assert!(
+        !status.to_string().contains(&server().password),
+        "credentials stored: {status}"
+    );
     assert_eq!(status["last_pull"]["docs_written"], 0);
     let human = stdout(&settee(&["status", rep_s]));
     assert!(human.contains("documents"), "{human}");
@@ -71,7 +113,10 @@ fn reading_commands_refuse_a_directory_that_is_no_replica() {
     for cmd in ["dump", "status"] {
         let out = settee(&[cmd, missing.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("no replica at"), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no replica at"),
+            "{cmd}"
+        );
         assert!(!missing.exists(), "{cmd} must not create a replica");
     }
     let out = settee(&["pull", "not-a-url", dir.path().join("r").to_str().unwrap()]);

@@ -1,7 +1,9 @@
 use crate::resume::server_addr;
 use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
-use settee::{Endpoint, Error, PullConfig, Remote, RemoteConfig, RemoteError, Replica, RetryPolicy};
+use settee::{
+    Endpoint, Error, PullConfig, Remote, RemoteConfig, RemoteError, Replica, RetryPolicy,
+};
 
 /// A replica already holding a pulled corpus, and its dump.
 async fn existing_replica(db: &TestDb) -> (tempfile::TempDir, Replica, Vec<serde_json::Value>) {
@@ -22,9 +24,17 @@ async fn pull_err(replica: &Replica, url: &str) -> Error {
         .expect_err("the pull must fail")
 }
 
-fn assert_untouched(replica: &Replica, before: &[serde_json::Value], last_pull: &Option<serde_json::Value>) {
+fn assert_untouched(
+    replica: &Replica,
+    before: &[serde_json::Value],
+    last_pull: &Option<serde_json::Value>,
+) {
     assert_eq!(replica_dump(replica), before, "the replica changed");
-    assert_eq!(&replica.last_pull().unwrap(), last_pull, "the last pull record changed");
+    assert_eq!(
+        &replica.last_pull().unwrap(),
+        last_pull,
+        "the last pull record changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,11 +45,21 @@ async fn bad_urls_and_servers_get_typed_errors_and_leave_the_replica_alone() {
     let s = server();
 
     let e = pull_err(&replica, "http//not a url").await;
-    assert!(matches!(e, Error::Remote(RemoteError::InvalidUrl { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Remote(RemoteError::InvalidUrl { .. })),
+        "{e:?}"
+    );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let e = pull_err(&replica, &format!("http://127.0.0.1:{port}/{}", db.name)).await;
-    assert!(matches!(e, Error::Remote(RemoteError::Connect { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Remote(RemoteError::Connect { .. })),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("is the server running"), "{e}");
 
     let e = pull_err(&replica, &format!("{}/settee-no-such-db", s.authed_base())).await;
@@ -49,7 +69,10 @@ async fn bad_urls_and_servers_get_typed_errors_and_leave_the_replica_alone() {
     let wrong = server::with_userinfo(&s.base, &format!("{}:wrong-password", s.user));
     let e = pull_err(&replica, &format!("{wrong}/{}", enc(&db.name))).await;
     assert_eq!(remote_status(&e), Some(401), "{e:?}");
-    assert!(!e.to_string().contains("wrong-password"), "credentials leak into errors: {e}");
+    assert!(
+        !e.to_string().contains("wrong-password"),
+        "credentials leak into errors: {e}"
+    );
     assert!(e.to_string().contains("password"), "says what to do: {e}");
 
     // Another database into the same replica: refused, not merged.
@@ -74,7 +97,9 @@ async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
     let last = replica.last_pull().unwrap();
     // New remote changes, so the pulls below have something to fetch.
     db.bulk_docs(
-        (0..5).map(|i| serde_json::json!({"_id": format!("late-{i}"), "v": i})).collect(),
+        (0..5)
+            .map(|i| serde_json::json!({"_id": format!("late-{i}"), "v": i}))
+            .collect(),
         true,
     )
     .await;
@@ -82,36 +107,63 @@ async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
     let url = db.url_via(&proxy.url());
 
     // A web page, not CouchDB.
-    proxy.set_rules(vec![Rule::respond_with("", 200, "text/html", "<html><body>It works!</body></html>")]);
+    proxy.set_rules(vec![Rule::respond_with(
+        "",
+        200,
+        "text/html",
+        "<html><body>It works!</body></html>",
+    )]);
     let e = pull_err(&replica, &url).await;
-    assert!(matches!(e, Error::Remote(RemoteError::NotCouchDb { .. })), "{e:?}");
-    assert!(e.to_string().contains("does not look like a CouchDB server"), "{e}");
+    assert!(
+        matches!(e, Error::Remote(RemoteError::NotCouchDb { .. })),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("does not look like a CouchDB server"),
+        "{e}"
+    );
 
     // A truncated _changes page.
     proxy.set_rules(vec![Rule::truncate_body("_changes", 40)]);
     let e = pull_err(&replica, &url).await;
     assert!(
-        matches!(e, Error::Remote(RemoteError::Transport { .. } | RemoteError::InvalidResponse { .. })),
+        matches!(
+            e,
+            Error::Remote(RemoteError::Transport { .. } | RemoteError::InvalidResponse { .. })
+        ),
         "{e:?}"
     );
 
     // Invalid JSON from _bulk_get.
     proxy.set_rules(vec![Rule::corrupt_body("_bulk_get")]);
     let e = pull_err(&replica, &url).await;
-    assert!(matches!(e, Error::Remote(RemoteError::InvalidResponse { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Remote(RemoteError::InvalidResponse { .. })),
+        "{e:?}"
+    );
 
     // A 500 from the server, after retries are exhausted.
-    proxy.set_rules(vec![Rule::respond("_changes", 500, r#"{"error":"unknown_error","reason":"boom"}"#)]);
+    proxy.set_rules(vec![Rule::respond(
+        "_changes",
+        500,
+        r#"{"error":"unknown_error","reason":"boom"}"#,
+    )]);
     let e = pull_err(&replica, &url).await;
     assert_eq!(remote_status(&e), Some(500), "{e:?}");
-    assert!(e.to_string().contains("boom"), "carries CouchDB's reason: {e}");
+    assert!(
+        e.to_string().contains("boom"),
+        "carries CouchDB's reason: {e}"
+    );
 
     assert_untouched(&replica, &before, &last);
 
     // With the faults gone, the same replica catches up.
     proxy.clear_rules();
     let remote = remote_for(&url, RetryPolicy::none());
-    settee::pull(&replica, &remote, &PullConfig::default()).await.unwrap();
+    settee::pull(&replica, &remote, &PullConfig::default())
+        .await
+        .unwrap();
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
 
@@ -120,7 +172,12 @@ async fn transient_failures_are_retried() {
     let db = TestDb::seeded("retry", &["--cards", "30"]).await;
     let proxy = FaultProxy::start(server_addr()).await.unwrap();
     proxy.set_rules(vec![
-        Rule::respond("_changes", 503, r#"{"error":"service_unavailable","reason":"busy"}"#).once(),
+        Rule::respond(
+            "_changes",
+            503,
+            r#"{"error":"service_unavailable","reason":"busy"}"#,
+        )
+        .once(),
         Rule::drop_connection("_bulk_get").once(),
     ]);
     let (_dir, replica) = temp_replica();
@@ -147,11 +204,16 @@ async fn per_document_errors_are_counted_not_dropped() {
         3,
         serde_json::json!({"id": "ghost-doc", "seq": 0, "changes": [{"rev": "1-00000000000000000000000000000000"}]}),
     );
-    proxy.set_rules(vec![Rule::respond("_changes", 200, &forged.to_string()).once()]);
+    proxy.set_rules(vec![
+        Rule::respond("_changes", 200, forged.to_string()).once()
+    ]);
     let result = pull(&replica, &remote, 1000, 5).await;
     assert_eq!(result.doc_write_failures, 1, "{result:?}");
     assert_eq!(result.failures[0].id, "ghost-doc");
     assert_eq!(result.failures[0].error, "not_found");
-    assert_eq!(result.docs_written as usize, changes["results"].as_array().unwrap().len());
+    assert_eq!(
+        result.docs_written as usize,
+        changes["results"].as_array().unwrap().len()
+    );
     assert!(replica.get("ghost-doc").unwrap().is_none());
 }

@@ -9,7 +9,11 @@ async fn pulled_corpus_matches_the_server_document_for_document() {
     let result = pull(&replica, &db.remote(), 1000, 5).await;
     assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
     let want = db.server_dump().await;
-    assert!(want.len() > 150, "the corpus was seeded ({} docs)", want.len());
+    assert!(
+        want.len() > 150,
+        "the corpus was seeded ({} docs)",
+        want.len()
+    );
     assert_same_dump(&replica_dump(&replica), &want);
     // The CLI prints the same thing.
     drop(replica);
@@ -17,7 +21,10 @@ async fn pulled_corpus_matches_the_server_document_for_document() {
     // The corpus really has the hard cases in it.
     let has = |field: &str| want.iter().filter(|d| d.get(field).is_some()).count();
     assert!(has("_conflicts") >= 2, "conflicted docs in corpus");
-    assert!(has("_deleted_conflicts") >= 2, "deleted conflicts in corpus");
+    assert!(
+        has("_deleted_conflicts") >= 2,
+        "deleted conflicts in corpus"
+    );
     assert!(has("_deleted") >= 3, "tombstones in corpus");
 }
 
@@ -27,7 +34,10 @@ async fn counts_and_revision_trees_match_the_server() {
     let (_dir, replica) = temp_replica();
     let result = pull(&replica, &db.remote(), 25, 3).await;
     let info = db.get_json("").await;
-    assert_eq!(replica.doc_count().unwrap(), info["doc_count"].as_u64().unwrap());
+    assert_eq!(
+        replica.doc_count().unwrap(),
+        info["doc_count"].as_u64().unwrap()
+    );
     let dump = db.server_dump().await;
     let deleted = dump.iter().filter(|d| d.get("_deleted").is_some()).count() as u64;
     assert_eq!(replica.deleted_count().unwrap(), deleted);
@@ -43,7 +53,12 @@ async fn counts_and_revision_trees_match_the_server() {
             .map(|l| l["ok"]["_rev"].as_str().unwrap().to_owned())
             .collect();
         want.sort();
-        let mut got: Vec<String> = replica.leaves(id).unwrap().iter().map(|l| l.rev.to_string()).collect();
+        let mut got: Vec<String> = replica
+            .leaves(id)
+            .unwrap()
+            .iter()
+            .map(|l| l.rev.to_string())
+            .collect();
         got.sort();
         assert_eq!(got, want, "leaves of {id}");
         leaves += want.len() as u64;
@@ -61,12 +76,24 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
     let (_dir, replica) = temp_replica();
     let result = pull(&replica, &db.remote(), 1000, 5).await;
     let mut checked = 0;
-    for id in ["x-att-text", "x-att-binary", "x-att-shared", "x-att-updated"] {
+    for id in [
+        "x-att-text",
+        "x-att-binary",
+        "x-att-shared",
+        "x-att-updated",
+    ] {
         let server_doc = db.get_json(&enc(id)).await;
         let doc = replica.get(id).unwrap().unwrap();
-        assert_eq!(doc.to_json()["_attachments"], server_doc["_attachments"], "stubs of {id}");
+        assert_eq!(
+            doc.to_json()["_attachments"],
+            server_doc["_attachments"],
+            "stubs of {id}"
+        );
         for (name, stub) in doc.attachments() {
-            let bytes = replica.attachment(&stub.digest).unwrap().expect("bytes stored");
+            let bytes = replica
+                .attachment(&stub.digest)
+                .unwrap()
+                .expect("bytes stored");
             assert_eq!(bytes, db.attachment(id, name).await, "{id}/{name}");
             assert_eq!(stub.length, Some(bytes.len() as u64));
             checked += 1;
@@ -74,17 +101,22 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
     }
     assert!(checked >= 5, "checked {checked} attachments");
     // Two documents share one digest: fetched once, not twice.
-    let distinct: std::collections::BTreeSet<String> = ["x-att-text", "x-att-binary", "x-att-shared", "x-att-updated"]
-        .iter()
-        .flat_map(|id| {
-            replica
-                .get(id)
-                .unwrap()
-                .unwrap()
-                .attachments()
-                .map(|(_, s)| s.digest)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let distinct: std::collections::BTreeSet<String> = [
+        "x-att-text",
+        "x-att-binary",
+        "x-att-shared",
+        "x-att-updated",
+    ]
+    .iter()
+    .flat_map(|id| {
+        replica
+            .get(id)
+            .unwrap()
+            .unwrap()
+            .attachments()
+            .map(|(_, s)| s.digest)
+            .collect::<Vec<_>>()
+    })
+    .collect();
     assert_eq!(result.attachments_fetched, distinct.len() as u64);
 }

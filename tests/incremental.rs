@@ -10,7 +10,10 @@ async fn second_pull_transfers_only_what_changed() {
     assert!(first.docs_written > 120);
 
     let again = pull(&replica, &remote, 50, 5).await;
-    assert_eq!((again.docs_read, again.docs_written, again.changes_read), (0, 0, 0));
+    assert_eq!(
+        (again.docs_read, again.docs_written, again.changes_read),
+        (0, 0, 0)
+    );
     assert_eq!(again.start_seq, first.last_seq);
 
     // 50 remote edits: 15 updates, 15 new docs, 10 deletions, 10 conflicts.
@@ -78,6 +81,13 @@ async fn local_sequence_orders_changes_and_each_doc_appears_once() {
     let mut sorted = ids.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(ids.len(), sorted.len(), "each document appears once in the local feed");
-    assert_eq!(replica.get("c-000003").unwrap().unwrap().body["question"], "edited");
+    assert_eq!(
+        ids.len(),
+        sorted.len(),
+        "each document appears once in the local feed"
+    );
+    assert_eq!(
+        replica.get("c-000003").unwrap().unwrap().body["question"],
+        "edited"
+    );
 }

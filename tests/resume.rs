@@ -5,7 +5,8 @@ use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
 const CORPUS: &[&str] = &["--cards", "200", "--realistic", "--extras"];
 
 fn checkpoint_seq(replica: &settee::Replica, rep_id: &str) -> Option<Seq> {
-    let cp: settee::Checkpoint = serde_json::from_value(replica.checkpoint(rep_id).unwrap()?).unwrap();
+    let cp: settee::Checkpoint =
+        serde_json::from_value(replica.checkpoint(rep_id).unwrap()?).unwrap();
     Some(cp.last_seq)
 }
 
@@ -18,9 +19,14 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
         tokio::spawn(async move {
-            settee::pull_with_progress(&replica, &remote, &PullConfig::new(20, 2).unwrap(), move |p| {
-                let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
-            })
+            settee::pull_with_progress(
+                &replica,
+                &remote,
+                &PullConfig::new(20, 2).unwrap(),
+                move |p| {
+                    let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
+                },
+            )
             .await
         })
     };
@@ -33,21 +39,33 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
             break;
         }
     }
-    assert!(task.await.unwrap_err().is_cancelled(), "the pull was still running when aborted");
+    assert!(
+        task.await.unwrap_err().is_cancelled(),
+        "the pull was still running when aborted"
+    );
     let written_before = replica.leaves_total_for_test();
-    assert!(written_before >= committed.1, "batches committed before the abort are in the replica");
+    assert!(
+        written_before >= committed.1,
+        "batches committed before the abort are in the replica"
+    );
 
     let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
     let resumed = pull(&replica, &remote, 20, 2).await;
-    assert_eq!(resumed.start_seq, saved, "resumed from the last committed batch");
+    assert_eq!(
+        resumed.start_seq, saved,
+        "resumed from the last committed batch"
+    );
     assert!(resumed.docs_written > 0, "the abort left work to do");
     assert_eq!(
         written_before + resumed.docs_written,
         replica.leaves_total_for_test(),
         "nothing written twice"
     );
-    assert_eq!(checkpoint_seq(&replica, &resumed.replication_id), Some(resumed.last_seq.clone()));
+    assert_eq!(
+        checkpoint_seq(&replica, &resumed.replication_id),
+        Some(resumed.last_seq.clone())
+    );
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
 
@@ -67,14 +85,23 @@ async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
         "a transport error, got {err:?}"
     );
     let after_failure = replica_dump(&replica);
-    assert_eq!(replica.doc_count().unwrap() + replica.deleted_count().unwrap(), after_failure.len() as u64);
-    assert!(!after_failure.is_empty(), "the first batches were committed");
+    assert_eq!(
+        replica.doc_count().unwrap() + replica.deleted_count().unwrap(),
+        after_failure.len() as u64
+    );
+    assert!(
+        !after_failure.is_empty(),
+        "the first batches were committed"
+    );
     let rep_id = settee::replication_id(&flaky.server_info().await.unwrap(), flaky.endpoint());
     let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
 
     proxy.clear_rules();
     let resumed = pull(&replica, &flaky, 25, 1).await;
-    assert_eq!(resumed.start_seq, saved, "resumed from the last committed batch");
+    assert_eq!(
+        resumed.start_seq, saved,
+        "resumed from the last committed batch"
+    );
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
 

@@ -90,10 +90,10 @@ impl Replica {
                 .or_default()
                 .push((inc, body));
         }
-        let checkpoint = match &batch.checkpoint {
-            Some((id, cp)) => Some((id.as_bytes(), serde_json::to_vec(cp).unwrap_or_default())),
-            None => None,
-        };
+        let checkpoint = batch
+            .checkpoint
+            .as_ref()
+            .map(|(id, cp)| (id.as_bytes(), serde_json::to_vec(cp).unwrap_or_default()));
         let revs_limit = self.config().revs_limit;
         let t = self.trees();
         let _writer = self

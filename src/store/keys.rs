@@ -50,7 +50,14 @@ mod tests {
         ];
         keys.sort();
         // "ab" sorts before "a\xFF": the revisions of "a" stay contiguous.
-        assert_eq!(keys, vec![rev_key("ab", "1-x"), rev_key("a", "1-a"), rev_key("a", "9-z")]);
+        assert_eq!(
+            keys,
+            vec![
+                rev_key("ab", "1-x"),
+                rev_key("a", "1-a"),
+                rev_key("a", "9-z")
+            ]
+        );
         assert!(!rev_key("ab", "1-x").starts_with(&rev_key("a", "")));
     }
 

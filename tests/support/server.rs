@@ -30,7 +30,9 @@ impl Server {
     }
 
     pub fn authority(&self) -> &str {
-        self.base.trim_start_matches("http://").trim_start_matches("https://")
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 }
 
@@ -77,12 +79,17 @@ fn external(url: &str) -> Server {
 
 fn start_pouchdb_server() -> Server {
     let dir = repo_root().join("scripts/pouchdb-server");
-    if !dir.join("node_modules/pouchdb-server/package.json").is_file() {
+    if !dir
+        .join("node_modules/pouchdb-server/package.json")
+        .is_file()
+    {
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run npm to install PouchDB Server (is Node.js installed?): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run npm to install PouchDB Server (is Node.js installed?): {e}")
+            });
         assert!(
             out.status.success(),
             "npm ci in {} failed:\n{}\n{}",
@@ -92,7 +99,10 @@ fn start_pouchdb_server() -> Server {
         );
     }
     let data = std::env::temp_dir().join(format!("settee-test-server-{}", std::process::id()));
-    let (user, password) = ("settee_admin".to_owned(), format!("pw-{}", std::process::id()));
+    let (user, password) = (
+        "settee_admin".to_owned(),
+        format!("pw-{}", std::process::id()),
+    );
     let mut last_err = String::new();
     for _attempt in 0..5 {
         let port = free_port();
