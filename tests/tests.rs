@@ -18,5 +18,7 @@ mod settings;
 mod errors;
 // Servers without _bulk_get are pulled document by document.
 mod fallback;
+// kill -9 in the middle of a pull.
+mod crash;
 // The `settee` command line.
 mod cli;

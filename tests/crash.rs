@@ -1,0 +1,118 @@
+//! kill -9 a running `settee pull`, reopen the replica, check that it is
+//! consistent and that its checkpoint is not ahead of its data, then resume
+//! and compare with the server. `SETTEE_CRASH_LOOPS` sets how many kills
+//! (default 4 for CI; use more, e.g. 50, for a soak).
+
+use crate::resume::server_addr;
+use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::*;
+use serde_json::Value;
+use settee::{Replica, ReplicaConfig, Rev};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn crash_loops() -> usize {
+    std::env::var("SETTEE_CRASH_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+/// The store's own invariants: counters, sequence index and bodies agree.
+fn check_store_invariants(replica: &Replica) {
+    let docs: Vec<_> = replica
+        .docs(Bound::Unbounded, Bound::Unbounded)
+        .map(|d| d.expect("readable record"))
+        .collect();
+    let live = docs.iter().filter(|d| !d.deleted).count() as u64;
+    assert_eq!(replica.doc_count().unwrap(), live, "doc_count counter");
+    assert_eq!(replica.deleted_count().unwrap(), docs.len() as u64 - live, "doc_del_count counter");
+    for d in &docs {
+        let doc = replica.get(&d.id).unwrap().expect("winner has a body");
+        assert_eq!(doc.rev, d.rev);
+        for leaf in replica.leaves(&d.id).unwrap() {
+            assert!(replica.get_rev(&d.id, &leaf.rev).unwrap().is_some(), "leaf {} of {} has a body", leaf.rev, d.id);
+        }
+    }
+    let changes: Vec<_> = replica.changes(0).map(|c| c.expect("readable change")).collect();
+    assert_eq!(changes.len(), docs.len(), "one sequence entry per document");
+    let ids: BTreeSet<_> = changes.iter().map(|c| c.doc.id.clone()).collect();
+    assert_eq!(ids.len(), docs.len());
+    for c in &changes {
+        assert_eq!(c.seq, c.doc.seq, "sequence entry of {} points at its latest change", c.doc.id);
+    }
+    if let Some(last) = changes.last() {
+        assert_eq!(replica.update_seq().unwrap(), last.seq);
+    }
+}
+
+/// Every server change row up to the checkpoint is fully in the replica.
+fn check_checkpoint_not_ahead(replica: &Replica, rows: &[Value], checkpoint: &Value) -> usize {
+    let Some(upto) = rows.iter().position(|r| r["seq"] == *checkpoint) else {
+        assert!(server().is_couchdb, "checkpoint {checkpoint} is not a sequence of the feed");
+        return 0;
+    };
+    for row in &rows[..=upto] {
+        let id = row["id"].as_str().unwrap();
+        let revs: Vec<Rev> = row["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["rev"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            replica.missing_revs(id, &revs).unwrap().is_empty(),
+            "checkpoint {checkpoint} covers {id}, which the replica lacks"
+        );
+    }
+    upto + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
+    let db = TestDb::seeded("crash", &["--cards", "300", "--realistic", "--extras"]).await;
+    let want = db.server_dump().await;
+    let feed = db.get_json("_changes?style=all_docs").await;
+    let rows = feed["results"].as_array().unwrap().clone();
+    // Slow the server down so that kills land in the middle of the pull.
+    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    proxy.set_rules(vec![Rule::delay("_bulk_get", 40)]);
+    let url = db.url_via(&proxy.url());
+    let mut killed_mid_pull = 0;
+    for round in 0..crash_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let rep = dir.path().join("rep");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_settee"))
+            .args(["pull", &url, rep.to_str().unwrap(), "--batch-size", "10", "--batches-limit", "2", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250 + 170 * (round as u64 % 6))).await;
+        child.kill().unwrap(); // SIGKILL: no destructors, no flush
+        let status = child.wait().unwrap();
+
+        let replica = Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
+        check_store_invariants(&replica);
+        let rep_id = {
+            let remote = remote_for(&url, settee::RetryPolicy::none());
+            settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint())
+        };
+        let covered = match replica.checkpoint(&rep_id).unwrap() {
+            Some(cp) => check_checkpoint_not_ahead(&replica, &rows, &cp["last_seq"]),
+            None => 0,
+        };
+        if status.code().is_none() && covered < rows.len() {
+            killed_mid_pull += 1;
+        }
+        // Resume straight from the server and end with the server's data.
+        let result = pull(&replica, &db.remote(), 50, 3).await;
+        assert_eq!(result.doc_write_failures, 0);
+        check_store_invariants(&replica);
+        assert_same_dump(&replica_dump(&replica), &want);
+    }
+    eprintln!("crash: {killed_mid_pull} of {} kills landed mid-pull", crash_loops());
+    assert!(killed_mid_pull > 0, "no kill landed in the middle of a pull; the test proved nothing");
+}
