@@ -74,3 +74,8 @@ pub use store::{
     AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
     ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION,
 };
+
+/// The README's Rust example, compiled by `cargo test` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
