@@ -28,20 +28,36 @@ fn check_store_invariants(replica: &Replica) {
         .collect();
     let live = docs.iter().filter(|d| !d.deleted).count() as u64;
     assert_eq!(replica.doc_count().unwrap(), live, "doc_count counter");
-    assert_eq!(replica.deleted_count().unwrap(), docs.len() as u64 - live, "doc_del_count counter");
+    assert_eq!(
+        replica.deleted_count().unwrap(),
+        docs.len() as u64 - live,
+        "doc_del_count counter"
+    );
     for d in &docs {
         let doc = replica.get(&d.id).unwrap().expect("winner has a body");
         assert_eq!(doc.rev, d.rev);
         for leaf in replica.leaves(&d.id).unwrap() {
-            assert!(replica.get_rev(&d.id, &leaf.rev).unwrap().is_some(), "leaf {} of {} has a body", leaf.rev, d.id);
+            assert!(
+                replica.get_rev(&d.id, &leaf.rev).unwrap().is_some(),
+                "leaf {} of {} has a body",
+                leaf.rev,
+                d.id
+            );
         }
     }
-    let changes: Vec<_> = replica.changes(0).map(|c| c.expect("readable change")).collect();
+    let changes: Vec<_> = replica
+        .changes(0)
+        .map(|c| c.expect("readable change"))
+        .collect();
     assert_eq!(changes.len(), docs.len(), "one sequence entry per document");
     let ids: BTreeSet<_> = changes.iter().map(|c| c.doc.id.clone()).collect();
     assert_eq!(ids.len(), docs.len());
     for c in &changes {
-        assert_eq!(c.seq, c.doc.seq, "sequence entry of {} points at its latest change", c.doc.id);
+        assert_eq!(
+            c.seq, c.doc.seq,
+            "sequence entry of {} points at its latest change",
+            c.doc.id
+        );
     }
     if let Some(last) = changes.last() {
         assert_eq!(replica.update_seq().unwrap(), last.seq);
@@ -51,7 +67,10 @@ fn check_store_invariants(replica: &Replica) {
 /// Every server change row up to the checkpoint is fully in the replica.
 fn check_checkpoint_not_ahead(replica: &Replica, rows: &[Value], checkpoint: &Value) -> usize {
     let Some(upto) = rows.iter().position(|r| r["seq"] == *checkpoint) else {
-        assert!(server().is_couchdb, "checkpoint {checkpoint} is not a sequence of the feed");
+        assert!(
+            server().is_couchdb,
+            "checkpoint {checkpoint} is not a sequence of the feed"
+        );
         return 0;
     };
     for row in &rows[..=upto] {
@@ -85,7 +104,16 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let rep = dir.path().join("rep");
         let mut child = Command::new(env!("CARGO_BIN_EXE_settee"))
-            .args(["pull", &url, rep.to_str().unwrap(), "--batch-size", "10", "--batches-limit", "2", "--quiet"])
+            .args([
+                "pull",
+                &url,
+                rep.to_str().unwrap(),
+                "--batch-size",
+                "10",
+                "--batches-limit",
+                "2",
+                "--quiet",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -94,7 +122,8 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
         child.kill().unwrap(); // SIGKILL: no destructors, no flush
         let status = child.wait().unwrap();
 
-        let replica = Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
+        let replica =
+            Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
         check_store_invariants(&replica);
         let rep_id = {
             let remote = remote_for(&url, settee::RetryPolicy::none());
@@ -113,6 +142,12 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
         check_store_invariants(&replica);
         assert_same_dump(&replica_dump(&replica), &want);
     }
-    eprintln!("crash: {killed_mid_pull} of {} kills landed mid-pull", crash_loops());
-    assert!(killed_mid_pull > 0, "no kill landed in the middle of a pull; the test proved nothing");
+    eprintln!(
+        "crash: {killed_mid_pull} of {} kills landed mid-pull",
+        crash_loops()
+    );
+    assert!(
+        killed_mid_pull > 0,
+        "no kill landed in the middle of a pull; the test proved nothing"
+    );
 }

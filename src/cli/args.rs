@@ -30,6 +30,8 @@ pub enum Command {
     Get(GetArgs),
     /// Show what a replica holds and how its last pull went.
     Status(StatusArgs),
+    /// Time cold pulls of a database into throw-away replicas.
+    Bench(BenchArgs),
 }
 
 /// `settee pull`.
@@ -99,6 +101,31 @@ pub struct StatusArgs {
     /// The replica directory.
     pub dir: PathBuf,
     /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `settee bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The database URL.
+    pub db_url: String,
+    /// Cold pulls to run, each into a new temporary replica.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Change rows per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Batches fetched at once.
+    #[arg(long, default_value_t = 5)]
+    pub batches_limit: usize,
+    /// Page cache of the replica store, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub cache_mb: u64,
+    /// Where the temporary replicas go (default: the system temp directory).
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Print one JSON object per run and a summary object.
     #[arg(long)]
     pub json: bool,
 }

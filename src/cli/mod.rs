@@ -7,6 +7,7 @@
 //! where it stopped when run again).
 
 mod args;
+mod bench;
 mod dump;
 mod get;
 mod pull;
@@ -46,6 +47,7 @@ pub fn main() -> ExitCode {
             Command::Dump(args) => dump::run(args),
             Command::Get(args) => get::run(args),
             Command::Status(args) => status::run(args),
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# bench-pull.sh: settee vs PouchDB 9, cold one-shot pulls from the same PouchDB
+# Server and the same corpus, in one interleaved run; also checks how settee's
+# peak memory grows with the corpus size.
+#
+# Usage:
+#   scripts/bench-pull.sh [--sizes "10000 100000"] [--runs 3] [--settings "1000/5 100/10"]
+#                         [--out DIR] [--data DIR] [--no-build]
+#
+#   --sizes     cards per corpus; each size N is the database course-N, seeded once with
+#               `fixtures/seed-course.mjs --cards N --tags 200 --realistic`, the reference
+#               corpus shape of ../shared/anchor-bench (default "10000 100000")
+#   --runs      runs per (size, setting) and client (default 3)
+#   --settings  batch_size/batches_limit pairs given to both clients (default "1000/5 100/10")
+#   --out       results directory (default target/bench/<UTC stamp>)
+#   --data      PouchDB Server data directory, kept between invocations so the corpus
+#               is seeded only once (default ${TMPDIR:-/tmp}/settee-bench-pouchdb-data)
+#   --no-build  skip `cargo build --release` and use the existing target/release/settee
+#
+# Quick smoke (well under two minutes once built):
+#   scripts/bench-pull.sh --sizes 2000 --runs 1 --settings 1000/5
+#
+# What it does:
+#   1. `npm ci` in scripts/pouchdb-server and scripts/bench when their node_modules are
+#      missing (PouchDB Server 4.2.0 and PouchDB 9.0.0, pinned by their lock files), and
+#      `cargo build --release`.
+#   2. Starts PouchDB Server on disk (leveldb, admin party) on a free 127.0.0.1 port
+#      and seeds course-N for every size unless the database already holds the
+#      doc_count recorded when it was seeded.
+#   3. For every size and setting: restarts the server (a JIT-warm server is faster,
+#      so every group starts from a fresh process), then RUNS times: `settee pull`
+#      into a fresh temporary replica, then scripts/bench/pouch-pull.js (a fresh
+#      on-disk leveldb PouchDB). Each client runs under `/usr/bin/time -v`.
+#   4. Appends one JSON line per client run to <out>/runs.jsonl: wall_ms (settee:
+#      timings.total_ms; PouchDB: the replicate() call), docs/s, docs_read,
+#      docs_written, doc_write_failures, client user+sys CPU s, max RSS MB, process
+#      wall s, and the CPU seconds the server process used during the run
+#      (/proc/<pid>/stat utime+stime before and after).
+#   5. Prints a Markdown summary (medians per size x setting x client, settee/PouchDB
+#      ratios, `settee peak RSS <largest>/<smallest> = X.XX` at setting 1000/5) and
+#      writes it to <out>/summary.md.
+# Every run is checked: doc_write_failures must be 0, the client must exit 0, and
+# settee's docs_written must equal PouchDB's (leaf revisions); any miss is a loud
+# WARNING here and in the summary. Only loopback addresses are used. The server is
+# stopped when the script exits, however it exits.
+#
+# Needs: node + npm, cargo, python3 (summary, medians, JSON when jq is missing),
+# curl, GNU time at /usr/bin/time (installed with apt-get if missing). jq is used
+# for JSON when it is installed.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# ---- arguments ---------------------------------------------------------------
+sizes="10000 100000"
+runs=3
+settings="1000/5 100/10"
+out=""
+data_dir="${TMPDIR:-/tmp}/settee-bench-pouchdb-data"
+build=1
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "bench-pull: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --sizes) sizes="${2:?--sizes needs a value}"; shift 2 ;;
+    --runs) runs="${2:?--runs needs a value}"; shift 2 ;;
+    --settings) settings="${2:?--settings needs a value}"; shift 2 ;;
+    --out) out="${2:?--out needs a value}"; shift 2 ;;
+    --data) data_dir="${2:?--data needs a value}"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "bench-pull: unknown argument $1" >&2; usage 2 ;;
+  esac
+done
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+for n in $sizes; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "--sizes: '$n' is not a positive integer"; done
+for s in $settings; do [[ "$s" =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || die "--settings: '$s' is not BATCH_SIZE/BATCHES_LIMIT"; done
+[[ -n "${sizes// /}" && -n "${settings// /}" ]] || die "--sizes and --settings must not be empty"
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="${out:-target/bench/$stamp}"
+mkdir -p "$out" "$data_dir"
+out="$(cd "$out" && pwd)"
+data_dir="$(cd "$data_dir" && pwd)"
+runs_file="$out/runs.jsonl"
+warnings_file="$out/warnings.txt"
+: > "$warnings_file"
+clk_tck="$(getconf CLK_TCK)"
+
+warn() {
+  echo "$*" >> "$warnings_file"
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+  printf '!!! WARNING: %s\n' "$*" >&2
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
+}
+
+# ---- tools -------------------------------------------------------------------
+if [[ ! -x /usr/bin/time ]]; then
+  echo "==> /usr/bin/time (GNU time) is missing; installing it: apt-get install -y time"
+  apt-get install -y time || { apt-get update && apt-get install -y time; }
+fi
+command -v python3 > /dev/null || die "python3 is required"
+command -v curl > /dev/null || die "curl is required"
+
+# jget FILE a.b.c: print that field of the JSON document in FILE (empty if absent).
+if command -v jq > /dev/null; then
+  jget() { jq -r --arg p "$2" 'getpath($p | split(".")) // empty | tostring' "$1" 2> /dev/null || true; }
+else
+  jget() {
+    python3 - "$1" "$2" << 'PY' 2> /dev/null || true
+import json, sys
+try:
+    v = json.load(open(sys.argv[1]))
+    for k in sys.argv[2].split("."):
+        v = v[k]
+except Exception:
+    sys.exit(0)
+if v is not None:
+    print(v if isinstance(v, str) else json.dumps(v))
+PY
+  }
+fi
+
+# A JSON value for a record: numbers as they are, anything else (or nothing) as null.
+num() { if [[ "${1:-}" =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf 'null'; fi; }
+# A short token as a JSON string (sequence ids and the like), else null.
+str() { if [[ "${1:-}" =~ ^[A-Za-z0-9_.:-]+$ ]]; then printf '"%s"' "$1"; else printf 'null'; fi; }
+
+# tfield FILE LABEL: one value from `/usr/bin/time -v` output.
+tfield() { awk -F': ' -v k="$2" 'index($0, k) { print $NF; exit }' "$1"; }
+
+# CPU ticks (utime + stime) a process has used so far.
+cpu_ticks() {
+  local stat
+  stat="$(< "/proc/$1/stat")"
+  stat="${stat##*) }"            # drop "pid (comm) ": comm may contain spaces
+  # shellcheck disable=SC2086
+  set -- $stat                   # now $1 = state, so utime = $12, stime = $13
+  echo $(( ${12} + ${13} ))
+}
+
+# ---- installs and build ------------------------------------------------------
+for pkg in scripts/pouchdb-server scripts/bench; do
+  if [[ ! -d "$pkg/node_modules" ]]; then
+    echo "==> npm ci in $pkg (once)"
+    (cd "$pkg" && npm ci --no-audit --no-fund)
+  fi
+done
+if [[ "$build" == 1 ]]; then
+  echo "==> cargo build --release"
+  cargo build --release
+fi
+settee="$root/target/release/settee"
+[[ -x "$settee" ]] || die "$settee is missing (build it, or drop --no-build)"
+
+# ---- PouchDB Server ----------------------------------------------------------
+serve_pid=""   # scripts/pouchdb-server/serve.js
+server_pid=""  # the pouchdb-server process it spawned (its CPU is what we measure)
+base_url=""
+
+stop_server() {
+  [[ -n "$serve_pid" ]] || return 0
+  exec 9>&- || true              # serve.js stops the server when its stdin closes
+  local i
+  for i in $(seq 1 100); do kill -0 "$serve_pid" 2> /dev/null || break; sleep 0.1; done
+  if kill -0 "$serve_pid" 2> /dev/null; then
+    kill "$serve_pid" 2> /dev/null || true
+  fi
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2> /dev/null; then
+    kill "$server_pid" 2> /dev/null || true
+  fi
+  wait "$serve_pid" 2> /dev/null || true
+  serve_pid="" server_pid="" base_url=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_server() {
+  local port fifo ready i
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  fifo="$out/.server-stdin"
+  ready="$out/.server-ready"
+  rm -f "$fifo" "$ready"
+  mkfifo "$fifo"
+  # On disk (no --in-memory), admin party (no --admin), bound to 127.0.0.1 by serve.js.
+  node scripts/pouchdb-server/serve.js --port "$port" --dir "$data_dir" < "$fifo" > "$ready" 2>> "$out/server.err" &
+  serve_pid=$!
+  exec 9> "$fifo"                # hold serve.js's stdin open until stop_server
+  rm -f "$fifo"
+  for i in $(seq 1 600); do
+    grep -q '^READY' "$ready" 2> /dev/null && break
+    kill -0 "$serve_pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  grep -q '^READY' "$ready" 2> /dev/null ||
+    { echo "bench-pull: PouchDB Server did not start; see $out/server.err and $data_dir/server.out" >&2; exit 1; }
+  server_pid="$(tr ' ' '\n' < "/proc/$serve_pid/task/$serve_pid/children" | grep -m1 . || true)"
+  [[ -n "$server_pid" ]] || { echo "bench-pull: cannot find the pouchdb-server process" >&2; exit 1; }
+  base_url="http://127.0.0.1:$port"
+  rm -f "$ready"
+  echo "==> PouchDB Server $base_url (pid $server_pid, data $data_dir)"
+}
+
+# ---- corpus ------------------------------------------------------------------
+# course-N is seeded once; a marker file records the seed summary, and the database is
+# reused while its doc_count still equals the recorded one.
+seed_if_needed() {
+  local n="$1" db="course-$1" marker="$data_dir/seeded-course-$1.json" info want have
+  info="$(mktemp)"
+  curl -fsS "$base_url/$db" > "$info" 2> /dev/null || true
+  have="$(jget "$info" doc_count)"
+  want=""
+  [[ -f "$marker" ]] && want="$(jget "$marker" doc_count)"
+  rm -f "$info"
+  if [[ -n "$want" && "$have" == "$want" ]]; then
+    echo "==> $db already seeded (doc_count $have)"
+    return
+  fi
+  echo "==> seeding $db: --cards $n --realistic (doc_count now: ${have:-none}, recorded: ${want:-none})"
+  rm -f "$marker"
+  node fixtures/seed-course.mjs --url "$base_url" --db "$db" --cards "$n" --tags 200 --realistic --recreate > "$marker.tmp"
+  cat "$marker.tmp"
+  mv "$marker.tmp" "$marker"
+}
+
+# ---- one measured client run -------------------------------------------------
+# run_client CLIENT SIZE SETTING RUN: runs one cold pull, appends its record to
+# runs.jsonl and sets last_docs_written.
+last_docs_written=""
+run_client() {
+  local client="$1" size="$2" setting="$3" run="$4"
+  local bs="${setting%/*}" bl="${setting#*/}" db="course-$2"
+  local tag="${size}-${bs}-${bl}-${run}-${client}"
+  local stdout="$out/logs/$tag.out" stderr="$out/logs/$tag.err" timef="$out/logs/$tag.time"
+  local replica="" rc=0 before after
+  mkdir -p "$out/logs"
+
+  before="$(cpu_ticks "$server_pid")"
+  if [[ "$client" == settee ]]; then
+    replica="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-replica.XXXXXX")"
+    /usr/bin/time -v -o "$timef" "$settee" pull "$base_url/$db" "$replica/replica" \
+      --batch-size "$bs" --batches-limit "$bl" --json --quiet > "$stdout" 2> "$stderr" || rc=$?
+  else
+    /usr/bin/time -v -o "$timef" node scripts/bench/pouch-pull.js "$base_url/$db" \
+      --batch-size "$bs" --batches-limit "$bl" > "$stdout" 2> "$stderr" || rc=$?
+  fi
+  after="$(cpu_ticks "$server_pid")"
+  [[ -n "$replica" ]] && rm -rf "$replica"
+
+  local wall_ms docs_read docs_written failures last_seq docs_per_s
+  if [[ "$client" == settee ]]; then
+    wall_ms="$(jget "$stdout" timings.total_ms)"
+  else
+    wall_ms="$(jget "$stdout" wall_ms)"
+  fi
+  docs_read="$(jget "$stdout" docs_read)"
+  docs_written="$(jget "$stdout" docs_written)"
+  failures="$(jget "$stdout" doc_write_failures)"
+  last_seq="$(jget "$stdout" last_seq)"
+  docs_per_s=""
+  [[ -n "$wall_ms" && -n "$docs_written" ]] &&
+    docs_per_s="$(awk -v d="$docs_written" -v ms="$wall_ms" 'BEGIN { printf "%d", d * 1000 / (ms > 0 ? ms : 1) + 0.5 }')"
+
+  local user sys rss_kb elapsed cpu rss_mb proc_wall server_cpu
+  user="$(tfield "$timef" 'User time (seconds)')"
+  sys="$(tfield "$timef" 'System time (seconds)')"
+  rss_kb="$(tfield "$timef" 'Maximum resident set size (kbytes)')"
+  elapsed="$(tfield "$timef" 'Elapsed (wall clock) time')"
+  cpu="$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN { printf "%.2f", u + s }')"
+  rss_mb="$(awk -v k="${rss_kb:-0}" 'BEGIN { printf "%.1f", k / 1024 }')"
+  proc_wall="$(awk -v e="${elapsed:-0}" 'BEGIN { n = split(e, a, ":"); t = 0; for (i = 1; i <= n; i++) t = t * 60 + a[i]; printf "%.2f", t }')"
+  server_cpu="$(awk -v a="$before" -v b="$after" -v hz="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+
+  printf '{"ts":"%s","client":"%s","size":%s,"db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s}\n' \
+    "$(date -u +%FT%TZ)" "$client" "$size" "$db" "$setting" "$bs" "$bl" "$run" "$rc" \
+    "$(num "$wall_ms")" "$(num "$docs_per_s")" "$(num "$docs_read")" "$(num "$docs_written")" \
+    "$(num "$failures")" "$(str "$last_seq")" "$(num "$cpu")" "$(num "$rss_mb")" "$(num "$proc_wall")" \
+    "$(num "$server_cpu")" >> "$runs_file"
+
+  printf '    %-7s run %s: %6s ms  %6s docs/s  written %-7s  cpu %5s s  rss %6s MB  server cpu %5s s\n' \
+    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${docs_written:-?}" "$cpu" "$rss_mb" "$server_cpu"
+
+  [[ "$rc" == 0 ]] || warn "$client $db $setting run $run exited with status $rc (see $stderr)"
+  [[ "$failures" == 0 ]] || warn "$client $db $setting run $run: doc_write_failures = ${failures:-missing}"
+  last_docs_written="$docs_written"
+}
+
+# ---- meta --------------------------------------------------------------------
+git_rev="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
+[[ -z "$(git status --porcelain -- src Cargo.toml Cargo.lock 2> /dev/null)" ]] || git_rev="$git_rev+dirty"
+cpu_model="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2> /dev/null || true)"
+cat > "$out/meta.json" << EOF
+{"stamp":"$stamp","sizes":"$sizes","runs":$runs,"settings":"$settings","git":"$git_rev",
+ "settee":"$("$settee" --version 2> /dev/null | tr -d '"')","node":"$(node --version)",
+ "pouchdb":"$(node -p 'require("./scripts/bench/node_modules/pouchdb/package.json").version')",
+ "pouchdb_server":"$(node -p 'require("./scripts/pouchdb-server/node_modules/pouchdb-server/package.json").version')",
+ "cpus":$(nproc),"cpu_model":"${cpu_model//\"/}","kernel":"$(uname -r)","data_dir":"$data_dir"}
+EOF
+echo "==> results in $out"
+
+# ---- seed, then the interleaved runs -----------------------------------------
+start_server
+for n in $sizes; do seed_if_needed "$n"; done
+
+for n in $sizes; do
+  for setting in $settings; do
+    stop_server
+    start_server                 # a fresh (JIT-cold) server for every group
+    echo "==> course-$n, batch_size/batches_limit $setting, $runs run(s)"
+    for run in $(seq 1 "$runs"); do
+      sync
+      run_client settee "$n" "$setting" "$run"
+      settee_written="$last_docs_written"
+      sync
+      run_client pouchdb "$n" "$setting" "$run"
+      pouch_written="$last_docs_written"
+      [[ -n "$settee_written" && "$settee_written" == "$pouch_written" ]] ||
+        warn "course-$n $setting run $run: settee docs_written ${settee_written:-missing} != PouchDB docs_written ${pouch_written:-missing}"
+    done
+  done
+done
+stop_server
+
+# ---- summary -----------------------------------------------------------------
+python3 - "$out" << 'PY'
+import json, os, statistics, sys
+
+out = sys.argv[1]
+meta = json.load(open(os.path.join(out, "meta.json")))
+recs = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl")) if l.strip()]
+warnings = [l.rstrip("\n") for l in open(os.path.join(out, "warnings.txt")) if l.strip()]
+
+def label(n):
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+def vals(rs, key):
+    return [r[key] for r in rs if r.get(key) is not None]
+
+def med(rs, key):
+    v = vals(rs, key)
+    return statistics.median(v) if v else None
+
+def mx(rs, key):
+    v = vals(rs, key)
+    return max(v) if v else None
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}".replace(",", " ")
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "–"
+
+sizes = [int(s) for s in meta["sizes"].split()]
+settings = meta["settings"].split()
+clients = ["settee", "pouchdb"]
+group = lambda n, s, c: [r for r in recs if r["size"] == n and r["setting"] == s and r["client"] == c]
+
+lines = []
+p = lines.append
+p(f"# settee vs PouchDB {meta['pouchdb']}: cold pull from PouchDB Server {meta['pouchdb_server']} ({meta['stamp']})")
+p("")
+p(f"{meta['settee']} (git {meta['git']}), node {meta['node']}, {meta['cpus']} CPUs ({meta['cpu_model']}), "
+  f"Linux {meta['kernel']}; server and clients share the CPUs. {meta['runs']} run(s) per row, "
+  "server restarted before every size × setting group, clients interleaved (settee, then PouchDB).")
+p("wall = settee `timings.total_ms` / PouchDB `replicate()` call; docs/s = docs_written / wall; "
+  "peak RSS = max of `/usr/bin/time -v` max RSS; CPU = user+sys; server CPU = pouchdb-server CPU during the run.")
+p("")
+p("| corpus | batch/limit | client | docs_written | median wall ms | median docs/s | max peak RSS MB | median client CPU s | median server CPU s |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for n in sizes:
+    for s in settings:
+        for c in clients:
+            rs = group(n, s, c)
+            written = sorted(set(vals(rs, "docs_written")))
+            p(f"| course-{label(n)} | {s} | {c} | {', '.join(str(w) for w in written) or '–'} | {fmt(med(rs, 'wall_ms'))} | "
+              f"{fmt(med(rs, 'docs_per_s'))} | {fmt(mx(rs, 'max_rss_mb'))} | {fmt(med(rs, 'client_cpu_s'), 2)} | "
+              f"{fmt(med(rs, 'server_cpu_s'), 2)} |")
+p("")
+p("Ratios settee / PouchDB (below 1 = settee uses less):")
+p("")
+p("| corpus | batch/limit | wall time | client CPU | peak RSS | server CPU |")
+p("| --- | --- | --- | --- | --- | --- |")
+for n in sizes:
+    for s in settings:
+        a, b = group(n, s, "settee"), group(n, s, "pouchdb")
+        p(f"| course-{label(n)} | {s} | {ratio(med(a, 'wall_ms'), med(b, 'wall_ms'))} | "
+          f"{ratio(med(a, 'client_cpu_s'), med(b, 'client_cpu_s'))} | {ratio(mx(a, 'max_rss_mb'), mx(b, 'max_rss_mb'))} | "
+          f"{ratio(med(a, 'server_cpu_s'), med(b, 'server_cpu_s'))} |")
+p("")
+rss_setting = "1000/5" if "1000/5" in settings else settings[0]
+lo, hi = min(sizes), max(sizes)
+if lo == hi:
+    p(f"settee peak RSS: only one size ({label(lo)}), no scaling ratio")
+else:
+    a, b = mx(group(hi, rss_setting, "settee"), "max_rss_mb"), mx(group(lo, rss_setting, "settee"), "max_rss_mb")
+    note = "" if rss_setting == "1000/5" else f" (setting {rss_setting}: 1000/5 was not run)"
+    p(f"settee peak RSS {label(hi)}/{label(lo)} = {ratio(a, b)}{note}")
+p("")
+
+# Checks, again from the records: failures, exit codes, settee vs PouchDB docs_written.
+problems = list(warnings)
+for r in recs:
+    if r.get("exit_code") != 0 or r.get("doc_write_failures") != 0:
+        msg = f"{r['client']} {r['db']} {r['setting']} run {r['run']}: exit {r.get('exit_code')}, doc_write_failures {r.get('doc_write_failures')}"
+        if not any(msg.split(":")[0] in w for w in problems):
+            problems.append(msg)
+if problems:
+    p(f"**WARNING: {len(problems)} problem(s):**")
+    p("")
+    for w in problems:
+        p(f"* {w}")
+else:
+    p(f"Checks: all {len(recs)} runs exited 0 with doc_write_failures = 0; settee docs_written = PouchDB docs_written in every run.")
+
+text = "\n".join(lines) + "\n"
+open(os.path.join(out, "summary.md"), "w").write(text)
+print()
+print(text, end="")
+PY
+echo "==> $out/summary.md, $out/runs.jsonl"

@@ -1,0 +1,88 @@
+//! `settee bench`: cold pulls into throw-away replicas, timed, with the
+//! process's peak resident memory. For comparisons with other clients on
+//! the same server and corpus, see `scripts/bench-pull.sh`.
+
+use super::{print_json, CliError, CliResult, Outcome};
+use crate::cli::args::BenchArgs;
+use crate::{Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
+use serde_json::json;
+use std::io::Write;
+
+pub(crate) async fn run(args: BenchArgs) -> CliResult {
+    let config = PullConfig::new(args.batch_size, args.batches_limit)?;
+    let remote = Remote::new(Endpoint::parse(&args.db_url)?, RemoteConfig::default())?;
+    let server = remote.server_info().await?;
+    let info = remote.db_info().await?;
+    let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        writeln!(
+            out,
+            "cold pulls of {} ({} {}, {} docs), batch_size {}, batches_limit {}",
+            remote.endpoint(),
+            server.vendor,
+            server.version.as_deref().unwrap_or("?"),
+            info.doc_count,
+            config.batch_size,
+            config.batches_limit
+        )?;
+        writeln!(
+            out,
+            "{:>4} {:>10} {:>12} {:>10} {:>12}",
+            "run", "wall ms", "docs written", "docs/s", "peak RSS MB"
+        )?;
+    }
+    let mut rates = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let dir = scratch.join(format!("settee-bench-{}", uuid::Uuid::new_v4()));
+        let replica = Replica::open(
+            &dir,
+            ReplicaConfig::default().with_cache_capacity(args.cache_mb.max(1) * 1024 * 1024),
+        )?;
+        let result = crate::pull(&replica, &remote, &config).await;
+        drop(replica);
+        let _ = std::fs::remove_dir_all(&dir);
+        let result = result?;
+        let secs = result.timings.total_ms.max(1) as f64 / 1000.0;
+        let rate = result.docs_written as f64 / secs;
+        rates.push(rate);
+        let rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
+        if args.json {
+            print_json(
+                &mut out,
+                &json!({"run": run, "wall_ms": result.timings.total_ms, "docs_read": result.docs_read,
+                        "docs_written": result.docs_written, "doc_write_failures": result.doc_write_failures,
+                        "docs_per_s": rate.round(), "peak_rss_mb": rss_mb, "timings": result.timings}),
+            )?;
+        } else {
+            let rss = rss_mb.map_or("-".to_owned(), |mb| format!("{mb:.1}"));
+            writeln!(
+                out,
+                "{run:>4} {:>10} {:>12} {:>10.0} {rss:>12}",
+                result.timings.total_ms, result.docs_written, rate
+            )?;
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    if args.json {
+        print_json(
+            &mut out,
+            &json!({"median_docs_per_s": median.round(), "peak_rss_mb": peak_rss_kb().map(|kb| kb / 1024)}),
+        )?;
+    } else {
+        writeln!(
+            out,
+            "median {median:.0} docs/s; peak RSS is the process's high-water mark over all runs"
+        )?;
+    }
+    out.flush().map_err(CliError::from)?;
+    Ok(Outcome::Ok)
+}
+
+/// The process's peak resident set size (`VmHWM`), on Linux.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
