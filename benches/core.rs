@@ -76,7 +76,7 @@ fn card(i: usize) -> IncomingRev {
             ids: vec![hash(i as u64)],
         },
         deleted: false,
-        body: body.as_object().cloned().unwrap(),
+        body: serde_json::value::to_raw_value(&body).unwrap(),
     }
 }
 

@@ -57,7 +57,7 @@ pub struct PullArgs {
     #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
     /// Page cache of the replica store, MiB.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     pub cache_mb: u64,
     /// Print the result as JSON (no progress bar).
     #[arg(long)]
@@ -120,7 +120,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
     /// Page cache of the replica store, MiB.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     pub cache_mb: u64,
     /// Where the temporary replicas go (default: the system temp directory).
     #[arg(long, value_name = "DIR")]

@@ -5,7 +5,8 @@
 //! server (whether `_bulk_get` exists). It never writes to the remote.
 
 use super::endpoint::Endpoint;
-use super::types::{ChangesPage, DbInfo, FetchedRev, Seq, ServerInfo};
+use super::error::root_cause;
+use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
 use futures::Stream;
@@ -138,12 +139,14 @@ impl Remote {
             } else if e.is_connect() {
                 RemoteError::Connect {
                     url,
+                    cause: root_cause(&e),
                     source: e.without_url(),
                 }
             } else {
                 RemoteError::Transport {
                     method,
                     url,
+                    cause: root_cause(&e),
                     source: e.without_url(),
                 }
             }
@@ -360,7 +363,7 @@ impl Remote {
         #[derive(serde::Deserialize)]
         struct Entry {
             id: String,
-            docs: Vec<Value>,
+            docs: Vec<FetchedEntry>,
         }
         let mut url = self.inner.endpoint.db_path("_bulk_get");
         url.query_pairs_mut()
@@ -380,9 +383,7 @@ impl Remote {
             .into_iter()
             .flat_map(|e| {
                 let id = e.id;
-                e.docs
-                    .into_iter()
-                    .map(move |d| FetchedRev::from_entry(&id, d))
+                e.docs.into_iter().map(move |d| d.into_fetched(&id))
             })
             .collect())
     }
@@ -399,7 +400,7 @@ impl Remote {
             .append_pair("revs", "true")
             .append_pair("latest", "true")
             .append_pair("open_revs", &list);
-        let entries: Vec<Value> = match self.json(Method::GET, &url, None).await {
+        let entries: Vec<FetchedEntry> = match self.json(Method::GET, &url, None).await {
             Ok(e) => e,
             // The document vanished (purged) between _changes and this call:
             // a per-document failure, not a failed pull.
@@ -420,10 +421,7 @@ impl Remote {
             }
             Err(e) => return Err(e),
         };
-        Ok(entries
-            .into_iter()
-            .map(|e| FetchedRev::from_entry(id, e))
-            .collect())
+        Ok(entries.into_iter().map(|e| e.into_fetched(id)).collect())
     }
 
     /// `GET /db/{id}`: the winning revision, or `None` if there is none.

@@ -19,10 +19,12 @@ pub enum RemoteError {
     },
 
     /// No connection could be made (refused, DNS, TLS handshake).
-    #[error("cannot connect to {url}: {source}; is the server running and the address right?")]
+    #[error("cannot connect to {url}: {cause}; is the server running and the address right?")]
     Connect {
         /// The URL requested.
         url: String,
+        /// The innermost cause, e.g. "Connection refused (os error 111)".
+        cause: String,
         /// The transport error.
         #[source]
         source: reqwest::Error,
@@ -40,12 +42,14 @@ pub enum RemoteError {
     },
 
     /// The connection broke while sending the request or reading the answer.
-    #[error("{method} {url}: connection lost: {source}")]
+    #[error("{method} {url}: connection lost: {cause}")]
     Transport {
         /// The HTTP method.
         method: String,
         /// The URL requested.
         url: String,
+        /// The innermost cause, e.g. "connection closed before message completed".
+        cause: String,
         /// The transport error.
         #[source]
         source: reqwest::Error,
@@ -128,4 +132,14 @@ impl RemoteError {
             RemoteError::InvalidUrl { .. } | RemoteError::NotCouchDb { .. } => false,
         }
     }
+}
+
+/// The innermost message of an error chain: reqwest's own message ("error
+/// sending request") says less than its source ("Connection refused").
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }

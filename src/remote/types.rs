@@ -2,6 +2,7 @@
 //! settee needs. Sequences stay opaque JSON and document bodies stay JSON.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
 
@@ -102,10 +103,12 @@ pub struct ChangesPage {
 }
 
 /// One revision of a document answered by `_bulk_get` or `open_revs`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum FetchedRev {
-    /// The revision, with `_id`, `_rev`, `_revisions` and the body.
-    Doc(serde_json::Map<String, Value>),
+    /// The revision as the server sent it (`_id`, `_rev`, `_revisions`, the
+    /// body), kept as raw JSON text: the body is never parsed into a tree,
+    /// so a large document costs its bytes, not a multiple of them.
+    Doc(Box<RawValue>),
     /// The server could not give this revision.
     Error {
         /// The document id.
@@ -119,25 +122,32 @@ pub enum FetchedRev {
     },
 }
 
-impl FetchedRev {
-    /// Decodes one entry of a `_bulk_get` `docs` list or an `open_revs`
-    /// array. Servers differ (see `PROTOCOL.md` of the anchor bench): CouchDB
-    /// sends `{"ok": doc}` or `{"error": {...}}`, `open_revs` sends
-    /// `{"missing": rev}`, and PouchDB Server sends `{}` for a missing doc.
-    pub(crate) fn from_entry(id: &str, entry: Value) -> FetchedRev {
+/// One entry of a `_bulk_get` `docs` list or of an `open_revs` array.
+/// Servers differ (see the anchor bench's `PROTOCOL.md`): CouchDB sends
+/// `{"ok": doc}` or `{"error": {...}}`, `open_revs` sends `{"missing": rev}`,
+/// and PouchDB Server sends `{}` for a missing document.
+#[derive(Debug, Deserialize)]
+pub(crate) struct FetchedEntry {
+    #[serde(default)]
+    ok: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    missing: Option<Value>,
+}
+
+impl FetchedEntry {
+    pub(crate) fn into_fetched(self, id: &str) -> FetchedRev {
         let missing = |rev: Option<String>, reason: &str| FetchedRev::Error {
             id: id.to_owned(),
             rev,
             error: "not_found".to_owned(),
             reason: reason.to_owned(),
         };
-        let Value::Object(mut entry) = entry else {
-            return missing(None, "the server sent a malformed entry");
-        };
-        if let Some(Value::Object(doc)) = entry.remove("ok") {
+        if let Some(doc) = self.ok {
             return FetchedRev::Doc(doc);
         }
-        if let Some(err) = entry.remove("error") {
+        if let Some(err) = self.error {
             let field = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_owned);
             return FetchedRev::Error {
                 id: field("id").unwrap_or_else(|| id.to_owned()),
@@ -146,9 +156,48 @@ impl FetchedRev {
                 reason: field("reason").unwrap_or_default(),
             };
         }
-        if let Some(rev) = entry.remove("missing") {
+        if let Some(rev) = self.missing {
             return missing(rev.as_str().map(str::to_owned), "missing");
         }
         missing(None, "missing (the server sent an empty entry)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(json: &str) -> FetchedRev {
+        serde_json::from_str::<FetchedEntry>(json)
+            .unwrap()
+            .into_fetched("d")
+    }
+
+    #[test]
+    fn decodes_every_servers_entry_shapes() {
+        assert!(
+            matches!(entry(r#"{"ok":{"_id":"d","_rev":"1-a"}}"#), FetchedRev::Doc(d) if d.get().contains("1-a"))
+        );
+        let couch =
+            entry(r#"{"error":{"id":"d","rev":"1-a","error":"not_found","reason":"deleted"}}"#);
+        assert!(
+            matches!(couch, FetchedRev::Error { ref rev, ref reason, .. } if rev.as_deref() == Some("1-a") && reason == "deleted")
+        );
+        assert!(
+            matches!(entry(r#"{"missing":"2-b"}"#), FetchedRev::Error { ref rev, .. } if rev.as_deref() == Some("2-b"))
+        );
+        assert!(matches!(entry("{}"), FetchedRev::Error { ref error, .. } if error == "not_found"));
+    }
+
+    #[test]
+    fn sequences_are_sent_back_verbatim() {
+        assert_eq!(Seq(Value::from(42)).as_query(), "42");
+        let s: Seq = serde_json::from_str(r#""115704-g1AAAACheJzL""#).unwrap();
+        assert_eq!(s.as_query(), "115704-g1AAAACheJzL");
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#""115704-g1AAAACheJzL""#
+        );
     }
 }

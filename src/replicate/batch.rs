@@ -3,16 +3,17 @@
 //! attachment bytes the replica lacks, and turn each revision into an
 //! [`IncomingRev`]. Nothing here writes to the store.
 
+use super::doc::DocParts;
 use super::{DocFailure, PullContext};
 use crate::remote::{ChangesPage, FetchedRev, RemoteError};
-use crate::revtree::{Rev, RevPath};
+use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 /// A fetched batch, ready to commit.
 pub(crate) struct FetchedBatch {
@@ -65,41 +66,62 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     let mut docs_read = 0;
     let mut attachments_fetched = 0;
     // Bytes fetched in this batch, so two docs sharing a digest cost one GET.
-    let mut have: HashMap<String, ()> = HashMap::new();
+    let mut have: HashSet<String> = HashSet::new();
     for item in fetched {
         match item {
-            FetchedRev::Doc(doc) => {
+            FetchedRev::Doc(raw) => {
                 docs_read += 1;
-                match incoming_rev(doc) {
-                    Ok((mut inc, atts)) => {
+                let parts = match DocParts::split(&raw) {
+                    Ok(parts) => parts,
+                    Err((id, reason)) => {
+                        failures.push(DocFailure::new(&id, None, "bad_document", &reason));
+                        continue;
+                    }
+                };
+                drop(raw);
+                let rev = parts.path.leaf().map(|r| r.to_string());
+                let stubs = match &parts.attachments {
+                    None => None,
+                    Some(atts) => {
                         match resolve_attachments(
                             ctx,
-                            &mut inc,
+                            &parts,
                             atts,
                             &mut write.attachments,
                             &mut have,
                         )
                         .await
                         {
-                            Ok(n) => {
+                            Ok((stubs, n)) => {
                                 attachments_fetched += n;
-                                write.revs.push(inc);
+                                Some(stubs)
                             }
                             Err(AttachmentProblem::Fatal(e)) => return Err(e),
                             Err(AttachmentProblem::Doc(reason)) => {
-                                let rev = inc.path.leaf().map(|r| r.to_string());
                                 failures.push(DocFailure::new(
-                                    &inc.id,
+                                    &parts.id,
                                     rev,
                                     "attachment_error",
                                     &reason,
                                 ));
+                                continue;
                             }
                         }
                     }
-                    Err((id, reason)) => {
-                        failures.push(DocFailure::new(&id, None, "bad_document", &reason))
-                    }
+                };
+                match parts.body(stubs.as_ref()) {
+                    Ok(body) => write.revs.push(IncomingRev {
+                        id: parts.id,
+                        path: parts.path,
+                        deleted: parts.deleted,
+                        body,
+                    }),
+                    Err(e) => failures.push(DocFailure::new(
+                        &parts.id,
+                        rev,
+                        "bad_document",
+                        &e.to_string(),
+                    )),
                 }
             }
             FetchedRev::Error {
@@ -123,64 +145,6 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     })
 }
 
-/// An attachment a revision references: `(name, stub or inline entry)`.
-type AttachmentRef = (String, Map<String, Value>);
-
-/// Splits a fetched document into its revision path, flags and body.
-fn incoming_rev(
-    mut doc: Map<String, Value>,
-) -> Result<(IncomingRev, Vec<AttachmentRef>), (String, String)> {
-    let id = match doc.remove("_id") {
-        Some(Value::String(id)) => id,
-        _ => return Err((String::new(), "a fetched document has no _id".into())),
-    };
-    let fail = |reason: String| Err((id.clone(), reason));
-    let rev: Rev = match doc
-        .remove("_rev")
-        .as_ref()
-        .and_then(Value::as_str)
-        .map(str::parse)
-    {
-        Some(Ok(rev)) => rev,
-        Some(Err(e)) => return fail(e.to_string()),
-        None => return fail("the fetched document has no _rev".into()),
-    };
-    let path = match doc.remove("_revisions") {
-        Some(v) => match serde_json::from_value::<RevPath>(v) {
-            Ok(p) if p.leaf().as_ref() == Some(&rev) => p,
-            Ok(_) => return fail("_revisions does not end in _rev".into()),
-            Err(e) => return fail(format!("invalid _revisions: {e}")),
-        },
-        None => RevPath::leaf_only(&rev),
-    };
-    let deleted = matches!(doc.remove("_deleted"), Some(Value::Bool(true)));
-    // Replication metadata a server may add; never part of the body.
-    for k in [
-        "_conflicts",
-        "_deleted_conflicts",
-        "_revs_info",
-        "_local_seq",
-    ] {
-        doc.remove(k);
-    }
-    let attachments = match doc.get("_attachments") {
-        Some(Value::Object(atts)) => atts
-            .iter()
-            .filter_map(|(name, v)| Some((name.clone(), v.as_object()?.clone())))
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok((
-        IncomingRev {
-            id,
-            path,
-            deleted,
-            body: doc,
-        },
-        attachments,
-    ))
-}
-
 enum AttachmentProblem {
     /// The pull cannot go on (e.g. the server is gone).
     Fatal(Error),
@@ -194,23 +158,26 @@ impl From<StoreError> for AttachmentProblem {
     }
 }
 
-/// Makes sure the bytes of every attachment of `inc` are in the replica or
-/// in this batch, fetching the missing ones, and rewrites the entries as
-/// CouchDB stubs. Returns how many attachments were fetched.
+/// Makes sure the bytes of every attachment of a revision are in the
+/// replica or in this batch, fetching the missing ones, and returns the
+/// entries rewritten as CouchDB stubs, with how many were fetched.
 async fn resolve_attachments(
     ctx: &PullContext,
-    inc: &mut IncomingRev,
-    atts: Vec<AttachmentRef>,
+    doc: &DocParts,
+    atts: &Map<String, Value>,
     batch: &mut Vec<(String, Bytes)>,
-    have: &mut HashMap<String, ()>,
-) -> Result<u64, AttachmentProblem> {
-    if atts.is_empty() {
-        return Ok(0);
-    }
-    let rev = inc.path.leaf().map(|r| r.to_string()).unwrap_or_default();
+    have: &mut HashSet<String>,
+) -> Result<(Map<String, Value>, u64), AttachmentProblem> {
+    let rev = doc.path.leaf().map(|r| r.to_string()).unwrap_or_default();
     let mut fetched = 0;
     let mut stubs = Map::new();
-    for (name, mut entry) in atts {
+    for (name, entry) in atts {
+        let Some(entry) = entry.as_object() else {
+            return Err(AttachmentProblem::Doc(format!(
+                "attachment {name:?} is not an object"
+            )));
+        };
+        let mut entry = entry.clone();
         let inline = entry.remove("data");
         entry.remove("follows");
         let digest = match entry.get("digest").and_then(Value::as_str) {
@@ -221,7 +188,7 @@ async fn resolve_attachments(
                 )))
             }
         };
-        let known = have.contains_key(&digest) || ctx.replica.has_attachment(&digest)?;
+        let known = have.contains(&digest) || ctx.replica.has_attachment(&digest)?;
         if !known {
             let bytes = match inline.as_ref().and_then(Value::as_str) {
                 Some(b64) => Bytes::from(
@@ -231,7 +198,7 @@ async fn resolve_attachments(
                             AttachmentProblem::Doc(format!("attachment {name:?}: bad base64: {e}"))
                         })?,
                 ),
-                None => match ctx.remote.attachment(&inc.id, &name, &rev).await {
+                None => match ctx.remote.attachment(&doc.id, name, &rev).await {
                     Ok(b) => {
                         fetched += 1;
                         b
@@ -259,14 +226,13 @@ async fn resolve_attachments(
             if entry.get("length").is_none() {
                 entry.insert("length".into(), Value::from(bytes.len() as u64));
             }
-            have.insert(digest.clone(), ());
+            have.insert(digest.clone());
             batch.push((digest, bytes));
         }
         entry.insert("stub".into(), Value::Bool(true));
-        stubs.insert(name, Value::Object(entry));
+        stubs.insert(name.clone(), Value::Object(entry));
     }
-    inc.body.insert("_attachments".into(), Value::Object(stubs));
-    Ok(fetched)
+    Ok((stubs, fetched))
 }
 
 /// Checks bytes against a CouchDB digest (`md5-<base64>`); other digest
@@ -282,27 +248,6 @@ fn digest_matches(digest: &str, bytes: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn splits_meta_fields_from_the_body() {
-        let doc = json!({"_id": "a/b", "_rev": "3-c", "_revisions": {"start": 3, "ids": ["c", "b", "a"]},
-                         "_deleted": true, "_conflicts": ["3-x"], "v": 1});
-        let (inc, atts) = incoming_rev(doc.as_object().cloned().unwrap()).unwrap();
-        assert_eq!(inc.id, "a/b");
-        assert_eq!(inc.path.ids, vec!["c", "b", "a"]);
-        assert!(inc.deleted);
-        assert_eq!(Value::Object(inc.body), json!({"v": 1}));
-        assert!(atts.is_empty());
-    }
-
-    #[test]
-    fn rejects_inconsistent_revisions() {
-        let doc = json!({"_id": "a", "_rev": "3-c", "_revisions": {"start": 2, "ids": ["b", "a"]}});
-        assert!(incoming_rev(doc.as_object().cloned().unwrap()).is_err());
-        let doc = json!({"_id": "a", "_rev": "nope"});
-        assert!(incoming_rev(doc.as_object().cloned().unwrap()).is_err());
-    }
 
     #[test]
     fn checks_md5_digests() {

@@ -15,6 +15,7 @@
 
 mod batch;
 mod checkpoint;
+mod doc;
 
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};

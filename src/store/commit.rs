@@ -6,12 +6,13 @@ use super::keys::{self, meta};
 use super::{decode_u64, DocRecord, Replica, StoreError};
 use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::collections::{BTreeMap, HashSet};
 
 /// One revision arriving from a remote, with its ancestry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct IncomingRev {
     /// The document id.
     pub id: String,
@@ -19,8 +20,9 @@ pub struct IncomingRev {
     pub path: RevPath,
     /// The revision's `_deleted` flag.
     pub deleted: bool,
-    /// The body without `_id`, `_rev`, `_revisions` and `_deleted`.
-    pub body: Map<String, Value>,
+    /// The body, a JSON object without `_id`, `_rev`, `_revisions` and
+    /// `_deleted`, kept as text: the store writes it as it is.
+    pub body: Box<RawValue>,
 }
 
 /// Everything one replication batch writes, atomically.
@@ -73,7 +75,7 @@ impl Replica {
 
     /// [`Replica::commit`] for callers outside an async runtime.
     pub fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
-        let mut grouped: BTreeMap<&str, Vec<(&IncomingRev, Vec<u8>)>> = BTreeMap::new();
+        let mut grouped: BTreeMap<&str, Vec<(&IncomingRev, &[u8])>> = BTreeMap::new();
         for inc in &batch.revs {
             if inc.path.leaf().is_none() {
                 return Err(StoreError::InvalidDocument {
@@ -81,14 +83,16 @@ impl Replica {
                     reason: "revision path is empty".into(),
                 });
             }
-            let body = serde_json::to_vec(&inc.body).map_err(|e| StoreError::InvalidDocument {
-                id: inc.id.clone(),
-                reason: e.to_string(),
-            })?;
+            if !inc.body.get().starts_with('{') {
+                return Err(StoreError::InvalidDocument {
+                    id: inc.id.clone(),
+                    reason: "the body is not a JSON object".into(),
+                });
+            }
             grouped
                 .entry(inc.id.as_str())
                 .or_default()
-                .push((inc, body));
+                .push((inc, inc.body.get().as_bytes()));
         }
         let checkpoint = batch
             .checkpoint
@@ -139,7 +143,7 @@ impl Replica {
                         })?;
                         if outcome != MergeOutcome::AlreadyKnown {
                             if let Some(leaf) = inc.path.leaf() {
-                                revs.insert(keys::rev_key(id, &leaf.to_string()), body.as_slice())?;
+                                revs.insert(keys::rev_key(id, &leaf.to_string()), *body)?;
                                 arrived.push(leaf);
                             }
                         }
@@ -217,7 +221,7 @@ mod tests {
                 ids: ids.iter().map(|s| s.to_string()).collect(),
             },
             deleted,
-            body: body.as_object().cloned().unwrap_or_default(),
+            body: serde_json::value::to_raw_value(&body).unwrap(),
         }
     }
 

@@ -34,9 +34,11 @@ pub const FORMAT_VERSION: u64 = 1;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReplicaConfig {
-    /// Bytes of sled's page cache. sled's own default (1 GiB) suits a
-    /// server, not a phone-sized replica; 32 MiB keeps a pull's memory flat
-    /// at a small cost in read speed for large replicas.
+    /// Bytes of sled's page cache, as sled counts them (on-disk bytes of
+    /// the cached pages; their in-memory form takes a few times more).
+    /// sled's own default (1 GiB) suits a server, not a phone-sized replica:
+    /// 8 MiB keeps a pull's memory nearly flat as the replica grows, at a
+    /// small cost in read speed for large replicas.
     pub cache_capacity: u64,
     /// Revisions kept per branch (CouchDB's `_revs_limit`).
     pub revs_limit: usize,
@@ -45,7 +47,7 @@ pub struct ReplicaConfig {
 impl Default for ReplicaConfig {
     fn default() -> Self {
         ReplicaConfig {
-            cache_capacity: 32 * 1024 * 1024,
+            cache_capacity: 8 * 1024 * 1024,
             revs_limit: 1000,
         }
     }

@@ -1,0 +1,179 @@
+//! Splitting a fetched revision into what replication needs (`_id`, `_rev`,
+//! `_revisions`, `_deleted`, `_attachments`) and the body, without parsing
+//! the body: every other top-level field is copied as raw JSON text, so a
+//! document costs its own size in memory, whatever its shape (a tag listing
+//! 100 000 cards is one string copy, not 100 000 parsed values).
+
+use crate::revtree::{Rev, RevPath};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A fetched revision, split.
+#[derive(Debug)]
+pub(crate) struct DocParts {
+    pub(crate) id: String,
+    pub(crate) path: RevPath,
+    pub(crate) deleted: bool,
+    /// The body's fields as `"key":value` pairs joined by commas, no braces.
+    fields: String,
+    /// `_attachments`, parsed (small: stubs, or inline data to move out).
+    pub(crate) attachments: Option<Map<String, Value>>,
+}
+
+/// Top-level fields of an object, values left as raw text.
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<String>()? {
+                    fields.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl DocParts {
+    /// Splits one revision. The error names the document when it can.
+    pub(crate) fn split(raw: &RawValue) -> Result<DocParts, (String, String)> {
+        let Fields(fields) = serde_json::from_str(raw.get()).map_err(|e| {
+            (
+                String::new(),
+                format!("a fetched document is not a JSON object: {e}"),
+            )
+        })?;
+        let mut id = None;
+        let mut rev = None;
+        let mut revisions = None;
+        let mut deleted = false;
+        let mut attachments = None;
+        let mut body = String::with_capacity(raw.get().len());
+        for (key, value) in fields {
+            match key.as_str() {
+                "_id" => id = serde_json::from_str::<String>(value.get()).ok(),
+                "_rev" => rev = serde_json::from_str::<String>(value.get()).ok(),
+                "_revisions" => revisions = Some(value),
+                "_deleted" => deleted = value.get() == "true",
+                "_attachments" => {
+                    attachments = serde_json::from_str::<Map<String, Value>>(value.get()).ok()
+                }
+                // Metadata a server may add on request; never part of a body.
+                "_conflicts" | "_deleted_conflicts" | "_revs_info" | "_local_seq" => {}
+                _ => {
+                    if !body.is_empty() {
+                        body.push(',');
+                    }
+                    // Re-escaping the key keeps any escapes the server used valid.
+                    body.push_str(&Value::String(key).to_string());
+                    body.push(':');
+                    body.push_str(value.get());
+                }
+            }
+        }
+        let id = id.ok_or_else(|| (String::new(), "a fetched document has no _id".to_owned()))?;
+        let fail = |reason: String| Err((id.clone(), reason));
+        let rev: Rev = match rev.as_deref().map(str::parse) {
+            Some(Ok(rev)) => rev,
+            Some(Err(e)) => return fail(e.to_string()),
+            None => return fail("the fetched document has no _rev".to_owned()),
+        };
+        let path = match revisions {
+            Some(raw) => match serde_json::from_str::<RevPath>(raw.get()) {
+                Ok(p) if p.leaf().as_ref() == Some(&rev) => p,
+                Ok(_) => return fail("_revisions does not end in _rev".to_owned()),
+                Err(e) => return fail(format!("invalid _revisions: {e}")),
+            },
+            None => RevPath::leaf_only(&rev),
+        };
+        Ok(DocParts {
+            id,
+            path,
+            deleted,
+            fields: body,
+            attachments,
+        })
+    }
+
+    /// The body as stored: the fields, then `_attachments` as given.
+    pub(crate) fn body(
+        &self,
+        attachments: Option<&Map<String, Value>>,
+    ) -> Result<Box<RawValue>, serde_json::Error> {
+        let mut text = String::with_capacity(self.fields.len() + 2);
+        text.push('{');
+        text.push_str(&self.fields);
+        if let Some(atts) = attachments {
+            if !self.fields.is_empty() {
+                text.push(',');
+            }
+            text.push_str("\"_attachments\":");
+            text.push_str(&serde_json::to_string(atts)?);
+        }
+        text.push('}');
+        RawValue::from_string(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn split(json: &str) -> Result<DocParts, (String, String)> {
+        DocParts::split(&RawValue::from_string(json.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn separates_metadata_from_the_raw_body() {
+        let d = split(
+            r#"{"_id":"a/b","_rev":"3-c","v":{"deep":[1,2,{"x":null}]},"_revisions":{"start":3,"ids":["c","b","a"]},
+                "_deleted":true,"_conflicts":["3-x"],"k\"q":"é","_attachments":{"f":{"stub":true,"digest":"md5-x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.id, "a/b");
+        assert_eq!(d.path.ids, vec!["c", "b", "a"]);
+        assert!(d.deleted);
+        let body: Value = serde_json::from_str(d.body(None).unwrap().get()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"v": {"deep": [1, 2, {"x": null}]}, "k\"q": "é"})
+        );
+        let atts = d.attachments.clone().unwrap();
+        let body: Value = serde_json::from_str(d.body(Some(&atts)).unwrap().get()).unwrap();
+        assert_eq!(body["_attachments"]["f"]["digest"], "md5-x");
+    }
+
+    #[test]
+    fn a_tombstone_has_an_empty_body() {
+        let d = split(r#"{"_id":"t","_rev":"2-b","_deleted":true}"#).unwrap();
+        assert_eq!(d.body(None).unwrap().get(), "{}");
+        let mut atts = Map::new();
+        atts.insert("a".into(), serde_json::json!({"stub": true}));
+        assert_eq!(
+            d.body(Some(&atts)).unwrap().get(),
+            r#"{"_attachments":{"a":{"stub":true}}}"#
+        );
+    }
+
+    #[test]
+    fn rejects_inconsistent_revisions() {
+        assert!(
+            split(r#"{"_id":"a","_rev":"3-c","_revisions":{"start":2,"ids":["b","a"]}}"#).is_err()
+        );
+        assert!(split(r#"{"_id":"a","_rev":"nope"}"#).is_err());
+        assert!(split(r#"{"_rev":"1-a"}"#).is_err());
+        assert!(split(r#"[1,2]"#).is_err());
+    }
+}
