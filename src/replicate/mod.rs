@@ -351,6 +351,13 @@ pub async fn pull_with_progress(
         });
     }
     drop(producer);
+    // Superseded bodies were only listed as garbage during the pull, so
+    // that random deletes never inflate a batch's transaction.
+    let sweeper = replica.clone();
+    let swept = tokio::task::spawn_blocking(move || sweeper.sweep())
+        .await
+        .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
+    tracing::debug!(swept, "superseded bodies deleted");
     timings.total_ms = started.elapsed().as_millis() as u64;
     result.timings = timings;
     replica

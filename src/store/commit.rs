@@ -107,13 +107,14 @@ impl Replica {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = (
             &t.docs,
-            &t.revs,
+            &t.bodies,
+            &t.garbage,
             &t.by_seq,
             &t.attachments,
             &t.checkpoints,
             &t.meta,
         )
-            .transaction(|(docs, revs, by_seq, atts, cps, meta_t)| {
+            .transaction(|(docs, bodies, garbage, by_seq, atts, cps, meta_t)| {
                 let counter = |key: &'static [u8]| -> Result<u64, Abort> {
                     match meta_t.get(key)? {
                         Some(v) => decode_u64(key, &v).map_err(abort),
@@ -121,6 +122,7 @@ impl Replica {
                     }
                 };
                 let mut seq = counter(meta::SEQ)?;
+                let mut next_body = counter(meta::BODY_ID)?;
                 let mut live = counter(meta::DOC_COUNT)? as i64;
                 let mut dead = counter(meta::DEL_COUNT)? as i64;
                 let mut out = BatchOutcome::default();
@@ -143,7 +145,12 @@ impl Replica {
                         })?;
                         if outcome != MergeOutcome::AlreadyKnown {
                             if let Some(leaf) = inc.path.leaf() {
-                                revs.insert(keys::rev_key(id, &leaf.to_string()), *body)?;
+                                // Bodies get ever-growing ids, so a batch
+                                // appends to the end of the `bodies` tree
+                                // instead of touching one page per document.
+                                next_body += 1;
+                                bodies.insert(&keys::seq_key(next_body), *body)?;
+                                record.bodies.insert(leaf.to_string(), next_body);
                                 arrived.push(leaf);
                             }
                         }
@@ -153,13 +160,16 @@ impl Replica {
                     }
                     out.revs_written += arrived.len() as u64;
                     record.tree.stem(revs_limit);
-                    // Only leaves keep bodies: drop those of revisions that
-                    // this batch turned into ancestors.
+                    // Only leaves keep bodies: the bodies of revisions this
+                    // batch turned into ancestors become garbage, deleted
+                    // later by `sweep` in small transactions.
                     let leaves: HashSet<Rev> =
                         record.tree.leaves().into_iter().map(|l| l.rev).collect();
                     for rev in old_leaves.iter().chain(&arrived) {
                         if !leaves.contains(rev) {
-                            revs.remove(keys::rev_key(id, &rev.to_string()))?;
+                            if let Some(body_id) = record.bodies.remove(&rev.to_string()) {
+                                garbage.insert(&keys::seq_key(body_id), &[])?;
+                            }
                         }
                     }
                     let was = old
@@ -192,6 +202,7 @@ impl Replica {
                     cps.insert(*id, cp.as_slice())?;
                 }
                 meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
+                meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
                 meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
                 meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
                 out.update_seq = seq;
@@ -203,6 +214,57 @@ impl Replica {
             })?;
         self.inner.db.flush()?;
         Ok(outcome)
+    }
+}
+
+/// Bodies deleted per sweep transaction: small, because each delete pages
+/// in a random page of the `bodies` tree and sled keeps every page a
+/// transaction touched until it commits.
+const SWEEP_BATCH: usize = 64;
+
+impl Replica {
+    /// Deletes the bodies of revisions that are no longer leaves, in
+    /// transactions of at most 64, and returns how many it deleted. A pull
+    /// calls it when it ends; it is safe to call at any time.
+    ///
+    /// # Durability
+    /// Each transaction removes bodies together with their garbage entries
+    /// and is flushed; a crash leaves the rest for the next sweep. Only
+    /// unreferenced bodies are ever listed as garbage, so nothing readable
+    /// is lost at any point.
+    pub fn sweep(&self) -> Result<u64, StoreError> {
+        let t = self.trees();
+        let mut swept = 0;
+        loop {
+            let ids: Vec<sled::IVec> = t
+                .garbage
+                .iter()
+                .keys()
+                .take(SWEEP_BATCH)
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(swept);
+            }
+            let _writer = self
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (&t.bodies, &t.garbage)
+                .transaction(|(bodies, garbage)| {
+                    for id in &ids {
+                        bodies.remove(id)?;
+                        garbage.remove(id)?;
+                    }
+                    Ok::<(), Abort>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StoreError::Storage(e),
+                })?;
+            self.inner.db.flush()?;
+            swept += ids.len() as u64;
+        }
     }
 }
 
@@ -266,6 +328,17 @@ mod tests {
         assert!(
             r.get_rev("a", &"1-x".parse().unwrap()).unwrap().is_none(),
             "ancestor bodies are dropped"
+        );
+        assert_eq!(
+            r.sweep().unwrap(),
+            2,
+            "the bodies of 1-x and 1-y were garbage"
+        );
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(
+            r.get("a").unwrap().unwrap().body["v"],
+            4,
+            "leaves keep their bodies"
         );
         assert!(r.get("b").unwrap().unwrap().deleted);
         assert_eq!((r.doc_count().unwrap(), r.deleted_count().unwrap()), (1, 1));

@@ -4,6 +4,7 @@
 use crate::revtree::{Rev, RevTree};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// One revision of a document, read from the replica.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,13 +113,17 @@ pub struct DocInfo {
     pub seq: u64,
 }
 
-/// The `docs` tree record: a document's revision tree and local sequence.
+/// The `docs` tree record: a document's revision tree, its local sequence
+/// and where the body of each leaf is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DocRecord {
     #[serde(rename = "t")]
     pub(crate) tree: RevTree,
     #[serde(rename = "s")]
     pub(crate) seq: u64,
+    /// Leaf revision → key of its body in the `bodies` tree.
+    #[serde(rename = "b", default)]
+    pub(crate) bodies: BTreeMap<String, u64>,
 }
 
 impl DocRecord {

@@ -126,7 +126,8 @@ impl std::fmt::Debug for Replica {
 
 pub(crate) struct Trees {
     pub(crate) docs: sled::Tree,
-    pub(crate) revs: sled::Tree,
+    pub(crate) bodies: sled::Tree,
+    pub(crate) garbage: sled::Tree,
     pub(crate) by_seq: sled::Tree,
     pub(crate) attachments: sled::Tree,
     pub(crate) local: sled::Tree,
@@ -160,7 +161,8 @@ impl Replica {
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let trees = Trees {
             docs: tree("docs")?,
-            revs: tree("revs")?,
+            bodies: tree("bodies")?,
+            garbage: tree("garbage")?,
             by_seq: tree("by_seq")?,
             attachments: tree("attachments")?,
             local: tree("local")?,
@@ -251,13 +253,25 @@ impl Replica {
             .unwrap_or_default())
     }
 
-    fn body(&self, id: &str, rev: &Rev) -> Result<Option<Map<String, Value>>, StoreError> {
-        let key = keys::rev_key(id, &rev.to_string());
-        match self.inner.trees.revs.get(&key)? {
+    fn body(
+        &self,
+        record: &DocRecord,
+        id: &str,
+        rev: &Rev,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        let Some(&body_id) = record.bodies.get(&rev.to_string()) else {
+            return Ok(None);
+        };
+        let key = keys::seq_key(body_id);
+        match self.inner.trees.bodies.get(key)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| StoreError::corrupt("revision body", &key, e)),
-            None => Ok(None),
+                .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e)),
+            None => Err(StoreError::corrupt(
+                "revision body",
+                id.as_bytes(),
+                format!("the body of {rev} (#{body_id}) is missing"),
+            )),
         }
     }
 
@@ -270,7 +284,7 @@ impl Replica {
         let Some(winner) = record.tree.winner() else {
             return Ok(None);
         };
-        let body = self.body(id, &winner.rev)?.ok_or_else(|| {
+        let body = self.body(&record, id, &winner.rev)?.ok_or_else(|| {
             StoreError::corrupt(
                 "revision body",
                 id.as_bytes(),
@@ -298,7 +312,7 @@ impl Replica {
         };
         let winner = record.tree.winner().map(|w| w.rev);
         let is_winner = winner.as_ref() == Some(rev);
-        Ok(self.body(id, rev)?.map(|body| Document {
+        Ok(self.body(&record, id, rev)?.map(|body| Document {
             id: id.to_owned(),
             rev: rev.clone(),
             deleted: leaf.deleted,
