@@ -584,6 +584,22 @@ mod tests {
     }
 
     #[test]
+    fn stemming_cuts_links_no_kept_path_crosses() {
+        // Found by the property test: 1-a has a short branch (2-s) and a long
+        // one (5-e). With limit 3 the long branch keeps 5-e, 4-d, 3-c; 2-b is
+        // dropped, so 3-c becomes a root even though 1-a is kept for 2-s.
+        let mut t = RevTree::default();
+        t.merge(&path(5, &["e", "d", "c", "b", "a"]), false)
+            .unwrap();
+        t.merge(&path(2, &["s", "a"]), false).unwrap();
+        let dropped = t.stem(3);
+        assert_eq!(dropped, vec![rev("2-b")]);
+        assert_eq!(t.path_to(&rev("5-e")), Some(path(5, &["e", "d", "c"])));
+        assert_eq!(t.path_to(&rev("2-s")), Some(path(2, &["s", "a"])));
+        assert!(t.stem(3).is_empty());
+    }
+
+    #[test]
     fn invalid_paths_are_rejected() {
         let mut t = RevTree::default();
         assert_eq!(t.merge(&path(1, &[]), false), Err(InvalidPath::Empty));
