@@ -20,5 +20,7 @@ mod errors;
 mod fallback;
 // kill -9 in the middle of a pull.
 mod crash;
+// The protocol client on its own.
+mod remote;
 // The `settee` command line.
 mod cli;
