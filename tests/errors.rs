@@ -216,4 +216,43 @@ async fn per_document_errors_are_counted_not_dropped() {
         changes["results"].as_array().unwrap().len()
     );
     assert!(replica.get("ghost-doc").unwrap().is_none());
+    assert_eq!(
+        replica.pending_retries().unwrap(),
+        vec!["ghost-doc".to_string()]
+    );
+    // The next pull asks again; the server has no such document, so it is done.
+    let again = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(again.doc_write_failures, 0, "{again:?}");
+    assert!(replica.pending_retries().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_failed_is_fetched_again_by_the_next_pull() {
+    let db = TestDb::seeded("refetch", &["--cards", "10", "--extras"]).await;
+    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    // The attachment of one document cannot be read during the first pull.
+    proxy.set_rules(vec![Rule::respond(
+        "/x-att-text/hello.txt",
+        404,
+        r#"{"error":"not_found","reason":"missing"}"#,
+    )]);
+    let (_dir, replica) = temp_replica();
+    let remote = remote_for(&db.url_via(&proxy.url()), RetryPolicy::none());
+    let first = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(first.doc_write_failures, 1, "{:?}", first.failures);
+    assert_eq!(first.failures[0].error, "attachment_error");
+    assert!(replica.get("x-att-text").unwrap().is_none());
+    assert_eq!(
+        replica.pending_retries().unwrap(),
+        vec!["x-att-text".to_string()]
+    );
+
+    // The document has not changed on the server, so only the retry list
+    // brings it: nothing acknowledged by the server is silently left behind.
+    proxy.clear_rules();
+    let second = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(second.doc_write_failures, 0, "{:?}", second.failures);
+    assert_eq!(second.docs_written, 1);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }

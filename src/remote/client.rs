@@ -424,6 +424,25 @@ impl Remote {
         Ok(entries.into_iter().map(|e| e.into_fetched(id)).collect())
     }
 
+    /// `GET /db/{id}?revs=true&open_revs=all`: every leaf of a document,
+    /// or `None` when the server does not have the document at all.
+    pub async fn open_revs_all(&self, id: &str) -> Result<Option<Vec<FetchedRev>>, RemoteError> {
+        let mut url = self.inner.endpoint.doc_url(id);
+        url.query_pairs_mut()
+            .append_pair("revs", "true")
+            .append_pair("open_revs", "all");
+        match self
+            .json::<Vec<FetchedEntry>>(Method::GET, &url, None)
+            .await
+        {
+            Ok(entries) => Ok(Some(
+                entries.into_iter().map(|e| e.into_fetched(id)).collect(),
+            )),
+            Err(e) if is_doc_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /db/{id}`: the winning revision, or `None` if there is none.
     pub async fn get_doc(
         &self,

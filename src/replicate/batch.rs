@@ -62,6 +62,41 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
+    let mut batch = convert(ctx, fetched).await?;
+    batch.changes = changes;
+    batch.failures.splice(0..0, failures);
+    batch.last_seq = page.last_seq;
+    Ok(batch)
+}
+
+/// Fetches again, with every leaf (`open_revs=all`), the documents an
+/// earlier pull could not store. A document the server no longer has is
+/// done with: there is nothing left to replicate.
+pub(crate) async fn fetch_retries(
+    ctx: &PullContext,
+    ids: Vec<String>,
+) -> Result<FetchedBatch, Error> {
+    let mut fetched = Vec::new();
+    for id in &ids {
+        if let Some(revs) = ctx.remote.open_revs_all(id).await? {
+            fetched.extend(revs);
+        }
+    }
+    let mut batch = convert(ctx, fetched).await?;
+    batch.changes = ids.len();
+    let failed: HashSet<&str> = batch.failures.iter().map(|f| f.id.as_str()).collect();
+    batch.write.retry_done = ids
+        .iter()
+        .filter(|id| !failed.contains(id.as_str()))
+        .cloned()
+        .collect();
+    Ok(batch)
+}
+
+/// Turns fetched revisions into a write batch: splits each one, resolves
+/// its attachments, and lists the documents that failed for a later retry.
+async fn convert(ctx: &PullContext, fetched: Vec<FetchedRev>) -> Result<FetchedBatch, Error> {
+    let mut failures = Vec::new();
     let mut write = WriteBatch::default();
     let mut docs_read = 0;
     let mut attachments_fetched = 0;
@@ -135,13 +170,18 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
             }
         }
     }
+    write.retry_later = failures
+        .iter()
+        .filter(|f| !f.id.is_empty())
+        .map(|f| f.id.clone())
+        .collect();
     Ok(FetchedBatch {
-        changes,
+        changes: 0,
         write,
         docs_read,
         failures,
         attachments_fetched,
-        last_seq: page.last_seq,
+        last_seq: crate::remote::Seq::zero(),
     })
 }
 

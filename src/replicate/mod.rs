@@ -266,6 +266,36 @@ pub async fn pull_with_progress(
         replica: replica.clone(),
         remote: remote.clone(),
     };
+    let mut result = PullResult {
+        replication_id: rep_id.clone(),
+        start_seq: start_seq.clone(),
+        last_seq: start_seq.clone(),
+        batches: 0,
+        changes_read: 0,
+        docs_read: 0,
+        docs_written: 0,
+        doc_write_failures: 0,
+        failures: Vec::new(),
+        attachments_fetched: 0,
+        remote_doc_count: info.doc_count,
+        started_at_ms,
+        timings: PullTimings::default(),
+    };
+    // Documents an earlier pull could not store come first: fetched again
+    // with all their leaves, committed without moving the checkpoint.
+    let retries = replica.pending_retries()?;
+    for ids in retries.chunks(config.batch_size) {
+        let mut fetched = batch::fetch_retries(&ctx, ids.to_vec()).await?;
+        let commit_start = Instant::now();
+        let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
+        timings.commit_ms += commit_start.elapsed().as_millis() as u64;
+        result.absorb(fetched, outcome.revs_written);
+        tracing::info!(
+            retried = ids.len(),
+            "documents from earlier failures fetched again"
+        );
+    }
+
     let (tx, mut rx) = mpsc::channel::<FetchTask>(config.batches_limit);
     let permits = Arc::new(Semaphore::new(config.batches_limit));
     let producer = {
@@ -295,21 +325,6 @@ pub async fn pull_with_progress(
         }))
     };
 
-    let mut result = PullResult {
-        replication_id: rep_id.clone(),
-        start_seq: start_seq.clone(),
-        last_seq: start_seq,
-        batches: 0,
-        changes_read: 0,
-        docs_read: 0,
-        docs_written: 0,
-        doc_write_failures: 0,
-        failures: Vec::new(),
-        attachments_fetched: 0,
-        remote_doc_count: info.doc_count,
-        started_at_ms,
-        timings: PullTimings::default(),
-    };
     while let Some(mut task) = rx.recv().await {
         let wait = Instant::now();
         let joined = (&mut task.0).await;
@@ -326,18 +341,10 @@ pub async fn pull_with_progress(
         timings.commit_ms += commit_start.elapsed().as_millis() as u64;
         drop(permit);
 
-        result.batches += 1;
-        result.changes_read += fetched.changes as u64;
-        result.docs_read += fetched.docs_read;
-        result.docs_written += outcome.revs_written;
-        result.doc_write_failures += fetched.failures.len() as u64;
-        result.attachments_fetched += fetched.attachments_fetched;
-        let room = MAX_FAILURES_KEPT.saturating_sub(result.failures.len());
-        result
-            .failures
-            .extend(fetched.failures.into_iter().take(room));
-        result.last_seq = fetched.last_seq;
-        tracing::debug!(batch = result.batches, changes = fetched.changes, written = outcome.revs_written,
+        let changes = fetched.changes;
+        result.last_seq = fetched.last_seq.clone();
+        result.absorb(fetched, outcome.revs_written);
+        tracing::debug!(batch = result.batches, changes, written = outcome.revs_written,
             last_seq = %result.last_seq, "batch committed");
         on_progress(&PullProgress {
             batches: result.batches,
@@ -367,6 +374,21 @@ pub async fn pull_with_progress(
         failures = result.doc_write_failures, last_seq = %result.last_seq,
         ms = result.timings.total_ms, "pull complete");
     Ok(result)
+}
+
+impl PullResult {
+    /// Adds a committed batch's figures.
+    fn absorb(&mut self, fetched: batch::FetchedBatch, revs_written: u64) {
+        self.batches += 1;
+        self.changes_read += fetched.changes as u64;
+        self.docs_read += fetched.docs_read;
+        self.docs_written += revs_written;
+        self.doc_write_failures += fetched.failures.len() as u64;
+        self.attachments_fetched += fetched.attachments_fetched;
+        let room = MAX_FAILURES_KEPT.saturating_sub(self.failures.len());
+        self.failures
+            .extend(fetched.failures.into_iter().take(room));
+    }
 }
 
 /// The same database: same server (by uuid when both know it) and name.

@@ -34,6 +34,11 @@ pub struct WriteBatch {
     pub attachments: Vec<(String, Bytes)>,
     /// The checkpoint this batch moves to: `(replication id, checkpoint)`.
     pub checkpoint: Option<(String, Value)>,
+    /// Documents that could not be stored and should be fetched again by
+    /// the next pull (see [`Replica::pending_retries`]).
+    pub retry_later: Vec<String>,
+    /// Documents retried successfully (or gone from the server): off the list.
+    pub retry_done: Vec<String>,
 }
 
 /// What a committed batch changed.
@@ -113,101 +118,111 @@ impl Replica {
             &t.attachments,
             &t.checkpoints,
             &t.meta,
+            &t.retry,
         )
-            .transaction(|(docs, bodies, garbage, by_seq, atts, cps, meta_t)| {
-                let counter = |key: &'static [u8]| -> Result<u64, Abort> {
-                    match meta_t.get(key)? {
-                        Some(v) => decode_u64(key, &v).map_err(abort),
-                        None => Ok(0),
-                    }
-                };
-                let mut seq = counter(meta::SEQ)?;
-                let mut next_body = counter(meta::BODY_ID)?;
-                let mut live = counter(meta::DOC_COUNT)? as i64;
-                let mut dead = counter(meta::DEL_COUNT)? as i64;
-                let mut out = BatchOutcome::default();
-                for (id, incoming) in &grouped {
-                    let key = id.as_bytes();
-                    let old = match docs.get(key)? {
-                        Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
-                        None => None,
+            .transaction(
+                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry)| {
+                    let counter = |key: &'static [u8]| -> Result<u64, Abort> {
+                        match meta_t.get(key)? {
+                            Some(v) => decode_u64(key, &v).map_err(abort),
+                            None => Ok(0),
+                        }
                     };
-                    let mut record = old.clone().unwrap_or_default();
-                    let old_leaves: Vec<Rev> =
-                        record.tree.leaves().into_iter().map(|l| l.rev).collect();
-                    let mut arrived = Vec::new();
-                    for (inc, body) in incoming {
-                        let outcome = record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
-                            abort(StoreError::InvalidDocument {
-                                id: inc.id.clone(),
-                                reason: e.to_string(),
-                            })
-                        })?;
-                        if outcome != MergeOutcome::AlreadyKnown {
-                            if let Some(leaf) = inc.path.leaf() {
-                                // Bodies get ever-growing ids, so a batch
-                                // appends to the end of the `bodies` tree
-                                // instead of touching one page per document.
-                                next_body += 1;
-                                bodies.insert(&keys::seq_key(next_body), *body)?;
-                                record.bodies.insert(leaf.to_string(), next_body);
-                                arrived.push(leaf);
+                    let mut seq = counter(meta::SEQ)?;
+                    let mut next_body = counter(meta::BODY_ID)?;
+                    let mut live = counter(meta::DOC_COUNT)? as i64;
+                    let mut dead = counter(meta::DEL_COUNT)? as i64;
+                    let mut out = BatchOutcome::default();
+                    for (id, incoming) in &grouped {
+                        let key = id.as_bytes();
+                        let old = match docs.get(key)? {
+                            Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
+                            None => None,
+                        };
+                        let mut record = old.clone().unwrap_or_default();
+                        let old_leaves: Vec<Rev> =
+                            record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                        let mut arrived = Vec::new();
+                        for (inc, body) in incoming {
+                            let outcome =
+                                record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
+                                    abort(StoreError::InvalidDocument {
+                                        id: inc.id.clone(),
+                                        reason: e.to_string(),
+                                    })
+                                })?;
+                            if outcome != MergeOutcome::AlreadyKnown {
+                                if let Some(leaf) = inc.path.leaf() {
+                                    // Bodies get ever-growing ids, so a batch
+                                    // appends to the end of the `bodies` tree
+                                    // instead of touching one page per document.
+                                    next_body += 1;
+                                    bodies.insert(&keys::seq_key(next_body), *body)?;
+                                    record.bodies.insert(leaf.to_string(), next_body);
+                                    arrived.push(leaf);
+                                }
                             }
                         }
-                    }
-                    if arrived.is_empty() {
-                        continue;
-                    }
-                    out.revs_written += arrived.len() as u64;
-                    record.tree.stem(revs_limit);
-                    // Only leaves keep bodies: the bodies of revisions this
-                    // batch turned into ancestors become garbage, deleted
-                    // later by `sweep` in small transactions.
-                    let leaves: HashSet<Rev> =
-                        record.tree.leaves().into_iter().map(|l| l.rev).collect();
-                    for rev in old_leaves.iter().chain(&arrived) {
-                        if !leaves.contains(rev) {
-                            if let Some(body_id) = record.bodies.remove(&rev.to_string()) {
-                                garbage.insert(&keys::seq_key(body_id), &[])?;
+                        if arrived.is_empty() {
+                            continue;
+                        }
+                        out.revs_written += arrived.len() as u64;
+                        record.tree.stem(revs_limit);
+                        // Only leaves keep bodies: the bodies of revisions this
+                        // batch turned into ancestors become garbage, deleted
+                        // later by `sweep` in small transactions.
+                        let leaves: HashSet<Rev> =
+                            record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                        for rev in old_leaves.iter().chain(&arrived) {
+                            if !leaves.contains(rev) {
+                                if let Some(body_id) = record.bodies.remove(&rev.to_string()) {
+                                    garbage.insert(&keys::seq_key(body_id), &[])?;
+                                }
                             }
                         }
+                        let was = old
+                            .as_ref()
+                            .and_then(|r| r.tree.winner())
+                            .map(|w| w.deleted);
+                        let now = record.tree.winner().map(|w| w.deleted);
+                        for (state, sign) in [(was, -1i64), (now, 1)] {
+                            match state {
+                                Some(false) => live += sign,
+                                Some(true) => dead += sign,
+                                None => {}
+                            }
+                        }
+                        if let Some(old) = &old {
+                            by_seq.remove(&keys::seq_key(old.seq))?;
+                        }
+                        seq += 1;
+                        record.seq = seq;
+                        by_seq.insert(&keys::seq_key(seq), key)?;
+                        docs.insert(key, record.encode())?;
+                        out.docs_changed += 1;
                     }
-                    let was = old
-                        .as_ref()
-                        .and_then(|r| r.tree.winner())
-                        .map(|w| w.deleted);
-                    let now = record.tree.winner().map(|w| w.deleted);
-                    for (state, sign) in [(was, -1i64), (now, 1)] {
-                        match state {
-                            Some(false) => live += sign,
-                            Some(true) => dead += sign,
-                            None => {}
+                    for (digest, bytes) in &batch.attachments {
+                        if atts.get(digest.as_bytes())?.is_none() {
+                            atts.insert(digest.as_bytes(), bytes.as_ref())?;
                         }
                     }
-                    if let Some(old) = &old {
-                        by_seq.remove(&keys::seq_key(old.seq))?;
+                    if let Some((id, cp)) = &checkpoint {
+                        cps.insert(*id, cp.as_slice())?;
                     }
-                    seq += 1;
-                    record.seq = seq;
-                    by_seq.insert(&keys::seq_key(seq), key)?;
-                    docs.insert(key, record.encode())?;
-                    out.docs_changed += 1;
-                }
-                for (digest, bytes) in &batch.attachments {
-                    if atts.get(digest.as_bytes())?.is_none() {
-                        atts.insert(digest.as_bytes(), bytes.as_ref())?;
+                    for id in &batch.retry_done {
+                        retry.remove(id.as_bytes())?;
                     }
-                }
-                if let Some((id, cp)) = &checkpoint {
-                    cps.insert(*id, cp.as_slice())?;
-                }
-                meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
-                meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
-                meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
-                meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
-                out.update_seq = seq;
-                Ok(out)
-            })
+                    for id in &batch.retry_later {
+                        retry.insert(id.as_bytes(), &[])?;
+                    }
+                    meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
+                    meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
+                    meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
+                    meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
+                    out.update_seq = seq;
+                    Ok(out)
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Storage(e),

@@ -128,6 +128,7 @@ pub(crate) struct Trees {
     pub(crate) docs: sled::Tree,
     pub(crate) bodies: sled::Tree,
     pub(crate) garbage: sled::Tree,
+    pub(crate) retry: sled::Tree,
     pub(crate) by_seq: sled::Tree,
     pub(crate) attachments: sled::Tree,
     pub(crate) local: sled::Tree,
@@ -163,6 +164,7 @@ impl Replica {
             docs: tree("docs")?,
             bodies: tree("bodies")?,
             garbage: tree("garbage")?,
+            retry: tree("retry")?,
             by_seq: tree("by_seq")?,
             attachments: tree("attachments")?,
             local: tree("local")?,
@@ -529,6 +531,21 @@ impl Replica {
     pub fn missing_revs(&self, id: &str, revs: &[Rev]) -> Result<Vec<Rev>, StoreError> {
         let tree = self.record(id)?.map(|r| r.tree).unwrap_or_default();
         Ok(revs.iter().filter(|r| !tree.contains(r)).cloned().collect())
+    }
+
+    /// Documents an earlier pull could not store, in id order; the next
+    /// pull fetches them again before it reads the changes feed.
+    pub fn pending_retries(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .trees
+            .retry
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                String::from_utf8(k.to_vec()).map_err(|e| StoreError::corrupt("retry entry", &k, e))
+            })
+            .collect()
     }
 
     /// Bytes on disk, as sled reports them.
