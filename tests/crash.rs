@@ -3,8 +3,7 @@
 //! and compare with the server. `SETTEE_CRASH_LOOPS` sets how many kills
 //! (default 4 for CI; use more, e.g. 50, for a soak).
 
-use crate::resume::server_addr;
-use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::proxy::Rule;
 use crate::support::*;
 use serde_json::Value;
 use settee::{Replica, ReplicaConfig, Rev};
@@ -96,7 +95,7 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
     let feed = db.get_json("_changes?style=all_docs").await;
     let rows = feed["results"].as_array().unwrap().clone();
     // Slow the server down so that kills land in the middle of the pull.
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     proxy.set_rules(vec![Rule::delay("_bulk_get", 40)]);
     let url = db.url_via(&proxy.url());
     let mut killed_mid_pull = 0;

@@ -1,5 +1,4 @@
-use crate::resume::server_addr;
-use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::proxy::Rule;
 use crate::support::*;
 use settee::{
     Endpoint, Error, PullConfig, Remote, RemoteConfig, RemoteError, Replica, RetryPolicy,
@@ -103,7 +102,7 @@ async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
         true,
     )
     .await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     let url = db.url_via(&proxy.url());
 
     // A web page, not CouchDB.
@@ -170,7 +169,7 @@ async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried() {
     let db = TestDb::seeded("retry", &["--cards", "30"]).await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     proxy.set_rules(vec![
         Rule::respond(
             "_changes",
@@ -181,7 +180,7 @@ async fn transient_failures_are_retried() {
         Rule::drop_connection("_bulk_get").once(),
     ]);
     let (_dir, replica) = temp_replica();
-    let remote = remote_for(&db.url_via(&proxy.url()), RetryPolicy::with_retries(2));
+    let remote = db.remote_via(&proxy, RetryPolicy::with_retries(2));
     let result = pull(&replica, &remote, 1000, 5).await;
     assert_eq!(proxy.fired(), 2, "both faults happened");
     assert_eq!(result.doc_write_failures, 0);
@@ -191,10 +190,10 @@ async fn transient_failures_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_document_errors_are_counted_not_dropped() {
     let db = TestDb::seeded("docerr", &["--cards", "10"]).await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     // A server answering one revision with an error row, CouchDB-style.
     let (_dir, replica) = temp_replica();
-    let remote = remote_for(&db.url_via(&proxy.url()), RetryPolicy::none());
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
     // One change row names a document the server cannot give (as after a
     // purge). It must be a missing *document*: PouchDB Server 4.2 crashes on
     // `_bulk_get?latest=true` for an unknown revision of an existing one.
@@ -229,7 +228,7 @@ async fn per_document_errors_are_counted_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_that_failed_is_fetched_again_by_the_next_pull() {
     let db = TestDb::seeded("refetch", &["--cards", "10", "--extras"]).await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     // The attachment of one document cannot be read during the first pull.
     proxy.set_rules(vec![Rule::respond(
         "/x-att-text/hello.txt",
@@ -237,7 +236,7 @@ async fn a_document_that_failed_is_fetched_again_by_the_next_pull() {
         r#"{"error":"not_found","reason":"missing"}"#,
     )]);
     let (_dir, replica) = temp_replica();
-    let remote = remote_for(&db.url_via(&proxy.url()), RetryPolicy::none());
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
     let first = pull(&replica, &remote, 1000, 5).await;
     assert_eq!(first.doc_write_failures, 1, "{:?}", first.failures);
     assert_eq!(first.failures[0].error, "attachment_error");

@@ -1,12 +1,11 @@
-use crate::resume::server_addr;
-use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::proxy::Rule;
 use crate::support::*;
 use settee::RetryPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_bulk_get_documents_are_fetched_one_by_one() {
     let db = TestDb::seeded("fallback", &["--cards", "25", "--realistic", "--extras"]).await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     // What CouchDB 1.x answers: _bulk_get is routed as a document.
     proxy.set_rules(vec![Rule::respond(
         "_bulk_get",
@@ -14,7 +13,7 @@ async fn without_bulk_get_documents_are_fetched_one_by_one() {
         r#"{"error":"not_found","reason":"missing"}"#,
     )]);
     let (_dir, replica) = temp_replica();
-    let remote = remote_for(&db.url_via(&proxy.url()), RetryPolicy::none());
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
     let result = pull(&replica, &remote, 10, 3).await;
     assert_eq!(remote.has_bulk_get(), Some(false));
     // Detected on the first wave of batches in flight, then never asked again.

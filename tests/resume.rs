@@ -1,4 +1,4 @@
-use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::proxy::Rule;
 use crate::support::*;
 use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
 
@@ -72,11 +72,11 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
     let db = TestDb::seeded("drop", CORPUS).await;
-    let proxy = FaultProxy::start(server_addr()).await.unwrap();
+    let proxy = db.behind_proxy().await;
     // The 4th and every later _bulk_get loses its connection.
     proxy.set_rules(vec![Rule::drop_connection("_bulk_get").skip(3)]);
     let (_dir, replica) = temp_replica();
-    let flaky = remote_for(&db.url_via(&proxy.url()), RetryPolicy::with_retries(1));
+    let flaky = db.remote_via(&proxy, RetryPolicy::with_retries(1));
     let err = settee::pull(&replica, &flaky, &PullConfig::new(25, 1).unwrap())
         .await
         .expect_err("the pull must fail when the connection drops");
@@ -103,17 +103,6 @@ async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
         "resumed from the last committed batch"
     );
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
-}
-
-/// The address of the test server, for proxies.
-pub fn server_addr() -> std::net::SocketAddr {
-    use std::net::ToSocketAddrs;
-    server()
-        .authority()
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap()
 }
 
 trait LeavesTotal {

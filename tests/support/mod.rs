@@ -84,6 +84,18 @@ impl TestDb {
         remote_for(&self.url(), RetryPolicy::with_retries(2))
     }
 
+    /// A fault-injecting proxy in front of the test server.
+    pub async fn behind_proxy(&self) -> proxy::FaultProxy {
+        proxy::FaultProxy::start(server::server_addr())
+            .await
+            .expect("start the fault proxy")
+    }
+
+    /// A client for this database that goes through `proxy`.
+    pub fn remote_via(&self, proxy: &proxy::FaultProxy, retry: RetryPolicy) -> Remote {
+        remote_for(&self.url_via(&proxy.url()), retry)
+    }
+
     /// Sends a request to the database (path relative to it) as admin.
     pub async fn request(
         &self,

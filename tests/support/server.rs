@@ -139,6 +139,17 @@ fn start_pouchdb_server() -> Server {
     panic!("PouchDB Server did not start: {last_err}");
 }
 
+/// The socket address of the test server, for proxies to forward to.
+pub fn server_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    server()
+        .authority()
+        .to_socket_addrs()
+        .expect("the test server's address resolves")
+        .next()
+        .expect("the test server has an address")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
