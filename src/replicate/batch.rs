@@ -5,7 +5,7 @@
 
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
-use crate::remote::{ChangesPage, FetchedRev, RemoteError};
+use crate::remote::{ChangesPage, FetchedRev, RemoteError, Seq};
 use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
@@ -22,7 +22,9 @@ pub(crate) struct FetchedBatch {
     pub(crate) docs_read: u64,
     pub(crate) failures: Vec<DocFailure>,
     pub(crate) attachments_fetched: u64,
-    pub(crate) last_seq: crate::remote::Seq,
+    /// The checkpoint the batch moves to; `None` for a batch of retries,
+    /// which are not part of the feed.
+    pub(crate) last_seq: Option<Seq>,
 }
 
 pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<FetchedBatch, Error> {
@@ -62,11 +64,7 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
-    let mut batch = convert(ctx, fetched).await?;
-    batch.changes = changes;
-    batch.failures.splice(0..0, failures);
-    batch.last_seq = page.last_seq;
-    Ok(batch)
+    convert(ctx, fetched, failures, changes, Some(page.last_seq)).await
 }
 
 /// Fetches again, with every leaf (`open_revs=all`), the documents an
@@ -82,8 +80,7 @@ pub(crate) async fn fetch_retries(
             fetched.extend(revs);
         }
     }
-    let mut batch = convert(ctx, fetched).await?;
-    batch.changes = ids.len();
+    let mut batch = convert(ctx, fetched, Vec::new(), ids.len(), None).await?;
     let failed: HashSet<&str> = batch.failures.iter().map(|f| f.id.as_str()).collect();
     batch.write.retry_done = ids
         .iter()
@@ -94,9 +91,15 @@ pub(crate) async fn fetch_retries(
 }
 
 /// Turns fetched revisions into a write batch: splits each one, resolves
-/// its attachments, and lists the documents that failed for a later retry.
-async fn convert(ctx: &PullContext, fetched: Vec<FetchedRev>) -> Result<FetchedBatch, Error> {
-    let mut failures = Vec::new();
+/// its attachments, and lists every document that failed (those already in
+/// `failures` too) for a later retry.
+async fn convert(
+    ctx: &PullContext,
+    fetched: Vec<FetchedRev>,
+    mut failures: Vec<DocFailure>,
+    changes: usize,
+    last_seq: Option<Seq>,
+) -> Result<FetchedBatch, Error> {
     let mut write = WriteBatch::default();
     let mut docs_read = 0;
     let mut attachments_fetched = 0;
@@ -176,12 +179,12 @@ async fn convert(ctx: &PullContext, fetched: Vec<FetchedRev>) -> Result<FetchedB
         .map(|f| f.id.clone())
         .collect();
     Ok(FetchedBatch {
-        changes: 0,
+        changes,
         write,
         docs_read,
         failures,
         attachments_fetched,
-        last_seq: crate::remote::Seq::zero(),
+        last_seq,
     })
 }
 

@@ -331,18 +331,20 @@ pub async fn pull_with_progress(
         timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
         let (mut fetched, permit) = joined
             .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
-        let cp = Checkpoint::new(fetched.last_seq.clone(), &session_id);
-        fetched.write.checkpoint = Some((
-            rep_id.clone(),
-            serde_json::to_value(&cp).unwrap_or_default(),
-        ));
+        if let Some(seq) = &fetched.last_seq {
+            let cp = Checkpoint::new(seq.clone(), &session_id);
+            fetched.write.checkpoint = Some((
+                rep_id.clone(),
+                serde_json::to_value(&cp).unwrap_or_default(),
+            ));
+            result.last_seq = seq.clone();
+        }
         let commit_start = Instant::now();
         let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
         timings.commit_ms += commit_start.elapsed().as_millis() as u64;
         drop(permit);
 
         let changes = fetched.changes;
-        result.last_seq = fetched.last_seq.clone();
         result.absorb(fetched, outcome.revs_written);
         tracing::debug!(batch = result.batches, changes, written = outcome.revs_written,
             last_seq = %result.last_seq, "batch committed");
