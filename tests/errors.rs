@@ -142,6 +142,21 @@ async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
         "{e:?}"
     );
 
+    // A 403, as CouchDB answers a user who is not a member of the database.
+    proxy.set_rules(vec![Rule::respond(
+        "_changes",
+        403,
+        r#"{"error":"forbidden","reason":"You are not allowed to access this db."}"#,
+    )]);
+    let e = pull_err(&replica, &url).await;
+    assert_eq!(remote_status(&e), Some(403), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("forbidden") && msg.contains("not allowed"),
+        "{msg}"
+    );
+    assert!(msg.contains("permission"), "says what to do: {msg}");
+
     // A 500 from the server, after retries are exhausted.
     proxy.set_rules(vec![Rule::respond(
         "_changes",

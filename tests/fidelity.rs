@@ -120,3 +120,43 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
     .collect();
     assert_eq!(result.attachments_fetched, distinct.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_documents_arrive_whole() {
+    let db = TestDb::seeded("huge", &["--cards", "5"]).await;
+    // A 12 MiB string, a document of 20 000 small fields, and a conflict
+    // whose losing branch is the big one: each must come through
+    // `_bulk_get` and the store byte for byte.
+    let big = "x".repeat(12 * 1024 * 1024);
+    let wide: serde_json::Map<String, serde_json::Value> = (0..20_000)
+        .map(|i| (format!("f{i:05}"), serde_json::json!(i)))
+        .collect();
+    db.bulk_docs(
+        vec![
+            serde_json::json!({"_id": "huge string", "blob": big}),
+            serde_json::json!({"_id": "wide", "fields": wide}),
+        ],
+        true,
+    )
+    .await;
+    db.bulk_docs(
+        vec![
+            serde_json::json!({"_id": "huge conflict", "_rev": "1-aaaa", "blob": "y".repeat(4 * 1024 * 1024)}),
+            serde_json::json!({"_id": "huge conflict", "_rev": "1-bbbb", "small": true}),
+        ],
+        false,
+    )
+    .await;
+    let (_dir, replica) = temp_replica();
+    let result = pull(&replica, &db.remote(), 7, 2).await;
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+    let doc = replica.get("huge string").unwrap().unwrap().to_json();
+    assert_eq!(doc["blob"].as_str().map(str::len), Some(12 * 1024 * 1024));
+    let loser = replica
+        .get_rev("huge conflict", &"1-aaaa".parse().unwrap())
+        .unwrap()
+        .unwrap()
+        .to_json();
+    assert_eq!(loser["blob"].as_str().map(str::len), Some(4 * 1024 * 1024));
+}
