@@ -36,12 +36,16 @@ fn check_store_invariants(replica: &Replica) {
         let doc = replica.get(&d.id).unwrap().expect("winner has a body");
         assert_eq!(doc.rev, d.rev);
         for leaf in replica.leaves(&d.id).unwrap() {
-            assert!(
-                replica.get_rev(&d.id, &leaf.rev).unwrap().is_some(),
-                "leaf {} of {} has a body",
-                leaf.rev,
-                d.id
-            );
+            let body = replica.get_rev(&d.id, &leaf.rev).unwrap();
+            let body = body.unwrap_or_else(|| panic!("leaf {} of {} has a body", leaf.rev, d.id));
+            for (name, stub) in body.attachments() {
+                assert!(
+                    replica.has_attachment(&stub.digest).unwrap(),
+                    "{}/{name} at {}: its bytes are stored",
+                    d.id,
+                    leaf.rev
+                );
+            }
         }
     }
     let changes: Vec<_> = replica

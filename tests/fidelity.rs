@@ -119,6 +119,41 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
     })
     .collect();
     assert_eq!(result.attachments_fetched, distinct.len() as u64);
+
+    // Remotely, x-att-text drops its attachment and x-att-binary is deleted
+    // (x-att-shared holds the same bytes). After the next pull the replica
+    // keeps exactly the bytes its documents still name.
+    let digest_of = |id: &str| {
+        let doc = replica.get(id).unwrap().unwrap();
+        let digests: Vec<String> = doc.attachments().map(|(_, s)| s.digest).collect();
+        digests
+    };
+    let (text, shared) = (digest_of("x-att-text"), digest_of("x-att-binary"));
+    assert_eq!(shared, digest_of("x-att-shared"));
+    let text_doc = db.get_json(&enc("x-att-text")).await;
+    let binary_doc = db.get_json(&enc("x-att-binary")).await;
+    db.bulk_docs(
+        vec![
+            serde_json::json!({"_id": "x-att-text", "_rev": text_doc["_rev"], "docType": "EXTRA"}),
+            serde_json::json!({"_id": "x-att-binary", "_rev": binary_doc["_rev"], "_deleted": true}),
+        ],
+        true,
+    )
+    .await;
+    pull(&replica, &db.remote(), 1000, 5).await;
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+    for d in &text {
+        assert!(
+            !replica.has_attachment(d).unwrap(),
+            "{d} is no longer named"
+        );
+    }
+    for d in &shared {
+        assert!(
+            replica.has_attachment(d).unwrap(),
+            "{d} is still named by x-att-shared"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

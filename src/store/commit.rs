@@ -3,7 +3,7 @@
 //! multi-tree sled transaction and flushed before the caller hears `Ok`.
 
 use super::keys::{self, meta};
-use super::{decode_u64, DocRecord, Replica, StoreError};
+use super::{attachment_refs, decode_u64, DocRecord, Replica, StoreError};
 use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -59,6 +59,35 @@ fn abort(e: StoreError) -> Abort {
     ConflictableTransactionError::Abort(e)
 }
 
+/// Counts the attachment stubs of a body being stored. Every stub's bytes
+/// must be in the batch or already in the replica: a body is never stored
+/// with a stub the replica cannot serve.
+fn count_stubs(
+    inc: &IncomingRev,
+    body: &[u8],
+    batch_digests: &HashSet<&str>,
+    atts: &sled::transaction::TransactionalTree,
+    refs: &sled::transaction::TransactionalTree,
+) -> Result<(), Abort> {
+    let invalid = |reason: String| {
+        abort(StoreError::InvalidDocument {
+            id: inc.id.clone(),
+            reason,
+        })
+    };
+    let digests = attachment_refs::stub_digests(body)
+        .map_err(|e| invalid(format!("malformed _attachments: {e}")))?;
+    for digest in digests {
+        if !batch_digests.contains(digest.as_str()) && atts.get(digest.as_bytes())?.is_none() {
+            return Err(invalid(format!(
+                "attachment {digest} is neither in the batch nor in the replica"
+            )));
+        }
+        attachment_refs::add(refs, &digest)?;
+    }
+    Ok(())
+}
+
 impl Replica {
     /// Commits a batch: merges every revision into its document's tree,
     /// stores leaf bodies and attachments, moves each changed document to a
@@ -103,6 +132,8 @@ impl Replica {
             .checkpoint
             .as_ref()
             .map(|(id, cp)| (id.as_bytes(), serde_json::to_vec(cp).unwrap_or_default()));
+        let batch_digests: HashSet<&str> =
+            batch.attachments.iter().map(|(d, _)| d.as_str()).collect();
         let revs_limit = self.config().revs_limit;
         let t = self.trees();
         let _writer = self
@@ -119,9 +150,10 @@ impl Replica {
             &t.checkpoints,
             &t.meta,
             &t.retry,
+            &t.att_refs,
         )
             .transaction(
-                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry)| {
+                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry, refs)| {
                     let counter = |key: &'static [u8]| -> Result<u64, Abort> {
                         match meta_t.get(key)? {
                             Some(v) => decode_u64(key, &v).map_err(abort),
@@ -158,6 +190,7 @@ impl Replica {
                                     // instead of touching one page per document.
                                     next_body += 1;
                                     bodies.insert(&keys::seq_key(next_body), *body)?;
+                                    count_stubs(inc, body, &batch_digests, atts, refs)?;
                                     record.bodies.insert(leaf.to_string(), next_body);
                                     arrived.push(leaf);
                                 }
@@ -239,12 +272,14 @@ const SWEEP_BATCH: usize = 64;
 
 impl Replica {
     /// Deletes the bodies of revisions that are no longer leaves, in
-    /// transactions of at most 64, and returns how many it deleted. A pull
+    /// transactions of at most 64, and returns how many it deleted, along
+    /// with attachment bytes no stored body refers to any more. A pull
     /// calls it when it ends; it is safe to call at any time.
     ///
     /// # Durability
     /// Each transaction removes bodies together with their garbage entries
-    /// and is flushed; a crash leaves the rest for the next sweep. Only
+    /// and their attachment references (and the bytes of the last
+    /// reference), and is flushed; a crash leaves the rest for the next sweep. Only
     /// unreferenced bodies are ever listed as garbage, so nothing readable
     /// is lost at any point.
     pub fn sweep(&self) -> Result<u64, StoreError> {
@@ -265,10 +300,18 @@ impl Replica {
                 .write_lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (&t.bodies, &t.garbage)
-                .transaction(|(bodies, garbage)| {
+            (&t.bodies, &t.garbage, &t.att_refs, &t.attachments)
+                .transaction(|(bodies, garbage, refs, atts)| {
                     for id in &ids {
-                        bodies.remove(id)?;
+                        if let Some(body) = bodies.remove(id)? {
+                            // The commit that stored this body parsed its
+                            // stubs; failing now means the disk changed.
+                            let digests = attachment_refs::stub_digests(&body)
+                                .map_err(|e| abort(StoreError::corrupt("body", id, e)))?;
+                            for digest in digests {
+                                attachment_refs::release(refs, atts, &digest)?;
+                            }
+                        }
                         garbage.remove(id)?;
                     }
                     Ok::<(), Abort>(())
@@ -407,6 +450,68 @@ mod tests {
             r.commit_blocking(&b),
             Err(StoreError::InvalidDocument { .. })
         ));
+        assert!(r.get("a").unwrap().is_none());
+        assert!(r.checkpoint("rep").unwrap().is_none());
+    }
+
+    fn with_att(digest: &str, v: u64) -> Value {
+        json!({"v": v, "_attachments": {"f.txt": {
+            "content_type": "text/plain", "digest": digest, "length": 5, "revpos": 1, "stub": true
+        }}})
+    }
+
+    #[test]
+    fn attachment_bytes_live_as_long_as_a_stored_body_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let mut b = batch(vec![
+            inc("a", 1, &["a1"], false, with_att("md5-S", 1)),
+            inc("b", 1, &["b1"], false, with_att("md5-S", 2)),
+            inc("c", 1, &["c1"], false, with_att("md5-C", 3)),
+        ]);
+        b.attachments = vec![
+            ("md5-S".into(), Bytes::from_static(b"share")),
+            ("md5-C".into(), Bytes::from_static(b"cccc!")),
+        ];
+        r.commit_blocking(&b).unwrap();
+        // a drops its attachment; c keeps the same one in a new revision.
+        r.commit_blocking(&batch(vec![
+            inc("a", 2, &["a2", "a1"], false, json!({"v": 4})),
+            inc("c", 2, &["c2", "c1"], false, with_att("md5-C", 5)),
+        ]))
+        .unwrap();
+        assert_eq!(r.sweep().unwrap(), 2);
+        assert!(r.has_attachment("md5-S").unwrap(), "b still refers to it");
+        assert!(r.has_attachment("md5-C").unwrap(), "c2 refers to it");
+        // b is deleted: the last stub of md5-S goes with its body.
+        r.commit_blocking(&batch(vec![inc("b", 2, &["b2", "b1"], true, json!({}))]))
+            .unwrap();
+        assert!(r.has_attachment("md5-S").unwrap(), "not before the sweep");
+        assert_eq!(r.sweep().unwrap(), 1);
+        assert!(!r.has_attachment("md5-S").unwrap());
+        assert!(r.has_attachment("md5-C").unwrap());
+        assert_eq!(r.trees().att_refs.len(), 1);
+        // The bytes survive a reopen with their count.
+        drop(r);
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        r.commit_blocking(&batch(vec![inc("c", 3, &["c3", "c2"], false, json!({}))]))
+            .unwrap();
+        assert_eq!(r.sweep().unwrap(), 1);
+        assert!(!r.has_attachment("md5-C").unwrap());
+        assert!(r.trees().att_refs.is_empty());
+    }
+
+    #[test]
+    fn a_stub_without_bytes_is_refused_with_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let mut b = batch(vec![
+            inc("a", 1, &["x"], false, json!({})),
+            inc("b", 1, &["y"], false, with_att("md5-missing", 1)),
+        ]);
+        b.checkpoint = Some(("rep".into(), json!(1)));
+        let err = r.commit_blocking(&b).unwrap_err();
+        assert!(err.to_string().contains("md5-missing"), "{err}");
         assert!(r.get("a").unwrap().is_none());
         assert!(r.checkpoint("rep").unwrap().is_none());
     }

@@ -10,6 +10,7 @@
 //! store knows nothing of HTTP; `docs/design.md` has the trees, their keys,
 //! the invariants and the crash analysis.
 
+mod attachment_refs;
 mod commit;
 mod document;
 mod error;
@@ -27,8 +28,9 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this build reads and writes (2: attachment bytes are
+/// reference-counted in `att_refs`; replicas of format 1 must be pulled again).
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Settings of a replica store.
 #[derive(Debug, Clone)]
@@ -131,6 +133,7 @@ pub(crate) struct Trees {
     pub(crate) retry: sled::Tree,
     pub(crate) by_seq: sled::Tree,
     pub(crate) attachments: sled::Tree,
+    pub(crate) att_refs: sled::Tree,
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
@@ -167,6 +170,7 @@ impl Replica {
             retry: tree("retry")?,
             by_seq: tree("by_seq")?,
             attachments: tree("attachments")?,
+            att_refs: tree("att_refs")?,
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,

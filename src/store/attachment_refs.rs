@@ -1,0 +1,100 @@
+//! Reference counts for attachment bytes.
+//!
+//! Bytes are stored once per digest (`attachments`), however many bodies
+//! carry a stub for them. `att_refs` counts, per digest, the stubs in stored
+//! bodies (`bodies`): a commit counts the stubs of every body it stores, the
+//! sweep uncounts the stubs of every body it deletes and deletes the bytes
+//! with the last reference. Both happen in the transaction that writes or
+//! deletes the body, so the counts never disagree with the bodies on disk.
+
+use super::StoreError;
+use serde::Deserialize;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use std::collections::HashMap;
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+#[derive(Deserialize)]
+struct Stubs {
+    #[serde(rename = "_attachments", default)]
+    attachments: Option<HashMap<String, Stub>>,
+}
+
+#[derive(Deserialize)]
+struct Stub {
+    digest: Option<String>,
+}
+
+/// The digests of the attachment stubs in a stored body, once per stub.
+pub(crate) fn stub_digests(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    // Most bodies have no attachments: skip the parse for them.
+    if !body.windows(14).any(|w| w == b"\"_attachments\"") {
+        return Ok(Vec::new());
+    }
+    let stubs: Stubs = serde_json::from_slice(body)?;
+    Ok(stubs
+        .attachments
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, stub)| stub.digest)
+        .collect())
+}
+
+fn count(refs: &TransactionalTree, digest: &str) -> TxResult<u64> {
+    Ok(match refs.get(digest.as_bytes())? {
+        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+            ConflictableTransactionError::Abort(StoreError::corrupt(
+                "attachment reference count",
+                digest.as_bytes(),
+                "not 8 bytes",
+            ))
+        })?),
+        None => 0,
+    })
+}
+
+/// Counts one more stub for `digest`.
+pub(crate) fn add(refs: &TransactionalTree, digest: &str) -> TxResult<()> {
+    let n = count(refs, digest)? + 1;
+    refs.insert(digest.as_bytes(), &n.to_be_bytes())?;
+    Ok(())
+}
+
+/// Counts one stub less for `digest`; the last one takes the bytes along.
+pub(crate) fn release(
+    refs: &TransactionalTree,
+    attachments: &TransactionalTree,
+    digest: &str,
+) -> TxResult<()> {
+    match count(refs, digest)? {
+        // Nothing counted: leave bytes alone that this count does not cover.
+        0 => {}
+        1 => {
+            refs.remove(digest.as_bytes())?;
+            attachments.remove(digest.as_bytes())?;
+        }
+        n => {
+            refs.insert(digest.as_bytes(), &(n - 1).to_be_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn digests_come_from_stubs_only() {
+        let body = br#"{"q":"no \"_attachments\" here","_attachments":{"a":{"stub":true,"digest":"md5-A"},"b":{"stub":true,"digest":"md5-A"},"c":{"stub":true}}}"#;
+        let mut d = stub_digests(body).unwrap();
+        d.sort();
+        assert_eq!(d, vec!["md5-A", "md5-A"]);
+        assert!(stub_digests(br#"{"v":1}"#).unwrap().is_empty());
+        assert!(stub_digests(br#"{"t":"\"_attachments\""}"#)
+            .unwrap()
+            .is_empty());
+        assert!(stub_digests(br#"{"_attachments": 3}"#).is_err());
+    }
+}
