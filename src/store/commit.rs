@@ -437,21 +437,23 @@ mod tests {
         assert_eq!(r.doc_count().unwrap(), 1);
     }
 
-    #[test]
-    fn invalid_revision_path_aborts_the_whole_batch() {
+    /// Commits `a` (valid) with `bad` and a checkpoint: the batch must be
+    /// refused whole, leaving neither `a` nor the checkpoint behind.
+    fn refused_with_its_batch(bad: IncomingRev) -> StoreError {
         let dir = tempfile::tempdir().unwrap();
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        let mut b = batch(vec![
-            inc("a", 1, &["x"], false, json!({})),
-            inc("b", 1, &["y", "too-long"], false, json!({})),
-        ]);
+        let mut b = batch(vec![inc("a", 1, &["x"], false, json!({})), bad]);
         b.checkpoint = Some(("rep".into(), json!(1)));
-        assert!(matches!(
-            r.commit_blocking(&b),
-            Err(StoreError::InvalidDocument { .. })
-        ));
+        let err = r.commit_blocking(&b).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidDocument { .. }), "{err:?}");
         assert!(r.get("a").unwrap().is_none());
         assert!(r.checkpoint("rep").unwrap().is_none());
+        err
+    }
+
+    #[test]
+    fn invalid_revision_path_aborts_the_whole_batch() {
+        refused_with_its_batch(inc("b", 1, &["y", "too-long"], false, json!({})));
     }
 
     fn with_att(digest: &str, v: u64) -> Value {
@@ -503,17 +505,8 @@ mod tests {
 
     #[test]
     fn a_stub_without_bytes_is_refused_with_the_whole_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        let mut b = batch(vec![
-            inc("a", 1, &["x"], false, json!({})),
-            inc("b", 1, &["y"], false, with_att("md5-missing", 1)),
-        ]);
-        b.checkpoint = Some(("rep".into(), json!(1)));
-        let err = r.commit_blocking(&b).unwrap_err();
+        let err = refused_with_its_batch(inc("b", 1, &["y"], false, with_att("md5-missing", 1)));
         assert!(err.to_string().contains("md5-missing"), "{err}");
-        assert!(r.get("a").unwrap().is_none());
-        assert!(r.checkpoint("rep").unwrap().is_none());
     }
 
     use std::ops::Bound;
