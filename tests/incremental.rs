@@ -91,3 +91,70 @@ async fn local_sequence_orders_changes_and_each_doc_appears_once() {
         "edited"
     );
 }
+
+/// The `since=` value of a recorded `_changes` request line.
+fn since_of(line: &str) -> Option<String> {
+    let q = line.split_once("since=")?.1;
+    Some(q.split(['&', ' ']).next()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_string_sequences_are_stored_and_sent_back_verbatim() {
+    let db = TestDb::seeded("opaque", &["--cards", "60", "--realistic", "--extras"]).await;
+    // PouchDB Server's integer sequences, made to look like CouchDB 3's
+    // strings (and not even starting with the number); on CouchDB itself
+    // they pass through as they are.
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![proxy::Rule::opaque_seqs()]);
+    let remote = db.remote_via(&proxy, settee::RetryPolicy::with_retries(2));
+    let opaque = |s: &str| {
+        if server().is_couchdb {
+            !s.is_empty()
+        } else {
+            s.starts_with("op") && s.ends_with("-g1AAAAB")
+        }
+    };
+
+    let (_dir, replica) = temp_replica();
+    let first = pull(&replica, &remote, 7, 3).await;
+    assert_eq!(first.doc_write_failures, 0, "{:?}", first.failures);
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+    let last = first
+        .last_seq
+        .0
+        .as_str()
+        .expect("a string sequence")
+        .to_owned();
+    assert!(opaque(&last), "{last}");
+    let sinces: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.contains("/_changes"))
+        .filter_map(|l| since_of(l))
+        .collect();
+    assert!(sinces.len() > 5, "paged feed: {sinces:?}");
+    assert!(
+        sinces[1..].iter().all(|s| opaque(s)),
+        "every page after the first starts from a sequence the server sent: {sinces:?}"
+    );
+
+    // The checkpoint goes back to the server exactly as it came.
+    db.bulk_docs(
+        (0..5)
+            .map(|i| json!({"_id": format!("opaque-{i}"), "v": i}))
+            .collect(),
+        true,
+    )
+    .await;
+    proxy.clear_requests();
+    let second = pull(&replica, &remote, 7, 3).await;
+    assert_eq!(second.docs_written, 5, "{second:?}");
+    assert_eq!(second.start_seq, first.last_seq);
+    let first_since = proxy
+        .requests()
+        .iter()
+        .find(|l| l.contains("/_changes"))
+        .and_then(|l| since_of(l));
+    assert_eq!(first_since.as_deref(), Some(last.as_str()));
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}

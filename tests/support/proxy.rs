@@ -72,6 +72,12 @@ pub enum Fault {
         /// Delay in milliseconds.
         ms: u64,
     },
+    /// Make the server's integer sequences look like CouchDB 2+'s opaque
+    /// strings: in JSON responses, `update_seq`, `last_seq` and every
+    /// `results[].seq` that is a number `N` becomes `"op<N in hex>-g1AAAAB"`
+    /// (deliberately not starting with `N`: a client that parses it breaks),
+    /// and a `since=` of that form is turned back into `N` on the way in.
+    OpaqueSeqs,
 }
 
 /// A fault rule: when `matcher` is a substring of the request line (e.g.
@@ -144,6 +150,11 @@ impl Rule {
     /// Sleep `ms` milliseconds, then forward.
     pub fn delay(matcher: impl Into<String>, ms: u64) -> Self {
         Self::new(matcher, Fault::Delay { ms })
+    }
+
+    /// Every request: sequences become opaque strings (see [`Fault::OpaqueSeqs`]).
+    pub fn opaque_seqs() -> Self {
+        Self::new("", Fault::OpaqueSeqs)
     }
 
     /// Let the first `n` matching requests through untouched.
@@ -330,9 +341,16 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
             }
         }
         Some(Fault::TruncateBody { keep_bytes }) => {
-            mangle(client, upstream, &fwd_head, body_start, Some(keep_bytes)).await;
+            let how = Mangle::Truncate(keep_bytes);
+            mangle(client, upstream, &fwd_head, body_start, how).await;
         }
-        Some(Fault::CorruptBody) => mangle(client, upstream, &fwd_head, body_start, None).await,
+        Some(Fault::CorruptBody) => {
+            mangle(client, upstream, &fwd_head, body_start, Mangle::Corrupt).await;
+        }
+        Some(Fault::OpaqueSeqs) => {
+            let fwd_head = plain_since(&fwd_head);
+            mangle(client, upstream, &fwd_head, body_start, Mangle::OpaqueSeqs).await;
+        }
     }
 }
 
@@ -412,14 +430,25 @@ where
     tokio::io::copy(up, client).await.is_ok()
 }
 
+/// What [`mangle`] does to a response body.
+#[derive(Clone, Copy)]
+enum Mangle {
+    /// Keep only this many bytes.
+    Truncate(usize),
+    /// Same-length invalid JSON.
+    Corrupt,
+    /// Integer sequences become opaque strings.
+    OpaqueSeqs,
+}
+
 /// Forwards the request, reads the whole response, then sends the client a
-/// truncated (`Some(keep)`) or corrupted (`None`) version of it.
+/// mangled version of it.
 async fn mangle(
     mut client: TcpStream,
     upstream: SocketAddr,
     head: &[u8],
     body_start: &[u8],
-    keep: Option<usize>,
+    how: Mangle,
 ) {
     let Some(mut up) = connect(upstream, head, body_start).await else {
         return;
@@ -443,19 +472,19 @@ async fn mangle(
         }
     };
     drop(up);
-    let out = mangled_response(&raw, keep);
+    let out = mangled_response(&raw, how);
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
 }
 
-/// Builds the truncated/corrupted response from upstream's raw response.
-fn mangled_response(raw: &[u8], keep: Option<usize>) -> Vec<u8> {
+/// Builds the mangled response from upstream's raw response.
+fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
     let Some(pos) = find(raw, b"\r\n\r\n") else {
         // Not a parsable response: cut it or send it as is.
-        return match keep {
-            Some(k) => raw[..k.min(raw.len())].to_vec(),
-            None => raw.to_vec(),
+        return match how {
+            Mangle::Truncate(k) => raw[..k.min(raw.len())].to_vec(),
+            Mangle::Corrupt | Mangle::OpaqueSeqs => raw.to_vec(),
         };
     };
     let head = &raw[..pos];
@@ -466,11 +495,14 @@ fn mangled_response(raw: &[u8], keep: Option<usize>) -> Vec<u8> {
                 .to_ascii_lowercase()
                 .contains("chunked")
     });
-    let body = if chunked {
+    let mut body = if chunked {
         dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
     } else {
         body_raw.to_vec()
     };
+    if let Mangle::OpaqueSeqs = how {
+        body = opaque_seqs_in(&body);
+    }
     let len = body.len();
     let mut out = rewrite_head(
         head,
@@ -482,15 +514,71 @@ fn mangled_response(raw: &[u8], keep: Option<usize>) -> Vec<u8> {
         ],
         &[&format!("Content-Length: {len}"), "Connection: close"],
     );
-    match keep {
-        Some(k) => out.extend_from_slice(&body[..k.min(len)]),
-        None => {
+    match how {
+        Mangle::Truncate(k) => out.extend_from_slice(&body[..k.min(len)]),
+        Mangle::Corrupt => {
             let mut garbage = b"{\"results\":[".to_vec();
             garbage.resize(len.max(garbage.len()), b'x');
             garbage.truncate(len);
             out.extend_from_slice(&garbage);
         }
+        Mangle::OpaqueSeqs => out.extend_from_slice(&body),
     }
+    out
+}
+
+/// The opaque form of integer sequence `n` (see [`Fault::OpaqueSeqs`]).
+pub fn opaque_seq(n: u64) -> String {
+    format!("op{n:x}-g1AAAAB")
+}
+
+fn plain_seq(s: &str) -> Option<u64> {
+    let hex = s.strip_prefix("op")?.strip_suffix("-g1AAAAB")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A JSON body with its integer sequences made opaque; anything that is not
+/// a JSON object passes unchanged.
+fn opaque_seqs_in(body: &[u8]) -> Vec<u8> {
+    use serde_json::Value;
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    let opaque = |v: &mut Value| {
+        if let Some(n) = v.as_u64() {
+            *v = Value::String(opaque_seq(n));
+        }
+    };
+    for key in ["update_seq", "last_seq"] {
+        obj.get_mut(key).map(opaque);
+    }
+    if let Some(Value::Array(rows)) = obj.get_mut("results") {
+        rows.iter_mut()
+            .filter_map(|r| r.get_mut("seq"))
+            .for_each(opaque);
+    }
+    serde_json::to_vec(&obj).unwrap_or_else(|_| body.to_vec())
+}
+
+/// The request head with an opaque `since=` turned back into the server's
+/// integer.
+fn plain_since(head: &[u8]) -> Vec<u8> {
+    let Some(eol) = find(head, b"\r\n") else {
+        return head.to_vec();
+    };
+    let line = String::from_utf8_lossy(&head[..eol]);
+    let Some(at) = line.find("since=") else {
+        return head.to_vec();
+    };
+    let start = at + "since=".len();
+    let end = line[start..]
+        .find(['&', ' '])
+        .map_or(line.len(), |i| start + i);
+    let Some(n) = plain_seq(&line[start..end]) else {
+        return head.to_vec();
+    };
+    let mut out = format!("{}{n}{}", &line[..start], &line[end..]).into_bytes();
+    out.extend_from_slice(&head[eol..]);
     out
 }
 
