@@ -29,9 +29,10 @@
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
-//! holding documents, sequence entries, counters and the checkpoint, flushed
-//! before the next batch starts; a checkpoint is never ahead of the data it
-//! covers; a killed pull resumes from its last committed batch. Details and
+//! holding documents, sequence entries, counters and the checkpoint,
+//! committed in feed order and flushed before the next one commits (later
+//! batches may already be fetching); a checkpoint is never ahead of the data
+//! it covers; a killed pull resumes from its last committed batch. Details and
 //! the crash analysis are in `docs/design.md`.
 //!
 //! # Example

@@ -138,7 +138,17 @@ impl RevPath {
         self.ids.first().map(|h| Rev::new(self.start, h.clone()))
     }
 
-    fn validate(&self) -> Result<(), InvalidPath> {
+    /// Whether the path can be merged: at least one id, and no generation
+    /// below 1.
+    ///
+    /// ```
+    /// use settee::RevPath;
+    /// let ok = RevPath { start: 2, ids: vec!["b".into(), "a".into()] };
+    /// assert!(ok.validate().is_ok());
+    /// let too_long = RevPath { start: 1, ids: vec!["b".into(), "a".into()] };
+    /// assert!(too_long.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), InvalidPath> {
         if self.ids.is_empty() {
             return Err(InvalidPath::Empty);
         }
@@ -212,10 +222,46 @@ fn is_false(b: &bool) -> bool {
 /// assert_eq!(tree.winner().unwrap().rev, "2-c".parse::<Rev>().unwrap());
 /// assert_eq!(tree.conflicts(), vec!["2-b".parse::<Rev>().unwrap()]);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<Node>")]
 pub struct RevTree {
     nodes: Vec<Node>,
+}
+
+impl Serialize for RevTree {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.nodes.serialize(s)
+    }
+}
+
+/// Trees come back from disk: one that breaks the shape every method relies
+/// on (a parent index out of range, a parent that is not exactly one
+/// generation older, hence no cycles; a repeated revision) is refused when
+/// read, so no method can index out of bounds or walk in circles.
+impl TryFrom<Vec<Node>> for RevTree {
+    type Error = String;
+
+    fn try_from(nodes: Vec<Node>) -> Result<Self, String> {
+        let mut seen = std::collections::HashSet::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            if n.pos == 0 || !seen.insert((n.pos, n.hash.as_str())) {
+                return Err(format!(
+                    "revision {}-{} is invalid or repeated",
+                    n.pos, n.hash
+                ));
+            }
+            if let Some(p) = n.parent {
+                let parent = nodes.get(p as usize).filter(|_| p as usize != i);
+                if parent.is_none_or(|parent| parent.pos + 1 != n.pos) {
+                    return Err(format!(
+                        "revision {}-{} has a bad parent index {p}",
+                        n.pos, n.hash
+                    ));
+                }
+            }
+        }
+        Ok(RevTree { nodes })
+    }
 }
 
 impl RevTree {
@@ -505,6 +551,25 @@ mod tests {
         assert!("x-1".parse::<Rev>().is_err());
         assert!(rev("10-a") > rev("9-z"), "generation compares numerically");
         assert!(rev("2-b") > rev("2-a"));
+    }
+
+    #[test]
+    fn trees_read_back_from_disk_are_checked() {
+        let mut t = RevTree::default();
+        t.merge(&path(3, &["c", "b", "a"]), false).unwrap();
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.starts_with('['), "stored as a plain list: {text}");
+        assert_eq!(serde_json::from_str::<RevTree>(&text).unwrap(), t);
+        for bad in [
+            r#"[{"p":1,"h":"a","u":7}]"#,
+            r#"[{"p":2,"h":"b","u":0}]"#,
+            r#"[{"p":1,"h":"a"},{"p":3,"h":"c","u":0}]"#,
+            r#"[{"p":2,"h":"a","u":1},{"p":1,"h":"b","u":0}]"#,
+            r#"[{"p":1,"h":"a"},{"p":1,"h":"a"}]"#,
+            r#"[{"p":0,"h":"a"}]"#,
+        ] {
+            assert!(serde_json::from_str::<RevTree>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

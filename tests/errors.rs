@@ -270,3 +270,55 @@ async fn a_document_that_failed_is_fetched_again_by_the_next_pull() {
     assert!(replica.pending_retries().unwrap().is_empty());
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
+
+/// Breaks a `_bulk_get` answer three ways: the first document is left out,
+/// the second is answered under another `_id`, the third carries a
+/// `_revisions` longer than its generation.
+fn garble_bulk_get(answer: &mut serde_json::Value) {
+    let Some(results) = answer["results"].as_array_mut() else {
+        return;
+    };
+    results.remove(0);
+    results[0]["docs"][0]["ok"]["_id"] = "someone-else".into();
+    let path = &mut results[1]["docs"][0]["ok"]["_revisions"]["ids"];
+    if let Some(ids) = path.as_array_mut() {
+        ids.push("0123456789abcdef0123456789abcdef".into());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_answers_fail_only_their_documents_and_are_fetched_again() {
+    let db = TestDb::seeded("garbled", &["--cards", "12"]).await;
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![Rule::edit_json("_bulk_get", garble_bulk_get).once()]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let first = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(proxy.fired(), 1);
+    let mut errors: Vec<(&str, &str)> = first
+        .failures
+        .iter()
+        .map(|f| (f.error.as_str(), f.reason.as_str()))
+        .collect();
+    errors.sort();
+    assert_eq!(errors.len(), 3, "{:?}", first.failures);
+    assert!(errors[0].1.contains("invalid _revisions"), "{errors:?}");
+    assert!(errors[1].1.contains("someone-else"), "{errors:?}");
+    assert_eq!(errors[2].0, "not_answered", "{errors:?}");
+    // The checkpoint moved past all three: only the retry list brings them.
+    let mut retry = replica.pending_retries().unwrap();
+    let mut failed: Vec<String> = first.failures.iter().map(|f| f.id.clone()).collect();
+    retry.sort();
+    failed.sort();
+    assert_eq!(retry, failed);
+    for id in &failed {
+        assert!(replica.get(id).unwrap().is_none(), "{id} was not stored");
+    }
+    assert!(replica.get("someone-else").unwrap().is_none());
+
+    let second = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(second.doc_write_failures, 0, "{:?}", second.failures);
+    assert_eq!(second.docs_written, 3);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}

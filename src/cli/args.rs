@@ -1,11 +1,13 @@
 //! The command line as clap sees it: raw flags, validated only for shape.
 //! Turning them into library settings happens in the subcommand modules.
+//! No `Debug`: URLs and `--password` carry credentials, and nothing here
+//! should ever be printable by accident.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// settee: pull a CouchDB database into a local replica and read it offline.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "settee", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter for diagnostics on stderr (e.g. `info`, `settee=debug`);
@@ -19,7 +21,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Pull a remote database into a replica directory (incremental, resumable).
     Pull(PullArgs),
@@ -35,7 +37,7 @@ pub enum Command {
 }
 
 /// `settee pull`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct PullArgs {
     /// The database URL, e.g. http://user:pass@127.0.0.1:5984/course.
     pub db_url: String,
@@ -56,8 +58,8 @@ pub struct PullArgs {
     /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
     #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Page cache of the replica store, MiB.
-    #[arg(long, default_value_t = 8)]
+    /// Page cache of the replica store, MiB (1 to 65536).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
     /// Print the result as JSON (no progress bar).
     #[arg(long)]
@@ -68,14 +70,14 @@ pub struct PullArgs {
 }
 
 /// `settee dump`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct DumpArgs {
     /// The replica directory.
     pub dir: PathBuf,
 }
 
 /// `settee get`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct GetArgs {
     /// The replica directory.
     pub dir: PathBuf,
@@ -96,7 +98,7 @@ pub struct GetArgs {
 }
 
 /// `settee status`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct StatusArgs {
     /// The replica directory.
     pub dir: PathBuf,
@@ -106,7 +108,7 @@ pub struct StatusArgs {
 }
 
 /// `settee bench`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct BenchArgs {
     /// The database URL.
     pub db_url: String,
@@ -119,8 +121,8 @@ pub struct BenchArgs {
     /// Batches fetched at once.
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
-    /// Page cache of the replica store, MiB.
-    #[arg(long, default_value_t = 8)]
+    /// Page cache of the replica store, MiB (1 to 65536).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
     /// Where the temporary replicas go (default: the system temp directory).
     #[arg(long, value_name = "DIR")]

@@ -37,7 +37,7 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
         let dir = scratch.join(format!("settee-bench-{}", uuid::Uuid::new_v4()));
         let replica = Replica::open(
             &dir,
-            ReplicaConfig::default().with_cache_capacity(args.cache_mb.max(1) * 1024 * 1024),
+            ReplicaConfig::default().with_cache_capacity(args.cache_mb * 1024 * 1024),
         )?;
         let result = crate::pull(&replica, &remote, &config).await;
         drop(replica);

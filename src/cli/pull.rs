@@ -32,7 +32,7 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
     )?;
     let replica = Replica::open(
         &args.dir,
-        ReplicaConfig::default().with_cache_capacity(args.cache_mb.max(1) * 1024 * 1024),
+        ReplicaConfig::default().with_cache_capacity(args.cache_mb * 1024 * 1024),
     )?;
 
     let show_bar = !args.json && !args.quiet && std::io::stderr().is_terminal();

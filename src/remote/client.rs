@@ -4,7 +4,7 @@
 //! It owns nothing but a connection pool and what it learned about the
 //! server (whether `_bulk_get` exists). It never writes to the remote.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
@@ -338,7 +338,9 @@ impl Remote {
                     self.inner.bulk_get.store(BULK_GET_YES, Ordering::Relaxed);
                     return Ok(revs);
                 }
-                Err(e) if lacks_bulk_get(&e) && self.has_bulk_get().is_none() => {
+                // `!= Some(true)`, not `is_none()`: batches in flight race
+                // here, and each one that finds no _bulk_get falls back.
+                Err(e) if lacks_bulk_get(&e) && self.has_bulk_get() != Some(true) => {
                     tracing::info!(db = %self.inner.endpoint, "no _bulk_get on this server; fetching documents one by one");
                     self.inner.bulk_get.store(BULK_GET_NO, Ordering::Relaxed);
                 }
@@ -368,7 +370,8 @@ impl Remote {
         let mut url = self.inner.endpoint.db_path("_bulk_get");
         url.query_pairs_mut()
             .append_pair("revs", "true")
-            .append_pair("latest", "true");
+            .append_pair("latest", "true")
+            .append_pair("att_encoding_info", "true");
         let docs: Vec<Value> = wanted
             .iter()
             .flat_map(|(id, revs)| {
@@ -394,11 +397,18 @@ impl Remote {
         id: &str,
         revs: &[String],
     ) -> Result<Vec<FetchedRev>, RemoteError> {
+        if !endpoint::addressable(id, false) {
+            return Ok(revs
+                .iter()
+                .map(|r| unaddressable(id, Some(r.clone())))
+                .collect());
+        }
         let mut url = self.inner.endpoint.doc_url(id);
         let list = serde_json::to_string(revs).unwrap_or_else(|_| "[]".to_owned());
         url.query_pairs_mut()
             .append_pair("revs", "true")
             .append_pair("latest", "true")
+            .append_pair("att_encoding_info", "true")
             .append_pair("open_revs", &list);
         let entries: Vec<FetchedEntry> = match self.json(Method::GET, &url, None).await {
             Ok(e) => e,
@@ -427,9 +437,13 @@ impl Remote {
     /// `GET /db/{id}?revs=true&open_revs=all`: every leaf of a document,
     /// or `None` when the server does not have the document at all.
     pub async fn open_revs_all(&self, id: &str) -> Result<Option<Vec<FetchedRev>>, RemoteError> {
+        if !endpoint::addressable(id, false) {
+            return Ok(Some(vec![unaddressable(id, None)]));
+        }
         let mut url = self.inner.endpoint.doc_url(id);
         url.query_pairs_mut()
             .append_pair("revs", "true")
+            .append_pair("att_encoding_info", "true")
             .append_pair("open_revs", "all");
         match self
             .json::<Vec<FetchedEntry>>(Method::GET, &url, None)
@@ -461,6 +475,16 @@ impl Remote {
         let mut url = self.inner.endpoint.attachment_url(id, name);
         url.query_pairs_mut().append_pair("rev", rev);
         self.send(Method::GET, &url, None, true).await
+    }
+}
+
+/// The per-document failure for an id no URL can name.
+fn unaddressable(id: &str, rev: Option<String>) -> FetchedRev {
+    FetchedRev::Error {
+        id: id.to_owned(),
+        rev,
+        error: "bad_request".to_owned(),
+        reason: "no URL path can name this document id; only _bulk_get can fetch it".to_owned(),
     }
 }
 

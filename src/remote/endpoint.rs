@@ -70,13 +70,33 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Redacts the password of a URL-ish string we could not parse, for errors.
+/// Redacts anything that may be credentials (all before the last `@`, after
+/// a `scheme://` if there is one) from a URL-ish string we could not parse,
+/// for errors: `admin:secret@host/db` and `http//u:p@h/db` leak nothing.
 pub(crate) fn redact(raw: &str) -> String {
-    match (raw.find("://"), raw.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***@{}", &raw[..scheme_end + 3], &raw[at + 1..])
-        }
-        _ => raw.to_owned(),
+    let Some(at) = raw.rfind('@') else {
+        return raw.to_owned();
+    };
+    let keep = match raw.find("://") {
+        Some(scheme_end) if scheme_end < at => scheme_end + 3,
+        _ => 0,
+    };
+    format!("{}***@{}", &raw[..keep], &raw[at + 1..])
+}
+
+/// Whether a URL path can name this document id or attachment name: a
+/// segment `.` or `..` (even written `%2e`) is removed from every URL path
+/// by the URL standard, so no request can reach such a document one by one.
+pub(crate) fn addressable(id_or_name: &str, split_slashes: bool) -> bool {
+    let dot = |s: &str| s == "." || s == "..";
+    let rest = ["_design/", "_local/"]
+        .iter()
+        .find_map(|p| id_or_name.strip_prefix(p))
+        .unwrap_or(id_or_name);
+    if split_slashes {
+        !id_or_name.split('/').any(dot)
+    } else {
+        !dot(rest)
     }
 }
 
@@ -127,7 +147,9 @@ impl Endpoint {
             .decode_utf8()
             .map_err(|_| invalid("the database name is not valid UTF-8"))?
             .into_owned();
-        if db_name.starts_with('_') {
+        // CouchDB's own databases can be replicated; other `_` names are
+        // endpoints (`_all_dbs`, `_utils`, ...), not databases.
+        if db_name.starts_with('_') && !matches!(db_name.as_str(), "_users" | "_replicator") {
             return Err(invalid(
                 "the URL names a system endpoint, not a database (names start with a letter)",
             ));
@@ -285,7 +307,38 @@ mod tests {
                 "{bad}"
             );
         }
-        let err = Endpoint::parse("http://u:hunter2@/db").unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for leaky in [
+            "http://u:hunter2@/db",
+            "admin:hunter2@127.0.0.1:5984/db",
+            "http//admin:hunter2@127.0.0.1:5984/db",
+            "ftp://admin:hunter2@h/db",
+        ] {
+            let err = Endpoint::parse(leaky).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn couchdbs_own_databases_can_be_replicated() {
+        assert_eq!(
+            Endpoint::parse("http://h/_users").unwrap().db_name(),
+            "_users"
+        );
+        assert!(Endpoint::parse("http://h/_replicator").is_ok());
+        assert!(Endpoint::parse("http://h/_utils").is_err());
+    }
+
+    #[test]
+    fn dot_segments_cannot_be_addressed() {
+        for id in [".", "..", "_design/..", "_local/."] {
+            assert!(!addressable(id, false), "{id}");
+        }
+        for id in ["...", "a/..", "./a", ".a", "_design/x"] {
+            assert!(addressable(id, false), "{id}");
+        }
+        assert!(!addressable("a/../b", true));
+        assert!(!addressable("..", true));
+        assert!(addressable("img/a.b/c", true));
     }
 }

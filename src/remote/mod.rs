@@ -7,7 +7,7 @@
 //! local store.
 
 mod client;
-mod endpoint;
+pub(crate) mod endpoint;
 mod error;
 mod retry;
 mod types;

@@ -108,7 +108,15 @@ pub enum FetchedRev {
     /// The revision as the server sent it (`_id`, `_rev`, `_revisions`, the
     /// body), kept as raw JSON text: the body is never parsed into a tree,
     /// so a large document costs its bytes, not a multiple of them.
-    Doc(Box<RawValue>),
+    Doc {
+        /// The document id the server answered for (the `_bulk_get` result's
+        /// `id`, or the id asked for with `open_revs`): a revision whose own
+        /// `_id` differs is refused, and a revision that cannot be read at
+        /// all is still put on the retry list under this id.
+        id: String,
+        /// The revision, raw.
+        doc: Box<RawValue>,
+    },
     /// The server could not give this revision.
     Error {
         /// The document id.
@@ -120,6 +128,15 @@ pub enum FetchedRev {
         /// CouchDB's `reason`.
         reason: String,
     },
+}
+
+impl FetchedRev {
+    /// The document this answer is for.
+    pub fn id(&self) -> &str {
+        match self {
+            FetchedRev::Doc { id, .. } | FetchedRev::Error { id, .. } => id,
+        }
+    }
 }
 
 /// One entry of a `_bulk_get` `docs` list or of an `open_revs` array.
@@ -145,7 +162,10 @@ impl FetchedEntry {
             reason: reason.to_owned(),
         };
         if let Some(doc) = self.ok {
-            return FetchedRev::Doc(doc);
+            return FetchedRev::Doc {
+                id: id.to_owned(),
+                doc,
+            };
         }
         if let Some(err) = self.error {
             let field = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -177,7 +197,7 @@ mod tests {
     #[test]
     fn decodes_every_servers_entry_shapes() {
         assert!(
-            matches!(entry(r#"{"ok":{"_id":"d","_rev":"1-a"}}"#), FetchedRev::Doc(d) if d.get().contains("1-a"))
+            matches!(entry(r#"{"ok":{"_id":"d","_rev":"1-a"}}"#), FetchedRev::Doc { id, doc } if id == "d" && doc.get().contains("1-a"))
         );
         let couch =
             entry(r#"{"error":{"id":"d","rev":"1-a","error":"not_found","reason":"deleted"}}"#);

@@ -5,7 +5,7 @@
 
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
-use crate::remote::{ChangesPage, FetchedRev, RemoteError, Seq};
+use crate::remote::{endpoint, ChangesPage, FetchedRev, RemoteError, Seq};
 use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
@@ -64,6 +64,19 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
+    // A document the answer leaves out would be passed by the checkpoint
+    // unseen: it fails, and so goes on the retry list.
+    let answered: HashSet<&str> = fetched.iter().map(FetchedRev::id).collect();
+    for (id, revs) in &wanted {
+        if !answered.contains(id.as_str()) {
+            failures.push(DocFailure::new(
+                id,
+                revs.first().cloned(),
+                "not_answered",
+                "the server's answer left this document out",
+            ));
+        }
+    }
     convert(ctx, fetched, failures, changes, Some(page.last_seq)).await
 }
 
@@ -107,16 +120,16 @@ async fn convert(
     let mut have: HashSet<String> = HashSet::new();
     for item in fetched {
         match item {
-            FetchedRev::Doc(raw) => {
+            FetchedRev::Doc { id, doc } => {
                 docs_read += 1;
-                let parts = match DocParts::split(&raw) {
+                let parts = match DocParts::split(&doc, &id) {
                     Ok(parts) => parts,
-                    Err((id, reason)) => {
+                    Err(reason) => {
                         failures.push(DocFailure::new(&id, None, "bad_document", &reason));
                         continue;
                     }
                 };
-                drop(raw);
+                drop(doc);
                 let rev = parts.path.leaf().map(|r| r.to_string());
                 let stubs = match &parts.attachments {
                     None => None,
@@ -173,11 +186,7 @@ async fn convert(
             }
         }
     }
-    write.retry_later = failures
-        .iter()
-        .filter(|f| !f.id.is_empty())
-        .map(|f| f.id.clone())
-        .collect();
+    write.retry_later = failures.iter().map(|f| f.id.clone()).collect();
     Ok(FetchedBatch {
         changes,
         write,
@@ -223,6 +232,11 @@ async fn resolve_attachments(
         let mut entry = entry.clone();
         let inline = entry.remove("data");
         entry.remove("follows");
+        // Asked for with `att_encoding_info` only to learn that the digest
+        // is of gzip-encoded bytes; what is stored is the identity bytes,
+        // under stubs shaped like a plain `GET /db/{id}`.
+        let encoded = entry.remove("encoding").is_some();
+        entry.remove("encoded_length");
         let digest = match entry.get("digest").and_then(Value::as_str) {
             Some(d) => d.to_owned(),
             None => {
@@ -241,6 +255,13 @@ async fn resolve_attachments(
                             AttachmentProblem::Doc(format!("attachment {name:?}: bad base64: {e}"))
                         })?,
                 ),
+                None if !endpoint::addressable(&doc.id, false)
+                    || !endpoint::addressable(name, true) =>
+                {
+                    return Err(AttachmentProblem::Doc(format!(
+                        "attachment {name:?}: no URL path can name it"
+                    )))
+                }
                 None => match ctx.remote.attachment(&doc.id, name, &rev).await {
                     Ok(b) => {
                         fetched += 1;
@@ -261,7 +282,7 @@ async fn resolve_attachments(
             };
             // CouchDB digests the stored (possibly gzip-encoded) bytes, so a
             // mismatch only proves corruption for unencoded attachments.
-            if entry.get("encoding").is_none() && !digest_matches(&digest, &bytes) {
+            if !encoded && !digest_matches(&digest, &bytes) {
                 return Err(AttachmentProblem::Doc(format!(
                     "attachment {name:?}: bytes do not match digest {digest}"
                 )));

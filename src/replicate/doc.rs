@@ -46,14 +46,11 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
 }
 
 impl DocParts {
-    /// Splits one revision. The error names the document when it can.
-    pub(crate) fn split(raw: &RawValue) -> Result<DocParts, (String, String)> {
-        let Fields(fields) = serde_json::from_str(raw.get()).map_err(|e| {
-            (
-                String::new(),
-                format!("a fetched document is not a JSON object: {e}"),
-            )
-        })?;
+    /// Splits one revision the server answered for document `expected`,
+    /// or says why it cannot be stored.
+    pub(crate) fn split(raw: &RawValue, expected: &str) -> Result<DocParts, String> {
+        let Fields(fields) = serde_json::from_str(raw.get())
+            .map_err(|e| format!("a fetched document is not a JSON object: {e}"))?;
         let mut id = None;
         let mut rev = None;
         let mut revisions = None;
@@ -67,7 +64,10 @@ impl DocParts {
                 "_revisions" => revisions = Some(value),
                 "_deleted" => deleted = value.get() == "true",
                 "_attachments" => {
-                    attachments = serde_json::from_str::<Map<String, Value>>(value.get()).ok()
+                    attachments = Some(
+                        serde_json::from_str::<Map<String, Value>>(value.get())
+                            .map_err(|e| format!("_attachments is not an object: {e}"))?,
+                    )
                 }
                 // Metadata a server may add on request; never part of a body.
                 "_conflicts" | "_deleted_conflicts" | "_revs_info" | "_local_seq" => {}
@@ -82,21 +82,28 @@ impl DocParts {
                 }
             }
         }
-        let id = id.ok_or_else(|| (String::new(), "a fetched document has no _id".to_owned()))?;
-        let fail = |reason: String| Err((id.clone(), reason));
+        let id = id.ok_or("the fetched document has no _id")?;
+        if id != expected {
+            return Err(format!(
+                "the server answered with document {id:?} for {expected:?}"
+            ));
+        }
         let rev: Rev = match rev.as_deref().map(str::parse) {
             Some(Ok(rev)) => rev,
-            Some(Err(e)) => return fail(e.to_string()),
-            None => return fail("the fetched document has no _rev".to_owned()),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the fetched document has no _rev".to_owned()),
         };
         let path = match revisions {
             Some(raw) => match serde_json::from_str::<RevPath>(raw.get()) {
                 Ok(p) if p.leaf().as_ref() == Some(&rev) => p,
-                Ok(_) => return fail("_revisions does not end in _rev".to_owned()),
-                Err(e) => return fail(format!("invalid _revisions: {e}")),
+                Ok(_) => return Err("_revisions does not end in _rev".to_owned()),
+                Err(e) => return Err(format!("invalid _revisions: {e}")),
             },
             None => RevPath::leaf_only(&rev),
         };
+        // Checked here so one bad document fails alone, not its whole batch.
+        path.validate()
+            .map_err(|e| format!("invalid _revisions: {e}"))?;
         Ok(DocParts {
             id,
             path,
@@ -131,8 +138,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn split(json: &str) -> Result<DocParts, (String, String)> {
-        DocParts::split(&RawValue::from_string(json.to_owned()).unwrap())
+    fn split_as(json: &str, id: &str) -> Result<DocParts, String> {
+        DocParts::split(&RawValue::from_string(json.to_owned()).unwrap(), id)
+    }
+
+    fn split(json: &str) -> Result<DocParts, String> {
+        let id = serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|v| v.get("_id")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        split_as(json, &id)
     }
 
     #[test]
@@ -175,5 +190,20 @@ mod tests {
         assert!(split(r#"{"_id":"a","_rev":"nope"}"#).is_err());
         assert!(split(r#"{"_rev":"1-a"}"#).is_err());
         assert!(split(r#"[1,2]"#).is_err());
+        // More ancestors than generations: refused here, alone, rather than
+        // aborting the transaction of its whole batch.
+        let e = split(r#"{"_id":"a","_rev":"1-a","_revisions":{"start":1,"ids":["a","z"]}}"#)
+            .unwrap_err();
+        assert!(e.contains("_revisions"), "{e}");
+        assert!(split(r#"{"_id":"a","_rev":"1-a","_attachments":[1]}"#)
+            .unwrap_err()
+            .contains("_attachments"));
+    }
+
+    #[test]
+    fn a_revision_answered_for_another_document_is_refused() {
+        let e = split_as(r#"{"_id":"b","_rev":"1-a"}"#, "a").unwrap_err();
+        assert!(e.contains("\"b\"") && e.contains("\"a\""), "{e}");
+        assert!(split_as(r#"{"_id":"a","_rev":"1-a"}"#, "a").is_ok());
     }
 }

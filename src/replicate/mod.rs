@@ -87,7 +87,8 @@ pub struct DocFailure {
     pub id: String,
     /// The revision, when known.
     pub rev: Option<String>,
-    /// CouchDB's `error`, or settee's (`attachment_error`, `bad_document`).
+    /// CouchDB's `error`, or settee's (`attachment_error`, `bad_document`,
+    /// `not_answered`: the server's `_bulk_get` answer left it out).
     pub error: String,
     /// The reason.
     pub reason: String,
@@ -283,9 +284,14 @@ pub async fn pull_with_progress(
     };
     // Documents an earlier pull could not store come first: fetched again
     // with all their leaves, committed without moving the checkpoint.
-    let retries = replica.pending_retries()?;
-    for ids in retries.chunks(config.batch_size) {
-        let mut fetched = batch::fetch_retries(&ctx, ids.to_vec()).await?;
+    // A page at a time, in id order: an id that fails again goes back on
+    // the list behind the cursor and waits for the next pull.
+    let mut after: Option<String> = None;
+    loop {
+        let ids = replica.pending_retries_after(after.as_deref(), config.batch_size)?;
+        let Some(last) = ids.last() else { break };
+        after = Some(last.clone());
+        let mut fetched = batch::fetch_retries(&ctx, ids.clone()).await?;
         let commit_start = Instant::now();
         let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
         timings.commit_ms += commit_start.elapsed().as_millis() as u64;

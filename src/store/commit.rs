@@ -38,6 +38,7 @@ pub struct WriteBatch {
     /// the next pull (see [`Replica::pending_retries`]).
     pub retry_later: Vec<String>,
     /// Documents retried successfully (or gone from the server): off the list.
+    /// Applied before `retry_later`, so an id in both stays on the list.
     pub retry_done: Vec<String>,
 }
 
@@ -57,6 +58,13 @@ type Abort = ConflictableTransactionError<StoreError>;
 
 fn abort(e: StoreError) -> Abort {
     ConflictableTransactionError::Abort(e)
+}
+
+/// The counter after `n`; a counter at `u64::MAX` can only come from a
+/// damaged replica, and wrapping it would overwrite entry 0.
+fn next(n: u64, key: &'static [u8]) -> Result<u64, Abort> {
+    n.checked_add(1)
+        .ok_or_else(|| abort(StoreError::corrupt("counter", key, "at its maximum")))
 }
 
 /// Counts the attachment stubs of a body being stored. Every stub's bytes
@@ -188,7 +196,7 @@ impl Replica {
                                     // Bodies get ever-growing ids, so a batch
                                     // appends to the end of the `bodies` tree
                                     // instead of touching one page per document.
-                                    next_body += 1;
+                                    next_body = next(next_body, meta::BODY_ID)?;
                                     bodies.insert(&keys::seq_key(next_body), *body)?;
                                     count_stubs(inc, body, &batch_digests, atts, refs)?;
                                     record.bodies.insert(leaf.to_string(), next_body);
@@ -228,7 +236,7 @@ impl Replica {
                         if let Some(old) = &old {
                             by_seq.remove(&keys::seq_key(old.seq))?;
                         }
-                        seq += 1;
+                        seq = next(seq, meta::SEQ)?;
                         record.seq = seq;
                         by_seq.insert(&keys::seq_key(seq), key)?;
                         docs.insert(key, record.encode())?;
@@ -274,7 +282,10 @@ impl Replica {
     /// Deletes the bodies of revisions that are no longer leaves, in
     /// transactions of at most 64, and returns how many it deleted, along
     /// with attachment bytes no stored body refers to any more. A pull
-    /// calls it when it ends; it is safe to call at any time.
+    /// calls it when it ends. Reads are safe at any time; a pull running
+    /// meanwhile may find bytes it counted on gone and fail its batch with
+    /// `InvalidDocument` (nothing is stored; the next pull fetches them), so
+    /// sweep when no other pull runs on this replica.
     ///
     /// # Durability
     /// Each transaction removes bodies together with their garbage entries
@@ -449,6 +460,23 @@ mod tests {
         assert!(r.get("a").unwrap().is_none());
         assert!(r.checkpoint("rep").unwrap().is_none());
         err
+    }
+
+    #[test]
+    fn the_retry_list_reads_a_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let mut b = batch(Vec::new());
+        b.retry_later = vec!["c".into(), "a".into(), "b d".into()];
+        r.commit_blocking(&b).unwrap();
+        assert_eq!(r.pending_retries_after(None, 2).unwrap(), vec!["a", "b d"]);
+        assert_eq!(r.pending_retries_after(Some("b d"), 2).unwrap(), vec!["c"]);
+        assert!(r.pending_retries_after(Some("c"), 2).unwrap().is_empty());
+        let mut done = batch(Vec::new());
+        done.retry_done = vec!["a".into(), "c".into()];
+        done.retry_later = vec!["c".into()];
+        r.commit_blocking(&done).unwrap();
+        assert_eq!(r.pending_retries().unwrap(), vec!["b d", "c"]);
     }
 
     #[test]

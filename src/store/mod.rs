@@ -538,15 +538,38 @@ impl Replica {
     }
 
     /// Documents an earlier pull could not store, in id order; the next
-    /// pull fetches them again before it reads the changes feed.
+    /// pull fetches them again before it reads the changes feed. The whole
+    /// list, for inspection: a pull reads it a page at a time with
+    /// [`Replica::pending_retries_after`].
     pub fn pending_retries(&self) -> Result<Vec<String>, StoreError> {
-        self.inner
+        Self::retry_ids(self.inner.trees.retry.iter())
+    }
+
+    /// At most `limit` ids of the retry list that sort after `after` (from
+    /// the start with `None`).
+    pub fn pending_retries_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let from = match after {
+            Some(id) => Bound::Excluded(id.as_bytes()),
+            None => Bound::Unbounded,
+        };
+        let range = self
+            .inner
             .trees
             .retry
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k?;
+            .range::<&[u8], _>((from, Bound::Unbounded));
+        Self::retry_ids(range.take(limit))
+    }
+
+    fn retry_ids(
+        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<String>, StoreError> {
+        entries
+            .map(|e| {
+                let (k, _) = e?;
                 String::from_utf8(k.to_vec()).map_err(|e| StoreError::corrupt("retry entry", &k, e))
             })
             .collect()

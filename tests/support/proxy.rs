@@ -43,7 +43,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a firing [`Rule`] does to the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer directly, without contacting upstream.
     Respond {
@@ -78,6 +78,10 @@ pub enum Fault {
     /// (deliberately not starting with `N`: a client that parses it breaks),
     /// and a `since=` of that form is turned back into `N` on the way in.
     OpaqueSeqs,
+    /// Forward, then pass upstream's JSON body through `edit` (a body that
+    /// is not JSON passes unchanged): a server answering wrongly in a
+    /// precise way.
+    EditJson(fn(&mut serde_json::Value)),
 }
 
 /// A fault rule: when `matcher` is a substring of the request line (e.g.
@@ -87,7 +91,7 @@ pub enum Fault {
 /// fires at most `times` times (`None` = forever). Rules are checked in
 /// order; the first matching rule that is not used up decides (a skipped
 /// request is forwarded untouched, even if a later rule also matches).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     /// Substring matched against the request line.
     pub matcher: String,
@@ -150,6 +154,11 @@ impl Rule {
     /// Sleep `ms` milliseconds, then forward.
     pub fn delay(matcher: impl Into<String>, ms: u64) -> Self {
         Self::new(matcher, Fault::Delay { ms })
+    }
+
+    /// Forward, then edit the JSON answer with `edit`.
+    pub fn edit_json(matcher: impl Into<String>, edit: fn(&mut serde_json::Value)) -> Self {
+        Self::new(matcher, Fault::EditJson(edit))
     }
 
     /// Every request: sequences become opaque strings (see [`Fault::OpaqueSeqs`]).
@@ -347,6 +356,9 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         Some(Fault::CorruptBody) => {
             mangle(client, upstream, &fwd_head, body_start, Mangle::Corrupt).await;
         }
+        Some(Fault::EditJson(edit)) => {
+            mangle(client, upstream, &fwd_head, body_start, Mangle::Edit(edit)).await;
+        }
         Some(Fault::OpaqueSeqs) => {
             let fwd_head = plain_since(&fwd_head);
             mangle(client, upstream, &fwd_head, body_start, Mangle::OpaqueSeqs).await;
@@ -439,6 +451,8 @@ enum Mangle {
     Corrupt,
     /// Integer sequences become opaque strings.
     OpaqueSeqs,
+    /// The JSON body edited.
+    Edit(fn(&mut serde_json::Value)),
 }
 
 /// Forwards the request, reads the whole response, then sends the client a
@@ -484,7 +498,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
         // Not a parsable response: cut it or send it as is.
         return match how {
             Mangle::Truncate(k) => raw[..k.min(raw.len())].to_vec(),
-            Mangle::Corrupt | Mangle::OpaqueSeqs => raw.to_vec(),
+            Mangle::Corrupt | Mangle::OpaqueSeqs | Mangle::Edit(_) => raw.to_vec(),
         };
     };
     let head = &raw[..pos];
@@ -500,8 +514,15 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
     } else {
         body_raw.to_vec()
     };
-    if let Mangle::OpaqueSeqs = how {
-        body = opaque_seqs_in(&body);
+    match how {
+        Mangle::OpaqueSeqs => body = opaque_seqs_in(&body),
+        Mangle::Edit(edit) => {
+            if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) {
+                edit(&mut json);
+                body = serde_json::to_vec(&json).unwrap_or(body);
+            }
+        }
+        Mangle::Truncate(_) | Mangle::Corrupt => {}
     }
     let len = body.len();
     let mut out = rewrite_head(
@@ -522,7 +543,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
             garbage.truncate(len);
             out.extend_from_slice(&garbage);
         }
-        Mangle::OpaqueSeqs => out.extend_from_slice(&body),
+        Mangle::OpaqueSeqs | Mangle::Edit(_) => out.extend_from_slice(&body),
     }
     out
 }
