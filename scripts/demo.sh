@@ -20,19 +20,29 @@ cargo build --release --quiet --bin settee
 settee="$root/target/release/settee"
 
 if [[ -z "$url" ]]; then
-  if [[ ! -f scripts/pouchdb-server/node_modules/pouchdb-server/package.json ]]; then
-    echo "==> installing PouchDB Server (npm ci, once)"
-    (cd scripts/pouchdb-server && npm ci --no-audit --no-fund --loglevel=error)
+  # Installed unless exactly this lock file was installed before (the same
+  # marker the test harness uses), so an interrupted or outdated install is redone.
+  srv=scripts/pouchdb-server
+  if ! cmp -s "$srv/package-lock.json" "$srv/node_modules/.settee-installed-lock"; then
+    echo "==> installing PouchDB Server (npm ci)"
+    (cd "$srv" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$srv/package-lock.json" "$srv/node_modules/.settee-installed-lock"
   fi
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
   data="$(mktemp -d "${TMPDIR:-/tmp}/settee-demo-server.XXXXXX")"
   fifo="$data/keepalive"
   mkfifo "$fifo"
   # serve.js stops the server when its stdin closes: hold the fifo open on fd 9.
   node scripts/pouchdb-server/serve.js --port "$port" --dir "$data" < "$fifo" > "$data/ready" &
+  server_pid=$!
   exec 9> "$fifo"
   trap 'exec 9>&-; wait 2>/dev/null; rm -rf "$data"' EXIT
-  for _ in $(seq 1 300); do grep -q READY "$data/ready" 2>/dev/null && break; sleep 0.1; done
+  # serve.js gives the server 60 s to answer; wait a little longer, or until it gives up.
+  for _ in $(seq 1 900); do
+    grep -q READY "$data/ready" 2>/dev/null && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
   grep -q READY "$data/ready" || { echo "PouchDB Server did not start; see $data/server.out" >&2; exit 1; }
   echo "==> PouchDB Server on http://127.0.0.1:$port; loading the demo course"
   node fixtures/seed-course.mjs --url "http://127.0.0.1:$port" --db coursedb-demo \

@@ -360,6 +360,8 @@ pub fn settee(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_settee"))
         .args(args)
         .env("RUST_LOG", "warn")
+        // It would override the password of the test server's URL.
+        .env_remove("SETTEE_PASSWORD")
         .output()
         .expect("run settee")
 }
@@ -377,4 +379,70 @@ pub fn cli_dump(dir: &std::path::Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("dump line is JSON"))
         .collect()
+}
+
+impl TestDb {
+    /// Checks that `checkpoint` (a `last_seq` the replica stored) is not
+    /// ahead of the replica's data: every change row of the server's feed up
+    /// to it has all its revisions in the replica. Returns how many rows of
+    /// `_changes?style=all_docs` the checkpoint covers (0 for none).
+    ///
+    /// On PouchDB Server the checkpoint is a sequence of the full feed. On
+    /// CouchDB sequences are opaque, so the covered rows are those missing
+    /// from the feed read again `since` the checkpoint.
+    pub async fn check_checkpoint_not_ahead(
+        &self,
+        replica: &settee::Replica,
+        checkpoint: &Value,
+    ) -> usize {
+        let feed = self.get_json("_changes?style=all_docs").await;
+        let rows = feed["results"].as_array().unwrap();
+        let covered: Vec<&Value> = match rows.iter().position(|r| r["seq"] == *checkpoint) {
+            Some(upto) => rows[..=upto].iter().collect(),
+            None => {
+                assert!(
+                    server().is_couchdb,
+                    "checkpoint {checkpoint} is not a sequence of the feed"
+                );
+                let since = match checkpoint {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let rest = self
+                    .get_json(&format!("_changes?style=all_docs&since={}", enc(&since)))
+                    .await;
+                let pending: std::collections::BTreeSet<String> = rest["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["id"].as_str().unwrap().to_owned())
+                    .collect();
+                rows.iter()
+                    .filter(|r| !pending.contains(r["id"].as_str().unwrap()))
+                    .collect()
+            }
+        };
+        for row in &covered {
+            let id = row["id"].as_str().unwrap();
+            let revs: Vec<settee::Rev> = row["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["rev"].as_str().unwrap().parse().unwrap())
+                .collect();
+            assert!(
+                replica.missing_revs(id, &revs).unwrap().is_empty(),
+                "checkpoint {checkpoint} covers {id}, which the replica lacks"
+            );
+        }
+        covered.len()
+    }
+
+    /// The number of rows in the server's `_changes?style=all_docs`.
+    pub async fn feed_len(&self) -> usize {
+        self.get_json("_changes?style=all_docs").await["results"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
 }

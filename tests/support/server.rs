@@ -67,37 +67,83 @@ fn external(url: &str) -> Server {
             .decode_utf8_lossy()
             .into_owned()
     };
-    let welcome = blocking_get(&base);
+    let (user, password) = (
+        decode(parsed.username()),
+        decode(parsed.password().unwrap_or("")),
+    );
+    // With credentials: a server that requires a valid user answers an
+    // anonymous `GET /` with a 401 and would pass for something else.
+    let (status, welcome) = blocking_get(&base, Some((&user, &password)));
+    assert_eq!(
+        status, 200,
+        "COUCHDB_URL {base} answers GET / with {status}: {welcome}"
+    );
+    let is_couchdb = serde_json::from_str::<serde_json::Value>(&welcome)
+        .ok()
+        .is_some_and(|v| v.get("couchdb").is_some());
     Server {
-        is_couchdb: welcome.contains("\"couchdb\""),
+        is_couchdb,
         base,
-        user: decode(parsed.username()),
-        password: decode(parsed.password().unwrap_or("")),
+        user,
+        password,
         _keepalive: Mutex::new(None),
+    }
+}
+
+/// Installs PouchDB Server from the lock file unless exactly that lock file
+/// was installed already (an interrupted or outdated install is redone).
+fn install_pouchdb_server(dir: &std::path::Path) {
+    let lock = std::fs::read(dir.join("package-lock.json"))
+        .unwrap_or_else(|e| panic!("{}/package-lock.json: {e}", dir.display()));
+    let marker = dir.join("node_modules/.settee-installed-lock");
+    if std::fs::read(&marker).is_ok_and(|installed| installed == lock)
+        && dir
+            .join("node_modules/pouchdb-server/package.json")
+            .is_file()
+    {
+        return;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run npm to install PouchDB Server (is Node.js installed?): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "npm ci in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&marker, &lock).unwrap_or_else(|e| panic!("{}: {e}", marker.display()));
+}
+
+/// Removes the data directories of earlier test processes that are gone
+/// (they hold the admin password of a server that no longer runs).
+fn remove_stale_data_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("settee-test-server-"))
+        else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
 fn start_pouchdb_server() -> Server {
     let dir = repo_root().join("scripts/pouchdb-server");
-    if !dir
-        .join("node_modules/pouchdb-server/package.json")
-        .is_file()
-    {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run npm to install PouchDB Server (is Node.js installed?): {e}")
-            });
-        assert!(
-            out.status.success(),
-            "npm ci in {} failed:\n{}\n{}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    install_pouchdb_server(&dir);
+    remove_stale_data_dirs();
     let data = std::env::temp_dir().join(format!("settee-test-server-{}", std::process::id()));
     let (user, password) = (
         "settee_admin".to_owned(),
@@ -121,6 +167,14 @@ fn start_pouchdb_server() -> Server {
         let mut line = String::new();
         let read = BufReader::new(stdout).read_line(&mut line);
         if let (Ok(_), Some(url)) = (read, line.trim().strip_prefix("READY ")) {
+            // The port was free a moment ago; make sure the server on it is
+            // ours (our admin logs in), not whatever took the port meanwhile.
+            let (status, session) =
+                blocking_get(&format!("{url}/_session"), Some((&user, &password)));
+            assert!(
+                status == 200 && session.contains(&format!("\"{user}\"")),
+                "the server on {url} is not the PouchDB Server just started: {status} {session}"
+            );
             return Server {
                 base: url.to_owned(),
                 user,
@@ -139,15 +193,34 @@ fn start_pouchdb_server() -> Server {
     panic!("PouchDB Server did not start: {last_err}");
 }
 
-/// The socket address of the test server, for proxies to forward to.
+/// The socket address of the test server, for proxies to forward to: the
+/// first resolved address that accepts a connection (`localhost` may
+/// resolve to `::1` first while the server listens on 127.0.0.1 only).
 pub fn server_addr() -> std::net::SocketAddr {
     use std::net::ToSocketAddrs;
-    server()
+    let s = server();
+    assert!(
+        s.base.starts_with("http://") && !s.authority().contains('/'),
+        "the fault proxy speaks plain HTTP to a server root; {} is not one",
+        s.base
+    );
+    let addrs: Vec<_> = s
         .authority()
         .to_socket_addrs()
-        .expect("the test server's address resolves")
-        .next()
-        .expect("the test server has an address")
+        .unwrap_or_else(|e| panic!("{} does not resolve: {e}", s.authority()))
+        .collect();
+    addrs
+        .iter()
+        .copied()
+        .find(|a| {
+            std::net::TcpStream::connect_timeout(a, std::time::Duration::from_secs(2)).is_ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no address of {} accepts connections: {addrs:?}",
+                s.authority()
+            )
+        })
 }
 
 fn free_port() -> u16 {
@@ -157,21 +230,29 @@ fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
-/// A GET with a throwaway runtime, for set-up code outside async contexts.
-fn blocking_get(url: &str) -> String {
+/// A GET (with basic auth if given) on a throwaway runtime, for set-up
+/// code outside async contexts: the status and the body.
+fn blocking_get(url: &str, auth: Option<(&str, &str)>) -> (u16, String) {
     let url = url.to_owned();
+    let auth = auth.map(|(u, p)| (u.to_owned(), p.to_owned()));
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
-            reqwest::get(&url)
+            let mut req = reqwest::Client::new()
+                .get(&url)
+                .header("Accept", "application/json");
+            if let Some((user, password)) = &auth {
+                req = req.basic_auth(user, Some(password));
+            }
+            let resp = req
+                .send()
                 .await
-                .unwrap_or_else(|e| panic!("COUCHDB_URL {url} does not answer: {e}"))
-                .text()
-                .await
-                .unwrap_or_default()
+                .unwrap_or_else(|e| panic!("{url} does not answer: {e}"));
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
         })
     })
     .join()
