@@ -244,11 +244,7 @@ async fn a_document_that_failed_is_fetched_again_by_the_next_pull() {
     let db = TestDb::seeded("refetch", &["--cards", "10", "--extras"]).await;
     let proxy = db.behind_proxy().await;
     // The attachment of one document cannot be read during the first pull.
-    proxy.set_rules(vec![Rule::respond(
-        "/x-att-text/hello.txt",
-        404,
-        r#"{"error":"not_found","reason":"missing"}"#,
-    )]);
+    proxy.set_rules(vec![Rule::not_found("/x-att-text/hello.txt")]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let first = pull(&replica, &remote, 1000, 5).await;

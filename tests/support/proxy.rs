@@ -119,6 +119,12 @@ impl Rule {
         Self::respond_with(matcher, status, "application/json", body)
     }
 
+    /// Answer 404 `not_found`/`missing`, as CouchDB does for a missing
+    /// document, attachment or endpoint.
+    pub fn not_found(matcher: impl Into<String>) -> Self {
+        Self::respond(matcher, 404, r#"{"error":"not_found","reason":"missing"}"#)
+    }
+
     /// Answer with `status`, `content_type` and `body`.
     pub fn respond_with(
         matcher: impl Into<String>,
