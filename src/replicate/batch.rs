@@ -116,8 +116,6 @@ async fn convert(
     let mut write = WriteBatch::default();
     let mut docs_read = 0;
     let mut attachments_fetched = 0;
-    // Bytes fetched in this batch, so two docs sharing a digest cost one GET.
-    let mut have: HashSet<String> = HashSet::new();
     for item in fetched {
         match item {
             FetchedRev::Doc { id, doc } => {
@@ -133,32 +131,22 @@ async fn convert(
                 let rev = parts.path.leaf().map(|r| r.to_string());
                 let stubs = match &parts.attachments {
                     None => None,
-                    Some(atts) => {
-                        match resolve_attachments(
-                            ctx,
-                            &parts,
-                            atts,
-                            &mut write.attachments,
-                            &mut have,
-                        )
-                        .await
-                        {
-                            Ok((stubs, n)) => {
-                                attachments_fetched += n;
-                                Some(stubs)
-                            }
-                            Err(AttachmentProblem::Fatal(e)) => return Err(e),
-                            Err(AttachmentProblem::Doc(reason)) => {
-                                failures.push(DocFailure::new(
-                                    &parts.id,
-                                    rev,
-                                    "attachment_error",
-                                    &reason,
-                                ));
-                                continue;
-                            }
+                    Some(atts) => match resolve_attachments(ctx, &parts, atts).await {
+                        Ok((stubs, n)) => {
+                            attachments_fetched += n;
+                            Some(stubs)
                         }
-                    }
+                        Err(AttachmentProblem::Fatal(e)) => return Err(e),
+                        Err(AttachmentProblem::Doc(reason)) => {
+                            failures.push(DocFailure::new(
+                                &parts.id,
+                                rev,
+                                "attachment_error",
+                                &reason,
+                            ));
+                            continue;
+                        }
+                    },
                 };
                 match parts.body(stubs.as_ref()) {
                     Ok(body) => write.revs.push(IncomingRev {
@@ -211,14 +199,14 @@ impl From<StoreError> for AttachmentProblem {
 }
 
 /// Makes sure the bytes of every attachment of a revision are in the
-/// replica or in this batch, fetching the missing ones, and returns the
-/// entries rewritten as CouchDB stubs, with how many were fetched.
+/// replica, fetching and staging the missing ones (so two documents sharing
+/// a digest cost one GET, and no batch holds attachment bytes in memory),
+/// and returns the entries rewritten as CouchDB stubs, with how many were
+/// fetched.
 async fn resolve_attachments(
     ctx: &PullContext,
     doc: &DocParts,
     atts: &Map<String, Value>,
-    batch: &mut Vec<(String, Bytes)>,
-    have: &mut HashSet<String>,
 ) -> Result<(Map<String, Value>, u64), AttachmentProblem> {
     let rev = doc.path.leaf().map(|r| r.to_string()).unwrap_or_default();
     let mut fetched = 0;
@@ -245,7 +233,7 @@ async fn resolve_attachments(
                 )))
             }
         };
-        let known = have.contains(&digest) || ctx.replica.has_attachment(&digest)?;
+        let known = ctx.replica.has_attachment(&digest)?;
         if !known {
             let bytes = match inline.as_ref().and_then(Value::as_str) {
                 Some(b64) => Bytes::from(
@@ -290,8 +278,7 @@ async fn resolve_attachments(
             if entry.get("length").is_none() {
                 entry.insert("length".into(), Value::from(bytes.len() as u64));
             }
-            have.insert(digest.clone());
-            batch.push((digest, bytes));
+            ctx.replica.stage_attachment(&digest, &bytes)?;
         }
         entry.insert("stub".into(), Value::Bool(true));
         stubs.insert(name.clone(), Value::Object(entry));

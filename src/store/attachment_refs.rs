@@ -6,10 +6,16 @@
 //! sweep uncounts the stubs of every body it deletes and deletes the bytes
 //! with the last reference. Both happen in the transaction that writes or
 //! deletes the body, so the counts never disagree with the bodies on disk.
+//!
+//! A pull does not hold the attachment bytes of a batch in memory until the
+//! batch commits: [`Replica::stage_attachment`] writes them as they arrive,
+//! marked in `att_staged`, and the commit that counts a stub for them clears
+//! the mark. Bytes still marked when the replica is next opened belong to a
+//! batch that never committed (a crash, a failed pull) and are deleted then.
 
-use super::StoreError;
+use super::{Replica, StoreError};
 use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 use std::collections::HashMap;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -78,6 +84,55 @@ pub(crate) fn release(
         }
     }
     Ok(())
+}
+
+impl Replica {
+    /// Stores attachment bytes ahead of the batch that will refer to them,
+    /// so a batch never holds them in memory. Not flushed: the commit of
+    /// that batch flushes them with it, and bytes no commit claims are
+    /// deleted the next time the replica is opened.
+    pub fn stage_attachment(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let t = self.trees();
+        (&t.attachments, &t.att_staged)
+            .transaction(|(atts, staged)| {
+                if atts.get(digest.as_bytes())?.is_none() {
+                    atts.insert(digest.as_bytes(), bytes)?;
+                    staged.insert(digest.as_bytes(), &[])?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Deletes staged bytes that no committed body claimed (run on open,
+    /// when no pull of this process can be staging).
+    pub(crate) fn drop_unclaimed_attachments(&self) -> Result<(), StoreError> {
+        let t = self.trees();
+        let staged: Vec<sled::IVec> = t.att_staged.iter().keys().collect::<Result<_, _>>()?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        (&t.attachments, &t.att_staged, &t.att_refs)
+            .transaction(|(atts, marks, refs)| {
+                for digest in &staged {
+                    marks.remove(digest)?;
+                    if refs.get(digest)?.is_none() {
+                        atts.remove(digest)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}
+
+fn tx_error(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => StoreError::Storage(e),
+    }
 }
 
 #[cfg(test)]

@@ -74,9 +74,9 @@ fn count_stubs(
     inc: &IncomingRev,
     body: &[u8],
     batch_digests: &HashSet<&str>,
-    atts: &sled::transaction::TransactionalTree,
-    refs: &sled::transaction::TransactionalTree,
+    trees: &StubTrees<'_>,
 ) -> Result<(), Abort> {
+    let StubTrees { atts, refs, staged } = trees;
     let invalid = |reason: String| {
         abort(StoreError::InvalidDocument {
             id: inc.id.clone(),
@@ -92,8 +92,17 @@ fn count_stubs(
             )));
         }
         attachment_refs::add(refs, &digest)?;
+        // Claimed: staged bytes are now kept by their count.
+        staged.remove(digest.as_bytes())?;
     }
     Ok(())
+}
+
+/// The trees a stored body's attachment stubs touch.
+struct StubTrees<'a> {
+    atts: &'a sled::transaction::TransactionalTree,
+    refs: &'a sled::transaction::TransactionalTree,
+    staged: &'a sled::transaction::TransactionalTree,
 }
 
 impl Replica {
@@ -159,9 +168,10 @@ impl Replica {
             &t.meta,
             &t.retry,
             &t.att_refs,
+            &t.att_staged,
         )
             .transaction(
-                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry, refs)| {
+                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry, refs, staged)| {
                     let counter = |key: &'static [u8]| -> Result<u64, Abort> {
                         match meta_t.get(key)? {
                             Some(v) => decode_u64(key, &v).map_err(abort),
@@ -198,7 +208,8 @@ impl Replica {
                                     // instead of touching one page per document.
                                     next_body = next(next_body, meta::BODY_ID)?;
                                     bodies.insert(&keys::seq_key(next_body), *body)?;
-                                    count_stubs(inc, body, &batch_digests, atts, refs)?;
+                                    let trees = StubTrees { atts, refs, staged };
+                                    count_stubs(inc, body, &batch_digests, &trees)?;
                                     record.bodies.insert(leaf.to_string(), next_body);
                                     arrived.push(leaf);
                                 }
@@ -529,6 +540,40 @@ mod tests {
         assert_eq!(r.sweep().unwrap(), 1);
         assert!(!r.has_attachment("md5-C").unwrap());
         assert!(r.trees().att_refs.is_empty());
+    }
+
+    #[test]
+    fn staged_bytes_outlive_a_reopen_only_when_a_commit_claimed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+            r.stage_attachment("md5-A", b"aaaaa").unwrap();
+            r.stage_attachment("md5-B", b"bbbbb").unwrap();
+            assert!(r.has_attachment("md5-B").unwrap());
+            // Only md5-A's batch commits; md5-B's never does (a crash).
+            r.commit_blocking(&batch(vec![inc(
+                "a",
+                1,
+                &["x"],
+                false,
+                with_att("md5-A", 1),
+            )]))
+            .unwrap();
+            assert_eq!(r.trees().att_staged.len(), 1);
+        }
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        assert_eq!(
+            r.attachment("md5-A").unwrap().as_deref(),
+            Some(&b"aaaaa"[..])
+        );
+        assert!(
+            !r.has_attachment("md5-B").unwrap(),
+            "unclaimed bytes are gone"
+        );
+        assert!(r.trees().att_staged.is_empty());
+        // Staging bytes the replica holds changes nothing.
+        r.stage_attachment("md5-A", b"aaaaa").unwrap();
+        assert!(r.trees().att_staged.is_empty());
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub(crate) struct Trees {
     pub(crate) by_seq: sled::Tree,
     pub(crate) attachments: sled::Tree,
     pub(crate) att_refs: sled::Tree,
+    pub(crate) att_staged: sled::Tree,
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
@@ -171,6 +172,7 @@ impl Replica {
             by_seq: tree("by_seq")?,
             attachments: tree("attachments")?,
             att_refs: tree("att_refs")?,
+            att_staged: tree("att_staged")?,
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
@@ -200,7 +202,7 @@ impl Replica {
                 })
             }
         }
-        Ok(Replica {
+        let replica = Replica {
             inner: Arc::new(Inner {
                 path,
                 db,
@@ -208,7 +210,9 @@ impl Replica {
                 config,
                 write_lock: Mutex::new(()),
             }),
-        })
+        };
+        replica.drop_unclaimed_attachments()?;
+        Ok(replica)
     }
 
     /// Opens a replica that must already exist (for reading commands).
