@@ -158,11 +158,7 @@ impl Replica {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity)
-            .open()
-            .map_err(open_err)?;
+        let db = open_db(&path, config.cache_capacity).map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let trees = Trees {
             docs: tree("docs")?,
@@ -582,6 +578,33 @@ impl Replica {
     /// Bytes on disk, as sled reports them.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+/// How long `open` waits for a file lock that this process may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the sled database, waiting briefly for its file lock: sled
+/// releases the lock when its last internal reference goes, and epoch-based
+/// reclamation can keep one alive for a moment after the replica was
+/// dropped, so a replica reopened right after being closed would otherwise
+/// fail at random. Another process holding it still fails, after the wait.
+fn open_db(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
