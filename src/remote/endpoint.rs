@@ -89,15 +89,14 @@ pub(crate) fn redact(raw: &str) -> String {
 /// by the URL standard, so no request can reach such a document one by one.
 pub(crate) fn addressable(id_or_name: &str, split_slashes: bool) -> bool {
     let dot = |s: &str| s == "." || s == "..";
+    if split_slashes {
+        return !id_or_name.split('/').any(dot);
+    }
     let rest = ["_design/", "_local/"]
         .iter()
         .find_map(|p| id_or_name.strip_prefix(p))
         .unwrap_or(id_or_name);
-    if split_slashes {
-        !id_or_name.split('/').any(dot)
-    } else {
-        !dot(rest)
-    }
+    !dot(rest)
 }
 
 impl Endpoint {

@@ -13,12 +13,13 @@
 //! the mark. Bytes still marked when the replica is next opened belong to a
 //! batch that never committed (a crash, a failed pull) and are deleted then.
 
-use super::{Replica, StoreError};
+use super::{decode_u64, Replica, StoreError};
 use serde::Deserialize;
 use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 use std::collections::HashMap;
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+/// A transaction step's result, as the write path's transactions take it.
+type TxResult<T> = Result<T, super::commit::Abort>;
 
 #[derive(Deserialize)]
 struct Stubs {
@@ -47,16 +48,10 @@ pub(crate) fn stub_digests(body: &[u8]) -> Result<Vec<String>, serde_json::Error
 }
 
 fn count(refs: &TransactionalTree, digest: &str) -> TxResult<u64> {
-    Ok(match refs.get(digest.as_bytes())? {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-            ConflictableTransactionError::Abort(StoreError::corrupt(
-                "attachment reference count",
-                digest.as_bytes(),
-                "not 8 bytes",
-            ))
-        })?),
-        None => 0,
-    })
+    match refs.get(digest.as_bytes())? {
+        Some(v) => decode_u64(digest.as_bytes(), &v).map_err(ConflictableTransactionError::Abort),
+        None => Ok(0),
+    }
 }
 
 /// Counts one more stub for `digest`.
@@ -101,7 +96,7 @@ impl Replica {
                 }
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(StoreError::from)
     }
 
     /// Deletes staged bytes that no committed body claimed (run on open,
@@ -112,26 +107,17 @@ impl Replica {
         if staged.is_empty() {
             return Ok(());
         }
-        (&t.attachments, &t.att_staged, &t.att_refs)
-            .transaction(|(atts, marks, refs)| {
-                for digest in &staged {
-                    marks.remove(digest)?;
-                    if refs.get(digest)?.is_none() {
-                        atts.remove(digest)?;
-                    }
+        (&t.attachments, &t.att_staged, &t.att_refs).transaction(|(atts, marks, refs)| {
+            for digest in &staged {
+                marks.remove(digest)?;
+                if refs.get(digest)?.is_none() {
+                    atts.remove(digest)?;
                 }
-                Ok(())
-            })
-            .map_err(tx_error)?;
+            }
+            Ok(())
+        })?;
         self.inner.db.flush()?;
         Ok(())
-    }
-}
-
-fn tx_error(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => StoreError::Storage(e),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 use std::collections::{BTreeMap, HashSet};
 
 /// One revision arriving from a remote, with its ancestry.
@@ -54,7 +54,7 @@ pub struct BatchOutcome {
     pub update_seq: u64,
 }
 
-type Abort = ConflictableTransactionError<StoreError>;
+pub(super) type Abort = ConflictableTransactionError<StoreError>;
 
 fn abort(e: StoreError) -> Abort {
     ConflictableTransactionError::Abort(e)
@@ -74,9 +74,10 @@ fn count_stubs(
     inc: &IncomingRev,
     body: &[u8],
     batch_digests: &HashSet<&str>,
-    trees: &StubTrees<'_>,
+    atts: &TransactionalTree,
+    refs: &TransactionalTree,
+    staged: &TransactionalTree,
 ) -> Result<(), Abort> {
-    let StubTrees { atts, refs, staged } = trees;
     let invalid = |reason: String| {
         abort(StoreError::InvalidDocument {
             id: inc.id.clone(),
@@ -96,13 +97,6 @@ fn count_stubs(
         staged.remove(digest.as_bytes())?;
     }
     Ok(())
-}
-
-/// The trees a stored body's attachment stubs touch.
-struct StubTrees<'a> {
-    atts: &'a sled::transaction::TransactionalTree,
-    refs: &'a sled::transaction::TransactionalTree,
-    staged: &'a sled::transaction::TransactionalTree,
 }
 
 impl Replica {
@@ -208,8 +202,7 @@ impl Replica {
                                     // instead of touching one page per document.
                                     next_body = next(next_body, meta::BODY_ID)?;
                                     bodies.insert(&keys::seq_key(next_body), *body)?;
-                                    let trees = StubTrees { atts, refs, staged };
-                                    count_stubs(inc, body, &batch_digests, &trees)?;
+                                    count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
                                     record.bodies.insert(leaf.to_string(), next_body);
                                     arrived.push(leaf);
                                 }
@@ -274,11 +267,7 @@ impl Replica {
                     out.update_seq = seq;
                     Ok(out)
                 },
-            )
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Storage(e),
-            })?;
+            )?;
         self.inner.db.flush()?;
         Ok(outcome)
     }
@@ -322,8 +311,8 @@ impl Replica {
                 .write_lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (&t.bodies, &t.garbage, &t.att_refs, &t.attachments)
-                .transaction(|(bodies, garbage, refs, atts)| {
+            (&t.bodies, &t.garbage, &t.att_refs, &t.attachments).transaction(
+                |(bodies, garbage, refs, atts)| {
                     for id in &ids {
                         if let Some(body) = bodies.remove(id)? {
                             // The commit that stored this body parsed its
@@ -337,11 +326,8 @@ impl Replica {
                         garbage.remove(id)?;
                     }
                     Ok::<(), Abort>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => StoreError::Storage(e),
-                })?;
+                },
+            )?;
             self.inner.db.flush()?;
             swept += ids.len() as u64;
         }

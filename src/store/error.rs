@@ -67,6 +67,16 @@ pub enum StoreError {
     Cancelled(String),
 }
 
+/// A transaction's own error, or sled's.
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Storage(e),
+        }
+    }
+}
+
 impl StoreError {
     pub(crate) fn corrupt(what: &'static str, key: &[u8], detail: impl ToString) -> Self {
         StoreError::Corrupt {
