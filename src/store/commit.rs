@@ -269,6 +269,7 @@ impl Replica {
                 },
             )?;
         self.inner.db.flush()?;
+        self.notify_committed(outcome.update_seq);
         Ok(outcome)
     }
 }

@@ -148,6 +148,10 @@ struct Inner {
     /// One writer at a time: commits read counters and records and write
     /// them back; serializing them keeps sled's transaction from retrying.
     write_lock: Mutex<()>,
+    /// The update sequence of the latest durable write, for readers that
+    /// follow the replica (views, change subscriptions). Sent after the
+    /// flush, so a receiver never sees a sequence that could be lost.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Replica {
@@ -198,6 +202,10 @@ impl Replica {
                 })
             }
         }
+        let seq = match trees.meta.get(keys::meta::SEQ)? {
+            Some(v) => decode_u64(keys::meta::SEQ, &v)?,
+            None => 0,
+        };
         let replica = Replica {
             inner: Arc::new(Inner {
                 path,
@@ -205,6 +213,7 @@ impl Replica {
                 trees,
                 config,
                 write_lock: Mutex::new(()),
+                committed: tokio::sync::watch::Sender::new(seq),
             }),
         };
         replica.drop_unclaimed_attachments()?;
@@ -429,6 +438,34 @@ impl Replica {
     /// The local update sequence: the sequence of the latest change.
     pub fn update_seq(&self) -> Result<u64, StoreError> {
         self.meta_u64(keys::meta::SEQ)
+    }
+
+    /// Follows the replica's update sequence: the receiver sees the local
+    /// sequence of every durable write (a pull batch or a local edit) as it
+    /// lands, without polling. Read what changed with
+    /// [`Replica::changes`] from the last sequence handled.
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// let seq = replica.watch_update_seq();
+    /// assert_eq!(*seq.borrow(), 0);
+    /// ```
+    pub fn watch_update_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
+    }
+
+    /// Tells followers that writes up to `seq` are durable. Every write
+    /// path calls it after its flush, never before.
+    pub(crate) fn notify_committed(&self, seq: u64) {
+        self.inner.committed.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
     }
 
     /// The bytes of an attachment, by digest.
