@@ -58,7 +58,7 @@ async fn pull_dump_get_and_status_from_the_command_line() {
     ] {
         let doc: Value = serde_json::from_str(&stdout(&settee(&["get", rep_s, id]))).unwrap();
         assert_eq!(doc["_id"], id);
-        assert_eq!(doc, db.get_json(&enc(id)).await, "{id}");
+        assert_eq!(doc, db.get_json(&enc_id(id)).await, "{id}");
     }
     let conflicted: Value = serde_json::from_str(&stdout(&settee(&[
         "get",

@@ -45,7 +45,7 @@ async fn counts_and_revision_trees_match_the_server() {
     let mut leaves = 0;
     for doc in &dump {
         let id = doc["_id"].as_str().unwrap();
-        let server_leaves = db.get_json(&format!("{}?open_revs=all", enc(id))).await;
+        let server_leaves = db.get_json(&format!("{}?open_revs=all", enc_id(id))).await;
         let mut want: Vec<String> = server_leaves
             .as_array()
             .unwrap()
@@ -82,7 +82,7 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
         "x-att-shared",
         "x-att-updated",
     ] {
-        let server_doc = db.get_json(&enc(id)).await;
+        let server_doc = db.get_json(&enc_id(id)).await;
         let doc = replica.get(id).unwrap().unwrap();
         assert_eq!(
             doc.to_json()["_attachments"],
@@ -130,8 +130,8 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
     };
     let (text, shared) = (digest_of("x-att-text"), digest_of("x-att-binary"));
     assert_eq!(shared, digest_of("x-att-shared"));
-    let text_doc = db.get_json(&enc("x-att-text")).await;
-    let binary_doc = db.get_json(&enc("x-att-binary")).await;
+    let text_doc = db.get_json(&enc_id("x-att-text")).await;
+    let binary_doc = db.get_json(&enc_id("x-att-binary")).await;
     db.bulk_docs(
         vec![
             serde_json::json!({"_id": "x-att-text", "_rev": text_doc["_rev"], "docType": "EXTRA"}),

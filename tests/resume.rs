@@ -1,4 +1,4 @@
-use crate::support::proxy::Rule;
+use crate::support::proxy::{Gate, Rule};
 use crate::support::*;
 use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
 
@@ -13,8 +13,14 @@ fn checkpoint_seq(replica: &settee::Replica, rep_id: &str) -> Option<Seq> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let db = TestDb::seeded("abort", CORPUS).await;
+    // The 4th `_changes` page is held at the proxy: exactly three batches
+    // can commit, and the abort lands while the pull waits for the 4th,
+    // however loaded the machine is.
+    let proxy = db.behind_proxy().await;
+    let gate = Gate::new();
+    proxy.set_rules(vec![Rule::hold("/_changes", &gate).skip(3)]);
     let (_dir, replica) = temp_replica();
-    let remote = db.remote();
+    let remote = db.remote_via(&proxy, RetryPolicy::with_retries(2));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
@@ -30,19 +36,22 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
             .await
         })
     };
-    // Abort the pull once three batches are committed.
     let mut committed = (0, 0, Seq::zero());
-    while let Some(p) = rx.recv().await {
-        committed = p;
-        if committed.0 >= 3 {
-            task.abort();
-            break;
-        }
+    while committed.0 < 3 {
+        committed = rx.recv().await.expect("the pull reports three batches");
     }
+    gate.wait_held(1).await;
+    task.abort();
     assert!(
         task.await.unwrap_err().is_cancelled(),
         "the pull was still running when aborted"
     );
+    assert!(
+        rx.try_recv().is_err(),
+        "no batch after the held page was committed"
+    );
+    proxy.clear_rules();
+    gate.open();
     let written_before = replica.leaves_total_for_test();
     assert!(
         written_before >= committed.1,

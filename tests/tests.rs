@@ -24,3 +24,5 @@ mod crash;
 mod remote;
 // The `settee` command line.
 mod cli;
+// The harness speaks to CouchDB the way the client does.
+mod parity;

@@ -82,6 +82,66 @@ pub enum Fault {
     /// is not JSON passes unchanged): a server answering wrongly in a
     /// precise way.
     EditJson(fn(&mut serde_json::Value)),
+    /// Wait until the [`Gate`] opens, then forward normally: a test stops a
+    /// client at a precise request instead of racing it.
+    Hold(Gate),
+}
+
+/// A gate held requests wait at (see [`Fault::Hold`]); closed when made,
+/// cheap to clone (clones are the same gate).
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    open: tokio::sync::watch::Sender<bool>,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Gate(Arc::new(GateState {
+            open: tokio::sync::watch::Sender::new(false),
+            held: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    /// Lets every held request (and every later one) through.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    /// How many requests are waiting at the gate now.
+    pub fn held(&self) -> usize {
+        self.0.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `held() >= n`, polling (the proxy runs on its own tasks).
+    pub async fn wait_held(&self, n: usize) {
+        while self.held() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn pass(&self) {
+        struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let mut rx = self.0.open.subscribe();
+        self.0.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _held = Held(&self.0.held);
+        let _ = rx.wait_for(|open| *open).await;
+    }
 }
 
 /// A fault rule: when `matcher` is a substring of the request line (e.g.
@@ -165,6 +225,11 @@ impl Rule {
     /// Forward, then edit the JSON answer with `edit`.
     pub fn edit_json(matcher: impl Into<String>, edit: fn(&mut serde_json::Value)) -> Self {
         Self::new(matcher, Fault::EditJson(edit))
+    }
+
+    /// Hold matching requests at `gate` until it opens, then forward.
+    pub fn hold(matcher: impl Into<String>, gate: &Gate) -> Self {
+        Self::new(matcher, Fault::Hold(gate.clone()))
     }
 
     /// Every request: sequences become opaque strings (see [`Fault::OpaqueSeqs`]).
@@ -336,6 +401,10 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         None => forward(client, upstream, &fwd_head, body_start).await,
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            forward(client, upstream, &fwd_head, body_start).await;
+        }
+        Some(Fault::Hold(gate)) => {
+            gate.pass().await;
             forward(client, upstream, &fwd_head, body_start).await;
         }
         Some(Fault::DropConnection) => drop(client),

@@ -26,7 +26,7 @@ pub struct Server {
 impl Server {
     /// The server root with credentials: `http://user:pw@host:port`.
     pub fn authed_base(&self) -> String {
-        with_userinfo(&self.base, &format!("{}:{}", self.user, self.password))
+        with_userinfo(&self.base, &userinfo(&self.user, &self.password))
     }
 
     pub fn authority(&self) -> &str {
@@ -34,6 +34,15 @@ impl Server {
             .trim_start_matches("http://")
             .trim_start_matches("https://")
     }
+}
+
+/// `user:password` for a URL, each part percent-encoded: a real server's
+/// password may hold `@`, `:` or `/`.
+pub fn userinfo(user: &str, password: &str) -> String {
+    let e = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    format!("{}:{}", e(user), e(password))
 }
 
 pub fn with_userinfo(base: &str, userinfo: &str) -> String {
