@@ -67,8 +67,8 @@ pub use remote::{
     RemoteConfig, RemoteError, RetryPolicy, Seq, ServerInfo,
 };
 pub use replicate::{
-    pull, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig, PullProgress,
-    PullResult, PullTimings,
+    pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
+    PullProgress, PullResult, PullTimings,
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{

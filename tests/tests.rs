@@ -26,3 +26,5 @@ mod remote;
 mod cli;
 // The harness speaks to CouchDB the way the client does.
 mod parity;
+// Issue 12: failed first pulls, locks, per-document failures, stopping.
+mod reliability;

@@ -30,6 +30,7 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         endpoint,
         RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)),
     )?;
+    let fresh = Fresh::before_open(&args.dir);
     let replica = Replica::open(
         &args.dir,
         ReplicaConfig::default().with_cache_capacity(args.cache_mb * 1024 * 1024),
@@ -51,20 +52,39 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("pulling {}", remote.endpoint()));
-    let pulling = crate::pull_with_progress(&replica, &remote, &config, |p| {
-        bar.set_length(p.remote_doc_count.max(p.docs_written));
-        bar.set_position(p.docs_written);
-    });
-    let result = tokio::select! {
-        r = pulling => r,
-        _ = tokio::signal::ctrl_c() => {
+    // Ctrl-C stops the pull at a batch boundary; the pull returns once
+    // none of its tasks holds the replica any more.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = crate::pull_until(
+        &replica,
+        &remote,
+        &config,
+        |p| {
+            bar.set_length(p.remote_doc_count.max(p.docs_written));
+            bar.set_position(p.docs_written);
+        },
+        ctrl_c,
+    )
+    .await;
+    let result = match result {
+        Ok(r) if r.interrupted => {
             bar.abandon_with_message("interrupted");
+            fresh.remove_if_empty(replica);
             eprintln!("settee: interrupted; the batches committed so far are kept, run the same command to resume");
             return Ok(Outcome::Interrupted);
         }
+        Ok(r) => r,
+        Err(e) => {
+            bar.abandon();
+            fresh.remove_if_empty(replica);
+            return Err(e.into());
+        }
     };
     bar.finish_and_clear();
-    let result = result?;
     let mut out = std::io::stdout().lock();
     if args.json {
         print_json(
@@ -121,4 +141,60 @@ fn summarize(
         )?;
     }
     Ok(())
+}
+
+/// What a first pull created, so that one that fails before committing
+/// anything leaves nothing behind.
+enum Fresh {
+    /// The directory did not exist: remove it.
+    Dir(std::path::PathBuf),
+    /// It existed, empty: empty it again.
+    Contents(std::path::PathBuf),
+    /// It held something already: leave it be.
+    No,
+}
+
+impl Fresh {
+    fn before_open(dir: &std::path::Path) -> Fresh {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                if entries.count() == 0 {
+                    Fresh::Contents(dir.to_path_buf())
+                } else {
+                    Fresh::No
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Fresh::Dir(dir.to_path_buf()),
+            Err(_) => Fresh::No,
+        }
+    }
+
+    /// Closes the replica and removes what this run created, when no batch
+    /// was committed (nothing a later pull could resume from).
+    fn remove_if_empty(self, replica: Replica) {
+        let empty = replica.update_seq().ok() == Some(0)
+            && replica.pending_retries().is_ok_and(|r| r.is_empty());
+        drop(replica);
+        if !empty {
+            return;
+        }
+        let removed = match &self {
+            Fresh::Dir(dir) => std::fs::remove_dir_all(dir),
+            Fresh::Contents(dir) => std::fs::read_dir(dir).and_then(|entries| {
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(&path)?;
+                    } else {
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                Ok(())
+            }),
+            Fresh::No => return,
+        };
+        if let Err(e) = removed {
+            tracing::warn!(%e, "could not remove the replica directory of a failed first pull");
+        }
+    }
 }

@@ -349,7 +349,23 @@ impl Remote {
         }
         let mut out = Vec::new();
         for (id, revs) in wanted {
-            out.extend(self.open_revs(id, revs).await?);
+            match self.open_revs(id, revs).await {
+                Ok(fetched) => out.extend(fetched),
+                // One document the server cannot serve fails alone; failing
+                // the batch would stop every later pull at the same place.
+                Err(e) => match e.document_failure() {
+                    Some((error, reason)) => {
+                        tracing::warn!(%id, %error, %reason, "open_revs failed for one document");
+                        out.extend(revs.iter().map(|r| FetchedRev::Error {
+                            id: id.clone(),
+                            rev: Some(r.clone()),
+                            error: error.clone(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                    None => return Err(e),
+                },
+            }
         }
         Ok(out)
     }

@@ -95,6 +95,36 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// When this failure belongs to one document rather than to the pull:
+    /// the server answered about that document (a 4xx other than 401, 403,
+    /// 408 and 429, a 500 from a document it cannot serve, an answer that is
+    /// not valid JSON), CouchDB's `error` and `reason` for it. Connection
+    /// problems, timeouts, authentication and overload stay pull failures:
+    /// they say nothing about the document.
+    pub(crate) fn document_failure(&self) -> Option<(String, String)> {
+        match self {
+            RemoteError::Http {
+                status,
+                error,
+                reason,
+                ..
+            } => {
+                let code = status.as_u16();
+                let whole_db =
+                    code == 404 && (reason == "no_db_file" || reason == "Database does not exist.");
+                let per_doc = ((400..500).contains(&code) && ![401, 403, 408, 429].contains(&code))
+                    || code == 500;
+                (per_doc && !whole_db).then(|| (error.clone(), reason.clone()))
+            }
+            RemoteError::InvalidResponse { detail, .. } => {
+                Some(("invalid_response".to_owned(), detail.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
 fn http_hint(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 => "check the user name and password",

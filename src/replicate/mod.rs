@@ -10,8 +10,15 @@
 //! page; each holds a semaphore permit until its batch is committed, so at
 //! most `batches_limit` batches are in memory and in flight. The consumer
 //! commits batches strictly in feed order, each with the checkpoint of its
-//! page's `last_seq`. Dropping the pull future aborts the producer and the
-//! fetches; whatever was committed stays, and the next pull resumes there.
+//! page's `last_seq`.
+//!
+//! Stopping: [`pull_until`] takes a shutdown future. When it completes the
+//! pull stops at the next batch boundary (never inside a commit), aborts
+//! the producer and the fetches, waits until none of their blocking tasks
+//! still holds the replica, and returns what it committed with
+//! `interrupted` set. Dropping the pull future instead also keeps every
+//! committed batch, but blocking tasks may outlive it for a moment.
+//! Pulls on one replica take its pull lock, so they run one at a time.
 
 mod batch;
 mod checkpoint;
@@ -172,6 +179,9 @@ pub struct PullResult {
     pub started_at_ms: u64,
     /// Where the time went.
     pub timings: PullTimings,
+    /// The pull was stopped by its shutdown future before the feed's end.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 const MAX_FAILURES_KEPT: usize = 100;
@@ -202,6 +212,74 @@ pub async fn pull(replica: &Replica, remote: &Remote, config: &PullConfig) -> Re
     pull_with_progress(replica, remote, config, |_| {}).await
 }
 
+/// [`pull_with_progress`] until `shutdown` completes (Ctrl-C, an app going
+/// to the background): then the pull stops at the next batch boundary and
+/// returns its result with [`PullResult::interrupted`] set.
+///
+/// When it returns (either way) no task of the pull runs any more and none
+/// holds a clone of the replica, so the replica can be closed and reopened
+/// at once.
+///
+/// # Durability
+/// As [`pull_with_progress`]: every batch committed before the stop is
+/// durable with its checkpoint; the next pull resumes after it.
+///
+/// # Errors
+/// As [`pull_with_progress`].
+///
+/// ```no_run
+/// # async fn demo(replica: settee::Replica, remote: settee::Remote) -> settee::Result<()> {
+/// let stop = async { let _ = tokio::signal::ctrl_c().await; };
+/// let result = settee::pull_until(&replica, &remote, &Default::default(), |_| {}, stop).await?;
+/// if result.interrupted {
+///     println!("stopped at {}; run again to resume", result.last_seq);
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn pull_until(
+    replica: &Replica,
+    remote: &Remote,
+    config: &PullConfig,
+    on_progress: impl FnMut(&PullProgress) + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<PullResult> {
+    config.validate()?;
+    let _guard = replica.lock_pull(&remote.endpoint().to_string()).await;
+    let mut stop = Stop {
+        signal: Box::pin(shutdown),
+        seen: false,
+    };
+    let result = run(replica, remote, config, on_progress, &mut stop).await;
+    // Aborted fetch tasks may have left a blocking diff running.
+    replica.blocking_idle().await;
+    result
+}
+
+/// The shutdown future and whether it has completed (a completed future
+/// must not be polled again).
+struct Stop<F> {
+    signal: std::pin::Pin<Box<F>>,
+    seen: bool,
+}
+
+impl<F: std::future::Future<Output = ()>> Stop<F> {
+    /// True once shutdown was asked for; never waits.
+    fn requested(&mut self) -> bool {
+        if !self.seen {
+            self.seen = futures::FutureExt::now_or_never(self.signal.as_mut()).is_some();
+        }
+        self.seen
+    }
+
+    /// Completes when shutdown is asked for.
+    async fn wait(&mut self) {
+        if !self.seen {
+            self.signal.as_mut().await;
+            self.seen = true;
+        }
+    }
+}
+
 /// [`pull`], calling `on_progress` after every committed batch.
 ///
 /// # Durability
@@ -220,9 +298,18 @@ pub async fn pull_with_progress(
     replica: &Replica,
     remote: &Remote,
     config: &PullConfig,
-    mut on_progress: impl FnMut(&PullProgress) + Send,
+    on_progress: impl FnMut(&PullProgress) + Send,
 ) -> Result<PullResult> {
-    config.validate()?;
+    pull_until(replica, remote, config, on_progress, std::future::pending()).await
+}
+
+async fn run<F: std::future::Future<Output = ()>>(
+    replica: &Replica,
+    remote: &Remote,
+    config: &PullConfig,
+    mut on_progress: impl FnMut(&PullProgress) + Send,
+    stop: &mut Stop<F>,
+) -> Result<PullResult> {
     let started = Instant::now();
     let started_at_ms = checkpoint::now_ms();
     let server = remote.server_info().await?;
@@ -281,21 +368,54 @@ pub async fn pull_with_progress(
         remote_doc_count: info.doc_count,
         started_at_ms,
         timings: PullTimings::default(),
+        interrupted: false,
     };
     // Documents an earlier pull could not store come first: fetched again
     // with all their leaves, committed without moving the checkpoint.
     // A page at a time, in id order: an id that fails again goes back on
     // the list behind the cursor and waits for the next pull.
+    // A page the server cannot answer is fetched again one id at a time,
+    // and an id that still fails is a failure of that document: it stays on
+    // the list, and the feed is read all the same.
     let mut after: Option<String> = None;
     loop {
+        if stop.requested() {
+            result.interrupted = true;
+            return Ok(result);
+        }
         let ids = replica.pending_retries_after(after.as_deref(), config.batch_size)?;
         let Some(last) = ids.last() else { break };
         after = Some(last.clone());
-        let mut fetched = batch::fetch_retries(&ctx, ids.clone()).await?;
-        let commit_start = Instant::now();
-        let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
-        timings.commit_ms += commit_start.elapsed().as_millis() as u64;
-        result.absorb(fetched, outcome.revs_written);
+        let page = match batch::fetch_retries(&ctx, ids.clone()).await {
+            Ok(fetched) => vec![fetched],
+            Err(Error::Remote(e)) => {
+                tracing::warn!(%e, "fetching failed documents again failed; trying them one by one");
+                let mut each = Vec::new();
+                for id in &ids {
+                    match batch::fetch_retries(&ctx, vec![id.clone()]).await {
+                        Ok(fetched) => each.push(fetched),
+                        Err(Error::Remote(e)) => {
+                            tracing::warn!(%id, %e, "document still failing; it stays on the retry list");
+                            result.record_failure(DocFailure::new(
+                                id,
+                                None,
+                                "retry_failed",
+                                &e.to_string(),
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                each
+            }
+            Err(e) => return Err(e),
+        };
+        for mut fetched in page {
+            let commit_start = Instant::now();
+            let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
+            timings.commit_ms += commit_start.elapsed().as_millis() as u64;
+            result.absorb(fetched, outcome.revs_written);
+        }
         tracing::info!(
             retried = ids.len(),
             "documents from earlier failures fetched again"
@@ -331,9 +451,21 @@ pub async fn pull_with_progress(
         }))
     };
 
-    while let Some(mut task) = rx.recv().await {
+    loop {
+        // Batch boundaries: waiting for the next batch or its fetch, never
+        // inside a commit.
+        let next = tokio::select! {
+            biased;
+            () = stop.wait() => None,
+            task = rx.recv() => task,
+        };
+        let Some(mut task) = next else { break };
         let wait = Instant::now();
-        let joined = (&mut task.0).await;
+        let joined = tokio::select! {
+            biased;
+            () = stop.wait() => break,
+            joined = &mut task.0 => joined,
+        };
         timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
         let (mut fetched, permit) = joined
             .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
@@ -366,10 +498,21 @@ pub async fn pull_with_progress(
         });
     }
     drop(producer);
+    if stop.requested() {
+        // The tasks still queued are aborted as `rx` drops; `pull_until`
+        // waits for their blocking work. The sweep is left to the next pull.
+        drop(rx);
+        result.interrupted = true;
+        timings.total_ms = started.elapsed().as_millis() as u64;
+        result.timings = timings;
+        tracing::info!(last_seq = %result.last_seq, "pull interrupted at a batch boundary");
+        return Ok(result);
+    }
     // Superseded bodies were only listed as garbage during the pull, so
     // that random deletes never inflate a batch's transaction.
     let sweeper = replica.clone();
-    let swept = tokio::task::spawn_blocking(move || sweeper.sweep())
+    let swept = replica
+        .spawn_blocking(move || sweeper.sweep())
         .await
         .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
     tracing::debug!(swept, "superseded bodies deleted");
@@ -385,6 +528,14 @@ pub async fn pull_with_progress(
 }
 
 impl PullResult {
+    /// Counts a failure that has no batch (a retry that failed again).
+    fn record_failure(&mut self, failure: DocFailure) {
+        self.doc_write_failures += 1;
+        if self.failures.len() < MAX_FAILURES_KEPT {
+            self.failures.push(failure);
+        }
+    }
+
     /// Adds a committed batch's figures.
     fn absorb(&mut self, fetched: batch::FetchedBatch, revs_written: u64) {
         self.batches += 1;

@@ -9,13 +9,29 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// The replica directory could not be opened.
-    #[error("cannot open replica {path}: {source}; is another settee process using it, or is the path not writable?")]
+    #[error("cannot open replica {path}: {source}; is the path writable?")]
     Open {
         /// The replica directory.
         path: PathBuf,
         /// The storage error.
         #[source]
         source: sled::Error,
+    },
+
+    /// The replica path is a file, not a directory.
+    #[error("cannot open replica {path}: not a directory; give a directory (new or a replica)")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// Another process (or this one, still) has the replica open.
+    #[error("replica {path} is locked by {holder}; wait for it to finish or stop it")]
+    Locked {
+        /// The replica directory.
+        path: PathBuf,
+        /// Who holds it, as its `owner` file says.
+        holder: String,
     },
 
     /// `open_existing` found no replica at this path.

@@ -15,6 +15,7 @@ mod commit;
 mod document;
 mod error;
 mod keys;
+mod lock;
 
 pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
 pub(crate) use document::DocRecord;
@@ -152,6 +153,8 @@ struct Inner {
     /// follow the replica (views, change subscriptions). Sent after the
     /// flush, so a receiver never sees a sequence that could be lost.
     committed: tokio::sync::watch::Sender<u64>,
+    /// The pull lock and the count of running blocking tasks (`lock.rs`).
+    usage: lock::Usage,
 }
 
 impl Replica {
@@ -162,7 +165,7 @@ impl Replica {
             path: path.clone(),
             source,
         };
-        let db = open_db(&path, config.cache_capacity).map_err(open_err)?;
+        let db = lock::open_db(&path, config.cache_capacity)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let trees = Trees {
             docs: tree("docs")?,
@@ -214,6 +217,7 @@ impl Replica {
                 config,
                 write_lock: Mutex::new(()),
                 committed: tokio::sync::watch::Sender::new(seq),
+                usage: lock::Usage::default(),
             }),
         };
         replica.drop_unclaimed_attachments()?;
@@ -615,33 +619,6 @@ impl Replica {
     /// Bytes on disk, as sled reports them.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
-    }
-}
-
-/// How long `open` waits for a file lock that this process may still hold.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Opens the sled database, waiting briefly for its file lock: sled
-/// releases the lock when its last internal reference goes, and epoch-based
-/// reclamation can keep one alive for a moment after the replica was
-/// dropped, so a replica reopened right after being closed would otherwise
-/// fail at random. Another process holding it still fails, after the wait.
-fn open_db(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            .open()
-        {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
     }
 }
 

@@ -219,7 +219,9 @@ impl TestDb {
         let mut out = Vec::new();
         for id in ids {
             let (winner, deleted) = winners[&id].clone();
-            let leaves = self.get_json(&format!("{}?open_revs=all", enc_id(&id))).await;
+            let leaves = self
+                .get_json(&format!("{}?open_revs=all", enc_id(&id)))
+                .await;
             let mut leaves: Vec<(u64, String, bool, Value)> = leaves
                 .as_array()
                 .expect("open_revs array")

@@ -138,7 +138,9 @@ impl Gate {
             }
         }
         let mut rx = self.0.open.subscribe();
-        self.0.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _held = Held(&self.0.held);
         let _ = rx.wait_for(|open| *open).await;
     }

@@ -1,0 +1,216 @@
+//! Issue 12: a failed first pull leaves nothing behind, clear errors for a
+//! file or a locked replica, per-document failures where one document used
+//! to fail every later pull, stopping a pull cleanly, one pull at a time.
+
+use crate::support::proxy::{Gate, Rule};
+use crate::support::*;
+use settee::{PullConfig, Replica, ReplicaConfig, RetryPolicy};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_pull_leaves_no_replica_behind() {
+    let db = TestDb::new("firstfail").await;
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("refused", format!("http://127.0.0.1:1/{}", db.name)),
+        (
+            "no such db",
+            format!("{}/settee-no-such-db", s.authed_base()),
+        ),
+        (
+            "401",
+            format!(
+                "{}/{}",
+                server::with_userinfo(&s.base, "settee-nobody:wrong-password"),
+                enc(&db.name)
+            ),
+        ),
+    ];
+    for (what, url) in &cases {
+        let target = dir.path().join("new");
+        let out = settee(&["pull", "--retries", "0", url, target.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        assert!(!target.exists(), "{what}: {} left behind", target.display());
+
+        // An empty directory given by the user stays, empty.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let out = settee(&["pull", "--retries", "0", url, empty.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{what}");
+    }
+}
+
+#[test]
+fn pulling_into_a_file_says_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a replica").unwrap();
+    let out = settee(&["pull", "http://127.0.0.1:1/db", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("not a directory"), "{err}");
+    assert!(!err.contains("another settee process"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a replica");
+}
+
+#[test]
+fn a_replica_open_in_another_process_is_reported_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let _held = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    for cmd in ["status", "dump"] {
+        let out = settee(&[cmd, path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = stderr(&out);
+        assert!(err.contains("is locked by pid"), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("pid {} ", std::process::id())),
+            "names the holder: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_whose_refetch_keeps_failing_does_not_stop_later_pulls() {
+    let db = TestDb::seeded("retryfail", &["--cards", "12"]).await;
+    let proxy = db.behind_proxy().await;
+    // The first _bulk_get answer leaves its first document out: it goes on
+    // the retry list.
+    fn drop_first(answer: &mut serde_json::Value) {
+        if let Some(results) = answer["results"].as_array_mut() {
+            results.remove(0);
+        }
+    }
+    proxy.set_rules(vec![Rule::edit_json("_bulk_get", drop_first).once()]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let first = pull(&replica, &remote, 1000, 5).await;
+    let retry = replica.pending_retries().unwrap();
+    assert_eq!(retry.len(), 1, "{:?}", first.failures);
+    let failing = retry[0].clone();
+
+    // Its refetch now fails for good, and the server has a new document.
+    proxy.set_rules(vec![Rule::respond(
+        "open_revs=all",
+        500,
+        r#"{"error":"unknown_error","reason":"badmatch"}"#,
+    )]);
+    db.bulk_docs(vec![serde_json::json!({"_id": "zz-new"})], true)
+        .await;
+    let second = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(second.doc_write_failures, 1, "{:?}", second.failures);
+    assert_eq!(second.failures[0].id, failing);
+    assert_eq!(second.failures[0].error, "retry_failed");
+    assert!(
+        replica.get("zz-new").unwrap().is_some(),
+        "the feed was read"
+    );
+    assert_eq!(replica.pending_retries().unwrap(), vec![failing.clone()]);
+
+    proxy.clear_rules();
+    let third = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(third.doc_write_failures, 0, "{:?}", third.failures);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bulk_get_one_failing_document_fails_alone() {
+    let db = TestDb::seeded("fallbackfail", &["--cards", "12"]).await;
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![
+        Rule::not_found("_bulk_get"),
+        Rule::respond(
+            "/c-000003?",
+            500,
+            r#"{"error":"unknown_error","reason":"badmatch"}"#,
+        ),
+    ]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let first = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(first.doc_write_failures, 1, "{:?}", first.failures);
+    assert_eq!(first.failures[0].id, "c-000003");
+    assert_eq!(replica.pending_retries().unwrap(), vec!["c-000003"]);
+
+    proxy.set_rules(vec![Rule::not_found("_bulk_get")]);
+    let second = pull(&replica, &remote, 1000, 5).await;
+    assert_eq!(second.doc_write_failures, 0, "{:?}", second.failures);
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pull_returns_with_nothing_left_running() {
+    let db = TestDb::seeded("stop", &["--cards", "100"]).await;
+    let proxy = db.behind_proxy().await;
+    let gate = Gate::new();
+    // The third _bulk_get waits at the gate; the pull is stopped there.
+    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).skip(2)]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let stop = {
+        let gate = gate.clone();
+        async move { gate.wait_held(1).await }
+    };
+    let result = settee::pull_until(
+        &replica,
+        &remote,
+        &PullConfig::new(10, 3).unwrap(),
+        |_| {},
+        stop,
+    )
+    .await
+    .unwrap();
+    assert!(result.interrupted);
+    assert!(result.batches <= 2, "stopped before the held batch");
+    let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
+    if result.batches > 0 {
+        let cp: settee::Checkpoint =
+            serde_json::from_value(replica.checkpoint(&rep_id).unwrap().unwrap()).unwrap();
+        assert_eq!(cp.last_seq, result.last_seq, "what it reports is committed");
+    }
+    assert_eq!(replica.handle_count(), 1, "no task holds the replica");
+    gate.open();
+    proxy.clear_rules();
+
+    let resumed = pull(&replica, &remote, 10, 3).await;
+    assert_eq!(resumed.start_seq, result.last_seq);
+    assert!(!resumed.interrupted);
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_on_one_replica_run_one_at_a_time() {
+    let db = TestDb::seeded("serial", &["--cards", "30"]).await;
+    let proxy = db.behind_proxy().await;
+    let gate = Gate::new();
+    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).once()]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let first = {
+        let (replica, remote) = (replica.clone(), remote.clone());
+        tokio::spawn(async move { pull(&replica, &remote, 1000, 1).await })
+    };
+    gate.wait_held(1).await;
+    let holder = replica
+        .pull_holder()
+        .expect("the first pull holds the replica");
+    assert!(holder.contains(&db.name), "{holder}");
+    assert!(!holder.contains(&server().password), "{holder}");
+    let second = {
+        let (replica, remote) = (replica.clone(), remote.clone());
+        tokio::spawn(async move { pull(&replica, &remote, 1000, 1).await })
+    };
+    gate.open();
+    let first = first.await.unwrap();
+    let second = second.await.unwrap();
+    // Had they overlapped, the second would have started from scratch.
+    assert_eq!(second.start_seq, first.last_seq);
+    assert_eq!(second.docs_written, 0);
+    assert!(replica.pull_holder().is_none());
+}
