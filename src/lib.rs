@@ -73,7 +73,7 @@ pub use replicate::{
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
     AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
-    ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION,
+    ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION, MAX_NESTING,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.

@@ -214,3 +214,49 @@ async fn pulls_on_one_replica_run_one_at_a_time() {
     assert_eq!(second.docs_written, 0);
     assert!(replica.pull_holder().is_none());
 }
+
+/// `{"_id": id, "d": {"a": … {"a": 1} … }}` with the body nested `levels` deep.
+fn nested_doc(id: &str, levels: usize) -> serde_json::Value {
+    let mut v = serde_json::json!(1);
+    for _ in 0..levels.saturating_sub(1) {
+        v = serde_json::json!({ "a": v });
+    }
+    serde_json::json!({"_id": id, "d": v})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_documents_read_back_and_too_deep_ones_fail_alone() {
+    let db = TestDb::seeded("deep", &["--cards", "5"]).await;
+    db.bulk_docs(
+        vec![
+            nested_doc("deep-200", 200),
+            nested_doc("deep-max", settee::MAX_NESTING),
+            nested_doc("deep-over", settee::MAX_NESTING + 1),
+        ],
+        true,
+    )
+    .await;
+    let (dir, replica) = temp_replica();
+    let result = pull(&replica, &db.remote(), 1000, 5).await;
+    assert_eq!(result.doc_write_failures, 1, "{:?}", result.failures);
+    assert_eq!(result.failures[0].id, "deep-over");
+    assert!(
+        result.failures[0].reason.contains("levels deep"),
+        "says why: {:?}",
+        result.failures[0]
+    );
+    for (id, levels) in [("deep-200", 200), ("deep-max", settee::MAX_NESTING)] {
+        let doc = replica.get(id).unwrap().expect("stored");
+        assert_eq!(doc.to_json()["d"], nested_doc(id, levels)["d"], "{id}");
+    }
+    let path = dir.path().join("replica");
+    let rep_s = path.to_str().unwrap().to_owned();
+    drop(replica);
+    let out = settee(&["get", &rep_s, "deep-200"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = settee(&["dump", &rep_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    let server_ids = db.changed_ids().await.len();
+    assert_eq!(lines, server_ids - 1, "every document but the refused one");
+}

@@ -51,6 +51,14 @@ impl DocParts {
     pub(crate) fn split(raw: &RawValue, expected: &str) -> Result<DocParts, String> {
         let Fields(fields) = serde_json::from_str(raw.get())
             .map_err(|e| format!("a fetched document is not a JSON object: {e}"))?;
+        // Refused here, alone, rather than stored and unreadable later.
+        let depth = crate::store::nesting_depth(raw.get());
+        if depth > crate::store::MAX_NESTING {
+            return Err(format!(
+                "the document nests {depth} levels deep; settee stores at most {} levels",
+                crate::store::MAX_NESTING
+            ));
+        }
         let mut id = None;
         let mut rev = None;
         let mut revisions = None;

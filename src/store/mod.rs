@@ -16,11 +16,13 @@ mod document;
 mod error;
 mod keys;
 mod lock;
+mod nesting;
 
 pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
+pub use nesting::{nesting_depth, MAX_NESTING};
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};
@@ -283,7 +285,7 @@ impl Replica {
         };
         let key = keys::seq_key(body_id);
         match self.inner.trees.bodies.get(key)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
+            Some(bytes) => nesting::parse_body(&bytes)
                 .map(Some)
                 .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e)),
             None => Err(StoreError::corrupt(
