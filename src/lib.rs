@@ -72,8 +72,9 @@ pub use replicate::{
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
-    AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
-    ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION, MAX_NESTING,
+    AttachmentStub, BatchOutcome, Change, CheckReport, DocInfo, Document, IncomingRev,
+    RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, WriteBatch, FORMAT_VERSION,
+    MAX_NESTING,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.

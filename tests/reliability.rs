@@ -260,3 +260,39 @@ async fn deep_documents_read_back_and_too_deep_ones_fail_alone() {
     let server_ids = db.changed_ids().await.len();
     assert_eq!(lines, server_ids - 1, "every document but the refused one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_pulled_replica_and_lists_damage() {
+    let db = TestDb::seeded("check", &["--cards", "20", "--extras"]).await;
+    let (dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 7, 2).await;
+    let report = replica.check().unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_eq!(report.docs, db.changed_ids().await.len() as u64);
+    assert!(report.attachments > 0, "the corpus has attachments");
+    drop(replica);
+    let path = dir.path().join("replica");
+    let rep_s = path.to_str().unwrap();
+    let out = settee(&["check", rep_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("consistent"));
+
+    // Attachment bytes go missing behind the replica's back.
+    {
+        let db = sled::open(&path).unwrap();
+        let atts = db.open_tree("attachments").unwrap();
+        let (digest, _) = atts.iter().next().unwrap().unwrap();
+        atts.remove(digest).unwrap();
+        db.flush().unwrap();
+    }
+    let out = settee(&["check", rep_s, "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["invariant"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"stub_bytes"), "{report:#}");
+}

@@ -34,6 +34,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Time cold pulls of a database into throw-away replicas.
     Bench(BenchArgs),
+    /// Check a replica's integrity (docs/design.md's invariants); exit 0
+    /// when it holds, 4 with the list of violations otherwise.
+    Check(CheckArgs),
 }
 
 /// `settee pull`.
@@ -128,6 +131,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
     /// Print one JSON object per run and a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `settee check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

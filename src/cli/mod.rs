@@ -3,11 +3,13 @@
 //!
 //! Exit codes: 0 success; 1 the document, revision or attachment asked for
 //! is not in the replica; 2 an error (message on stderr); 3 a pull finished
-//! but some documents could not be stored; 130 interrupted (a pull resumes
-//! where it stopped when run again).
+//! but some documents could not be stored; 4 `settee check` found the
+//! replica inconsistent; 130 interrupted (a pull resumes where it stopped
+//! when run again).
 
 mod args;
 mod bench;
+mod check;
 mod dump;
 mod get;
 mod pull;
@@ -25,6 +27,7 @@ pub(crate) enum Outcome {
     Missing(String),
     PartialFailure,
     Interrupted,
+    CheckFailed,
 }
 
 /// Runs the command line of this process.
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
             Command::Get(args) => get::run(args),
             Command::Status(args) => status::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Check(args) => check::run(args),
         }
     });
     match result {
@@ -58,6 +62,7 @@ pub fn main() -> ExitCode {
         }
         Ok(Outcome::PartialFailure) => ExitCode::from(3),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::CheckFailed) => ExitCode::from(4),
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("settee: {e}");

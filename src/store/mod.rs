@@ -11,6 +11,7 @@
 //! the invariants and the crash analysis.
 
 mod attachment_refs;
+mod check;
 mod commit;
 mod document;
 mod error;
@@ -18,6 +19,7 @@ mod keys;
 mod lock;
 mod nesting;
 
+pub use check::{CheckReport, Violation};
 pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};

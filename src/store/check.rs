@@ -1,0 +1,468 @@
+//! `Replica::check`: verifies the invariants of `docs/design.md` on the
+//! data as it is on disk, and lists every violation it finds.
+//!
+//! It recomputes what the write paths maintain (counters, the sequence
+//! index, attachment reference counts) from the records and bodies, and
+//! compares. It reads every tree once, holding per-digest counts and the
+//! set of named body ids in memory (a few dozen bytes per body).
+//!
+//! It must not write: a damaged replica is reported, never repaired here.
+//! Run it on a replica no pull is writing to (sled isolates transactions
+//! from each other, not from plain reads, so a commit landing mid-check
+//! can show as a violation).
+
+use super::attachment_refs::stub_digests;
+use super::{decode_u64, keys, nesting, DocRecord, Replica, StoreError};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One invariant that does not hold, at one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Violation {
+    /// Which invariant (short name, as in `docs/design.md`): `records`,
+    /// `by_seq`, `winner`, `leaf_body`, `garbage`, `stub_bytes`, `att_refs`,
+    /// `counters`, `checkpoint`, `retry`, `meta`.
+    pub invariant: &'static str,
+    /// The tree and key it was found at, e.g. `docs/c-000001`.
+    pub key: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What [`Replica::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Documents checked.
+    pub docs: u64,
+    /// Leaf bodies checked.
+    pub bodies: u64,
+    /// Attachment digests checked.
+    pub attachments: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Every violation found (empty: the replica is consistent).
+    pub violations: Vec<Violation>,
+}
+
+impl CheckReport {
+    /// True when every invariant holds.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn violation(&mut self, invariant: &'static str, key: String, detail: impl ToString) {
+        self.violations.push(Violation {
+            invariant,
+            key,
+            detail: detail.to_string(),
+        });
+    }
+}
+
+impl Replica {
+    /// Checks the replica's invariants (`docs/design.md`): every record
+    /// decodes and its revision tree is well formed; the sequence index and
+    /// the records agree one to one, and `meta/seq` is not behind; every
+    /// winner is a leaf and every leaf, and only a leaf, has its body; no
+    /// record names a garbage body; every stub's bytes are there; the
+    /// `att_refs` counts equal the stubs of the stored bodies; the document
+    /// counters match the winners; each checkpoint decodes and is not ahead
+    /// of the data as far as the replica can tell (a checkpoint implies a
+    /// bound remote); the retry list holds document ids.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let replica = settee::Replica::open(dir.path(), Default::default()).unwrap();
+    /// let report = replica.check().unwrap();
+    /// assert!(report.is_ok(), "{:?}", report.violations);
+    /// ```
+    ///
+    /// # Errors
+    /// Only when the storage itself fails to read
+    /// ([`StoreError::Storage`]); damaged data is a violation, not an error.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let t = self.trees();
+        let mut r = CheckReport::default();
+        let mut named_bodies: HashSet<u64> = HashSet::new();
+        let mut stub_counts: HashMap<String, u64> = HashMap::new();
+        let mut record_seqs: BTreeMap<u64, String> = BTreeMap::new();
+        let (mut live, mut deleted) = (0u64, 0u64);
+
+        for item in t.docs.iter() {
+            let (k, v) = item?;
+            r.docs += 1;
+            let key = format!("docs/{}", String::from_utf8_lossy(&k));
+            let Ok(id) = std::str::from_utf8(&k) else {
+                r.violation("records", key, "the id is not UTF-8");
+                continue;
+            };
+            let record = match DocRecord::decode(&k, &v) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    r.violation("records", key, e);
+                    continue;
+                }
+            };
+            let leaves = record.tree.leaves();
+            let Some(winner) = leaves.first() else {
+                r.violation("winner", key, "the revision tree has no leaf");
+                continue;
+            };
+            for leaf in &leaves {
+                match record.tree.path_to(&leaf.rev) {
+                    Some(path) => {
+                        if let Err(e) = path.validate() {
+                            r.violation("records", key.clone(), format!("{}: {e}", leaf.rev));
+                        }
+                    }
+                    None => r.violation(
+                        "records",
+                        key.clone(),
+                        format!("leaf {} has no path", leaf.rev),
+                    ),
+                }
+            }
+            let revs: Vec<_> = record.tree.revs().collect();
+            if revs.iter().collect::<HashSet<_>>().len() != revs.len() {
+                r.violation("records", key.clone(), "a revision appears twice");
+            }
+            if winner.deleted {
+                deleted += 1;
+            } else {
+                live += 1;
+            }
+            if !record.bodies.contains_key(&winner.rev.to_string()) {
+                r.violation(
+                    "winner",
+                    key.clone(),
+                    format!("winner {} has no body", winner.rev),
+                );
+            }
+            if let Some(other) = record_seqs.insert(record.seq, id.to_owned()) {
+                r.violation(
+                    "by_seq",
+                    key.clone(),
+                    format!("shares sequence {} with {other:?}", record.seq),
+                );
+            }
+            let leaf_revs: HashSet<String> = leaves.iter().map(|l| l.rev.to_string()).collect();
+            for (rev, body_id) in &record.bodies {
+                if !leaf_revs.contains(rev) {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("names a body for {rev}, which is not a leaf"),
+                    );
+                }
+                named_bodies.insert(*body_id);
+                if t.garbage.contains_key(keys::seq_key(*body_id))? {
+                    r.violation(
+                        "garbage",
+                        key.clone(),
+                        format!("names body #{body_id}, which is listed as garbage"),
+                    );
+                }
+                let Some(body) = t.bodies.get(keys::seq_key(*body_id))? else {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("the body of {rev} (#{body_id}) is missing"),
+                    );
+                    continue;
+                };
+                r.bodies += 1;
+                if let Err(e) = nesting::parse_body(&body) {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("the body of {rev} is not a JSON object: {e}"),
+                    );
+                }
+            }
+            for leaf in &leaves {
+                if !record.bodies.contains_key(&leaf.rev.to_string()) {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("leaf {} has no body", leaf.rev),
+                    );
+                }
+            }
+        }
+
+        // Bodies: every one is named by a record or listed as garbage, and
+        // every stub in them (garbage included, until swept) is counted.
+        let max_body_id = self.meta_u64(keys::meta::BODY_ID).unwrap_or(u64::MAX);
+        for item in t.bodies.iter() {
+            let (k, v) = item?;
+            let key = format!("bodies/{}", hex(&k));
+            let Some(body_id) = keys::seq_from_key(&k) else {
+                r.violation("leaf_body", key, "the key is not 8 bytes");
+                continue;
+            };
+            if body_id > max_body_id {
+                r.violation(
+                    "meta",
+                    key.clone(),
+                    format!("body #{body_id} is beyond meta/body_id {max_body_id}"),
+                );
+            }
+            if !named_bodies.contains(&body_id) && !t.garbage.contains_key(&k)? {
+                r.violation(
+                    "garbage",
+                    key.clone(),
+                    "no record names this body and it is not listed as garbage",
+                );
+            }
+            match stub_digests(&v) {
+                Ok(digests) => {
+                    for d in digests {
+                        *stub_counts.entry(d).or_default() += 1;
+                    }
+                }
+                Err(e) => r.violation("stub_bytes", key, format!("unreadable stubs: {e}")),
+            }
+        }
+        for item in t.garbage.iter() {
+            let (k, _) = item?;
+            if let Some(id) = keys::seq_from_key(&k) {
+                if !t.bodies.contains_key(&k)? {
+                    r.violation(
+                        "garbage",
+                        format!("garbage/{}", hex(&k)),
+                        format!("lists body #{id}, which does not exist"),
+                    );
+                }
+            }
+        }
+
+        // Attachments: stubs have bytes, counts equal stubs, no bytes
+        // without a count (staged marks are cleared by `open`).
+        for (digest, n) in &stub_counts {
+            if !t.attachments.contains_key(digest.as_bytes())? {
+                r.violation(
+                    "stub_bytes",
+                    format!("attachments/{digest}"),
+                    format!("{n} stub(s) name these bytes, which are missing"),
+                );
+            }
+        }
+        for item in t.att_refs.iter() {
+            let (k, v) = item?;
+            let digest = String::from_utf8_lossy(&k).into_owned();
+            let key = format!("att_refs/{digest}");
+            let counted = match decode_u64(&k, &v) {
+                Ok(n) => n,
+                Err(e) => {
+                    r.violation("att_refs", key, e);
+                    continue;
+                }
+            };
+            let stubs = stub_counts.get(&digest).copied().unwrap_or(0);
+            if counted != stubs {
+                r.violation(
+                    "att_refs",
+                    key,
+                    format!("counts {counted}, the stored bodies hold {stubs} stub(s)"),
+                );
+            }
+        }
+        for digest in stub_counts.keys() {
+            if !t.att_refs.contains_key(digest.as_bytes())? {
+                r.violation(
+                    "att_refs",
+                    format!("att_refs/{digest}"),
+                    "stored bodies name these bytes, but nothing counts them",
+                );
+            }
+        }
+        for item in t.attachments.iter() {
+            let (k, _) = item?;
+            r.attachments += 1;
+            if !t.att_refs.contains_key(&k)? && !t.att_staged.contains_key(&k)? {
+                r.violation(
+                    "att_refs",
+                    format!("attachments/{}", String::from_utf8_lossy(&k)),
+                    "bytes no stored body names",
+                );
+            }
+        }
+
+        // The sequence index against the records.
+        let mut by_seq_len = 0u64;
+        let mut max_seq = 0u64;
+        for item in t.by_seq.iter() {
+            let (k, v) = item?;
+            by_seq_len += 1;
+            let key = format!("by_seq/{}", hex(&k));
+            let Some(seq) = keys::seq_from_key(&k) else {
+                r.violation("by_seq", key, "the key is not 8 bytes");
+                continue;
+            };
+            max_seq = max_seq.max(seq);
+            let id = String::from_utf8_lossy(&v);
+            match record_seqs.get(&seq) {
+                Some(owner) if *owner == id => {}
+                Some(owner) => r.violation(
+                    "by_seq",
+                    key,
+                    format!("names {id:?}, but sequence {seq} is {owner:?}'s"),
+                ),
+                None => r.violation(
+                    "by_seq",
+                    key,
+                    format!("names {id:?}, whose record is not at sequence {seq}"),
+                ),
+            }
+        }
+        if by_seq_len != r.docs {
+            r.violation(
+                "by_seq",
+                "by_seq".into(),
+                format!("{by_seq_len} entries for {} documents", r.docs),
+            );
+        }
+        let seq = self.meta_u64(keys::meta::SEQ)?;
+        let highest = record_seqs.keys().next_back().copied().unwrap_or(0);
+        if seq < highest.max(max_seq) {
+            r.violation(
+                "meta",
+                "meta/seq".into(),
+                format!("{seq}, behind sequence {}", highest.max(max_seq)),
+            );
+        }
+
+        // Counters.
+        for (name, key, want) in [
+            ("doc_count", keys::meta::DOC_COUNT, live),
+            ("doc_del_count", keys::meta::DEL_COUNT, deleted),
+        ] {
+            match self.meta_u64(key) {
+                Ok(got) if got == want => {}
+                Ok(got) => r.violation(
+                    "counters",
+                    format!("meta/{name}"),
+                    format!("{got}, but {want} documents"),
+                ),
+                Err(e) => r.violation("counters", format!("meta/{name}"), e),
+            }
+        }
+
+        // Checkpoints: decodable, and only for a replica bound to a remote.
+        let bound = t.meta.contains_key(keys::meta::REMOTE)?;
+        for item in t.checkpoints.iter() {
+            let (k, v) = item?;
+            r.checkpoints += 1;
+            let key = format!("checkpoints/{}", String::from_utf8_lossy(&k));
+            match serde_json::from_slice::<serde_json::Value>(&v) {
+                Ok(cp) if cp.get("last_seq").is_some() => {}
+                Ok(_) => r.violation("checkpoint", key.clone(), "no last_seq"),
+                Err(e) => r.violation("checkpoint", key.clone(), e),
+            }
+            if !bound {
+                r.violation(
+                    "checkpoint",
+                    key,
+                    "a checkpoint in a replica bound to no remote",
+                );
+            }
+        }
+
+        // The retry list: document ids.
+        for item in t.retry.iter() {
+            let (k, _) = item?;
+            if k.is_empty() || std::str::from_utf8(&k).is_err() {
+                r.violation(
+                    "retry",
+                    format!("retry/{}", hex(&k)),
+                    "not a document id (empty or not UTF-8)",
+                );
+            }
+        }
+        match t.meta.get(keys::meta::FORMAT)? {
+            Some(v) if decode_u64(keys::meta::FORMAT, &v).ok() == Some(super::FORMAT_VERSION) => {}
+            _ => r.violation("meta", "meta/format".into(), "missing or not this format"),
+        }
+        Ok(r)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::ReplicaConfig;
+
+    fn damaged(damage: impl FnOnce(&Replica)) -> Vec<&'static str> {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rev = |id: &str, hash: &str| crate::store::IncomingRev {
+            id: id.into(),
+            path: crate::revtree::RevPath {
+                start: 1,
+                ids: vec![hash.into()],
+            },
+            deleted: false,
+            body: serde_json::value::to_raw_value(&serde_json::json!({"x": 1})).unwrap(),
+        };
+        let b = crate::store::WriteBatch {
+            revs: vec![rev("a", "aa"), rev("b", "bb")],
+            ..Default::default()
+        };
+        rt.block_on(r.commit(b)).unwrap();
+        assert!(r.check().unwrap().is_ok(), "{:?}", r.check().unwrap());
+        damage(&r);
+        r.check()
+            .unwrap()
+            .violations
+            .into_iter()
+            .map(|v| v.invariant)
+            .collect()
+    }
+
+    #[test]
+    fn finds_each_kind_of_damage() {
+        assert_eq!(damaged(|_| {}), Vec::<&str>::new());
+        let v = damaged(|r| {
+            r.trees()
+                .meta
+                .insert(keys::meta::DOC_COUNT, &7u64.to_be_bytes())
+                .unwrap();
+        });
+        assert_eq!(v, vec!["counters"]);
+        let v = damaged(|r| {
+            let (k, _) = r.trees().by_seq.iter().next().unwrap().unwrap();
+            r.trees().by_seq.remove(k).unwrap();
+        });
+        assert!(v.contains(&"by_seq"), "{v:?}");
+        let v = damaged(|r| {
+            let (k, _) = r.trees().bodies.iter().next().unwrap().unwrap();
+            r.trees().bodies.remove(k).unwrap();
+        });
+        assert_eq!(v, vec!["leaf_body"]);
+        let v = damaged(|r| {
+            r.trees()
+                .att_refs
+                .insert("md5-x", &1u64.to_be_bytes())
+                .unwrap();
+        });
+        assert_eq!(v, vec!["att_refs"]);
+        let v = damaged(|r| {
+            r.trees().checkpoints.insert("abc", &b"{}"[..]).unwrap();
+        });
+        assert!(v.contains(&"checkpoint"), "{v:?}");
+        let v = damaged(|r| {
+            r.trees().docs.insert("c", &b"not json"[..]).unwrap();
+        });
+        assert!(v.contains(&"records"), "{v:?}");
+    }
+}
