@@ -296,3 +296,74 @@ async fn check_passes_a_pulled_replica_and_lists_damage() {
         .collect();
     assert!(kinds.contains(&"stub_bytes"), "{report:#}");
 }
+
+async fn pull_error(replica: &Replica, url: &str) -> settee::Error {
+    let remote = remote_for(url, RetryPolicy::none());
+    settee::pull(replica, &remote, &PullConfig::default())
+        .await
+        .expect_err("the pull must fail")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
+    use settee::{Endpoint, Error, RemoteError};
+    let db = TestDb::seeded("badinput", &["--cards", "10"]).await;
+    let (_dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 1000, 5).await;
+    db.bulk_docs(vec![serde_json::json!({"_id": "late"})], true)
+        .await;
+    let before = replica_dump(&replica);
+    let rep_id = settee::replication_id(
+        &db.remote().server_info().await.unwrap(),
+        db.remote().endpoint(),
+    );
+    let checkpoint = replica.checkpoint(&rep_id).unwrap();
+
+    // Addresses: an unknown scheme, a host that does not resolve.
+    let e = Endpoint::parse("ftp://127.0.0.1/db").unwrap_err();
+    assert!(matches!(e, RemoteError::InvalidUrl { .. }), "{e:?}");
+    let e = pull_error(&replica, "http://settee-no-such-host.invalid:5984/db").await;
+    assert!(
+        matches!(
+            e,
+            Error::Remote(RemoteError::Connect { .. } | RemoteError::Transport { .. })
+        ),
+        "{e:?}"
+    );
+
+    // Servers answering with the wrong thing.
+    let proxy = db.behind_proxy().await;
+    let url = db.url_via(&proxy.url());
+    fn no_last_seq(v: &mut serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("last_seq");
+        }
+    }
+    let db_line = format!("GET /{} HTTP", enc(&db.name));
+    let cases: Vec<(&str, Rule)> = vec![
+        ("empty body", Rule::respond(db_line.as_str(), 200, "")),
+        (
+            "JSON of another shape",
+            Rule::respond("_changes", 200, r#"{"rows":[{"id":"x"}],"total_rows":1}"#),
+        ),
+        (
+            "_changes without last_seq",
+            Rule::edit_json("_changes", no_last_seq),
+        ),
+    ];
+    for (what, rule) in cases {
+        proxy.set_rules(vec![rule]);
+        let e = pull_error(&replica, &url).await;
+        assert!(
+            matches!(
+                e,
+                Error::Remote(RemoteError::InvalidResponse { .. } | RemoteError::NotCouchDb { .. })
+            ),
+            "{what}: {e:?}"
+        );
+        assert!(!e.to_string().contains(&server().password), "{what}: {e}");
+    }
+    assert_eq!(replica_dump(&replica), before, "documents untouched");
+    assert_eq!(replica.checkpoint(&rep_id).unwrap(), checkpoint);
+    assert!(replica.check().unwrap().is_ok());
+}

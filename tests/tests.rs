@@ -28,3 +28,5 @@ mod cli;
 mod parity;
 // Issue 12: failed first pulls, locks, per-document failures, stopping.
 mod reliability;
+// Credentials never leak.
+mod secrets;

@@ -1,6 +1,8 @@
-//! The replica's one write path: a batch of revisions, the attachment bytes
-//! they need and the checkpoint that covers them, committed in a single
-//! multi-tree sled transaction and flushed before the caller hears `Ok`.
+//! The replica's one write path: a batch of revisions, the counts of the
+//! attachment bytes they name and the checkpoint that covers them,
+//! committed in a single multi-tree sled transaction and flushed before the
+//! caller hears `Ok`. The bytes themselves are staged ahead of the batch
+//! (`Replica::stage_attachment`); this transaction claims them.
 
 use super::keys::{self, meta};
 use super::{attachment_refs, decode_u64, DocRecord, Replica, StoreError};
