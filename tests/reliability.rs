@@ -297,6 +297,10 @@ async fn check_passes_a_pulled_replica_and_lists_damage() {
     assert!(kinds.contains(&"stub_bytes"), "{report:#}");
 }
 
+/// A `_changes` page whose one id is not UTF-8.
+const INVALID_UTF8_CHANGES: &[u8] =
+    b"{\"results\":[{\"id\":\"\xff\xfe\",\"seq\":1,\"changes\":[{\"rev\":\"1-a\"}]}],\"last_seq\":1}";
+
 async fn pull_error(replica: &Replica, url: &str) -> settee::Error {
     let remote = remote_for(url, RetryPolicy::none());
     settee::pull(replica, &remote, &PullConfig::default())
@@ -349,6 +353,10 @@ async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
         (
             "_changes without last_seq",
             Rule::edit_json("_changes", no_last_seq),
+        ),
+        (
+            "invalid UTF-8",
+            Rule::respond_bytes("_changes", 200, INVALID_UTF8_CHANGES.to_vec()),
         ),
     ];
     for (what, rule) in cases {

@@ -85,6 +85,15 @@ pub enum Fault {
     /// Wait until the [`Gate`] opens, then forward normally: a test stops a
     /// client at a precise request instead of racing it.
     Hold(Gate),
+    /// Answer directly with these bytes, which need not be UTF-8.
+    RespondBytes {
+        /// HTTP status code.
+        status: u16,
+        /// `Content-Type` of the body.
+        content_type: String,
+        /// The body, sent with a correct `Content-Length`.
+        body: Vec<u8>,
+    },
 }
 
 /// A gate held requests wait at (see [`Fault::Hold`]); closed when made,
@@ -227,6 +236,18 @@ impl Rule {
     /// Forward, then edit the JSON answer with `edit`.
     pub fn edit_json(matcher: impl Into<String>, edit: fn(&mut serde_json::Value)) -> Self {
         Self::new(matcher, Fault::EditJson(edit))
+    }
+
+    /// Answer with `status` and a body of raw bytes (`application/json`).
+    pub fn respond_bytes(matcher: impl Into<String>, status: u16, body: Vec<u8>) -> Self {
+        Self::new(
+            matcher,
+            Fault::RespondBytes {
+                status,
+                content_type: "application/json".into(),
+                body,
+            },
+        )
     }
 
     /// Hold matching requests at `gate` until it opens, then forward.
@@ -404,6 +425,22 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             forward(client, upstream, &fwd_head, body_start).await;
+        }
+        Some(Fault::RespondBytes {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut resp = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                reason(status),
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(&body);
+            if client.write_all(&resp).await.is_ok() {
+                finish(client).await;
+            }
         }
         Some(Fault::Hold(gate)) => {
             gate.pass().await;
