@@ -375,3 +375,40 @@ async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
     assert_eq!(replica.checkpoint(&rep_id).unwrap(), checkpoint);
     assert!(replica.check().unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_over_the_size_limit_fails_alone_until_the_limit_allows_it() {
+    let db = TestDb::seeded("toolarge", &["--cards", "10"]).await;
+    db.bulk_docs(
+        vec![serde_json::json!({"_id": "big", "text": "x".repeat(20_000)})],
+        true,
+    )
+    .await;
+    let (_dir, replica) = temp_replica();
+    let limited = PullConfig::new(1000, 5).unwrap().with_max_doc_bytes(10_000);
+    let first = settee::pull(&replica, &db.remote(), &limited)
+        .await
+        .unwrap();
+    assert_eq!(first.doc_write_failures, 1, "{:?}", first.failures);
+    assert_eq!(first.failures[0].id, "big");
+    assert_eq!(first.failures[0].error, "too_large");
+    assert!(
+        first.failures[0].reason.contains("10000"),
+        "{:?}",
+        first.failures
+    );
+    assert!(replica.get("big").unwrap().is_none());
+    assert_eq!(replica.pending_retries().unwrap(), vec!["big"]);
+    assert!(replica.check().unwrap().is_ok());
+
+    // Still too large: it stays listed. Without the limit it arrives.
+    let again = settee::pull(&replica, &db.remote(), &limited)
+        .await
+        .unwrap();
+    assert_eq!(again.doc_write_failures, 1);
+    assert_eq!(replica.pending_retries().unwrap(), vec!["big"]);
+    let free = pull(&replica, &db.remote(), 1000, 5).await;
+    assert_eq!(free.doc_write_failures, 0, "{:?}", free.failures);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}

@@ -45,6 +45,10 @@ pub struct PullConfig {
     pub batch_size: usize,
     /// Batches fetched at once (and so held in memory at most).
     pub batches_limit: usize,
+    /// The largest document body the pull stores, in bytes of JSON text
+    /// (`None`: no limit). A larger revision fails alone (`too_large`) and
+    /// stays on the retry list, so a later pull with a higher limit takes it.
+    pub max_doc_bytes: Option<usize>,
 }
 
 impl Default for PullConfig {
@@ -54,6 +58,7 @@ impl Default for PullConfig {
         PullConfig {
             batch_size: 1000,
             batches_limit: 5,
+            max_doc_bytes: None,
         }
     }
 }
@@ -64,9 +69,17 @@ impl PullConfig {
         let config = PullConfig {
             batch_size,
             batches_limit,
+            max_doc_bytes: None,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The same settings with a limit on document size (see
+    /// [`PullConfig::max_doc_bytes`]).
+    pub fn with_max_doc_bytes(mut self, limit: usize) -> Self {
+        self.max_doc_bytes = Some(limit);
+        self
     }
 
     fn validate(&self) -> Result<()> {
@@ -411,6 +424,7 @@ async fn run<F: std::future::Future<Output = ()>>(
             Err(e) => return Err(e),
         };
         for mut fetched in page {
+            refuse_oversized(&mut fetched, config.max_doc_bytes);
             let commit_start = Instant::now();
             let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
             timings.commit_ms += commit_start.elapsed().as_millis() as u64;
@@ -469,6 +483,7 @@ async fn run<F: std::future::Future<Output = ()>>(
         timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
         let (mut fetched, permit) = joined
             .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
+        refuse_oversized(&mut fetched, config.max_doc_bytes);
         if let Some(seq) = &fetched.last_seq {
             let cp = Checkpoint::new(seq.clone(), &session_id);
             fetched.write.checkpoint = Some((
@@ -550,6 +565,27 @@ impl PullResult {
     }
 }
 
+/// Takes revisions larger than `limit` out of a batch: each is a failure
+/// of its document, which goes on the retry list.
+fn refuse_oversized(fetched: &mut batch::FetchedBatch, limit: Option<usize>) {
+    let Some(limit) = limit else { return };
+    let revs = std::mem::take(&mut fetched.write.revs);
+    for rev in revs {
+        let size = rev.body.get().len();
+        if size <= limit {
+            fetched.write.revs.push(rev);
+            continue;
+        }
+        fetched.failures.push(DocFailure::new(
+            &rev.id,
+            rev.path.leaf().map(|r| r.to_string()),
+            "too_large",
+            &format!("the body is {size} bytes; this pull stores at most {limit}"),
+        ));
+        fetched.write.retry_later.push(rev.id);
+    }
+}
+
 /// The same database: same server (by uuid when both know it) and name.
 fn same_remote(bound: &RemoteBinding, requested: &RemoteBinding) -> bool {
     if bound.db_name != requested.db_name {
@@ -574,7 +610,8 @@ mod tests {
             PullConfig::default(),
             PullConfig {
                 batch_size: 1000,
-                batches_limit: 5
+                batches_limit: 5,
+                max_doc_bytes: None,
             }
         );
     }
