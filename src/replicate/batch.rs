@@ -33,36 +33,34 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     let rows = page.results;
     let changes = rows.len();
     // Local _revs_diff: which listed leaves the replica lacks.
-    let (wanted, bad_revs) = ctx
-        .replica
-        .spawn_blocking(move || -> Result<_, StoreError> {
-            let mut wanted = Vec::new();
-            let mut bad = Vec::new();
-            for row in rows {
-                let mut revs = Vec::with_capacity(row.changes.len());
-                for c in &row.changes {
-                    match c.rev.parse::<Rev>() {
-                        Ok(r) => revs.push(r),
-                        Err(e) => bad.push(DocFailure::new(
-                            &row.id,
-                            Some(c.rev.clone()),
-                            "bad_request",
-                            &e.to_string(),
-                        )),
-                    }
-                }
-                let missing = replica.missing_revs(&row.id, &revs)?;
-                if !missing.is_empty() {
-                    wanted.push((
-                        row.id,
-                        missing.iter().map(Rev::to_string).collect::<Vec<_>>(),
-                    ));
+    let (wanted, bad_revs) = super::blocking(&ctx.replica, move || -> Result<_, StoreError> {
+        let mut wanted = Vec::new();
+        let mut bad = Vec::new();
+        for row in rows {
+            let mut revs = Vec::with_capacity(row.changes.len());
+            for c in &row.changes {
+                match c.rev.parse::<Rev>() {
+                    Ok(r) => revs.push(r),
+                    Err(e) => bad.push(DocFailure::new(
+                        &row.id,
+                        Some(c.rev.clone()),
+                        "bad_request",
+                        &e.to_string(),
+                    )),
                 }
             }
-            Ok((wanted, bad))
-        })
-        .await
-        .map_err(|e| StoreError::Cancelled(e.to_string()))??;
+            let missing = replica.missing_revs(&row.id, &revs)?;
+            if !missing.is_empty() {
+                wanted.push((
+                    row.id,
+                    missing.iter().map(Rev::to_string).collect::<Vec<_>>(),
+                ));
+            }
+        }
+        Ok((wanted, bad))
+    })
+    .await
+    .map_err(|e| StoreError::Cancelled(e.to_string()))??;
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;

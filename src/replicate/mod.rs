@@ -565,6 +565,15 @@ impl PullResult {
     }
 }
 
+/// Runs `f` on the blocking pool, counted by the replica so that a stopped
+/// pull can wait until it returns (see [`Replica::spawn_blocking`]).
+pub(crate) fn blocking<T: Send + 'static>(
+    replica: &Replica,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    replica.spawn_blocking(f)
+}
+
 /// Takes revisions larger than `limit` out of a batch: each is a failure
 /// of its document, which goes on the retry list.
 fn refuse_oversized(fetched: &mut batch::FetchedBatch, limit: Option<usize>) {
