@@ -412,3 +412,59 @@ async fn a_document_over_the_size_limit_fails_alone_until_the_limit_allows_it() 
     assert!(replica.pending_retries().unwrap().is_empty());
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
+    let db = TestDb::seeded("sigint", &["--cards", "60"]).await;
+    let proxy = db.behind_proxy().await;
+    let gate = Gate::new();
+    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).skip(2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("rep");
+    let rep_s = rep.to_str().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args([
+            "pull",
+            &db.url_via(&proxy.url()),
+            rep_s,
+            "--batch-size",
+            "10",
+            "--batches-limit",
+            "1",
+            "--quiet",
+        ])
+        .env_remove("SETTEE_PASSWORD")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_held(1).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    gate.open();
+    proxy.clear_rules();
+
+    // Two batches were committed: the replica stays, consistent, and resumes.
+    let out = settee(&["check", rep_s]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let replica = Replica::open(&rep, ReplicaConfig::default()).unwrap();
+    assert_eq!(
+        replica.doc_count().unwrap() + replica.deleted_count().unwrap(),
+        20,
+        "two batches of 10"
+    );
+    let resumed = pull(&replica, &db.remote(), 10, 1).await;
+    assert!(resumed.docs_written > 0);
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
