@@ -422,7 +422,7 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
     let rep_s = rep.to_str().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
         .args([
             "pull",
             &db.url_via(&proxy.url()),
