@@ -401,21 +401,26 @@ async fn run<F: std::future::Future<Output = ()>>(
         after = Some(last.clone());
         let page = match batch::fetch_retries(&ctx, ids.clone()).await {
             Ok(fetched) => vec![fetched],
-            Err(Error::Remote(e)) => {
+            // An answer about documents: find out which. Anything else (the
+            // connection, auth, overload) fails the pull as the feed would.
+            Err(Error::Remote(e)) if e.document_failure().is_some() => {
                 tracing::warn!(%e, "fetching failed documents again failed; trying them one by one");
                 let mut each = Vec::new();
                 for id in &ids {
                     match batch::fetch_retries(&ctx, vec![id.clone()]).await {
                         Ok(fetched) => each.push(fetched),
-                        Err(Error::Remote(e)) => {
-                            tracing::warn!(%id, %e, "document still failing; it stays on the retry list");
-                            result.record_failure(DocFailure::new(
-                                id,
-                                None,
-                                "retry_failed",
-                                &e.to_string(),
-                            ));
-                        }
+                        Err(Error::Remote(e)) => match e.document_failure() {
+                            Some((error, reason)) => {
+                                tracing::warn!(%id, %error, %reason, "document still failing; it stays on the retry list");
+                                result.record_failure(DocFailure::new(
+                                    id,
+                                    None,
+                                    "retry_failed",
+                                    &format!("{error}: {reason}"),
+                                ));
+                            }
+                            None => return Err(e.into()),
+                        },
                         Err(e) => return Err(e),
                     }
                 }

@@ -7,6 +7,8 @@
 //! set of named body ids in memory (a few dozen bytes per body).
 //!
 //! It must not write: a damaged replica is reported, never repaired here.
+//! (Opening the replica, which a check needs, does what every open does:
+//! it deletes staged attachment bytes that no commit claimed.)
 //! Run it on a replica no pull is writing to (sled isolates transactions
 //! from each other, not from plain reads, so a commit landing mid-check
 //! can show as a violation).
