@@ -279,7 +279,18 @@ async fn check_passes_a_pulled_replica_and_lists_damage() {
 
     // Attachment bytes go missing behind the replica's back.
     {
-        let db = sled::open(&path).unwrap();
+        // sled may hold its file lock a moment after the last handle went.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(&path) {
+                Ok(db) => break db,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen with sled: {e}"),
+            }
+        };
         let atts = db.open_tree("attachments").unwrap();
         let (digest, _) = atts.iter().next().unwrap().unwrap();
         atts.remove(digest).unwrap();

@@ -167,7 +167,8 @@ impl Replica {
     /// # Errors
     /// [`StoreError::NotADirectory`] when `path` is a file;
     /// [`StoreError::Locked`] when another process has the replica open
-    /// (at once, naming it); [`StoreError::Format`] for another format.
+    /// (within half a second, naming it); [`StoreError::Format`] for another
+    /// format.
     pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let open_err = |source| StoreError::Open {
