@@ -26,6 +26,9 @@
 //! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
 //! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
 //! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
+//! - `sync/`: [`SyncService`], many replicas of one server kept in sync
+//!   (gate, db-epoch staleness and recreation detection, rebuild and swap,
+//!   schedule), with [`SyncHooks`] for view warm-up and push workers.
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -60,6 +63,7 @@ mod remote;
 mod replicate;
 mod revtree;
 mod store;
+mod sync;
 
 pub use error::{Error, Result};
 pub use remote::{
@@ -74,6 +78,10 @@ pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, Rev
 pub use store::{
     AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
     ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION,
+};
+pub use sync::{
+    FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
+    SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.
