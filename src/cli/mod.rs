@@ -12,6 +12,7 @@ mod dump;
 mod get;
 mod pull;
 mod status;
+mod sync;
 
 pub use args::{Cli, Command};
 
@@ -48,6 +49,7 @@ pub fn main() -> ExitCode {
             Command::Get(args) => get::run(args),
             Command::Status(args) => status::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Sync(args) => sync::run(args).await,
         }
     });
     match result {
@@ -124,9 +126,23 @@ pub(crate) fn print_json(out: &mut impl Write, value: &serde_json::Value) -> Res
     Ok(())
 }
 
-fn open_replica(dir: &std::path::Path) -> Result<crate::Replica, CliError> {
+/// Opens the replica directory `dir`, or with `db` the live replica of
+/// that database under the sync root `dir`.
+fn open_replica(dir: &std::path::Path, db: Option<&str>) -> Result<crate::Replica, CliError> {
+    let path = match db {
+        None => dir.to_path_buf(),
+        Some(db) => crate::SyncRoot::new(dir)
+            .current(db)
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "no replica of database {db:?} under the sync root {}; run `settee sync` first",
+                    dir.display()
+                ))
+            })?,
+    };
     Ok(crate::Replica::open_existing(
-        dir,
+        path,
         crate::ReplicaConfig::default(),
     )?)
 }

@@ -612,23 +612,26 @@ impl Counts {
         })
     }
 
-    /// Created: documents the replica had never seen (growth of live plus
-    /// deleted). Deleted: changed documents whose winner is now a tombstone.
-    /// Updated: the other changed documents.
+    /// Deleted: changed documents whose winner is now a tombstone.
+    /// Created: changed live documents with ids the replica had never seen
+    /// (at most the growth of live plus deleted documents; a new id that
+    /// arrives as a tombstone counts as deleted). Updated: the other changed
+    /// live documents.
     fn report(&self, replica: &Replica) -> Result<SyncReport> {
-        let (mut changed, mut deleted) = (0u64, 0u64);
+        let (mut live, mut deleted) = (0u64, 0u64);
         for change in replica.changes(self.seq) {
-            changed += 1;
             if change?.doc.deleted {
                 deleted += 1;
+            } else {
+                live += 1;
             }
         }
         let total = replica.doc_count()? + replica.deleted_count()?;
-        let created = total.saturating_sub(self.total);
+        let created = total.saturating_sub(self.total).min(live);
         Ok(SyncReport {
             created,
             deleted,
-            updated: changed.saturating_sub(created).saturating_sub(deleted),
+            updated: live - created,
             ..SyncReport::default()
         })
     }
