@@ -24,3 +24,5 @@ mod crash;
 mod remote;
 // The `settee` command line.
 mod cli;
+// The sync service: gate, coalescing, recreation, resume, schedule.
+mod sync;

@@ -15,8 +15,8 @@
 //! 4. The checkpoint is past the database's `update_seq` (only when both
 //!    are integers; CouchDB 2+ sequences stay opaque). A checkpoint the
 //!    server refuses is caught by the service when the pull fails.
-//! 5. Revisions probe: for a sample of the replica's documents, none of
-//!    their revisions is known to the remote (`_revs_diff`).
+//! 5. Revisions probe: for most of a sample of the replica's oldest
+//!    documents, no revision is known to the remote (`_revs_diff`).
 //!
 //! Reads only; the identity record is written by the service.
 
@@ -138,11 +138,16 @@ pub(crate) fn check(
     Ok(None)
 }
 
-/// Signal 5: true when none of the sampled documents' revisions (up to
-/// `sample` documents, the first and the last changed) is known to the
-/// remote. A document the remote does not know at all can also be a local
-/// write not pushed yet, so one known document is enough to say "same
-/// database".
+/// Signal 5: true when most of the sampled documents (the first
+/// `sample` of the local changes feed) have no revision the remote knows.
+///
+/// The head of the feed holds documents pulled long ago and not changed
+/// since (a change, local or pulled, moves a document to the tail), so they
+/// came from the remote and it must still know them. A recreated database
+/// whose documents differ fails this; documents reloaded with identical
+/// content get identical revisions (PouchDB and CouchDB hash the content),
+/// are the same documents and count as known. A majority, not "any", so
+/// that a purge or a local write not pushed yet is no reason to rebuild.
 pub(crate) async fn revisions_unknown(
     replica: &Replica,
     remote: &Remote,
@@ -151,18 +156,9 @@ pub(crate) async fn revisions_unknown(
     if sample == 0 {
         return Ok(false);
     }
-    let mut ids: Vec<String> = Vec::new();
-    for change in replica.changes(0).take(sample / 2 + 1) {
-        ids.push(change?.doc.id);
-    }
-    let since = replica.update_seq()?.saturating_sub(sample as u64 / 2);
-    for change in replica.changes(since) {
-        ids.push(change?.doc.id);
-    }
-    ids.sort();
-    ids.dedup();
     let mut asked: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for id in ids {
+    for change in replica.changes(0).take(sample) {
+        let id = change?.doc.id;
         let Some(tree) = replica.rev_tree(&id)? else {
             continue;
         };
@@ -175,7 +171,9 @@ pub(crate) async fn revisions_unknown(
         return Ok(false);
     }
     let missing = remote.revs_diff(&asked).await?;
-    Ok(asked
+    let unknown = asked
         .iter()
-        .all(|(id, revs)| missing.get(id).is_some_and(|m| m.len() >= revs.len())))
+        .filter(|(id, revs)| missing.get(*id).is_some_and(|m| m.len() >= revs.len()))
+        .count();
+    Ok(unknown * 2 > asked.len())
 }
