@@ -487,3 +487,50 @@ async fn cli_sync_then_read_under_the_root() {
     let out = settee(&["status", root, "--db", &off.name]);
     assert_eq!(out.status.code(), Some(2), "no replica for a disabled db");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
+    let db = TestDb::seeded("refused", &["--cards", "30"]).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let before = service.local(&db.name).unwrap();
+
+    // A refresh that cannot reach the server fails, but the ready replica
+    // stays readable (offline first).
+    proxy.set_rules(vec![Rule::drop_connection("")]);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Error);
+    assert_eq!(service.local(&db.name).unwrap().path(), before.path());
+
+    // The server refuses the stored checkpoint, as CouchDB does with a
+    // sequence of another database: rebuilt from the beginning.
+    let checkpoint = db.get_json("").await["update_seq"].clone();
+    let checkpoint = match checkpoint {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    db.bulk_docs(vec![json!({"_id": "late"})], true).await;
+    proxy.set_rules(vec![Rule::respond(
+        format!("/_changes?style=all_docs&since={}&", enc(&checkpoint)),
+        400,
+        r#"{"error":"bad_request","reason":"Malformed sequence supplied in 'since' parameter."}"#,
+    )]);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_eq!(
+        status.last.unwrap().rebuilt,
+        Some(RebuildReason::Checkpoint)
+    );
+    proxy.clear_rules();
+    assert_ne!(service.local(&db.name).unwrap().path(), before.path());
+    assert_replica_equals_server(&service, &db).await;
+}

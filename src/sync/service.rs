@@ -82,6 +82,8 @@ struct DbState {
     live: Option<Replica>,
     /// `live` has been ready: it is handed out while a later sync runs.
     served: bool,
+    /// [`SyncHooks::replica_ready`] was called for `live` in this process.
+    announced: bool,
     /// A rebuild in progress, beside `live`; kept across failures.
     building: Option<Replica>,
     /// Replicas swapped out, deleted once no reader holds them.
@@ -185,22 +187,21 @@ impl SyncService {
         }
     }
 
-    /// The replica of `db` for reading (the seed's `getLocalDB`): `Some`
-    /// once it is ready, and while a later sync of a ready replica runs (a
-    /// rebuild happens beside it and is swapped in when ready); `None` before
-    /// the first successful sync, when disabled, after an error.
+    /// The replica of `db` for reading (the seed's `getLocalDB`).
+    ///
+    /// `Some` once the replica is ready, and from then on through later
+    /// syncs, rebuilds (built beside it and swapped in when ready) and their
+    /// failures: an offline refresh must not take a local-first replica
+    /// away (the seed drops it on error). Also `Some` after a failed first
+    /// sync in this process if the replica on disk completed a pull in an
+    /// earlier one. `None` before that, and while the gate says disabled.
     ///
     /// A handle keeps reading the replica it was given, consistent, even
     /// after a swap; ask again for the new one.
     pub fn local(&self, db: &str) -> Option<Replica> {
         let entry = lock(&self.inner.dbs).get(db).cloned()?;
         let st = lock(&entry.state);
-        let readable = match st.status.state {
-            SyncState::Ready => true,
-            SyncState::CheckingConfig | SyncState::Syncing | SyncState::WarmingViews => st.served,
-            _ => false,
-        };
-        if readable {
+        if st.served && st.status.state != SyncState::Disabled {
             st.live.clone()
         } else {
             None
@@ -277,6 +278,7 @@ impl SyncService {
                         remote: None,
                         live: None,
                         served: false,
+                        announced: false,
                         building: None,
                         retired: Vec::new(),
                         pull: None,
@@ -487,8 +489,9 @@ impl SyncService {
             } else {
                 false
             };
-            let first = !st.served;
+            let first = !st.announced;
             st.served = true;
+            st.announced = true;
             st.status.state = SyncState::Ready;
             st.status.error = None;
             st.status.docs_replicated = Some(result.docs_written);
@@ -531,7 +534,12 @@ impl SyncService {
             Ok(Replica::open(path, config)?)
         })
         .await?;
-        lock(&entry.state).live = Some(replica.clone());
+        // A replica that completed a pull before (in an earlier process) is
+        // a consistent copy to read even if this sync fails.
+        let completed = replica.last_pull()?.is_some();
+        let mut st = lock(&entry.state);
+        st.served |= completed;
+        st.live = Some(replica.clone());
         Ok(replica)
     }
 
