@@ -105,7 +105,10 @@ async fn recreated_database_with_new_epoch_is_rebuilt_and_swapped() {
         "the retired replica is deleted once nobody holds it"
     );
     assert_eq!(
-        SyncRoot::new(dir.path()).current(&db.name).unwrap().as_deref(),
+        SyncRoot::new(dir.path())
+            .current(&db.name)
+            .unwrap()
+            .as_deref(),
         Some(new.path())
     );
 }
@@ -160,7 +163,10 @@ async fn concurrent_calls_for_one_database_make_one_replication() {
         SyncState::Ready
     );
     let one_sync = proxy.count("/_changes");
-    assert!(one_sync >= 2, "80 cards in batches of 25 take several pages");
+    assert!(
+        one_sync >= 2,
+        "80 cards in batches of 25 take several pages"
+    );
     proxy.clear_requests();
 
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +241,10 @@ async fn gate_disabled_missing_and_forced() {
     assert!(status.error.unwrap().contains("no CourseConfig"));
     assert_eq!(proxy.count("/_changes"), 0, "nothing pulled");
     assert!(service.local(&db.name).is_none());
-    assert!(SyncRoot::new(dir.path()).current(&db.name).unwrap().is_none());
+    assert!(SyncRoot::new(dir.path())
+        .current(&db.name)
+        .unwrap()
+        .is_none());
 
     // Disabled stands until the re-check interval passes...
     let rev = db.get_json("CourseConfig").await["_rev"].clone();
@@ -301,14 +310,20 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
         "a readable reason: {reason}"
     );
     assert!(service.local(&db.name).is_none());
-    let partial = SyncRoot::new(dir.path()).current(&db.name).unwrap().unwrap();
+    let partial = SyncRoot::new(dir.path())
+        .current(&db.name)
+        .unwrap()
+        .unwrap();
     assert!(partial.is_dir(), "the partial replica is kept");
 
     proxy.clear_rules();
     proxy.clear_requests();
     let status = service.ensure_synced(&db.name, false).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
-    assert!(status.last.unwrap().rebuilt.is_none(), "resumed, not rebuilt");
+    assert!(
+        status.last.unwrap().rebuilt.is_none(),
+        "resumed, not rebuilt"
+    );
     let first_feed = proxy
         .requests()
         .into_iter()
@@ -346,7 +361,12 @@ async fn destroy_on_failure_leaves_no_partial_replica() {
     assert_eq!(
         std::fs::read_dir(root.db_dir(&db.name))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("gen-"))
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("gen-"))
             .count(),
         0
     );
@@ -410,7 +430,9 @@ async fn schedule_reports_runs_and_stops_promptly() {
 
     // A run stuck in a slow fetch: stop ends it at a batch boundary, fast.
     b.bulk_docs(
-        (0..60).map(|i| json!({"_id": format!("more-{i:02}")})).collect(),
+        (0..60)
+            .map(|i| json!({"_id": format!("more-{i:02}")}))
+            .collect(),
         true,
     )
     .await;

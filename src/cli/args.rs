@@ -217,9 +217,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("6h"), Ok(std::time::Duration::from_secs(21600)));
-        assert_eq!(parse_duration("90s"), Ok(std::time::Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("6h"),
+            Ok(std::time::Duration::from_secs(21600))
+        );
+        assert_eq!(
+            parse_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
         assert!(parse_duration("6").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("h").is_err());

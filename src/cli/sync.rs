@@ -155,7 +155,10 @@ fn print_status(out: &mut impl Write, s: &SyncStatus, as_json: bool) -> Result<(
             "{}: {}{}",
             s.db,
             s.state,
-            s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            s.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         )?,
     }
     Ok(())
@@ -181,7 +184,12 @@ fn print_run(run: &SyncRun, as_json: bool) -> Result<(), CliError> {
             run.duration_ms
         )?;
         for s in run.dbs.iter().filter(|s| s.state == SyncState::Error) {
-            writeln!(out, "  {}: error: {}", s.db, s.error.as_deref().unwrap_or(""))?;
+            writeln!(
+                out,
+                "  {}: error: {}",
+                s.db,
+                s.error.as_deref().unwrap_or("")
+            )?;
         }
     }
     out.flush()?;

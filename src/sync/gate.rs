@@ -20,10 +20,7 @@ pub(crate) async fn check(remote: &Remote, gate: &GateConfig) -> Result<(), Stri
             "{}.{} is {other}, not true",
             gate.doc_id, gate.field_path
         )),
-        None => Err(format!(
-            "{} has no field {}",
-            gate.doc_id, gate.field_path
-        )),
+        None => Err(format!("{} has no field {}", gate.doc_id, gate.field_path)),
     }
 }
 

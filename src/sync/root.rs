@@ -220,8 +220,17 @@ mod tests {
     #[test]
     fn names_are_safe_and_distinct() {
         let root = SyncRoot::new("/r");
-        let names = ["a", "A", "a/b", "a_b", "a$b", "..", "é", "x".repeat(300).as_str()]
-            .map(|n| root.db_dir(n));
+        let names = [
+            "a",
+            "A",
+            "a/b",
+            "a_b",
+            "a$b",
+            "..",
+            "é",
+            "x".repeat(300).as_str(),
+        ]
+        .map(|n| root.db_dir(n));
         for (i, a) in names.iter().enumerate() {
             let file = a.file_name().unwrap().to_str().unwrap();
             assert!(file.len() <= 57, "{file}");

@@ -142,7 +142,10 @@ mod tests {
         let jitter = Duration::from_secs(2);
         for _ in 0..200 {
             let d = jittered(every, jitter);
-            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
         }
         assert_eq!(jittered(every, Duration::ZERO), every);
     }

@@ -246,13 +246,20 @@ impl SyncService {
             .into_iter()
             .map(|mut s| {
                 // Only what this run did counts in its sums.
-                if s.last.as_ref().is_some_and(|r| r.started_at_ms < started_at_ms) {
+                if s.last
+                    .as_ref()
+                    .is_some_and(|r| r.started_at_ms < started_at_ms)
+                {
                     s.last = None;
                 }
                 s
             })
             .collect();
-        SyncRun::from_statuses(started_at_ms, started.elapsed().as_millis() as u64, statuses)
+        SyncRun::from_statuses(
+            started_at_ms,
+            started.elapsed().as_millis() as u64,
+            statuses,
+        )
     }
 
     /// Stops every sync in flight at a batch boundary (each ends in state
@@ -438,7 +445,10 @@ impl SyncService {
             .acquire_owned()
             .await
             .map_err(|_| SyncError::Stopped)?;
-        let pull_config = lock(&entry.state).pull.clone().unwrap_or(config.pull.clone());
+        let pull_config = lock(&entry.state)
+            .pull
+            .clone()
+            .unwrap_or(config.pull.clone());
         let pulled = loop {
             if stale::is_empty(&target)? {
                 let identity = serde_json::to_value(Identity::of(&facts)).unwrap_or_default();
@@ -589,14 +599,14 @@ impl SyncService {
     }
 
     fn remote_for(&self, db: &str) -> Result<Remote> {
-        let url = format!(
-            "{}/{}",
-            self.inner.server,
-            utf8_percent_encode(db, SEGMENT)
-        );
+        let url = format!("{}/{}", self.inner.server, utf8_percent_encode(db, SEGMENT));
         let endpoint = Endpoint::parse(&url).map_err(|e| match e {
             RemoteError::InvalidUrl { reason, .. } => RemoteError::InvalidUrl {
-                url: format!("{}{}", self.inner.server_display, utf8_percent_encode(db, SEGMENT)),
+                url: format!(
+                    "{}{}",
+                    self.inner.server_display,
+                    utf8_percent_encode(db, SEGMENT)
+                ),
                 reason,
             },
             other => other,

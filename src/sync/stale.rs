@@ -102,7 +102,9 @@ pub(crate) fn check(
     let identity = Identity::read(replica)?.unwrap_or_default();
     if let Some(remote_epoch) = &facts.epoch {
         let local_epoch = match replica.get(epoch_doc_id)? {
-            Some(doc) if !doc.deleted => Some(doc.body.get("epoch").cloned().unwrap_or(Value::Null)),
+            Some(doc) if !doc.deleted => {
+                Some(doc.body.get("epoch").cloned().unwrap_or(Value::Null))
+            }
             _ => identity.epoch.clone(),
         };
         if local_epoch.as_ref() != Some(remote_epoch) {
@@ -114,7 +116,11 @@ pub(crate) fn check(
             return Ok(Some(RebuildReason::ServerUuid));
         }
     }
-    let known = |t: &Option<String>| t.as_deref().filter(|t| !t.is_empty() && *t != "0").map(str::to_owned);
+    let known = |t: &Option<String>| {
+        t.as_deref()
+            .filter(|t| !t.is_empty() && *t != "0")
+            .map(str::to_owned)
+    };
     let pouchdb = |vendor: &str| vendor.contains("PouchDB");
     if let (Some(was), Some(now)) = (
         known(&identity.instance_start_time),

@@ -144,7 +144,11 @@ pub struct SyncRun {
 }
 
 impl SyncRun {
-    pub(crate) fn from_statuses(started_at_ms: u64, duration_ms: u64, dbs: Vec<SyncStatus>) -> Self {
+    pub(crate) fn from_statuses(
+        started_at_ms: u64,
+        duration_ms: u64,
+        dbs: Vec<SyncStatus>,
+    ) -> Self {
         let mut run = SyncRun {
             started_at_ms,
             duration_ms,
