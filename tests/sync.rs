@@ -556,3 +556,45 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
     assert_ne!(service.local(&db.name).unwrap().path(), before.path());
     assert_replica_equals_server(&service, &db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_the_replica_stays_readable() {
+    let db = TestDb::seeded("offline", &["--cards", "20"]).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    assert_eq!(
+        first.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let want = replica_dump(&first.local(&db.name).unwrap());
+
+    proxy.set_rules(vec![Rule::drop_connection("")]);
+    // The ready check cannot reach the server: still ready (the seed's rule).
+    let status = first.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    drop(first);
+
+    // A new process, offline: an error, not "disabled", and the replica
+    // completed before is readable.
+    let second = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    let status = second.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Error, "{status:?}");
+    assert!(status.error.unwrap().contains("CourseConfig"));
+    let replica = second.local(&db.name).expect("readable offline");
+    assert_eq!(replica_dump(&replica), want);
+
+    proxy.clear_rules();
+    assert_eq!(
+        second.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+}

@@ -413,13 +413,29 @@ impl SyncService {
         let forced = mode.force || lock(&entry.state).forced;
         if !forced && !was_ready && !mode.refresh {
             set_state(entry, SyncState::CheckingConfig);
-            if let Err(reason) = gate::check(&remote, &config.gate).await {
-                tracing::info!(db, %reason, "local sync disabled");
-                let mut st = lock(&entry.state);
-                st.status.state = SyncState::Disabled;
-                st.status.error = Some(reason);
-                st.disabled_at = Some(Instant::now());
-                return Ok(None);
+            match gate::check(&remote, &config.gate).await {
+                gate::Answer::Enabled => {}
+                gate::Answer::Unreachable(e) if self.has_replica(db) => {
+                    // Offline with a replica on disk: an error, not a
+                    // "disabled", so the replica can still be read.
+                    self.target(entry).await?;
+                    return Err(e.into());
+                }
+                answer => {
+                    let reason = match answer {
+                        gate::Answer::Unreachable(e) => {
+                            format!("cannot read {}: {e}", config.gate.doc_id)
+                        }
+                        gate::Answer::Disabled(reason) => reason,
+                        gate::Answer::Enabled => String::new(),
+                    };
+                    tracing::info!(db, %reason, "local sync disabled");
+                    let mut st = lock(&entry.state);
+                    st.status.state = SyncState::Disabled;
+                    st.status.error = Some(reason);
+                    st.disabled_at = Some(Instant::now());
+                    return Ok(None);
+                }
             }
         }
         if mode.force {
@@ -428,13 +444,27 @@ impl SyncService {
         if !was_ready {
             set_state(entry, SyncState::Syncing);
         }
-        let facts = stale::facts(&remote, &config.epoch_doc_id).await?;
-        let mut target = self.target(entry).await?;
-        let mut rebuilt = self.staleness(entry, &target, &remote, &facts).await?;
+        let checked = async {
+            let facts = stale::facts(&remote, &config.epoch_doc_id).await?;
+            let target = self.target(entry).await?;
+            let rebuilt = self.staleness(entry, &target, &remote, &facts).await?;
+            Ok::<_, Error>((facts, target, rebuilt))
+        }
+        .await;
+        let just_checking = was_ready && !mode.force && !mode.refresh;
+        let (facts, mut target, mut rebuilt) = match checked {
+            Ok(checked) => checked,
+            // As in the seed, a ready replica whose check cannot reach the
+            // remote stays ready: it is the best copy there is.
+            Err(e) if just_checking => {
+                tracing::warn!(db, error = %e, "cannot check the remote; the replica stays ready");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         if rebuilt.is_some() {
             target = self.start_rebuild(entry).await?;
-        }
-        if was_ready && rebuilt.is_none() && !mode.force && !mode.refresh {
+        } else if just_checking {
             return Ok(None);
         }
         set_state(entry, SyncState::Syncing);
@@ -596,6 +626,14 @@ impl SyncService {
         .await?;
         lock(&entry.state).building = Some(replica.clone());
         Ok(replica)
+    }
+
+    /// True when the sync root has a live replica of `db`.
+    fn has_replica(&self, db: &str) -> bool {
+        self.inner
+            .root
+            .current(db)
+            .is_ok_and(|c| c.is_some_and(|p| p.is_dir()))
     }
 
     fn remote_for(&self, db: &str) -> Result<Remote> {
