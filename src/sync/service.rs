@@ -90,8 +90,9 @@ struct DbState {
     retired: Vec<Replica>,
     pull: Option<PullConfig>,
     disabled_at: Option<Instant>,
-    /// Last synced with `force`: later runs skip the gate too.
-    forced: bool,
+    /// The gate said yes (or a sync was forced) in this process: later
+    /// syncs, scheduled ones included, do not ask again.
+    gate_passed: bool,
     inflight: Option<SharedSync>,
 }
 
@@ -229,14 +230,9 @@ impl SyncService {
         let runs = self.databases().into_iter().map(|db| {
             let stop = stop.clone();
             async move {
-                let (disabled, forced) = {
-                    let entry = self.entry(&db);
-                    let st = lock(&entry.state);
-                    (st.status.state == SyncState::Disabled, st.forced)
-                };
                 let mode = Mode {
-                    force: forced,
-                    refresh: !disabled,
+                    force: false,
+                    refresh: true,
                 };
                 self.sync(&db, mode, stop).await
             }
@@ -290,7 +286,7 @@ impl SyncService {
                         retired: Vec::new(),
                         pull: None,
                         disabled_at: None,
-                        forced: false,
+                        gate_passed: false,
                         inflight: None,
                     }),
                 })
@@ -410,8 +406,8 @@ impl SyncService {
             };
             (st.status.state == SyncState::Ready, remote)
         };
-        let forced = mode.force || lock(&entry.state).forced;
-        if !forced && !was_ready && !mode.refresh {
+        let gate_passed = mode.force || lock(&entry.state).gate_passed;
+        if !gate_passed {
             set_state(entry, SyncState::CheckingConfig);
             match gate::check(&remote, &config.gate).await {
                 gate::Answer::Enabled => {}
@@ -438,9 +434,7 @@ impl SyncService {
                 }
             }
         }
-        if mode.force {
-            lock(&entry.state).forced = true;
-        }
+        lock(&entry.state).gate_passed = true;
         if !was_ready {
             set_state(entry, SyncState::Syncing);
         }
@@ -492,9 +486,9 @@ impl SyncService {
             .await;
             match result {
                 Ok(result) => break (result, before),
-                Err(e) if rebuilt.is_none() && recreation_error(&e) => {
+                Err(e) if rebuilt.is_none() && recreation_error(&e).is_some() => {
                     tracing::warn!(db, error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
-                    rebuilt = Some(RebuildReason::Checkpoint);
+                    rebuilt = recreation_error(&e);
                     target = self.start_rebuild(entry).await?;
                 }
                 Err(e) => return Err(e),
@@ -700,13 +694,15 @@ fn set_state(entry: &Entry, state: SyncState) {
 /// A pull error that means the replica's past does not belong to this
 /// database: the server refused the checkpoint (400 on `_changes`), or the
 /// replica is bound to another server.
-fn recreation_error(e: &Error) -> bool {
+fn recreation_error(e: &Error) -> Option<RebuildReason> {
     match e {
-        Error::WrongRemote { .. } => true,
-        Error::Remote(RemoteError::Http { status, url, .. }) => {
-            status.as_u16() == 400 && url.contains("/_changes")
+        Error::WrongRemote { .. } => Some(RebuildReason::ServerUuid),
+        Error::Remote(RemoteError::Http { status, url, .. })
+            if status.as_u16() == 400 && url.contains("/_changes") =>
+        {
+            Some(RebuildReason::Checkpoint)
         }
-        _ => false,
+        _ => None,
     }
 }
 
