@@ -9,9 +9,9 @@
 //!    remote epoch document: not stale.
 //! 2. The server's uuid differs from the one recorded when the replica was
 //!    started: another server answers at this URL.
-//! 3. `instance_start_time` differs (trusted only when both values are
-//!    known, not `"0"`, and the server is not PouchDB Server, whose value
-//!    does not change when a database is recreated).
+//! 3. `instance_start_time` differs (trusted only on CouchDB 3 and later,
+//!    where it is the database's creation time, and when both values are
+//!    known and not `"0"`).
 //! 4. The checkpoint is past the database's `update_seq` (only when both
 //!    are integers; CouchDB 2+ sequences stay opaque). A checkpoint the
 //!    server refuses is caught by the service when the pull fails.
@@ -116,18 +116,19 @@ pub(crate) fn check(
             return Ok(Some(RebuildReason::ServerUuid));
         }
     }
-    let known = |t: &Option<String>| {
-        t.as_deref()
-            .filter(|t| !t.is_empty() && *t != "0")
-            .map(str::to_owned)
-    };
-    let pouchdb = |vendor: &str| vendor.contains("PouchDB");
-    if let (Some(was), Some(now)) = (
-        known(&identity.instance_start_time),
-        known(&facts.info.instance_start_time),
-    ) {
-        if was != now && !pouchdb(&identity.vendor) && !pouchdb(&facts.server.vendor) {
-            return Ok(Some(RebuildReason::InstanceStartTime));
+    if creation_time_is_meaningful(&facts.server) {
+        let known = |t: &Option<String>| {
+            t.as_deref()
+                .filter(|t| !t.is_empty() && *t != "0")
+                .map(str::to_owned)
+        };
+        if let (Some(was), Some(now)) = (
+            known(&identity.instance_start_time),
+            known(&facts.info.instance_start_time),
+        ) {
+            if was != now {
+                return Ok(Some(RebuildReason::InstanceStartTime));
+            }
         }
     }
     let rep_id = replication_id(&facts.server, remote.endpoint());
@@ -182,4 +183,42 @@ pub(crate) async fn revisions_unknown(
         .filter(|(id, revs)| missing.get(*id).is_some_and(|m| m.len() >= revs.len()))
         .count();
     Ok(unknown * 2 > asked.len())
+}
+
+/// Whether this server's `instance_start_time` is the database's creation
+/// time: CouchDB 3 and later. CouchDB 1.x reports when the database file
+/// was opened (it changes on every restart), 2.x reports `"0"`, and PouchDB
+/// Server its own process start, the same for every database.
+fn creation_time_is_meaningful(server: &ServerInfo) -> bool {
+    let major = server
+        .version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    !server.vendor.contains("PouchDB") && major.is_some_and(|m| m >= 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(vendor: &str, version: &str) -> ServerInfo {
+        ServerInfo {
+            uuid: None,
+            vendor: vendor.to_owned(),
+            version: Some(version.to_owned()),
+        }
+    }
+
+    #[test]
+    fn instance_start_time_is_trusted_on_couchdb_3_only() {
+        let apache = "The Apache Software Foundation";
+        assert!(creation_time_is_meaningful(&server(apache, "3.4.2")));
+        assert!(!creation_time_is_meaningful(&server(apache, "2.3.1")));
+        assert!(!creation_time_is_meaningful(&server(apache, "1.7.2")));
+        assert!(!creation_time_is_meaningful(&server(
+            "PouchDB authors",
+            "4.2.0"
+        )));
+    }
 }
