@@ -168,6 +168,13 @@ impl SyncService {
     /// - While a sync of `db` runs: waits for it.
     /// - `disabled`: returns at once until `recheck_disabled_after` passed.
     /// - `error`: tries again, resuming from the replica's checkpoint.
+    ///
+    /// # Durability
+    /// Every pulled batch is durable when committed (see [`crate::pull`]);
+    /// a rebuilt replica becomes live by the atomic, synced swap of
+    /// `CURRENT` ([`SyncRoot`]), after its pull and warm-up. Whatever the
+    /// outcome, including `error` or a crash, the replica `CURRENT` names
+    /// holds whole batches of one incarnation of the remote database.
     pub async fn ensure_synced(&self, db: &str, force: bool) -> SyncStatus {
         self.sync(
             db,
