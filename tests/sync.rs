@@ -689,3 +689,47 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
     assert_eq!(status.state, SyncState::Error);
     assert!(status.error.unwrap().contains("warm-up refused"));
 }
+
+#[test]
+fn cli_sync_every_runs_until_interrupted() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::seeded("cli-every", &["--cards", "10"]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args(["sync", &server().authed_base()])
+        .arg(dir.path())
+        .args(["--db", &db.name, "--every", "300ms", "--json"])
+        .env("RUST_LOG", "warn")
+        .env_remove("SETTEE_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["state"], "ready");
+    // Two scheduled runs, each summed up as one JSON object.
+    for _ in 0..2 {
+        let run: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(run["dbs"][0]["db"], db.name.as_str());
+        assert_eq!(run["failed"], 0);
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settee sync --every ignored Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean stop: {status:?}");
+    drop(rt);
+}

@@ -39,7 +39,9 @@ type SharedSync = Shared<BoxFuture<'static, SyncStatus>>;
 /// seed's `CourseSyncService`); cheap to clone, one per process is enough.
 ///
 /// See the crate README for an example. The states are those of
-/// [`SyncState`]; the on-disk layout is [`SyncRoot`]'s.
+/// [`SyncState`]; the on-disk layout is [`SyncRoot`]'s. One service per
+/// sync root: it opens each replica once and shares it, and a second
+/// service (or process) on the same root would find the replicas locked.
 #[derive(Clone)]
 pub struct SyncService {
     inner: Arc<Inner>,
