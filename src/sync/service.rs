@@ -306,9 +306,10 @@ impl SyncService {
     /// Joins the sync of `db` in flight, or starts one.
     async fn sync(&self, db: &str, mode: Mode, stop: Option<watch::Receiver<bool>>) -> SyncStatus {
         let entry = self.entry(db);
+        let dead = reap(&mut lock(&entry.state));
+        delete_retired(dead).await;
         let shared = {
             let mut st = lock(&entry.state);
-            reap(&mut st);
             if let Some(running) = &st.inflight {
                 running.clone()
             } else {
@@ -519,7 +520,7 @@ impl SyncService {
         self.inner.hooks.warm(&target).await?;
         let warm_ms = warm_started.elapsed().as_millis() as u64;
 
-        let became_live = {
+        let (became_live, dead) = {
             let mut st = lock(&entry.state);
             let swapped = if st.building.is_some() {
                 self.inner.root.make_current(db, target.path())?;
@@ -540,9 +541,9 @@ impl SyncService {
             st.status.docs_replicated = Some(result.docs_written);
             st.status.sync_time_ms = Some(result.timings.total_ms);
             st.status.view_warm_time_ms = Some(warm_ms);
-            reap(&mut st);
-            swapped || first
+            (swapped || first, reap(&mut st))
         };
+        delete_retired(dead).await;
         if became_live {
             self.inner.hooks.replica_ready(db, &target, &remote);
         }
@@ -716,17 +717,38 @@ fn recreation_error(e: &Error) -> Option<RebuildReason> {
 }
 
 /// Deletes retired replicas no reader holds any more.
-fn reap(st: &mut DbState) {
+///
+/// Takes them out of the state under its lock; the caller deletes the
+/// directories with [`delete_retired`] once the lock is released.
+fn reap(st: &mut DbState) -> Vec<PathBuf> {
+    let mut dead = Vec::new();
     st.retired.retain(|r| {
         if r.handle_count() > 1 {
             return true;
         }
-        let path: PathBuf = r.path().to_path_buf();
-        if let Err(e) = remove_dir(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired replica; it goes at the next start");
-        }
+        dead.push(r.path().to_path_buf());
         false
     });
+    dead
+}
+
+/// Deletes the directories of retired replicas, off the async threads.
+async fn delete_retired(paths: Vec<PathBuf>) {
+    if paths.is_empty() {
+        return;
+    }
+    let deleted = blocking(move || {
+        for path in paths {
+            if let Err(e) = remove_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired replica; it goes at the next start");
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = deleted {
+        tracing::warn!(error = %e, "deleting retired replicas failed");
+    }
 }
 
 /// The seed's destroy-on-failure, for replicas never handed out: a failed
