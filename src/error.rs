@@ -3,6 +3,7 @@
 
 use crate::remote::RemoteError;
 use crate::store::StoreError;
+use crate::sync::SyncError;
 
 /// Any settee error.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,10 @@ pub enum Error {
         /// The database asked for.
         requested: String,
     },
+
+    /// The sync service's root directory or a sync failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
 
     /// An option was out of range.
     #[error("invalid setting: {0}")]

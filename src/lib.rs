@@ -26,6 +26,9 @@
 //! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
 //! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
 //! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
+//! - `sync/`: [`SyncService`], many replicas of one server kept in sync
+//!   (gate, db-epoch staleness and recreation detection, rebuild and swap,
+//!   schedule), with [`SyncHooks`] for view warm-up and push workers.
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -60,6 +63,7 @@ mod remote;
 mod replicate;
 mod revtree;
 mod store;
+mod sync;
 
 pub use error::{Error, Result};
 pub use remote::{
@@ -75,6 +79,10 @@ pub use store::{
     AttachmentStub, BatchOutcome, Change, CheckReport, DocInfo, Document, IncomingRev,
     RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, WriteBatch, FORMAT_VERSION,
     MAX_NESTING,
+};
+pub use sync::{
+    FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
+    SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.

@@ -30,3 +30,5 @@ mod parity;
 mod reliability;
 // Credentials never leak.
 mod secrets;
+// The sync service: gate, coalescing, recreation, resume, schedule.
+mod sync;

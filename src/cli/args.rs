@@ -37,6 +37,9 @@ pub enum Command {
     /// Check a replica's integrity (docs/design.md's invariants); exit 0
     /// when it holds, 4 with the list of violations otherwise.
     Check(CheckArgs),
+    /// Sync databases of a server into replicas under a sync root (the
+    /// sync gate, recreation detection and rebuilds of the sync service).
+    Sync(SyncArgs),
 }
 
 /// `settee pull`.
@@ -75,15 +78,21 @@ pub struct PullArgs {
 /// `settee dump`.
 #[derive(Args)]
 pub struct DumpArgs {
-    /// The replica directory.
+    /// The replica directory (with --db: a sync root).
     pub dir: PathBuf,
+    /// Read this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
 }
 
 /// `settee get`.
 #[derive(Args)]
 pub struct GetArgs {
-    /// The replica directory.
+    /// The replica directory (with --db: a sync root).
     pub dir: PathBuf,
+    /// Read this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
     /// The document id.
     pub id: String,
     /// A specific leaf revision instead of the winner.
@@ -103,8 +112,11 @@ pub struct GetArgs {
 /// `settee status`.
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The replica directory.
+    /// The replica directory (with --db: a sync root).
     pub dir: PathBuf,
+    /// Read this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,9 +150,104 @@ pub struct BenchArgs {
 /// `settee check`.
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The replica directory.
+    /// The replica directory (with --db: a sync root).
     pub dir: PathBuf,
+    /// Check this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `settee sync`.
+#[derive(Args)]
+pub struct SyncArgs {
+    /// The server URL, e.g. http://user:pass@127.0.0.1:5984 (no database).
+    pub server_url: String,
+    /// The sync root: one replica directory per database below it.
+    pub root: PathBuf,
+    /// A database to sync (repeat for several).
+    #[arg(long = "db", value_name = "NAME", required = true)]
+    pub dbs: Vec<String>,
+    /// Skip the sync gate (the remote's CourseConfig.localSync.enabled).
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object per database (and per scheduled run), no progress.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep running, syncing again at this interval (e.g. 6h, 30m, 90s)
+    /// with 10% jitter, until Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<std::time::Duration>,
+    /// Change rows per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Batches fetched at once.
+    #[arg(long, default_value_t = 5)]
+    pub batches_limit: usize,
+    /// Databases pulling at the same time.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Retries of a failed request (5xx, timeouts, broken connections).
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// User name (overrides the one in the URL).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
+    #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `90s`, `30m`, `6h`, `1d`, `500ms`: a positive duration.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit: write e.g. 90s, 30m, 6h or 1d"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" | "min" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m, h or d")),
+    };
+    if ms == 0 {
+        return Err("the interval must be more than zero".to_owned());
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("6h"),
+            Ok(std::time::Duration::from_secs(21600))
+        );
+        assert_eq!(
+            parse_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(parse_duration("6").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use crate::cli::args::CheckArgs;
 use std::io::Write;
 
 pub(crate) fn run(args: CheckArgs) -> CliResult {
-    let replica = open_replica(&args.dir)?;
+    let replica = open_replica(&args.dir, args.db.as_deref())?;
     let report = replica.check()?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::ops::Bound;
 
 pub(crate) fn run(args: DumpArgs) -> CliResult {
-    let replica = open_replica(&args.dir)?;
+    let replica = open_replica(&args.dir, args.db.as_deref())?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     // A document that cannot be read is named on stderr; the others are

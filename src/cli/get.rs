@@ -6,7 +6,7 @@ use crate::Rev;
 use std::io::Write;
 
 pub(crate) fn run(args: GetArgs) -> CliResult {
-    let replica = open_replica(&args.dir)?;
+    let replica = open_replica(&args.dir, args.db.as_deref())?;
     let doc = match &args.rev {
         Some(rev) => {
             let rev: Rev = rev

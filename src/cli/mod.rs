@@ -14,6 +14,7 @@ mod dump;
 mod get;
 mod pull;
 mod status;
+mod sync;
 
 pub use args::{Cli, Command};
 
@@ -52,6 +53,7 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args),
+            Command::Sync(args) => sync::run(args).await,
         }
     });
     match result {
@@ -129,9 +131,23 @@ pub(crate) fn print_json(out: &mut impl Write, value: &serde_json::Value) -> Res
     Ok(())
 }
 
-fn open_replica(dir: &std::path::Path) -> Result<crate::Replica, CliError> {
+/// Opens the replica directory `dir`, or with `db` the live replica of
+/// that database under the sync root `dir`.
+fn open_replica(dir: &std::path::Path, db: Option<&str>) -> Result<crate::Replica, CliError> {
+    let path = match db {
+        None => dir.to_path_buf(),
+        Some(db) => crate::SyncRoot::new(dir)
+            .current(db)
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "no replica of database {db:?} under the sync root {}; run `settee sync` first",
+                    dir.display()
+                ))
+            })?,
+    };
     Ok(crate::Replica::open_existing(
-        dir,
+        path,
         crate::ReplicaConfig::default(),
     )?)
 }

@@ -5,10 +5,10 @@ use crate::cli::args::StatusArgs;
 use serde_json::{json, Value};
 
 pub(crate) fn run(args: StatusArgs) -> CliResult {
-    let replica = open_replica(&args.dir)?;
+    let replica = open_replica(&args.dir, args.db.as_deref())?;
     let last_pull = replica.last_pull()?;
     let status = json!({
-        "path": args.dir.display().to_string(),
+        "path": replica.path().display().to_string(),
         "doc_count": replica.doc_count()?,
         "doc_del_count": replica.deleted_count()?,
         "update_seq": replica.update_seq()?,
@@ -23,7 +23,7 @@ pub(crate) fn run(args: StatusArgs) -> CliResult {
     }
     use std::io::Write;
     let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    writeln!(out, "replica        {}", args.dir.display())?;
+    writeln!(out, "replica        {}", replica.path().display())?;
     writeln!(
         out,
         "documents      {} live, {} deleted",

@@ -202,13 +202,6 @@ impl Replica {
         })
     }
 
-    /// Handles to this replica alive now (this one included); for tests
-    /// that check a stopped pull left no clone behind.
-    #[doc(hidden)]
-    pub fn handle_count(&self) -> usize {
-        std::sync::Arc::strong_count(&self.inner)
-    }
-
     /// Waits until no task spawned with [`Replica::spawn_blocking`] runs.
     pub(crate) async fn blocking_idle(&self) {
         let mut rx = self.inner.usage.blocking.subscribe();

@@ -248,6 +248,13 @@ impl Replica {
         Self::open(p, config)
     }
 
+    /// How many handles on this replica are alive, this one included: the
+    /// sync service deletes a swapped-out replica once it holds the last,
+    /// and tests check that a stopped pull left no clone behind.
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The replica's directory.
     pub fn path(&self) -> &Path {
         &self.inner.path

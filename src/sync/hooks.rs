@@ -1,0 +1,44 @@
+//! The seam where work that lives beside the sync plugs in: view warm-up
+//! (`views/`) and the per-replica push worker (`outbox/`). The sync
+//! service calls these; it does not know what they do.
+
+use crate::{Remote, Replica, Result};
+use futures::future::BoxFuture;
+
+/// Callbacks of a [`SyncService`](super::SyncService); every method has a
+/// do-nothing default.
+///
+/// ```
+/// use settee::{Remote, Replica, SyncHooks};
+///
+/// struct LogReady;
+/// impl SyncHooks for LogReady {
+///     fn replica_ready(&self, db: &str, replica: &Replica, _remote: &Remote) {
+///         println!("{db} ready at {}", replica.path().display());
+///     }
+/// }
+/// ```
+pub trait SyncHooks: Send + Sync {
+    /// Runs in state `warming-views`, after every successful pull and
+    /// before the replica is handed out as ready (the seed's
+    /// `warmViewIndices`). Its time is reported as `view_warm_time_ms`. An
+    /// `Err` fails the sync with state `error`.
+    fn warm<'a>(&'a self, replica: &'a Replica) -> BoxFuture<'a, Result<()>> {
+        let _ = replica;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called once each time a replica becomes the one the service hands
+    /// out: the first time a database is ready, and after each rebuild's
+    /// swap (with the new replica). A push worker starts here; the old
+    /// replica's worker should stop when it sees a newer one for `db`.
+    /// Must not block.
+    fn replica_ready(&self, db: &str, replica: &Replica, remote: &Remote) {
+        let _ = (db, replica, remote);
+    }
+}
+
+/// The hooks of a service given none.
+pub(crate) struct NoHooks;
+
+impl SyncHooks for NoHooks {}

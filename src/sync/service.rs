@@ -1,0 +1,785 @@
+//! [`SyncService`]: the replicas of many remote databases of one server,
+//! each synced on demand, with coalesced concurrent calls.
+//!
+//! One entry per database holds its status and its open replicas behind a
+//! std `Mutex` (never held across an `.await`). A sync runs as a spawned
+//! task whose output is shared: every caller that arrives while it runs
+//! awaits the same task, so 100 concurrent calls make one replication, and
+//! a caller that gives up does not cancel it.
+
+use super::hooks::NoHooks;
+use super::root::{remove_dir, SyncRoot};
+use super::stale::{self, Identity, RemoteFacts, IDENTITY_DOC};
+use super::{
+    gate, FailurePolicy, RebuildReason, SyncConfig, SyncError, SyncHooks, SyncReport, SyncRun,
+    SyncState, SyncStatus,
+};
+use crate::replicate::now_ms;
+use crate::{
+    pull_with_progress, Endpoint, Error, PullConfig, Remote, RemoteError, Replica, Result,
+};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::{watch, Semaphore};
+
+/// Database names are one path segment of the server URL.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+type SharedSync = Shared<BoxFuture<'static, SyncStatus>>;
+
+/// Keeps local replicas of many databases of one server in sync (the
+/// seed's `CourseSyncService`); cheap to clone, one per process is enough.
+///
+/// See the crate README for an example. The states are those of
+/// [`SyncState`]; the on-disk layout is [`SyncRoot`]'s. One service per
+/// sync root: it opens each replica once and shares it, and a second
+/// service (or process) on the same root would find the replicas locked.
+#[derive(Clone)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService")
+            .field("server", &self.inner.server_display)
+            .field("root", &self.inner.root.path())
+            .finish()
+    }
+}
+
+struct Inner {
+    /// The server root as given, credentials included: only ever parsed
+    /// into an [`Endpoint`], never printed.
+    server: String,
+    /// The server root without credentials, for messages.
+    server_display: String,
+    root: SyncRoot,
+    config: SyncConfig,
+    hooks: Arc<dyn SyncHooks>,
+    /// Caps the databases pulling at once.
+    permits: Arc<Semaphore>,
+    dbs: Mutex<HashMap<String, Arc<Entry>>>,
+    /// `true` once [`SyncService::shutdown`] was called.
+    shutdown: watch::Sender<bool>,
+}
+
+struct Entry {
+    db: String,
+    state: Mutex<DbState>,
+}
+
+struct DbState {
+    status: SyncStatus,
+    remote: Option<Remote>,
+    /// The replica `CURRENT` names, opened once.
+    live: Option<Replica>,
+    /// `live` has been ready: it is handed out while a later sync runs.
+    served: bool,
+    /// [`SyncHooks::replica_ready`] was called for `live` in this process.
+    announced: bool,
+    /// A rebuild in progress, beside `live`; kept across failures.
+    building: Option<Replica>,
+    /// Replicas swapped out, deleted once no reader holds them.
+    retired: Vec<Replica>,
+    pull: Option<PullConfig>,
+    disabled_at: Option<Instant>,
+    /// The gate said yes (or a sync was forced) in this process: later
+    /// syncs, scheduled ones included, do not ask again.
+    gate_passed: bool,
+    inflight: Option<SharedSync>,
+}
+
+/// How a sync was asked for.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// Skip the gate, and pull even when ready.
+    force: bool,
+    /// A scheduled or manual re-sync: pull even when ready.
+    refresh: bool,
+}
+
+impl SyncService {
+    /// A service for the databases of the server at `server_url` (e.g.
+    /// `http://user:pass@host:5984`), keeping replicas under `root`.
+    ///
+    /// Creates `root` if needed and deletes replica generations a crash
+    /// left behind (a rebuild that never became live, a retired replica).
+    pub fn open(server_url: &str, root: impl AsRef<Path>, config: SyncConfig) -> Result<Self> {
+        Self::open_with_hooks(server_url, root, config, Arc::new(NoHooks))
+    }
+
+    /// [`SyncService::open`] with hooks for view warm-up and push workers.
+    pub fn open_with_hooks(
+        server_url: &str,
+        root: impl AsRef<Path>,
+        config: SyncConfig,
+        hooks: Arc<dyn SyncHooks>,
+    ) -> Result<Self> {
+        config.validate()?;
+        // A database URL of the server checks the scheme, host and credentials.
+        let probe = Endpoint::parse(&format!("{}/probe", server_url.trim_end_matches('/')))?;
+        let server_display = probe.server_url().to_string();
+        let root = SyncRoot::new(root);
+        std::fs::create_dir_all(root.path()).map_err(|e| SyncError::io(root.path(), e))?;
+        for db in root.databases()? {
+            let removed = root.remove_stale_generations(&db, None)?;
+            if removed > 0 {
+                tracing::info!(db, removed, "leftover replica generations deleted");
+            }
+        }
+        Ok(SyncService {
+            inner: Arc::new(Inner {
+                server: server_url.trim_end_matches('/').to_owned(),
+                server_display,
+                root,
+                permits: Arc::new(Semaphore::new(config.max_concurrent_pulls)),
+                config,
+                hooks,
+                dbs: Mutex::new(HashMap::new()),
+                shutdown: watch::Sender::new(false),
+            }),
+        })
+    }
+
+    /// The root directory layout.
+    pub fn root(&self) -> &SyncRoot {
+        &self.inner.root
+    }
+
+    /// Replication settings for one database, instead of the service's.
+    pub fn set_pull_config(&self, db: &str, pull: PullConfig) {
+        lock(&self.entry(db).state).pull = Some(pull);
+    }
+
+    /// Makes sure `db`'s replica is synced (the seed's `ensureSynced`) and
+    /// returns its status; failures are a status with state `error`, never
+    /// a panic or an `Err`.
+    ///
+    /// - First call: checks the gate (unless `force`), pulls, warms, `ready`.
+    /// - While `ready`: checks the remote was not recreated (and rebuilds the
+    ///   replica if it was); pulls again only with `force`.
+    /// - While a sync of `db` runs: waits for it.
+    /// - `disabled`: returns at once until `recheck_disabled_after` passed.
+    /// - `error`: tries again, resuming from the replica's checkpoint.
+    ///
+    /// # Durability
+    /// Every pulled batch is durable when committed (see [`crate::pull`]);
+    /// a rebuilt replica becomes live by the atomic, synced swap of
+    /// `CURRENT` ([`SyncRoot`]), after its pull and warm-up. Whatever the
+    /// outcome, including `error` or a crash, the replica `CURRENT` names
+    /// holds whole batches of one incarnation of the remote database.
+    pub async fn ensure_synced(&self, db: &str, force: bool) -> SyncStatus {
+        self.sync(
+            db,
+            Mode {
+                force,
+                refresh: false,
+            },
+            None,
+        )
+        .await
+    }
+
+    /// The status of `db` (the seed's `getStatus`).
+    pub fn status(&self, db: &str) -> SyncStatus {
+        match lock(&self.inner.dbs).get(db) {
+            Some(entry) => lock(&entry.state).status.clone(),
+            None => SyncStatus::new(db),
+        }
+    }
+
+    /// The replica of `db` for reading (the seed's `getLocalDB`).
+    ///
+    /// `Some` once the replica is ready, and from then on through later
+    /// syncs, rebuilds (built beside it and swapped in when ready) and their
+    /// failures: an offline refresh must not take a local-first replica
+    /// away (the seed drops it on error). Also `Some` after a failed first
+    /// sync in this process if the replica on disk completed a pull in an
+    /// earlier one. `None` before that, and while the gate says disabled.
+    ///
+    /// A handle keeps reading the replica it was given, consistent, even
+    /// after a swap; ask again for the new one.
+    pub fn local(&self, db: &str) -> Option<Replica> {
+        let entry = lock(&self.inner.dbs).get(db).cloned()?;
+        let st = lock(&entry.state);
+        if st.served && st.status.state != SyncState::Disabled {
+            st.live.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Every database this service was asked about, sorted.
+    pub fn databases(&self) -> Vec<String> {
+        let mut dbs: Vec<String> = lock(&self.inner.dbs).keys().cloned().collect();
+        dbs.sort();
+        dbs
+    }
+
+    /// Re-syncs every database the service knows that is not disabled (a
+    /// disabled one is re-checked once `recheck_disabled_after` passed), all
+    /// at once within the pull concurrency limit, and sums up: the manual
+    /// trigger of the schedule. Per-database failures are in the summary.
+    pub async fn sync_all(&self) -> SyncRun {
+        self.sync_all_until(None).await
+    }
+
+    pub(crate) async fn sync_all_until(&self, stop: Option<watch::Receiver<bool>>) -> SyncRun {
+        let started = Instant::now();
+        let started_at_ms = now_ms();
+        let runs = self.databases().into_iter().map(|db| {
+            let stop = stop.clone();
+            async move {
+                let mode = Mode {
+                    force: false,
+                    refresh: true,
+                };
+                self.sync(&db, mode, stop).await
+            }
+        });
+        let statuses = futures::future::join_all(runs).await;
+        let statuses = statuses
+            .into_iter()
+            .map(|mut s| {
+                // Only what this run did counts in its sums.
+                if s.last
+                    .as_ref()
+                    .is_some_and(|r| r.started_at_ms < started_at_ms)
+                {
+                    s.last = None;
+                }
+                s
+            })
+            .collect();
+        SyncRun::from_statuses(
+            started_at_ms,
+            started.elapsed().as_millis() as u64,
+            statuses,
+        )
+    }
+
+    /// Stops every sync in flight at a batch boundary (each ends in state
+    /// `error`, resumable) and waits for them to end. Later calls still work.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let inflight: Vec<SharedSync> = lock(&self.inner.dbs)
+            .values()
+            .filter_map(|e| lock(&e.state).inflight.clone())
+            .collect();
+        futures::future::join_all(inflight).await;
+        self.inner.shutdown.send_replace(false);
+    }
+
+    fn entry(&self, db: &str) -> Arc<Entry> {
+        lock(&self.inner.dbs)
+            .entry(db.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    db: db.to_owned(),
+                    state: Mutex::new(DbState {
+                        status: SyncStatus::new(db),
+                        remote: None,
+                        live: None,
+                        served: false,
+                        announced: false,
+                        building: None,
+                        retired: Vec::new(),
+                        pull: None,
+                        disabled_at: None,
+                        gate_passed: false,
+                        inflight: None,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// Joins the sync of `db` in flight, or starts one.
+    async fn sync(&self, db: &str, mode: Mode, stop: Option<watch::Receiver<bool>>) -> SyncStatus {
+        let entry = self.entry(db);
+        let dead = reap(&mut lock(&entry.state));
+        delete_retired(dead).await;
+        let shared = {
+            let mut st = lock(&entry.state);
+            if let Some(running) = &st.inflight {
+                running.clone()
+            } else {
+                let recheck = self.inner.config.recheck_disabled_after;
+                if st.status.state == SyncState::Disabled
+                    && !mode.force
+                    && st.disabled_at.is_some_and(|t| t.elapsed() < recheck)
+                {
+                    return st.status.clone();
+                }
+                let task = tokio::spawn(self.clone().run(entry.clone(), mode, stop));
+                let db = db.to_owned();
+                let shared = async move {
+                    task.await.unwrap_or_else(|e| {
+                        let mut s = SyncStatus::new(&db);
+                        s.state = SyncState::Error;
+                        s.error = Some(format!("the sync task failed: {e}"));
+                        s
+                    })
+                }
+                .boxed()
+                .shared();
+                st.inflight = Some(shared.clone());
+                shared
+            }
+        };
+        shared.await
+    }
+
+    /// The sync task: runs the sync until done or stopped, records the
+    /// outcome, clears `inflight`.
+    async fn run(
+        self,
+        entry: Arc<Entry>,
+        mode: Mode,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> SyncStatus {
+        let started = Instant::now();
+        let started_at_ms = now_ms();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let outcome = {
+            let body = self.sync_db(&entry, mode, started_at_ms);
+            let stopped = async {
+                let schedule_stop = async {
+                    match stop {
+                        Some(mut rx) => {
+                            let _ = rx.wait_for(|v| *v).await;
+                        }
+                        None => futures::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.wait_for(|v| *v) => {}
+                    _ = schedule_stop => {}
+                }
+            };
+            tokio::select! {
+                outcome = body => outcome,
+                // Dropping the sync drops its pull future: every committed
+                // batch stays, nothing is half written (one transaction each).
+                () = stopped => Err(SyncError::Stopped.into()),
+            }
+        };
+        let mut st = lock(&entry.state);
+        st.inflight = None;
+        match outcome {
+            Ok(Some(mut report)) => {
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                st.status.last = Some(report);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(db = %entry.db, error = %reason, "sync failed");
+                st.status.state = SyncState::Error;
+                st.status.error = Some(reason);
+                if self.inner.config.on_failure == FailurePolicy::Destroy {
+                    destroy_unserved(&self.inner.root, &entry.db, &mut st);
+                }
+            }
+        }
+        st.status.clone()
+    }
+
+    /// One sync of one database. `Ok(None)`: nothing was pulled (disabled,
+    /// or ready and not stale).
+    async fn sync_db(
+        &self,
+        entry: &Entry,
+        mode: Mode,
+        started_at_ms: u64,
+    ) -> Result<Option<SyncReport>> {
+        let db = entry.db.as_str();
+        let config = &self.inner.config;
+        let (was_ready, remote) = {
+            let mut st = lock(&entry.state);
+            let remote = match &st.remote {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.remote_for(db)?;
+                    st.remote = Some(r.clone());
+                    r
+                }
+            };
+            (st.status.state == SyncState::Ready, remote)
+        };
+        let gate_passed = mode.force || lock(&entry.state).gate_passed;
+        if !gate_passed {
+            set_state(entry, SyncState::CheckingConfig);
+            match gate::check(&remote, &config.gate).await {
+                gate::Answer::Enabled => {}
+                gate::Answer::Unreachable(e) if self.has_replica(db) => {
+                    // Offline with a replica on disk: an error, not a
+                    // "disabled", so the replica can still be read.
+                    self.target(entry).await?;
+                    return Err(e.into());
+                }
+                answer => {
+                    let reason = match answer {
+                        gate::Answer::Unreachable(e) => {
+                            format!("cannot read {}: {e}", config.gate.doc_id)
+                        }
+                        gate::Answer::Disabled(reason) => reason,
+                        gate::Answer::Enabled => String::new(),
+                    };
+                    tracing::info!(db, %reason, "local sync disabled");
+                    let mut st = lock(&entry.state);
+                    st.status.state = SyncState::Disabled;
+                    st.status.error = Some(reason);
+                    st.disabled_at = Some(Instant::now());
+                    return Ok(None);
+                }
+            }
+        }
+        lock(&entry.state).gate_passed = true;
+        if !was_ready {
+            set_state(entry, SyncState::Syncing);
+        }
+        let checked = async {
+            let facts = stale::facts(&remote, &config.epoch_doc_id).await?;
+            let target = self.target(entry).await?;
+            let rebuilt = self.staleness(entry, &target, &remote, &facts).await?;
+            Ok::<_, Error>((facts, target, rebuilt))
+        }
+        .await;
+        let just_checking = was_ready && !mode.force && !mode.refresh;
+        let (facts, mut target, mut rebuilt) = match checked {
+            Ok(checked) => checked,
+            // As in the seed, a ready replica whose check cannot reach the
+            // remote stays ready: it is the best copy there is.
+            Err(e) if just_checking => {
+                tracing::warn!(db, error = %e, "cannot check the remote; the replica stays ready");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if rebuilt.is_some() {
+            target = self.start_rebuild(entry).await?;
+        } else if just_checking {
+            return Ok(None);
+        }
+        set_state(entry, SyncState::Syncing);
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        let pull_config = lock(&entry.state)
+            .pull
+            .clone()
+            .unwrap_or(config.pull.clone());
+        let pulled = loop {
+            if stale::is_empty(&target)? {
+                let identity = serde_json::to_value(Identity::of(&facts)).unwrap_or_default();
+                target.put_local(IDENTITY_DOC, &identity).await?;
+            }
+            let before = Counts::of(&target)?;
+            let progress_entry = entry;
+            let result = pull_with_progress(&target, &remote, &pull_config, |p| {
+                lock(&progress_entry.state).status.docs_replicated = Some(p.docs_written);
+            })
+            .await;
+            match result {
+                Ok(result) => break (result, before),
+                Err(e) if rebuilt.is_none() && recreation_error(&e).is_some() => {
+                    tracing::warn!(db, error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
+                    rebuilt = recreation_error(&e);
+                    target = self.start_rebuild(entry).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        drop(permit);
+        let (result, before) = pulled;
+        for failure in &result.failures {
+            tracing::warn!(db, id = %failure.id, error = %failure.error, reason = %failure.reason, "document skipped");
+        }
+        let mut report = before.report(&target)?;
+        report.skipped = result.doc_write_failures;
+        report.docs_written = result.docs_written;
+        report.rebuilt = rebuilt;
+        report.started_at_ms = started_at_ms;
+
+        set_state(entry, SyncState::WarmingViews);
+        let warm_started = Instant::now();
+        self.inner.hooks.warm(&target).await?;
+        let warm_ms = warm_started.elapsed().as_millis() as u64;
+
+        let (became_live, dead) = {
+            let mut st = lock(&entry.state);
+            let swapped = if st.building.is_some() {
+                self.inner.root.make_current(db, target.path())?;
+                st.building = None;
+                if let Some(old) = st.live.replace(target.clone()) {
+                    st.retired.push(old);
+                }
+                tracing::info!(db, path = %target.path().display(), "rebuilt replica swapped in");
+                true
+            } else {
+                false
+            };
+            let first = !st.announced;
+            st.served = true;
+            st.announced = true;
+            st.status.state = SyncState::Ready;
+            st.status.error = None;
+            st.status.docs_replicated = Some(result.docs_written);
+            st.status.sync_time_ms = Some(result.timings.total_ms);
+            st.status.view_warm_time_ms = Some(warm_ms);
+            (swapped || first, reap(&mut st))
+        };
+        delete_retired(dead).await;
+        if became_live {
+            self.inner.hooks.replica_ready(db, &target, &remote);
+        }
+        Ok(Some(report))
+    }
+
+    /// The replica a sync pulls into: the rebuild in progress if there is
+    /// one, else the live replica (created as generation 1 if needed).
+    async fn target(&self, entry: &Entry) -> Result<Replica> {
+        {
+            let st = lock(&entry.state);
+            if let Some(b) = &st.building {
+                return Ok(b.clone());
+            }
+            if let Some(l) = &st.live {
+                return Ok(l.clone());
+            }
+        }
+        let root = self.inner.root.clone();
+        let db = entry.db.clone();
+        let config = self.inner.config.replica.clone();
+        let replica = blocking(move || {
+            root.prepare(&db)?;
+            let path = match root.current(&db)? {
+                Some(path) => path,
+                None => {
+                    let path = root.next_generation(&db)?;
+                    root.make_current(&db, &path)?;
+                    path
+                }
+            };
+            Ok(Replica::open(path, config)?)
+        })
+        .await?;
+        // A replica that completed a pull before (in an earlier process) is
+        // a consistent copy to read even if this sync fails.
+        let completed = replica.last_pull()?.is_some();
+        let mut st = lock(&entry.state);
+        st.served |= completed;
+        st.live = Some(replica.clone());
+        Ok(replica)
+    }
+
+    /// Why `target` must be rebuilt, if it must.
+    async fn staleness(
+        &self,
+        entry: &Entry,
+        target: &Replica,
+        remote: &Remote,
+        facts: &RemoteFacts,
+    ) -> Result<Option<RebuildReason>> {
+        if stale::is_empty(target)? {
+            return Ok(None);
+        }
+        let config = &self.inner.config;
+        let mut reason = stale::check(target, remote, facts, &config.epoch_doc_id)?;
+        if reason.is_none()
+            && stale::revisions_unknown(target, remote, config.revs_probe_docs).await?
+        {
+            reason = Some(RebuildReason::UnknownRevisions);
+        }
+        if let Some(reason) = &reason {
+            tracing::info!(db = %entry.db, ?reason, "the remote database was recreated; rebuilding the replica");
+        }
+        Ok(reason)
+    }
+
+    /// Opens a fresh generation beside the live replica (dropping a stale
+    /// rebuild in progress) and makes it the sync's target.
+    async fn start_rebuild(&self, entry: &Entry) -> Result<Replica> {
+        let old_building = lock(&entry.state).building.take();
+        let root = self.inner.root.clone();
+        let db = entry.db.clone();
+        let config = self.inner.config.replica.clone();
+        let replica = blocking(move || {
+            if let Some(old) = old_building {
+                let path = old.path().to_path_buf();
+                drop(old);
+                remove_dir(&path)?;
+            }
+            let path = root.next_generation(&db)?;
+            Ok(Replica::open(path, config)?)
+        })
+        .await?;
+        lock(&entry.state).building = Some(replica.clone());
+        Ok(replica)
+    }
+
+    /// True when the sync root has a live replica of `db`.
+    fn has_replica(&self, db: &str) -> bool {
+        self.inner
+            .root
+            .current(db)
+            .is_ok_and(|c| c.is_some_and(|p| p.is_dir()))
+    }
+
+    fn remote_for(&self, db: &str) -> Result<Remote> {
+        let url = format!("{}/{}", self.inner.server, utf8_percent_encode(db, SEGMENT));
+        let endpoint = Endpoint::parse(&url).map_err(|e| match e {
+            RemoteError::InvalidUrl { reason, .. } => RemoteError::InvalidUrl {
+                url: format!(
+                    "{}{}",
+                    self.inner.server_display,
+                    utf8_percent_encode(db, SEGMENT)
+                ),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(Remote::new(endpoint, self.inner.config.remote.clone())?)
+    }
+}
+
+/// Live and deleted counts and the update sequence before a pull, to
+/// classify what it changed.
+struct Counts {
+    seq: u64,
+    total: u64,
+}
+
+impl Counts {
+    fn of(replica: &Replica) -> Result<Self> {
+        Ok(Counts {
+            seq: replica.update_seq()?,
+            total: replica.doc_count()? + replica.deleted_count()?,
+        })
+    }
+
+    /// Deleted: changed documents whose winner is now a tombstone.
+    /// Created: changed live documents with ids the replica had never seen
+    /// (at most the growth of live plus deleted documents; a new id that
+    /// arrives as a tombstone counts as deleted). Updated: the other changed
+    /// live documents.
+    fn report(&self, replica: &Replica) -> Result<SyncReport> {
+        let (mut live, mut deleted) = (0u64, 0u64);
+        for change in replica.changes(self.seq) {
+            if change?.doc.deleted {
+                deleted += 1;
+            } else {
+                live += 1;
+            }
+        }
+        let total = replica.doc_count()? + replica.deleted_count()?;
+        let created = total.saturating_sub(self.total).min(live);
+        Ok(SyncReport {
+            created,
+            deleted,
+            updated: live - created,
+            ..SyncReport::default()
+        })
+    }
+}
+
+fn set_state(entry: &Entry, state: SyncState) {
+    lock(&entry.state).status.state = state;
+}
+
+/// A pull error that means the replica's past does not belong to this
+/// database: the server refused the checkpoint (400 on `_changes`), or the
+/// replica is bound to another server.
+fn recreation_error(e: &Error) -> Option<RebuildReason> {
+    match e {
+        Error::WrongRemote { .. } => Some(RebuildReason::ServerUuid),
+        Error::Remote(RemoteError::Http { status, url, .. })
+            if status.as_u16() == 400 && url.contains("/_changes") =>
+        {
+            Some(RebuildReason::Checkpoint)
+        }
+        _ => None,
+    }
+}
+
+/// Deletes retired replicas no reader holds any more.
+///
+/// Takes them out of the state under its lock; the caller deletes the
+/// directories with [`delete_retired`] once the lock is released.
+fn reap(st: &mut DbState) -> Vec<PathBuf> {
+    let mut dead = Vec::new();
+    st.retired.retain(|r| {
+        if r.handle_count() > 1 {
+            return true;
+        }
+        dead.push(r.path().to_path_buf());
+        false
+    });
+    dead
+}
+
+/// Deletes the directories of retired replicas, off the async threads.
+async fn delete_retired(paths: Vec<PathBuf>) {
+    if paths.is_empty() {
+        return;
+    }
+    let deleted = blocking(move || {
+        for path in paths {
+            if let Err(e) = remove_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired replica; it goes at the next start");
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = deleted {
+        tracing::warn!(error = %e, "deleting retired replicas failed");
+    }
+}
+
+/// The seed's destroy-on-failure, for replicas never handed out: a failed
+/// rebuild or a first sync. A replica that was ready keeps serving.
+fn destroy_unserved(root: &SyncRoot, db: &str, st: &mut DbState) {
+    let victim = match st.building.take() {
+        Some(b) => Some(b),
+        None if !st.served => st.live.take(),
+        None => None,
+    };
+    if let Some(replica) = victim {
+        let path = replica.path().to_path_buf();
+        drop(replica);
+        if let Err(e) = remove_dir(&path) {
+            tracing::warn!(db, error = %e, "cannot delete the failed replica");
+        } else if root.current(db).ok().flatten().as_deref() == Some(path.as_path()) {
+            // CURRENT names a directory that is gone: the next sync starts a
+            // new generation and points CURRENT at it.
+            let _ = std::fs::remove_file(root.db_dir(db).join("CURRENT"));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the status half
+    // updated in a way that matters; keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::StoreError::Cancelled(e.to_string()))?
+}

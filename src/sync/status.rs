@@ -1,0 +1,175 @@
+//! What the sync service reports: a database's state and figures, one
+//! sync's report, one scheduled run's summary. Plain serializable data.
+
+use serde::Serialize;
+
+/// Where a database is in its sync (the seed's `CourseSyncState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SyncState {
+    /// No sync was asked for yet.
+    NotStarted,
+    /// Reading the remote's config document (the sync gate).
+    CheckingConfig,
+    /// Pulling (or rebuilding) the replica.
+    Syncing,
+    /// Running the warm-up hook on the pulled replica.
+    WarmingViews,
+    /// The replica is complete as of the last sync and can be read.
+    Ready,
+    /// The remote's config does not enable local sync (or could not be read).
+    Disabled,
+    /// The last sync failed; see [`SyncStatus::error`].
+    Error,
+}
+
+impl SyncState {
+    /// The state's name as the seed spells it (`not-started`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::NotStarted => "not-started",
+            SyncState::CheckingConfig => "checking-config",
+            SyncState::Syncing => "syncing",
+            SyncState::WarmingViews => "warming-views",
+            SyncState::Ready => "ready",
+            SyncState::Disabled => "disabled",
+            SyncState::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status of one database (the seed's `CourseSyncStatus`), with the
+/// figures of its last sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SyncStatus {
+    /// The database name.
+    pub db: String,
+    /// Where it is.
+    pub state: SyncState,
+    /// Revisions written by the last sync.
+    pub docs_replicated: Option<u64>,
+    /// Time of the last sync's pull, milliseconds.
+    pub sync_time_ms: Option<u64>,
+    /// Time of the last warm-up, milliseconds.
+    pub view_warm_time_ms: Option<u64>,
+    /// Why the last sync failed (state `error`), or why it is disabled.
+    pub error: Option<String>,
+    /// The last sync's report.
+    pub last: Option<SyncReport>,
+}
+
+impl SyncStatus {
+    pub(crate) fn new(db: &str) -> Self {
+        SyncStatus {
+            db: db.to_owned(),
+            state: SyncState::NotStarted,
+            docs_replicated: None,
+            sync_time_ms: None,
+            view_warm_time_ms: None,
+            error: None,
+            last: None,
+        }
+    }
+}
+
+/// Why a replica was rebuilt from scratch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RebuildReason {
+    /// The remote's `db-epoch` differs from the replica's copy (or the
+    /// replica lacks it while the remote has one).
+    Epoch,
+    /// The server's uuid changed: another server answers at this URL.
+    ServerUuid,
+    /// The database's `instance_start_time` changed (CouchDB 3).
+    InstanceStartTime,
+    /// The checkpoint is past the database's update sequence (integer
+    /// sequences only), or the server refused it.
+    Checkpoint,
+    /// None of the replica's sampled revisions is known to the remote.
+    UnknownRevisions,
+}
+
+/// What one sync of one database did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SyncReport {
+    /// Documents new to the replica (ids it had never seen).
+    pub created: u64,
+    /// Documents changed whose winner is live and that the replica had.
+    pub updated: u64,
+    /// Documents whose winner is now a tombstone.
+    pub deleted: u64,
+    /// Revisions that could not be stored (logged; retried by the next sync).
+    pub skipped: u64,
+    /// Revisions written.
+    pub docs_written: u64,
+    /// The replica was rebuilt from scratch, and why.
+    pub rebuilt: Option<RebuildReason>,
+    /// Whole sync, milliseconds (gate, checks, pull, warm-up).
+    pub duration_ms: u64,
+    /// When the sync started, Unix milliseconds.
+    pub started_at_ms: u64,
+}
+
+/// The outcome of one run over many databases (a scheduled or manual run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SyncRun {
+    /// When the run started, Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Its duration, milliseconds.
+    pub duration_ms: u64,
+    /// Sums over the databases.
+    pub created: u64,
+    /// Sums over the databases.
+    pub updated: u64,
+    /// Sums over the databases.
+    pub deleted: u64,
+    /// Sums over the databases.
+    pub skipped: u64,
+    /// Databases whose sync failed.
+    pub failed: u64,
+    /// Each database's status after the run.
+    pub dbs: Vec<SyncStatus>,
+}
+
+impl SyncRun {
+    pub(crate) fn from_statuses(
+        started_at_ms: u64,
+        duration_ms: u64,
+        dbs: Vec<SyncStatus>,
+    ) -> Self {
+        let mut run = SyncRun {
+            started_at_ms,
+            duration_ms,
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            skipped: 0,
+            failed: 0,
+            dbs,
+        };
+        for s in &run.dbs {
+            if s.state == SyncState::Error {
+                run.failed += 1;
+            }
+            if let Some(r) = &s.last {
+                run.created += r.created;
+                run.updated += r.updated;
+                run.deleted += r.deleted;
+                run.skipped += r.skipped;
+            }
+        }
+        run
+    }
+}

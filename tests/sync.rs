@@ -1,0 +1,735 @@
+//! The sync service against the real server: the gate, coalescing,
+//! recreation of the remote database (with and without `db-epoch`),
+//! failure and resume, the schedule, and `settee sync`.
+
+use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::*;
+use serde_json::{json, Value};
+use settee::{
+    FailurePolicy, PullConfig, RebuildReason, Remote, RemoteConfig, Replica, RetryPolicy,
+    ScheduleConfig, SyncConfig, SyncHooks, SyncRoot, SyncService, SyncState,
+};
+use std::time::{Duration, Instant};
+
+/// A service over the test server (or a proxy in front of it), small batches.
+fn service(base: &str, root: &std::path::Path, config: SyncConfig) -> SyncService {
+    let s = server();
+    let authed = server::with_userinfo(base, &format!("{}:{}", s.user, s.password));
+    SyncService::open(&authed, root, config).expect("open the sync service")
+}
+
+fn small_batches() -> SyncConfig {
+    SyncConfig::default().with_pull(PullConfig::new(25, 2).unwrap())
+}
+
+fn quick_failures() -> RemoteConfig {
+    let mut retry = RetryPolicy::with_retries(1);
+    retry.initial_backoff = Duration::from_millis(10);
+    retry.max_backoff = Duration::from_millis(20);
+    RemoteConfig::default().with_retry(retry)
+}
+
+/// Deletes and recreates the database on the server, empty.
+async fn recreate(db: &TestDb) {
+    let (status, body) = db.request(reqwest::Method::DELETE, "", None).await;
+    assert!(status == 200 || status == 202, "delete: {body}");
+    let (status, body) = db.request(reqwest::Method::PUT, "", None).await;
+    assert!(status == 201 || status == 202, "create: {body}");
+}
+
+/// Documents written with fixed ids and fixed generation-1 revisions: after
+/// a recreation the same revision ids come back with other bodies, which a
+/// merge into the old replica would never fetch.
+fn fixed_rev_docs(version: &str) -> Vec<Value> {
+    (0..5)
+        .map(|i| {
+            json!({
+                "_id": format!("fixed-{i}"),
+                "_rev": format!("1-{:032x}", 0xabc0 + i),
+                "version": version,
+            })
+        })
+        .collect()
+}
+
+fn enabled_config() -> Value {
+    json!({"_id": "CourseConfig", "localSync": {"enabled": true}})
+}
+
+async fn assert_replica_equals_server(service: &SyncService, db: &TestDb) {
+    let replica = service.local(&db.name).expect("a ready replica");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_database_with_new_epoch_is_rebuilt_and_swapped() {
+    let db = TestDb::seeded("epoch", &["--cards", "60", "--seed", "1", "--epoch", "111"]).await;
+    db.bulk_docs(fixed_rev_docs("old"), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&server().base, dir.path(), small_batches());
+
+    let first = service.ensure_synced(&db.name, false).await;
+    assert_eq!(first.state, SyncState::Ready, "{first:?}");
+    let old = service.local(&db.name).unwrap();
+    let old_dump = replica_dump(&old);
+    assert_same_dump(&old_dump, &db.server_dump().await);
+
+    // Nothing changed: ready stays ready without a rebuild.
+    let again = service.ensure_synced(&db.name, false).await;
+    assert_eq!(again.state, SyncState::Ready);
+    assert!(again.last.unwrap().rebuilt.is_none());
+
+    recreate(&db).await;
+    db.seed(&["--cards", "40", "--seed", "2", "--epoch", "222"]);
+    db.bulk_docs(fixed_rev_docs("new"), false).await;
+
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_eq!(
+        status.last.as_ref().unwrap().rebuilt,
+        Some(RebuildReason::Epoch)
+    );
+    let new = service.local(&db.name).unwrap();
+    assert_ne!(new.path(), old.path(), "built beside the old replica");
+    assert_same_dump(&replica_dump(&new), &db.server_dump().await);
+    assert_eq!(new.get("fixed-0").unwrap().unwrap().body["version"], "new");
+
+    // A reader holding the old handle keeps its consistent, old view.
+    assert_eq!(replica_dump(&old), old_dump);
+    assert_eq!(old.get("fixed-0").unwrap().unwrap().body["version"], "old");
+    let old_path = old.path().to_path_buf();
+    drop(old);
+    service.ensure_synced(&db.name, false).await;
+    assert!(
+        !old_path.exists(),
+        "the retired replica is deleted once nobody holds it"
+    );
+    assert_eq!(
+        SyncRoot::new(dir.path())
+            .current(&db.name)
+            .unwrap()
+            .as_deref(),
+        Some(new.path())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreation_without_epoch_is_caught_by_the_servers_signals() {
+    let cards = |version: &str, n: usize| -> Vec<Value> {
+        let mut docs = vec![enabled_config()];
+        docs.extend((0..n).map(|i| json!({"_id": format!("card-{i:03}"), "v": version})));
+        docs
+    };
+    // Same number of documents: the sequences match, only the revisions
+    // tell. Fewer documents: the checkpoint is past the new update_seq.
+    for (n_after, expected) in [
+        (30, RebuildReason::UnknownRevisions),
+        (10, RebuildReason::Checkpoint),
+    ] {
+        let db = TestDb::new("noepoch").await;
+        db.bulk_docs(cards("old", 30), true).await;
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&server().base, dir.path(), small_batches());
+        assert_eq!(
+            service.ensure_synced(&db.name, false).await.state,
+            SyncState::Ready
+        );
+
+        recreate(&db).await;
+        db.bulk_docs(cards("new", n_after), true).await;
+        let status = service.ensure_synced(&db.name, false).await;
+        assert_eq!(status.state, SyncState::Ready, "{status:?}");
+        let rebuilt = status.last.unwrap().rebuilt;
+        if !server().is_couchdb {
+            assert_eq!(rebuilt, Some(expected), "{n_after} documents after");
+        } else {
+            assert!(rebuilt.is_some(), "CouchDB: some signal fires");
+        }
+        assert_replica_equals_server(&service, &db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_for_one_database_make_one_replication() {
+    let db = TestDb::seeded("coalesce", &["--cards", "80"]).await;
+    let proxy = db.behind_proxy().await;
+    // Slow feed pages make sure the 100 calls overlap the sync.
+    proxy.set_rules(vec![Rule::delay("/_changes", 150)]);
+
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = service(&proxy.url(), reference_dir.path(), small_batches());
+    assert_eq!(
+        reference.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let one_sync = proxy.count("/_changes");
+    assert!(
+        one_sync >= 2,
+        "80 cards in batches of 25 take several pages"
+    );
+    proxy.clear_requests();
+
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&proxy.url(), dir.path(), small_batches());
+    let calls = (0..100).map(|_| service.ensure_synced(&db.name, false));
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| s.state == SyncState::Ready));
+    assert_eq!(
+        proxy.count("/_changes"),
+        one_sync,
+        "100 concurrent calls read the feed as one sync does"
+    );
+    assert_eq!(proxy.count("/CourseConfig"), 1, "one gate check");
+    assert_replica_equals_server(&service, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_databases_sync_independently() {
+    let a = TestDb::seeded("indep-a", &["--cards", "20"]).await;
+    let b = TestDb::seeded("indep-b", &["--cards", "20"]).await;
+    let proxy = a.behind_proxy().await;
+    // a's pull fails for good; b must not care.
+    proxy.set_rules(vec![Rule::respond(
+        format!("/{}/_changes", a.name),
+        500,
+        r#"{"error":"boom","reason":"test"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches()
+            .with_max_concurrent_pulls(1)
+            .with_remote(quick_failures()),
+    );
+    // b has settings of its own: batches of 5.
+    service.set_pull_config(&b.name, PullConfig::new(5, 1).unwrap());
+    let (sa, sb) = tokio::join!(
+        service.ensure_synced(&a.name, false),
+        service.ensure_synced(&b.name, false)
+    );
+    assert_eq!(sa.state, SyncState::Error);
+    assert_eq!(sb.state, SyncState::Ready);
+    let feed_pages = proxy.count(&format!("/{}/_changes", b.name));
+    let rows = b.feed_len().await;
+    // A short last page, or an empty one after a full one (CouchDB's
+    // `pending: 0` can spare it).
+    assert!(
+        feed_pages >= rows.div_ceil(5) && feed_pages <= rows / 5 + 1,
+        "{feed_pages} requests for {rows} rows in pages of 5"
+    );
+    assert!(service.local(&a.name).is_none());
+    assert_replica_equals_server(&service, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_disabled_missing_and_forced() {
+    let db = TestDb::new("gate").await;
+    db.bulk_docs(
+        vec![
+            json!({"_id": "CourseConfig", "localSync": {"enabled": false}}),
+            json!({"_id": "a", "n": 1}),
+        ],
+        true,
+    )
+    .await;
+    let missing = TestDb::new("gate-missing").await;
+    missing.bulk_docs(vec![json!({"_id": "a"})], true).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_recheck_disabled_after(Duration::from_secs(3600)),
+    );
+
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Disabled);
+    assert!(status.error.unwrap().contains("not true"));
+    let status = service.ensure_synced(&missing.name, false).await;
+    assert_eq!(status.state, SyncState::Disabled);
+    assert!(status.error.unwrap().contains("no CourseConfig"));
+    assert_eq!(proxy.count("/_changes"), 0, "nothing pulled");
+    assert!(service.local(&db.name).is_none());
+    assert!(SyncRoot::new(dir.path())
+        .current(&db.name)
+        .unwrap()
+        .is_none());
+
+    // Disabled stands until the re-check interval passes...
+    let rev = db.get_json("CourseConfig").await["_rev"].clone();
+    db.bulk_docs(
+        vec![json!({"_id": "CourseConfig", "_rev": rev, "localSync": {"enabled": true}})],
+        true,
+    )
+    .await;
+    proxy.clear_requests();
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Disabled
+    );
+    assert_eq!(proxy.count(""), 0, "no request before the interval");
+
+    // ...and force skips the gate.
+    let status = service.ensure_synced(&missing.name, true).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_replica_equals_server(&service, &missing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_database_is_checked_again_after_the_interval() {
+    let db = TestDb::new("recheck").await;
+    db.bulk_docs(vec![json!({"_id": "a"})], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &server().base,
+        dir.path(),
+        small_batches().with_recheck_disabled_after(Duration::ZERO),
+    );
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Disabled
+    );
+    db.bulk_docs(vec![enabled_config()], true).await;
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    assert_replica_equals_server(&service, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gone_mid_pull_then_resume_from_checkpoint() {
+    let db = TestDb::seeded("gone", &["--cards", "150", "--realistic"]).await;
+    let proxy = db.behind_proxy().await;
+    // Two batches get through, then the server is unreachable.
+    proxy.set_rules(vec![Rule::drop_connection("/_bulk_get").skip(2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        SyncConfig::default()
+            .with_pull(PullConfig::new(20, 1).unwrap())
+            .with_remote(quick_failures()),
+    );
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Error, "{status:?}");
+    let reason = status.error.unwrap();
+    assert!(
+        reason.contains("_bulk_get") && reason.contains("connection"),
+        "a readable reason: {reason}"
+    );
+    assert!(service.local(&db.name).is_none());
+    let partial = SyncRoot::new(dir.path())
+        .current(&db.name)
+        .unwrap()
+        .unwrap();
+    assert!(partial.is_dir(), "the partial replica is kept");
+
+    proxy.clear_rules();
+    proxy.clear_requests();
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert!(
+        status.last.unwrap().rebuilt.is_none(),
+        "resumed, not rebuilt"
+    );
+    let first_feed = proxy
+        .requests()
+        .into_iter()
+        .find(|r| r.contains("/_changes"))
+        .unwrap();
+    assert!(
+        !first_feed.contains("since=0&") && !first_feed.ends_with("since=0"),
+        "resumed from the checkpoint: {first_feed}"
+    );
+    let replica = service.local(&db.name).unwrap();
+    assert_eq!(replica.path(), partial, "same replica");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_on_failure_leaves_no_partial_replica() {
+    let db = TestDb::seeded("destroy", &["--cards", "100"]).await;
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![Rule::drop_connection("/_bulk_get").skip(1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        SyncConfig::default()
+            .with_pull(PullConfig::new(20, 1).unwrap())
+            .with_remote(quick_failures())
+            .with_failure_policy(FailurePolicy::Destroy),
+    );
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Error
+    );
+    let root = SyncRoot::new(dir.path());
+    assert!(root.current(&db.name).unwrap().is_none());
+    assert_eq!(
+        std::fs::read_dir(root.db_dir(&db.name))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("gen-"))
+            .count(),
+        0
+    );
+    proxy.clear_rules();
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    assert_replica_equals_server(&service, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_reports_runs_and_stops_promptly() {
+    let a = TestDb::seeded("sched-a", &["--cards", "30"]).await;
+    let b = TestDb::seeded("sched-b", &["--cards", "30"]).await;
+    let proxy: FaultProxy = a.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&proxy.url(), dir.path(), small_batches());
+    for db in [&a, &b] {
+        assert_eq!(
+            service.ensure_synced(&db.name, false).await.state,
+            SyncState::Ready
+        );
+    }
+
+    // Changes on the server: 3 new, 2 updated, 1 deleted.
+    a.bulk_docs(
+        (0..3).map(|i| json!({"_id": format!("new-{i}")})).collect(),
+        true,
+    )
+    .await;
+    let mut edits = Vec::new();
+    for id in ["c-000000", "c-000001", "c-000002"] {
+        let mut doc = a.get_json(id).await;
+        doc["edited"] = json!(true);
+        edits.push(doc);
+    }
+    edits[2]["_deleted"] = json!(true);
+    a.bulk_docs(edits, true).await;
+
+    let mut schedule = service.schedule(
+        ScheduleConfig::every(Duration::from_millis(200)).with_jitter(Duration::from_millis(50)),
+    );
+    let run = tokio::time::timeout(Duration::from_secs(60), schedule.next_run())
+        .await
+        .expect("a scheduled run")
+        .unwrap();
+    assert_eq!(run.dbs.len(), 2);
+    assert_eq!(run.failed, 0);
+    assert_eq!(
+        (run.created, run.updated, run.deleted, run.skipped),
+        (3, 2, 1, 0),
+        "{run:?}"
+    );
+    assert_replica_equals_server(&service, &a).await;
+    let run = tokio::time::timeout(Duration::from_secs(60), schedule.next_run())
+        .await
+        .expect("another run")
+        .unwrap();
+    assert_eq!((run.created, run.updated, run.deleted), (0, 0, 0));
+
+    // A run stuck in a slow fetch: stop ends it at a batch boundary, fast.
+    b.bulk_docs(
+        (0..60)
+            .map(|i| json!({"_id": format!("more-{i:02}")}))
+            .collect(),
+        true,
+    )
+    .await;
+    proxy.set_rules(vec![Rule::delay("/_bulk_get", 30_000)]);
+    proxy.clear_requests();
+    schedule.trigger();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.count("/_bulk_get") == 0 {
+        assert!(Instant::now() < deadline, "the triggered run never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), schedule.stop())
+        .await
+        .expect("stop() returns promptly");
+    // Generous on a shared machine; the fetch it cut waits 30 s.
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    let status = service.status(&b.name);
+    assert_eq!(status.state, SyncState::Error, "{status:?}");
+    assert!(status.error.unwrap().contains("stopped"));
+
+    // The replica is intact and a later sync finishes the work.
+    proxy.clear_rules();
+    assert_eq!(
+        service.ensure_synced(&b.name, false).await.state,
+        SyncState::Ready
+    );
+    assert_replica_equals_server(&service, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sync_then_read_under_the_root() {
+    let db = TestDb::seeded("cli-sync", &["--cards", "25"]).await;
+    let off = TestDb::new("cli-off").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let out = settee(&[
+        "sync",
+        &server().authed_base(),
+        root,
+        "--db",
+        &db.name,
+        "--db",
+        &off.name,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["db"], db.name.as_str());
+    assert_eq!(lines[0]["state"], "ready");
+    assert!(lines[0]["created"].as_u64().unwrap() > 25);
+    assert_eq!(lines[1]["state"], "disabled");
+    assert!(lines[1]["error"].is_string());
+
+    let out = settee(&["dump", root, "--db", &db.name]);
+    assert!(out.status.success());
+    let dump: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_same_dump(&dump, &db.server_dump().await);
+    let out = settee(&["get", root, "--db", &db.name, "db-epoch"]);
+    assert!(out.status.success());
+    let out = settee(&["status", root, "--db", &off.name]);
+    assert_eq!(out.status.code(), Some(2), "no replica for a disabled db");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
+    let db = TestDb::seeded("refused", &["--cards", "30"]).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let before = service.local(&db.name).unwrap();
+
+    // A refresh that cannot reach the server fails, but the ready replica
+    // stays readable (offline first).
+    proxy.set_rules(vec![Rule::drop_connection("")]);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Error);
+    assert_eq!(service.local(&db.name).unwrap().path(), before.path());
+
+    // The server refuses the stored checkpoint, as CouchDB does with a
+    // sequence of another database: rebuilt from the beginning.
+    let checkpoint = db.get_json("").await["update_seq"].clone();
+    let checkpoint = match checkpoint {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    db.bulk_docs(vec![json!({"_id": "late"})], true).await;
+    proxy.set_rules(vec![Rule::respond(
+        format!("/_changes?style=all_docs&since={}&", enc(&checkpoint)),
+        400,
+        r#"{"error":"bad_request","reason":"Malformed sequence supplied in 'since' parameter."}"#,
+    )]);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_eq!(
+        status.last.unwrap().rebuilt,
+        Some(RebuildReason::Checkpoint)
+    );
+    proxy.clear_rules();
+    assert_ne!(service.local(&db.name).unwrap().path(), before.path());
+    assert_replica_equals_server(&service, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_the_replica_stays_readable() {
+    let db = TestDb::seeded("offline", &["--cards", "20"]).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    assert_eq!(
+        first.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let want = replica_dump(&first.local(&db.name).unwrap());
+
+    proxy.set_rules(vec![Rule::drop_connection("")]);
+    // The ready check cannot reach the server: still ready (the seed's rule).
+    let status = first.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    drop(first);
+
+    // A new process, offline: an error, not "disabled", and the replica
+    // completed before is readable.
+    let second = service(
+        &proxy.url(),
+        dir.path(),
+        small_batches().with_remote(quick_failures()),
+    );
+    let status = second.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Error, "{status:?}");
+    assert!(status.error.unwrap().contains("CourseConfig"));
+    let replica = second.local(&db.name).expect("readable offline");
+    assert_eq!(replica_dump(&replica), want);
+
+    proxy.clear_rules();
+    assert_eq!(
+        second.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+}
+
+/// Counts the hook calls; fails the warm-up when told to.
+#[derive(Default)]
+struct CountingHooks {
+    warmed: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    ready: std::sync::Mutex<Vec<(String, std::path::PathBuf)>>,
+    fail_warm: std::sync::atomic::AtomicBool,
+}
+
+impl SyncHooks for CountingHooks {
+    fn warm<'a>(
+        &'a self,
+        replica: &'a Replica,
+    ) -> futures::future::BoxFuture<'a, settee::Result<()>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.warmed
+                .lock()
+                .unwrap()
+                .push(replica.path().to_path_buf());
+            if self.fail_warm.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(settee::Error::Config("warm-up refused".into()));
+            }
+            Ok(())
+        })
+    }
+
+    fn replica_ready(&self, db: &str, replica: &Replica, _remote: &Remote) {
+        self.ready
+            .lock()
+            .unwrap()
+            .push((db.to_owned(), replica.path().to_path_buf()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_warm_before_ready_and_see_every_swap() {
+    let db = TestDb::seeded("hooks", &["--cards", "20", "--epoch", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = std::sync::Arc::new(CountingHooks::default());
+    let s = server();
+    let service =
+        SyncService::open_with_hooks(&s.authed_base(), dir.path(), small_batches(), hooks.clone())
+            .unwrap();
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready);
+    assert!(
+        status.view_warm_time_ms.unwrap() >= 30,
+        "the warm-up is timed"
+    );
+    let first = service.local(&db.name).unwrap().path().to_path_buf();
+    assert_eq!(*hooks.warmed.lock().unwrap(), vec![first.clone()]);
+    assert_eq!(
+        *hooks.ready.lock().unwrap(),
+        vec![(db.name.clone(), first.clone())]
+    );
+
+    // A ready check pulls nothing and warms nothing.
+    service.ensure_synced(&db.name, false).await;
+    assert_eq!(hooks.warmed.lock().unwrap().len(), 1);
+
+    // A rebuild warms the new replica before the swap and announces it.
+    recreate(&db).await;
+    db.seed(&["--cards", "20", "--epoch", "2"]);
+    service.ensure_synced(&db.name, false).await;
+    let second = service.local(&db.name).unwrap().path().to_path_buf();
+    assert_ne!(first, second);
+    assert_eq!(hooks.warmed.lock().unwrap().last(), Some(&second));
+    assert_eq!(
+        hooks.ready.lock().unwrap().last(),
+        Some(&(db.name.clone(), second.clone()))
+    );
+
+    // A failing warm-up fails the sync.
+    hooks
+        .fail_warm
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Error);
+    assert!(status.error.unwrap().contains("warm-up refused"));
+}
+
+#[test]
+fn cli_sync_every_runs_until_interrupted() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::seeded("cli-every", &["--cards", "10"]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args(["sync", &server().authed_base()])
+        .arg(dir.path())
+        .args(["--db", &db.name, "--every", "300ms", "--json"])
+        .env("RUST_LOG", "warn")
+        .env_remove("SETTEE_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["state"], "ready");
+    // Two scheduled runs, each summed up as one JSON object.
+    for _ in 0..2 {
+        let run: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(run["dbs"][0]["db"], db.name.as_str());
+        assert_eq!(run["failed"], 0);
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settee sync --every ignored Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean stop: {status:?}");
+    drop(rt);
+}
