@@ -26,6 +26,10 @@
 //! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
 //! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
 //! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
+//! - `outbox/`: [`Outbox`], the push worker: local edits
+//!   ([`Replica::put`], [`Replica::update`], [`Replica::delete`]) go
+//!   app → store (revision + outbox entry, one transaction) → worker →
+//!   remote (`_revs_diff`, `_bulk_docs` with `new_edits: false`).
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -56,6 +60,8 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
+mod outbox;
+pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
 mod remote;
 mod replicate;
 mod revtree;
@@ -63,8 +69,8 @@ mod store;
 
 pub use error::{Error, Result};
 pub use remote::{
-    ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev, Remote,
-    RemoteConfig, RemoteError, RetryPolicy, Seq, ServerInfo,
+    BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
+    Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,
 };
 pub use replicate::{
     pull, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig, PullProgress,
@@ -72,8 +78,9 @@ pub use replicate::{
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
-    AttachmentStub, BatchOutcome, Change, DocInfo, Document, IncomingRev, RemoteBinding, Replica,
-    ReplicaConfig, StoreError, WriteBatch, FORMAT_VERSION,
+    AttachmentStub, BatchOutcome, Change, DeadLetter, DocInfo, Document, IncomingRev, LocalWrite,
+    OutboxEntry, PushAck, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError,
+    WriteBatch, FORMAT_VERSION,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.
