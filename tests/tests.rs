@@ -24,3 +24,5 @@ mod crash;
 mod remote;
 // The `settee` command line.
 mod cli;
+// Local writes pushed through the outbox, under every status the server can answer.
+mod outbox;

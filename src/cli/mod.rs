@@ -3,14 +3,18 @@
 //!
 //! Exit codes: 0 success; 1 the document, revision or attachment asked for
 //! is not in the replica; 2 an error (message on stderr); 3 a pull finished
-//! but some documents could not be stored; 130 interrupted (a pull resumes
+//! but some documents could not be stored, or a push left writes queued or
+//! dead-lettered; 4 a local write conflicts (stale `_rev`); 130 interrupted (a pull resumes
 //! where it stopped when run again).
 
 mod args;
 mod bench;
 mod dump;
 mod get;
+mod outbox;
 mod pull;
+mod push;
+mod put;
 mod status;
 
 pub use args::{Cli, Command};
@@ -25,6 +29,7 @@ pub(crate) enum Outcome {
     Missing(String),
     PartialFailure,
     Interrupted,
+    Conflict(String),
 }
 
 /// Runs the command line of this process.
@@ -48,6 +53,11 @@ pub fn main() -> ExitCode {
             Command::Get(args) => get::run(args),
             Command::Status(args) => status::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Put(args) => put::put(args).await,
+            Command::Delete(args) => put::delete(args).await,
+            Command::Push(args) => push::run(args).await,
+            Command::Outbox(args) => outbox::run(args).await,
+            Command::WriteLoop(args) => put::write_loop(args).await,
         }
     });
     match result {
@@ -58,6 +68,10 @@ pub fn main() -> ExitCode {
         }
         Ok(Outcome::PartialFailure) => ExitCode::from(3),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Conflict(what)) => {
+            eprintln!("settee: {what}");
+            ExitCode::from(4)
+        }
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("settee: {e}");
