@@ -79,8 +79,8 @@ pub use replicate::{
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
     AttachmentStub, BatchOutcome, Change, DeadLetter, DocInfo, Document, IncomingRev, LocalWrite,
-    OutboxEntry, PushAck, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError,
-    WriteBatch, FORMAT_VERSION,
+    OutboxEntry, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError, WriteBatch,
+    FORMAT_VERSION,
 };
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.

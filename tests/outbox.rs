@@ -177,6 +177,7 @@ async fn a_thousand_updates_while_the_server_is_slow_cost_a_handful_of_requests(
     .unwrap();
     let status = drained(&outbox).await;
     let requests = proxy.count("_bulk_docs");
+    eprintln!("1000 updates of one document while slow: {requests} _bulk_docs requests");
     assert!(
         requests <= 6,
         "{requests} _bulk_docs requests for 1000 updates"
@@ -633,6 +634,10 @@ async fn kill_9_during_writes_loses_nothing_the_writer_was_told() {
             told.push((id.to_owned(), rev.to_owned()));
         }
         told_total += told.len();
+        eprintln!(
+            "trial {trial}: killed after {} acknowledged writes",
+            told.len()
+        );
 
         let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
         for (id, rev) in &told {

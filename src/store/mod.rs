@@ -24,7 +24,8 @@ pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
 pub use local_write::LocalWrite;
 pub(crate) use outbox::now_ms;
-pub use outbox::{DeadLetter, OutboxEntry, PushAck, PushCheckpoint};
+pub(crate) use outbox::PushAck;
+pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! the remote refused for good (`outbox_dead`), and the push checkpoint.
 //!
 //! Entries are appended by the local write path (`local_write.rs`, inside
-//! the edit's own transaction) and removed only by [`Replica::acknowledge_push`],
+//! the edit's own transaction) and removed only by `Replica::acknowledge_push`,
 //! in the transaction that records the remote's answer. This file knows the
 //! rows, not the protocol: deciding what an answer means is the push
 //! worker's job (`src/outbox/`).
@@ -108,16 +108,15 @@ pub struct PushCheckpoint {
 
 /// The remote's answer to one push round, recorded atomically.
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct PushAck {
+pub(crate) struct PushAck {
     /// Outbox entries that are done with (pushed, or dead-lettered).
-    pub remove: Vec<u64>,
+    pub(crate) remove: Vec<u64>,
     /// Documents refused for good.
-    pub dead: Vec<DeadLetter>,
+    pub(crate) dead: Vec<DeadLetter>,
     /// The remote, for the checkpoint.
-    pub remote: String,
+    pub(crate) remote: String,
     /// Revisions the remote accepted in this round.
-    pub revs_pushed: u64,
+    pub(crate) revs_pushed: u64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -193,7 +192,7 @@ impl Replica {
     /// are still queued and are pushed again, which is harmless (the remote
     /// stores exactly our revisions, so a second delivery changes nothing).
     /// After an `Err` the acknowledgement may or may not be durable.
-    pub fn acknowledge_push(&self, ack: &PushAck) -> Result<(), StoreError> {
+    pub(crate) fn acknowledge_push(&self, ack: &PushAck) -> Result<(), StoreError> {
         let t = self.trees();
         let dead: Vec<(u64, Vec<u8>)> = ack
             .dead
