@@ -375,7 +375,7 @@ async fn retried_in_order(tag: &str, rules: Vec<Rule>, failures: usize, timeout:
 }
 
 #[tokio::test]
-async fn a_500_is_retried_with_backoff_keeping_order() {
+async fn a_500_is_retried_with_backoff() {
     let rule = Rule::respond(
         "_bulk_docs",
         500,
@@ -385,7 +385,7 @@ async fn a_500_is_retried_with_backoff_keeping_order() {
 }
 
 #[tokio::test]
-async fn a_503_is_retried_with_backoff_keeping_order() {
+async fn a_503_is_retried_with_backoff() {
     let rule = Rule::respond(
         "_bulk_docs",
         503,

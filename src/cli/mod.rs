@@ -3,9 +3,10 @@
 //!
 //! Exit codes: 0 success; 1 the document, revision or attachment asked for
 //! is not in the replica; 2 an error (message on stderr); 3 a pull finished
-//! but some documents could not be stored, or a push left writes queued or
-//! dead-lettered; 4 a local write conflicts (stale `_rev`); 130 interrupted (a pull resumes
+//! but some documents could not be stored; 130 interrupted (a pull resumes
 //! where it stopped when run again).
+//! `settee push` exits 3 when writes stay queued or were dead-lettered;
+//! `settee put`/`delete` exit 4 on a conflict (a stale `_rev`).
 
 mod args;
 mod bench;

@@ -12,7 +12,7 @@ use crate::store::{DeadLetter, OutboxEntry, PushAck};
 use crate::{Remote, RemoteError, Replica, Rev, StoreError};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// How a round ended.
@@ -260,32 +260,44 @@ async fn push_docs(
         *unanswered.entry(d.group).or_default() += 1;
     }
     let mut work: Vec<&[PushDoc]> = if docs.is_empty() { vec![] } else { vec![docs] };
+    let mut doc_stop = None;
     while let Some(slice) = work.pop() {
         let body: Vec<Value> = slice.iter().map(|d| d.json.clone()).collect();
         stats.bulk_docs_requests += 1;
         match remote.bulk_docs(&body).await {
             Ok(refused) => {
-                let mut refused_groups: HashMap<usize, (String, String)> = HashMap::new();
+                let mut refused_groups: HashSet<usize> = HashSet::new();
                 for r in refused {
                     let Some(d) = slice.iter().find(|d| groups[d.group].id == r.id) else {
                         continue;
                     };
                     match config.policy.for_doc(&r.error) {
-                        PushAction::Backoff | PushAction::Pause => {
-                            refused_groups.insert(d.group, (String::new(), String::new()));
+                        action @ (PushAction::Backoff | PushAction::Pause) => {
+                            // Stays queued; the round ends after this
+                            // request instead of sending it again at once.
+                            let error = format!("{}: {}: {}", r.id, r.error, r.reason);
+                            doc_stop = Some(if action == PushAction::Pause {
+                                RoundEnd::Pause { error }
+                            } else {
+                                RoundEnd::Backoff {
+                                    error,
+                                    retry_after: None,
+                                }
+                            });
+                            refused_groups.insert(d.group);
                         }
                         PushAction::DeadLetter | PushAction::Split => {
                             groups[d.group].state = GroupState::Dead {
                                 status: None,
-                                error: r.error.clone(),
-                                reason: r.reason.clone(),
+                                error: r.error,
+                                reason: r.reason,
                             };
-                            refused_groups.insert(d.group, (r.error, r.reason));
+                            refused_groups.insert(d.group);
                         }
                     }
                 }
                 for d in slice {
-                    if refused_groups.contains_key(&d.group) {
+                    if refused_groups.contains(&d.group) {
                         continue;
                     }
                     if let Some(n) = unanswered.get_mut(&d.group) {
@@ -318,7 +330,7 @@ async fn push_docs(
             },
         }
     }
-    None
+    doc_stop
 }
 
 fn describe(e: &RemoteError) -> (Option<u16>, String, String) {
