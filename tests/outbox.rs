@@ -260,6 +260,37 @@ async fn a_document_refused_inside_a_201_is_dead_lettered_and_the_rest_goes_thro
 }
 
 #[tokio::test]
+async fn a_document_a_validate_doc_update_forbids_is_dead_lettered() {
+    let db = TestDb::new("vdu").await;
+    let guard = json!({"validate_doc_update":
+        "function (doc) { if (doc.poison) { throw({forbidden: 'no poison here'}); } }"});
+    let (status, body) = db
+        .request(reqwest::Method::PUT, "_design/guard", Some(guard))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_dir, replica) = temp_replica();
+    replica.put("a", json!({"elo": 1})).await.unwrap();
+    replica
+        .put("poison", json!({"poison": true}))
+        .await
+        .unwrap();
+    replica.put("z", json!({"elo": 2})).await.unwrap();
+    let outbox = Outbox::spawn(replica.clone(), db.remote(), test_config());
+    let status = drained(&outbox).await;
+    let dead: Vec<_> = status
+        .dead_letters
+        .iter()
+        .map(|d| (d.id.as_str(), d.error.as_str()))
+        .collect();
+    assert_eq!(dead, vec![("poison", "forbidden")], "{status:?}");
+    assert!(status.dead_letters[0].reason.contains("no poison"));
+    assert_eq!(remote_status(&db, "poison").await, 404);
+    for id in ["a", "z"] {
+        assert_eq!(remote_status(&db, id).await, 200, "{id} pushed");
+    }
+}
+
+#[tokio::test]
 async fn a_413_batch_is_split_and_the_document_too_large_is_dead_lettered() {
     let db = TestDb::new("split").await;
     let proxy = db.behind_proxy().await;
