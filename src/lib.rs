@@ -37,7 +37,8 @@
 //! committed in feed order and flushed before the next one commits (later
 //! batches may already be fetching); a checkpoint is never ahead of the data
 //! it covers; a killed pull resumes from its last committed batch. Details and
-//! the crash analysis are in `docs/design.md`.
+//! the crash analysis are in `docs/design.md`. A local write and its outbox
+//! entry are one transaction too, flushed before `put` returns `Ok`.
 //!
 //! # Example
 //!

@@ -181,8 +181,8 @@ async fn a_thousand_updates_while_the_server_is_slow_cost_a_handful_of_requests(
     let db = TestDb::new("slow").await;
     let proxy = db.behind_proxy().await;
     proxy.set_rules(vec![
-        Rule::delay("_revs_diff", 1000),
-        Rule::delay("_bulk_docs", 1000),
+        Rule::delay("_revs_diff", 1500),
+        Rule::delay("_bulk_docs", 1500),
     ]);
     let (_dir, replica) = temp_replica();
     let outbox = Outbox::spawn(
