@@ -29,6 +29,10 @@
 //! - `sync/`: [`SyncService`], many replicas of one server kept in sync
 //!   (gate, db-epoch staleness and recreation detection, rebuild and swap,
 //!   schedule), with [`SyncHooks`] for view warm-up and push workers.
+//! - `outbox/`: [`Outbox`], the push worker: local edits
+//!   ([`Replica::put`], [`Replica::update`], [`Replica::delete`]) go
+//!   app → store (revision + outbox entry, one transaction) → worker →
+//!   remote (`_revs_diff`, `_bulk_docs` with `new_edits: false`).
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -36,7 +40,8 @@
 //! committed in feed order and flushed before the next one commits (later
 //! batches may already be fetching); a checkpoint is never ahead of the data
 //! it covers; a killed pull resumes from its last committed batch. Details and
-//! the crash analysis are in `docs/design.md`.
+//! the crash analysis are in `docs/design.md`. A local write and its outbox
+//! entry are one transaction too, flushed before `put` returns `Ok`.
 //!
 //! # Example
 //!
@@ -59,6 +64,8 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
+mod outbox;
+pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
 mod remote;
 mod replicate;
 mod revtree;
@@ -67,8 +74,8 @@ mod sync;
 
 pub use error::{Error, Result};
 pub use remote::{
-    ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev, Remote,
-    RemoteConfig, RemoteError, RetryPolicy, Seq, ServerInfo,
+    BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
+    Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,
 };
 pub use replicate::{
     pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
@@ -76,9 +83,9 @@ pub use replicate::{
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
-    AttachmentStub, BatchOutcome, Change, CheckReport, DocInfo, Document, IncomingRev,
-    RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, WriteBatch, FORMAT_VERSION,
-    MAX_NESTING,
+    AttachmentStub, BatchOutcome, Change, CheckReport, DeadLetter, DocInfo, Document, IncomingRev,
+    LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError,
+    Violation, WriteBatch, FORMAT_VERSION, MAX_NESTING,
 };
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,

@@ -32,3 +32,5 @@ mod reliability;
 mod secrets;
 // The sync service: gate, coalescing, recreation, resume, schedule.
 mod sync;
+// Local writes pushed through the outbox, under every status the server can answer.
+mod outbox;

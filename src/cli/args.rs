@@ -40,6 +40,97 @@ pub enum Command {
     /// Sync databases of a server into replicas under a sync root (the
     /// sync gate, recreation detection and rebuilds of the sync service).
     Sync(SyncArgs),
+    /// Write a document locally (queued for the next push).
+    Put(PutArgs),
+    /// Delete a document locally (queued for the next push).
+    Delete(DeleteArgs),
+    /// Push the queued local writes now and report.
+    Push(PushArgs),
+    /// List queued writes and dead letters; retry or discard a dead letter.
+    Outbox(OutboxArgs),
+    /// Test support: write COUNT new documents, printing `ID REV` after
+    /// each one is durable (the crash tests kill it at random).
+    #[command(name = "__write-loop", hide = true)]
+    WriteLoop(WriteLoopArgs),
+}
+
+/// `settee put`.
+#[derive(Args)]
+pub struct PutArgs {
+    /// The replica directory (created if missing).
+    pub dir: PathBuf,
+    /// The document id.
+    pub id: String,
+    /// The document as JSON, or `-` to read it from stdin. A `_rev` names
+    /// the revision it edits; without one it creates the document or edits
+    /// the current winner.
+    pub json: String,
+}
+
+/// `settee delete`.
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// The document id.
+    pub id: String,
+    /// The revision to delete (default: the current winner).
+    #[arg(long)]
+    pub rev: Option<String>,
+}
+
+/// `settee push`.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// The database URL (default: the remote the replica was pulled from).
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// User name (overrides the one in the URL).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
+    #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Give up waiting after this many seconds (what is left stays queued).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Documents per `_bulk_docs` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `settee outbox`.
+#[derive(Args)]
+pub struct OutboxArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Put this dead letter back in the queue.
+    #[arg(long, value_name = "ID", conflicts_with = "discard")]
+    pub retry: Option<u64>,
+    /// Drop this dead letter for good.
+    #[arg(long, value_name = "ID")]
+    pub discard: Option<u64>,
+}
+
+/// `settee __write-loop` (hidden).
+#[derive(Args)]
+pub struct WriteLoopArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Documents to write.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Id prefix.
+    #[arg(long, default_value = "doc-")]
+    pub prefix: String,
 }
 
 /// `settee pull`.

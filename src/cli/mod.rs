@@ -1,18 +1,23 @@
 //! The `settee` command: parse flags, call the library, map the outcome to
 //! an exit code. No protocol or storage logic lives here.
 //!
-//! Exit codes: 0 success; 1 the document, revision or attachment asked for
-//! is not in the replica; 2 an error (message on stderr); 3 a pull finished
-//! but some documents could not be stored; 4 `settee check` found the
-//! replica inconsistent; 130 interrupted (a pull resumes where it stopped
-//! when run again).
+//! Exit codes, one meaning each across commands: 0 success; 1 the document,
+//! revision or attachment asked for is not in the replica; 2 an error
+//! (message on stderr); 3 work left over: a pull finished but some documents
+//! could not be stored, or a push left writes queued or dead-lettered; 4
+//! `settee check` found the replica inconsistent; 5 `put`/`delete` hit a
+//! conflict (a stale `_rev`); 130 interrupted (a pull resumes where it
+//! stopped when run again).
 
 mod args;
 mod bench;
 mod check;
 mod dump;
 mod get;
+mod outbox;
 mod pull;
+mod push;
+mod put;
 mod status;
 mod sync;
 
@@ -29,6 +34,7 @@ pub(crate) enum Outcome {
     PartialFailure,
     Interrupted,
     CheckFailed,
+    Conflict(String),
 }
 
 /// Runs the command line of this process.
@@ -54,6 +60,11 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args),
             Command::Sync(args) => sync::run(args).await,
+            Command::Put(args) => put::put(args).await,
+            Command::Delete(args) => put::delete(args).await,
+            Command::Push(args) => push::run(args).await,
+            Command::Outbox(args) => outbox::run(args).await,
+            Command::WriteLoop(args) => put::write_loop(args).await,
         }
     });
     match result {
@@ -65,6 +76,10 @@ pub fn main() -> ExitCode {
         Ok(Outcome::PartialFailure) => ExitCode::from(3),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::CheckFailed) => ExitCode::from(4),
+        Ok(Outcome::Conflict(what)) => {
+            eprintln!("settee: {what}");
+            ExitCode::from(5)
+        }
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("settee: {e}");

@@ -112,6 +112,12 @@ impl Remote {
         &self.inner.endpoint
     }
 
+    /// The connection pool, for the push requests (`push.rs`), which are
+    /// sent once each: their caller, the outbox worker, owns the retrying.
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     /// Sends one request and reads the whole body, mapping every failure to
     /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`].
     async fn send_once(

@@ -71,6 +71,19 @@ pub enum RemoteError {
         reason: String,
     },
 
+    /// The server asked the client to slow down (HTTP 429), possibly saying
+    /// for how long (`Retry-After`). Only the push requests report it this
+    /// way; the pull's requests retry a 429 as [`RemoteError::Http`].
+    #[error("{method} {url}: HTTP 429 too many requests{after}; the server is busy, retry later", after = retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+        /// The server's `Retry-After`, when it sent one in seconds.
+        retry_after: Option<std::time::Duration>,
+    },
+
     /// The answer was not the JSON it should be: truncated, invalid or of
     /// the wrong shape.
     #[error("{method} {url}: invalid answer ({bytes} bytes): {detail}")]
@@ -141,6 +154,15 @@ impl RemoteError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             RemoteError::Http { status, .. } => Some(*status),
+            RemoteError::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked the client to wait (`Retry-After` of a 429).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RemoteError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -152,7 +174,8 @@ impl RemoteError {
         match self {
             RemoteError::Connect { .. }
             | RemoteError::Timeout { .. }
-            | RemoteError::Transport { .. } => true,
+            | RemoteError::Transport { .. }
+            | RemoteError::RateLimited { .. } => true,
             RemoteError::Http { status, .. } => {
                 status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS

@@ -2,18 +2,21 @@
 //!
 //! [`Endpoint`] turns a user's URL into a server root, a database name and
 //! credentials (kept apart, so they never leak); [`Remote`] speaks the pull
-//! half of the replication protocol; [`RetryPolicy`] is the one place that
+//! half of the replication protocol (`client.rs`) and the push half
+//! (`push.rs`); [`RetryPolicy`] is the one place that
 //! decides how transient failures are retried. Nothing here touches the
 //! local store.
 
 mod client;
 pub(crate) mod endpoint;
 mod error;
+mod push;
 mod retry;
 mod types;
 
 pub use client::{Remote, RemoteConfig};
 pub use endpoint::{Credentials, Endpoint};
 pub use error::RemoteError;
+pub use push::{BulkDocsError, RevsDiffEntry};
 pub use retry::RetryPolicy;
 pub use types::{ChangeRev, ChangeRow, ChangesPage, DbInfo, FetchedRev, Seq, ServerInfo};

@@ -5,7 +5,7 @@
 //! (`Replica::stage_attachment`); this transaction claims them.
 
 use super::keys::{self, meta};
-use super::{attachment_refs, decode_u64, DocRecord, Replica, StoreError};
+use super::{attachment_refs, decode_u64, local_write, DocRecord, Replica, StoreError};
 use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -42,6 +42,14 @@ pub struct WriteBatch {
     /// Documents retried successfully (or gone from the server): off the list.
     /// Applied before `retry_later`, so an id in both stays on the list.
     pub retry_done: Vec<String>,
+    /// Preconditions of local edits, checked inside the transaction: each
+    /// revision must be a leaf of its document (`None`: the document must
+    /// be unknown); otherwise nothing is written and the commit fails with
+    /// [`StoreError::Conflict`].
+    pub expect_leaves: Vec<(String, Option<Rev>)>,
+    /// Outbox entries (document id, revision) appended in the same
+    /// transaction, under fresh monotonic keys (`store/local_write.rs`).
+    pub outbox: Vec<(String, Rev)>,
 }
 
 /// What a committed batch changed.
@@ -165,9 +173,23 @@ impl Replica {
             &t.retry,
             &t.att_refs,
             &t.att_staged,
+            &t.outbox,
         )
             .transaction(
-                |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry, refs, staged)| {
+                |(
+                    docs,
+                    bodies,
+                    garbage,
+                    by_seq,
+                    atts,
+                    cps,
+                    meta_t,
+                    retry,
+                    refs,
+                    staged,
+                    outbox,
+                )| {
+                    local_write::check_leaves(docs, &batch.expect_leaves)?;
                     let counter = |key: &'static [u8]| -> Result<u64, Abort> {
                         match meta_t.get(key)? {
                             Some(v) => decode_u64(key, &v).map_err(abort),
@@ -262,6 +284,7 @@ impl Replica {
                     for id in &batch.retry_later {
                         retry.insert(id.as_bytes(), &[])?;
                     }
+                    local_write::append_outbox(outbox, meta_t, &batch.outbox)?;
                     meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
                     meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
                     meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;

@@ -78,6 +78,18 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A local write named a revision that is not the document's current
+    /// winner (CouchDB's 409): read the document again and redo the edit.
+    #[error("conflict on {id:?}: the edit is based on {expected}, but the current revision is {current}; read the document again and redo the edit")]
+    Conflict {
+        /// The document id.
+        id: String,
+        /// The revision the edit was based on (`none` for a new document).
+        expected: String,
+        /// The current winner (`none` if the document does not exist).
+        current: String,
+    },
+
     /// A blocking store task could not complete (the runtime is shutting down).
     #[error("replica task was cancelled: {0}")]
     Cancelled(String),

@@ -25,6 +25,8 @@ pub(crate) mod meta {
     pub(crate) const DEL_COUNT: &[u8] = b"doc_del_count";
     pub(crate) const REMOTE: &[u8] = b"remote";
     pub(crate) const LAST_PULL: &[u8] = b"last_pull";
+    /// The key of the latest `outbox` entry (`u64` BE), never reused.
+    pub(crate) const OUTBOX_ID: &[u8] = b"outbox_id";
 }
 
 #[cfg(test)]

@@ -16,15 +16,21 @@ mod commit;
 mod document;
 mod error;
 mod keys;
+mod local_write;
 mod lock;
 mod nesting;
+mod outbox;
 
 pub use check::{CheckReport, Violation};
 pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
+pub use local_write::LocalWrite;
 pub use nesting::{nesting_depth, MAX_NESTING};
+pub(crate) use outbox::now_ms;
+pub(crate) use outbox::PushAck;
+pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};
@@ -143,6 +149,10 @@ pub(crate) struct Trees {
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// Local edits not yet acknowledged by the remote (`store/outbox.rs`).
+    pub(crate) outbox: sled::Tree,
+    /// Local edits the remote refused for good, with the reason.
+    pub(crate) outbox_dead: sled::Tree,
 }
 
 struct Inner {
@@ -189,6 +199,8 @@ impl Replica {
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
+            outbox: tree("outbox")?,
+            outbox_dead: tree("outbox_dead")?,
         };
         match trees.meta.get(keys::meta::FORMAT)? {
             Some(v) => {

@@ -54,6 +54,15 @@ pub enum Fault {
         /// The body, sent with a correct `Content-Length`.
         body: String,
     },
+    /// Answer directly with extra headers (e.g. `Retry-After`).
+    RespondWithHeaders {
+        /// HTTP status code.
+        status: u16,
+        /// Extra header lines, `(name, value)`.
+        headers: Vec<(String, String)>,
+        /// The JSON body.
+        body: String,
+    },
     /// Close the client socket without sending any response.
     DropConnection,
     /// Forward, then send upstream's status and headers with a
@@ -209,6 +218,20 @@ impl Rule {
                 status,
                 content_type: content_type.into(),
                 body: body.into(),
+            },
+        )
+    }
+
+    /// Answer 429 `too_many_requests`, with `Retry-After: secs` if given.
+    pub fn too_many_requests(matcher: impl Into<String>, retry_after: Option<u64>) -> Self {
+        Self::new(
+            matcher,
+            Fault::RespondWithHeaders {
+                status: 429,
+                headers: retry_after
+                    .map(|s| vec![("Retry-After".to_owned(), s.to_string())])
+                    .unwrap_or_default(),
+                body: r#"{"error":"too_many_requests","reason":"slow down"}"#.to_owned(),
             },
         )
     }
@@ -454,6 +477,26 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         }) => {
             let mut resp = format!(
                 "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                reason(status),
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(body.as_bytes());
+            if client.write_all(&resp).await.is_ok() {
+                finish(client).await;
+            }
+        }
+        Some(Fault::RespondWithHeaders {
+            status,
+            headers,
+            body,
+        }) => {
+            let extra: String = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            let mut resp = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
                 reason(status),
                 body.len()
             )

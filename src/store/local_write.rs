@@ -1,0 +1,601 @@
+//! Local writes: `put`, `update` and `delete` on a replica, the app's side
+//! of the data flow app → store → outbox → remote.
+//!
+//! A local edit becomes one more [`WriteBatch`]: its new revision (merged
+//! into the tree like a pulled one), the attachment bytes it brings, a
+//! precondition (the revision it edits must still be a leaf) and an outbox
+//! entry, all committed by [`Replica::commit_blocking`] in one transaction.
+//! This file owns what is particular to local edits (validating the body,
+//! the deterministic revision id, inline attachments, the precondition and
+//! the outbox append); merging, stemming, sequences and counters stay in
+//! `commit.rs`. It knows nothing of HTTP or of the push worker.
+
+use super::commit::Abort;
+use super::keys::{self, meta};
+use super::{decode_u64, outbox, DocRecord, Document, Replica, StoreError, WriteBatch};
+use crate::revtree::{Rev, RevPath};
+use crate::store::IncomingRev;
+use base64::Engine;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+/// What a local write stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalWrite {
+    /// The document id.
+    pub id: String,
+    /// The new revision (generation of its parent + 1).
+    pub rev: Rev,
+    /// True when the write was a delete (a tombstone).
+    pub deleted: bool,
+    /// The local update sequence after the write.
+    pub seq: u64,
+}
+
+/// Which revision an edit is based on.
+#[derive(Debug, Clone)]
+enum Base {
+    /// The caller named it (`_rev`, or `None` for a new document).
+    Given(Option<Rev>),
+    /// Whatever the winner is when the write commits: a lost race is retried.
+    Winner,
+}
+
+/// Top-level fields a body may carry besides its data (CouchDB refuses
+/// other names starting with `_`).
+const SPECIAL: [&str; 4] = ["_id", "_rev", "_deleted", "_attachments"];
+
+/// How many times a write based on the winner is redone after losing a
+/// race with another writer before it gives up with the conflict.
+const WINNER_RACES: usize = 16;
+
+impl Replica {
+    /// Writes a document, like `PUT /db/{id}`: `doc` is a JSON object that
+    /// may carry `_rev` (the leaf it edits; a stale one is a
+    /// [`StoreError::Conflict`]), `_deleted` and `_attachments` (stubs of
+    /// the parent's attachments, or new ones with base64 `data`). Without
+    /// `_rev` it creates the document, or edits the current winner.
+    ///
+    /// The new revision is visible to reads when this returns, gets a new
+    /// local sequence (views see it) and is queued in the outbox for the
+    /// push worker. Its id is deterministic: the MD5 of the parent
+    /// revision, the deleted flag and the canonical body, so the same edit
+    /// of the same parent gives the same revision.
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// let w = replica.put_blocking("card-1", &serde_json::json!({"elo": 1200})).unwrap();
+    /// assert_eq!(w.rev.pos, 1);
+    /// assert_eq!(replica.get("card-1").unwrap().unwrap().body["elo"], 1200);
+    /// assert_eq!(replica.outbox_len().unwrap(), 1);
+    /// ```
+    ///
+    /// # Durability
+    /// The revision, its sequence entry, counters and its outbox entry are
+    /// one sled transaction, flushed before `Ok`: after `Ok` the edit and
+    /// its queued push survive a kill -9 together. A crash before leaves
+    /// neither. After an `Err` other than `Conflict` the write may or may
+    /// not be durable (never half: never a revision without its outbox
+    /// entry); a `Conflict` wrote nothing.
+    pub async fn put(&self, id: &str, doc: Value) -> Result<LocalWrite, StoreError> {
+        let replica = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || replica.put_blocking(&id, &doc))
+            .await
+            .map_err(|e| StoreError::Cancelled(e.to_string()))?
+    }
+
+    /// [`Replica::put`] for callers outside an async runtime.
+    ///
+    /// # Durability
+    /// As [`Replica::put`].
+    pub fn put_blocking(&self, id: &str, doc: &Value) -> Result<LocalWrite, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidDocument {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Value::Object(fields) = doc else {
+            return Err(invalid("a document must be a JSON object"));
+        };
+        if let Some(given) = fields.get("_id") {
+            if given.as_str() != Some(id) {
+                return Err(invalid("_id does not match the document id"));
+            }
+        }
+        let base = match fields.get("_rev") {
+            None | Some(Value::Null) => Base::Winner,
+            Some(Value::String(s)) => Base::Given(Some(
+                s.parse().map_err(|_| invalid("_rev is not a revision"))?,
+            )),
+            Some(_) => return Err(invalid("_rev is not a string")),
+        };
+        let deleted = match fields.get("_deleted") {
+            None | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => return Err(invalid("_deleted is not a boolean")),
+        };
+        let mut body = Map::with_capacity(fields.len());
+        for (k, v) in fields {
+            if k.starts_with('_') {
+                if !SPECIAL.contains(&k.as_str()) {
+                    return Err(invalid(&format!("{k} is a reserved field name")));
+                }
+                if k != "_attachments" {
+                    continue;
+                }
+            }
+            body.insert(k.clone(), v.clone());
+        }
+        self.write_local(id, base, deleted, body)
+    }
+
+    /// Deletes a document: a tombstone child of `rev`, or of the current
+    /// winner when `rev` is `None`. Deleting an unknown document is a
+    /// [`StoreError::Conflict`], as CouchDB answers 404/409.
+    ///
+    /// # Durability
+    /// As [`Replica::put`].
+    pub async fn delete(&self, id: &str, rev: Option<Rev>) -> Result<LocalWrite, StoreError> {
+        let replica = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || replica.delete_blocking(&id, rev))
+            .await
+            .map_err(|e| StoreError::Cancelled(e.to_string()))?
+    }
+
+    /// [`Replica::delete`] for callers outside an async runtime.
+    ///
+    /// # Durability
+    /// As [`Replica::put`].
+    pub fn delete_blocking(&self, id: &str, rev: Option<Rev>) -> Result<LocalWrite, StoreError> {
+        if self.leaves(id)?.is_empty() {
+            return Err(StoreError::Conflict {
+                id: id.to_owned(),
+                expected: rev.map_or_else(|| "the winner".to_owned(), |r| r.to_string()),
+                current: "none".to_owned(),
+            });
+        }
+        let base = match rev {
+            Some(rev) => Base::Given(Some(rev)),
+            None => Base::Winner,
+        };
+        self.write_local(id, base, true, Map::new())
+    }
+
+    /// Read-modify-write of the winner: `edit` gets the current winner
+    /// (`None` for an unknown document; check [`Document::deleted`]) and
+    /// returns the new body, or `None` to leave the document as it is. If
+    /// another write lands in between, `edit` runs again on the new winner,
+    /// so it must not have side effects beyond computing the body.
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// replica.put_blocking("card-1", &serde_json::json!({"elo": 1200})).unwrap();
+    /// replica.update_blocking("card-1", |doc| {
+    ///     let mut body = doc?.body.clone();
+    ///     body.insert("elo".into(), 1216.into());
+    ///     Some(body)
+    /// }).unwrap();
+    /// assert_eq!(replica.get("card-1").unwrap().unwrap().rev.pos, 2);
+    /// ```
+    ///
+    /// # Durability
+    /// As [`Replica::put`]; `Ok(None)` wrote nothing.
+    pub async fn update<F>(&self, id: &str, edit: F) -> Result<Option<LocalWrite>, StoreError>
+    where
+        F: FnMut(Option<&Document>) -> Option<Map<String, Value>> + Send + 'static,
+    {
+        let replica = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || replica.update_blocking(&id, edit))
+            .await
+            .map_err(|e| StoreError::Cancelled(e.to_string()))?
+    }
+
+    /// [`Replica::update`] for callers outside an async runtime.
+    ///
+    /// # Durability
+    /// As [`Replica::put`].
+    pub fn update_blocking<F>(
+        &self,
+        id: &str,
+        mut edit: F,
+    ) -> Result<Option<LocalWrite>, StoreError>
+    where
+        F: FnMut(Option<&Document>) -> Option<Map<String, Value>>,
+    {
+        let mut races = 0;
+        loop {
+            let current = self.get(id)?;
+            let Some(mut body) = edit(current.as_ref()) else {
+                return Ok(None);
+            };
+            body.retain(|k, _| !k.starts_with('_') || k == "_attachments");
+            let base = Base::Given(current.map(|d| d.rev));
+            match self.write_local(id, base, false, body) {
+                Err(StoreError::Conflict { .. }) if races < WINNER_RACES => races += 1,
+                other => return other.map(Some),
+            }
+        }
+    }
+
+    fn write_local(
+        &self,
+        id: &str,
+        base: Base,
+        deleted: bool,
+        body: Map<String, Value>,
+    ) -> Result<LocalWrite, StoreError> {
+        check_id(id)?;
+        let mut races = 0;
+        loop {
+            let parent = match &base {
+                Base::Given(rev) => rev.clone(),
+                Base::Winner => self
+                    .record(id)?
+                    .and_then(|r| r.tree.winner())
+                    .map(|w| w.rev),
+            };
+            let batch = self.local_batch(id, parent.as_ref(), deleted, body.clone())?;
+            let rev = batch.outbox[0].1.clone();
+            match self.commit_blocking(&batch) {
+                Ok(outcome) => {
+                    return Ok(LocalWrite {
+                        id: id.to_owned(),
+                        rev,
+                        deleted,
+                        seq: outcome.update_seq,
+                    })
+                }
+                Err(StoreError::Conflict { .. })
+                    if matches!(base, Base::Winner) && races < WINNER_RACES =>
+                {
+                    races += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The batch of one local edit: its revision, new attachment bytes,
+    /// precondition and outbox entry.
+    fn local_batch(
+        &self,
+        id: &str,
+        parent: Option<&Rev>,
+        deleted: bool,
+        mut body: Map<String, Value>,
+    ) -> Result<WriteBatch, StoreError> {
+        let pos = parent.map_or(1, |p| p.pos + 1);
+        let attachments = inline_attachments(id, &mut body, pos)?;
+        let hash = rev_hash(parent, deleted, &body);
+        let rev = Rev::new(pos, hash.clone());
+        let mut ids = vec![hash];
+        ids.extend(parent.map(|p| p.hash.clone()));
+        let raw =
+            serde_json::value::to_raw_value(&body).map_err(|e| StoreError::InvalidDocument {
+                id: id.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(WriteBatch {
+            revs: vec![IncomingRev {
+                id: id.to_owned(),
+                path: RevPath { start: pos, ids },
+                deleted,
+                body: raw,
+            }],
+            attachments,
+            expect_leaves: vec![(id.to_owned(), parent.cloned())],
+            outbox: vec![(id.to_owned(), rev)],
+            ..WriteBatch::default()
+        })
+    }
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    let reason = if id.is_empty() {
+        "the id is empty"
+    } else if id.starts_with("_local/") {
+        "_local documents are written with put_local and never pushed"
+    } else if id.starts_with('_') && !id.starts_with("_design/") {
+        "ids starting with _ are reserved"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidDocument {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Replaces attachments given with base64 `data` by stubs (digest, length,
+/// `revpos` = this generation) and returns their bytes for the batch.
+/// Stubs are kept as they are: the commit checks their bytes are stored.
+fn inline_attachments(
+    id: &str,
+    body: &mut Map<String, Value>,
+    pos: u64,
+) -> Result<Vec<(String, Bytes)>, StoreError> {
+    let mut out = Vec::new();
+    let Some(atts) = body.get_mut("_attachments") else {
+        return Ok(out);
+    };
+    let invalid = |reason: String| StoreError::InvalidDocument {
+        id: id.to_owned(),
+        reason,
+    };
+    let Value::Object(atts) = atts else {
+        return Err(invalid("_attachments is not an object".into()));
+    };
+    for (name, att) in atts.iter_mut() {
+        let Some(data) = att.get("data").and_then(Value::as_str) else {
+            if att.get("stub").and_then(Value::as_bool) != Some(true) {
+                return Err(invalid(format!(
+                    "attachment {name:?} has neither data nor stub"
+                )));
+            }
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| invalid(format!("attachment {name:?}: bad base64: {e}")))?;
+        let digest = format!(
+            "md5-{}",
+            base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes))
+        );
+        let content_type = att
+            .get("content_type")
+            .and_then(Value::as_str)
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        *att = serde_json::json!({
+            "content_type": content_type,
+            "digest": digest,
+            "length": bytes.len(),
+            "revpos": pos,
+            "stub": true,
+        });
+        out.push((digest, Bytes::from(bytes)));
+    }
+    Ok(out)
+}
+
+/// The deterministic revision hash (as PouchDB's `deterministic_revs`):
+/// MD5 of the parent revision, the deleted flag and the body with its keys
+/// sorted, as 32 lowercase hex digits.
+pub(crate) fn rev_hash(parent: Option<&Rev>, deleted: bool, body: &Map<String, Value>) -> String {
+    let mut h = Md5::new();
+    if let Some(p) = parent {
+        h.update(p.to_string().as_bytes());
+    }
+    h.update(if deleted { b"\n1\n" } else { b"\n0\n" });
+    let mut canonical = String::new();
+    write_canonical(&Value::Object(body.clone()), &mut canonical);
+    h.update(canonical.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON with object keys sorted, so equal documents hash equally whatever
+/// order their fields came in.
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The precondition of local edits, inside the commit's transaction: each
+/// named revision is still a leaf of its document (`None`: the document is
+/// unknown). Checked under the writer lock, so no write slips in between.
+pub(super) fn check_leaves(
+    docs: &TransactionalTree,
+    expected: &[(String, Option<Rev>)],
+) -> Result<(), Abort> {
+    for (id, rev) in expected {
+        let key = id.as_bytes();
+        let record = match docs.get(key)? {
+            Some(bytes) => {
+                Some(DocRecord::decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?)
+            }
+            None => None,
+        };
+        let ok = match (&record, rev) {
+            (None, None) => true,
+            (Some(r), Some(rev)) => r.tree.is_leaf(rev),
+            _ => false,
+        };
+        if !ok {
+            let current = record
+                .and_then(|r| r.tree.winner())
+                .map_or_else(|| "none".to_owned(), |w| w.rev.to_string());
+            return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
+                id: id.clone(),
+                expected: rev
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), Rev::to_string),
+                current,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Appends outbox entries under fresh keys from `meta/outbox_id`, inside
+/// the commit's transaction.
+pub(super) fn append_outbox(
+    outbox_t: &TransactionalTree,
+    meta_t: &TransactionalTree,
+    entries: &[(String, Rev)],
+) -> Result<(), Abort> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut last = match meta_t.get(meta::OUTBOX_ID)? {
+        Some(v) => decode_u64(meta::OUTBOX_ID, &v).map_err(ConflictableTransactionError::Abort)?,
+        None => 0,
+    };
+    for (id, rev) in entries {
+        last = last.checked_add(1).ok_or_else(|| {
+            ConflictableTransactionError::Abort(StoreError::corrupt(
+                "counter",
+                meta::OUTBOX_ID,
+                "at its maximum",
+            ))
+        })?;
+        outbox_t.insert(&keys::seq_key(last), outbox::encode_entry(id, rev))?;
+    }
+    meta_t.insert(meta::OUTBOX_ID, &last.to_be_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::ReplicaConfig;
+    use serde_json::json;
+
+    fn replica() -> (tempfile::TempDir, Replica) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn put_update_delete_make_generations_sequences_and_outbox_entries() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        assert_eq!((a.rev.pos, a.seq), (1, 1));
+        let b = r
+            .put_blocking("a", &json!({"_rev": a.rev.to_string(), "v": 2}))
+            .unwrap();
+        assert_eq!(b.rev.pos, 2);
+        let c = r
+            .update_blocking("a", |d| {
+                let mut body = d?.body.clone();
+                body.insert("v".into(), json!(3));
+                Some(body)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.rev.pos, 3);
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
+        let d = r.delete_blocking("a", None).unwrap();
+        assert!(d.deleted && r.get("a").unwrap().unwrap().deleted);
+        assert_eq!((r.doc_count().unwrap(), r.deleted_count().unwrap()), (0, 1));
+        let entries = r.outbox_entries(None, 100).unwrap();
+        let revs: Vec<_> = entries.iter().map(|e| e.rev.pos).collect();
+        assert_eq!(revs, vec![1, 2, 3, 4]);
+        assert_eq!(
+            r.changes(0).count(),
+            1,
+            "one document, at its latest sequence"
+        );
+        assert_eq!(r.update_seq().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_stale_rev_is_a_conflict_and_writes_nothing() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        r.put_blocking("a", &json!({"v": 2})).unwrap();
+        let err = r
+            .put_blocking("a", &json!({"_rev": a.rev.to_string(), "v": 3}))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 2);
+        assert_eq!(r.outbox_len().unwrap(), 2);
+        let err = r.delete_blocking("nope", None).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        let err = r
+            .put_blocking("new", &json!({"_rev": "1-abc", "v": 1}))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn revision_ids_are_deterministic() {
+        let (_d1, r1) = replica();
+        let (_d2, r2) = replica();
+        let x = r1
+            .put_blocking("a", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}))
+            .unwrap();
+        let y = r2
+            .put_blocking("a", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}))
+            .unwrap();
+        assert_eq!(x.rev, y.rev);
+        let x2 = r1.put_blocking("a", &json!({"x": 2})).unwrap();
+        let y2 = r2.put_blocking("a", &json!({"x": 3})).unwrap();
+        assert_ne!(x2.rev, y2.rev);
+        assert_eq!(x.rev.hash.len(), 32);
+    }
+
+    #[test]
+    fn bad_documents_are_refused() {
+        let (_d, r) = replica();
+        for (id, doc) in [
+            ("a", json!([1])),
+            ("a", json!({"_id": "b"})),
+            ("a", json!({"_foo": 1})),
+            ("", json!({})),
+            ("_local/x", json!({})),
+            ("a", json!({"_attachments": {"f": {"data": "!!"}}})),
+        ] {
+            let err = r.put_blocking(id, &doc).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidDocument { .. }), "{err:?}");
+        }
+        assert_eq!(r.outbox_len().unwrap(), 0);
+        r.put_blocking("_design/v", &json!({"views": {}})).unwrap();
+    }
+
+    #[test]
+    fn inline_attachments_become_stubs_with_their_bytes_stored() {
+        let (_d, r) = replica();
+        let w = r
+            .put_blocking(
+                "a",
+                &json!({"_attachments": {"f.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}}),
+            )
+            .unwrap();
+        let doc = r.get("a").unwrap().unwrap();
+        let (_, stub) = doc.attachments().next().unwrap();
+        assert_eq!(stub.revpos, Some(1));
+        assert_eq!(r.attachment(&stub.digest).unwrap().unwrap(), b"hello");
+        // The next edit keeps the stub.
+        let mut body = doc.to_json();
+        body["n"] = json!(1);
+        let w2 = r.put_blocking("a", &body).unwrap();
+        assert_eq!(w2.rev.pos, w.rev.pos + 1);
+        assert!(r.get("a").unwrap().unwrap().attachments().next().is_some());
+    }
+}
