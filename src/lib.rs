@@ -26,6 +26,9 @@
 //! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
 //! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
 //! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
+//! - `views/`: [`views::Views`], indexes of the replica in CouchDB view
+//!   collation (the app's `elo` and `getTags`), kept current from the local
+//!   sequence; typed reads and the local changes stream.
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -60,6 +63,7 @@ mod remote;
 mod replicate;
 mod revtree;
 mod store;
+pub mod views;
 
 pub use error::{Error, Result};
 pub use remote::{

@@ -1,0 +1,460 @@
+//! The indexer: keeps each view's rows in sled, in collation order, and
+//! follows the replica's local sequence to keep them current.
+//!
+//! ```text
+//!  Replica::changes(since) ──► chunk of changes (≤ durable update seq)
+//!        │                         │ winner body (live, non-design docs)
+//!        │                         ▼
+//!        │                  View::map per view still behind that change
+//!        │                         │ encoded rows, old rows from back-index
+//!        ▼                         ▼
+//!  one sled transaction per chunk: views.rows + views.back + views.state
+//! ```
+//!
+//! It owns three trees of the replica (`views.rows`, `views.back`,
+//! `views.state`; their keys are in `docs/design.md`) and is their only
+//! writer. It reads the store only through `Replica`'s public reads, and
+//! must not be called from the store.
+
+use super::collate::{encode_key, encode_str};
+use super::error::ViewError;
+use super::view::View;
+use crate::store::{Document, Replica};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How much one indexing transaction holds: up to `docs` changes, or fewer
+/// when they emit more than `rows` rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkLimits {
+    pub(crate) docs: usize,
+    pub(crate) rows: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        // `SETTEE_VIEW_CHUNK_DOCS` shrinks chunks (the kill test uses it to
+        // get many commits out of a small replica).
+        let docs = std::env::var("SETTEE_VIEW_CHUNK_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(2000);
+        ChunkLimits { docs, rows: 20_000 }
+    }
+}
+
+/// A view's progress, in `views.state` under the view's name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewState {
+    /// The definition version the rows were built with.
+    pub version: u64,
+    /// Every change up to this local sequence is reflected in the rows;
+    /// none after it is (beyond what a re-read document already showed).
+    pub seq: u64,
+    /// Rows in the index (CouchDB's `total_rows`).
+    pub rows: u64,
+}
+
+/// What bringing one view up to date did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ViewWarm {
+    /// The view.
+    pub name: String,
+    /// Changed documents the view re-indexed (each once per update).
+    pub docs_indexed: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Old rows removed (updates, deletions, winner changes).
+    pub rows_removed: u64,
+    /// True when the index was dropped and rebuilt because the view's
+    /// definition version changed.
+    pub rebuilt: bool,
+    /// The local sequence the view now covers.
+    pub seq: u64,
+    /// Rows in the index now.
+    pub total_rows: u64,
+}
+
+/// What a warm-up did, per view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WarmReport {
+    /// One entry per registered view, in registration order.
+    pub views: Vec<ViewWarm>,
+    /// Indexing transactions committed.
+    pub chunks: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl WarmReport {
+    /// Documents re-indexed, summed over the views.
+    pub fn docs_indexed(&self) -> u64 {
+        self.views.iter().map(|v| v.docs_indexed).sum()
+    }
+
+    /// The entry of one view.
+    pub fn view(&self, name: &str) -> Option<&ViewWarm> {
+        self.views.iter().find(|v| v.name == name)
+    }
+}
+
+/// The trees and the writer lock.
+pub(crate) struct Index {
+    replica: Replica,
+    pub(crate) rows: sled::Tree,
+    back: sled::Tree,
+    state: sled::Tree,
+    /// One indexer at a time: chunks read a view's state outside their
+    /// transaction and must not race another indexer of the same view.
+    writer: Mutex<()>,
+}
+
+/// The key prefix of a view's rows and back-index entries: the name's
+/// length (u16, big-endian) and the name, so no view's prefix is a prefix
+/// of another's.
+pub(crate) fn view_prefix(name: &str) -> Vec<u8> {
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    let mut p = Vec::with_capacity(2 + name.len());
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(name.as_bytes());
+    p
+}
+
+/// One change, prepared for every view still behind it.
+struct Pending {
+    seq: u64,
+    id: String,
+    /// Per view: `None` when the view already covers this change, else the
+    /// rows to hold for the document (empty when it emits nothing).
+    per_view: Vec<Option<Vec<(Vec<u8>, Vec<u8>)>>>,
+}
+
+struct Active<'a> {
+    view: &'a View,
+    prefix: Vec<u8>,
+    state: ViewState,
+    report: ViewWarm,
+}
+
+impl Index {
+    pub(crate) fn open(replica: &Replica) -> Result<Index, ViewError> {
+        Ok(Index {
+            replica: replica.clone(),
+            rows: replica.open_tree("views.rows")?,
+            back: replica.open_tree("views.back")?,
+            state: replica.open_tree("views.state")?,
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn state(&self, name: &str) -> Result<Option<ViewState>, ViewError> {
+        match self.state.get(name.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ViewError::Corrupt {
+                    view: name.to_owned(),
+                    detail: format!("state: {e}"),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Brings `views` up to the replica's durable update sequence.
+    ///
+    /// # Durability
+    /// Each chunk of changes is one sled transaction holding the rows it
+    /// adds and removes, the back-index entries and the view's new
+    /// sequence, so a view's sequence never runs ahead of its rows nor its
+    /// rows ahead of its sequence. Flushed before `Ok`. A kill at any point
+    /// leaves every view at its last committed chunk; the next update
+    /// continues from there. After an `Err` some chunks may be committed.
+    pub(crate) fn catch_up(
+        &self,
+        views: &[&View],
+        limits: ChunkLimits,
+    ) -> Result<WarmReport, ViewError> {
+        let started = Instant::now();
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only what a flush made durable: the index must never cover a
+        // change that a crash could take back.
+        let durable = *self.replica.watch_update_seq().borrow();
+        let mut active = Vec::with_capacity(views.len());
+        for &view in views {
+            let (state, rebuilt) = self.prepare(view)?;
+            active.push(Active {
+                view,
+                prefix: view_prefix(view.name()),
+                state,
+                report: ViewWarm {
+                    name: view.name().to_owned(),
+                    rebuilt,
+                    seq: state.seq,
+                    total_rows: state.rows,
+                    ..ViewWarm::default()
+                },
+            });
+        }
+        let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
+        let mut chunks = 0;
+        if since < durable {
+            let mut changes = self.replica.changes(since);
+            let mut done = false;
+            while !done {
+                let mut chunk = Vec::new();
+                let mut emitted = 0;
+                while chunk.len() < limits.docs && emitted < limits.rows {
+                    let Some(change) = changes.next() else {
+                        done = true;
+                        break;
+                    };
+                    let change = change?;
+                    if change.seq > durable {
+                        done = true;
+                        break;
+                    }
+                    let doc = if change.doc.deleted || change.doc.id.starts_with("_design/") {
+                        None
+                    } else {
+                        self.replica.get(&change.doc.id)?.filter(|d| !d.deleted)
+                    };
+                    let per_view = active
+                        .iter()
+                        .map(|a| {
+                            (a.state.seq < change.seq).then(|| {
+                                let rows = encode_rows(a.view, doc.as_ref());
+                                emitted += rows.len();
+                                rows
+                            })
+                        })
+                        .collect();
+                    chunk.push(Pending {
+                        seq: change.seq,
+                        id: change.doc.id,
+                        per_view,
+                    });
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                self.commit_chunk(&mut active, &chunk)?;
+                chunks += 1;
+            }
+            self.replica.flush()?;
+        }
+        Ok(WarmReport {
+            views: active.into_iter().map(|a| a.report).collect(),
+            chunks,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The view's state, after dropping its rows if they were built by
+    /// another definition version (or by nothing this build recorded).
+    fn prepare(&self, view: &View) -> Result<(ViewState, bool), ViewError> {
+        let found = self.state(view.name())?;
+        if let Some(state) = found {
+            if state.version == view.version() {
+                return Ok((state, false));
+            }
+        }
+        // Clear first, record the new version last: a crash in between
+        // leaves the old version recorded, so the next update clears again.
+        let prefix = view_prefix(view.name());
+        for tree in [&self.rows, &self.back] {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in tree.scan_prefix(&prefix).keys() {
+                batch.remove(key?);
+                n += 1;
+                if n % 10_000 == 0 {
+                    tree.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+        self.replica.flush()?;
+        let state = ViewState {
+            version: view.version(),
+            seq: 0,
+            rows: 0,
+        };
+        self.state
+            .insert(view.name().as_bytes(), encode_state(&state))?;
+        if found.is_some() {
+            tracing::info!(view = view.name(), "view definition changed; rebuilding");
+        }
+        Ok((state, found.is_some()))
+    }
+
+    fn commit_chunk(&self, active: &mut [Active<'_>], chunk: &[Pending]) -> Result<(), ViewError> {
+        let outcomes = (&self.rows, &self.back, &self.state).transaction(|(rows, back, state)| {
+            let mut outcomes = Vec::with_capacity(active.len());
+            for (vi, a) in active.iter().enumerate() {
+                let mut o = Outcome {
+                    seq: a.state.seq,
+                    ..Outcome::default()
+                };
+                for p in chunk {
+                    let Some(new_rows) = &p.per_view[vi] else {
+                        continue;
+                    };
+                    o.docs += 1;
+                    o.seq = o.seq.max(p.seq);
+                    replace_rows(rows, back, a, &p.id, new_rows, &mut o)?;
+                }
+                if o.docs > 0 {
+                    let s = ViewState {
+                        version: a.state.version,
+                        seq: o.seq,
+                        rows: (a.state.rows + o.written).saturating_sub(o.removed),
+                    };
+                    state.insert(a.view.name().as_bytes(), encode_state(&s))?;
+                }
+                outcomes.push(o);
+            }
+            Ok(outcomes)
+        })?;
+        for (a, o) in active.iter_mut().zip(outcomes) {
+            if o.docs == 0 {
+                continue;
+            }
+            a.state.seq = o.seq;
+            a.state.rows = (a.state.rows + o.written).saturating_sub(o.removed);
+            a.report.docs_indexed += o.docs;
+            a.report.rows_written += o.written;
+            a.report.rows_removed += o.removed;
+            a.report.seq = a.state.seq;
+            a.report.total_rows = a.state.rows;
+            tracing::debug!(view = a.view.name(), seq = o.seq, docs = o.docs, "view chunk committed");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    seq: u64,
+    docs: u64,
+    written: u64,
+    removed: u64,
+}
+
+/// Inside the chunk's transaction: drops the rows the back-index lists for
+/// `id`, writes `new_rows`, and records their keys.
+fn replace_rows(
+    rows: &TransactionalTree,
+    back: &TransactionalTree,
+    a: &Active<'_>,
+    id: &str,
+    new_rows: &[(Vec<u8>, Vec<u8>)],
+    o: &mut Outcome,
+) -> Result<(), ConflictableTransactionError<ViewError>> {
+    let mut back_key = a.prefix.clone();
+    back_key.extend_from_slice(id.as_bytes());
+    if let Some(old) = back.get(&back_key)? {
+        let keys = decode_back(&old).ok_or_else(|| {
+            ConflictableTransactionError::Abort(ViewError::Corrupt {
+                view: a.view.name().to_owned(),
+                detail: format!("back-index entry of {id:?}"),
+            })
+        })?;
+        for k in keys {
+            let mut full = a.prefix.clone();
+            full.extend_from_slice(k);
+            if rows.remove(full)?.is_some() {
+                o.removed += 1;
+            }
+        }
+    }
+    let mut listed = Vec::new();
+    for (k, v) in new_rows {
+        let mut full = a.prefix.clone();
+        full.extend_from_slice(k);
+        rows.insert(full, v.as_slice())?;
+        o.written += 1;
+        listed.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes());
+        listed.extend_from_slice(k);
+    }
+    if new_rows.is_empty() {
+        back.remove(back_key)?;
+    } else {
+        back.insert(back_key, listed)?;
+    }
+    Ok(())
+}
+
+/// The rows a document gives in one view: (key suffix after the view
+/// prefix, stored value). The suffix is the encoded key, the encoded doc
+/// id (CouchDB breaks ties by id) and the emit index (a document may emit
+/// the same key twice).
+fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(doc) = doc else {
+        return Vec::new();
+    };
+    view.map(doc)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let mut k = Vec::with_capacity(32 + doc.id.len());
+            encode_key(&key, &mut k);
+            encode_str(&doc.id, &mut k);
+            k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
+            let row = StoredRow {
+                id: &doc.id,
+                key: &key,
+                value: &value,
+            };
+            // Serializing a Value cannot fail (its map keys are strings).
+            let v = serde_json::to_vec(&row).unwrap_or_default();
+            (k, v)
+        })
+        .collect()
+}
+
+/// A row's stored value: what the query answers (the key bytes are not
+/// reversible, so the key is kept as JSON too).
+#[derive(Serialize)]
+struct StoredRow<'a> {
+    id: &'a str,
+    key: &'a Value,
+    value: &'a Value,
+}
+
+/// The owned form of [`StoredRow`], for reading.
+#[derive(Deserialize)]
+pub(crate) struct RowData {
+    pub(crate) id: String,
+    pub(crate) key: Value,
+    pub(crate) value: Value,
+}
+
+fn encode_state(state: &ViewState) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Back-index value: the key suffixes of a document's rows, each as a u32
+/// length and the bytes.
+fn decode_back(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        let (k, rest) = rest.split_at(len);
+        out.push(k);
+        bytes = rest;
+    }
+    Some(out)
+}
