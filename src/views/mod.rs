@@ -263,3 +263,6 @@ impl Views {
 pub fn warm(replica: &Replica) -> Result<WarmReport, ViewError> {
     Views::open(replica)?.warm()
 }
+
+#[cfg(test)]
+mod tests;
