@@ -24,3 +24,5 @@ mod crash;
 mod remote;
 // The `settee` command line.
 mod cli;
+// Views (elo, getTags) answer as the server's own views do.
+mod views;

@@ -34,6 +34,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Time cold pulls of a database into throw-away replicas.
     Bench(BenchArgs),
+    /// Query a view (`elo`, `getTags`) of a replica, with CouchDB's options.
+    Query(QueryArgs),
 }
 
 /// `settee pull`.
@@ -128,6 +130,42 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
     /// Print one JSON object per run and a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `settee query`.
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// The view: `elo` or `getTags`.
+    pub view: String,
+    /// Only rows with this key (JSON, e.g. '"c-000001"' or 1000).
+    #[arg(long, value_name = "JSON")]
+    pub key: Option<String>,
+    /// Only rows with these keys, in this order (a JSON array).
+    #[arg(long, value_name = "JSON_ARRAY")]
+    pub keys: Option<String>,
+    /// First key of the range (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub start: Option<String>,
+    /// Last key of the range (JSON, inclusive).
+    #[arg(long, value_name = "JSON")]
+    pub end: Option<String>,
+    /// Walk the view backwards (then --start is the high end).
+    #[arg(long)]
+    pub descending: bool,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Add each row's document.
+    #[arg(long)]
+    pub include_docs: bool,
+    /// Print CouchDB's response shape as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -11,6 +11,7 @@ mod bench;
 mod dump;
 mod get;
 mod pull;
+mod query;
 mod status;
 
 pub use args::{Cli, Command};
@@ -48,6 +49,7 @@ pub fn main() -> ExitCode {
             Command::Get(args) => get::run(args),
             Command::Status(args) => status::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Query(args) => query::run(args),
         }
     });
     match result {

@@ -131,7 +131,11 @@ impl Views {
     /// two-sided query (up to `limit` rows at or below, up to `limit`
     /// above), merged by distance; ties go to the lower rating, then the
     /// id. Cards whose key is not a number are not candidates.
-    pub fn cards_near_rating(&self, rating: f64, limit: usize) -> Result<Vec<RatedCard>, ViewError> {
+    pub fn cards_near_rating(
+        &self,
+        rating: f64,
+        limit: usize,
+    ) -> Result<Vec<RatedCard>, ViewError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -146,12 +150,10 @@ impl Views {
         let collect = |q: &QueryOptions| -> Result<Vec<RatedCard>, ViewError> {
             self.rows(ELO, q)?
                 .filter_map(|r| match r {
-                    Ok(row) => row.key.as_f64().map(|score| {
-                        Ok(RatedCard {
-                            id: row.id,
-                            score,
-                        })
-                    }),
+                    Ok(row) => row
+                        .key
+                        .as_f64()
+                        .map(|score| Ok(RatedCard { id: row.id, score })),
                     Err(e) => Some(Err(e)),
                 })
                 .collect()
@@ -247,7 +249,10 @@ mod tests {
         );
         assert_eq!(keys(&v, &card(json!({"score": 5}))), vec![json!(5)]);
         assert_eq!(keys(&v, &card(json!({"global": {}}))), vec![json!(null)]);
-        assert_eq!(keys(&v, &card(json!({"global": null, "score": 7}))), vec![json!(7)]);
+        assert_eq!(
+            keys(&v, &card(json!({"global": null, "score": 7}))),
+            vec![json!(7)]
+        );
         let none = doc("c-1", json!({"docType": "CARD"}));
         let k = keys(&v, &none)[0].as_u64().unwrap_or_default();
         assert!((995..=1005).contains(&k));
@@ -259,8 +264,9 @@ mod tests {
     #[test]
     fn default_elo_is_stable_and_spread() {
         assert_eq!(default_elo("c-000001"), default_elo("c-000001"));
-        let seen: std::collections::BTreeSet<u64> =
-            (0..200).map(|i| default_elo(&format!("c-{i:06}"))).collect();
+        let seen: std::collections::BTreeSet<u64> = (0..200)
+            .map(|i| default_elo(&format!("c-{i:06}")))
+            .collect();
         assert_eq!(seen.len(), 11);
     }
 

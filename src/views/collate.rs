@@ -290,7 +290,13 @@ mod tests {
 
     #[test]
     fn strings_with_nul_and_prefixes() {
-        let s = [json!(""), json!("\u{0}"), json!("a\u{0}"), json!("a"), json!("ab")];
+        let s = [
+            json!(""),
+            json!("\u{0}"),
+            json!("a\u{0}"),
+            json!("a"),
+            json!("ab"),
+        ];
         for a in &s {
             for b in &s {
                 assert_eq!(collate(a, b), enc(a).cmp(&enc(b)), "{a:?} {b:?}");

@@ -156,12 +156,14 @@ impl Index {
 
     pub(crate) fn state(&self, name: &str) -> Result<Option<ViewState>, ViewError> {
         match self.state.get(name.as_bytes())? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ViewError::Corrupt {
-                    view: name.to_owned(),
-                    detail: format!("state: {e}"),
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ViewError::Corrupt {
+                        view: name.to_owned(),
+                        detail: format!("state: {e}"),
+                    })
+            }
             None => Ok(None),
         }
     }
@@ -297,33 +299,34 @@ impl Index {
     }
 
     fn commit_chunk(&self, active: &mut [Active<'_>], chunk: &[Pending]) -> Result<(), ViewError> {
-        let outcomes = (&self.rows, &self.back, &self.state).transaction(|(rows, back, state)| {
-            let mut outcomes = Vec::with_capacity(active.len());
-            for (vi, a) in active.iter().enumerate() {
-                let mut o = Outcome {
-                    seq: a.state.seq,
-                    ..Outcome::default()
-                };
-                for p in chunk {
-                    let Some(new_rows) = &p.per_view[vi] else {
-                        continue;
+        let outcomes =
+            (&self.rows, &self.back, &self.state).transaction(|(rows, back, state)| {
+                let mut outcomes = Vec::with_capacity(active.len());
+                for (vi, a) in active.iter().enumerate() {
+                    let mut o = Outcome {
+                        seq: a.state.seq,
+                        ..Outcome::default()
                     };
-                    o.docs += 1;
-                    o.seq = o.seq.max(p.seq);
-                    replace_rows(rows, back, a, &p.id, new_rows, &mut o)?;
+                    for p in chunk {
+                        let Some(new_rows) = &p.per_view[vi] else {
+                            continue;
+                        };
+                        o.docs += 1;
+                        o.seq = o.seq.max(p.seq);
+                        replace_rows(rows, back, a, &p.id, new_rows, &mut o)?;
+                    }
+                    if o.docs > 0 {
+                        let s = ViewState {
+                            version: a.state.version,
+                            seq: o.seq,
+                            rows: (a.state.rows + o.written).saturating_sub(o.removed),
+                        };
+                        state.insert(a.view.name().as_bytes(), encode_state(&s))?;
+                    }
+                    outcomes.push(o);
                 }
-                if o.docs > 0 {
-                    let s = ViewState {
-                        version: a.state.version,
-                        seq: o.seq,
-                        rows: (a.state.rows + o.written).saturating_sub(o.removed),
-                    };
-                    state.insert(a.view.name().as_bytes(), encode_state(&s))?;
-                }
-                outcomes.push(o);
-            }
-            Ok(outcomes)
-        })?;
+                Ok(outcomes)
+            })?;
         for (a, o) in active.iter_mut().zip(outcomes) {
             if o.docs == 0 {
                 continue;
@@ -335,7 +338,12 @@ impl Index {
             a.report.rows_removed += o.removed;
             a.report.seq = a.state.seq;
             a.report.total_rows = a.state.rows;
-            tracing::debug!(view = a.view.name(), seq = o.seq, docs = o.docs, "view chunk committed");
+            tracing::debug!(
+                view = a.view.name(),
+                seq = o.seq,
+                docs = o.docs,
+                "view chunk committed"
+            );
         }
         Ok(())
     }

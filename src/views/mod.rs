@@ -161,10 +161,7 @@ impl Views {
     /// Brings one view up to date (see [`Views::warm`] for durability).
     pub fn update(&self, name: &str) -> Result<ViewWarm, ViewError> {
         let view = self.view(name)?;
-        let mut report = self
-            .inner
-            .index
-            .catch_up(&[view], ChunkLimits::default())?;
+        let mut report = self.inner.index.catch_up(&[view], ChunkLimits::default())?;
         Ok(report.views.pop().unwrap_or_default())
     }
 
@@ -239,14 +236,8 @@ impl Views {
             _ => 0,
         };
         let total_rows = self.inner.index.state(name)?.map_or(0, |s| s.rows);
-        let rows = query::walk(
-            &self.inner.index.rows,
-            &self.inner.replica,
-            name,
-            ranges,
-            q,
-        )
-        .collect::<Result<Vec<_>, _>>()?;
+        let rows = query::walk(&self.inner.index.rows, &self.inner.replica, name, ranges, q)
+            .collect::<Result<Vec<_>, _>>()?;
         if q.update == Update::Lazy {
             self.before_read(name, Update::Lazy)?;
         }

@@ -42,7 +42,8 @@ pub struct QueryOptions {
     /// Only rows with exactly this key.
     pub key: Option<Value>,
     /// Only rows with these keys, in this order (each key's rows in
-    /// collation order of their doc ids).
+    /// collation order of their doc ids); with `descending`, the reverse
+    /// of that whole answer, as CouchDB 3.2+ gives it.
     pub keys: Option<Vec<Value>>,
     /// First key of the range (the highest with `descending`).
     pub start_key: Option<Value>,
@@ -243,7 +244,13 @@ pub(crate) fn ranges(view: &str, q: &QueryOptions) -> Result<Vec<Range>, ViewErr
                 "`keys` cannot be combined with `key`, `startkey` or `endkey`".into(),
             ));
         }
-        return Ok(keys.iter().map(exact).collect());
+        // As CouchDB 3.2+ answers (apache/couchdb#3757): descending gives
+        // the ascending answer reversed, keys list included.
+        return Ok(if q.descending {
+            keys.iter().rev().map(exact).collect()
+        } else {
+            keys.iter().map(exact).collect()
+        });
     }
     if let Some(k) = &q.key {
         // CouchDB: key=K is startkey=K&endkey=K (docids and inclusive_end apply).
@@ -312,7 +319,10 @@ pub(crate) fn rows_before(
             Bound::Excluded(b) => Bound::Included(b.clone()),
             Bound::Unbounded => return Ok(0),
         };
-        for k in tree.range::<Vec<u8>, _>((Bound::Included(prefix), hi)).keys() {
+        for k in tree
+            .range::<Vec<u8>, _>((Bound::Included(prefix), hi))
+            .keys()
+        {
             k?;
             n += 1;
         }

@@ -60,10 +60,7 @@ fn reference(replica: &Replica, view: &View) -> Vec<ViewRow> {
 }
 
 fn all(views: &Views, name: &str) -> Vec<ViewRow> {
-    views
-        .query(name, &QueryOptions::default())
-        .unwrap()
-        .rows
+    views.query(name, &QueryOptions::default()).unwrap().rows
 }
 
 #[test]
@@ -71,9 +68,21 @@ fn incremental_updates_deletions_and_winner_changes() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path());
     for i in 0..50 {
-        put(&replica, &format!("c-{i:03}"), &[&format!("a{i}")], false, card(json!(1000 + i % 7)));
+        put(
+            &replica,
+            &format!("c-{i:03}"),
+            &[&format!("a{i}")],
+            false,
+            card(json!(1000 + i % 7)),
+        );
     }
-    put(&replica, "c-noelo", &["x"], false, json!({"docType": "CARD"}));
+    put(
+        &replica,
+        "c-noelo",
+        &["x"],
+        false,
+        json!({"docType": "CARD"}),
+    );
     put(
         &replica,
         "TAG-a",
@@ -110,7 +119,9 @@ fn incremental_updates_deletions_and_winner_changes() {
     assert_eq!(all(&views, GET_TAGS), reference(&replica, &get_tags()));
     let elo_rows = all(&views, ELO);
     assert!(!elo_rows.iter().any(|r| r.id == "c-004"));
-    assert!(elo_rows.iter().any(|r| r.id == "c-005" && r.key == json!(1)));
+    assert!(elo_rows
+        .iter()
+        .any(|r| r.id == "c-005" && r.key == json!(1)));
     let st = views.state(ELO).unwrap().unwrap();
     assert_eq!(st.rows as usize, elo_rows.len());
     assert_eq!(st.seq, replica.update_seq().unwrap());
@@ -156,8 +167,13 @@ fn unknown_views_and_bad_ranges_are_errors() {
         views.query("nope", &QueryOptions::default()),
         Err(ViewError::UnknownView(..))
     ));
-    let q = QueryOptions::default().start_key(json!(2)).end_key(json!(1));
-    assert!(matches!(views.query(ELO, &q), Err(ViewError::InvalidQuery(_))));
+    let q = QueryOptions::default()
+        .start_key(json!(2))
+        .end_key(json!(1));
+    assert!(matches!(
+        views.query(ELO, &q),
+        Err(ViewError::InvalidQuery(_))
+    ));
     assert!(Views::with_views(&replica, [elo(), elo()]).is_err());
 }
 
@@ -171,7 +187,13 @@ pub(crate) fn reference_query(rows: &[ViewRow], q: &QueryOptions) -> Vec<ViewRow
         })
     };
     let mut out: Vec<ViewRow> = if let Some(keys) = &q.keys {
-        keys.iter()
+        let ordered: Vec<&Value> = if q.descending {
+            keys.iter().rev().collect()
+        } else {
+            keys.iter().collect()
+        };
+        ordered
+            .into_iter()
             .flat_map(|k| {
                 let mut m: Vec<ViewRow> = rows
                     .iter()
@@ -250,7 +272,9 @@ fn every_query_option_matches_the_reference() {
             put(&replica, &id, &["a"], false, json!({"k": k, "i": i}));
         }
     }
-    let view = View::new("k", 1, |d, e| e.emit(d.body["k"].clone(), d.body["i"].clone()));
+    let view = View::new("k", 1, |d, e| {
+        e.emit(d.body["k"].clone(), d.body["i"].clone())
+    });
     let views = Views::with_views(&replica, [view.clone()]).unwrap();
     let rows = reference(&replica, &view);
     assert_eq!(all(&views, "k"), rows);
@@ -283,7 +307,12 @@ fn every_query_option_matches_the_reference() {
     }
     for desc in [false, true] {
         for (skip, limit) in [(0, 1), (2, 4), (5, 100)] {
-            queries.push(QueryOptions::default().descending(desc).skip(skip).limit(limit));
+            queries.push(
+                QueryOptions::default()
+                    .descending(desc)
+                    .skip(skip)
+                    .limit(limit),
+            );
         }
         queries.push(
             QueryOptions::default()
@@ -317,9 +346,15 @@ fn every_query_option_matches_the_reference() {
         assert_eq!(got.total_rows as usize, rows.len());
     }
     let with_docs = views
-        .query("k", &QueryOptions::default().key(json!(9)).include_docs(true))
+        .query(
+            "k",
+            &QueryOptions::default().key(json!(9)).include_docs(true),
+        )
         .unwrap();
-    assert_eq!(with_docs.rows[0].doc.as_ref().unwrap()["_id"], json!("d0-05"));
+    assert_eq!(
+        with_docs.rows[0].doc.as_ref().unwrap()["_id"],
+        json!("d0-05")
+    );
     let offset = views
         .query("k", &QueryOptions::default().start_key(json!(0)).skip(1))
         .unwrap();
@@ -330,7 +365,10 @@ fn every_query_option_matches_the_reference() {
 fn typed_helpers() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path());
-    for (i, s) in [900, 950, 990, 1000, 1000, 1010, 1100, 1200].iter().enumerate() {
+    for (i, s) in [900, 950, 990, 1000, 1000, 1010, 1100, 1200]
+        .iter()
+        .enumerate()
+    {
         put(&replica, &format!("c-{i}"), &["a"], false, card(json!(s)));
     }
     put(
@@ -371,7 +409,10 @@ fn typed_helpers() {
         .iter()
         .map(|t| (t.card_id.as_str(), t.tag_id.as_str()))
         .collect();
-    assert_eq!(got, vec![("c-2", "TAG-x"), ("c-2", "TAG-y"), ("c-1", "TAG-x")]);
+    assert_eq!(
+        got,
+        vec![("c-2", "TAG-x"), ("c-2", "TAG-y"), ("c-1", "TAG-x")]
+    );
     assert_eq!(tags[0].name.as_deref(), Some("x"));
 }
 
@@ -391,7 +432,10 @@ fn typed_reads_and_the_local_changes_stream() {
     let c: Card = replica.get_as("c-1").unwrap().unwrap();
     assert_eq!((c.id.as_str(), c.doc_type.as_str()), ("c-1", "CARD"));
     assert!(replica.get_as::<Card>("nope").unwrap().is_none());
-    assert!(matches!(replica.get_as::<u32>("c-1"), Err(ViewError::Decode { .. })));
+    assert!(matches!(
+        replica.get_as::<u32>("c-1"),
+        Err(ViewError::Decode { .. })
+    ));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
