@@ -127,13 +127,16 @@ pub(crate) fn view_prefix(name: &str) -> Vec<u8> {
     p
 }
 
+/// A row ready to store: (key suffix after the view prefix, stored value).
+type EncodedRow = (Vec<u8>, Vec<u8>);
+
 /// One change, prepared for every view still behind it.
 struct Pending {
     seq: u64,
     id: String,
     /// Per view: `None` when the view already covers this change, else the
     /// rows to hold for the document (empty when it emits nothing).
-    per_view: Vec<Option<Vec<(Vec<u8>, Vec<u8>)>>>,
+    per_view: Vec<Option<Vec<EncodedRow>>>,
 }
 
 struct Active<'a> {
@@ -364,7 +367,7 @@ fn replace_rows(
     back: &TransactionalTree,
     a: &Active<'_>,
     id: &str,
-    new_rows: &[(Vec<u8>, Vec<u8>)],
+    new_rows: &[EncodedRow],
     o: &mut Outcome,
 ) -> Result<(), ConflictableTransactionError<ViewError>> {
     let mut back_key = a.prefix.clone();
@@ -405,7 +408,7 @@ fn replace_rows(
 /// prefix, stored value). The suffix is the encoded key, the encoded doc
 /// id (CouchDB breaks ties by id) and the emit index (a document may emit
 /// the same key twice).
-fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
     };

@@ -456,3 +456,24 @@ fn typed_reads_and_the_local_changes_stream() {
         handle.await.unwrap();
     });
 }
+
+#[test]
+fn update_false_reads_as_is_and_lazy_catches_up_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    put(&replica, "c-1", &["a"], false, card(json!(1)));
+    let views = Views::open(&replica).unwrap();
+    views.warm().unwrap();
+    put(&replica, "c-2", &["a"], false, card(json!(2)));
+    let stale = QueryOptions::default().update(Update::False);
+    assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 1);
+    let lazy = QueryOptions::default().update(Update::Lazy);
+    assert_eq!(views.query(ELO, &lazy).unwrap().rows.len(), 1);
+    let target = replica.update_seq().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.state(ELO).unwrap().unwrap().seq < target {
+        assert!(std::time::Instant::now() < deadline, "lazy update never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 2);
+}
