@@ -131,8 +131,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let cache_mb: u64 = std::env::var("SETTEE_VIEW_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let only = std::env::var("SETTEE_VIEW_BENCH_ONLY").ok();
     let dir = tempfile::tempdir().unwrap();
-    let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    let replica = Replica::open(
+        dir.path(),
+        ReplicaConfig::default().with_cache_capacity(cache_mb * 1024 * 1024),
+    )
+    .unwrap();
     let t = Instant::now();
     build(&replica, n);
     println!(
@@ -140,7 +149,11 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let views = Views::open(&replica).unwrap();
+    let views = match only.as_deref() {
+        Some("elo") => Views::with_views(&replica, [settee::views::elo()]).unwrap(),
+        Some("getTags") => Views::with_views(&replica, [settee::views::get_tags()]).unwrap(),
+        _ => Views::open(&replica).unwrap(),
+    };
     let report = views.warm().unwrap();
     let rows: Vec<String> = report
         .views
@@ -160,6 +173,9 @@ fn main() {
         again.elapsed.as_secs_f64() * 1e6
     );
 
+    if only.is_some() {
+        return;
+    }
     let mut rng = Rng(42);
     let reps = 2000u32;
     // Touch the paths once so the first timed call is not the first call.

@@ -37,14 +37,20 @@ pub(crate) struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        // `SETTEE_VIEW_CHUNK_DOCS` shrinks chunks (the kill test uses it to
-        // get many commits out of a small replica).
+        // `SETTEE_VIEW_CHUNK_DOCS` and `SETTEE_VIEW_CHUNK_ROWS` resize
+        // chunks (the kill test uses tiny ones to get many commits out of a
+        // small replica).
         let docs = std::env::var("SETTEE_VIEW_CHUNK_DOCS")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|&n: &usize| n > 0)
             .unwrap_or(2000);
-        ChunkLimits { docs, rows: 20_000 }
+        let rows = std::env::var("SETTEE_VIEW_CHUNK_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(20_000);
+        ChunkLimits { docs, rows }
     }
 }
 

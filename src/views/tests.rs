@@ -472,7 +472,10 @@ fn update_false_reads_as_is_and_lazy_catches_up_afterwards() {
     let target = replica.update_seq().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while views.state(ELO).unwrap().unwrap().seq < target {
-        assert!(std::time::Instant::now() < deadline, "lazy update never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lazy update never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 2);
