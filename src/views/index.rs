@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How much one indexing transaction holds: up to `docs` changes, or fewer
@@ -117,9 +119,23 @@ pub(crate) struct Index {
     pub(crate) rows: sled::Tree,
     back: sled::Tree,
     state: sled::Tree,
-    /// One indexer at a time: chunks read a view's state outside their
-    /// transaction and must not race another indexer of the same view.
-    writer: Mutex<()>,
+    /// One indexer per replica at a time, shared by every `Views` of the
+    /// replica in this process (see [`writer_lock`]).
+    writer: Arc<Mutex<()>>,
+}
+
+/// The indexing lock of a replica directory. Two `Views` of one replica
+/// (the sync service's warm-up and an app's queries) must not index at the
+/// same time: chunks compute a view's row count from the state they read
+/// before their transaction, and a rebuild's clearing is not
+/// transactional. (sled's file lock keeps other processes out.)
+fn writer_lock(replica: &Replica) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(replica.path().to_path_buf()).or_default().clone()
 }
 
 /// The key prefix of a view's rows and back-index entries: the name's
@@ -159,7 +175,7 @@ impl Index {
             rows: replica.open_tree("views.rows")?,
             back: replica.open_tree("views.back")?,
             state: replica.open_tree("views.state")?,
-            writer: Mutex::new(()),
+            writer: writer_lock(replica),
         })
     }
 

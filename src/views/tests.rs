@@ -480,3 +480,23 @@ fn update_false_reads_as_is_and_lazy_catches_up_afterwards() {
     }
     assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 2);
 }
+
+#[test]
+fn two_views_handles_on_one_replica_index_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    for i in 0..300 {
+        put(&replica, &format!("c-{i:03}"), &["a"], false, card(json!(i % 13)));
+    }
+    let a = Views::open(&replica).unwrap();
+    let b = Views::open(&replica).unwrap();
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.warm().unwrap());
+        let tb = s.spawn(|| b.warm().unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(ra.docs_indexed() + rb.docs_indexed(), 2 * 300);
+    let st = a.state(ELO).unwrap().unwrap();
+    assert_eq!(st.rows, 300);
+    assert_eq!(all(&b, ELO), reference(&replica, &elo()));
+}
