@@ -46,12 +46,3 @@ impl From<sled::Error> for ViewError {
         ViewError::Store(StoreError::Storage(e))
     }
 }
-
-impl From<sled::transaction::TransactionError<ViewError>> for ViewError {
-    fn from(e: sled::transaction::TransactionError<ViewError>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => e.into(),
-        }
-    }
-}

@@ -2,9 +2,9 @@
 //! collation order, kept current from the replica's local sequence.
 //!
 //! ```text
-//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views.rows   (rows, collation order)
-//!        │                                   │ map fns   views.back   (doc id → its row keys)
-//!        └─ watch_update_seq (durable seq) ──┘           views.state  (seq, version, row count)
+//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… rows (collation order)
+//!        │                                   │ map fns              b… doc id → its row keys
+//!        └─ watch_update_seq (durable seq) ──┘                      s… seq, version, row count
 //!                                                           │
 //!                         query.rs (CouchDB options) ◄──────┘
 //! ```
@@ -12,7 +12,7 @@
 //! - `view.rs`: [`View`], a named, versioned map function; [`Emitter`].
 //! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
 //!   a comparison and as order-preserving bytes (ICU4X sort keys).
-//! - `index.rs`: the indexer (one sled transaction per chunk of changes).
+//! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
 //! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
 //! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
@@ -142,7 +142,7 @@ impl Views {
     /// Blocking: from async code call it in `spawn_blocking`.
     ///
     /// # Durability
-    /// One sled transaction per chunk of changes holds the chunk's rows,
+    /// One atomic sled batch per chunk of changes holds the chunk's rows,
     /// back-index entries and each view's new sequence; flushed before
     /// `Ok`. A kill leaves each view at its last committed chunk, and the
     /// next warm-up or query continues from there. After an `Err`, some
@@ -208,7 +208,7 @@ impl Views {
         self.before_read(name, q.update)?;
         let ranges = query::ranges(name, q)?;
         Ok(query::walk(
-            &self.inner.index.rows,
+            &self.inner.index.tree,
             &self.inner.replica,
             name,
             ranges,
@@ -230,13 +230,13 @@ impl Views {
         let ranges = query::ranges(name, q)?;
         let offset = match (&q.keys, ranges.first()) {
             (None, Some(first)) => {
-                query::rows_before(&self.inner.index.rows, name, first, q.descending)?
+                query::rows_before(&self.inner.index.tree, name, first, q.descending)?
                     + q.skip as u64
             }
             _ => 0,
         };
         let total_rows = self.inner.index.state(name)?.map_or(0, |s| s.rows);
-        let rows = query::walk(&self.inner.index.rows, &self.inner.replica, name, ranges, q)
+        let rows = query::walk(&self.inner.index.tree, &self.inner.replica, name, ranges, q)
             .collect::<Result<Vec<_>, _>>()?;
         if q.update == Update::Lazy {
             self.before_read(name, Update::Lazy)?;

@@ -486,7 +486,13 @@ fn two_views_handles_on_one_replica_index_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path());
     for i in 0..300 {
-        put(&replica, &format!("c-{i:03}"), &["a"], false, card(json!(i % 13)));
+        put(
+            &replica,
+            &format!("c-{i:03}"),
+            &["a"],
+            false,
+            card(json!(i % 13)),
+        );
     }
     let a = Views::open(&replica).unwrap();
     let b = Views::open(&replica).unwrap();
