@@ -448,13 +448,18 @@ fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
     };
-    view.map(doc)
-        .into_iter()
+    let rows = view.map(doc);
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut id = Vec::with_capacity(3 * doc.id.len() + 8);
+    encode_str(&doc.id, &mut id);
+    rows.into_iter()
         .enumerate()
         .map(|(i, (key, value))| {
-            let mut k = Vec::with_capacity(32 + doc.id.len());
+            let mut k = Vec::with_capacity(32 + id.len());
             encode_key(&key, &mut k);
-            encode_str(&doc.id, &mut k);
+            k.extend_from_slice(&id);
             k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
             let row = StoredRow {
                 id: &doc.id,
