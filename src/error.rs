@@ -17,6 +17,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// A view failed.
+    #[error(transparent)]
+    View(#[from] crate::views::ViewError),
+
     /// The replica mirrors another database than the one asked for.
     #[error("replica {path} mirrors {bound}, not {requested}; pull into a new directory or use the original URL")]
     WrongRemote {

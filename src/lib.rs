@@ -33,6 +33,9 @@
 //!   ([`Replica::put`], [`Replica::update`], [`Replica::delete`]) go
 //!   app → store (revision + outbox entry, one transaction) → worker →
 //!   remote (`_revs_diff`, `_bulk_docs` with `new_edits: false`).
+//! - `views/`: [`views::Views`], indexes of the replica in CouchDB view
+//!   collation (the app's `elo` and `getTags`), kept current from the local
+//!   sequence; typed reads and the local changes stream.
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -71,6 +74,7 @@ mod replicate;
 mod revtree;
 mod store;
 mod sync;
+pub mod views;
 
 pub use error::{Error, Result};
 pub use remote::{

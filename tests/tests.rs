@@ -34,3 +34,5 @@ mod secrets;
 mod sync;
 // Local writes pushed through the outbox, under every status the server can answer.
 mod outbox;
+// Views (elo, getTags) answer as the server's own views do.
+mod views;

@@ -48,6 +48,8 @@ pub enum Command {
     Push(PushArgs),
     /// List queued writes and dead letters; retry or discard a dead letter.
     Outbox(OutboxArgs),
+    /// Query a view (`elo`, `getTags`) of a replica, with CouchDB's options.
+    Query(QueryArgs),
     /// Test support: write COUNT new documents, printing `ID REV` after
     /// each one is durable (the crash tests kill it at random).
     #[command(name = "__write-loop", hide = true)]
@@ -341,4 +343,43 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5y").is_err());
     }
+}
+
+/// `settee query`.
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The replica directory (with --db: a sync root).
+    pub dir: PathBuf,
+    /// Query this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
+    /// The view: `elo` or `getTags`.
+    pub view: String,
+    /// Only rows with this key (JSON, e.g. '"c-000001"' or 1000).
+    #[arg(long, value_name = "JSON")]
+    pub key: Option<String>,
+    /// Only rows with these keys, in this order (a JSON array).
+    #[arg(long, value_name = "JSON_ARRAY")]
+    pub keys: Option<String>,
+    /// First key of the range (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub start: Option<String>,
+    /// Last key of the range (JSON, inclusive).
+    #[arg(long, value_name = "JSON")]
+    pub end: Option<String>,
+    /// Walk the view backwards (then --start is the high end).
+    #[arg(long)]
+    pub descending: bool,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Add each row's document.
+    #[arg(long)]
+    pub include_docs: bool,
+    /// Print CouchDB's response shape as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -18,6 +18,7 @@ mod outbox;
 mod pull;
 mod push;
 mod put;
+mod query;
 mod status;
 mod sync;
 
@@ -65,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Push(args) => push::run(args).await,
             Command::Outbox(args) => outbox::run(args).await,
             Command::WriteLoop(args) => put::write_loop(args).await,
+            Command::Query(args) => query::run(args),
         }
     });
     match result {

@@ -645,6 +645,21 @@ impl Replica {
             .collect()
     }
 
+    /// Opens (creating it if needed) a tree of this replica's sled database
+    /// for data derived by a module above the store (the view indexes). The
+    /// store never reads or writes such trees; their writers run their own
+    /// transactions over them and call [`Replica::flush`].
+    pub(crate) fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
+    /// Flushes every tree of the replica to disk (for writers of the trees
+    /// opened with [`Replica::open_tree`]).
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
     /// Bytes on disk, as sled reports them.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)

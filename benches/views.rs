@@ -1,0 +1,240 @@
+//! Views on a large replica, with the network taken out:
+//! `cargo bench --bench views`.
+//!
+//! Builds a replica of synthetic course documents through the store's own
+//! commit path (`Replica::commit_blocking`, batches of 1000, as a pull
+//! writes them): `SETTEE_VIEW_BENCH_DOCS` cards (default 100000) with an
+//! `elo.global.score` and 2 to 5 of 20 tags each, and the 20 `TAG-*`
+//! documents listing their cards. Then it measures:
+//!
+//! - warm-up: `Views::warm` of both built-in views from nothing (the first
+//!   query after a pull, which the sync service runs ahead of time), and
+//!   a second warm-up with nothing to do;
+//! - `cards_near_rating(r, 20)` on the warm index (mean over many ratings);
+//! - `tags_for_cards` of 20 cards on the warm index (mean over many sets);
+//! - a CouchDB-shaped `query("elo", startkey, limit 20)`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use serde_json::json;
+use settee::views::{QueryOptions, Views};
+use settee::{IncomingRev, Replica, ReplicaConfig, RevPath, WriteBatch};
+use std::time::{Duration, Instant};
+
+const TAGS: u64 = 20;
+
+/// A small deterministic generator (xorshift64*), so every run indexes
+/// the same corpus.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn rev(id: &str, seed: u64, body: serde_json::Value) -> IncomingRev {
+    IncomingRev {
+        id: id.into(),
+        path: RevPath {
+            start: 1,
+            ids: vec![format!("{seed:032x}")],
+        },
+        deleted: false,
+        body: serde_json::value::to_raw_value(&body).unwrap(),
+    }
+}
+
+fn build(replica: &Replica, n: u64) -> Vec<Vec<String>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut tagged: Vec<Vec<String>> = vec![Vec::new(); TAGS as usize];
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let revs = (i..end)
+            .map(|j| {
+                let id = format!("c-{j:06}");
+                let k = 2 + rng.below(4);
+                let mut tags = Vec::new();
+                while (tags.len() as u64) < k {
+                    let t = rng.below(TAGS);
+                    if !tags.contains(&t) {
+                        tags.push(t);
+                    }
+                }
+                for &t in &tags {
+                    tagged[t as usize].push(id.clone());
+                }
+                let score = 600 + rng.below(800);
+                rev(
+                    &id,
+                    j,
+                    json!({
+                        "docType": "CARD",
+                        "elo": {"global": {"score": score, "count": j % 50}, "tags": {}, "misc": {}},
+                        "tags": tags.iter().map(|t| format!("tag-{t}")).collect::<Vec<_>>(),
+                        "question": "x".repeat(300),
+                    }),
+                )
+            })
+            .collect();
+        replica
+            .commit_blocking(&WriteBatch {
+                revs,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        i = end;
+    }
+    let revs = tagged
+        .iter()
+        .enumerate()
+        .map(|(t, cards)| {
+            rev(
+                &format!("TAG-tag-{t}"),
+                n + t as u64,
+                json!({"docType": "TAG", "name": format!("tag-{t}"), "snippit": "about this tag",
+                       "wiki": "", "taggedCards": cards}),
+            )
+        })
+        .collect();
+    replica
+        .commit_blocking(&WriteBatch {
+            revs,
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    tagged
+}
+
+/// User + system CPU seconds of this process (the machine is shared, so
+/// wall time alone overstates the work).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn per_op(total: Duration, n: u32) -> String {
+    format!("{:.1} µs", total.as_secs_f64() * 1e6 / f64::from(n))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` runs bench targets once as tests: keep that cheap.
+    if args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench") {
+        println!("views: run with `cargo bench --bench views`");
+        return;
+    }
+    let n: u64 = std::env::var("SETTEE_VIEW_BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let cache_mb: u64 = std::env::var("SETTEE_VIEW_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let only = std::env::var("SETTEE_VIEW_BENCH_ONLY").ok();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(
+        dir.path(),
+        ReplicaConfig::default().with_cache_capacity(cache_mb * 1024 * 1024),
+    )
+    .unwrap();
+    let t = Instant::now();
+    build(&replica, n);
+    println!(
+        "built a replica of {n} cards and {TAGS} tags in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let views = match only.as_deref() {
+        Some("elo") => Views::with_views(&replica, [settee::views::elo()]).unwrap(),
+        Some("getTags") => Views::with_views(&replica, [settee::views::get_tags()]).unwrap(),
+        _ => Views::open(&replica).unwrap(),
+    };
+    let cpu0 = cpu_seconds();
+    let report = views.warm().unwrap();
+    let cpu = cpu_seconds() - cpu0;
+    let rows: Vec<String> = report
+        .views
+        .iter()
+        .map(|v| format!("{} {} rows", v.name, v.total_rows))
+        .collect();
+    println!(
+        "warm-up, from nothing: {:.3} s wall, {cpu:.2} s CPU ({} docs, {}, {} batches)",
+        report.elapsed.as_secs_f64(),
+        report.views[0].docs_indexed,
+        rows.join(", "),
+        report.chunks
+    );
+    let again = views.warm().unwrap();
+    println!(
+        "warm-up with nothing to do: {:.1} µs",
+        again.elapsed.as_secs_f64() * 1e6
+    );
+
+    if only.is_some() {
+        return;
+    }
+    let mut rng = Rng(42);
+    let reps = 2000u32;
+    // Touch the paths once so the first timed call is not the first call.
+    views.cards_near_rating(1000.0, 20).unwrap();
+    let t = Instant::now();
+    let mut found = 0;
+    for _ in 0..reps {
+        let r = 600.0 + rng.below(800) as f64;
+        found += views.cards_near_rating(r, 20).unwrap().len();
+    }
+    assert_eq!(found, 20 * reps as usize);
+    println!(
+        "cards_near_rating(r, 20), warm: {} per query",
+        per_op(t.elapsed(), reps)
+    );
+
+    let t = Instant::now();
+    let mut tags = 0;
+    for _ in 0..reps {
+        let ids: Vec<String> = (0..20).map(|_| format!("c-{:06}", rng.below(n))).collect();
+        tags += views.tags_for_cards(&ids).unwrap().len();
+    }
+    assert!(tags >= 40 * reps as usize);
+    println!(
+        "tags_for_cards(20 cards), warm: {} per query",
+        per_op(t.elapsed(), reps)
+    );
+
+    let t = Instant::now();
+    for _ in 0..reps {
+        let q = QueryOptions::default()
+            .start_key(json!(600 + rng.below(800)))
+            .limit(20);
+        let rows = views.rows("elo", &q).unwrap().count();
+        assert!(rows > 0);
+    }
+    println!(
+        "rows(\"elo\", startkey, limit 20), warm: {} per query",
+        per_op(t.elapsed(), reps)
+    );
+}

@@ -1,0 +1,289 @@
+//! The two views the study app queries, with the semantics of its design
+//! documents, and typed helpers for its two queries.
+//!
+//! - `elo`: for `CARD` documents, `emit(doc.elo)` if it is a number, else
+//!   `emit(doc.elo.global.score)` if `doc.elo.global` is truthy, else
+//!   `emit(doc.elo.score)` if `doc.elo` is truthy, else a key in 995..=1005
+//!   derived from the id (the app's design document draws it at random,
+//!   which makes two replicas disagree); the value is always the id. A
+//!   missing score emits `null`, as JavaScript's `emit(undefined)` does.
+//! - `getTags`: for `TAG` documents, for each id in `doc.taggedCards`,
+//!   `emit(cardId, {docType, name, snippit, wiki: "", taggedCards: []})`,
+//!   fields that are `undefined` in JavaScript left out as JSON does.
+
+use super::error::ViewError;
+use super::query::{QueryOptions, Update};
+use super::view::{Emitter, View};
+use super::Views;
+use crate::store::Document;
+use serde_json::{json, Map, Value};
+
+/// Name of the built-in rating view.
+pub const ELO: &str = "elo";
+/// Name of the built-in tags view.
+pub const GET_TAGS: &str = "getTags";
+
+/// JavaScript truthiness of a field (`undefined` is `None`).
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// `obj.field` in JavaScript: `undefined` unless `obj` is an object.
+fn field<'a>(obj: Option<&'a Value>, name: &str) -> Option<&'a Value> {
+    obj.and_then(Value::as_object).and_then(|m| m.get(name))
+}
+
+/// The key a card without an `elo` gets: 995..=1005, from a stable hash
+/// (64-bit FNV-1a) of its id, so every replica computes the same one.
+pub fn default_elo(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    995 + h % 11
+}
+
+fn elo_map(doc: &Document, emit: &mut Emitter) {
+    if doc.body.get("docType").and_then(Value::as_str) != Some("CARD") {
+        return;
+    }
+    let elo = doc.body.get("elo");
+    let key = match elo {
+        Some(Value::Number(n)) => Value::Number(n.clone()),
+        _ if truthy(elo) && truthy(field(elo, "global")) => field(field(elo, "global"), "score")
+            .cloned()
+            .unwrap_or(Value::Null),
+        _ if truthy(elo) => field(elo, "score").cloned().unwrap_or(Value::Null),
+        _ => json!(default_elo(&doc.id)),
+    };
+    emit.emit(key, Value::String(doc.id.clone()));
+}
+
+fn get_tags_map(doc: &Document, emit: &mut Emitter) {
+    if doc.body.get("docType").and_then(Value::as_str) != Some("TAG") {
+        return;
+    }
+    let Some(cards) = doc.body.get("taggedCards").and_then(Value::as_array) else {
+        return;
+    };
+    let mut value = Map::with_capacity(5);
+    value.insert("docType".into(), json!("TAG"));
+    for name in ["name", "snippit"] {
+        if let Some(v) = doc.body.get(name) {
+            value.insert(name.into(), v.clone());
+        }
+    }
+    value.insert("wiki".into(), json!(""));
+    value.insert("taggedCards".into(), json!([]));
+    let value = Value::Object(value);
+    for card in cards {
+        emit.emit(card.clone(), value.clone());
+    }
+}
+
+/// The built-in `elo` view.
+pub fn elo() -> View {
+    View::new(ELO, 1, elo_map)
+}
+
+/// The built-in `getTags` view.
+pub fn get_tags() -> View {
+    View::new(GET_TAGS, 1, get_tags_map)
+}
+
+/// Both built-in views.
+pub fn builtin() -> Vec<View> {
+    vec![elo(), get_tags()]
+}
+
+/// A card and its rating, from the `elo` view.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RatedCard {
+    /// The card's id.
+    pub id: String,
+    /// Its rating (the view key).
+    pub score: f64,
+}
+
+/// A tag of a card, from the `getTags` view.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CardTag {
+    /// The card's id (the view key).
+    pub card_id: String,
+    /// The tag document's id.
+    pub tag_id: String,
+    /// The tag's name, if it has one.
+    pub name: Option<String>,
+    /// The whole emitted value.
+    pub value: Value,
+}
+
+impl Views {
+    /// The `limit` cards whose rating is nearest `rating`: the app's
+    /// two-sided query (up to `limit` rows at or below, up to `limit`
+    /// above), merged by distance; ties go to the lower rating, then the
+    /// id. Cards whose key is not a number are not candidates.
+    pub fn cards_near_rating(
+        &self,
+        rating: f64,
+        limit: usize,
+    ) -> Result<Vec<RatedCard>, ViewError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.update_if_needed(ELO)?;
+        let num = |f: f64| json!(f);
+        let below = QueryOptions::default()
+            .start_key(num(rating))
+            .end_key(num(f64::MIN))
+            .descending(true)
+            .limit(limit)
+            .update(Update::False);
+        let collect = |q: &QueryOptions| -> Result<Vec<RatedCard>, ViewError> {
+            self.rows(ELO, q)?
+                .filter_map(|r| match r {
+                    Ok(row) => row
+                        .key
+                        .as_f64()
+                        .map(|score| Ok(RatedCard { id: row.id, score })),
+                    Err(e) => Some(Err(e)),
+                })
+                .collect()
+        };
+        let below = collect(&below)?;
+        // Rows equal to `rating` sort first in both directions: `below`
+        // holds all of them unless it is already full of them.
+        let equal = below.iter().filter(|c| c.score == rating).count();
+        let above = if equal >= limit {
+            Vec::new()
+        } else {
+            let above = QueryOptions::default()
+                .start_key(num(rating))
+                .end_key(num(f64::MAX))
+                .skip(equal)
+                .limit(limit)
+                .update(Update::False);
+            collect(&above)?
+        };
+        let (mut i, mut j) = (0, 0);
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit && (i < below.len() || j < above.len()) {
+            let take_below = match (below.get(i), above.get(j)) {
+                (Some(b), Some(a)) => rating - b.score <= a.score - rating,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_below {
+                out.push(below[i].clone());
+                i += 1;
+            } else {
+                out.push(above[j].clone());
+                j += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tags of each card, in the order of `card_ids` (each card's tags
+    /// in tag id order); cards without tags contribute nothing.
+    pub fn tags_for_cards<S: AsRef<str>>(&self, card_ids: &[S]) -> Result<Vec<CardTag>, ViewError> {
+        self.update_if_needed(GET_TAGS)?;
+        let q = QueryOptions::default()
+            .keys(card_ids.iter().map(|s| json!(s.as_ref())).collect())
+            .update(Update::False);
+        self.rows(GET_TAGS, &q)?
+            .map(|r| {
+                let row = r?;
+                Ok(CardTag {
+                    card_id: row.key.as_str().unwrap_or_default().to_owned(),
+                    tag_id: row.id,
+                    name: row
+                        .value
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    value: row.value,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revtree::Rev;
+
+    fn doc(id: &str, body: Value) -> Document {
+        Document {
+            id: id.into(),
+            rev: "1-a".parse::<Rev>().unwrap_or_else(|_| unreachable!()),
+            deleted: false,
+            body: body.as_object().cloned().unwrap_or_default(),
+            conflicts: vec![],
+            deleted_conflicts: vec![],
+        }
+    }
+
+    fn keys(view: &View, d: &Document) -> Vec<Value> {
+        view.map(d).into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn elo_follows_the_design_document() {
+        let v = elo();
+        let card = |elo: Value| doc("c-1", json!({"docType": "CARD", "elo": elo}));
+        assert_eq!(keys(&v, &card(json!(1200))), vec![json!(1200)]);
+        assert_eq!(keys(&v, &card(json!(0))), vec![json!(0)]);
+        assert_eq!(
+            keys(&v, &card(json!({"global": {"score": 990}, "score": 5}))),
+            vec![json!(990)]
+        );
+        assert_eq!(keys(&v, &card(json!({"score": 5}))), vec![json!(5)]);
+        assert_eq!(keys(&v, &card(json!({"global": {}}))), vec![json!(null)]);
+        assert_eq!(
+            keys(&v, &card(json!({"global": null, "score": 7}))),
+            vec![json!(7)]
+        );
+        let none = doc("c-1", json!({"docType": "CARD"}));
+        let k = keys(&v, &none)[0].as_u64().unwrap_or_default();
+        assert!((995..=1005).contains(&k));
+        assert_eq!(keys(&v, &none), keys(&v, &card(json!(null))));
+        assert!(keys(&v, &doc("t", json!({"docType": "TAG", "elo": 3}))).is_empty());
+        assert_eq!(v.map(&card(json!(1)))[0].1, json!("c-1"));
+    }
+
+    #[test]
+    fn default_elo_is_stable_and_spread() {
+        assert_eq!(default_elo("c-000001"), default_elo("c-000001"));
+        let seen: std::collections::BTreeSet<u64> = (0..200)
+            .map(|i| default_elo(&format!("c-{i:06}")))
+            .collect();
+        assert_eq!(seen.len(), 11);
+    }
+
+    #[test]
+    fn get_tags_follows_the_design_document() {
+        let t = doc(
+            "TAG-math",
+            json!({"docType": "TAG", "name": "math", "snippet": "x", "taggedCards": ["c-1", "c-2"]}),
+        );
+        let rows = get_tags().map(&t);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].0, json!("c-2"));
+        assert_eq!(
+            serde_json::to_string(&rows[0].1).unwrap_or_default(),
+            r#"{"docType":"TAG","name":"math","wiki":"","taggedCards":[]}"#
+        );
+        let no_cards = doc("TAG-x", json!({"docType": "TAG"}));
+        assert!(get_tags().map(&no_cards).is_empty());
+    }
+}

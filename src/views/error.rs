@@ -1,0 +1,48 @@
+//! Errors of the view layer: the store's, plus what a query can get wrong.
+//! An unknown view or a bad option is the caller's mistake and says so; a
+//! damaged index says to rebuild it (views are derived data).
+
+use crate::store::StoreError;
+
+/// What went wrong reading or updating a view.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// The replica under the view failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// No view of that name is registered.
+    #[error("no view named {0:?}; registered views: {1}")]
+    UnknownView(String, String),
+
+    /// The query's options contradict each other (CouchDB answers 400).
+    #[error("invalid view query: {0}")]
+    InvalidQuery(String),
+
+    /// A document could not be deserialized into the type asked for.
+    #[error("document {id:?} does not fit the type asked for: {reason}")]
+    Decode {
+        /// The document id.
+        id: String,
+        /// serde's message.
+        reason: String,
+    },
+
+    /// An index entry could not be decoded: the index is damaged. Views
+    /// are derived data; delete the replica's view trees (or bump the
+    /// view's version) to rebuild it.
+    #[error("view {view:?} index is damaged: {detail}; rebuild the view")]
+    Corrupt {
+        /// The view.
+        view: String,
+        /// What could not be decoded.
+        detail: String,
+    },
+}
+
+impl From<sled::Error> for ViewError {
+    fn from(e: sled::Error) -> Self {
+        ViewError::Store(StoreError::Storage(e))
+    }
+}

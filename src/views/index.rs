@@ -1,0 +1,512 @@
+//! The indexer: keeps each view's rows in sled, in collation order, and
+//! follows the replica's local sequence to keep them current.
+//!
+//! ```text
+//!  Replica::changes(since) ──► chunk of changes (≤ durable update seq)
+//!        │                         │ winner body (live, non-design docs)
+//!        │                         ▼
+//!        │                  View::map per view still behind that change
+//!        │                         │ encoded rows, old rows from back-index
+//!        ▼                         ▼
+//!  one atomic sled batch per chunk in the `views` tree: rows, back-index, states
+//! ```
+//!
+//! It owns one tree of the replica, `views`, with three key spaces (rows
+//! `r…`, back-index `b…`, states `s…`; the keys are in `docs/design.md`),
+//! and is its only writer. It reads the store only through `Replica`'s public reads, and
+//! must not be called from the store.
+
+use super::collate::{encode_key, encode_str};
+use super::error::ViewError;
+use super::view::View;
+use crate::store::{Document, Replica};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How much one indexing batch holds: up to `docs` changes, or fewer
+/// when they emit more than `rows` rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkLimits {
+    pub(crate) docs: usize,
+    pub(crate) rows: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        // `SETTEE_VIEW_CHUNK_DOCS` and `SETTEE_VIEW_CHUNK_ROWS` resize
+        // chunks (the kill test uses tiny ones to get many commits out of a
+        // small replica).
+        let docs = std::env::var("SETTEE_VIEW_CHUNK_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(2000);
+        let rows = std::env::var("SETTEE_VIEW_CHUNK_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(20_000);
+        ChunkLimits { docs, rows }
+    }
+}
+
+/// A view's progress, in `views.state` under the view's name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewState {
+    /// The definition version the rows were built with.
+    pub version: u64,
+    /// Every change up to this local sequence is reflected in the rows;
+    /// none after it is (beyond what a re-read document already showed).
+    pub seq: u64,
+    /// Rows in the index (CouchDB's `total_rows`).
+    pub rows: u64,
+}
+
+/// What bringing one view up to date did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ViewWarm {
+    /// The view.
+    pub name: String,
+    /// Changed documents the view re-indexed (each once per update).
+    pub docs_indexed: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Old rows removed (updates, deletions, winner changes).
+    pub rows_removed: u64,
+    /// True when the index was dropped and rebuilt because the view's
+    /// definition version changed.
+    pub rebuilt: bool,
+    /// The local sequence the view now covers.
+    pub seq: u64,
+    /// Rows in the index now.
+    pub total_rows: u64,
+}
+
+/// What a warm-up did, per view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WarmReport {
+    /// One entry per registered view, in registration order.
+    pub views: Vec<ViewWarm>,
+    /// Indexing batches committed (one atomic sled batch each).
+    pub chunks: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl WarmReport {
+    /// Documents re-indexed, summed over the views.
+    pub fn docs_indexed(&self) -> u64 {
+        self.views.iter().map(|v| v.docs_indexed).sum()
+    }
+
+    /// The entry of one view.
+    pub fn view(&self, name: &str) -> Option<&ViewWarm> {
+        self.views.iter().find(|v| v.name == name)
+    }
+}
+
+/// The `views` tree and the writer lock.
+pub(crate) struct Index {
+    replica: Replica,
+    /// Rows (`r`…), back-index (`b`…) and states (`s`…) of every view, in
+    /// one tree so that a chunk is one atomic `apply_batch` (half the cost
+    /// of a multi-tree transaction in sled 0.34, measured).
+    pub(crate) tree: sled::Tree,
+    /// One indexer per replica at a time, shared by every `Views` of the
+    /// replica in this process (see [`writer_lock`]).
+    writer: Arc<Mutex<()>>,
+}
+
+/// The indexing lock of a replica directory. Two `Views` of one replica
+/// (the sync service's warm-up and an app's queries) must not index at the
+/// same time: chunks compute a view's row count from the state they read
+/// before their batch, and a rebuild's clearing is not
+/// transactional. (sled's file lock keeps other processes out.)
+fn writer_lock(replica: &Replica) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks
+        .entry(replica.path().to_path_buf())
+        .or_default()
+        .clone()
+}
+
+const ROWS: u8 = b'r';
+const BACK: u8 = b'b';
+const STATE: u8 = b's';
+
+/// `space`, the name's length (u16, big-endian) and the name: no view's
+/// prefix is a prefix of another's.
+fn named(space: u8, name: &str) -> Vec<u8> {
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    let mut p = Vec::with_capacity(3 + name.len());
+    p.push(space);
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(name.as_bytes());
+    p
+}
+
+/// The key prefix of a view's rows.
+pub(crate) fn view_prefix(name: &str) -> Vec<u8> {
+    named(ROWS, name)
+}
+
+fn back_prefix(name: &str) -> Vec<u8> {
+    named(BACK, name)
+}
+
+fn state_key(name: &str) -> Vec<u8> {
+    named(STATE, name)
+}
+
+/// A row ready to store: (key suffix after the view prefix, stored value).
+type EncodedRow = (Vec<u8>, Vec<u8>);
+
+/// One change, prepared for every view still behind it.
+struct Pending {
+    seq: u64,
+    id: String,
+    /// Per view: `None` when the view already covers this change, else the
+    /// rows to hold for the document (empty when it emits nothing).
+    per_view: Vec<Option<Vec<EncodedRow>>>,
+}
+
+struct Active<'a> {
+    view: &'a View,
+    prefix: Vec<u8>,
+    back_prefix: Vec<u8>,
+    state: ViewState,
+    report: ViewWarm,
+}
+
+impl Index {
+    pub(crate) fn open(replica: &Replica) -> Result<Index, ViewError> {
+        Ok(Index {
+            replica: replica.clone(),
+            tree: replica.open_tree("views")?,
+            writer: writer_lock(replica),
+        })
+    }
+
+    pub(crate) fn state(&self, name: &str) -> Result<Option<ViewState>, ViewError> {
+        match self.tree.get(state_key(name))? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ViewError::Corrupt {
+                        view: name.to_owned(),
+                        detail: format!("state: {e}"),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Brings `views` up to the replica's durable update sequence.
+    ///
+    /// # Durability
+    /// Each chunk of changes is one atomic sled batch holding the rows it
+    /// adds and removes, the back-index entries and the view's new
+    /// sequence, so a view's sequence never runs ahead of its rows nor its
+    /// rows ahead of its sequence. Flushed before `Ok`. A kill at any point
+    /// leaves every view at its last committed chunk; the next update
+    /// continues from there. After an `Err` some chunks may be committed.
+    pub(crate) fn catch_up(
+        &self,
+        views: &[&View],
+        limits: ChunkLimits,
+    ) -> Result<WarmReport, ViewError> {
+        let started = Instant::now();
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only what a flush made durable: the index must never cover a
+        // change that a crash could take back.
+        let durable = *self.replica.watch_update_seq().borrow();
+        let mut active = Vec::with_capacity(views.len());
+        for &view in views {
+            let (state, rebuilt) = self.prepare(view)?;
+            active.push(Active {
+                view,
+                prefix: view_prefix(view.name()),
+                back_prefix: back_prefix(view.name()),
+                state,
+                report: ViewWarm {
+                    name: view.name().to_owned(),
+                    rebuilt,
+                    seq: state.seq,
+                    total_rows: state.rows,
+                    ..ViewWarm::default()
+                },
+            });
+        }
+        let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
+        let mut chunks = 0;
+        if since < durable {
+            let mut changes = self.replica.changes(since);
+            let mut done = false;
+            while !done {
+                let mut chunk = Vec::new();
+                let mut emitted = 0;
+                while chunk.len() < limits.docs && emitted < limits.rows {
+                    let Some(change) = changes.next() else {
+                        done = true;
+                        break;
+                    };
+                    let change = change?;
+                    if change.seq > durable {
+                        done = true;
+                        break;
+                    }
+                    let doc = if change.doc.deleted || change.doc.id.starts_with("_design/") {
+                        None
+                    } else {
+                        self.replica.get(&change.doc.id)?.filter(|d| !d.deleted)
+                    };
+                    let per_view = active
+                        .iter()
+                        .map(|a| {
+                            (a.state.seq < change.seq).then(|| {
+                                let rows = encode_rows(a.view, doc.as_ref());
+                                emitted += rows.len();
+                                rows
+                            })
+                        })
+                        .collect();
+                    chunk.push(Pending {
+                        seq: change.seq,
+                        id: change.doc.id,
+                        per_view,
+                    });
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                self.commit_chunk(&mut active, &chunk)?;
+                chunks += 1;
+            }
+            self.replica.flush()?;
+        }
+        Ok(WarmReport {
+            views: active.into_iter().map(|a| a.report).collect(),
+            chunks,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The view's state, after dropping its rows if they were built by
+    /// another definition version (or by nothing this build recorded).
+    fn prepare(&self, view: &View) -> Result<(ViewState, bool), ViewError> {
+        let found = self.state(view.name())?;
+        if let Some(state) = found {
+            if state.version == view.version() {
+                return Ok((state, false));
+            }
+        }
+        // Clear first, record the new version last: a crash in between
+        // leaves the old version recorded, so the next update clears again.
+        for prefix in [view_prefix(view.name()), back_prefix(view.name())] {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in self.tree.scan_prefix(&prefix).keys() {
+                batch.remove(key?);
+                n += 1;
+                if n % 10_000 == 0 {
+                    self.tree.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        self.replica.flush()?;
+        let state = ViewState {
+            version: view.version(),
+            seq: 0,
+            rows: 0,
+        };
+        self.tree
+            .insert(state_key(view.name()), encode_state(&state))?;
+        if found.is_some() {
+            tracing::info!(view = view.name(), "view definition changed; rebuilding");
+        }
+        Ok((state, found.is_some()))
+    }
+
+    /// Writes one chunk as one atomic batch: for each view and document,
+    /// the removal of the rows its back-index entry lists, the new rows,
+    /// the new back-index entry, and each view's new state. Only this
+    /// indexer writes the tree (the writer lock), so reading the old
+    /// back-index entries before the batch is safe; `pending` holds those
+    /// the chunk itself already rewrote.
+    fn commit_chunk(&self, active: &mut [Active<'_>], chunk: &[Pending]) -> Result<(), ViewError> {
+        let mut batch = sled::Batch::default();
+        let mut pending: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(active.len());
+        for (vi, a) in active.iter().enumerate() {
+            let mut o = Outcome {
+                seq: a.state.seq,
+                ..Outcome::default()
+            };
+            for p in chunk {
+                let Some(new_rows) = &p.per_view[vi] else {
+                    continue;
+                };
+                o.docs += 1;
+                o.seq = o.seq.max(p.seq);
+                let mut back_key = a.back_prefix.clone();
+                back_key.extend_from_slice(p.id.as_bytes());
+                let old = match pending.get(&back_key) {
+                    Some(v) => v.clone(),
+                    None => self.tree.get(&back_key)?.map(|v| v.to_vec()),
+                };
+                if let Some(old) = old {
+                    let keys = decode_back(&old).ok_or_else(|| ViewError::Corrupt {
+                        view: a.view.name().to_owned(),
+                        detail: format!("back-index entry of {:?}", p.id),
+                    })?;
+                    for k in keys {
+                        let mut full = a.prefix.clone();
+                        full.extend_from_slice(k);
+                        batch.remove(full);
+                        o.removed += 1;
+                    }
+                }
+                let mut listed = Vec::new();
+                for (k, v) in new_rows {
+                    let mut full = a.prefix.clone();
+                    full.extend_from_slice(k);
+                    batch.insert(full, v.as_slice());
+                    o.written += 1;
+                    listed.extend_from_slice(
+                        &u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes(),
+                    );
+                    listed.extend_from_slice(k);
+                }
+                if new_rows.is_empty() {
+                    batch.remove(back_key.as_slice());
+                    pending.insert(back_key, None);
+                } else {
+                    batch.insert(back_key.as_slice(), listed.as_slice());
+                    pending.insert(back_key, Some(listed));
+                }
+            }
+            if o.docs > 0 {
+                let s = ViewState {
+                    version: a.state.version,
+                    seq: o.seq,
+                    rows: (a.state.rows + o.written).saturating_sub(o.removed),
+                };
+                batch.insert(state_key(a.view.name()), encode_state(&s));
+            }
+            outcomes.push(o);
+        }
+        self.tree.apply_batch(batch)?;
+        for (a, o) in active.iter_mut().zip(outcomes) {
+            if o.docs == 0 {
+                continue;
+            }
+            a.state.seq = o.seq;
+            a.state.rows = (a.state.rows + o.written).saturating_sub(o.removed);
+            a.report.docs_indexed += o.docs;
+            a.report.rows_written += o.written;
+            a.report.rows_removed += o.removed;
+            a.report.seq = a.state.seq;
+            a.report.total_rows = a.state.rows;
+            tracing::debug!(
+                view = a.view.name(),
+                seq = o.seq,
+                docs = o.docs,
+                "view chunk committed"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    seq: u64,
+    docs: u64,
+    written: u64,
+    removed: u64,
+}
+
+/// The rows a document gives in one view: (key suffix after the view
+/// prefix, stored value). The suffix is the encoded key, the encoded doc
+/// id (CouchDB breaks ties by id) and the emit index (a document may emit
+/// the same key twice).
+fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<EncodedRow> {
+    let Some(doc) = doc else {
+        return Vec::new();
+    };
+    let rows = view.map(doc);
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut id = Vec::with_capacity(3 * doc.id.len() + 8);
+    encode_str(&doc.id, &mut id);
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let mut k = Vec::with_capacity(32 + id.len());
+            encode_key(&key, &mut k);
+            k.extend_from_slice(&id);
+            k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
+            let row = StoredRow {
+                id: &doc.id,
+                key: &key,
+                value: &value,
+            };
+            // Serializing a Value cannot fail (its map keys are strings).
+            let v = serde_json::to_vec(&row).unwrap_or_default();
+            (k, v)
+        })
+        .collect()
+}
+
+/// A row's stored value: what the query answers (the key bytes are not
+/// reversible, so the key is kept as JSON too).
+#[derive(Serialize)]
+struct StoredRow<'a> {
+    id: &'a str,
+    key: &'a Value,
+    value: &'a Value,
+}
+
+/// The owned form of [`StoredRow`], for reading.
+#[derive(Deserialize)]
+pub(crate) struct RowData {
+    pub(crate) id: String,
+    pub(crate) key: Value,
+    pub(crate) value: Value,
+}
+
+fn encode_state(state: &ViewState) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Back-index value: the key suffixes of a document's rows, each as a u32
+/// length and the bytes.
+fn decode_back(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        let (k, rest) = rest.split_at(len);
+        out.push(k);
+        bytes = rest;
+    }
+    Some(out)
+}

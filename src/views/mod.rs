@@ -1,0 +1,259 @@
+//! Read-side views: indexes of the replica's documents in CouchDB view
+//! collation order, kept current from the replica's local sequence.
+//!
+//! ```text
+//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… rows (collation order)
+//!        │                                   │ map fns              b… doc id → its row keys
+//!        └─ watch_update_seq (durable seq) ──┘                      s… seq, version, row count
+//!                                                           │
+//!                         query.rs (CouchDB options) ◄──────┘
+//! ```
+//!
+//! - `view.rs`: [`View`], a named, versioned map function; [`Emitter`].
+//! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
+//!   a comparison and as order-preserving bytes (ICU4X sort keys).
+//! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
+//! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
+//! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
+//! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
+//!
+//! Views sit above the store: they read it through `Replica`'s public
+//! reads and keep their own trees; the store knows nothing of them. Views
+//! are derived data: deleting their trees (or bumping a view's version)
+//! rebuilds them from the documents.
+//!
+//! ```
+//! use serde_json::json;
+//! use settee::views::{QueryOptions, Views};
+//! use settee::{Replica, ReplicaConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+//! let views = Views::open(&replica).unwrap();   // elo and getTags
+//! let report = views.warm().unwrap();            // after a pull: index what it brought
+//! assert_eq!(report.views.len(), 2);
+//! let near = views.cards_near_rating(1000.0, 10).unwrap();
+//! assert!(near.is_empty());
+//! let result = views.query("elo", &QueryOptions::default().start_key(json!(900))).unwrap();
+//! assert_eq!(result.total_rows, 0);
+//! ```
+
+mod builtin;
+mod collate;
+mod error;
+mod follow;
+mod index;
+mod query;
+mod view;
+
+pub use builtin::{builtin, default_elo, elo, get_tags, CardTag, RatedCard, ELO, GET_TAGS};
+pub use collate::{collate, collate_str, encode_key};
+pub use error::ViewError;
+pub use follow::LocalChanges;
+pub use index::{ViewState, ViewWarm, WarmReport};
+pub use query::{QueryOptions, Rows, Update, ViewResult, ViewRow};
+pub use view::{Emitter, View};
+
+use crate::store::Replica;
+use index::{ChunkLimits, Index};
+use std::sync::Arc;
+
+/// The registered views of one replica: cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Views {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    replica: Replica,
+    index: Index,
+    views: Vec<View>,
+}
+
+impl std::fmt::Debug for Views {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Views")
+            .field("replica", &self.inner.replica)
+            .field("views", &self.inner.views)
+            .finish()
+    }
+}
+
+impl Views {
+    /// The built-in views (`elo`, `getTags`) of `replica`.
+    pub fn open(replica: &Replica) -> Result<Views, ViewError> {
+        Self::with_views(replica, builtin())
+    }
+
+    /// Exactly these views (add [`builtin()`] to keep the built-ins).
+    /// Names must be unique and at most 65535 bytes long.
+    pub fn with_views(
+        replica: &Replica,
+        views: impl IntoIterator<Item = View>,
+    ) -> Result<Views, ViewError> {
+        let views: Vec<View> = views.into_iter().collect();
+        for (i, v) in views.iter().enumerate() {
+            if v.name().is_empty() || v.name().len() > usize::from(u16::MAX) {
+                return Err(ViewError::InvalidQuery(format!(
+                    "view name {:?} must be 1 to 65535 bytes long",
+                    v.name()
+                )));
+            }
+            if views[..i].iter().any(|w| w.name() == v.name()) {
+                return Err(ViewError::InvalidQuery(format!(
+                    "view {:?} is registered twice",
+                    v.name()
+                )));
+            }
+        }
+        Ok(Views {
+            inner: Arc::new(Inner {
+                replica: replica.clone(),
+                index: Index::open(replica)?,
+                views,
+            }),
+        })
+    }
+
+    /// The replica the views read.
+    pub fn replica(&self) -> &Replica {
+        &self.inner.replica
+    }
+
+    /// The registered views.
+    pub fn views(&self) -> &[View] {
+        &self.inner.views
+    }
+
+    fn view(&self, name: &str) -> Result<&View, ViewError> {
+        self.inner
+            .views
+            .iter()
+            .find(|v| v.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.inner.views.iter().map(View::name).collect();
+                ViewError::UnknownView(name.to_owned(), names.join(", "))
+            })
+    }
+
+    /// Brings every registered view up to date with the replica (what the
+    /// sync service does after a pull, so the first query is as fast as
+    /// the next), reading each changed document once for all views.
+    /// Blocking: from async code call it in `spawn_blocking`.
+    ///
+    /// # Durability
+    /// One atomic sled batch per chunk of changes holds the chunk's rows,
+    /// back-index entries and each view's new sequence; flushed before
+    /// `Ok`. A kill leaves each view at its last committed chunk, and the
+    /// next warm-up or query continues from there. After an `Err`, some
+    /// chunks may be committed (and are consistent).
+    pub fn warm(&self) -> Result<WarmReport, ViewError> {
+        let all: Vec<&View> = self.inner.views.iter().collect();
+        let report = self.inner.index.catch_up(&all, ChunkLimits::default())?;
+        tracing::debug!(
+            docs = report.docs_indexed(),
+            ms = report.elapsed.as_millis() as u64,
+            "views warmed"
+        );
+        Ok(report)
+    }
+
+    /// Brings one view up to date (see [`Views::warm`] for durability).
+    pub fn update(&self, name: &str) -> Result<ViewWarm, ViewError> {
+        let view = self.view(name)?;
+        let mut report = self.inner.index.catch_up(&[view], ChunkLimits::default())?;
+        Ok(report.views.pop().unwrap_or_default())
+    }
+
+    /// Brings a view up to date unless it already covers the replica's
+    /// durable sequence (a cheap check: one state read).
+    pub(crate) fn update_if_needed(&self, name: &str) -> Result<(), ViewError> {
+        let view = self.view(name)?;
+        let durable = *self.inner.replica.watch_update_seq().borrow();
+        match self.inner.index.state(name)? {
+            Some(s) if s.version == view.version() && s.seq >= durable => Ok(()),
+            _ => self.update(name).map(|_| ()),
+        }
+    }
+
+    /// The progress of a view (`None` before its first update).
+    pub fn state(&self, name: &str) -> Result<Option<ViewState>, ViewError> {
+        self.view(name)?;
+        self.inner.index.state(name)
+    }
+
+    fn before_read(&self, name: &str, update: Update) -> Result<(), ViewError> {
+        match update {
+            Update::True => self.update_if_needed(name),
+            Update::False => self.view(name).map(|_| ()),
+            Update::Lazy => {
+                self.view(name)?;
+                let views = self.clone();
+                let name = name.to_owned();
+                std::thread::spawn(move || {
+                    if let Err(e) = views.update(&name) {
+                        tracing::warn!(view = %name, error = %e, "lazy view update failed");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The rows of a query, lazily, in the query's order: the streaming
+    /// form of [`Views::query`] (no `total_rows` or `offset`). With
+    /// `update: Lazy` the background update starts at once and rows read
+    /// later may already reflect it.
+    pub fn rows<'a>(&'a self, name: &'a str, q: &QueryOptions) -> Result<Rows<'a>, ViewError> {
+        self.before_read(name, q.update)?;
+        let ranges = query::ranges(name, q)?;
+        Ok(query::walk(
+            &self.inner.index.tree,
+            &self.inner.replica,
+            name,
+            ranges,
+            q,
+        ))
+    }
+
+    /// Runs a query with CouchDB's options and collects CouchDB's response
+    /// shape. `offset` costs a walk over the rows before the first one.
+    pub fn query(&self, name: &str, q: &QueryOptions) -> Result<ViewResult, ViewError> {
+        let read = QueryOptions {
+            update: match q.update {
+                Update::True => Update::True,
+                Update::False | Update::Lazy => Update::False,
+            },
+            ..q.clone()
+        };
+        self.before_read(name, read.update)?;
+        let ranges = query::ranges(name, q)?;
+        let offset = match (&q.keys, ranges.first()) {
+            (None, Some(first)) => {
+                query::rows_before(&self.inner.index.tree, name, first, q.descending)?
+                    + q.skip as u64
+            }
+            _ => 0,
+        };
+        let total_rows = self.inner.index.state(name)?.map_or(0, |s| s.rows);
+        let rows = query::walk(&self.inner.index.tree, &self.inner.replica, name, ranges, q)
+            .collect::<Result<Vec<_>, _>>()?;
+        if q.update == Update::Lazy {
+            self.before_read(name, Update::Lazy)?;
+        }
+        Ok(ViewResult {
+            total_rows,
+            offset: offset.min(total_rows),
+            rows,
+        })
+    }
+}
+
+/// Brings the built-in views of `replica` up to date: [`Views::warm`] for
+/// callers that do not keep a [`Views`].
+pub fn warm(replica: &Replica) -> Result<WarmReport, ViewError> {
+    Views::open(replica)?.warm()
+}
+
+#[cfg(test)]
+mod tests;

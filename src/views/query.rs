@@ -1,0 +1,392 @@
+//! View queries with CouchDB's options, answered from the index trees:
+//! options become one byte range per requested key range (collation order
+//! is byte order), the range is walked forwards or backwards, and `skip`,
+//! `limit` and `include_docs` apply on the way out. At the bottom is a lazy
+//! iterator of rows; [`ViewResult`] collects it into CouchDB's response.
+//!
+//! This file only reads the trees; updating them is `index.rs`'s job.
+
+use super::collate::{encode_key, encode_str};
+use super::error::ViewError;
+use super::index::{view_prefix, RowData};
+use crate::store::Replica;
+use serde_json::{json, Map, Value};
+use std::ops::Bound;
+
+/// When a query brings its view up to date (CouchDB's `update`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Update {
+    /// Catch up with the replica first (the default).
+    #[default]
+    True,
+    /// Answer from the index as it is.
+    False,
+    /// Answer from the index as it is, then catch up in the background.
+    Lazy,
+}
+
+/// CouchDB's view query options. Keys are JSON values, as in the query
+/// string of `GET /db/_design/d/_view/v`.
+///
+/// ```
+/// use serde_json::json;
+/// use settee::views::QueryOptions;
+///
+/// let q = QueryOptions::default().start_key(json!(900)).end_key(json!(1100)).limit(10);
+/// assert_eq!(q.limit, Some(10));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QueryOptions {
+    /// Only rows with exactly this key.
+    pub key: Option<Value>,
+    /// Only rows with these keys, in this order (each key's rows in
+    /// collation order of their doc ids); with `descending`, the reverse
+    /// of that whole answer, as CouchDB 3.2+ gives it.
+    pub keys: Option<Vec<Value>>,
+    /// First key of the range (the highest with `descending`).
+    pub start_key: Option<Value>,
+    /// With `start_key`: the first doc id among rows of that key.
+    pub start_key_doc_id: Option<String>,
+    /// Last key of the range.
+    pub end_key: Option<Value>,
+    /// With `end_key`: the last doc id among rows of that key.
+    pub end_key_doc_id: Option<String>,
+    /// Whether rows equal to the end key are included (default true).
+    pub inclusive_end: bool,
+    /// Walk the index backwards.
+    pub descending: bool,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    pub skip: usize,
+    /// Add each row's document (its winning revision).
+    pub include_docs: bool,
+    /// When to bring the index up to date.
+    pub update: Update,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            key: None,
+            keys: None,
+            start_key: None,
+            start_key_doc_id: None,
+            end_key: None,
+            end_key_doc_id: None,
+            inclusive_end: true,
+            descending: false,
+            limit: None,
+            skip: 0,
+            include_docs: false,
+            update: Update::True,
+        }
+    }
+}
+
+impl QueryOptions {
+    /// Sets `key`.
+    pub fn key(mut self, key: Value) -> Self {
+        self.key = Some(key);
+        self
+    }
+    /// Sets `keys`.
+    pub fn keys(mut self, keys: Vec<Value>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+    /// Sets `startkey`.
+    pub fn start_key(mut self, key: Value) -> Self {
+        self.start_key = Some(key);
+        self
+    }
+    /// Sets `startkey_docid`.
+    pub fn start_key_doc_id(mut self, id: impl Into<String>) -> Self {
+        self.start_key_doc_id = Some(id.into());
+        self
+    }
+    /// Sets `endkey`.
+    pub fn end_key(mut self, key: Value) -> Self {
+        self.end_key = Some(key);
+        self
+    }
+    /// Sets `endkey_docid`.
+    pub fn end_key_doc_id(mut self, id: impl Into<String>) -> Self {
+        self.end_key_doc_id = Some(id.into());
+        self
+    }
+    /// Sets `inclusive_end`.
+    pub fn inclusive_end(mut self, inclusive: bool) -> Self {
+        self.inclusive_end = inclusive;
+        self
+    }
+    /// Sets `descending`.
+    pub fn descending(mut self, descending: bool) -> Self {
+        self.descending = descending;
+        self
+    }
+    /// Sets `limit`.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+    /// Sets `skip`.
+    pub fn skip(mut self, skip: usize) -> Self {
+        self.skip = skip;
+        self
+    }
+    /// Sets `include_docs`.
+    pub fn include_docs(mut self, include: bool) -> Self {
+        self.include_docs = include;
+        self
+    }
+    /// Sets `update`.
+    pub fn update(mut self, update: Update) -> Self {
+        self.update = update;
+        self
+    }
+}
+
+/// One row of a view.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ViewRow {
+    /// The emitting document's id.
+    pub id: String,
+    /// The emitted key.
+    pub key: Value,
+    /// The emitted value.
+    pub value: Value,
+    /// With `include_docs`: the document (`null` if it is gone).
+    pub doc: Option<Value>,
+}
+
+impl ViewRow {
+    /// The row as CouchDB shows it: `{id, key, value[, doc]}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(4);
+        m.insert("id".into(), Value::String(self.id.clone()));
+        m.insert("key".into(), self.key.clone());
+        m.insert("value".into(), self.value.clone());
+        if let Some(doc) = &self.doc {
+            m.insert("doc".into(), doc.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// A collected query result, shaped like CouchDB's response.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ViewResult {
+    /// Rows in the whole view.
+    pub total_rows: u64,
+    /// Rows of the view before the first returned one, in the query's
+    /// direction (0 for a `keys` query).
+    pub offset: u64,
+    /// The rows.
+    pub rows: Vec<ViewRow>,
+}
+
+impl ViewResult {
+    /// `{"total_rows": …, "offset": …, "rows": […]}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "total_rows": self.total_rows,
+            "offset": self.offset,
+            "rows": self.rows.iter().map(ViewRow::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A lazy stream of view rows, in the query's order.
+pub type Rows<'a> = Box<dyn Iterator<Item = Result<ViewRow, ViewError>> + 'a>;
+
+/// A byte range of the rows tree.
+pub(crate) struct Range {
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+}
+
+/// Greater than any key suffix that starts with the given bytes: the
+/// encoding's bytes after a key and an id never start with 0xFF five
+/// times (a tag byte and a 4-byte emit index follow).
+const AFTER: [u8; 5] = [0xFF; 5];
+
+fn with(prefix: &[u8], key: &Value, id: Option<&str>, after: bool) -> Vec<u8> {
+    let mut b = prefix.to_vec();
+    encode_key(key, &mut b);
+    if let Some(id) = id {
+        encode_str(id, &mut b);
+    }
+    if after {
+        b.extend_from_slice(&AFTER);
+    }
+    b
+}
+
+/// The byte ranges a query covers, in the order they are read.
+pub(crate) fn ranges(view: &str, q: &QueryOptions) -> Result<Vec<Range>, ViewError> {
+    let prefix = view_prefix(view);
+    let whole_lo = Bound::Included(prefix.clone());
+    let mut end = prefix.clone();
+    end.extend_from_slice(&AFTER);
+    let whole_hi = Bound::Excluded(end);
+    let exact = |k: &Value| Range {
+        lo: Bound::Included(with(&prefix, k, None, false)),
+        hi: Bound::Excluded(with(&prefix, k, None, true)),
+    };
+    if let Some(keys) = &q.keys {
+        if q.key.is_some() || q.start_key.is_some() || q.end_key.is_some() {
+            return Err(ViewError::InvalidQuery(
+                "`keys` cannot be combined with `key`, `startkey` or `endkey`".into(),
+            ));
+        }
+        // As CouchDB 3.2+ answers (apache/couchdb#3757): descending gives
+        // the ascending answer reversed, keys list included.
+        return Ok(if q.descending {
+            keys.iter().rev().map(exact).collect()
+        } else {
+            keys.iter().map(exact).collect()
+        });
+    }
+    if let Some(k) = &q.key {
+        // CouchDB: key=K is startkey=K&endkey=K (docids and inclusive_end apply).
+        let q2 = QueryOptions {
+            key: None,
+            start_key: Some(k.clone()),
+            end_key: Some(k.clone()),
+            ..q.clone()
+        };
+        return ranges(view, &q2);
+    }
+    if let (Some(s), Some(e)) = (&q.start_key, &q.end_key) {
+        let order = super::collate::collate(s, e);
+        let backwards = if q.descending {
+            order == std::cmp::Ordering::Less
+        } else {
+            order == std::cmp::Ordering::Greater
+        };
+        if backwards {
+            return Err(ViewError::InvalidQuery(
+                "no rows can match your key range, reverse your start_key and end_key or set descending=true".into(),
+            ));
+        }
+    }
+    let sid = q.start_key_doc_id.as_deref();
+    let eid = q.end_key_doc_id.as_deref();
+    let range = if !q.descending {
+        let lo = match &q.start_key {
+            Some(k) => Bound::Included(with(&prefix, k, sid, false)),
+            None => whole_lo,
+        };
+        let hi = match (&q.end_key, q.inclusive_end) {
+            (Some(k), true) => Bound::Excluded(with(&prefix, k, eid, true)),
+            (Some(k), false) => Bound::Excluded(with(&prefix, k, eid, false)),
+            (None, _) => whole_hi,
+        };
+        Range { lo, hi }
+    } else {
+        let hi = match &q.start_key {
+            Some(k) => Bound::Excluded(with(&prefix, k, sid, true)),
+            None => whole_hi,
+        };
+        let lo = match (&q.end_key, q.inclusive_end) {
+            (Some(k), true) => Bound::Included(with(&prefix, k, eid, false)),
+            (Some(k), false) => Bound::Included(with(&prefix, k, eid, true)),
+            (None, _) => whole_lo,
+        };
+        Range { lo, hi }
+    };
+    Ok(vec![range])
+}
+
+/// Rows of the view before the query's first range, in its direction:
+/// CouchDB's `offset` without `skip`. Costs a walk over those rows.
+pub(crate) fn rows_before(
+    tree: &sled::Tree,
+    view: &str,
+    first: &Range,
+    descending: bool,
+) -> Result<u64, ViewError> {
+    let prefix = view_prefix(view);
+    let mut n = 0u64;
+    if !descending {
+        let hi = match &first.lo {
+            Bound::Included(b) => Bound::Excluded(b.clone()),
+            Bound::Excluded(b) => Bound::Included(b.clone()),
+            Bound::Unbounded => return Ok(0),
+        };
+        for k in tree
+            .range::<Vec<u8>, _>((Bound::Included(prefix), hi))
+            .keys()
+        {
+            k?;
+            n += 1;
+        }
+    } else {
+        let lo = match &first.hi {
+            Bound::Included(b) => Bound::Excluded(b.clone()),
+            Bound::Excluded(b) => Bound::Included(b.clone()),
+            Bound::Unbounded => return Ok(0),
+        };
+        let mut end = prefix;
+        end.extend_from_slice(&AFTER);
+        for k in tree.range::<Vec<u8>, _>((lo, Bound::Excluded(end))).keys() {
+            k?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Walks the ranges and decodes rows, applying skip, limit and include_docs.
+pub(crate) fn walk<'a>(
+    tree: &'a sled::Tree,
+    replica: &'a Replica,
+    view: &'a str,
+    ranges: Vec<Range>,
+    q: &QueryOptions,
+) -> Rows<'a> {
+    let descending = q.descending;
+    let include_docs = q.include_docs;
+    let raw = ranges.into_iter().flat_map(move |r| {
+        let it = tree.range::<Vec<u8>, _>((r.lo, r.hi));
+        let it: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if descending {
+            Box::new(it.rev())
+        } else {
+            Box::new(it)
+        };
+        it
+    });
+    let rows = raw
+        .skip(q.skip)
+        .take(q.limit.unwrap_or(usize::MAX))
+        .map(move |item| {
+            let (_, v) = item?;
+            let data: RowData = serde_json::from_slice(&v).map_err(|e| ViewError::Corrupt {
+                view: view.to_owned(),
+                detail: format!("row: {e}"),
+            })?;
+            let doc = if include_docs {
+                Some(
+                    replica
+                        .get(&data.id)?
+                        .filter(|d| !d.deleted)
+                        .map(|d| d.to_json())
+                        .unwrap_or(Value::Null),
+                )
+            } else {
+                None
+            };
+            Ok(ViewRow {
+                id: data.id,
+                key: data.key,
+                value: data.value,
+                doc,
+            })
+        });
+    Box::new(rows)
+}

@@ -1,0 +1,508 @@
+//! Engine tests on a local replica (no server): incremental updates,
+//! deletions, winner changes, rebuilds, restarts, and every query option
+//! against a naive reference (map every document, sort by `collate`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::{IncomingRev, ReplicaConfig, RevPath, WriteBatch};
+use serde_json::{json, Value};
+use std::cmp::Ordering;
+
+fn put(replica: &Replica, id: &str, path: &[&str], deleted: bool, body: Value) {
+    let start = path.len() as u64;
+    let rev = IncomingRev {
+        id: id.into(),
+        path: RevPath {
+            start,
+            ids: path.iter().map(|s| s.to_string()).collect(),
+        },
+        deleted,
+        body: serde_json::value::to_raw_value(&body).unwrap(),
+    };
+    replica
+        .commit_blocking(&WriteBatch {
+            revs: vec![rev],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+}
+
+fn card(score: Value) -> Value {
+    json!({"docType": "CARD", "elo": {"global": {"score": score}}})
+}
+
+fn open(dir: &std::path::Path) -> Replica {
+    Replica::open(dir, ReplicaConfig::default()).unwrap()
+}
+
+/// Every row of `view` computed from scratch, in collation order.
+fn reference(replica: &Replica, view: &View) -> Vec<ViewRow> {
+    let mut rows = Vec::new();
+    for info in replica.all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded) {
+        let info = info.unwrap();
+        if info.id.starts_with("_design/") {
+            continue;
+        }
+        let doc = replica.get(&info.id).unwrap().unwrap();
+        for (key, value) in view.map(&doc) {
+            rows.push(ViewRow {
+                id: info.id.clone(),
+                key,
+                value,
+                doc: None,
+            });
+        }
+    }
+    // Stable: a document's rows with equal keys keep their emit order.
+    rows.sort_by(|a, b| collate(&a.key, &b.key).then_with(|| collate_str(&a.id, &b.id)));
+    rows
+}
+
+fn all(views: &Views, name: &str) -> Vec<ViewRow> {
+    views.query(name, &QueryOptions::default()).unwrap().rows
+}
+
+#[test]
+fn incremental_updates_deletions_and_winner_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    for i in 0..50 {
+        put(
+            &replica,
+            &format!("c-{i:03}"),
+            &[&format!("a{i}")],
+            false,
+            card(json!(1000 + i % 7)),
+        );
+    }
+    put(
+        &replica,
+        "c-noelo",
+        &["x"],
+        false,
+        json!({"docType": "CARD"}),
+    );
+    put(
+        &replica,
+        "TAG-a",
+        &["t1"],
+        false,
+        json!({"docType": "TAG", "name": "a", "taggedCards": ["c-001", "c-002", "c-001"]}),
+    );
+    let views = Views::open(&replica).unwrap();
+    let first = views.warm().unwrap();
+    assert_eq!(first.view(ELO).unwrap().docs_indexed, 52);
+    assert_eq!(all(&views, ELO), reference(&replica, &elo()));
+    assert_eq!(all(&views, GET_TAGS), reference(&replica, &get_tags()));
+    assert_eq!(all(&views, GET_TAGS).len(), 3);
+
+    // Nothing changed: nothing re-indexed.
+    assert_eq!(views.warm().unwrap().docs_indexed(), 0);
+
+    // An update, a deletion, a conflict whose branch wins, a tag edit.
+    put(&replica, "c-003", &["b3", "a3"], false, card(json!(1500)));
+    put(&replica, "c-004", &["b4", "a4"], true, json!({}));
+    put(&replica, "c-005", &["zzzz", "a5"], false, card(json!(1)));
+    put(
+        &replica,
+        "TAG-a",
+        &["t2", "t1"],
+        false,
+        json!({"docType": "TAG", "name": "a", "taggedCards": ["c-009"]}),
+    );
+    let second = views.warm().unwrap();
+    assert_eq!(second.view(ELO).unwrap().docs_indexed, 4);
+    assert_eq!(second.view(GET_TAGS).unwrap().docs_indexed, 4);
+    assert_eq!(second.view(GET_TAGS).unwrap().rows_removed, 3);
+    assert_eq!(all(&views, ELO), reference(&replica, &elo()));
+    assert_eq!(all(&views, GET_TAGS), reference(&replica, &get_tags()));
+    let elo_rows = all(&views, ELO);
+    assert!(!elo_rows.iter().any(|r| r.id == "c-004"));
+    assert!(elo_rows
+        .iter()
+        .any(|r| r.id == "c-005" && r.key == json!(1)));
+    let st = views.state(ELO).unwrap().unwrap();
+    assert_eq!(st.rows as usize, elo_rows.len());
+    assert_eq!(st.seq, replica.update_seq().unwrap());
+
+    // Restart: the index is still there and still current.
+    drop(views);
+    drop(replica);
+    let replica = open(dir.path());
+    let views = Views::open(&replica).unwrap();
+    assert_eq!(views.warm().unwrap().docs_indexed(), 0);
+    assert_eq!(all(&views, ELO), reference(&replica, &elo()));
+}
+
+#[test]
+fn a_new_definition_version_rebuilds_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    for i in 0..10 {
+        put(&replica, &format!("d{i}"), &["a"], false, json!({"n": i}));
+    }
+    let v1 = View::new("n", 1, |d, e| e.emit(d.body["n"].clone(), json!(null)));
+    let views = Views::with_views(&replica, [v1]).unwrap();
+    views.warm().unwrap();
+    assert_eq!(all(&views, "n").len(), 10);
+    let v2 = View::new("n", 2, |d, e| {
+        if d.body["n"].as_u64().unwrap_or(0) % 2 == 0 {
+            e.emit(json!(["even", d.body["n"].clone()]), json!(1));
+        }
+    });
+    let views = Views::with_views(&replica, [v2.clone()]).unwrap();
+    let report = views.warm().unwrap();
+    assert!(report.views[0].rebuilt);
+    assert_eq!(all(&views, "n"), reference(&replica, &v2));
+    assert_eq!(views.state("n").unwrap().unwrap().rows, 5);
+}
+
+#[test]
+fn unknown_views_and_bad_ranges_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    let views = Views::open(&replica).unwrap();
+    assert!(matches!(
+        views.query("nope", &QueryOptions::default()),
+        Err(ViewError::UnknownView(..))
+    ));
+    let q = QueryOptions::default()
+        .start_key(json!(2))
+        .end_key(json!(1));
+    assert!(matches!(
+        views.query(ELO, &q),
+        Err(ViewError::InvalidQuery(_))
+    ));
+    assert!(Views::with_views(&replica, [elo(), elo()]).is_err());
+}
+
+/// The reference answer of a query: filter the sorted rows as CouchDB's
+/// documentation describes each option.
+pub(crate) fn reference_query(rows: &[ViewRow], q: &QueryOptions) -> Vec<ViewRow> {
+    let cmp_row = |r: &ViewRow, key: &Value, id: Option<&str>| {
+        collate(&r.key, key).then_with(|| match id {
+            Some(id) => collate_str(&r.id, id),
+            None => Ordering::Equal,
+        })
+    };
+    let mut out: Vec<ViewRow> = if let Some(keys) = &q.keys {
+        let ordered: Vec<&Value> = if q.descending {
+            keys.iter().rev().collect()
+        } else {
+            keys.iter().collect()
+        };
+        ordered
+            .into_iter()
+            .flat_map(|k| {
+                let mut m: Vec<ViewRow> = rows
+                    .iter()
+                    .filter(|r| collate(&r.key, k) == Ordering::Equal)
+                    .cloned()
+                    .collect();
+                if q.descending {
+                    m.reverse();
+                }
+                m
+            })
+            .collect()
+    } else {
+        let (start, end) = match &q.key {
+            Some(k) => (Some(k.clone()), Some(k.clone())),
+            None => (q.start_key.clone(), q.end_key.clone()),
+        };
+        let mut v: Vec<ViewRow> = rows.to_vec();
+        if q.descending {
+            v.reverse();
+        }
+        let sid = q.start_key_doc_id.as_deref();
+        let eid = q.end_key_doc_id.as_deref();
+        v.into_iter()
+            .filter(|r| {
+                let after_start = start.as_ref().is_none_or(|s| {
+                    let o = cmp_row(r, s, sid);
+                    if q.descending {
+                        o != Ordering::Greater
+                    } else {
+                        o != Ordering::Less
+                    }
+                });
+                let before_end = end.as_ref().is_none_or(|e| {
+                    let o = cmp_row(r, e, eid);
+                    match (q.descending, q.inclusive_end) {
+                        (false, true) => o != Ordering::Greater,
+                        (false, false) => o == Ordering::Less,
+                        (true, true) => o != Ordering::Less,
+                        (true, false) => o == Ordering::Greater,
+                    }
+                });
+                after_start && before_end
+            })
+            .collect()
+    };
+    out = out.into_iter().skip(q.skip).collect();
+    if let Some(l) = q.limit {
+        out.truncate(l);
+    }
+    out
+}
+
+#[test]
+fn every_query_option_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    let keys = [
+        json!(null),
+        json!(false),
+        json!(true),
+        json!(-3),
+        json!(0),
+        json!(9),
+        json!(10),
+        json!("a"),
+        json!("A"),
+        json!("é"),
+        json!("b"),
+        json!(["b", 1]),
+        json!({"a": 1}),
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        for d in 0..3 {
+            let id = format!("d{d}-{i:02}");
+            put(&replica, &id, &["a"], false, json!({"k": k, "i": i}));
+        }
+    }
+    let view = View::new("k", 1, |d, e| {
+        e.emit(d.body["k"].clone(), d.body["i"].clone())
+    });
+    let views = Views::with_views(&replica, [view.clone()]).unwrap();
+    let rows = reference(&replica, &view);
+    assert_eq!(all(&views, "k"), rows);
+    let mut queries = vec![
+        QueryOptions::default().key(json!("a")),
+        QueryOptions::default().key(json!(10)).descending(true),
+        QueryOptions::default().keys(vec![json!("b"), json!(0), json!("zz"), json!(null)]),
+        QueryOptions::default()
+            .keys(vec![json!(9), json!(true)])
+            .descending(true)
+            .skip(1)
+            .limit(3),
+    ];
+    let bounds = [json!(false), json!(0), json!("A"), json!(["b"]), json!({})];
+    for (si, s) in bounds.iter().enumerate() {
+        for e in &bounds[si..] {
+            for desc in [false, true] {
+                for inclusive in [false, true] {
+                    let (a, b) = if desc { (e, s) } else { (s, e) };
+                    queries.push(
+                        QueryOptions::default()
+                            .start_key(a.clone())
+                            .end_key(b.clone())
+                            .descending(desc)
+                            .inclusive_end(inclusive),
+                    );
+                }
+            }
+        }
+    }
+    for desc in [false, true] {
+        for (skip, limit) in [(0, 1), (2, 4), (5, 100)] {
+            queries.push(
+                QueryOptions::default()
+                    .descending(desc)
+                    .skip(skip)
+                    .limit(limit),
+            );
+        }
+        queries.push(
+            QueryOptions::default()
+                .start_key(json!(0))
+                .start_key_doc_id("d1-04")
+                .end_key(json!("a"))
+                .end_key_doc_id("d1-07")
+                .descending(desc),
+        );
+        queries.push(
+            QueryOptions::default()
+                .start_key(json!("a"))
+                .start_key_doc_id("d1-07")
+                .end_key(json!("a"))
+                .end_key_doc_id("d2-07")
+                .inclusive_end(false)
+                .descending(desc),
+        );
+    }
+    for q in &queries {
+        let q = if q.descending && q.start_key_doc_id.is_some() {
+            let mut q = q.clone();
+            std::mem::swap(&mut q.start_key, &mut q.end_key);
+            std::mem::swap(&mut q.start_key_doc_id, &mut q.end_key_doc_id);
+            q
+        } else {
+            q.clone()
+        };
+        let got = views.query("k", &q).unwrap();
+        assert_eq!(got.rows, reference_query(&rows, &q), "{q:?}");
+        assert_eq!(got.total_rows as usize, rows.len());
+    }
+    let with_docs = views
+        .query(
+            "k",
+            &QueryOptions::default().key(json!(9)).include_docs(true),
+        )
+        .unwrap();
+    assert_eq!(
+        with_docs.rows[0].doc.as_ref().unwrap()["_id"],
+        json!("d0-05")
+    );
+    let offset = views
+        .query("k", &QueryOptions::default().start_key(json!(0)).skip(1))
+        .unwrap();
+    assert_eq!(offset.offset, 13);
+}
+
+#[test]
+fn typed_helpers() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    for (i, s) in [900, 950, 990, 1000, 1000, 1010, 1100, 1200]
+        .iter()
+        .enumerate()
+    {
+        put(&replica, &format!("c-{i}"), &["a"], false, card(json!(s)));
+    }
+    put(
+        &replica,
+        "TAG-x",
+        &["a"],
+        false,
+        json!({"docType": "TAG", "name": "x", "taggedCards": ["c-1", "c-2"]}),
+    );
+    put(
+        &replica,
+        "TAG-y",
+        &["a"],
+        false,
+        json!({"docType": "TAG", "name": "y", "taggedCards": ["c-2"]}),
+    );
+    let views = Views::open(&replica).unwrap();
+    let near: Vec<(String, f64)> = views
+        .cards_near_rating(1000.0, 4)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.score))
+        .collect();
+    assert_eq!(
+        near,
+        vec![
+            ("c-4".to_string(), 1000.0),
+            ("c-3".to_string(), 1000.0),
+            ("c-2".to_string(), 990.0),
+            ("c-5".to_string(), 1010.0)
+        ]
+    );
+    let near = views.cards_near_rating(1150.0, 2).unwrap();
+    assert_eq!(near.len(), 2);
+    assert!(near.iter().all(|c| c.score == 1100.0 || c.score == 1200.0));
+    let tags = views.tags_for_cards(&["c-2", "c-0", "c-1"]).unwrap();
+    let got: Vec<(&str, &str)> = tags
+        .iter()
+        .map(|t| (t.card_id.as_str(), t.tag_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("c-2", "TAG-x"), ("c-2", "TAG-y"), ("c-1", "TAG-x")]
+    );
+    assert_eq!(tags[0].name.as_deref(), Some("x"));
+}
+
+#[test]
+fn typed_reads_and_the_local_changes_stream() {
+    use futures::StreamExt;
+    #[derive(serde::Deserialize)]
+    struct Card {
+        #[serde(rename = "_id")]
+        id: String,
+        #[serde(rename = "docType")]
+        doc_type: String,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    put(&replica, "c-1", &["a"], false, card(json!(1)));
+    let c: Card = replica.get_as("c-1").unwrap().unwrap();
+    assert_eq!((c.id.as_str(), c.doc_type.as_str()), ("c-1", "CARD"));
+    assert!(replica.get_as::<Card>("nope").unwrap().is_none());
+    assert!(matches!(
+        replica.get_as::<u32>("c-1"),
+        Err(ViewError::Decode { .. })
+    ));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut stream = replica.local_changes(0);
+        assert_eq!(stream.next().await.unwrap().unwrap().doc.id, "c-1");
+        let writer = replica.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            put(&writer, "c-2", &["a"], false, card(json!(2)));
+            put(&writer, "c-1", &["b", "a"], true, json!({}));
+        });
+        let next = stream.next().await.unwrap().unwrap();
+        assert_eq!(next.doc.id, "c-2");
+        let next = stream.next().await.unwrap().unwrap();
+        assert_eq!((next.doc.id.as_str(), next.doc.deleted), ("c-1", true));
+        handle.await.unwrap();
+    });
+}
+
+#[test]
+fn update_false_reads_as_is_and_lazy_catches_up_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    put(&replica, "c-1", &["a"], false, card(json!(1)));
+    let views = Views::open(&replica).unwrap();
+    views.warm().unwrap();
+    put(&replica, "c-2", &["a"], false, card(json!(2)));
+    let stale = QueryOptions::default().update(Update::False);
+    assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 1);
+    let lazy = QueryOptions::default().update(Update::Lazy);
+    assert_eq!(views.query(ELO, &lazy).unwrap().rows.len(), 1);
+    let target = replica.update_seq().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.state(ELO).unwrap().unwrap().seq < target {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lazy update never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(views.query(ELO, &stale).unwrap().rows.len(), 2);
+}
+
+#[test]
+fn two_views_handles_on_one_replica_index_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    for i in 0..300 {
+        put(
+            &replica,
+            &format!("c-{i:03}"),
+            &["a"],
+            false,
+            card(json!(i % 13)),
+        );
+    }
+    let a = Views::open(&replica).unwrap();
+    let b = Views::open(&replica).unwrap();
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.warm().unwrap());
+        let tb = s.spawn(|| b.warm().unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(ra.docs_indexed() + rb.docs_indexed(), 2 * 300);
+    let st = a.state(ELO).unwrap().unwrap();
+    assert_eq!(st.rows, 300);
+    assert_eq!(all(&b, ELO), reference(&replica, &elo()));
+}
