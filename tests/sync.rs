@@ -733,3 +733,109 @@ fn cli_sync_every_runs_until_interrupted() {
     assert!(status.success(), "a clean stop: {status:?}");
     drop(rt);
 }
+
+/// Polls the server until `id` has `field == want` (the push worker runs in
+/// the background), for at most 30 s.
+async fn wait_for_remote(db: &TestDb, id: &str, field: &str, want: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, doc) = db.request(reqwest::Method::GET, &enc_id(id), None).await;
+        if status == 200 && &doc[field] == want {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached the server with {field} = {want}: {status} {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_views_warm_and_local_writes_pushed() {
+    let db = TestDb::seeded("wired", &["--cards", "40", "--seed", "5"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&server().base, dir.path(), small_batches());
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert!(status.view_warm_time_ms.is_some());
+
+    // The views were warmed before `ready`: nothing is left to index.
+    let views = service.views(&db.name).expect("views of a ready replica");
+    let replica = service.local(&db.name).unwrap();
+    assert_eq!(views.warm().unwrap().docs_indexed(), 0);
+    let elo = views
+        .query("elo", &settee::views::QueryOptions::default())
+        .unwrap();
+    assert!(elo.total_rows >= 40, "{} elo rows", elo.total_rows);
+
+    // A local write is pushed by the service's worker.
+    let written = replica
+        .put("local-note", json!({"text": "from the app"}))
+        .await
+        .unwrap();
+    let doc = wait_for_remote(&db, "local-note", "text", &json!("from the app")).await;
+    assert_eq!(doc["_rev"], json!(written.rev.to_string()));
+    assert!(service.outbox(&db.name).is_some());
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
+    let db = TestDb::seeded("carry", &["--cards", "30", "--seed", "6", "--epoch", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // No push worker: the writes stay queued when the remote is recreated.
+    let config = small_batches().with_push(None);
+    let service = service(&server().base, dir.path(), config);
+    assert_eq!(
+        service.ensure_synced(&db.name, true).await.state,
+        SyncState::Ready
+    );
+    let old = service.local(&db.name).unwrap();
+    let card = old
+        .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .filter_map(Result::ok)
+        .find(|d| d.id.starts_with("c-"))
+        .expect("a card")
+        .id;
+    old.update(&card, |doc| {
+        let mut body = doc?.body.clone();
+        body.insert("elo".into(), json!(4242));
+        Some(body)
+    })
+    .await
+    .unwrap();
+    old.put("note-1", json!({"text": "kept"})).await.unwrap();
+    assert_eq!(old.outbox_len().unwrap(), 2);
+    drop(old);
+
+    recreate(&db).await;
+    db.seed(&["--cards", "30", "--seed", "6", "--epoch", "2"]);
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_eq!(
+        status.last.as_ref().unwrap().rebuilt,
+        Some(RebuildReason::Epoch)
+    );
+    let new = service.local(&db.name).unwrap();
+    // The edits are there, on top of the recreated database's revisions,
+    // and queued for it; no old revision came along.
+    let carried = new.get(&card).unwrap().unwrap();
+    assert_eq!(carried.body["elo"], json!(4242));
+    assert_eq!(carried.rev.pos, 2, "a child of the new remote winner");
+    let server_card = db.get_json(&enc_id(&card)).await;
+    assert_eq!(
+        new.leaves(&card).unwrap().len(),
+        1,
+        "one branch: the old history did not merge"
+    );
+    assert_eq!(
+        carried.rev.pos,
+        server_card["_rev"].as_str().unwrap()[..1]
+            .parse::<u64>()
+            .unwrap()
+            + 1
+    );
+    assert_eq!(new.get("note-1").unwrap().unwrap().body["text"], "kept");
+    assert_eq!(new.outbox_len().unwrap(), 2);
+}

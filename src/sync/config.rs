@@ -2,7 +2,8 @@
 //! database), the sync gate, concurrency, failure policy, staleness probes.
 //! Plain data, validated once when the service is opened.
 
-use crate::{Error, PullConfig, RemoteConfig, ReplicaConfig, Result};
+use crate::views::View;
+use crate::{Error, OutboxConfig, PullConfig, RemoteConfig, ReplicaConfig, Result};
 use std::time::Duration;
 
 /// Where the remote says whether a database may be synced (the seed's
@@ -75,6 +76,18 @@ pub struct SyncConfig {
     pub replica: ReplicaConfig,
     /// Settings of the HTTP client of each database.
     pub remote: RemoteConfig,
+    /// The views warmed after every pull (state `warming-views`) and handed
+    /// out by [`SyncService::views`](super::SyncService::views); the
+    /// built-in `elo` and `getTags` by default.
+    pub views: Vec<View>,
+    /// The push worker run for each ready replica, pushing its local writes
+    /// ([`Replica::put`](crate::Replica::put) and friends); `None` runs
+    /// none (a read-only app).
+    pub push: Option<OutboxConfig>,
+    /// How long [`SyncService::shutdown`](super::SyncService::shutdown)
+    /// lets each push worker send what is queued before it stops (what is
+    /// left stays durable for the next start).
+    pub shutdown_drain: Duration,
 }
 
 impl Default for SyncConfig {
@@ -89,6 +102,9 @@ impl Default for SyncConfig {
             revs_probe_docs: 32,
             replica: ReplicaConfig::default(),
             remote: RemoteConfig::default(),
+            views: crate::views::builtin(),
+            push: Some(OutboxConfig::default()),
+            shutdown_drain: Duration::from_secs(5),
         }
     }
 }
@@ -133,6 +149,19 @@ impl SyncConfig {
     /// The same settings with another replica store configuration.
     pub fn with_replica(mut self, replica: ReplicaConfig) -> Self {
         self.replica = replica;
+        self
+    }
+
+    /// The same settings with other views (add
+    /// [`views::builtin`](crate::views::builtin) to keep the built-ins).
+    pub fn with_views(mut self, views: Vec<View>) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// The same settings with other push-worker settings (`None`: no worker).
+    pub fn with_push(mut self, push: Option<OutboxConfig>) -> Self {
+        self.push = push;
         self
     }
 

@@ -1,6 +1,7 @@
-//! The seam where work that lives beside the sync plugs in: view warm-up
-//! (`views/`) and the per-replica push worker (`outbox/`). The sync
-//! service calls these; it does not know what they do.
+//! The seam where an application's own work plugs into the sync: extra
+//! warm-up after the built-in views, and a callback when a replica becomes
+//! the live one. The service runs views and push workers itself
+//! ([`SyncConfig`](super::SyncConfig)); it does not know what hooks do.
 
 use crate::{Remote, Replica, Result};
 use futures::future::BoxFuture;

@@ -4,17 +4,22 @@
 //!
 //! ```text
 //!  ensure_synced(db) ──► gate ──► staleness ──► pull ──► warm ──► ready
-//!  (coalesced per db)   (config   (db-epoch,    (replicate,  (hooks)  (swap if
-//!                        doc)      uuid, seqs,   ≤ N dbs              rebuilt)
-//!                                  revs probe)   at once)
+//!  (coalesced per db)   (config   (db-epoch,    (replicate,  (views,  (swap if
+//!                        doc)      uuid, seqs,   ≤ N dbs      hooks)  rebuilt,
+//!                                  revs probe)   at once)             carry writes,
+//!                                                                     push worker)
 //! ```
 //!
-//! It sits above `replicate` and `store` and below the CLI: it decides
-//! when to pull and into which replica, and owns the sync root's layout
-//! ([`SyncRoot`]) and the swap of a rebuilt replica. It never writes
-//! documents itself (the pull does) and knows nothing of views or the
-//! outbox: those plug in through [`SyncHooks`].
+//! It sits above `replicate`, `store`, `views` and `outbox`, and below the
+//! CLI: it decides when to pull and into which replica, warms the replica's
+//! views ([`SyncConfig::views`]) before calling it ready, runs one push
+//! worker per live replica ([`SyncConfig::push`]), and owns the sync root's
+//! layout ([`SyncRoot`]) and the swap of a rebuilt replica. It writes no
+//! documents itself (the pull does) except when a rebuild carries the old
+//! replica's unpushed local writes over to the new one (`carry.rs`).
+//! Applications add their own steps through [`SyncHooks`].
 
+mod carry;
 mod config;
 mod gate;
 mod hooks;

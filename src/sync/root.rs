@@ -132,24 +132,41 @@ impl SyncRoot {
         write_atomically(&dir, CURRENT, name.as_bytes())
     }
 
-    /// Deletes every generation of `db` but the live one and `keep` (a
-    /// rebuild in progress): leftovers of a rebuild interrupted by a crash,
-    /// or of a replica retired by a swap. Returns how many were deleted.
+    /// Deletes the generations of `db` newer than the live one, except
+    /// `keep` (a rebuild in progress): rebuilds a crash interrupted, never
+    /// handed out, so nothing was written to them but pulled data. Returns
+    /// how many were deleted. Older generations were live once and may hold
+    /// local writes: [`SyncRoot::retired_generations`] lists them for the
+    /// service to carry over before deleting them.
     pub(crate) fn remove_stale_generations(
         &self,
         db: &str,
         keep: Option<&Path>,
     ) -> Result<usize, SyncError> {
-        let live = self.current(db)?;
+        let live = self.current(db)?.and_then(|p| generation_number(&p));
         let mut removed = 0;
-        for (_, path) in generations(&self.db_dir(db))? {
-            if Some(&path) == live.as_ref() || Some(path.as_path()) == keep {
+        for (n, path) in generations(&self.db_dir(db))? {
+            if live.is_some_and(|live| n <= live) || Some(path.as_path()) == keep {
                 continue;
             }
             remove_dir(&path)?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The generations of `db` older than the live one: replicas retired
+    /// by a swap whose deletion a crash or a reader interrupted.
+    pub(crate) fn retired_generations(&self, db: &str) -> Result<Vec<PathBuf>, SyncError> {
+        let Some(live) = self.current(db)?.and_then(|p| generation_number(&p)) else {
+            return Ok(Vec::new());
+        };
+        let mut old: Vec<(u64, PathBuf)> = generations(&self.db_dir(db))?
+            .into_iter()
+            .filter(|(n, _)| *n < live)
+            .collect();
+        old.sort();
+        Ok(old.into_iter().map(|(_, p)| p).collect())
     }
 
     /// The databases that have a directory under the root, by their names.
@@ -177,6 +194,15 @@ pub(crate) fn remove_dir(path: &Path) -> Result<(), SyncError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(SyncError::io(path, e)),
     }
+}
+
+/// The number of a `gen-<n>` directory.
+fn generation_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix(GEN_PREFIX)?
+        .parse()
+        .ok()
 }
 
 /// `gen-<n>` directories of a database directory, with their numbers.
@@ -256,9 +282,15 @@ mod tests {
         assert_ne!(g1, g2);
         std::fs::create_dir_all(&g2).unwrap();
         assert_eq!(root.remove_stale_generations("db", Some(&g2)).unwrap(), 0);
-        root.make_current("db", &g2).unwrap();
+        // An interrupted rebuild (newer than the live one) goes.
         assert_eq!(root.remove_stale_generations("db", None).unwrap(), 1);
-        assert!(!g1.exists() && g2.exists());
+        assert!(g1.exists() && !g2.exists());
+        let g3 = root.next_generation("db").unwrap();
+        std::fs::create_dir_all(&g3).unwrap();
+        root.make_current("db", &g3).unwrap();
+        // A retired one (older) stays for the service to carry over.
+        assert_eq!(root.remove_stale_generations("db", None).unwrap(), 0);
+        assert_eq!(root.retired_generations("db").unwrap(), vec![g1.clone()]);
         assert_eq!(root.databases().unwrap(), vec!["db".to_owned()]);
     }
 }

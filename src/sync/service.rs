@@ -7,6 +7,7 @@
 //! awaits the same task, so 100 concurrent calls make one replication, and
 //! a caller that gives up does not cancel it.
 
+use super::carry::carry_local_writes;
 use super::hooks::NoHooks;
 use super::root::{remove_dir, SyncRoot};
 use super::stale::{self, Identity, RemoteFacts, IDENTITY_DOC};
@@ -15,13 +16,15 @@ use super::{
     SyncState, SyncStatus,
 };
 use crate::replicate::now_ms;
+use crate::views::Views;
 use crate::{
-    pull_with_progress, Endpoint, Error, PullConfig, Remote, RemoteError, Replica, Result,
+    pull_with_progress, Endpoint, Error, Outbox, OutboxHandle, PullConfig, Remote, RemoteError,
+    Replica, Result,
 };
 use futures::future::{BoxFuture, FutureExt, Shared};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::{watch, Semaphore};
@@ -88,8 +91,13 @@ struct DbState {
     announced: bool,
     /// A rebuild in progress, beside `live`; kept across failures.
     building: Option<Replica>,
-    /// Replicas swapped out, deleted once no reader holds them.
+    /// Replicas swapped out, deleted once no reader holds them (after
+    /// their local writes are carried over to `live`).
     retired: Vec<Replica>,
+    /// The warmed views of `live`, handed out with it.
+    views: Option<Views>,
+    /// The push worker of `live` ([`SyncConfig::push`]).
+    worker: Option<OutboxHandle>,
     pull: Option<PullConfig>,
     disabled_at: Option<Instant>,
     /// The gate said yes (or a sync was forced) in this process: later
@@ -267,8 +275,31 @@ impl SyncService {
         )
     }
 
+    /// The warmed views of `db`'s replica, when [`SyncService::local`]
+    /// would hand it out: queries never wait on the network.
+    pub fn views(&self, db: &str) -> Option<Views> {
+        let entry = lock(&self.inner.dbs).get(db).cloned()?;
+        let st = lock(&entry.state);
+        if st.served {
+            st.views.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The push worker of `db`'s live replica (see [`SyncConfig::push`]):
+    /// its status, dead letters, and `flush_now`.
+    pub fn outbox(&self, db: &str) -> Option<OutboxHandle> {
+        let entry = lock(&self.inner.dbs).get(db).cloned()?;
+        let worker = lock(&entry.state).worker.clone();
+        worker
+    }
+
     /// Stops every sync in flight at a batch boundary (each ends in state
-    /// `error`, resumable) and waits for them to end. Later calls still work.
+    /// `error`, resumable) and waits for them to end, then gives each push
+    /// worker up to [`SyncConfig::shutdown_drain`] to send what is
+    /// queued (what is left stays durable for the next start). Later calls
+    /// still work and start the workers again on their next sync.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         let inflight: Vec<SharedSync> = lock(&self.inner.dbs)
@@ -276,6 +307,20 @@ impl SyncService {
             .filter_map(|e| lock(&e.state).inflight.clone())
             .collect();
         futures::future::join_all(inflight).await;
+        let workers: Vec<OutboxHandle> = lock(&self.inner.dbs)
+            .values()
+            .filter_map(|e| {
+                let mut st = lock(&e.state);
+                st.announced = false;
+                st.worker.take()
+            })
+            .collect();
+        let drain = self.inner.config.shutdown_drain;
+        for closed in futures::future::join_all(workers.iter().map(|w| w.close(drain))).await {
+            if let Err(e) = closed {
+                tracing::warn!(error = %e, "a push worker did not close cleanly; its queue stays on disk");
+            }
+        }
         self.inner.shutdown.send_replace(false);
     }
 
@@ -297,6 +342,8 @@ impl SyncService {
                         disabled_at: None,
                         gate_passed: false,
                         inflight: None,
+                        views: None,
+                        worker: None,
                     }),
                 })
             })
@@ -307,7 +354,7 @@ impl SyncService {
     async fn sync(&self, db: &str, mode: Mode, stop: Option<watch::Receiver<bool>>) -> SyncStatus {
         let entry = self.entry(db);
         let dead = reap(&mut lock(&entry.state));
-        delete_retired(dead).await;
+        self.retire(&entry, dead).await;
         let shared = {
             let mut st = lock(&entry.state);
             if let Some(running) = &st.inflight {
@@ -467,6 +514,9 @@ impl SyncService {
             Err(e) => return Err(e),
         };
         if rebuilt.is_some() {
+            // Old revisions must not reach the recreated database: stop
+            // pushing them now; what is queued is carried over at the swap.
+            lock(&entry.state).worker = None;
             target = self.start_rebuild(entry).await?;
         } else if just_checking {
             return Ok(None);
@@ -499,6 +549,7 @@ impl SyncService {
                 Err(e) if rebuilt.is_none() && recreation_error(&e).is_some() => {
                     tracing::warn!(db, error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
                     rebuilt = recreation_error(&e);
+                    lock(&entry.state).worker = None;
                     target = self.start_rebuild(entry).await?;
                 }
                 Err(e) => return Err(e),
@@ -517,8 +568,24 @@ impl SyncService {
 
         set_state(entry, SyncState::WarmingViews);
         let warm_started = Instant::now();
+        let views = {
+            let (replica, defs) = (target.clone(), config.views.clone());
+            blocking(move || {
+                let views = Views::with_views(&replica, defs)?;
+                views.warm()?;
+                Ok(views)
+            })
+            .await?
+        };
         self.inner.hooks.warm(&target).await?;
         let warm_ms = warm_started.elapsed().as_millis() as u64;
+        let building = lock(&entry.state).building.is_some();
+        let outgoing = lock(&entry.state).live.clone().filter(|_| building);
+        if let Some(old) = outgoing {
+            // Edits made on the replica being replaced go with the swap.
+            let (from, to) = (old, target.clone());
+            blocking(move || Ok(carry_local_writes(&from, &to)?)).await?;
+        }
 
         let (became_live, dead) = {
             let mut st = lock(&entry.state);
@@ -534,6 +601,7 @@ impl SyncService {
                 false
             };
             let first = !st.announced;
+            st.views = Some(views);
             st.served = true;
             st.announced = true;
             st.status.state = SyncState::Ready;
@@ -543,8 +611,13 @@ impl SyncService {
             st.status.view_warm_time_ms = Some(warm_ms);
             (swapped || first, reap(&mut st))
         };
-        delete_retired(dead).await;
+        self.retire(entry, dead).await;
         if became_live {
+            if let Some(push) = &config.push {
+                let worker = Outbox::spawn(target.clone(), remote.clone(), push.clone());
+                // Replacing the handle stops the old replica's worker.
+                lock(&entry.state).worker = Some(worker);
+            }
             self.inner.hooks.replica_ready(db, &target, &remote);
         }
         Ok(Some(report))
@@ -578,6 +651,23 @@ impl SyncService {
             Ok(Replica::open(path, config)?)
         })
         .await?;
+        // Replicas a swap retired but a crash kept: their unpushed writes
+        // move to the live one before they go.
+        let (root, db, live) = (self.inner.root.clone(), entry.db.clone(), replica.clone());
+        let config = self.inner.config.replica.clone();
+        let leftovers = blocking(move || {
+            for path in root.retired_generations(&db)? {
+                let old = Replica::open(&path, config.clone())?;
+                if let Err(e) = carry_and_delete(old, Some(&live)) {
+                    tracing::warn!(path = %path.display(), error = %e, "a retired replica is kept");
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = leftovers {
+            tracing::warn!(db = %entry.db, error = %e, "cannot carry over a retired replica");
+        }
         // A replica that completed a pull before (in an earlier process) is
         // a consistent copy to read even if this sync fails.
         let completed = replica.last_pull()?.is_some();
@@ -609,6 +699,28 @@ impl SyncService {
             tracing::info!(db = %entry.db, ?reason, "the remote database was recreated; rebuilding the replica");
         }
         Ok(reason)
+    }
+
+    /// Deletes retired replicas after carrying their local writes to the
+    /// live one, off the async threads.
+    async fn retire(&self, entry: &Entry, dead: Vec<Replica>) {
+        if dead.is_empty() {
+            return;
+        }
+        let live = lock(&entry.state).live.clone();
+        let done = blocking(move || {
+            for old in dead {
+                let path = old.path().to_path_buf();
+                if let Err(e) = carry_and_delete(old, live.as_ref()) {
+                    tracing::warn!(path = %path.display(), error = %e, "a retired replica is kept; the next start carries its writes over");
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "retiring replicas failed");
+        }
     }
 
     /// Opens a fresh generation beside the live replica (dropping a stale
@@ -716,39 +828,42 @@ fn recreation_error(e: &Error) -> Option<RebuildReason> {
     }
 }
 
-/// Deletes retired replicas no reader holds any more.
-///
-/// Takes them out of the state under its lock; the caller deletes the
-/// directories with [`delete_retired`] once the lock is released.
-fn reap(st: &mut DbState) -> Vec<PathBuf> {
+/// Takes the retired replicas no reader holds any more out of the state
+/// (under its lock); [`SyncService::retire`] deletes them once the lock is
+/// released.
+fn reap(st: &mut DbState) -> Vec<Replica> {
     let mut dead = Vec::new();
     st.retired.retain(|r| {
         if r.handle_count() > 1 {
             return true;
         }
-        dead.push(r.path().to_path_buf());
+        dead.push(r.clone());
         false
     });
     dead
 }
 
-/// Deletes the directories of retired replicas, off the async threads.
-async fn delete_retired(paths: Vec<PathBuf>) {
-    if paths.is_empty() {
-        return;
+/// Carries what `old` still owes its remote over to `live` (see
+/// `carry.rs`), then deletes `old`'s directory. Blocking.
+///
+/// A replica whose writes cannot be carried is kept on disk, never deleted
+/// with them: the next start carries it again.
+fn carry_and_delete(old: Replica, live: Option<&Replica>) -> Result<()> {
+    if let Some(live) = live {
+        carry_local_writes(&old, live)?;
+    } else if old.outbox_len()? > 0 {
+        return Err(SyncError::io(
+            old.path(),
+            std::io::Error::other(
+                "it holds unpushed writes and there is no replica to carry them to",
+            ),
+        )
+        .into());
     }
-    let deleted = blocking(move || {
-        for path in paths {
-            if let Err(e) = remove_dir(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired replica; it goes at the next start");
-            }
-        }
-        Ok(())
-    })
-    .await;
-    if let Err(e) = deleted {
-        tracing::warn!(error = %e, "deleting retired replicas failed");
-    }
+    let path = old.path().to_path_buf();
+    drop(old);
+    remove_dir(&path)?;
+    Ok(())
 }
 
 /// The seed's destroy-on-failure, for replicas never handed out: a failed
