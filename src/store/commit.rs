@@ -67,6 +67,35 @@ fn next(n: u64, key: &'static [u8]) -> Result<u64, Abort> {
         .ok_or_else(|| abort(StoreError::corrupt("counter", key, "at its maximum")))
 }
 
+/// Takes a document's old winner state (`Some(deleted)`) off the counters.
+/// A counter that would go below zero proves the counters and the records
+/// disagree: the replica is damaged, and clamping would hide it.
+fn uncount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
+    let (counter, key) = match state {
+        Some(false) => (live, meta::DOC_COUNT),
+        Some(true) => (dead, meta::DEL_COUNT),
+        None => return Ok(()),
+    };
+    *counter = counter.checked_sub(1).ok_or_else(|| {
+        abort(StoreError::corrupt(
+            "counter",
+            key,
+            "a document it counts is not counted (below zero)",
+        ))
+    })?;
+    Ok(())
+}
+
+/// Adds a document's new winner state to the counters.
+fn recount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
+    match state {
+        Some(false) => *live = next(*live, meta::DOC_COUNT)?,
+        Some(true) => *dead = next(*dead, meta::DEL_COUNT)?,
+        None => {}
+    }
+    Ok(())
+}
+
 /// Counts the attachment stubs of a body being stored. Every stub's bytes
 /// must be in the batch or already in the replica: a body is never stored
 /// with a stub the replica cannot serve.
@@ -174,8 +203,8 @@ impl Replica {
                     };
                     let mut seq = counter(meta::SEQ)?;
                     let mut next_body = counter(meta::BODY_ID)?;
-                    let mut live = counter(meta::DOC_COUNT)? as i64;
-                    let mut dead = counter(meta::DEL_COUNT)? as i64;
+                    let mut live = counter(meta::DOC_COUNT)?;
+                    let mut dead = counter(meta::DEL_COUNT)?;
                     let mut out = BatchOutcome::default();
                     for (id, incoming) in &grouped {
                         let key = id.as_bytes();
@@ -230,13 +259,8 @@ impl Replica {
                             .and_then(|r| r.tree.winner())
                             .map(|w| w.deleted);
                         let now = record.tree.winner().map(|w| w.deleted);
-                        for (state, sign) in [(was, -1i64), (now, 1)] {
-                            match state {
-                                Some(false) => live += sign,
-                                Some(true) => dead += sign,
-                                None => {}
-                            }
-                        }
+                        uncount(was, &mut live, &mut dead)?;
+                        recount(now, &mut live, &mut dead)?;
                         if let Some(old) = &old {
                             by_seq.remove(&keys::seq_key(old.seq))?;
                         }
@@ -262,8 +286,8 @@ impl Replica {
                     }
                     meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
                     meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
-                    meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
-                    meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
+                    meta_t.insert(meta::DOC_COUNT, &live.to_be_bytes())?;
+                    meta_t.insert(meta::DEL_COUNT, &dead.to_be_bytes())?;
                     out.update_seq = seq;
                     Ok(out)
                 },
@@ -570,4 +594,29 @@ mod tests {
     }
 
     use std::ops::Bound;
+
+    /// Review bug: counters were computed as `i64` and clamped at 0, so a
+    /// counter that had drifted below its records went unnoticed. A commit
+    /// that would take a counter below zero must report the damage.
+    #[test]
+    fn a_counter_below_its_records_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        r.commit_blocking(&batch(vec![inc("a", 1, &["x"], false, json!({}))]))
+            .unwrap();
+        // Damage: the live counter forgets `a`.
+        r.trees()
+            .meta
+            .insert(meta::DOC_COUNT, &0u64.to_be_bytes())
+            .unwrap();
+        let mut b = batch(vec![inc("a", 2, &["y", "x"], true, json!({}))]);
+        b.checkpoint = Some(("rep".into(), json!(1)));
+        let err = r.commit_blocking(&b).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { what: "counter", .. }),
+            "{err:?}"
+        );
+        assert!(r.checkpoint("rep").unwrap().is_none(), "nothing committed");
+        assert!(!r.get("a").unwrap().unwrap().deleted);
+    }
 }
