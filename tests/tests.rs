@@ -24,3 +24,5 @@ mod crash;
 mod remote;
 // The `settee` command line.
 mod cli;
+// The cold-load fast path; every wanted revision answered or retried.
+mod pull_fast;

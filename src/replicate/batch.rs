@@ -64,20 +64,52 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
-    // A document the answer leaves out would be passed by the checkpoint
+    let mut batch = convert(ctx, fetched, failures, changes, Some(page.last_seq)).await?;
+    // A revision the answer leaves out would be passed by the checkpoint
     // unseen: it fails, and so goes on the retry list.
-    let answered: HashSet<&str> = fetched.iter().map(FetchedRev::id).collect();
-    for (id, revs) in &wanted {
-        if !answered.contains(id.as_str()) {
-            failures.push(DocFailure::new(
+    let unanswered = unanswered(&wanted, &batch.write.revs, &batch.failures);
+    batch
+        .write
+        .retry_later
+        .extend(unanswered.iter().map(|f| f.id.clone()));
+    batch.failures.extend(unanswered);
+    Ok(batch)
+}
+
+/// The wanted revisions that neither arrived (as the revision itself or
+/// as an ancestor of the one `latest=true` answered with) nor already
+/// failed: one failure per document, naming its first such revision.
+fn unanswered(
+    wanted: &[(String, Vec<String>)],
+    arrived: &[IncomingRev],
+    failures: &[DocFailure],
+) -> Vec<DocFailure> {
+    let failed: HashSet<&str> = failures.iter().map(|f| f.id.as_str()).collect();
+    let mut covered: HashSet<(&str, u64, &str)> = HashSet::new();
+    for inc in arrived {
+        for (i, hash) in inc.path.ids.iter().enumerate() {
+            covered.insert((&inc.id, inc.path.start - i as u64, hash));
+        }
+    }
+    let mut out = Vec::new();
+    for (id, revs) in wanted {
+        if failed.contains(id.as_str()) {
+            continue;
+        }
+        let missing = revs.iter().find(|rev| match rev.parse::<Rev>() {
+            Ok(r) => !covered.contains(&(id.as_str(), r.pos, r.hash.as_str())),
+            Err(_) => true,
+        });
+        if let Some(rev) = missing {
+            out.push(DocFailure::new(
                 id,
-                revs.first().cloned(),
+                Some(rev.clone()),
                 "not_answered",
-                "the server's answer left this document out",
+                "the server's answer left this revision out",
             ));
         }
     }
-    convert(ctx, fetched, failures, changes, Some(page.last_seq)).await
+    out
 }
 
 /// Fetches again, with every leaf (`open_revs=all`), the documents an
@@ -299,6 +331,38 @@ fn digest_matches(digest: &str, bytes: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn arrived(id: &str, start: u64, ids: &[&str]) -> IncomingRev {
+        IncomingRev {
+            id: id.into(),
+            path: crate::revtree::RevPath {
+                start,
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            },
+            deleted: false,
+            body: serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_wanted_revision_is_answered_or_listed() {
+        let wanted = vec![
+            ("a".to_owned(), vec!["2-x".to_owned(), "2-y".to_owned()]),
+            ("b".to_owned(), vec!["1-b".to_owned()]),
+            ("c".to_owned(), vec!["1-c".to_owned()]),
+            ("d".to_owned(), vec!["1-d".to_owned()]),
+        ];
+        // a: 2-x arrived, 2-y did not; b: answered by a descendant
+        // (latest=true); c: left out entirely; d: already failed.
+        let got = vec![arrived("a", 2, &["x", "r"]), arrived("b", 2, &["b2", "b"])];
+        let failed = vec![DocFailure::new("d", None, "not_found", "missing")];
+        let out = unanswered(&wanted, &got, &failed);
+        let listed: Vec<(&str, Option<&str>)> = out
+            .iter()
+            .map(|f| (f.id.as_str(), f.rev.as_deref()))
+            .collect();
+        assert_eq!(listed, vec![("a", Some("2-y")), ("c", Some("1-c"))]);
+    }
 
     #[test]
     fn checks_md5_digests() {
