@@ -54,6 +54,13 @@ pub struct BatchOutcome {
     pub update_seq: u64,
 }
 
+/// Largest body kept inside its document's record. Bigger bodies go to
+/// `bodies`: the `docs` tree is read at random positions by every commit
+/// and every diff, and with ~600-byte cards inline it outgrew sled's 8 MiB
+/// cache; a shuffled 100k cold commit then cost 43–45 µs of CPU per
+/// document instead of 34–37 (`benches/store_write.rs`, see design.md).
+const INLINE_MAX: usize = 256;
+
 pub(super) type Abort = ConflictableTransactionError<StoreError>;
 
 fn abort(e: StoreError) -> Abort {
@@ -124,6 +131,23 @@ fn count_stubs(
         attachment_refs::add(refs, &digest)?;
         // Claimed: staged bytes are now kept by their count.
         staged.remove(digest.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Uncounts the stubs of an inline body that leaves with its record.
+fn release_stubs(
+    key: &[u8],
+    body: &[u8],
+    refs: &TransactionalTree,
+    atts: &TransactionalTree,
+) -> Result<(), Abort> {
+    // The commit that stored this body parsed its stubs; failing now means
+    // the disk changed.
+    let digests = attachment_refs::stub_digests(body)
+        .map_err(|e| abort(StoreError::corrupt("inline body", key, e)))?;
+    for digest in digests {
+        attachment_refs::release(refs, atts, &digest)?;
     }
     Ok(())
 }
@@ -212,9 +236,12 @@ impl Replica {
                             Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
                             None => None,
                         };
-                        let mut record = old.clone().unwrap_or_default();
-                        let old_leaves: Vec<Rev> =
-                            record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                        let was = old
+                            .as_ref()
+                            .and_then(|r| r.tree.winner())
+                            .map(|w| w.deleted);
+                        let old_seq = old.as_ref().map(|r| r.seq);
+                        let mut record = old.unwrap_or_default();
                         let mut arrived = Vec::new();
                         for (inc, body) in incoming {
                             let outcome =
@@ -226,14 +253,7 @@ impl Replica {
                                 })?;
                             if outcome != MergeOutcome::AlreadyKnown {
                                 if let Some(leaf) = inc.path.leaf() {
-                                    // Bodies get ever-growing ids, so a batch
-                                    // appends to the end of the `bodies` tree
-                                    // instead of touching one page per document.
-                                    next_body = next(next_body, meta::BODY_ID)?;
-                                    bodies.insert(&keys::seq_key(next_body), *body)?;
-                                    count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
-                                    record.bodies.insert(leaf.to_string(), next_body);
-                                    arrived.push(leaf);
+                                    arrived.push((leaf, *inc, *body));
                                 }
                             }
                         }
@@ -242,27 +262,68 @@ impl Replica {
                         }
                         out.revs_written += arrived.len() as u64;
                         record.tree.stem(revs_limit);
-                        // Only leaves keep bodies: the bodies of revisions this
-                        // batch turned into ancestors become garbage, deleted
-                        // later by `sweep` in small transactions.
                         let leaves: HashSet<Rev> =
                             record.tree.leaves().into_iter().map(|l| l.rev).collect();
-                        for rev in old_leaves.iter().chain(&arrived) {
-                            if !leaves.contains(rev) {
-                                if let Some(body_id) = record.bodies.remove(&rev.to_string()) {
-                                    garbage.insert(&keys::seq_key(body_id), &[])?;
+                        // Only leaves keep bodies: a revision this batch
+                        // brought and already superseded stores none.
+                        arrived.retain(|(rev, _, _)| leaves.contains(rev));
+                        // Count the new bodies' stubs before any old body
+                        // releases its own: bytes both name stay.
+                        for (_, inc, body) in &arrived {
+                            count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
+                        }
+                        // Bodies of revisions that are no longer leaves: in
+                        // `bodies`, they become garbage, deleted later by
+                        // `sweep` in small transactions; inline, they go
+                        // with the old record, and so do their stubs' counts.
+                        let mut gone = Vec::new();
+                        record.bodies.retain(|rev, body_id| {
+                            let keep = rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
+                            if !keep {
+                                gone.push(*body_id);
+                            }
+                            keep
+                        });
+                        for body_id in gone {
+                            garbage.insert(&keys::seq_key(body_id), &[])?;
+                        }
+                        let kept_inline = match record.inline.take() {
+                            Some((rev, body))
+                                if rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r)) =>
+                            {
+                                Some((rev, body))
+                            }
+                            Some((_, body)) => {
+                                release_stubs(key, &body, refs, atts)?;
+                                None
+                            }
+                            None => None,
+                        };
+                        match arrived.as_slice() {
+                            // The only leaf, just arrived, and small: its
+                            // body lives in the record, one write for the
+                            // whole document and no garbage when it changes.
+                            [(rev, _, body)] if leaves.len() == 1 && body.len() <= INLINE_MAX => {
+                                record.inline = Some((rev.to_string(), body.to_vec()));
+                            }
+                            _ => {
+                                // Several leaves: every leaf body in `bodies`,
+                                // under ever-growing ids, so a batch appends to
+                                // the end of the tree.
+                                let moved = kept_inline.iter().map(|(r, b)| (r.clone(), &b[..]));
+                                let new = arrived.iter().map(|(r, _, b)| (r.to_string(), *b));
+                                for (rev, body) in moved.chain(new) {
+                                    next_body = next(next_body, meta::BODY_ID)?;
+                                    bodies.insert(&keys::seq_key(next_body), body)?;
+                                    record.bodies.insert(rev, next_body);
                                 }
                             }
                         }
-                        let was = old
-                            .as_ref()
-                            .and_then(|r| r.tree.winner())
-                            .map(|w| w.deleted);
                         let now = record.tree.winner().map(|w| w.deleted);
                         uncount(was, &mut live, &mut dead)?;
                         recount(now, &mut live, &mut dead)?;
-                        if let Some(old) = &old {
-                            by_seq.remove(&keys::seq_key(old.seq))?;
+                        if let Some(old_seq) = old_seq {
+                            by_seq.remove(&keys::seq_key(old_seq))?;
                         }
                         seq = next(seq, meta::SEQ)?;
                         record.seq = seq;
@@ -422,10 +483,9 @@ mod tests {
         );
         assert_eq!(
             r.sweep().unwrap(),
-            2,
-            "the bodies of 1-x and 1-y were garbage"
+            0,
+            "the bodies of 1-x and 1-y were inline: they left with their records"
         );
-        assert_eq!(r.sweep().unwrap(), 0);
         assert_eq!(
             r.get("a").unwrap().unwrap().body["v"],
             4,
@@ -445,6 +505,26 @@ mod tests {
             .map(|d| d.unwrap().id)
             .collect();
         assert_eq!(all, vec!["a"]);
+        // a's leaves keep their bodies in `bodies`; extending one branch
+        // makes its old leaf's body garbage.
+        r.commit_blocking(&batch(vec![inc(
+            "a",
+            3,
+            &["x3", "x2", "x"],
+            false,
+            json!({"v": 5}),
+        )]))
+        .unwrap();
+        assert_eq!(r.sweep().unwrap(), 1, "the body of 2-x2 was garbage");
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 5);
+        assert_eq!(
+            r.get_rev("a", &"2-z2".parse().unwrap())
+                .unwrap()
+                .unwrap()
+                .body["v"],
+            4
+        );
     }
 
     #[test]
@@ -532,23 +612,39 @@ mod tests {
             inc("c", 2, &["c2", "c1"], false, with_att("md5-C", 5)),
         ]))
         .unwrap();
-        assert_eq!(r.sweep().unwrap(), 2);
+        assert_eq!(r.sweep().unwrap(), 0, "a and c kept their bodies inline");
         assert!(r.has_attachment("md5-S").unwrap(), "b still refers to it");
         assert!(r.has_attachment("md5-C").unwrap(), "c2 refers to it");
-        // b is deleted: the last stub of md5-S goes with its body.
+        // b is deleted: the last stub of md5-S leaves with its inline body.
         r.commit_blocking(&batch(vec![inc("b", 2, &["b2", "b1"], true, json!({}))]))
             .unwrap();
-        assert!(r.has_attachment("md5-S").unwrap(), "not before the sweep");
-        assert_eq!(r.sweep().unwrap(), 1);
         assert!(!r.has_attachment("md5-S").unwrap());
         assert!(r.has_attachment("md5-C").unwrap());
         assert_eq!(r.trees().att_refs.len(), 1);
         // The bytes survive a reopen with their count.
         drop(r);
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        r.commit_blocking(&batch(vec![inc("c", 3, &["c3", "c2"], false, json!({}))]))
-            .unwrap();
-        assert_eq!(r.sweep().unwrap(), 1);
+        assert!(r.has_attachment("md5-C").unwrap());
+        // A conflict moves c's bodies to `bodies`, each counted once.
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2b", "c1"],
+            false,
+            with_att("md5-C", 6),
+        )]))
+        .unwrap();
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.trees().att_refs.len(), 1);
+        // Both branches drop the attachment: their old bodies are garbage,
+        // and the sweep takes the bytes with the last of them.
+        r.commit_blocking(&batch(vec![
+            inc("c", 3, &["c3", "c2"], false, json!({})),
+            inc("c", 3, &["c3b", "c2b"], false, json!({})),
+        ]))
+        .unwrap();
+        assert!(r.has_attachment("md5-C").unwrap(), "not before the sweep");
+        assert_eq!(r.sweep().unwrap(), 2);
         assert!(!r.has_attachment("md5-C").unwrap());
         assert!(r.trees().att_refs.is_empty());
     }
@@ -613,7 +709,13 @@ mod tests {
         b.checkpoint = Some(("rep".into(), json!(1)));
         let err = r.commit_blocking(&b).unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt { what: "counter", .. }),
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    what: "counter",
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(r.checkpoint("rep").unwrap().is_none(), "nothing committed");

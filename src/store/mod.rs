@@ -28,9 +28,11 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The on-disk format this build reads and writes (2: attachment bytes are
-/// reference-counted in `att_refs`; replicas of format 1 must be pulled again).
-pub const FORMAT_VERSION: u64 = 2;
+/// The on-disk format this build reads and writes (3: document records are
+/// binary and keep a single leaf's body inline; 2: attachment bytes are
+/// reference-counted in `att_refs`). Replicas of an older format must be
+/// pulled again into a new directory.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Settings of a replica store.
 #[derive(Debug, Clone)]
@@ -274,7 +276,15 @@ impl Replica {
         id: &str,
         rev: &Rev,
     ) -> Result<Option<Map<String, Value>>, StoreError> {
-        let Some(&body_id) = record.bodies.get(&rev.to_string()) else {
+        let rev_text = rev.to_string();
+        if let Some((inline_rev, bytes)) = &record.inline {
+            if *inline_rev == rev_text {
+                return serde_json::from_slice(bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
+            }
+        }
+        let Some(&body_id) = record.bodies.get(&rev_text) else {
             return Ok(None);
         };
         let key = keys::seq_key(body_id);
