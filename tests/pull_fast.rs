@@ -58,3 +58,92 @@ async fn a_revision_left_out_of_the_answer_is_fetched_again() {
     assert_eq!(replica.leaves("x-conflicts3").unwrap().len(), 3);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
+
+/// Every document's full revision tree, for comparing two replicas.
+fn trees(replica: &settee::Replica) -> Vec<(String, Option<settee::RevTree>)> {
+    replica
+        .docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .map(|d| {
+            let id = d.unwrap().id;
+            let tree = replica.rev_tree(&id).unwrap();
+            (id, tree)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_load_of_first_revisions_needs_no_bulk_get() {
+    let db = TestDb::seeded("fastonly", &["--cards", "60", "--tags", "5"]).await;
+    let proxy = db.behind_proxy().await;
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let result = pull(&replica, &remote, 25, 3).await;
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert!(
+        proxy.count("include_docs=true") >= 1,
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(proxy.count("_bulk_get"), 0, "{:?}", proxy.requests());
+    let want = db.server_dump().await;
+    assert!(want.len() > 60);
+    assert_eq!(result.docs_written, want.len() as u64);
+    assert_same_dump(&replica_dump(&replica), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_ends_where_the_slow_path_does() {
+    let db = TestDb::seeded(
+        "fastmix",
+        &["--cards", "150", "--tags", "12", "--realistic", "--extras"],
+    )
+    .await;
+    let proxy = db.behind_proxy().await;
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+
+    let (_fast_dir, fast) = temp_replica();
+    let fast_result = pull(&fast, &remote, 1, 4).await;
+    let fast_bulk_gets = proxy.count("_bulk_get");
+    assert!(proxy.count("include_docs=true") >= 1);
+
+    proxy.clear_requests();
+    proxy.set_rules(vec![Rule::changes_without_docs()]);
+    let (_slow_dir, slow) = temp_replica();
+    let slow_result = pull(&slow, &remote, 1, 4).await;
+    let slow_bulk_gets = proxy.count("_bulk_get");
+    assert!(proxy.fired() >= 1);
+
+    for r in [&fast_result, &slow_result] {
+        assert_eq!(r.doc_write_failures, 0, "{:?}", r.failures);
+    }
+    // One row per page, so `_bulk_get` requests count documents, in any
+    // feed order: the fast path asked only for updated, conflicted,
+    // deleted and attachment-carrying documents.
+    assert!(
+        fast_bulk_gets < slow_bulk_gets,
+        "fast {fast_bulk_gets} vs slow {slow_bulk_gets}"
+    );
+    assert_eq!(fast_result.docs_written, slow_result.docs_written);
+    assert_eq!(fast_result.docs_read, slow_result.docs_read);
+    let want = db.server_dump().await;
+    assert_same_dump(&replica_dump(&fast), &want);
+    assert_same_dump(&replica_dump(&slow), &want);
+    assert_eq!(trees(&fast), trees(&slow), "revision histories");
+    assert_eq!(
+        (fast.doc_count().unwrap(), fast.deleted_count().unwrap()),
+        (slow.doc_count().unwrap(), slow.deleted_count().unwrap())
+    );
+    // Every leaf body, not only winners.
+    for (id, _) in trees(&fast) {
+        let leaves = fast.leaves(&id).unwrap();
+        assert_eq!(leaves, slow.leaves(&id).unwrap(), "leaves of {id}");
+        for leaf in leaves {
+            assert_eq!(
+                fast.get_rev(&id, &leaf.rev).unwrap(),
+                slow.get_rev(&id, &leaf.rev).unwrap(),
+                "{id} {}",
+                leaf.rev
+            );
+        }
+    }
+}

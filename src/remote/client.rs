@@ -254,17 +254,48 @@ impl Remote {
 
     /// One page of `_changes?style=all_docs` after `since`, at most `limit` rows.
     pub async fn changes(&self, since: &Seq, limit: usize) -> Result<ChangesPage, RemoteError> {
+        self.changes_page(since, limit, false).await
+    }
+
+    /// [`Remote::changes`] with `include_docs=true`: each row also carries
+    /// its winning revision ([`crate::ChangeRow::doc`]), attachments as
+    /// stubs.
+    pub async fn changes_with_docs(
+        &self,
+        since: &Seq,
+        limit: usize,
+    ) -> Result<ChangesPage, RemoteError> {
+        self.changes_page(since, limit, true).await
+    }
+
+    async fn changes_page(
+        &self,
+        since: &Seq,
+        limit: usize,
+        include_docs: bool,
+    ) -> Result<ChangesPage, RemoteError> {
         let mut url = self.inner.endpoint.db_path("_changes");
         url.query_pairs_mut()
             .append_pair("style", "all_docs")
             .append_pair("since", &since.as_query())
             .append_pair("limit", &limit.to_string());
+        if include_docs {
+            url.query_pairs_mut().append_pair("include_docs", "true");
+        }
         self.json(Method::GET, &url, None).await
     }
 
     /// The changes feed after `since` as a stream of pages of `batch_size`
     /// rows. Only one page is requested at a time, and only when the
     /// consumer asks for it, so memory is bounded by the page size.
+    ///
+    /// Pages carry their documents (`include_docs=true`) while the feed is
+    /// mostly first revisions, the documents a replica can take from the
+    /// feed without a `_bulk_get` (a cold load): the first page does when
+    /// `since` is the start of the feed, and every next page does when at
+    /// least half the rows of the page before were first revisions. An
+    /// incremental pull's feed (updates, at generation 2 and above) is read
+    /// without documents, which would be fetched again anyway.
     pub fn changes_pages(
         &self,
         since: Seq,
@@ -273,13 +304,16 @@ impl Remote {
         let remote = self.clone();
         let batch_size = batch_size.max(1);
         async_stream::try_stream! {
+            let mut include_docs = since == Seq::zero();
             let mut since = since;
             loop {
-                let page = remote.changes(&since, batch_size).await?;
+                let page = remote.changes_page(&since, batch_size, include_docs).await?;
                 let done = page.results.len() < batch_size || page.pending == Some(0);
                 if page.results.is_empty() {
                     break;
                 }
+                let first = page.results.iter().filter(|r| r.is_first_revision_only()).count();
+                include_docs = first * 2 >= page.results.len();
                 since = page.last_seq.clone();
                 yield page;
                 if done {

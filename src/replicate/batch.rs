@@ -5,13 +5,14 @@
 
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
-use crate::remote::{endpoint, ChangesPage, FetchedRev, RemoteError, Seq};
+use crate::remote::{endpoint, ChangeRow, ChangesPage, FetchedRev, RemoteError, Seq};
 use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -32,39 +33,51 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     let replica = ctx.replica.clone();
     let rows = page.results;
     let changes = rows.len();
-    // Local _revs_diff: which listed leaves the replica lacks.
-    let (wanted, bad_revs) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let mut wanted = Vec::new();
-        let mut bad = Vec::new();
-        for row in rows {
-            let mut revs = Vec::with_capacity(row.changes.len());
-            for c in &row.changes {
-                match c.rev.parse::<Rev>() {
-                    Ok(r) => revs.push(r),
-                    Err(e) => bad.push(DocFailure::new(
-                        &row.id,
-                        Some(c.rev.clone()),
-                        "bad_request",
-                        &e.to_string(),
-                    )),
+    // Local _revs_diff: which listed leaves the replica lacks. A missing
+    // first revision whose row carries it complete is taken from the feed
+    // (the cold-load fast path); the rest is fetched with `_bulk_get`.
+    let (wanted, from_feed, bad_revs) =
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut wanted = Vec::new();
+            let mut from_feed = Vec::new();
+            let mut bad = Vec::new();
+            for mut row in rows {
+                let mut revs = Vec::with_capacity(row.changes.len());
+                for c in &row.changes {
+                    match c.rev.parse::<Rev>() {
+                        Ok(r) => revs.push(r),
+                        Err(e) => bad.push(DocFailure::new(
+                            &row.id,
+                            Some(c.rev.clone()),
+                            "bad_request",
+                            &e.to_string(),
+                        )),
+                    }
                 }
-            }
-            let missing = replica.missing_revs(&row.id, &revs)?;
-            if !missing.is_empty() {
+                let missing = replica.missing_revs(&row.id, &revs)?;
+                if missing.is_empty() {
+                    continue;
+                }
+                let doc = row.doc.take();
+                if let Some(inc) = doc.and_then(|doc| complete_in_feed(&row, &missing, &doc)) {
+                    from_feed.push(inc);
+                    continue;
+                }
                 wanted.push((
                     row.id,
                     missing.iter().map(Rev::to_string).collect::<Vec<_>>(),
                 ));
             }
-        }
-        Ok((wanted, bad))
-    })
-    .await
-    .map_err(|e| StoreError::Cancelled(e.to_string()))??;
+            Ok((wanted, from_feed, bad))
+        })
+        .await
+        .map_err(|e| StoreError::Cancelled(e.to_string()))??;
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
     let mut batch = convert(ctx, fetched, failures, changes, Some(page.last_seq)).await?;
+    batch.docs_read += from_feed.len() as u64;
+    batch.write.revs.extend(from_feed);
     // A revision the answer leaves out would be passed by the checkpoint
     // unseen: it fails, and so goes on the retry list.
     let unanswered = unanswered(&wanted, &batch.write.revs, &batch.failures);
@@ -74,6 +87,30 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
         .extend(unanswered.iter().map(|f| f.id.clone()));
     batch.failures.extend(unanswered);
     Ok(batch)
+}
+
+/// The revision a `_changes` row carries (`include_docs=true`), when it is
+/// all the replica lacks of the document and all of its history: the row's
+/// only leaf, at generation 1, live, without attachments (their bytes are
+/// not in the feed). Anything else, or anything odd about the document,
+/// goes to `_bulk_get`, which carries every case.
+fn complete_in_feed(row: &ChangeRow, missing: &[Rev], doc: &RawValue) -> Option<IncomingRev> {
+    if !row.is_first_revision_only() {
+        return None;
+    }
+    let [want] = missing else { return None };
+    let parts = DocParts::split(doc, &row.id).ok()?;
+    let leaf = parts.path.leaf()?;
+    if &leaf != want || parts.path.ids.len() != 1 || parts.deleted || parts.attachments.is_some() {
+        return None;
+    }
+    let body = parts.body(None).ok()?;
+    Some(IncomingRev {
+        id: parts.id,
+        path: parts.path,
+        deleted: false,
+        body,
+    })
 }
 
 /// The wanted revisions that neither arrived (as the revision itself or
