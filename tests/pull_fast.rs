@@ -147,3 +147,41 @@ async fn the_fast_path_ends_where_the_slow_path_does() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_large_documents_are_bounded_by_bytes() {
+    let db = TestDb::new("bigdocs").await;
+    // 150 documents of ~100 KB: 15 MB of feed, far more than one page may hold.
+    let filler = "x".repeat(100 * 1024);
+    let docs: Vec<_> = (0..150)
+        .map(|i| serde_json::json!({"_id": format!("big-{i:03}"), "text": filler}))
+        .collect();
+    for chunk in docs.chunks(50) {
+        db.bulk_docs(chunk.to_vec(), true).await;
+    }
+    let proxy = db.behind_proxy().await;
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let result = pull(&replica, &remote, 1000, 2).await;
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert_eq!(result.docs_written, 150);
+    let limits: Vec<usize> = proxy
+        .requests()
+        .iter()
+        .filter(|line| line.contains("_changes"))
+        .filter_map(|line| {
+            let at = line.find("limit=")? + "limit=".len();
+            let digits: String = line[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect();
+    // The first page asks for a probe of rows; once their size is known,
+    // a page asks for no more than fit in 4 MiB (40 rows of ~100 KB).
+    assert!(limits.len() >= 2, "{limits:?}");
+    assert!(limits[0] <= 100, "{limits:?}");
+    assert!(limits[1..].iter().all(|&l| l <= 41), "{limits:?}");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
