@@ -135,6 +135,28 @@ fn count_stubs(
     Ok(())
 }
 
+/// The body a document's old sequence entry carries.
+fn logged_body(
+    by_seq: &TransactionalTree,
+    key: &[u8],
+    old_seq: Option<u64>,
+) -> Result<Vec<u8>, Abort> {
+    let missing = || {
+        abort(StoreError::corrupt(
+            "sequence entry",
+            key,
+            "its body is missing",
+        ))
+    };
+    let old_seq = old_seq.ok_or_else(missing)?;
+    let entry = by_seq.get(keys::seq_key(old_seq))?.ok_or_else(missing)?;
+    let (_, body) = keys::split_seq_entry(&entry).ok_or_else(missing)?;
+    if body.is_empty() {
+        return Err(missing());
+    }
+    Ok(body.to_vec())
+}
+
 /// Uncounts the stubs of an inline body that leaves with its record.
 fn release_stubs(
     key: &[u8],
@@ -299,6 +321,30 @@ impl Replica {
                             }
                             None => None,
                         };
+                        // A body kept in the old sequence entry leaves with
+                        // that entry (removed below), stubs and all, unless
+                        // its revision is still a leaf: then it moves to
+                        // `bodies` with the others. Only these cases read
+                        // the old entry.
+                        let kept_logged = match record.logged.take() {
+                            Some((rev, stubs)) => {
+                                let still_leaf =
+                                    rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
+                                if still_leaf || stubs {
+                                    let body = logged_body(by_seq, key, old_seq)?;
+                                    if still_leaf {
+                                        Some((rev, body))
+                                    } else {
+                                        release_stubs(key, &body, refs, atts)?;
+                                        None
+                                    }
+                                } else {
+                                    None
+                                }
+                            }
+                            None => None,
+                        };
+                        let mut entry_body: &[u8] = &[];
                         match arrived.as_slice() {
                             // The only leaf, just arrived, and small: its
                             // body lives in the record, one write for the
@@ -306,11 +352,25 @@ impl Replica {
                             [(rev, _, body)] if leaves.len() == 1 && body.len() <= INLINE_MAX => {
                                 record.inline = Some((rev.to_string(), body.to_vec()));
                             }
+                            // The only leaf, just arrived: its body goes in
+                            // the document's new sequence entry, one append
+                            // for both, and leaves with it when the document
+                            // changes again.
+                            [(rev, _, body)] if leaves.len() == 1 => {
+                                let stubs = attachment_refs::stub_digests(body)
+                                    .map(|d| !d.is_empty())
+                                    .unwrap_or(true);
+                                record.logged = Some((rev.to_string(), stubs));
+                                entry_body = body;
+                            }
                             _ => {
                                 // Several leaves: every leaf body in `bodies`,
                                 // under ever-growing ids, so a batch appends to
                                 // the end of the tree.
-                                let moved = kept_inline.iter().map(|(r, b)| (r.clone(), &b[..]));
+                                let moved = kept_inline
+                                    .iter()
+                                    .chain(&kept_logged)
+                                    .map(|(r, b)| (r.clone(), &b[..]));
                                 let new = arrived.iter().map(|(r, _, b)| (r.to_string(), *b));
                                 for (rev, body) in moved.chain(new) {
                                     next_body = next(next_body, meta::BODY_ID)?;
@@ -327,7 +387,7 @@ impl Replica {
                         }
                         seq = next(seq, meta::SEQ)?;
                         record.seq = seq;
-                        by_seq.insert(&keys::seq_key(seq), key)?;
+                        by_seq.insert(&keys::seq_key(seq), keys::seq_entry(key, entry_body))?;
                         docs.insert(key, record.encode())?;
                         out.docs_changed += 1;
                     }
@@ -647,6 +707,87 @@ mod tests {
         assert_eq!(r.sweep().unwrap(), 2);
         assert!(!r.has_attachment("md5-C").unwrap());
         assert!(r.trees().att_refs.is_empty());
+    }
+
+    /// Bodies over `INLINE_MAX` travel in their document's sequence entry
+    /// while the document has one leaf, and move to `bodies` with a conflict.
+    #[test]
+    fn large_single_leaf_bodies_live_in_their_sequence_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let big = |v: u64, att: Option<&str>| {
+            let mut b = json!({"v": v, "text": "t".repeat(INLINE_MAX)});
+            if let Some(d) = att {
+                b["_attachments"] = with_att(d, v)["_attachments"].clone();
+            }
+            b
+        };
+        let mut b = batch(vec![
+            inc("a", 1, &["a1"], false, big(1, Some("md5-A"))),
+            inc("b", 1, &["b1"], false, big(2, None)),
+        ]);
+        b.attachments = vec![("md5-A".into(), Bytes::from_static(b"aaaaa"))];
+        r.commit_blocking(&b).unwrap();
+        assert!(r.trees().bodies.is_empty(), "no body went to `bodies`");
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 1);
+        // a's update drops the attachment: its old body and the bytes'
+        // count leave with the old sequence entry, nothing to sweep.
+        // b gets a conflict: both its leaves' bodies go to `bodies`.
+        r.commit_blocking(&batch(vec![
+            inc("a", 2, &["a2", "a1"], false, big(3, None)),
+            inc("b", 2, &["b2", "b1"], false, big(4, None)),
+            inc("b", 2, &["b2x", "b1"], false, big(5, None)),
+        ]))
+        .unwrap();
+        assert!(!r.has_attachment("md5-A").unwrap());
+        assert!(r.trees().att_refs.is_empty());
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.trees().bodies.len(), 2);
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
+        let b_doc = r.get("b").unwrap().unwrap();
+        assert_eq!(b_doc.rev.to_string(), "2-b2x");
+        assert_eq!(b_doc.body["v"], 5);
+        assert_eq!(
+            r.get_rev("b", &"2-b2".parse().unwrap())
+                .unwrap()
+                .unwrap()
+                .body["v"],
+            4
+        );
+        assert_eq!(r.changes(0).count(), 2);
+        // A single-leaf body that becomes one of two leaves moves out of its
+        // sequence entry with its attachment count.
+        let mut c = batch(vec![inc("c", 1, &["c1"], false, big(6, Some("md5-C")))]);
+        c.attachments = vec![("md5-C".into(), Bytes::from_static(b"cccc!"))];
+        r.commit_blocking(&c).unwrap();
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2", "c1"],
+            false,
+            big(7, None),
+        )]))
+        .unwrap();
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2x", "c1"],
+            false,
+            big(8, None),
+        )]))
+        .unwrap();
+        assert!(
+            !r.has_attachment("md5-C").unwrap(),
+            "c1 is no leaf any more"
+        );
+        let leaves = r.leaves("c").unwrap();
+        assert_eq!(leaves.len(), 2);
+        for leaf in leaves {
+            assert!(r.get_rev("c", &leaf.rev).unwrap().is_some(), "{}", leaf.rev);
+        }
+        drop(r);
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub(crate) struct DocRecord {
     /// The body of the only leaf, `(revision, JSON text)`, when it is kept
     /// in the record.
     pub(crate) inline: Option<(String, Vec<u8>)>,
+    /// The only leaf, `(revision, whether its body has attachment stubs)`,
+    /// when its body is kept in the record's own `by_seq` entry.
+    pub(crate) logged: Option<(String, bool)>,
 }
 
 /// First byte of an encoded record: the layout's version, so a later
@@ -220,18 +223,24 @@ impl DocRecord {
             let rev = r.string()?;
             bodies.insert(rev, r.varint()?);
         }
-        let inline = match r.byte()? {
-            0 => None,
-            _ => {
+        let (inline, logged) = match r.byte()? {
+            0 => (None, None),
+            1 => {
                 let rev = r.string()?;
-                Some((rev, std::mem::take(&mut r.0).to_vec()))
+                (Some((rev, std::mem::take(&mut r.0).to_vec())), None)
             }
+            2 => {
+                let rev = r.string()?;
+                (None, Some((rev, r.byte()? != 0)))
+            }
+            _ => return Err("unknown body placement".to_owned()),
         };
         Ok(DocRecord {
             tree,
             seq,
             bodies,
             inline,
+            logged,
         })
     }
 
@@ -256,13 +265,18 @@ impl DocRecord {
             put_bytes(&mut out, rev.as_bytes());
             put_varint(&mut out, *id);
         }
-        match &self.inline {
-            None => out.push(0),
-            Some((rev, body)) => {
+        match (&self.inline, &self.logged) {
+            (Some((rev, body)), _) => {
                 out.push(1);
                 put_bytes(&mut out, rev.as_bytes());
                 out.extend_from_slice(body);
             }
+            (None, Some((rev, stubs))) => {
+                out.push(2);
+                put_bytes(&mut out, rev.as_bytes());
+                out.push(u8::from(*stubs));
+            }
+            (None, None) => out.push(0),
         }
         out
     }
@@ -312,6 +326,10 @@ mod tests {
             let r = record(inline);
             assert_eq!(DocRecord::decode(b"k", &r.encode()).unwrap(), r);
         }
+        let mut logged = record(false);
+        logged.bodies.clear();
+        logged.logged = Some(("3-c".into(), true));
+        assert_eq!(DocRecord::decode(b"k", &logged.encode()).unwrap(), logged);
         let empty = DocRecord::default();
         assert_eq!(DocRecord::decode(b"k", &empty.encode()).unwrap(), empty);
     }

@@ -284,6 +284,26 @@ impl Replica {
                     .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
             }
         }
+        if let Some((logged_rev, _)) = &record.logged {
+            if *logged_rev == rev_text {
+                let entry = self.inner.trees.by_seq.get(keys::seq_key(record.seq))?;
+                let body = entry
+                    .as_deref()
+                    .and_then(keys::split_seq_entry)
+                    .map(|(_, body)| body)
+                    .filter(|body| !body.is_empty())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(
+                            "revision body",
+                            id.as_bytes(),
+                            format!("the body of {rev} (sequence {}) is missing", record.seq),
+                        )
+                    })?;
+                return serde_json::from_slice(body)
+                    .map(Some)
+                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
+            }
+        }
         let Some(&body_id) = record.bodies.get(&rev_text) else {
             return Ok(None);
         };
@@ -412,7 +432,10 @@ impl Replica {
                 let Some(seq) = keys::seq_from_key(&k) else {
                     return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
                 };
-                let id = match std::str::from_utf8(&v) {
+                let Some((id, _)) = keys::split_seq_entry(&v) else {
+                    return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
+                };
+                let id = match std::str::from_utf8(id) {
                     Ok(id) => id.to_owned(),
                     Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
                 };
