@@ -54,11 +54,12 @@ pub struct BatchOutcome {
     pub update_seq: u64,
 }
 
-/// Largest body kept inside its document's record. Bigger bodies go to
-/// `bodies`: the `docs` tree is read at random positions by every commit
-/// and every diff, and with ~600-byte cards inline it outgrew sled's 8 MiB
-/// cache; a shuffled 100k cold commit then cost 43–45 µs of CPU per
-/// document instead of 34–37 (`benches/store_write.rs`, see design.md).
+/// Largest body kept inside its document's record; a bigger single-leaf
+/// body travels in the document's `by_seq` entry. The `docs` tree is read
+/// at random positions by every commit and every diff, and with ~600-byte
+/// cards inline it outgrew sled's 8 MiB cache: a shuffled 100k cold commit
+/// then cost 43–45 µs of CPU per document instead of 34–37
+/// (`benches/store_write.rs`, see design.md).
 const INLINE_MAX: usize = 256;
 
 pub(super) type Abort = ConflictableTransactionError<StoreError>;

@@ -116,11 +116,12 @@ pub struct DocInfo {
 /// and where the body of each leaf is.
 ///
 /// A document with a single leaf keeps that leaf's body in the record
-/// itself (`inline`): a cold pull writes one `docs` entry per document
-/// instead of a record and a separate body, and an update replaces the
-/// body with the record instead of leaving garbage for the sweep. A
-/// document with several leaves keeps every leaf body in the `bodies`
-/// tree, named by `bodies`.
+/// itself when it is small (`inline`), else in the document's own `by_seq`
+/// entry (`logged`): a cold pull writes a record and one append per
+/// document instead of a record, a body and a sequence entry, and an
+/// update drops the old body with the old record or entry instead of
+/// leaving garbage for the sweep. A document with several leaves keeps
+/// every leaf body in the `bodies` tree, named by `bodies`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct DocRecord {
     pub(crate) tree: RevTree,
