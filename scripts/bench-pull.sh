@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench-pull.sh: settee vs PouchDB 9, cold one-shot pulls from the same PouchDB
-# Server and the same corpus, in one interleaved run; also checks how settee's
-# peak memory grows with the corpus size.
+# bench-pull.sh: settee vs PouchDB 9 (and rouchdb 0.5.1, and the server's own raw
+# dump), cold one-shot pulls from the same PouchDB Server and the same corpus, in one
+# interleaved run; also checks how settee's peak memory grows with the corpus size.
 #
 # Usage:
 #   scripts/bench-pull.sh [--sizes "10000 100000"] [--runs 3] [--settings "1000/5 100/10"]
-#                         [--out DIR] [--data DIR] [--no-build]
+#                         [--orders "id shuffled"] [--clients "settee pouchdb rouchdb raw"]
+#                         [--anchor DIR] [--json] [--out DIR] [--data DIR] [--no-build]
 #
 #   --sizes     cards per corpus; each size N is the database course-N, seeded once with
 #               `fixtures/seed-course.mjs --cards N --tags 200 --realistic`, the reference
@@ -16,6 +17,18 @@
 #   --data      PouchDB Server data directory, kept between invocations so the corpus
 #               is seeded only once (default ${TMPDIR:-/tmp}/settee-bench-pouchdb-data)
 #   --no-build  skip `cargo build --release` and use the existing target/release/settee
+#   --orders    corpus insertion orders (default "id"): "id" is course-N, cards inserted in id
+#               order (PouchDB Server's _changes then lists them in id order); "shuffled" is
+#               course-N-shuffled, the same cards seeded with --shuffle, so the feed lists them
+#               out of id order, as a sharded CouchDB's does
+#   --clients   which clients run, interleaved in this order (default "settee pouchdb raw",
+#               plus rouchdb when its binary exists): settee, pouchdb (PouchDB 9), rouchdb
+#               (rouchdb 0.5.1 from <anchor>/rouchdb-bench, built once outside the crate in
+#               /tmp/rouchdb-bench with `cargo build --release`; env ROUCHDB_BIN overrides),
+#               raw (one `curl _all_docs?include_docs=true`, the server's own dump rate)
+#   --anchor    the anchor-bench directory (default ../shared/anchor-bench next to the repo,
+#               or /work/shared/anchor-bench)
+#   --json      print the run records (JSON lines) on stdout; progress and the summary go to stderr
 #
 # Quick smoke (well under two minutes once built):
 #   scripts/bench-pull.sh --sizes 2000 --runs 1 --settings 1000/5
@@ -32,10 +45,12 @@
 #      into a fresh temporary replica, then scripts/bench/pouch-pull.js (a fresh
 #      on-disk leveldb PouchDB). Each client runs under `/usr/bin/time -v`.
 #   4. Appends one JSON line per client run to <out>/runs.jsonl: wall_ms (settee:
-#      timings.total_ms; PouchDB: the replicate() call), docs/s, docs_read,
-#      docs_written, doc_write_failures, client user+sys CPU s, max RSS MB, process
-#      wall s, and the CPU seconds the server process used during the run
-#      (/proc/<pid>/stat utime+stime before and after).
+#      timings.total_ms; PouchDB: the replicate() call; rouchdb: its replicate call; raw:
+#      curl's time_total), docs/s, MB/s (the database's raw _all_docs?include_docs=true
+#      bytes / wall), docs_read, docs_written, doc_write_failures, client user+sys CPU s and
+#      CPU µs per document written, max RSS MB, process wall s, and the CPU seconds the
+#      server process used during the run (/proc/<pid>/stat utime+stime before and after).
+#      Requests made are not counted (PouchDB Server does not log them at this level).
 #   5. Prints a Markdown summary (medians per size x setting x client, settee/PouchDB
 #      ratios, `settee peak RSS <largest>/<smallest> = X.XX` at setting 1000/5) and
 #      writes it to <out>/summary.md.
@@ -59,6 +74,14 @@ settings="1000/5 100/10"
 out=""
 data_dir="${TMPDIR:-/tmp}/settee-bench-pouchdb-data"
 build=1
+orders="id"
+clients=""
+anchor=""
+json=0
+for a in "$root/../shared/anchor-bench" "$root/../../shared/anchor-bench" /work/shared/anchor-bench; do
+  [[ -z "$anchor" && -d "$a/rouchdb-bench" ]] && anchor="$(cd "$a" && pwd)"
+done
+rouchdb_bin="${ROUCHDB_BIN:-/tmp/rouchdb-bench/target/release/rouchdb-bench}"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "bench-pull: $*" >&2; exit 2; }
@@ -71,6 +94,10 @@ while [[ $# -gt 0 ]]; do
     --out) out="${2:?--out needs a value}"; shift 2 ;;
     --data) data_dir="${2:?--data needs a value}"; shift 2 ;;
     --no-build) build=0; shift ;;
+    --orders) orders="${2:?--orders needs a value}"; shift 2 ;;
+    --clients) clients="${2:?--clients needs a value}"; shift 2 ;;
+    --anchor) anchor="${2:?--anchor needs a value}"; shift 2 ;;
+    --json) json=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "bench-pull: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -79,6 +106,17 @@ done
 for n in $sizes; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "--sizes: '$n' is not a positive integer"; done
 for s in $settings; do [[ "$s" =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || die "--settings: '$s' is not BATCH_SIZE/BATCHES_LIMIT"; done
 [[ -n "${sizes// /}" && -n "${settings// /}" ]] || die "--sizes and --settings must not be empty"
+for o in $orders; do [[ "$o" == id || "$o" == shuffled ]] || die "--orders: '$o' is not id or shuffled"; done
+if [[ -z "$clients" ]]; then
+  clients="settee pouchdb raw"
+  [[ -x "$rouchdb_bin" ]] && clients="settee pouchdb rouchdb raw"
+fi
+for c in $clients; do
+  case "$c" in settee|pouchdb|rouchdb|raw) ;; *) die "--clients: unknown client '$c'" ;; esac
+done
+# With --json, stdout carries only the records: everything else goes to stderr.
+exec 3>&1
+[[ "$json" == 1 ]] && exec 1>&2
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="${out:-target/bench/$stamp}"
@@ -155,6 +193,13 @@ if [[ "$build" == 1 ]]; then
 fi
 settee="$root/target/release/settee"
 [[ -x "$settee" ]] || die "$settee is missing (build it, or drop --no-build)"
+if [[ " $clients " == *" rouchdb "* && ! -x "$rouchdb_bin" ]]; then
+  [[ -n "$anchor" ]] || die "rouchdb: no anchor-bench directory (give --anchor DIR)"
+  echo "==> building rouchdb-bench outside the crate: /tmp/rouchdb-bench (once)"
+  rm -rf /tmp/rouchdb-bench && cp -r "$anchor/rouchdb-bench" /tmp/rouchdb-bench
+  (cd /tmp/rouchdb-bench && cargo build --release)
+  rouchdb_bin=/tmp/rouchdb-bench/target/release/rouchdb-bench
+fi
 
 # ---- PouchDB Server ----------------------------------------------------------
 serve_pid=""   # scripts/pouchdb-server/serve.js
@@ -208,8 +253,15 @@ start_server() {
 # ---- corpus ------------------------------------------------------------------
 # course-N is seeded once; a marker file (named after the seed arguments) records the
 # seed summary, and the database is reused while its doc_count still equals the recorded one.
+# db_name SIZE ORDER: the database of that corpus.
+db_name() { if [[ "$2" == shuffled ]]; then echo "course-$1-shuffled"; else echo "course-$1"; fi; }
+declare -A corpus_bytes=()
+
 seed_if_needed() {
-  local n="$1" db="course-$1" marker="$data_dir/seeded-course-$1-tags200.json" info want have
+  local n="$1" order="$2" db marker info want have shuffle=()
+  db="$(db_name "$n" "$order")"
+  marker="$data_dir/seeded-$db-tags200.json"
+  [[ "$order" == shuffled ]] && shuffle=(--shuffle)
   info="$(mktemp)"
   curl -fsS "$base_url/$db" > "$info" 2> /dev/null || true
   have="$(jget "$info" doc_count)"
@@ -218,13 +270,14 @@ seed_if_needed() {
   rm -f "$info"
   if [[ -n "$want" && "$have" == "$want" ]]; then
     echo "==> $db already seeded (doc_count $have)"
-    return
+  else
+    echo "==> seeding $db: --cards $n --tags 200 --realistic ${shuffle[*]} (doc_count now: ${have:-none}, recorded: ${want:-none})"
+    rm -f "$marker"
+    node fixtures/seed-course.mjs --url "$base_url" --db "$db" --cards "$n" --tags 200 --realistic --recreate "${shuffle[@]}" > "$marker.tmp"
+    cat "$marker.tmp"
+    mv "$marker.tmp" "$marker"
   fi
-  echo "==> seeding $db: --cards $n --tags 200 --realistic (doc_count now: ${have:-none}, recorded: ${want:-none})"
-  rm -f "$marker"
-  node fixtures/seed-course.mjs --url "$base_url" --db "$db" --cards "$n" --tags 200 --realistic --recreate > "$marker.tmp"
-  cat "$marker.tmp"
-  mv "$marker.tmp" "$marker"
+  corpus_bytes[$db]="$(curl -fsS -o /dev/null -w '%{size_download}' "$base_url/$db/_all_docs?include_docs=true")"
 }
 
 # ---- one measured client run -------------------------------------------------
@@ -232,9 +285,10 @@ seed_if_needed() {
 # runs.jsonl and sets last_docs_written.
 last_docs_written=""
 run_client() {
-  local client="$1" size="$2" setting="$3" run="$4"
-  local bs="${setting%/*}" bl="${setting#*/}" db="course-$2"
-  local tag="${size}-${bs}-${bl}-${run}-${client}"
+  local client="$1" size="$2" setting="$3" run="$4" order="$5"
+  local bs="${setting%/*}" bl="${setting#*/}" db
+  db="$(db_name "$size" "$order")"
+  local tag="${size}-${order}-${bs}-${bl}-${run}-${client}"
   local stdout="$out/logs/$tag.out" stderr="$out/logs/$tag.err" timef="$out/logs/$tag.time"
   local replica="" rc=0 before after
   mkdir -p "$out/logs"
@@ -244,6 +298,20 @@ run_client() {
     replica="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-replica.XXXXXX")"
     /usr/bin/time -v -o "$timef" "$settee" pull "$base_url/$db" "$replica/replica" \
       --batch-size "$bs" --batches-limit "$bl" --json --quiet > "$stdout" 2> "$stderr" || rc=$?
+  elif [[ "$client" == rouchdb ]]; then
+    replica="$(mktemp -d "${TMPDIR:-/tmp}/rouchdb-bench-replica.XXXXXX")"
+    TMPDIR="$replica" /usr/bin/time -v -o "$timef" "$rouchdb_bin" --url "$base_url/$db" \
+      --batch-size "$bs" --batches-limit "$bl" > "$stdout" 2> "$stderr" || rc=$?
+  elif [[ "$client" == raw ]]; then
+    local w
+    w="$(/usr/bin/time -v -o "$timef" curl -fsS -o /dev/null -w '%{time_total} %{size_download}' \
+      "$base_url/$db/_all_docs?include_docs=true" 2> "$stderr")" || rc=$?
+    python3 - "$w" "$(curl -fsS "$base_url/$db" | python3 -c 'import json,sys; print(json.load(sys.stdin)["doc_count"])')" > "$stdout" << 'PY'
+import json, sys
+t, size = sys.argv[1].split()
+print(json.dumps({"wall_ms": round(float(t) * 1000), "docs_read": int(sys.argv[2]), "docs_written": int(sys.argv[2]),
+                  "doc_write_failures": 0, "bytes": int(size)}))
+PY
   else
     /usr/bin/time -v -o "$timef" node scripts/bench/pouch-pull.js "$base_url/$db" \
       --batch-size "$bs" --batches-limit "$bl" > "$stdout" 2> "$stderr" || rc=$?
@@ -260,6 +328,7 @@ run_client() {
   docs_read="$(jget "$stdout" docs_read)"
   docs_written="$(jget "$stdout" docs_written)"
   failures="$(jget "$stdout" doc_write_failures)"
+  [[ "$client" == rouchdb ]] && failures="$(jget "$stdout" errors)"
   last_seq="$(jget "$stdout" last_seq)"
   docs_per_s=""
   [[ -n "$wall_ms" && -n "$docs_written" ]] &&
@@ -274,15 +343,20 @@ run_client() {
   rss_mb="$(awk -v k="${rss_kb:-0}" 'BEGIN { printf "%.1f", k / 1024 }')"
   proc_wall="$(awk -v e="${elapsed:-0}" 'BEGIN { n = split(e, a, ":"); t = 0; for (i = 1; i <= n; i++) t = t * 60 + a[i]; printf "%.2f", t }')"
   server_cpu="$(awk -v a="$before" -v b="$after" -v hz="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+  local cpu_us_per_doc="" mb_per_s=""
+  [[ -n "$docs_written" && "$docs_written" != 0 ]] &&
+    cpu_us_per_doc="$(awk -v c="$cpu" -v d="$docs_written" 'BEGIN { printf "%.1f", c * 1e6 / d }')"
+  [[ -n "$wall_ms" && -n "${corpus_bytes[$db]:-}" ]] &&
+    mb_per_s="$(awk -v b="${corpus_bytes[$db]}" -v ms="$wall_ms" 'BEGIN { printf "%.2f", b / 1e6 * 1000 / (ms > 0 ? ms : 1) }')"
 
-  printf '{"ts":"%s","client":"%s","size":%s,"db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s}\n' \
-    "$(date -u +%FT%TZ)" "$client" "$size" "$db" "$setting" "$bs" "$bl" "$run" "$rc" \
-    "$(num "$wall_ms")" "$(num "$docs_per_s")" "$(num "$docs_read")" "$(num "$docs_written")" \
-    "$(num "$failures")" "$(str "$last_seq")" "$(num "$cpu")" "$(num "$rss_mb")" "$(num "$proc_wall")" \
+  printf '{"ts":"%s","client":"%s","size":%s,"order":"%s","db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"mb_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"cpu_us_per_doc":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s}\n' \
+    "$(date -u +%FT%TZ)" "$client" "$size" "$order" "$db" "$setting" "$bs" "$bl" "$run" "$rc" \
+    "$(num "$wall_ms")" "$(num "$docs_per_s")" "$(num "$mb_per_s")" "$(num "$docs_read")" "$(num "$docs_written")" \
+    "$(num "$failures")" "$(str "$last_seq")" "$(num "$cpu")" "$(num "$cpu_us_per_doc")" "$(num "$rss_mb")" "$(num "$proc_wall")" \
     "$(num "$server_cpu")" >> "$runs_file"
 
-  printf '    %-7s run %s: %6s ms  %6s docs/s  written %-7s  cpu %5s s  rss %6s MB  server cpu %5s s\n' \
-    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${docs_written:-?}" "$cpu" "$rss_mb" "$server_cpu"
+  printf '    %-7s run %s: %6s ms  %6s docs/s  %6s MB/s  written %-7s  cpu %5s s (%5s µs/doc)  rss %6s MB  server cpu %5s s\n' \
+    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${mb_per_s:-?}" "${docs_written:-?}" "$cpu" "${cpu_us_per_doc:-?}" "$rss_mb" "$server_cpu"
 
   [[ "$rc" == 0 ]] || warn "$client $db $setting run $run exited with status $rc (see $stderr)"
   [[ "$failures" == 0 ]] || warn "$client $db $setting run $run: doc_write_failures = ${failures:-missing}"
@@ -294,7 +368,7 @@ git_rev="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
 [[ -z "$(git status --porcelain -- src Cargo.toml Cargo.lock 2> /dev/null)" ]] || git_rev="$git_rev+dirty"
 cpu_model="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2> /dev/null || true)"
 cat > "$out/meta.json" << EOF
-{"stamp":"$stamp","sizes":"$sizes","runs":$runs,"settings":"$settings","git":"$git_rev",
+{"stamp":"$stamp","sizes":"$sizes","runs":$runs,"settings":"$settings","orders":"$orders","clients":"$clients","git":"$git_rev",
  "settee":"$("$settee" --version 2> /dev/null | tr -d '"')","node":"$(node --version)",
  "pouchdb":"$(node -p 'require("./scripts/bench/node_modules/pouchdb/package.json").version')",
  "pouchdb_server":"$(node -p 'require("./scripts/pouchdb-server/node_modules/pouchdb-server/package.json").version')",
@@ -304,22 +378,29 @@ echo "==> results in $out"
 
 # ---- seed, then the interleaved runs -----------------------------------------
 start_server
-for n in $sizes; do seed_if_needed "$n"; done
+for n in $sizes; do for order in $orders; do seed_if_needed "$n" "$order"; done; done
 
 for n in $sizes; do
-  for setting in $settings; do
-    stop_server
-    start_server                 # a fresh (JIT-cold) server for every group
-    echo "==> course-$n, batch_size/batches_limit $setting, $runs run(s)"
-    for run in $(seq 1 "$runs"); do
-      sync
-      run_client settee "$n" "$setting" "$run"
-      settee_written="$last_docs_written"
-      sync
-      run_client pouchdb "$n" "$setting" "$run"
-      pouch_written="$last_docs_written"
-      [[ -n "$settee_written" && "$settee_written" == "$pouch_written" ]] ||
-        warn "course-$n $setting run $run: settee docs_written ${settee_written:-missing} != PouchDB docs_written ${pouch_written:-missing}"
+  for order in $orders; do
+    for setting in $settings; do
+      stop_server
+      start_server                 # a fresh (JIT-cold) server for every group
+      db="$(db_name "$n" "$order")"
+      echo "==> $db, batch_size/batches_limit $setting, clients: $clients, $runs run(s)"
+      for run in $(seq 1 "$runs"); do
+        declare -A written=()
+        for client in $clients; do
+          sync
+          run_client "$client" "$n" "$setting" "$run" "$order"
+          written[$client]="$last_docs_written"
+        done
+        for client in pouchdb rouchdb; do
+          [[ " $clients " == *" settee "* && " $clients " == *" $client "* ]] || continue
+          [[ -n "${written[settee]}" && "${written[settee]}" == "${written[$client]}" ]] ||
+            warn "$db $setting run $run: settee docs_written ${written[settee]:-missing} != $client docs_written ${written[$client]:-missing}"
+        done
+        unset written
+      done
     done
   done
 done
@@ -358,12 +439,14 @@ def ratio(a, b):
 
 sizes = [int(s) for s in meta["sizes"].split()]
 settings = meta["settings"].split()
-clients = ["settee", "pouchdb"]
-group = lambda n, s, c: [r for r in recs if r["size"] == n and r["setting"] == s and r["client"] == c]
+clients = meta.get("clients", "settee pouchdb").split()
+orders = meta.get("orders", "id").split()
+group = lambda n, s, c, o="id": [r for r in recs if r["size"] == n and r["setting"] == s and r["client"] == c
+                                 and r.get("order", "id") == o]
 
 lines = []
 p = lines.append
-p(f"# settee vs PouchDB {meta['pouchdb']}: cold pull from PouchDB Server {meta['pouchdb_server']} ({meta['stamp']})")
+p(f"# settee vs PouchDB {meta['pouchdb']} ({', '.join(clients)}): cold pull from PouchDB Server {meta['pouchdb_server']} ({meta['stamp']})")
 p("")
 p(f"{meta['settee']} (git {meta['git']}), node {meta['node']}, {meta['cpus']} CPUs ({meta['cpu_model']}), "
   f"Linux {meta['kernel']}; server and clients share the CPUs. {meta['runs']} run(s) per row, "
@@ -371,34 +454,40 @@ p(f"{meta['settee']} (git {meta['git']}), node {meta['node']}, {meta['cpus']} CP
 p("wall = settee `timings.total_ms` / PouchDB `replicate()` call; docs/s = docs_written / wall; "
   "peak RSS = max of `/usr/bin/time -v` max RSS; CPU = user+sys; server CPU = pouchdb-server CPU during the run.")
 p("")
-p("| corpus | batch/limit | client | docs_written | median wall ms | median docs/s | max peak RSS MB | median client CPU s | median server CPU s |")
+p("| corpus | order | batch/limit | client | docs_written | median wall ms | median docs/s | median MB/s | max peak RSS MB | median client CPU s | median CPU µs/doc | median server CPU s |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for n in sizes:
+    for o in orders:
+        for s in settings:
+            for c in clients:
+                rs = group(n, s, c, o)
+                written = sorted(set(vals(rs, "docs_written")))
+                p(f"| course-{label(n)} | {o} | {s} | {c} | {', '.join(str(w) for w in written) or '–'} | {fmt(med(rs, 'wall_ms'))} | "
+                  f"{fmt(med(rs, 'docs_per_s'))} | {fmt(med(rs, 'mb_per_s'), 2)} | {fmt(mx(rs, 'max_rss_mb'))} | {fmt(med(rs, 'client_cpu_s'), 2)} | "
+                  f"{fmt(med(rs, 'cpu_us_per_doc'), 1)} | {fmt(med(rs, 'server_cpu_s'), 2)} |")
+p("")
+p("Ratios settee / other client (below 1 = settee uses less; docs/s above 1 = settee is faster):")
+p("")
+p("| corpus | order | batch/limit | vs | wall time | docs/s | client CPU | peak RSS | server CPU |")
 p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for n in sizes:
-    for s in settings:
-        for c in clients:
-            rs = group(n, s, c)
-            written = sorted(set(vals(rs, "docs_written")))
-            p(f"| course-{label(n)} | {s} | {c} | {', '.join(str(w) for w in written) or '–'} | {fmt(med(rs, 'wall_ms'))} | "
-              f"{fmt(med(rs, 'docs_per_s'))} | {fmt(mx(rs, 'max_rss_mb'))} | {fmt(med(rs, 'client_cpu_s'), 2)} | "
-              f"{fmt(med(rs, 'server_cpu_s'), 2)} |")
-p("")
-p("Ratios settee / PouchDB (below 1 = settee uses less):")
-p("")
-p("| corpus | batch/limit | wall time | client CPU | peak RSS | server CPU |")
-p("| --- | --- | --- | --- | --- | --- |")
-for n in sizes:
-    for s in settings:
-        a, b = group(n, s, "settee"), group(n, s, "pouchdb")
-        p(f"| course-{label(n)} | {s} | {ratio(med(a, 'wall_ms'), med(b, 'wall_ms'))} | "
-          f"{ratio(med(a, 'client_cpu_s'), med(b, 'client_cpu_s'))} | {ratio(mx(a, 'max_rss_mb'), mx(b, 'max_rss_mb'))} | "
-          f"{ratio(med(a, 'server_cpu_s'), med(b, 'server_cpu_s'))} |")
+    for o in orders:
+        for s in settings:
+            for other in [c for c in clients if c != "settee"]:
+                a, b = group(n, s, "settee", o), group(n, s, other, o)
+                if not a or not b:
+                    continue
+                p(f"| course-{label(n)} | {o} | {s} | {other} | {ratio(med(a, 'wall_ms'), med(b, 'wall_ms'))} | "
+                  f"{ratio(med(a, 'docs_per_s'), med(b, 'docs_per_s'))} | "
+                  f"{ratio(med(a, 'client_cpu_s'), med(b, 'client_cpu_s'))} | {ratio(mx(a, 'max_rss_mb'), mx(b, 'max_rss_mb'))} | "
+                  f"{ratio(med(a, 'server_cpu_s'), med(b, 'server_cpu_s'))} |")
 p("")
 rss_setting = "1000/5" if "1000/5" in settings else settings[0]
 lo, hi = min(sizes), max(sizes)
 if lo == hi:
     p(f"settee peak RSS: only one size ({label(lo)}), no scaling ratio")
 else:
-    ghi, glo = group(hi, rss_setting, "settee"), group(lo, rss_setting, "settee")
+    ghi, glo = group(hi, rss_setting, "settee", orders[0]), group(lo, rss_setting, "settee", orders[0])
     note = "" if rss_setting == "1000/5" else f" (setting {rss_setting}: 1000/5 was not run)"
     # Both figures: the max over runs is what a user may hit; the median is
     # less sensitive to one noisy run on a shared machine.
@@ -419,7 +508,7 @@ if problems:
     for w in problems:
         p(f"* {w}")
 else:
-    p(f"Checks: all {len(recs)} runs exited 0 with doc_write_failures = 0; settee docs_written = PouchDB docs_written in every run.")
+    p(f"Checks: all {len(recs)} runs exited 0 with doc_write_failures = 0; settee docs_written = the other clients' in every run.")
 
 text = "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.md"), "w").write(text)
@@ -427,3 +516,5 @@ print()
 print(text, end="")
 PY
 echo "==> $out/summary.md, $out/runs.jsonl"
+[[ "$json" == 1 ]] && cat "$runs_file" >&3
+exit 0

@@ -265,6 +265,33 @@ impl TryFrom<Vec<Node>> for RevTree {
 }
 
 impl RevTree {
+    /// The nodes as the store's binary record encodes them, in storage
+    /// order: `(pos, hash, parent index, deleted)`.
+    pub(crate) fn node_parts(&self) -> impl Iterator<Item = (u64, &str, Option<u32>, bool)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.pos, n.hash.as_str(), n.parent, n.deleted))
+    }
+
+    /// Rebuilds a tree from [`RevTree::node_parts`], checking its shape as
+    /// a tree read from JSON is checked.
+    pub(crate) fn from_node_parts(
+        parts: Vec<(u64, String, Option<u32>, bool)>,
+    ) -> Result<Self, String> {
+        let nodes = parts
+            .into_iter()
+            .map(|(pos, hash, parent, deleted)| Node {
+                pos,
+                hash,
+                parent,
+                deleted,
+            })
+            .collect::<Vec<_>>();
+        RevTree::try_from(nodes)
+    }
+}
+
+impl RevTree {
     /// True when the tree has no revisions.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()

@@ -192,11 +192,14 @@ async fn transient_failures_are_retried() {
         )
         .once(),
         Rule::drop_connection("_bulk_get").once(),
+        // First revisions would come from the feed, without `_bulk_get`.
+        Rule::changes_without_docs(),
     ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::with_retries(2));
     let result = pull(&replica, &remote, 1000, 5).await;
-    assert_eq!(proxy.fired(), 2, "both faults happened");
+    // The 503, the dropped connection, and the one page read.
+    assert_eq!(proxy.fired(), 3, "both faults happened");
     assert_eq!(result.doc_write_failures, 0);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
@@ -285,11 +288,16 @@ fn garble_bulk_get(answer: &mut serde_json::Value) {
 async fn wrong_answers_fail_only_their_documents_and_are_fetched_again() {
     let db = TestDb::seeded("garbled", &["--cards", "12"]).await;
     let proxy = db.behind_proxy().await;
-    proxy.set_rules(vec![Rule::edit_json("_bulk_get", garble_bulk_get).once()]);
+    proxy.set_rules(vec![
+        Rule::edit_json("_bulk_get", garble_bulk_get).once(),
+        // First revisions would come from the feed, without `_bulk_get`.
+        Rule::changes_without_docs(),
+    ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let first = pull(&replica, &remote, 1000, 5).await;
-    assert_eq!(proxy.fired(), 1);
+    // The garbled answer and the one page read.
+    assert_eq!(proxy.fired(), 2);
     let mut errors: Vec<(&str, &str)> = first
         .failures
         .iter()

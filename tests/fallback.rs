@@ -7,7 +7,11 @@ async fn without_bulk_get_documents_are_fetched_one_by_one() {
     let db = TestDb::seeded("fallback", &["--cards", "25", "--realistic", "--extras"]).await;
     let proxy = db.behind_proxy().await;
     // What CouchDB 1.x answers: _bulk_get is routed as a document.
-    proxy.set_rules(vec![Rule::not_found("_bulk_get")]);
+    proxy.set_rules(vec![
+        Rule::not_found("_bulk_get"),
+        // First revisions would come from the feed, without `_bulk_get`.
+        Rule::changes_without_docs(),
+    ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let result = pull(&replica, &remote, 10, 3).await;

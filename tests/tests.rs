@@ -36,3 +36,5 @@ mod sync;
 mod outbox;
 // Views (elo, getTags) answer as the server's own views do.
 mod views;
+// The cold-load fast path; every wanted revision answered or retried.
+mod pull_fast;

@@ -1,5 +1,5 @@
 //! `settee bench`: cold pulls into throw-away replicas, timed, with the
-//! process's peak resident memory. For comparisons with other clients on
+//! process's CPU time per document written and its peak resident memory. For comparisons with other clients on
 //! the same server and corpus, see `scripts/bench-pull.sh`.
 
 use super::{print_json, CliError, CliResult, Outcome};
@@ -28,8 +28,8 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
         )?;
         writeln!(
             out,
-            "{:>4} {:>10} {:>12} {:>10} {:>12}",
-            "run", "wall ms", "docs written", "docs/s", "peak RSS MB"
+            "{:>4} {:>10} {:>12} {:>10} {:>12} {:>12}",
+            "run", "wall ms", "docs written", "docs/s", "CPU µs/doc", "peak RSS MB"
         )?;
     }
     let mut rates = Vec::new();
@@ -39,26 +39,35 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
             &dir,
             ReplicaConfig::default().with_cache_capacity(args.cache_mb * 1024 * 1024),
         )?;
+        let cpu_before = cpu_seconds();
         let result = crate::pull(&replica, &remote, &config).await;
+        let cpu = cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         drop(replica);
         let _ = std::fs::remove_dir_all(&dir);
         let result = result?;
         let secs = result.timings.total_ms.max(1) as f64 / 1000.0;
         let rate = result.docs_written as f64 / secs;
         rates.push(rate);
+        let cpu_us_per_doc = cpu
+            .filter(|_| result.docs_written > 0)
+            .map(|s| (s * 1e7 / result.docs_written as f64).round() / 10.0);
         let rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
         if args.json {
             print_json(
                 &mut out,
                 &json!({"run": run, "wall_ms": result.timings.total_ms, "docs_read": result.docs_read,
                         "docs_written": result.docs_written, "doc_write_failures": result.doc_write_failures,
-                        "docs_per_s": rate.round(), "peak_rss_mb": rss_mb, "timings": result.timings}),
+                        "docs_per_s": rate.round(), "cpu_us_per_doc": cpu_us_per_doc,
+                        "peak_rss_mb": rss_mb, "timings": result.timings}),
             )?;
         } else {
             let rss = rss_mb.map_or("-".to_owned(), |mb| format!("{mb:.1}"));
+            let cpu = cpu_us_per_doc.map_or("-".to_owned(), |c| format!("{c:.1}"));
             writeln!(
                 out,
-                "{run:>4} {:>10} {:>12} {:>10.0} {rss:>12}",
+                "{run:>4} {:>10} {:>12} {:>10.0} {cpu:>12} {rss:>12}",
                 result.timings.total_ms, result.docs_written, rate
             )?;
         }
@@ -78,6 +87,19 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
     }
     out.flush().map_err(CliError::from)?;
     Ok(Outcome::Ok)
+}
+
+/// CPU seconds (user + system) this process has used so far, on Linux: the
+/// pull's own work and sled's background threads, as `/usr/bin/time`
+/// counts a `settee pull`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after "(comm) ": state is the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ) on every
+    // architecture settee builds for.
+    Some(ticks as f64 / 100.0)
 }
 
 /// The process's peak resident set size (`VmHWM`), on Linux.

@@ -69,7 +69,7 @@ pub struct DbInfo {
 }
 
 /// One row of `_changes?style=all_docs`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ChangeRow {
     /// The document id.
     pub id: String,
@@ -81,6 +81,34 @@ pub struct ChangeRow {
     /// True when the winning revision is a tombstone.
     #[serde(default)]
     pub deleted: bool,
+    /// The winning revision, raw, when the page was asked for with
+    /// `include_docs=true` (see [`crate::Remote::changes_with_docs`]).
+    #[serde(default)]
+    pub doc: Option<Box<RawValue>>,
+}
+
+/// Rows are equal when they say the same thing; a carried document is
+/// compared as its text.
+impl PartialEq for ChangeRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.seq == other.seq
+            && self.changes == other.changes
+            && self.deleted == other.deleted
+            && self.doc.as_ref().map(|d| d.get()) == other.doc.as_ref().map(|d| d.get())
+    }
+}
+
+impl Eq for ChangeRow {}
+
+impl ChangeRow {
+    /// True when the row lists one leaf, at generation 1, not deleted: the
+    /// document's whole history is that revision, so the revision
+    /// `include_docs=true` carries is the document, complete (unless it has
+    /// attachments, whose bytes are not in the feed).
+    pub fn is_first_revision_only(&self) -> bool {
+        !self.deleted && matches!(self.changes.as_slice(), [only] if only.rev.starts_with("1-"))
+    }
 }
 
 /// A revision listed in a change row.

@@ -5,13 +5,14 @@
 
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
-use crate::remote::{endpoint, ChangesPage, FetchedRev, RemoteError, Seq};
+use crate::remote::{endpoint, ChangeRow, ChangesPage, FetchedRev, RemoteError, Seq};
 use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -32,52 +33,125 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
     let replica = ctx.replica.clone();
     let rows = page.results;
     let changes = rows.len();
-    // Local _revs_diff: which listed leaves the replica lacks.
-    let (wanted, bad_revs) = super::blocking(&ctx.replica, move || -> Result<_, StoreError> {
-        let mut wanted = Vec::new();
-        let mut bad = Vec::new();
-        for row in rows {
-            let mut revs = Vec::with_capacity(row.changes.len());
-            for c in &row.changes {
-                match c.rev.parse::<Rev>() {
-                    Ok(r) => revs.push(r),
-                    Err(e) => bad.push(DocFailure::new(
-                        &row.id,
-                        Some(c.rev.clone()),
-                        "bad_request",
-                        &e.to_string(),
-                    )),
+    // Local _revs_diff: which listed leaves the replica lacks. A missing
+    // first revision whose row carries it complete is taken from the feed
+    // (the cold-load fast path); the rest is fetched with `_bulk_get`.
+    let (wanted, from_feed, bad_revs) =
+        super::blocking(&ctx.replica, move || -> Result<_, StoreError> {
+            let mut wanted = Vec::new();
+            let mut from_feed = Vec::new();
+            let mut bad = Vec::new();
+            for mut row in rows {
+                let mut revs = Vec::with_capacity(row.changes.len());
+                for c in &row.changes {
+                    match c.rev.parse::<Rev>() {
+                        Ok(r) => revs.push(r),
+                        Err(e) => bad.push(DocFailure::new(
+                            &row.id,
+                            Some(c.rev.clone()),
+                            "bad_request",
+                            &e.to_string(),
+                        )),
+                    }
                 }
-            }
-            let missing = replica.missing_revs(&row.id, &revs)?;
-            if !missing.is_empty() {
+                // A revision the feed carries whole skips the local diff:
+                // the commit reads the record anyway, and merging a
+                // revision the replica already has writes nothing. On a
+                // cold load that is one lookup per document less.
+                if let Some(doc) = row.doc.take() {
+                    if let Some(inc) = complete_in_feed(&row, &revs, &doc) {
+                        from_feed.push(inc);
+                        continue;
+                    }
+                }
+                let missing = replica.missing_revs(&row.id, &revs)?;
+                if missing.is_empty() {
+                    continue;
+                }
                 wanted.push((
                     row.id,
                     missing.iter().map(Rev::to_string).collect::<Vec<_>>(),
                 ));
             }
-        }
-        Ok((wanted, bad))
-    })
-    .await
-    .map_err(|e| StoreError::Cancelled(e.to_string()))??;
+            Ok((wanted, from_feed, bad))
+        })
+        .await
+        .map_err(|e| StoreError::Cancelled(e.to_string()))??;
     failures.extend(bad_revs);
 
     let fetched = ctx.remote.fetch_revs(&wanted).await?;
-    // A document the answer leaves out would be passed by the checkpoint
+    let mut batch = convert(ctx, fetched, failures, changes, Some(page.last_seq)).await?;
+    batch.docs_read += from_feed.len() as u64;
+    batch.write.revs.extend(from_feed);
+    // A revision the answer leaves out would be passed by the checkpoint
     // unseen: it fails, and so goes on the retry list.
-    let answered: HashSet<&str> = fetched.iter().map(FetchedRev::id).collect();
-    for (id, revs) in &wanted {
-        if !answered.contains(id.as_str()) {
-            failures.push(DocFailure::new(
+    let unanswered = unanswered(&wanted, &batch.write.revs, &batch.failures);
+    batch
+        .write
+        .retry_later
+        .extend(unanswered.iter().map(|f| f.id.clone()));
+    batch.failures.extend(unanswered);
+    Ok(batch)
+}
+
+/// The revision a `_changes` row carries (`include_docs=true`), when it is
+/// the row's only leaf (`revs`) and all of the document's history: at
+/// generation 1, live, without attachments (their bytes are not in the
+/// feed). Anything else, or anything odd about the document,
+/// goes to `_bulk_get`, which carries every case.
+fn complete_in_feed(row: &ChangeRow, revs: &[Rev], doc: &RawValue) -> Option<IncomingRev> {
+    if !row.is_first_revision_only() {
+        return None;
+    }
+    let [want] = revs else { return None };
+    let parts = DocParts::split(doc, &row.id).ok()?;
+    let leaf = parts.path.leaf()?;
+    if &leaf != want || parts.path.ids.len() != 1 || parts.deleted || parts.attachments.is_some() {
+        return None;
+    }
+    let body = parts.body(None).ok()?;
+    Some(IncomingRev {
+        id: parts.id,
+        path: parts.path,
+        deleted: false,
+        body,
+    })
+}
+
+/// The wanted revisions that neither arrived (as the revision itself or
+/// as an ancestor of the one `latest=true` answered with) nor already
+/// failed: one failure per document, naming its first such revision.
+fn unanswered(
+    wanted: &[(String, Vec<String>)],
+    arrived: &[IncomingRev],
+    failures: &[DocFailure],
+) -> Vec<DocFailure> {
+    let failed: HashSet<&str> = failures.iter().map(|f| f.id.as_str()).collect();
+    let mut covered: HashSet<(&str, u64, &str)> = HashSet::new();
+    for inc in arrived {
+        for (i, hash) in inc.path.ids.iter().enumerate() {
+            covered.insert((&inc.id, inc.path.start - i as u64, hash));
+        }
+    }
+    let mut out = Vec::new();
+    for (id, revs) in wanted {
+        if failed.contains(id.as_str()) {
+            continue;
+        }
+        let missing = revs.iter().find(|rev| match rev.parse::<Rev>() {
+            Ok(r) => !covered.contains(&(id.as_str(), r.pos, r.hash.as_str())),
+            Err(_) => true,
+        });
+        if let Some(rev) = missing {
+            out.push(DocFailure::new(
                 id,
-                revs.first().cloned(),
+                Some(rev.clone()),
                 "not_answered",
-                "the server's answer left this document out",
+                "the server's answer left this revision out",
             ));
         }
     }
-    convert(ctx, fetched, failures, changes, Some(page.last_seq)).await
+    out
 }
 
 /// Fetches again, with every leaf (`open_revs=all`), the documents an
@@ -299,6 +373,38 @@ fn digest_matches(digest: &str, bytes: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn arrived(id: &str, start: u64, ids: &[&str]) -> IncomingRev {
+        IncomingRev {
+            id: id.into(),
+            path: crate::revtree::RevPath {
+                start,
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            },
+            deleted: false,
+            body: serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_wanted_revision_is_answered_or_listed() {
+        let wanted = vec![
+            ("a".to_owned(), vec!["2-x".to_owned(), "2-y".to_owned()]),
+            ("b".to_owned(), vec!["1-b".to_owned()]),
+            ("c".to_owned(), vec!["1-c".to_owned()]),
+            ("d".to_owned(), vec!["1-d".to_owned()]),
+        ];
+        // a: 2-x arrived, 2-y did not; b: answered by a descendant
+        // (latest=true); c: left out entirely; d: already failed.
+        let got = vec![arrived("a", 2, &["x", "r"]), arrived("b", 2, &["b2", "b"])];
+        let failed = vec![DocFailure::new("d", None, "not_found", "missing")];
+        let out = unanswered(&wanted, &got, &failed);
+        let listed: Vec<(&str, Option<&str>)> = out
+            .iter()
+            .map(|f| (f.id.as_str(), f.rev.as_deref()))
+            .collect();
+        assert_eq!(listed, vec![("a", Some("2-y")), ("c", Some("1-c"))]);
+    }
 
     #[test]
     fn checks_md5_digests() {

@@ -64,6 +64,14 @@ pub struct BatchOutcome {
     pub update_seq: u64,
 }
 
+/// Largest body kept inside its document's record; a bigger single-leaf
+/// body travels in the document's `by_seq` entry. The `docs` tree is read
+/// at random positions by every commit and every diff, and with ~600-byte
+/// cards inline it outgrew sled's 8 MiB cache: a shuffled 100k cold commit
+/// then cost 43–45 µs of CPU per document instead of 34–37
+/// (`benches/store_write.rs`, see design.md).
+const INLINE_MAX: usize = 256;
+
 pub(super) type Abort = ConflictableTransactionError<StoreError>;
 
 fn abort(e: StoreError) -> Abort {
@@ -75,6 +83,35 @@ fn abort(e: StoreError) -> Abort {
 fn next(n: u64, key: &'static [u8]) -> Result<u64, Abort> {
     n.checked_add(1)
         .ok_or_else(|| abort(StoreError::corrupt("counter", key, "at its maximum")))
+}
+
+/// Takes a document's old winner state (`Some(deleted)`) off the counters.
+/// A counter that would go below zero proves the counters and the records
+/// disagree: the replica is damaged, and clamping would hide it.
+fn uncount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
+    let (counter, key) = match state {
+        Some(false) => (live, meta::DOC_COUNT),
+        Some(true) => (dead, meta::DEL_COUNT),
+        None => return Ok(()),
+    };
+    *counter = counter.checked_sub(1).ok_or_else(|| {
+        abort(StoreError::corrupt(
+            "counter",
+            key,
+            "a document it counts is not counted (below zero)",
+        ))
+    })?;
+    Ok(())
+}
+
+/// Adds a document's new winner state to the counters.
+fn recount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
+    match state {
+        Some(false) => *live = next(*live, meta::DOC_COUNT)?,
+        Some(true) => *dead = next(*dead, meta::DEL_COUNT)?,
+        None => {}
+    }
+    Ok(())
 }
 
 /// Counts the attachment stubs of a body being stored. Every stub's bytes
@@ -105,6 +142,45 @@ fn count_stubs(
         attachment_refs::add(refs, &digest)?;
         // Claimed: staged bytes are now kept by their count.
         staged.remove(digest.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The body a document's old sequence entry carries.
+fn logged_body(
+    by_seq: &TransactionalTree,
+    key: &[u8],
+    old_seq: Option<u64>,
+) -> Result<Vec<u8>, Abort> {
+    let missing = || {
+        abort(StoreError::corrupt(
+            "sequence entry",
+            key,
+            "its body is missing",
+        ))
+    };
+    let old_seq = old_seq.ok_or_else(missing)?;
+    let entry = by_seq.get(keys::seq_key(old_seq))?.ok_or_else(missing)?;
+    let (_, body) = keys::split_seq_entry(&entry).ok_or_else(missing)?;
+    if body.is_empty() {
+        return Err(missing());
+    }
+    Ok(body.to_vec())
+}
+
+/// Uncounts the stubs of an inline body that leaves with its record.
+fn release_stubs(
+    key: &[u8],
+    body: &[u8],
+    refs: &TransactionalTree,
+    atts: &TransactionalTree,
+) -> Result<(), Abort> {
+    // The commit that stored this body parsed its stubs; failing now means
+    // the disk changed.
+    let digests = attachment_refs::stub_digests(body)
+        .map_err(|e| abort(StoreError::corrupt("inline body", key, e)))?;
+    for digest in digests {
+        attachment_refs::release(refs, atts, &digest)?;
     }
     Ok(())
 }
@@ -198,8 +274,8 @@ impl Replica {
                     };
                     let mut seq = counter(meta::SEQ)?;
                     let mut next_body = counter(meta::BODY_ID)?;
-                    let mut live = counter(meta::DOC_COUNT)? as i64;
-                    let mut dead = counter(meta::DEL_COUNT)? as i64;
+                    let mut live = counter(meta::DOC_COUNT)?;
+                    let mut dead = counter(meta::DEL_COUNT)?;
                     let mut out = BatchOutcome::default();
                     for (id, incoming) in &grouped {
                         let key = id.as_bytes();
@@ -207,9 +283,12 @@ impl Replica {
                             Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
                             None => None,
                         };
-                        let mut record = old.clone().unwrap_or_default();
-                        let old_leaves: Vec<Rev> =
-                            record.tree.leaves().into_iter().map(|l| l.rev).collect();
+                        let was = old
+                            .as_ref()
+                            .and_then(|r| r.tree.winner())
+                            .map(|w| w.deleted);
+                        let old_seq = old.as_ref().map(|r| r.seq);
+                        let mut record = old.unwrap_or_default();
                         let mut arrived = Vec::new();
                         for (inc, body) in incoming {
                             let outcome =
@@ -221,14 +300,7 @@ impl Replica {
                                 })?;
                             if outcome != MergeOutcome::AlreadyKnown {
                                 if let Some(leaf) = inc.path.leaf() {
-                                    // Bodies get ever-growing ids, so a batch
-                                    // appends to the end of the `bodies` tree
-                                    // instead of touching one page per document.
-                                    next_body = next(next_body, meta::BODY_ID)?;
-                                    bodies.insert(&keys::seq_key(next_body), *body)?;
-                                    count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
-                                    record.bodies.insert(leaf.to_string(), next_body);
-                                    arrived.push(leaf);
+                                    arrived.push((leaf, *inc, *body));
                                 }
                             }
                         }
@@ -237,36 +309,110 @@ impl Replica {
                         }
                         out.revs_written += arrived.len() as u64;
                         record.tree.stem(revs_limit);
-                        // Only leaves keep bodies: the bodies of revisions this
-                        // batch turned into ancestors become garbage, deleted
-                        // later by `sweep` in small transactions.
                         let leaves: HashSet<Rev> =
                             record.tree.leaves().into_iter().map(|l| l.rev).collect();
-                        for rev in old_leaves.iter().chain(&arrived) {
-                            if !leaves.contains(rev) {
-                                if let Some(body_id) = record.bodies.remove(&rev.to_string()) {
-                                    garbage.insert(&keys::seq_key(body_id), &[])?;
+                        // Only leaves keep bodies: a revision this batch
+                        // brought and already superseded stores none.
+                        arrived.retain(|(rev, _, _)| leaves.contains(rev));
+                        // Count the new bodies' stubs before any old body
+                        // releases its own: bytes both name stay.
+                        for (_, inc, body) in &arrived {
+                            count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
+                        }
+                        // Bodies of revisions that are no longer leaves: in
+                        // `bodies`, they become garbage, deleted later by
+                        // `sweep` in small transactions; inline, they go
+                        // with the old record, and so do their stubs' counts.
+                        let mut gone = Vec::new();
+                        record.bodies.retain(|rev, body_id| {
+                            let keep = rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
+                            if !keep {
+                                gone.push(*body_id);
+                            }
+                            keep
+                        });
+                        for body_id in gone {
+                            garbage.insert(&keys::seq_key(body_id), &[])?;
+                        }
+                        let kept_inline = match record.inline.take() {
+                            Some((rev, body))
+                                if rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r)) =>
+                            {
+                                Some((rev, body))
+                            }
+                            Some((_, body)) => {
+                                release_stubs(key, &body, refs, atts)?;
+                                None
+                            }
+                            None => None,
+                        };
+                        // A body kept in the old sequence entry leaves with
+                        // that entry (removed below), stubs and all, unless
+                        // its revision is still a leaf: then it moves to
+                        // `bodies` with the others. Only these cases read
+                        // the old entry.
+                        let kept_logged = match record.logged.take() {
+                            Some((rev, stubs)) => {
+                                let still_leaf =
+                                    rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
+                                if still_leaf || stubs {
+                                    let body = logged_body(by_seq, key, old_seq)?;
+                                    if still_leaf {
+                                        Some((rev, body))
+                                    } else {
+                                        release_stubs(key, &body, refs, atts)?;
+                                        None
+                                    }
+                                } else {
+                                    None
+                                }
+                            }
+                            None => None,
+                        };
+                        let mut entry_body: &[u8] = &[];
+                        match arrived.as_slice() {
+                            // The only leaf, just arrived, and small: its
+                            // body lives in the record, one write for the
+                            // whole document and no garbage when it changes.
+                            [(rev, _, body)] if leaves.len() == 1 && body.len() <= INLINE_MAX => {
+                                record.inline = Some((rev.to_string(), body.to_vec()));
+                            }
+                            // The only leaf, just arrived: its body goes in
+                            // the document's new sequence entry, one append
+                            // for both, and leaves with it when the document
+                            // changes again.
+                            [(rev, _, body)] if leaves.len() == 1 => {
+                                let stubs = attachment_refs::stub_digests(body)
+                                    .map(|d| !d.is_empty())
+                                    .unwrap_or(true);
+                                record.logged = Some((rev.to_string(), stubs));
+                                entry_body = body;
+                            }
+                            _ => {
+                                // Several leaves: every leaf body in `bodies`,
+                                // under ever-growing ids, so a batch appends to
+                                // the end of the tree.
+                                let moved = kept_inline
+                                    .iter()
+                                    .chain(&kept_logged)
+                                    .map(|(r, b)| (r.clone(), &b[..]));
+                                let new = arrived.iter().map(|(r, _, b)| (r.to_string(), *b));
+                                for (rev, body) in moved.chain(new) {
+                                    next_body = next(next_body, meta::BODY_ID)?;
+                                    bodies.insert(&keys::seq_key(next_body), body)?;
+                                    record.bodies.insert(rev, next_body);
                                 }
                             }
                         }
-                        let was = old
-                            .as_ref()
-                            .and_then(|r| r.tree.winner())
-                            .map(|w| w.deleted);
                         let now = record.tree.winner().map(|w| w.deleted);
-                        for (state, sign) in [(was, -1i64), (now, 1)] {
-                            match state {
-                                Some(false) => live += sign,
-                                Some(true) => dead += sign,
-                                None => {}
-                            }
-                        }
-                        if let Some(old) = &old {
-                            by_seq.remove(&keys::seq_key(old.seq))?;
+                        uncount(was, &mut live, &mut dead)?;
+                        recount(now, &mut live, &mut dead)?;
+                        if let Some(old_seq) = old_seq {
+                            by_seq.remove(&keys::seq_key(old_seq))?;
                         }
                         seq = next(seq, meta::SEQ)?;
                         record.seq = seq;
-                        by_seq.insert(&keys::seq_key(seq), key)?;
+                        by_seq.insert(&keys::seq_key(seq), keys::seq_entry(key, entry_body))?;
                         docs.insert(key, record.encode())?;
                         out.docs_changed += 1;
                     }
@@ -287,8 +433,8 @@ impl Replica {
                     local_write::append_outbox(outbox, meta_t, &batch.outbox)?;
                     meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
                     meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
-                    meta_t.insert(meta::DOC_COUNT, &(live.max(0) as u64).to_be_bytes())?;
-                    meta_t.insert(meta::DEL_COUNT, &(dead.max(0) as u64).to_be_bytes())?;
+                    meta_t.insert(meta::DOC_COUNT, &live.to_be_bytes())?;
+                    meta_t.insert(meta::DEL_COUNT, &dead.to_be_bytes())?;
                     out.update_seq = seq;
                     Ok(out)
                 },
@@ -423,10 +569,9 @@ mod tests {
         );
         assert_eq!(
             r.sweep().unwrap(),
-            2,
-            "the bodies of 1-x and 1-y were garbage"
+            0,
+            "the bodies of 1-x and 1-y were inline: they left with their records"
         );
-        assert_eq!(r.sweep().unwrap(), 0);
         assert_eq!(
             r.get("a").unwrap().unwrap().body["v"],
             4,
@@ -446,6 +591,26 @@ mod tests {
             .map(|d| d.unwrap().id)
             .collect();
         assert_eq!(all, vec!["a"]);
+        // a's leaves keep their bodies in `bodies`; extending one branch
+        // makes its old leaf's body garbage.
+        r.commit_blocking(&batch(vec![inc(
+            "a",
+            3,
+            &["x3", "x2", "x"],
+            false,
+            json!({"v": 5}),
+        )]))
+        .unwrap();
+        assert_eq!(r.sweep().unwrap(), 1, "the body of 2-x2 was garbage");
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 5);
+        assert_eq!(
+            r.get_rev("a", &"2-z2".parse().unwrap())
+                .unwrap()
+                .unwrap()
+                .body["v"],
+            4
+        );
     }
 
     #[test]
@@ -533,25 +698,122 @@ mod tests {
             inc("c", 2, &["c2", "c1"], false, with_att("md5-C", 5)),
         ]))
         .unwrap();
-        assert_eq!(r.sweep().unwrap(), 2);
+        assert_eq!(r.sweep().unwrap(), 0, "a and c kept their bodies inline");
         assert!(r.has_attachment("md5-S").unwrap(), "b still refers to it");
         assert!(r.has_attachment("md5-C").unwrap(), "c2 refers to it");
-        // b is deleted: the last stub of md5-S goes with its body.
+        // b is deleted: the last stub of md5-S leaves with its inline body.
         r.commit_blocking(&batch(vec![inc("b", 2, &["b2", "b1"], true, json!({}))]))
             .unwrap();
-        assert!(r.has_attachment("md5-S").unwrap(), "not before the sweep");
-        assert_eq!(r.sweep().unwrap(), 1);
         assert!(!r.has_attachment("md5-S").unwrap());
         assert!(r.has_attachment("md5-C").unwrap());
         assert_eq!(r.trees().att_refs.len(), 1);
         // The bytes survive a reopen with their count.
         drop(r);
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        r.commit_blocking(&batch(vec![inc("c", 3, &["c3", "c2"], false, json!({}))]))
-            .unwrap();
-        assert_eq!(r.sweep().unwrap(), 1);
+        assert!(r.has_attachment("md5-C").unwrap());
+        // A conflict moves c's bodies to `bodies`, each counted once.
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2b", "c1"],
+            false,
+            with_att("md5-C", 6),
+        )]))
+        .unwrap();
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.trees().att_refs.len(), 1);
+        // Both branches drop the attachment: their old bodies are garbage,
+        // and the sweep takes the bytes with the last of them.
+        r.commit_blocking(&batch(vec![
+            inc("c", 3, &["c3", "c2"], false, json!({})),
+            inc("c", 3, &["c3b", "c2b"], false, json!({})),
+        ]))
+        .unwrap();
+        assert!(r.has_attachment("md5-C").unwrap(), "not before the sweep");
+        assert_eq!(r.sweep().unwrap(), 2);
         assert!(!r.has_attachment("md5-C").unwrap());
         assert!(r.trees().att_refs.is_empty());
+    }
+
+    /// Bodies over `INLINE_MAX` travel in their document's sequence entry
+    /// while the document has one leaf, and move to `bodies` with a conflict.
+    #[test]
+    fn large_single_leaf_bodies_live_in_their_sequence_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let big = |v: u64, att: Option<&str>| {
+            let mut b = json!({"v": v, "text": "t".repeat(INLINE_MAX)});
+            if let Some(d) = att {
+                b["_attachments"] = with_att(d, v)["_attachments"].clone();
+            }
+            b
+        };
+        let mut b = batch(vec![
+            inc("a", 1, &["a1"], false, big(1, Some("md5-A"))),
+            inc("b", 1, &["b1"], false, big(2, None)),
+        ]);
+        b.attachments = vec![("md5-A".into(), Bytes::from_static(b"aaaaa"))];
+        r.commit_blocking(&b).unwrap();
+        assert!(r.trees().bodies.is_empty(), "no body went to `bodies`");
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 1);
+        // a's update drops the attachment: its old body and the bytes'
+        // count leave with the old sequence entry, nothing to sweep.
+        // b gets a conflict: both its leaves' bodies go to `bodies`.
+        r.commit_blocking(&batch(vec![
+            inc("a", 2, &["a2", "a1"], false, big(3, None)),
+            inc("b", 2, &["b2", "b1"], false, big(4, None)),
+            inc("b", 2, &["b2x", "b1"], false, big(5, None)),
+        ]))
+        .unwrap();
+        assert!(!r.has_attachment("md5-A").unwrap());
+        assert!(r.trees().att_refs.is_empty());
+        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(r.trees().bodies.len(), 2);
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
+        let b_doc = r.get("b").unwrap().unwrap();
+        assert_eq!(b_doc.rev.to_string(), "2-b2x");
+        assert_eq!(b_doc.body["v"], 5);
+        assert_eq!(
+            r.get_rev("b", &"2-b2".parse().unwrap())
+                .unwrap()
+                .unwrap()
+                .body["v"],
+            4
+        );
+        assert_eq!(r.changes(0).count(), 2);
+        // A single-leaf body that becomes one of two leaves moves out of its
+        // sequence entry with its attachment count.
+        let mut c = batch(vec![inc("c", 1, &["c1"], false, big(6, Some("md5-C")))]);
+        c.attachments = vec![("md5-C".into(), Bytes::from_static(b"cccc!"))];
+        r.commit_blocking(&c).unwrap();
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2", "c1"],
+            false,
+            big(7, None),
+        )]))
+        .unwrap();
+        r.commit_blocking(&batch(vec![inc(
+            "c",
+            2,
+            &["c2x", "c1"],
+            false,
+            big(8, None),
+        )]))
+        .unwrap();
+        assert!(
+            !r.has_attachment("md5-C").unwrap(),
+            "c1 is no leaf any more"
+        );
+        let leaves = r.leaves("c").unwrap();
+        assert_eq!(leaves.len(), 2);
+        for leaf in leaves {
+            assert!(r.get_rev("c", &leaf.rev).unwrap().is_some(), "{}", leaf.rev);
+        }
+        drop(r);
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
     }
 
     #[test]
@@ -595,4 +857,35 @@ mod tests {
     }
 
     use std::ops::Bound;
+
+    /// Review bug: counters were computed as `i64` and clamped at 0, so a
+    /// counter that had drifted below its records went unnoticed. A commit
+    /// that would take a counter below zero must report the damage.
+    #[test]
+    fn a_counter_below_its_records_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        r.commit_blocking(&batch(vec![inc("a", 1, &["x"], false, json!({}))]))
+            .unwrap();
+        // Damage: the live counter forgets `a`.
+        r.trees()
+            .meta
+            .insert(meta::DOC_COUNT, &0u64.to_be_bytes())
+            .unwrap();
+        let mut b = batch(vec![inc("a", 2, &["y", "x"], true, json!({}))]);
+        b.checkpoint = Some(("rep".into(), json!(1)));
+        let err = r.commit_blocking(&b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    what: "counter",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(r.checkpoint("rep").unwrap().is_none(), "nothing committed");
+        assert!(!r.get("a").unwrap().unwrap().deleted);
+    }
 }

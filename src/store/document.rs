@@ -2,7 +2,6 @@
 //! per-document record it keeps (the revision tree and the local sequence).
 
 use crate::revtree::{Rev, RevTree};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -115,26 +114,172 @@ pub struct DocInfo {
 
 /// The `docs` tree record: a document's revision tree, its local sequence
 /// and where the body of each leaf is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A document with a single leaf keeps that leaf's body in the record
+/// itself when it is small (`inline`), else in the document's own `by_seq`
+/// entry (`logged`): a cold pull writes a record and one append per
+/// document instead of a record, a body and a sequence entry, and an
+/// update drops the old body with the old record or entry instead of
+/// leaving garbage for the sweep. A document with several leaves keeps
+/// every leaf body in the `bodies` tree, named by `bodies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct DocRecord {
-    #[serde(rename = "t")]
     pub(crate) tree: RevTree,
-    #[serde(rename = "s")]
     pub(crate) seq: u64,
     /// Leaf revision → key of its body in the `bodies` tree.
-    #[serde(rename = "b", default)]
     pub(crate) bodies: BTreeMap<String, u64>,
+    /// The body of the only leaf, `(revision, JSON text)`, when it is kept
+    /// in the record.
+    pub(crate) inline: Option<(String, Vec<u8>)>,
+    /// The only leaf, `(revision, whether its body has attachment stubs)`,
+    /// when its body is kept in the record's own `by_seq` entry.
+    pub(crate) logged: Option<(String, bool)>,
+}
+
+/// First byte of an encoded record: the layout's version, so a later
+/// layout can be told apart from this one (and from format 2's JSON, which
+/// starts with `{`).
+const RECORD_V1: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A cursor over an encoded record; every read is bounds-checked, so a
+/// damaged record is an error, never a panic.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let (&b, rest) = self.0.split_first().ok_or("truncated")?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long")
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
+        let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
+        if len > self.0.len() {
+            return Err("truncated");
+        }
+        let (b, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn string(&mut self) -> Result<String, &'static str> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| "invalid UTF-8")
+    }
 }
 
 impl DocRecord {
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, crate::StoreError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| crate::StoreError::corrupt("document record", key, e))
+        Self::decode_v1(bytes).map_err(|e| crate::StoreError::corrupt("document record", key, e))
     }
 
+    fn decode_v1(bytes: &[u8]) -> Result<Self, String> {
+        let mut r = Reader(bytes);
+        if r.byte()? != RECORD_V1 {
+            return Err("unknown record layout".to_owned());
+        }
+        let seq = r.varint()?;
+        let n = r.varint()?;
+        let mut nodes = Vec::with_capacity(usize::try_from(n.min(1024)).unwrap_or(0));
+        for _ in 0..n {
+            let pos = r.varint()?;
+            let hash = r.string()?;
+            let parent = match r.varint()? {
+                0 => None,
+                p => Some(u32::try_from(p - 1).map_err(|_| "parent index too large")?),
+            };
+            let deleted = r.byte()? != 0;
+            nodes.push((pos, hash, parent, deleted));
+        }
+        let tree = RevTree::from_node_parts(nodes)?;
+        let mut bodies = BTreeMap::new();
+        for _ in 0..r.varint()? {
+            let rev = r.string()?;
+            bodies.insert(rev, r.varint()?);
+        }
+        let (inline, logged) = match r.byte()? {
+            0 => (None, None),
+            1 => {
+                let rev = r.string()?;
+                (Some((rev, std::mem::take(&mut r.0).to_vec())), None)
+            }
+            2 => {
+                let rev = r.string()?;
+                (None, Some((rev, r.byte()? != 0)))
+            }
+            _ => return Err("unknown body placement".to_owned()),
+        };
+        Ok(DocRecord {
+            tree,
+            seq,
+            bodies,
+            inline,
+            logged,
+        })
+    }
+
+    /// The record as stored: a compact binary layout (version byte, `seq`,
+    /// the tree's nodes, the external body ids, then the inline body, if
+    /// any, as the record's last bytes). JSON (format 2) cost a parse of
+    /// every node on each read and write of a document.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        // Serializing plain structs of strings and integers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let inline_len = self.inline.as_ref().map_or(0, |(r, b)| r.len() + b.len());
+        let mut out = Vec::with_capacity(16 + self.tree.len() * 40 + inline_len);
+        out.push(RECORD_V1);
+        put_varint(&mut out, self.seq);
+        put_varint(&mut out, self.tree.len() as u64);
+        for (pos, hash, parent, deleted) in self.tree.node_parts() {
+            put_varint(&mut out, pos);
+            put_bytes(&mut out, hash.as_bytes());
+            put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
+            out.push(u8::from(deleted));
+        }
+        put_varint(&mut out, self.bodies.len() as u64);
+        for (rev, id) in &self.bodies {
+            put_bytes(&mut out, rev.as_bytes());
+            put_varint(&mut out, *id);
+        }
+        match (&self.inline, &self.logged) {
+            (Some((rev, body)), _) => {
+                out.push(1);
+                put_bytes(&mut out, rev.as_bytes());
+                out.extend_from_slice(body);
+            }
+            (None, Some((rev, stubs))) => {
+                out.push(2);
+                put_bytes(&mut out, rev.as_bytes());
+                out.push(u8::from(*stubs));
+            }
+            (None, None) => out.push(0),
+        }
+        out
     }
 
     pub(crate) fn info(&self, id: &str) -> Option<DocInfo> {
@@ -145,5 +290,61 @@ impl DocRecord {
             deleted: w.deleted,
             seq: self.seq,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::revtree::RevPath;
+
+    fn record(inline: bool) -> DocRecord {
+        let mut tree = RevTree::default();
+        let path = |start, ids: &[&str]| RevPath {
+            start,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        };
+        tree.merge(&path(3, &["c", "b", "a"]), false).unwrap();
+        tree.merge(&path(2, &["x", "a"]), true).unwrap();
+        let mut r = DocRecord {
+            tree,
+            seq: 300,
+            ..DocRecord::default()
+        };
+        if inline {
+            r.inline = Some(("3-c".into(), br#"{"v":"\u00e9"}"#.to_vec()));
+        } else {
+            r.bodies.insert("3-c".into(), 1 << 40);
+            r.bodies.insert("2-x".into(), 7);
+        }
+        r
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for inline in [false, true] {
+            let r = record(inline);
+            assert_eq!(DocRecord::decode(b"k", &r.encode()).unwrap(), r);
+        }
+        let mut logged = record(false);
+        logged.bodies.clear();
+        logged.logged = Some(("3-c".into(), true));
+        assert_eq!(DocRecord::decode(b"k", &logged.encode()).unwrap(), logged);
+        let empty = DocRecord::default();
+        assert_eq!(DocRecord::decode(b"k", &empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let bytes = record(false).encode();
+        for cut in 0..bytes.len() {
+            assert!(DocRecord::decode(b"k", &bytes[..cut]).is_err(), "cut {cut}");
+        }
+        assert!(DocRecord::decode(b"k", br#"{"t":[],"s":1}"#).is_err());
+        let mut bad_parent = record(false).encode();
+        // The first node's parent index (after version, seq, count, pos, hash).
+        bad_parent[1 + 2 + 1 + 1 + 2] = 9;
+        assert!(DocRecord::decode(b"k", &bad_parent).is_err());
     }
 }

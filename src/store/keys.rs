@@ -16,6 +16,43 @@ pub(crate) fn seq_from_key(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.try_into().ok()?))
 }
 
+/// A `by_seq` value: the document id (length-prefixed, one or more
+/// varint bytes) and then, for a single-leaf document whose body is kept
+/// here, that body's JSON text. A cold pull so writes one append per
+/// document for its sequence entry and its body together.
+pub(crate) fn seq_entry(id: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(id.len() + body.len() + 2);
+    let mut n = id.len() as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(id);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits a `by_seq` value into the document id and the body it carries
+/// (empty when it carries none); `None` when the value is damaged.
+pub(crate) fn split_seq_entry(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut len = 0usize;
+    let mut at = 0;
+    loop {
+        let b = *v.get(at)?;
+        len |= usize::from(b & 0x7f).checked_shl(7 * at as u32)?;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if at > 9 {
+            return None;
+        }
+    }
+    let end = at.checked_add(len)?;
+    Some((v.get(at..end)?, v.get(end..)?))
+}
+
 /// Names of the `meta` tree's entries.
 pub(crate) mod meta {
     pub(crate) const FORMAT: &[u8] = b"format";
@@ -38,5 +75,21 @@ mod tests {
         assert!(seq_key(255) < seq_key(256));
         assert_eq!(seq_from_key(&seq_key(42)), Some(42));
         assert_eq!(seq_from_key(b"short"), None);
+    }
+
+    #[test]
+    fn sequence_entries_carry_an_id_and_maybe_a_body() {
+        let long_id = "x".repeat(300);
+        for (id, body) in [
+            ("a", &b""[..]),
+            ("c-1", &b"{\"v\":1}"[..]),
+            (long_id.as_str(), &b"{}"[..]),
+        ] {
+            let e = seq_entry(id.as_bytes(), body);
+            assert_eq!(split_seq_entry(&e), Some((id.as_bytes(), body)));
+        }
+        assert_eq!(split_seq_entry(&[5, b'a']), None);
+        assert_eq!(split_seq_entry(&[]), None);
+        assert_eq!(split_seq_entry(&[0x80; 12]), None);
     }
 }

@@ -39,9 +39,11 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The on-disk format this build reads and writes (2: attachment bytes are
-/// reference-counted in `att_refs`; replicas of format 1 must be pulled again).
-pub const FORMAT_VERSION: u64 = 2;
+/// The on-disk format this build reads and writes (3: document records are
+/// binary and keep a single leaf's body inline; 2: attachment bytes are
+/// reference-counted in `att_refs`). Replicas of an older format must be
+/// pulled again into a new directory.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Settings of a replica store.
 #[derive(Debug, Clone)]
@@ -307,7 +309,35 @@ impl Replica {
         id: &str,
         rev: &Rev,
     ) -> Result<Option<Map<String, Value>>, StoreError> {
-        let Some(&body_id) = record.bodies.get(&rev.to_string()) else {
+        let rev_text = rev.to_string();
+        if let Some((inline_rev, bytes)) = &record.inline {
+            if *inline_rev == rev_text {
+                return serde_json::from_slice(bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
+            }
+        }
+        if let Some((logged_rev, _)) = &record.logged {
+            if *logged_rev == rev_text {
+                let entry = self.inner.trees.by_seq.get(keys::seq_key(record.seq))?;
+                let body = entry
+                    .as_deref()
+                    .and_then(keys::split_seq_entry)
+                    .map(|(_, body)| body)
+                    .filter(|body| !body.is_empty())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(
+                            "revision body",
+                            id.as_bytes(),
+                            format!("the body of {rev} (sequence {}) is missing", record.seq),
+                        )
+                    })?;
+                return serde_json::from_slice(body)
+                    .map(Some)
+                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
+            }
+        }
+        let Some(&body_id) = record.bodies.get(&rev_text) else {
             return Ok(None);
         };
         let key = keys::seq_key(body_id);
@@ -435,7 +465,10 @@ impl Replica {
                 let Some(seq) = keys::seq_from_key(&k) else {
                     return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
                 };
-                let id = match std::str::from_utf8(&v) {
+                let Some((id, _)) = keys::split_seq_entry(&v) else {
+                    return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
+                };
+                let id = match std::str::from_utf8(id) {
                     Ok(id) => id.to_owned(),
                     Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
                 };

@@ -278,6 +278,14 @@ impl Rule {
         Self::new(matcher, Fault::Hold(gate.clone()))
     }
 
+    /// `_changes` answers lose their rows' `doc` (as from a server that
+    /// ignores `include_docs=true`), so a pull fetches every revision with
+    /// `_bulk_get`: for tests of what happens to `_bulk_get` requests. Fires
+    /// once per `_changes` answer.
+    pub fn changes_without_docs() -> Self {
+        Self::edit_json("_changes", strip_changes_docs)
+    }
+
     /// Every request: sequences become opaque strings (see [`Fault::OpaqueSeqs`]).
     pub fn opaque_seqs() -> Self {
         Self::new("", Fault::OpaqueSeqs)
@@ -298,6 +306,17 @@ impl Rule {
     /// Fire at most once.
     pub fn once(self) -> Self {
         self.times(1)
+    }
+}
+
+/// Removes `doc` from every row of a `_changes` answer.
+fn strip_changes_docs(page: &mut serde_json::Value) {
+    if let Some(rows) = page["results"].as_array_mut() {
+        for row in rows {
+            if let Some(row) = row.as_object_mut() {
+                row.remove("doc");
+            }
+        }
     }
 }
 
