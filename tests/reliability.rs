@@ -86,7 +86,10 @@ async fn a_document_whose_refetch_keeps_failing_does_not_stop_later_pulls() {
             results.remove(0);
         }
     }
-    proxy.set_rules(vec![Rule::edit_json("_bulk_get", drop_first).once()]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::edit_json("_bulk_get", drop_first).once(),
+    ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let first = pull(&replica, &remote, 1000, 5).await;
@@ -124,6 +127,7 @@ async fn without_bulk_get_one_failing_document_fails_alone() {
     let db = TestDb::seeded("fallbackfail", &["--cards", "12"]).await;
     let proxy = db.behind_proxy().await;
     proxy.set_rules(vec![
+        Rule::changes_without_docs(),
         Rule::not_found("_bulk_get"),
         Rule::respond(
             "/c-000003?",
@@ -138,7 +142,10 @@ async fn without_bulk_get_one_failing_document_fails_alone() {
     assert_eq!(first.failures[0].id, "c-000003");
     assert_eq!(replica.pending_retries().unwrap(), vec!["c-000003"]);
 
-    proxy.set_rules(vec![Rule::not_found("_bulk_get")]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::not_found("_bulk_get"),
+    ]);
     let second = pull(&replica, &remote, 1000, 5).await;
     assert_eq!(second.doc_write_failures, 0, "{:?}", second.failures);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
@@ -150,7 +157,10 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
     let proxy = db.behind_proxy().await;
     let gate = Gate::new();
     // The third _bulk_get waits at the gate; the pull is stopped there.
-    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).skip(2)]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::hold("_bulk_get", &gate).skip(2),
+    ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let stop = {
@@ -189,7 +199,10 @@ async fn pulls_on_one_replica_run_one_at_a_time() {
     let db = TestDb::seeded("serial", &["--cards", "30"]).await;
     let proxy = db.behind_proxy().await;
     let gate = Gate::new();
-    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).once()]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::hold("_bulk_get", &gate).once(),
+    ]);
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let first = {
@@ -429,7 +442,10 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
     let db = TestDb::seeded("sigint", &["--cards", "60"]).await;
     let proxy = db.behind_proxy().await;
     let gate = Gate::new();
-    proxy.set_rules(vec![Rule::hold("_bulk_get", &gate).skip(2)]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::hold("_bulk_get", &gate).skip(2),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
     let rep_s = rep.to_str().unwrap();

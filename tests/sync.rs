@@ -303,7 +303,10 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
     let db = TestDb::seeded("gone", &["--cards", "150", "--realistic"]).await;
     let proxy = db.behind_proxy().await;
     // Two batches get through, then the server is unreachable.
-    proxy.set_rules(vec![Rule::drop_connection("/_bulk_get").skip(2)]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::drop_connection("/_bulk_get").skip(2),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let service = service(
         &proxy.url(),
@@ -352,7 +355,10 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
 async fn destroy_on_failure_leaves_no_partial_replica() {
     let db = TestDb::seeded("destroy", &["--cards", "100"]).await;
     let proxy = db.behind_proxy().await;
-    proxy.set_rules(vec![Rule::drop_connection("/_bulk_get").skip(1)]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::drop_connection("/_bulk_get").skip(1),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let service = service(
         &proxy.url(),
@@ -446,7 +452,10 @@ async fn schedule_reports_runs_and_stops_promptly() {
         true,
     )
     .await;
-    proxy.set_rules(vec![Rule::delay("/_bulk_get", 30_000)]);
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::delay("/_bulk_get", 30_000),
+    ]);
     proxy.clear_requests();
     schedule.trigger();
     let deadline = Instant::now() + Duration::from_secs(60);

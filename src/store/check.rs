@@ -135,7 +135,17 @@ impl Replica {
             } else {
                 live += 1;
             }
-            if !record.bodies.contains_key(&winner.rev.to_string()) {
+            // A leaf's body lives in `bodies`, in the record itself
+            // (`inline`) or in the record's `by_seq` entry (`logged`).
+            let single_leaf_body = record
+                .inline
+                .as_ref()
+                .map(|(rev, _)| rev)
+                .or(record.logged.as_ref().map(|(rev, _)| rev));
+            let has_body = |rev: &str| {
+                record.bodies.contains_key(rev) || single_leaf_body.is_some_and(|r| r == rev)
+            };
+            if !has_body(&winner.rev.to_string()) {
                 r.violation(
                     "winner",
                     key.clone(),
@@ -183,8 +193,67 @@ impl Replica {
                     );
                 }
             }
+            let kept_here = match (&record.inline, &record.logged) {
+                (Some((rev, body)), None) => Some((rev, Some(body.clone()))),
+                (None, Some((rev, _))) => {
+                    let entry = t.by_seq.get(keys::seq_key(record.seq))?;
+                    let body = entry
+                        .as_deref()
+                        .and_then(keys::split_seq_entry)
+                        .map(|(_, body)| body.to_vec())
+                        .filter(|body| !body.is_empty());
+                    Some((rev, body))
+                }
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        "a body both in the record and in its sequence entry",
+                    );
+                    None
+                }
+            };
+            if let Some((rev, body)) = kept_here {
+                if !leaf_revs.contains(rev) || leaves.len() != 1 {
+                    r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("keeps a body for {rev}, which is not its only leaf"),
+                    );
+                }
+                match body {
+                    None => r.violation(
+                        "leaf_body",
+                        key.clone(),
+                        format!("the body of {rev} is missing from its sequence entry"),
+                    ),
+                    Some(body) => {
+                        r.bodies += 1;
+                        if let Err(e) = nesting::parse_body(&body) {
+                            r.violation(
+                                "leaf_body",
+                                key.clone(),
+                                format!("the body of {rev} is not a JSON object: {e}"),
+                            );
+                        }
+                        match stub_digests(&body) {
+                            Ok(digests) => {
+                                for d in digests {
+                                    *stub_counts.entry(d).or_default() += 1;
+                                }
+                            }
+                            Err(e) => r.violation(
+                                "stub_bytes",
+                                key.clone(),
+                                format!("unreadable stubs: {e}"),
+                            ),
+                        }
+                    }
+                }
+            }
             for leaf in &leaves {
-                if !record.bodies.contains_key(&leaf.rev.to_string()) {
+                if !has_body(&leaf.rev.to_string()) {
                     r.violation(
                         "leaf_body",
                         key.clone(),
@@ -304,7 +373,11 @@ impl Replica {
                 continue;
             };
             max_seq = max_seq.max(seq);
-            let id = String::from_utf8_lossy(&v);
+            let Some((id, _)) = keys::split_seq_entry(&v) else {
+                r.violation("by_seq", key, "the entry is damaged");
+                continue;
+            };
+            let id = String::from_utf8_lossy(id);
             match record_seqs.get(&seq) {
                 Some(owner) if *owner == id => {}
                 Some(owner) => r.violation(
@@ -446,11 +519,14 @@ mod tests {
             r.trees().by_seq.remove(k).unwrap();
         });
         assert!(v.contains(&"by_seq"), "{v:?}");
+        // Small single-leaf bodies live in their record (format 3).
         let v = damaged(|r| {
-            let (k, _) = r.trees().bodies.iter().next().unwrap().unwrap();
-            r.trees().bodies.remove(k).unwrap();
+            let v = r.trees().docs.get("a").unwrap().unwrap();
+            let mut rec = DocRecord::decode(b"a", &v).unwrap();
+            assert!(rec.inline.take().is_some(), "a small body is inline");
+            r.trees().docs.insert("a", rec.encode()).unwrap();
         });
-        assert_eq!(v, vec!["leaf_body"]);
+        assert!(v.contains(&"leaf_body"), "{v:?}");
         let v = damaged(|r| {
             r.trees()
                 .att_refs

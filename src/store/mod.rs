@@ -312,7 +312,7 @@ impl Replica {
         let rev_text = rev.to_string();
         if let Some((inline_rev, bytes)) = &record.inline {
             if *inline_rev == rev_text {
-                return serde_json::from_slice(bytes)
+                return nesting::parse_body(bytes)
                     .map(Some)
                     .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
             }
@@ -332,7 +332,7 @@ impl Replica {
                             format!("the body of {rev} (sequence {}) is missing", record.seq),
                         )
                     })?;
-                return serde_json::from_slice(body)
+                return nesting::parse_body(body)
                     .map(Some)
                     .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
             }
