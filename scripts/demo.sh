@@ -67,3 +67,9 @@ if "$settee" get "$dir" x-conflicts3 --conflicts > /dev/null 2>&1; then
   echo "==> a conflicted document: settee get $dir x-conflicts3 --conflicts"
   "$settee" get "$dir" x-conflicts3 --conflicts | cut -c1-240
 fi
+echo
+echo "==> the five cards nearest a rating of 1000, from the local elo view: settee query $dir elo --start 995 --end 1005 --limit 5"
+"$settee" query "$dir" elo --start 995 --end 1005 --limit 5 || true
+echo
+echo "==> settee check $dir"
+"$settee" check "$dir"
