@@ -9,7 +9,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
-use settee::{IncomingRev, Replica, ReplicaConfig, RevPath, RevTree, WriteBatch};
+use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::{Replica, ReplicaConfig, RevPath, RevTree};
 
 fn hash(i: u64) -> String {
     format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -95,7 +96,7 @@ fn commit(c: &mut Criterion) {
                 (dir, replica, batch)
             },
             |(dir, replica, batch)| {
-                replica.commit_blocking(&batch).unwrap();
+                internals::commit_blocking(&replica, &batch).unwrap();
                 (dir, replica)
             },
             BatchSize::PerIteration,

@@ -4,7 +4,7 @@
 //! Each probe runs in a fresh child process (this same executable) so that
 //! its peak RSS (`VmHWM`) is its own. Two kinds of probe, at every size:
 //!
-//! - `replica`: settee's own write path, `Replica::commit_blocking` with
+//! - `replica`: settee's own write path, `internals::commit_blocking` with
 //!   batches of synthetic cards (random-looking ids, ~600-byte bodies), one
 //!   checkpoint per batch, as a pull writes them.
 //! - `sled`: the same key pattern written straight to sled 0.34, one
@@ -28,7 +28,8 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use serde_json::json;
-use settee::{IncomingRev, Replica, ReplicaConfig, RevPath, WriteBatch};
+use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::{Replica, ReplicaConfig, RevPath};
 use sled::Transactional;
 use std::process::Command;
 use std::time::Instant;
@@ -90,7 +91,7 @@ fn probe_replica(dir: &std::path::Path, n: u64, batch: u64, cache: u64) {
             checkpoint: Some(("probe".into(), json!({ "last_seq": end }))),
             ..WriteBatch::default()
         };
-        replica.commit_blocking(&write).unwrap();
+        internals::commit_blocking(&replica, &write).unwrap();
         i = end;
     }
 }

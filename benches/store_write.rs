@@ -1,5 +1,5 @@
 //! The local ceiling of a cold pull: the same synthetic course documents a
-//! pull would commit, written through `Replica::commit_blocking` with no
+//! pull would commit, written through `internals::commit_blocking` with no
 //! network and no server, in id order (PouchDB Server's `_changes`) and in
 //! shuffled id order (a sharded CouchDB's feed). `cargo bench --bench
 //! store_write`.
@@ -24,7 +24,8 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use serde_json::json;
-use settee::{IncomingRev, Replica, ReplicaConfig, RevPath, WriteBatch};
+use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::{Replica, ReplicaConfig, RevPath};
 use std::process::Command;
 use std::time::Instant;
 
@@ -139,7 +140,7 @@ fn run_probe(order: &str, n: u64) {
     let cpu = cpu_seconds();
     let started = Instant::now();
     for b in &batches {
-        replica.commit_blocking(b).unwrap();
+        internals::commit_blocking(&replica, b).unwrap();
     }
     let wall = started.elapsed();
     let cpu = cpu_seconds() - cpu;

@@ -2,7 +2,7 @@
 //! `cargo bench --bench views`.
 //!
 //! Builds a replica of synthetic course documents through the store's own
-//! commit path (`Replica::commit_blocking`, batches of 1000, as a pull
+//! commit path (`internals::commit_blocking`, batches of 1000, as a pull
 //! writes them): `SETTEE_VIEW_BENCH_DOCS` cards (default 100000) with an
 //! `elo.global.score` and 2 to 5 of 20 tags each, and the 20 `TAG-*`
 //! documents listing their cards. Then it measures:
@@ -21,8 +21,9 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use serde_json::json;
+use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::views::{QueryOptions, Views};
-use settee::{IncomingRev, Replica, ReplicaConfig, RevPath, WriteBatch};
+use settee::{Replica, ReplicaConfig, RevPath};
 use std::time::{Duration, Instant};
 
 const TAGS: u64 = 20;
@@ -87,12 +88,14 @@ fn build(replica: &Replica, n: u64) -> Vec<Vec<String>> {
                 )
             })
             .collect();
-        replica
-            .commit_blocking(&WriteBatch {
+        internals::commit_blocking(
+            replica,
+            &WriteBatch {
                 revs,
                 ..WriteBatch::default()
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         i = end;
     }
     let revs = tagged
@@ -107,12 +110,14 @@ fn build(replica: &Replica, n: u64) -> Vec<Vec<String>> {
             )
         })
         .collect();
-    replica
-        .commit_blocking(&WriteBatch {
+    internals::commit_blocking(
+        replica,
+        &WriteBatch {
             revs,
             ..WriteBatch::default()
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     tagged
 }
 

@@ -46,6 +46,28 @@
 //! the crash analysis are in `docs/design.md`. A local write and its outbox
 //! entry are one transaction too, flushed before `put` returns `Ok`.
 //!
+//! # Checkpoints are written by pulls only
+//!
+//! A checkpoint says "the replica holds everything up to here"; stored
+//! ahead of its data, the next pull would skip documents for good. So the
+//! store's write path (the batch commit that carries checkpoints) is not
+//! public: a checkpoint is written by [`pull`], in the transaction of the
+//! batch it covers, and can only be read ([`Replica::checkpoint`]). This
+//! does not compile:
+//!
+//! ```compile_fail,E0624
+//! # fn demo(replica: &settee::Replica) {
+//! // The batch commit is private to the crate.
+//! let _ = replica.commit_blocking(&Default::default());
+//! # }
+//! ```
+//!
+//! nor does naming the batch type:
+//!
+//! ```compile_fail,E0432
+//! use settee::WriteBatch;
+//! ```
+//!
 //! # Example
 //!
 //! ```no_run
@@ -64,6 +86,7 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
 mod error;
@@ -87,14 +110,18 @@ pub use replicate::{
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
-    AttachmentStub, BatchOutcome, Change, CheckReport, DeadLetter, DocInfo, Document, IncomingRev,
-    LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError,
-    Violation, WriteBatch, FORMAT_VERSION, MAX_NESTING,
+    AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, LocalWrite, OutboxEntry,
+    PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, FORMAT_VERSION,
+    MAX_NESTING,
 };
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
     SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,
 };
+
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 
 /// The README's Rust example, compiled by `cargo test` so it cannot rot.
 #[cfg(doctest)]

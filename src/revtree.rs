@@ -184,6 +184,7 @@ impl Leaf {
 
 /// What a merge did to the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MergeOutcome {
     /// The revision was already in the tree: nothing changed.
     AlreadyKnown,

@@ -70,6 +70,7 @@ pub struct DbInfo {
 
 /// One row of `_changes?style=all_docs`.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 pub struct ChangeRow {
     /// The document id.
     pub id: String,
@@ -120,6 +121,7 @@ pub struct ChangeRev {
 
 /// One page of the changes feed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct ChangesPage {
     /// The rows of this page, in feed order.
     pub results: Vec<ChangeRow>,
@@ -132,6 +134,7 @@ pub struct ChangesPage {
 
 /// One revision of a document answered by `_bulk_get` or `open_revs`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum FetchedRev {
     /// The revision as the server sent it (`_id`, `_rev`, `_revisions`, the
     /// body), kept as raw JSON text: the body is never parsed into a tree,

@@ -86,7 +86,7 @@ impl Replica {
     /// so a batch never holds them in memory. Not flushed: the commit of
     /// that batch flushes them with it, and bytes no commit claims are
     /// deleted the next time the replica is opened.
-    pub fn stage_attachment(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn stage_attachment(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let t = self.trees();
         (&t.attachments, &t.att_staged)
             .transaction(|(atts, staged)| {

@@ -197,7 +197,7 @@ impl Replica {
     /// without its documents). After an `Err` the batch may or may not be
     /// durable: never assume it was rolled back; merging it again is safe
     /// because merges are idempotent.
-    pub async fn commit(&self, batch: WriteBatch) -> Result<BatchOutcome, StoreError> {
+    pub(crate) async fn commit(&self, batch: WriteBatch) -> Result<BatchOutcome, StoreError> {
         let replica = self.clone();
         tokio::task::spawn_blocking(move || replica.commit_blocking(&batch))
             .await
@@ -205,7 +205,7 @@ impl Replica {
     }
 
     /// [`Replica::commit`] for callers outside an async runtime.
-    pub fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
+    pub(crate) fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
         let mut grouped: BTreeMap<&str, Vec<(&IncomingRev, &[u8])>> = BTreeMap::new();
         for inc in &batch.revs {
             if inc.path.leaf().is_none() {
@@ -465,7 +465,7 @@ impl Replica {
     /// reference), and is flushed; a crash leaves the rest for the next sweep. Only
     /// unreferenced bodies are ever listed as garbage, so nothing readable
     /// is lost at any point.
-    pub fn sweep(&self) -> Result<u64, StoreError> {
+    pub(crate) fn sweep(&self) -> Result<u64, StoreError> {
         let t = self.trees();
         let mut swept = 0;
         loop {

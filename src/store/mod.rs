@@ -596,7 +596,7 @@ impl Replica {
     ///
     /// # Durability
     /// Flushed before `Ok`.
-    pub async fn set_remote(&self, binding: &RemoteBinding) -> Result<(), StoreError> {
+    pub(crate) async fn set_remote(&self, binding: &RemoteBinding) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(binding).unwrap_or_default();
         self.inner.trees.meta.insert(keys::meta::REMOTE, bytes)?;
         self.inner.db.flush_async().await?;
@@ -612,7 +612,7 @@ impl Replica {
     ///
     /// # Durability
     /// Flushed before `Ok`.
-    pub async fn set_last_pull(&self, summary: &Value) -> Result<(), StoreError> {
+    pub(crate) async fn set_last_pull(&self, summary: &Value) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(summary).unwrap_or_default();
         self.inner.trees.meta.insert(keys::meta::LAST_PULL, bytes)?;
         self.inner.db.flush_async().await?;

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::{IncomingRev, ReplicaConfig, RevPath, WriteBatch};
+use crate::store::{IncomingRev, WriteBatch};
+use crate::{ReplicaConfig, RevPath};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 
