@@ -130,10 +130,7 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
         let replica =
             Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
         check_store_invariants(&replica);
-        let checkpoint = replica
-            .checkpoint(&rep_id)
-            .unwrap()
-            .map(|cp| cp["last_seq"].clone());
+        let checkpoint = replica.checkpoint(&rep_id).unwrap().map(|cp| cp.last_seq.0);
         let covered = match &checkpoint {
             Some(seq) => db.check_checkpoint_not_ahead(&replica, seq).await,
             None => 0,

@@ -26,7 +26,7 @@ async fn pull_err(replica: &Replica, url: &str) -> Error {
 fn assert_untouched(
     replica: &Replica,
     before: &[serde_json::Value],
-    last_pull: &Option<serde_json::Value>,
+    last_pull: &Option<settee::PullResult>,
 ) {
     assert_eq!(replica_dump(replica), before, "the replica changed");
     assert_eq!(

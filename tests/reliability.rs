@@ -180,8 +180,7 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
     assert!(result.batches <= 2, "stopped before the held batch");
     let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     if result.batches > 0 {
-        let cp: settee::Checkpoint =
-            serde_json::from_value(replica.checkpoint(&rep_id).unwrap().unwrap()).unwrap();
+        let cp: settee::Checkpoint = replica.checkpoint(&rep_id).unwrap().unwrap();
         assert_eq!(cp.last_seq, result.last_seq, "what it reports is committed");
     }
     assert_eq!(replica.handle_count(), 1, "no task holds the replica");

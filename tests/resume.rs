@@ -5,9 +5,7 @@ use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
 const CORPUS: &[&str] = &["--cards", "200", "--realistic", "--extras"];
 
 fn checkpoint_seq(replica: &settee::Replica, rep_id: &str) -> Option<Seq> {
-    let cp: settee::Checkpoint =
-        serde_json::from_value(replica.checkpoint(rep_id).unwrap()?).unwrap();
-    Some(cp.last_seq)
+    Some(replica.checkpoint(rep_id).unwrap()?.last_seq)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

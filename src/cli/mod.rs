@@ -142,7 +142,10 @@ fn init_tracing(filter: Option<&str>) {
 }
 
 /// Writes one JSON value as a line.
-pub(crate) fn print_json(out: &mut impl Write, value: &serde_json::Value) -> Result<(), CliError> {
+pub(crate) fn print_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> Result<(), CliError> {
     serde_json::to_writer(&mut *out, value).map_err(io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())

@@ -26,6 +26,8 @@ mod doc;
 
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};
+mod status;
+pub use status::ReplicaStatus;
 
 use crate::remote::{Remote, Seq};
 use crate::store::{RemoteBinding, Replica};
@@ -345,7 +347,7 @@ async fn run<F: std::future::Future<Output = ()>>(
         None => replica.set_remote(&binding).await?,
     }
     let rep_id = replication_id(&server, endpoint);
-    let start_seq = match replica.checkpoint(&rep_id)? {
+    let start_seq = match replica.checkpoint_json(&rep_id)? {
         Some(v) => match serde_json::from_value::<Checkpoint>(v) {
             Ok(cp) => cp.last_seq,
             Err(e) => {

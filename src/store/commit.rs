@@ -626,7 +626,7 @@ mod tests {
         }
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         assert_eq!(
-            r.checkpoint("rep").unwrap(),
+            r.checkpoint_json("rep").unwrap(),
             Some(json!({"last_seq": "7-abc"}))
         );
         assert_eq!(
@@ -646,7 +646,7 @@ mod tests {
         let err = r.commit_blocking(&b).unwrap_err();
         assert!(matches!(err, StoreError::InvalidDocument { .. }), "{err:?}");
         assert!(r.get("a").unwrap().is_none());
-        assert!(r.checkpoint("rep").unwrap().is_none());
+        assert!(r.checkpoint_json("rep").unwrap().is_none());
         err
     }
 
@@ -885,7 +885,10 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(r.checkpoint("rep").unwrap().is_none(), "nothing committed");
+        assert!(
+            r.checkpoint_json("rep").unwrap().is_none(),
+            "nothing committed"
+        );
         assert!(!r.get("a").unwrap().unwrap().deleted);
     }
 }

@@ -573,8 +573,13 @@ impl Replica {
         Ok(())
     }
 
-    /// The checkpoint stored under a replication id.
-    pub fn checkpoint(&self, replication_id: &str) -> Result<Option<Value>, StoreError> {
+    /// The checkpoint stored under a replication id, as stored (the store
+    /// does not know its shape: `Replica::checkpoint` in `replicate/` reads
+    /// it typed).
+    pub(crate) fn checkpoint_json(
+        &self,
+        replication_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
         self.get_json(
             &self.inner.trees.checkpoints,
             replication_id.as_bytes(),
@@ -603,8 +608,9 @@ impl Replica {
         Ok(())
     }
 
-    /// The summary the last completed pull left (opaque to the store).
-    pub fn last_pull(&self) -> Result<Option<Value>, StoreError> {
+    /// The summary the last completed pull left (opaque to the store;
+    /// `Replica::last_pull` in `replicate/` reads it typed).
+    pub(crate) fn last_pull_json(&self) -> Result<Option<Value>, StoreError> {
         self.get_json(&self.inner.trees.meta, keys::meta::LAST_PULL, "last pull")
     }
 

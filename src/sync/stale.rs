@@ -133,7 +133,7 @@ pub(crate) fn check(
     }
     let rep_id = replication_id(&facts.server, remote.endpoint());
     if let Some(cp) = replica
-        .checkpoint(&rep_id)?
+        .checkpoint_json(&rep_id)?
         .and_then(|v| serde_json::from_value::<Checkpoint>(v).ok())
     {
         if let (Some(cp), Some(now)) = (cp.last_seq.0.as_u64(), facts.info.update_seq.0.as_u64()) {
