@@ -106,7 +106,7 @@ pub use remote::{
 };
 pub use replicate::{
     pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
-    PullProgress, PullResult, PullTimings, ReplicaStatus,
+    PullConfigBuilder, PullProgress, PullResult, PullTimings, ReplicaStatus,
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{

@@ -9,7 +9,10 @@ use serde_json::json;
 use std::io::Write;
 
 pub(crate) async fn run(args: BenchArgs) -> CliResult {
-    let config = PullConfig::new(args.batch_size, args.batches_limit)?;
+    let config = PullConfig::builder()
+        .batch_size(args.batch_size)
+        .batches_limit(args.batches_limit)
+        .build()?;
     let remote = Remote::new(Endpoint::parse(&args.db_url)?, RemoteConfig::default())?;
     let server = remote.server_info().await?;
     let info = remote.db_info().await?;

@@ -3,29 +3,18 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
 use crate::{
-    Credentials, Endpoint, PullConfig, PullResult, Remote, RemoteConfig, Replica, ReplicaConfig,
-    RetryPolicy,
+    Endpoint, PullConfig, PullResult, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 
 pub(crate) async fn run(args: PullArgs) -> CliResult {
-    let mut endpoint = Endpoint::parse(&args.db_url)?;
-    if args.user.is_some() || args.password.is_some() {
-        let from_url = endpoint.credentials().cloned();
-        let username = args
-            .user
-            .clone()
-            .or_else(|| from_url.as_ref().map(|c| c.username.clone()))
-            .unwrap_or_default();
-        let password = args
-            .password
-            .clone()
-            .or_else(|| from_url.map(|c| c.password))
-            .unwrap_or_default();
-        endpoint = endpoint.with_credentials(Some(Credentials { username, password }));
-    }
-    let config = PullConfig::new(args.batch_size, args.batches_limit)?;
+    let endpoint =
+        Endpoint::parse(&args.db_url)?.merge_credentials(args.user.clone(), args.password.clone());
+    let config = PullConfig::builder()
+        .batch_size(args.batch_size)
+        .batches_limit(args.batches_limit)
+        .build()?;
     let remote = Remote::new(
         endpoint,
         RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)),

@@ -5,8 +5,8 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PushArgs;
 use crate::{
-    Credentials, Endpoint, Outbox, OutboxConfig, OutboxStatus, Remote, RemoteBinding, RemoteConfig,
-    Replica, ReplicaConfig,
+    Endpoint, Outbox, OutboxConfig, OutboxStatus, Remote, RemoteBinding, RemoteConfig, Replica,
+    ReplicaConfig,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -23,21 +23,8 @@ pub(crate) async fn run(args: PushArgs) -> CliResult {
             ))
         }
     };
-    let mut endpoint = Endpoint::parse(&url)?;
-    if args.user.is_some() || args.password.is_some() {
-        let from_url = endpoint.credentials().cloned();
-        let username = args
-            .user
-            .clone()
-            .or_else(|| from_url.as_ref().map(|c| c.username.clone()))
-            .unwrap_or_default();
-        let password = args
-            .password
-            .clone()
-            .or_else(|| from_url.map(|c| c.password))
-            .unwrap_or_default();
-        endpoint = endpoint.with_credentials(Some(Credentials { username, password }));
-    }
+    let endpoint =
+        Endpoint::parse(&url)?.merge_credentials(args.user.clone(), args.password.clone());
     let remote = Remote::new(endpoint, RemoteConfig::default())?;
     check_binding(&replica, &remote, bound).await?;
 

@@ -15,7 +15,12 @@ use std::time::Duration;
 pub(crate) async fn run(args: SyncArgs) -> CliResult {
     let server = server_url(&args)?;
     let config = SyncConfig::default()
-        .with_pull(PullConfig::new(args.batch_size, args.batches_limit)?)
+        .with_pull(
+            PullConfig::builder()
+                .batch_size(args.batch_size)
+                .batches_limit(args.batches_limit)
+                .build()?,
+        )
         .with_max_concurrent_pulls(args.max_concurrent)
         .with_remote(RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)));
     let service = SyncService::open(&server, &args.root, config)?;

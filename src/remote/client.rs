@@ -10,7 +10,7 @@ use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInf
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
 use futures::Stream;
-use reqwest::header::{HeaderValue, ACCEPT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -20,7 +20,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// Settings of the HTTP client.
+/// Settings of the HTTP client, built from the default with `with_*`
+/// methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use settee::{RemoteConfig, RetryPolicy};
+/// use reqwest::header::{HeaderName, HeaderValue};
+///
+/// let config = RemoteConfig::default()
+///     .with_connect_timeout(Duration::from_secs(3))
+///     .with_read_timeout(Duration::from_secs(30))
+///     .with_user_agent("my-app/1.0")
+///     .with_header(HeaderName::from_static("x-app"), HeaderValue::from_static("course"))
+///     .with_retry(RetryPolicy::with_retries(2));
+/// assert_eq!(config.connect_timeout, Duration::from_secs(3));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RemoteConfig {
@@ -28,6 +43,19 @@ pub struct RemoteConfig {
     pub request_timeout: Duration,
     /// Longest wait for a TCP/TLS connection.
     pub connect_timeout: Duration,
+    /// Longest wait between two reads of an answer (`None`: only the
+    /// request timeout applies).
+    pub read_timeout: Option<Duration>,
+    /// Headers sent with every request, after settee's own `Accept`
+    /// (a header named here replaces settee's).
+    pub headers: HeaderMap,
+    /// The `User-Agent` sent (`None`: `settee/<version>`).
+    pub user_agent: Option<String>,
+    /// The caller's own client (proxies, TLS roots, DNS...). Its timeouts
+    /// and proxy apply; `request_timeout`, `connect_timeout`,
+    /// `read_timeout` are then ignored, while `headers` and `user_agent`
+    /// are still sent with every request.
+    pub client: Option<reqwest::Client>,
     /// What to do about transient failures.
     pub retry: RetryPolicy,
 }
@@ -37,6 +65,10 @@ impl Default for RemoteConfig {
         RemoteConfig {
             request_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
+            read_timeout: None,
+            headers: HeaderMap::new(),
+            user_agent: None,
+            client: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -46,6 +78,44 @@ impl RemoteConfig {
     /// The same settings with another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The same settings with another whole-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The same settings with another connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The same settings with a read timeout (see
+    /// [`RemoteConfig::read_timeout`]).
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// The same settings plus one header sent with every request.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// The same settings with another `User-Agent`.
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// The same settings sending through the caller's own client (see
+    /// [`RemoteConfig::client`]).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
         self
     }
 }
@@ -75,32 +145,57 @@ pub struct Remote {
 struct Inner {
     endpoint: Endpoint,
     http: reqwest::Client,
+    /// Sent with every request, replacing the client's defaults of the
+    /// same name (so they apply to a caller's own client too).
+    headers: HeaderMap,
     retry: RetryPolicy,
     bulk_get: AtomicU8,
 }
 
 impl Remote {
     /// Builds a client for `endpoint`. No request is sent yet.
+    ///
+    /// # Errors
+    /// [`RemoteError::InvalidUrl`] when the HTTP client cannot be built or
+    /// the user agent is not a valid header value.
     pub fn new(endpoint: Endpoint, config: RemoteConfig) -> Result<Self, RemoteError> {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let invalid = |reason: String| RemoteError::InvalidUrl {
+            url: endpoint.to_string(),
+            reason,
+        };
+        let mut headers = HeaderMap::new();
         // PouchDB Server labels JSON text/plain without this, and CouchDB
         // answers `open_revs` as multipart/mixed without it.
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("settee/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| RemoteError::InvalidUrl {
-                url: endpoint.to_string(),
-                reason: format!("cannot build an HTTP client: {e}"),
-            })?;
+        let user_agent = match &config.user_agent {
+            Some(ua) => HeaderValue::from_str(ua)
+                .map_err(|e| invalid(format!("invalid user agent: {e}")))?,
+            None => HeaderValue::from_static(concat!("settee/", env!("CARGO_PKG_VERSION"))),
+        };
+        headers.insert(USER_AGENT, user_agent);
+        for (name, value) in &config.headers {
+            headers.insert(name, value.clone());
+        }
+        let http = match config.client {
+            Some(client) => client,
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .timeout(config.request_timeout)
+                    .connect_timeout(config.connect_timeout)
+                    .tcp_nodelay(true);
+                if let Some(read) = config.read_timeout {
+                    builder = builder.read_timeout(read);
+                }
+                builder
+                    .build()
+                    .map_err(|e| invalid(format!("cannot build an HTTP client: {e}")))?
+            }
+        };
         Ok(Remote {
             inner: Arc::new(Inner {
                 endpoint,
                 http,
+                headers,
                 retry: config.retry,
                 bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
             }),
@@ -118,6 +213,14 @@ impl Remote {
         &self.inner.http
     }
 
+    /// A request with the configured headers (`Accept`, `User-Agent`,
+    /// the caller's), which replace a caller's client's defaults.
+    pub(super) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.http()
+            .request(method, url)
+            .headers(self.inner.headers.clone())
+    }
+
     /// Sends one request and reads the whole body, mapping every failure to
     /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`].
     async fn send_once(
@@ -127,7 +230,7 @@ impl Remote {
         body: Option<&Value>,
         accept_any: bool,
     ) -> Result<Bytes, RemoteError> {
-        let mut req = self.inner.http.request(method.clone(), url.clone());
+        let mut req = self.request(method.clone(), url.clone());
         if let Some(c) = self.inner.endpoint.credentials() {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
@@ -135,7 +238,10 @@ impl Remote {
             req = req.json(body);
         }
         if accept_any {
-            req = req.header(ACCEPT, "*/*");
+            // `headers` replaces the `Accept` set above (`header` would add a second).
+            let mut any = HeaderMap::new();
+            any.insert(ACCEPT, HeaderValue::from_static("*/*"));
+            req = req.headers(any);
         }
         let transport = |e: reqwest::Error| {
             let url = url.to_string();
@@ -619,5 +725,98 @@ mod tests {
         assert_eq!(page_rows(1000, true, Some(700)), 1000);
         assert_eq!(page_rows(1000, false, Some(1 << 20)), 4);
         assert_eq!(page_rows(1000, true, Some(64 << 20)), 1);
+    }
+
+    /// The headers of the one request a `Remote` sends to a listener that
+    /// answers `GET /` once (a capture of what goes on the wire, not a
+    /// server: the answer only has to parse).
+    async fn first_request_headers(config: RemoteConfig) -> Vec<(String, String)> {
+        #![allow(clippy::unwrap_used)]
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let capture = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "request ended before its headers");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = br#"{"couchdb":"Welcome","uuid":"u","version":"3"}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            sock.write_all(body).await.unwrap();
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}/db")).unwrap();
+        let remote = Remote::new(endpoint, config.with_retry(RetryPolicy::none())).unwrap();
+        remote.server_info().await.unwrap();
+        let request = capture.await.unwrap();
+        request
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect()
+    }
+
+    fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn configured_headers_and_user_agent_are_sent_with_built_and_own_clients() {
+        #![allow(clippy::unwrap_used)]
+        let config = || {
+            RemoteConfig::default()
+                .with_user_agent("course-app/2")
+                .with_header(
+                    HeaderName::from_static("x-app"),
+                    HeaderValue::from_static("elo"),
+                )
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_read_timeout(Duration::from_secs(5))
+        };
+        let built = first_request_headers(config()).await;
+        let own = first_request_headers(config().with_client(reqwest::Client::new())).await;
+        for headers in [&built, &own] {
+            assert_eq!(
+                values(headers, "user-agent"),
+                ["course-app/2"],
+                "{headers:?}"
+            );
+            assert_eq!(values(headers, "x-app"), ["elo"], "{headers:?}");
+            assert_eq!(
+                values(headers, "accept"),
+                ["application/json"],
+                "{headers:?}"
+            );
+        }
+        let default = first_request_headers(RemoteConfig::default()).await;
+        assert_eq!(
+            values(&default, "user-agent"),
+            [concat!("settee/", env!("CARGO_PKG_VERSION"))]
+        );
+    }
+
+    #[test]
+    fn an_invalid_user_agent_is_a_typed_error() {
+        #![allow(clippy::unwrap_used)]
+        let endpoint = Endpoint::parse("http://127.0.0.1:5984/db").unwrap();
+        let e = Remote::new(
+            endpoint,
+            RemoteConfig::default().with_user_agent("bad\nagent"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RemoteError::InvalidUrl { .. }), "{e:?}");
     }
 }

@@ -172,6 +172,33 @@ impl Endpoint {
         self
     }
 
+    /// Merges credentials given apart from the URL (command-line options,
+    /// configuration) over those of the URL: each of `username` and
+    /// `password` given replaces the URL's, the other is kept (empty when
+    /// the URL had none). With neither given the endpoint is unchanged.
+    ///
+    /// ```
+    /// use settee::Endpoint;
+    ///
+    /// let ep = Endpoint::parse("http://admin:old@127.0.0.1:5984/course").unwrap();
+    /// let ep = ep.merge_credentials(None, Some("new".to_owned()));
+    /// let c = ep.credentials().unwrap();
+    /// assert_eq!((c.username.as_str(), c.password.as_str()), ("admin", "new"));
+    /// ```
+    pub fn merge_credentials(self, username: Option<String>, password: Option<String>) -> Self {
+        if username.is_none() && password.is_none() {
+            return self;
+        }
+        let from_url = self.credentials.clone();
+        let username = username
+            .or_else(|| from_url.as_ref().map(|c| c.username.clone()))
+            .unwrap_or_default();
+        let password = password
+            .or_else(|| from_url.map(|c| c.password))
+            .unwrap_or_default();
+        self.with_credentials(Some(Credentials { username, password }))
+    }
+
     /// The database name, decoded.
     pub fn db_name(&self) -> &str {
         &self.db_name

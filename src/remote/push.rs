@@ -103,7 +103,7 @@ impl Remote {
     /// typed errors, a 429 with its `Retry-After`.
     async fn post_once(&self, url: &Url, body: &Value) -> Result<bytes::Bytes, RemoteError> {
         let method = Method::POST;
-        let mut req = self.http().request(method.clone(), url.clone()).json(body);
+        let mut req = self.request(method.clone(), url.clone()).json(body);
         if let Some(c) = self.endpoint().credentials() {
             req = req.basic_auth(&c.username, Some(&c.password));
         }

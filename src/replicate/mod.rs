@@ -26,6 +26,8 @@ mod doc;
 
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};
+mod config;
+pub use config::PullConfigBuilder;
 mod status;
 pub use status::ReplicaStatus;
 
@@ -66,7 +68,8 @@ impl Default for PullConfig {
 }
 
 impl PullConfig {
-    /// Settings with the given batch size and batches limit.
+    /// Settings with the given batch size and batches limit; the
+    /// [`PullConfig::builder`] names them.
     pub fn new(batch_size: usize, batches_limit: usize) -> Result<Self> {
         let config = PullConfig {
             batch_size,

@@ -1,0 +1,59 @@
+//! [`PullConfigBuilder`]: named settings for a pull, checked once by
+//! `build`, so two plain numbers cannot be swapped unnoticed.
+
+use super::PullConfig;
+use crate::Result;
+
+/// Builds a [`PullConfig`]; unset settings keep their defaults.
+///
+/// ```
+/// use settee::PullConfig;
+///
+/// let config = PullConfig::builder().batch_size(200).batches_limit(4).build()?;
+/// assert_eq!((config.batch_size, config.batches_limit), (200, 4));
+/// assert!(PullConfig::builder().batch_size(0).build().is_err());
+/// # Ok::<(), settee::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PullConfigBuilder {
+    config: PullConfig,
+}
+
+impl PullConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PullConfigBuilder {
+        PullConfigBuilder::default()
+    }
+}
+
+impl PullConfigBuilder {
+    /// Change rows per batch: one `_changes` page and one `_bulk_get`
+    /// (1 to 100000).
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.config.batch_size = rows;
+        self
+    }
+
+    /// Batches fetched at once, and so held in memory at most (1 to 64).
+    pub fn batches_limit(mut self, batches: usize) -> Self {
+        self.config.batches_limit = batches;
+        self
+    }
+
+    /// The largest document body stored, in bytes of JSON text (see
+    /// [`PullConfig::max_doc_bytes`]).
+    pub fn max_doc_bytes(mut self, limit: usize) -> Self {
+        self.config.max_doc_bytes = Some(limit);
+        self
+    }
+
+    /// The settings, checked.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) when a setting is out of range.
+    pub fn build(self) -> Result<PullConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
