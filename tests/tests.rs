@@ -38,3 +38,5 @@ mod outbox;
 mod views;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
+// Issue 11: the public library API on its own.
+mod api;

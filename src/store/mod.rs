@@ -20,6 +20,7 @@ mod local_write;
 mod lock;
 mod nesting;
 mod outbox;
+mod reads;
 
 pub use check::{CheckReport, Violation};
 pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
@@ -31,6 +32,7 @@ pub use nesting::{nesting_depth, MAX_NESTING};
 pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
 pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
+pub use reads::Documents;
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};

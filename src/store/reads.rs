@@ -1,0 +1,114 @@
+//! Reads that scale: iterators over whole documents (bodies included) that
+//! own their replica handle, so they can be returned, stored or moved to
+//! another thread, and attachment bytes by (document, name) without a copy.
+//!
+//! Read-only: nothing here writes or holds the write lock. An iterator sees
+//! sled's state as it walks (each document is read whole and consistent,
+//! the set of documents is not a snapshot).
+
+use super::{Document, Replica, StoreError};
+use bytes::Bytes;
+use std::ops::Bound;
+
+/// Live documents with their bodies, in id order; from
+/// [`Replica::documents`] or [`Replica::documents_with_prefix`].
+#[must_use = "iterators do nothing unless consumed"]
+pub struct Documents {
+    replica: Replica,
+    ids: sled::Iter,
+}
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Documents {
+    type Item = Result<Document, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let key = match self.ids.next()? {
+                Ok((k, _)) => k,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let id = match std::str::from_utf8(&key) {
+                Ok(id) => id,
+                Err(e) => return Some(Err(StoreError::corrupt("document id", &key, e))),
+            };
+            match self.replica.get(id) {
+                Ok(Some(doc)) if !doc.deleted => return Some(Ok(doc)),
+                // A tombstone, or a document gone since the key was read.
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Replica {
+    /// Live documents (winning revisions, bodies included) whose ids are
+    /// within `start`..`end`, in id order; the iterator owns a handle on
+    /// the replica.
+    ///
+    /// ```
+    /// use std::ops::Bound;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("card-1", serde_json::json!({"front": "a"})).await?;
+    /// replica.put("card-2", serde_json::json!({"front": "b"})).await?;
+    /// replica.put("tag-1", serde_json::json!({"name": "t"})).await?;
+    /// let cards: Vec<_> = replica.documents_with_prefix("card-").collect::<Result<_, _>>()?;
+    /// assert_eq!(cards.len(), 2);
+    /// assert_eq!(cards[1].body["front"], "b");
+    /// let from_2 = replica.documents(Bound::Included("card-2"), Bound::Unbounded).count();
+    /// assert_eq!(from_2, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn documents(&self, start: Bound<&str>, end: Bound<&str>) -> Documents {
+        let owned = |b: Bound<&str>| match b {
+            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
+            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Documents {
+            replica: self.clone(),
+            ids: self
+                .trees()
+                .docs
+                .range::<Vec<u8>, _>((owned(start), owned(end))),
+        }
+    }
+
+    /// Live documents whose ids start with `prefix`, in id order.
+    pub fn documents_with_prefix(&self, prefix: &str) -> Documents {
+        Documents {
+            replica: self.clone(),
+            ids: self.trees().docs.scan_prefix(prefix.as_bytes()),
+        }
+    }
+
+    /// The bytes of attachment `name` of the winning revision of `id`,
+    /// shared with the store's cache rather than copied; `None` when the
+    /// document, the attachment or its bytes are not in the replica.
+    pub fn attachment_of(&self, id: &str, name: &str) -> Result<Option<Bytes>, StoreError> {
+        let Some(doc) = self.get(id)? else {
+            return Ok(None);
+        };
+        let Some((_, stub)) = doc.attachments().find(|(n, _)| *n == name) else {
+            return Ok(None);
+        };
+        Ok(self
+            .trees()
+            .attachments
+            .get(stub.digest.as_bytes())?
+            .map(Bytes::from_owner))
+    }
+}
