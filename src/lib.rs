@@ -46,6 +46,17 @@
 //! the crash analysis are in `docs/design.md`. A local write and its outbox
 //! entry are one transaction too, flushed before `put` returns `Ok`.
 //!
+//! # Features
+//!
+//! - `cli` (default): the `settee` binary and the dependencies only it
+//!   needs (clap, indicatif, tracing-subscriber). Turn default features
+//!   off to build the library alone.
+//! - `jemalloc` (default): the binary's allocator; the library never sets
+//!   one.
+//!
+//! The README lists the public API by purpose (open, pull, read, query,
+//! write, push, sync); `examples/` has two runnable programs.
+//!
 //! # Checkpoints are written by pulls only
 //!
 //! A checkpoint says "the replica holds everything up to here"; stored

@@ -23,7 +23,9 @@ mod outbox;
 mod reads;
 
 pub use check::{CheckReport, Violation};
-pub use commit::{BatchOutcome, IncomingRev, WriteBatch};
+#[cfg(feature = "internals")]
+pub use commit::BatchOutcome;
+pub use commit::{IncomingRev, WriteBatch};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
