@@ -121,9 +121,9 @@ pub use replicate::{
 };
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
-    AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, Documents, LocalWrite,
-    OutboxEntry, PushCheckpoint, RemoteBinding, Replica, ReplicaConfig, StoreError, Violation,
-    FORMAT_VERSION, MAX_NESTING,
+    AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, DocumentChange,
+    DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica,
+    ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,

@@ -34,7 +34,7 @@ pub use nesting::{nesting_depth, MAX_NESTING};
 pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
 pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
-pub use reads::Documents;
+pub use reads::{DocumentChange, DocumentChanges, Documents};
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};

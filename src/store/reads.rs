@@ -6,7 +6,7 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::{Document, Replica, StoreError};
+use super::{keys, Document, Replica, StoreError};
 use bytes::Bytes;
 use std::ops::Bound;
 
@@ -49,7 +49,96 @@ impl Iterator for Documents {
     }
 }
 
+/// One entry of the local changes feed with the whole winning revision
+/// (a tombstone for a deletion).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DocumentChange {
+    /// The local sequence of this change.
+    pub seq: u64,
+    /// The winning revision now, body included.
+    pub doc: Document,
+}
+
+/// Local changes with bodies, oldest first; from
+/// [`Replica::changes_with_documents`].
+#[must_use = "iterators do nothing unless consumed"]
+pub struct DocumentChanges {
+    replica: Replica,
+    entries: sled::Iter,
+}
+
+impl std::fmt::Debug for DocumentChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentChanges")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for DocumentChanges {
+    type Item = Result<DocumentChange, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, v) = match self.entries.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let Some(seq) = keys::seq_from_key(&k) else {
+            return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
+        };
+        let Some((id, _)) = keys::split_seq_entry(&v) else {
+            return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
+        };
+        let id = match std::str::from_utf8(id) {
+            Ok(id) => id,
+            Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
+        };
+        Some(match self.replica.get(id) {
+            Ok(Some(doc)) => Ok(DocumentChange { seq, doc }),
+            Ok(None) => Err(StoreError::corrupt(
+                "sequence entry",
+                &k,
+                "document missing",
+            )),
+            Err(e) => Err(e),
+        })
+    }
+}
+
 impl Replica {
+    /// Documents changed after local sequence `since`, oldest first, each
+    /// once at its latest change, with the whole winning revision (what
+    /// [`Replica::changes`] lists, plus bodies); the iterator owns a handle
+    /// on the replica. Deletions come as tombstones.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// let b = replica.put("b", serde_json::json!({"n": 2})).await?;
+    /// replica.delete("a", None).await?;
+    /// let changes: Vec<_> = replica.changes_with_documents(0).collect::<Result<_, _>>()?;
+    /// assert_eq!(changes.len(), 2);
+    /// assert_eq!((changes[0].doc.id.as_str(), changes[0].doc.body["n"].as_i64()), ("b", Some(2)));
+    /// assert!(changes[1].doc.deleted);
+    /// assert_eq!(replica.changes_with_documents(b.seq).count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn changes_with_documents(&self, since: u64) -> DocumentChanges {
+        DocumentChanges {
+            replica: self.clone(),
+            entries: self
+                .trees()
+                .by_seq
+                .range(keys::seq_key(since.saturating_add(1))..),
+        }
+    }
+
     /// Live documents (winning revisions, bodies included) whose ids are
     /// within `start`..`end`, in id order; the iterator owns a handle on
     /// the replica.
