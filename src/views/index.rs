@@ -16,6 +16,7 @@
 //! and is its only writer. It reads the store only through `Replica`'s public reads, and
 //! must not be called from the store.
 
+use super::block;
 use super::collate::{encode_key, encode_str};
 use super::error::ViewError;
 use super::view::View;
@@ -33,6 +34,12 @@ use std::time::{Duration, Instant};
 pub(crate) struct ChunkLimits {
     pub(crate) docs: usize,
     pub(crate) rows: usize,
+    /// Rows of the first chunk into views that are all empty (a build from
+    /// nothing): written as whole blocks in order, so one big chunk costs
+    /// far less than many chunks that each rewrite the blocks before them.
+    pub(crate) cold_rows: usize,
+    /// Documents of that chunk.
+    pub(crate) cold_docs: usize,
 }
 
 impl Default for ChunkLimits {
@@ -50,8 +57,37 @@ impl Default for ChunkLimits {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &usize| n > 0)
             .unwrap_or(20_000);
-        ChunkLimits { docs, rows }
+        // With chunks resized by hand (the kill test), builds from nothing
+        // use them too.
+        let resized = std::env::var_os("SETTEE_VIEW_CHUNK_DOCS").is_some()
+            || std::env::var_os("SETTEE_VIEW_CHUNK_ROWS").is_some();
+        let cold_rows = std::env::var("SETTEE_VIEW_COLD_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(if resized { rows } else { 2_000_000 });
+        ChunkLimits {
+            docs,
+            rows,
+            cold_rows,
+            cold_docs: if resized { docs } else { usize::MAX },
+        }
     }
+}
+
+/// The storage layout the indexer writes; an index recorded with another
+/// one is dropped and rebuilt (1: one sled entry per row and per document;
+/// 2: sorted blocks).
+const LAYOUT: u32 = 2;
+
+/// A view's state as stored: [`ViewState`] and the layout of its rows.
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    version: u64,
+    seq: u64,
+    rows: u64,
+    #[serde(default)]
+    layout: u32,
 }
 
 /// A view's progress, in `views.state` under the view's name.
@@ -197,7 +233,20 @@ impl Index {
         })
     }
 
+    /// The view's state; `None` before its first update, or when its
+    /// rows are in another storage layout (they are rebuilt on update).
     pub(crate) fn state(&self, name: &str) -> Result<Option<ViewState>, ViewError> {
+        Ok(self
+            .stored_state(name)?
+            .filter(|s| s.layout == LAYOUT)
+            .map(|s| ViewState {
+                version: s.version,
+                seq: s.seq,
+                rows: s.rows,
+            }))
+    }
+
+    fn stored_state(&self, name: &str) -> Result<Option<StoredState>, ViewError> {
         match self.tree.get(state_key(name))? {
             Some(bytes) => {
                 serde_json::from_slice(&bytes)
@@ -258,7 +307,15 @@ impl Index {
             while !done {
                 let mut chunk = Vec::new();
                 let mut emitted = 0;
-                while chunk.len() < limits.docs && emitted < limits.rows {
+                let cold = active
+                    .iter()
+                    .all(|a| a.state.rows == 0 || a.state.seq >= durable);
+                let (max_docs, max_rows) = if cold {
+                    (limits.cold_docs, limits.cold_rows)
+                } else {
+                    (limits.docs, limits.rows)
+                };
+                while chunk.len() < max_docs && emitted < max_rows {
                     let Some(change) = changes.next() else {
                         done = true;
                         break;
@@ -292,7 +349,7 @@ impl Index {
                 if chunk.is_empty() {
                     break;
                 }
-                self.commit_chunk(&mut active, &chunk)?;
+                self.commit_chunk(&mut active, &mut chunk)?;
                 chunks += 1;
             }
             self.replica.flush()?;
@@ -307,9 +364,14 @@ impl Index {
     /// The view's state, after dropping its rows if they were built by
     /// another definition version (or by nothing this build recorded).
     fn prepare(&self, view: &View) -> Result<(ViewState, bool), ViewError> {
-        let found = self.state(view.name())?;
-        if let Some(state) = found {
-            if state.version == view.version() {
+        let found = self.stored_state(view.name())?;
+        if let Some(s) = &found {
+            if s.version == view.version() && s.layout == LAYOUT {
+                let state = ViewState {
+                    version: s.version,
+                    seq: s.seq,
+                    rows: s.rows,
+                };
                 return Ok((state, false));
             }
         }
@@ -341,64 +403,85 @@ impl Index {
         Ok((state, found.is_some()))
     }
 
-    /// Writes one chunk as one atomic batch: for each view and document,
-    /// the removal of the rows its back-index entry lists, the new rows,
-    /// the new back-index entry, and each view's new state. Only this
-    /// indexer writes the tree (the writer lock), so reading the old
-    /// back-index entries before the batch is safe; `pending` holds those
-    /// the chunk itself already rewrote.
-    fn commit_chunk(&self, active: &mut [Active<'_>], chunk: &[Pending]) -> Result<(), ViewError> {
+    /// Writes one chunk as one atomic batch: for each view, the blocks of
+    /// rows and back-index entries the chunk touches (rewritten with the
+    /// removal of the rows each document's back-index entry lists, its new
+    /// rows and its new back-index entry) and the view's new state. Only
+    /// this indexer writes the tree (the writer lock), so reading blocks
+    /// before the batch is safe.
+    fn commit_chunk(
+        &self,
+        active: &mut [Active<'_>],
+        chunk: &mut [Pending],
+    ) -> Result<(), ViewError> {
         let mut batch = sled::Batch::default();
-        let mut pending: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(active.len());
         for (vi, a) in active.iter().enumerate() {
             let mut o = Outcome {
                 seq: a.state.seq,
                 ..Outcome::default()
             };
-            for p in chunk {
-                let Some(new_rows) = &p.per_view[vi] else {
+            let mut ids: Vec<&[u8]> = chunk
+                .iter()
+                .filter(|p| p.per_view[vi].is_some())
+                .map(|p| p.id.as_bytes())
+                .collect();
+            if ids.is_empty() {
+                outcomes.push(o);
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let stored = block::lookup(&self.tree, &a.back_prefix, &ids)?;
+            let mut old: HashMap<Vec<u8>, Option<Vec<u8>>> = ids
+                .iter()
+                .zip(stored)
+                .map(|(id, v)| (id.to_vec(), v.map(|v| v.to_vec())))
+                .collect();
+            let mut row_edits: Vec<block::Edit> = Vec::new();
+            let mut back_edits: Vec<block::Edit> = Vec::with_capacity(ids.len());
+            for p in chunk.iter_mut() {
+                let Some(new_rows) = p.per_view[vi].take() else {
                     continue;
                 };
                 o.docs += 1;
                 o.seq = o.seq.max(p.seq);
-                let mut back_key = a.back_prefix.clone();
-                back_key.extend_from_slice(p.id.as_bytes());
-                let old = match pending.get(&back_key) {
-                    Some(v) => v.clone(),
-                    None => self.tree.get(&back_key)?.map(|v| v.to_vec()),
-                };
-                if let Some(old) = old {
-                    let keys = decode_back(&old).ok_or_else(|| ViewError::Corrupt {
+                let id = p.id.as_bytes();
+                if let Some(Some(listed)) = old.get(id) {
+                    let keys = decode_back(listed).ok_or_else(|| ViewError::Corrupt {
                         view: a.view.name().to_owned(),
                         detail: format!("back-index entry of {:?}", p.id),
                     })?;
                     for k in keys {
-                        let mut full = a.prefix.clone();
-                        full.extend_from_slice(k);
-                        batch.remove(full);
+                        row_edits.push((k.to_vec(), None));
                         o.removed += 1;
                     }
                 }
                 let mut listed = Vec::new();
                 for (k, v) in new_rows {
-                    let mut full = a.prefix.clone();
-                    full.extend_from_slice(k);
-                    batch.insert(full, v.as_slice());
-                    o.written += 1;
                     listed.extend_from_slice(
                         &u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes(),
                     );
-                    listed.extend_from_slice(k);
+                    listed.extend_from_slice(&k);
+                    row_edits.push((k, Some(v)));
+                    o.written += 1;
                 }
-                if new_rows.is_empty() {
-                    batch.remove(back_key.as_slice());
-                    pending.insert(back_key, None);
-                } else {
-                    batch.insert(back_key.as_slice(), listed.as_slice());
-                    pending.insert(back_key, Some(listed));
-                }
+                let listed = (!listed.is_empty()).then_some(listed);
+                back_edits.push((id.to_vec(), listed.clone()));
+                old.insert(id.to_vec(), listed);
             }
+            block::apply(
+                &self.tree,
+                &a.prefix,
+                &block::normalize(row_edits),
+                &mut batch,
+            )?;
+            block::apply(
+                &self.tree,
+                &a.back_prefix,
+                &block::normalize(back_edits),
+                &mut batch,
+            )?;
             if o.docs > 0 {
                 let s = ViewState {
                     version: a.state.version,
@@ -491,7 +574,13 @@ pub(crate) struct RowData {
 }
 
 fn encode_state(state: &ViewState) -> Vec<u8> {
-    serde_json::to_vec(state).unwrap_or_default()
+    let stored = StoredState {
+        version: state.version,
+        seq: state.seq,
+        rows: state.rows,
+        layout: LAYOUT,
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
 }
 
 /// Back-index value: the key suffixes of a document's rows, each as a u32

@@ -38,6 +38,7 @@
 //! assert_eq!(result.total_rows, 0);
 //! ```
 
+mod block;
 mod builtin;
 mod collate;
 mod error;
@@ -206,7 +207,7 @@ impl Views {
     /// later may already reflect it.
     pub fn rows<'a>(&'a self, name: &'a str, q: &QueryOptions) -> Result<Rows<'a>, ViewError> {
         self.before_read(name, q.update)?;
-        let ranges = query::ranges(name, q)?;
+        let ranges = query::ranges(q)?;
         Ok(query::walk(
             &self.inner.index.tree,
             &self.inner.replica,
@@ -227,7 +228,7 @@ impl Views {
             ..q.clone()
         };
         self.before_read(name, read.update)?;
-        let ranges = query::ranges(name, q)?;
+        let ranges = query::ranges(q)?;
         let offset = match (&q.keys, ranges.first()) {
             (None, Some(first)) => {
                 query::rows_before(&self.inner.index.tree, name, first, q.descending)?
