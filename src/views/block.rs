@@ -455,3 +455,140 @@ impl Iterator for Scan<'_> {
         None
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{i:05}").into_bytes()
+    }
+
+    fn bound(rng: &mut Rng) -> Bound<Vec<u8>> {
+        match rng.below(3) {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(key(rng.below(3000))),
+            _ => Bound::Excluded(key(rng.below(3000))),
+        }
+    }
+
+    fn inside(k: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+        (match lo {
+            Bound::Included(l) => k >= l.as_slice(),
+            Bound::Excluded(l) => k > l.as_slice(),
+            Bound::Unbounded => true,
+        }) && (match hi {
+            Bound::Included(h) => k <= h.as_slice(),
+            Bound::Excluded(h) => k < h.as_slice(),
+            Bound::Unbounded => true,
+        })
+    }
+
+    /// Random edit rounds against a `BTreeMap`: scans both ways over random
+    /// bounds and lookups see exactly the model, while blocks split, shrink
+    /// and go away; a neighbouring space is never touched.
+    #[test]
+    fn edits_scans_and_lookups_match_a_model() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let space = b"r\x00\x01a".to_vec();
+        let other = b"r\x00\x01b".to_vec();
+        let mut batch = sled::Batch::default();
+        apply(
+            &tree,
+            &other,
+            &[(b"x".to_vec(), Some(b"y".to_vec()))],
+            &mut batch,
+        )
+        .unwrap();
+        tree.apply_batch(batch).unwrap();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut most_blocks = 0;
+        for round in 0..60 {
+            let n = if round == 0 { 2000 } else { 1 + rng.below(200) };
+            // Late rounds mostly remove, so blocks empty out.
+            let removing = if round > 40 { 8 } else { 3 };
+            let mut edits = Vec::new();
+            for _ in 0..n {
+                let k = key(rng.below(3000));
+                if rng.below(10) < removing {
+                    edits.push((k, None));
+                } else {
+                    let len = 1 + rng.below(2000) as usize;
+                    edits.push((k, Some(vec![(round % 251) as u8; len])));
+                }
+            }
+            let edits = normalize(edits);
+            let mut batch = sled::Batch::default();
+            apply(&tree, &space, &edits, &mut batch).unwrap();
+            tree.apply_batch(batch).unwrap();
+            for (k, v) in &edits {
+                match v {
+                    Some(v) => model.insert(k.clone(), v.clone()),
+                    None => model.remove(k),
+                };
+            }
+            most_blocks = most_blocks.max(tree.scan_prefix(&space).count());
+            for _ in 0..20 {
+                let (lo, hi) = (bound(&mut rng), bound(&mut rng));
+                let want: Vec<Vec<u8>> = model
+                    .iter()
+                    .filter(|(k, _)| inside(k, &lo, &hi))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                let fwd: Vec<Vec<u8>> =
+                    Scan::new(&tree, space.clone(), lo.clone(), hi.clone(), false)
+                        .unwrap()
+                        .map(|v| v.unwrap().to_vec())
+                        .collect();
+                assert_eq!(fwd, want, "round {round} forwards {lo:?}..{hi:?}");
+                let mut back: Vec<Vec<u8>> =
+                    Scan::new(&tree, space.clone(), lo.clone(), hi.clone(), true)
+                        .unwrap()
+                        .map(|v| v.unwrap().to_vec())
+                        .collect();
+                back.reverse();
+                assert_eq!(back, want, "round {round} backwards {lo:?}..{hi:?}");
+            }
+            let mut probe: Vec<Vec<u8>> = (0..50).map(|_| key(rng.below(3000))).collect();
+            probe.sort();
+            probe.dedup();
+            let refs: Vec<&[u8]> = probe.iter().map(Vec::as_slice).collect();
+            let got = lookup(&tree, &space, &refs).unwrap();
+            for (k, v) in probe.iter().zip(got) {
+                assert_eq!(
+                    v.map(|v| v.to_vec()),
+                    model.get(k).cloned(),
+                    "round {round}"
+                );
+            }
+            for kv in tree.scan_prefix(&space) {
+                let (_, v) = kv.unwrap();
+                let block = Block::decode(v).unwrap();
+                assert!(block.len() > 0, "no empty block is kept");
+            }
+        }
+        assert!(most_blocks > 50, "blocks split ({most_blocks})");
+        let others: Vec<_> = tree.scan_prefix(&other).collect();
+        assert_eq!(others.len(), 1);
+        let all: Vec<_> = Scan::new(&tree, other, Bound::Unbounded, Bound::Unbounded, true)
+            .unwrap()
+            .map(|v| v.unwrap().to_vec())
+            .collect();
+        assert_eq!(all, vec![b"y".to_vec()]);
+    }
+}

@@ -204,8 +204,9 @@ fn state_key(name: &str) -> Vec<u8> {
     named(STATE, name)
 }
 
-/// A row ready to store: (key suffix after the view prefix, stored value).
-type EncodedRow = (Vec<u8>, Vec<u8>);
+/// A row ready to store: (key suffix after the view prefix, length of its
+/// encoded-key part, stored value).
+type EncodedRow = (Vec<u8>, usize, Vec<u8>);
 
 /// One change, prepared for every view still behind it.
 struct Pending {
@@ -303,6 +304,7 @@ impl Index {
         let mut chunks = 0;
         if since < durable {
             let mut changes = self.replica.changes(since);
+            let mut keys = KeyCache::default();
             let mut done = false;
             while !done {
                 let mut chunk = Vec::new();
@@ -334,7 +336,7 @@ impl Index {
                         .iter()
                         .map(|a| {
                             (a.state.seq < change.seq).then(|| {
-                                let rows = encode_rows(a.view, doc.as_ref());
+                                let rows = encode_rows(a.view, doc.as_ref(), &mut keys);
                                 emitted += rows.len();
                                 rows
                             })
@@ -421,61 +423,56 @@ impl Index {
                 seq: a.state.seq,
                 ..Outcome::default()
             };
-            let mut ids: Vec<&[u8]> = chunk
-                .iter()
-                .filter(|p| p.per_view[vi].is_some())
-                .map(|p| p.id.as_bytes())
+            let taken: Vec<(u64, &str, Vec<EncodedRow>)> = chunk
+                .iter_mut()
+                .filter_map(|p| {
+                    let Pending { seq, id, per_view } = p;
+                    per_view[vi].take().map(|rows| (*seq, id.as_str(), rows))
+                })
                 .collect();
-            if ids.is_empty() {
+            if taken.is_empty() {
                 outcomes.push(o);
                 continue;
             }
+            let mut ids: Vec<&[u8]> = taken.iter().map(|(_, id, _)| id.as_bytes()).collect();
             ids.sort_unstable();
             ids.dedup();
             let stored = block::lookup(&self.tree, &a.back_prefix, &ids)?;
-            let mut old: HashMap<Vec<u8>, Option<Vec<u8>>> = ids
-                .iter()
-                .zip(stored)
-                .map(|(id, v)| (id.to_vec(), v.map(|v| v.to_vec())))
-                .collect();
+            // A document seen twice in one chunk (a change racing the
+            // read) lists, the second time, the rows its first time wrote.
+            let mut latest: HashMap<&str, usize> = HashMap::new();
             let mut row_edits: Vec<block::Edit> = Vec::new();
             let mut back_edits: Vec<block::Edit> = Vec::with_capacity(ids.len());
-            for p in chunk.iter_mut() {
-                let Some(new_rows) = p.per_view[vi].take() else {
-                    continue;
-                };
+            for (seq, id, new_rows) in taken {
                 o.docs += 1;
-                o.seq = o.seq.max(p.seq);
-                let id = p.id.as_bytes();
-                if let Some(Some(listed)) = old.get(id) {
-                    let keys = decode_back(listed).ok_or_else(|| ViewError::Corrupt {
+                o.seq = o.seq.max(seq);
+                let listed_before: Option<&[u8]> = match latest.get(id) {
+                    Some(&at) => back_edits[at].1.as_deref(),
+                    None => ids
+                        .binary_search(&id.as_bytes())
+                        .ok()
+                        .and_then(|at| stored[at].as_deref()),
+                };
+                if let Some(listed) = listed_before {
+                    let suffixes = decode_back(listed).ok_or_else(|| ViewError::Corrupt {
                         view: a.view.name().to_owned(),
-                        detail: format!("back-index entry of {:?}", p.id),
+                        detail: format!("back-index entry of {id:?}"),
                     })?;
-                    for k in keys {
-                        row_edits.push((k.to_vec(), None));
+                    for k in suffixes {
+                        row_edits.push((k, None));
                         o.removed += 1;
                     }
                 }
-                let mut listed = Vec::new();
-                for (k, v) in new_rows {
-                    listed.extend_from_slice(
-                        &u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes(),
-                    );
-                    listed.extend_from_slice(&k);
+                let listed = encode_back(&new_rows);
+                for (k, _, v) in new_rows {
                     row_edits.push((k, Some(v)));
                     o.written += 1;
                 }
-                let listed = (!listed.is_empty()).then_some(listed);
-                back_edits.push((id.to_vec(), listed.clone()));
-                old.insert(id.to_vec(), listed);
+                latest.insert(id, back_edits.len());
+                back_edits.push((id.as_bytes().to_vec(), listed));
             }
-            block::apply(
-                &self.tree,
-                &a.prefix,
-                &block::normalize(row_edits),
-                &mut batch,
-            )?;
+            let row_edits = block::normalize(row_edits);
+            block::apply(&self.tree, &a.prefix, &row_edits, &mut batch)?;
             block::apply(
                 &self.tree,
                 &a.back_prefix,
@@ -523,11 +520,46 @@ struct Outcome {
     removed: u64,
 }
 
+/// Encoded string keys seen in this warm-up: a card id is emitted by
+/// several tag documents, and its ICU sort key is the costly part of its
+/// encoding. Bounded; cleared when full.
+#[derive(Default)]
+struct KeyCache {
+    strings: HashMap<String, Vec<u8>>,
+}
+
+impl KeyCache {
+    const MAX: usize = 1 << 20;
+
+    fn encode(&mut self, key: &Value, out: &mut Vec<u8>) {
+        match key {
+            Value::String(s) => self.encode_str(s, out),
+            _ => encode_key(key, out),
+        }
+    }
+
+    /// As `encode_str`; a card's id is also the key tag rows emit for it.
+    fn encode_str(&mut self, s: &str, out: &mut Vec<u8>) {
+        if let Some(bytes) = self.strings.get(s) {
+            out.extend_from_slice(bytes);
+            return;
+        }
+        let start = out.len();
+        encode_str(s, out);
+        if self.strings.len() >= Self::MAX {
+            self.strings.clear();
+        }
+        self.strings.insert(s.to_owned(), out[start..].to_vec());
+    }
+}
+
 /// The rows a document gives in one view: (key suffix after the view
 /// prefix, stored value). The suffix is the encoded key, the encoded doc
 /// id (CouchDB breaks ties by id) and the emit index (a document may emit
-/// the same key twice).
-fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<EncodedRow> {
+/// the same key twice). The stored value is `{"id", "key", "value"}` as
+/// compact JSON, written by hand so that a value emitted for many keys
+/// (a tag's) is serialized once.
+fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
     };
@@ -536,36 +568,37 @@ fn encode_rows(view: &View, doc: Option<&Document>) -> Vec<EncodedRow> {
         return Vec::new();
     }
     let mut id = Vec::with_capacity(3 * doc.id.len() + 8);
-    encode_str(&doc.id, &mut id);
-    rows.into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| {
-            let mut k = Vec::with_capacity(32 + id.len());
-            encode_key(&key, &mut k);
-            k.extend_from_slice(&id);
-            k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-            let row = StoredRow {
-                id: &doc.id,
-                key: &key,
-                value: &value,
-            };
-            // Serializing a Value cannot fail (its map keys are strings).
-            let v = serde_json::to_vec(&row).unwrap_or_default();
-            (k, v)
-        })
-        .collect()
+    cache.encode_str(&doc.id, &mut id);
+    // Serializing a Value cannot fail (its map keys are strings).
+    let id_json = serde_json::to_vec(&doc.id).unwrap_or_default();
+    let mut out = Vec::with_capacity(rows.len());
+    let mut last: Option<(usize, Vec<u8>)> = None;
+    for (i, (key, value)) in rows.iter().enumerate() {
+        let mut k = Vec::with_capacity(32 + id.len());
+        cache.encode(key, &mut k);
+        let key_len = k.len();
+        k.extend_from_slice(&id);
+        k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
+        let value_json = match &last {
+            Some((j, bytes)) if rows[*j].1 == *value => bytes.clone(),
+            _ => serde_json::to_vec(value).unwrap_or_default(),
+        };
+        let mut v = Vec::with_capacity(26 + id_json.len() + value_json.len() + 16);
+        v.extend_from_slice(br#"{"id":"#);
+        v.extend_from_slice(&id_json);
+        v.extend_from_slice(br#","key":"#);
+        let _ = serde_json::to_writer(&mut v, key);
+        v.extend_from_slice(br#","value":"#);
+        v.extend_from_slice(&value_json);
+        v.push(b'}');
+        last = Some((i, value_json));
+        out.push((k, key_len, v));
+    }
+    out
 }
 
-/// A row's stored value: what the query answers (the key bytes are not
-/// reversible, so the key is kept as JSON too).
-#[derive(Serialize)]
-struct StoredRow<'a> {
-    id: &'a str,
-    key: &'a Value,
-    value: &'a Value,
-}
-
-/// The owned form of [`StoredRow`], for reading.
+/// A stored row, for reading (the key bytes are not reversible, so the
+/// key is kept as JSON too).
 #[derive(Deserialize)]
 pub(crate) struct RowData {
     pub(crate) id: String,
@@ -583,10 +616,28 @@ fn encode_state(state: &ViewState) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
-/// Back-index value: the key suffixes of a document's rows, each as a u32
-/// length and the bytes.
-fn decode_back(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::new();
+/// Back-index value of a document's rows (`None` when it has none): its
+/// encoded id, then each row's encoded key, each as a `u32` BE length and
+/// the bytes. Row `i`'s key suffix is its key, the id and `i`; storing the
+/// id once keeps a tag's entry (thousands of rows) about half as big.
+fn encode_back(rows: &[EncodedRow]) -> Option<Vec<u8>> {
+    let (first, key_len, _) = rows.first()?;
+    let id = first.get(*key_len..first.len().saturating_sub(4))?;
+    let mut out =
+        Vec::with_capacity(4 + id.len() + rows.iter().map(|(_, n, _)| 4 + n).sum::<usize>());
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    out.extend_from_slice(&len32(id.len()));
+    out.extend_from_slice(id);
+    for (k, n, _) in rows {
+        out.extend_from_slice(&len32(*n));
+        out.extend_from_slice(&k[..*n]);
+    }
+    Some(out)
+}
+
+/// The key suffixes a back-index value lists (see [`encode_back`]).
+fn decode_back(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut fields = Vec::new();
     while !bytes.is_empty() {
         let (len, rest) = bytes.split_first_chunk::<4>()?;
         let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
@@ -594,8 +645,18 @@ fn decode_back(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
             return None;
         }
         let (k, rest) = rest.split_at(len);
-        out.push(k);
+        fields.push(k);
         bytes = rest;
     }
-    Some(out)
+    let (id, keys) = fields.split_first()?;
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mut suffix = Vec::with_capacity(k.len() + id.len() + 4);
+            suffix.extend_from_slice(k);
+            suffix.extend_from_slice(id);
+            suffix.extend_from_slice(&u32::try_from(i).ok()?.to_be_bytes());
+            Some(suffix)
+        })
+        .collect()
 }
