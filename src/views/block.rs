@@ -212,50 +212,64 @@ pub(crate) fn apply(
         let (group, tail) = rest.split_at(take.max(1));
         rest = tail;
         let old = match found {
-            Some((k, v)) => {
-                batch.remove(k);
-                Some(Block::decode(v).ok_or_else(|| corrupt(space))?)
-            }
+            Some((k, v)) => Some((k, Block::decode(v).ok_or_else(|| corrupt(space))?)),
             None => None,
         };
-        let merged = merge(old.as_ref(), group);
+        let (merged, changed) = merge(old.as_ref().map(|(_, b)| b), group);
+        // A document re-indexed to the same rows (a tag whose cards did
+        // not change) leaves its blocks as they are.
+        if !changed {
+            continue;
+        }
+        if let Some((k, _)) = &old {
+            batch.remove(k.clone());
+        }
         write_blocks(space, &merged, batch);
     }
     Ok(())
 }
 
-/// The entries of `old` with `edits` applied, in key order.
-fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> Vec<(&'a [u8], &'a [u8])> {
+/// The entries of `old` with `edits` applied, in key order, and whether
+/// that differs from `old`.
+fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<(&'a [u8], &'a [u8])>, bool) {
     let n = old.map_or(0, Block::len);
     let mut out = Vec::with_capacity(n + edits.len());
+    let mut changed = false;
     let (mut i, mut j) = (0, 0);
     while i < n || j < edits.len() {
-        let take_old = match (old.filter(|_| i < n), edits.get(j)) {
-            (Some(b), Some((k, _))) => match b.key(i).cmp(k.as_slice()) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => {
-                    i += 1; // replaced or removed by the edit
-                    false
-                }
-                std::cmp::Ordering::Greater => false,
-            },
-            (Some(_), None) => true,
-            _ => false,
+        let order = match (old.filter(|_| i < n), edits.get(j)) {
+            (Some(b), Some((k, _))) => b.key(i).cmp(k.as_slice()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
         };
-        if take_old {
-            if let Some(b) = old {
+        match (order, old) {
+            (std::cmp::Ordering::Less, Some(b)) => {
                 out.push((b.key(i), b.value_slice(i)));
+                i += 1;
             }
-            i += 1;
-        } else {
-            let (k, v) = &edits[j];
-            if let Some(v) = v {
-                out.push((k.as_slice(), v.as_slice()));
+            (std::cmp::Ordering::Equal, Some(b)) => {
+                let (k, v) = &edits[j];
+                match v {
+                    Some(v) => {
+                        changed |= v.as_slice() != b.value_slice(i);
+                        out.push((k.as_slice(), v.as_slice()));
+                    }
+                    None => changed = true,
+                }
+                i += 1;
+                j += 1;
             }
-            j += 1;
+            _ => {
+                let (k, v) = &edits[j];
+                if let Some(v) = v {
+                    out.push((k.as_slice(), v.as_slice()));
+                    changed = true;
+                }
+                j += 1;
+            }
         }
     }
-    out
+    (out, changed)
 }
 
 /// Cuts sorted entries into blocks of about [`TARGET`] bytes (evenly, so
