@@ -229,9 +229,12 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// A (key, value) entry, borrowed.
+type Entry<'a> = (&'a [u8], &'a [u8]);
+
 /// The entries of `old` with `edits` applied, in key order, and whether
 /// that differs from `old`.
-fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<(&'a [u8], &'a [u8])>, bool) {
+fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<Entry<'a>>, bool) {
     let n = old.map_or(0, Block::len);
     let mut out = Vec::with_capacity(n + edits.len());
     let mut changed = false;
