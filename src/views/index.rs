@@ -12,8 +12,9 @@
 //! ```
 //!
 //! It owns one tree of the replica, `views`, with three key spaces (rows
-//! `r…`, back-index `b…`, states `s…`; the keys are in `docs/design.md`),
-//! and is its only writer. It reads the store only through `Replica`'s public reads, and
+//! `r…` and back-index `b…`, both in sorted blocks, states `s…`; the keys
+//! are in `docs/design.md`), and is its only writer. A build from nothing
+//! is one chunk, so its blocks are written once, in order. It reads the store only through `Replica`'s public reads, and
 //! must not be called from the store.
 
 use super::block;
@@ -264,10 +265,11 @@ impl Index {
     /// Brings `views` up to the replica's durable update sequence.
     ///
     /// # Durability
-    /// Each chunk of changes is one atomic sled batch holding the rows it
-    /// adds and removes, the back-index entries and the view's new
-    /// sequence, so a view's sequence never runs ahead of its rows nor its
-    /// rows ahead of its sequence. Flushed before `Ok`. A kill at any point
+    /// Each chunk of changes is one atomic sled batch holding every block
+    /// it rewrites (the rows it adds and removes, the back-index entries)
+    /// and the view's new sequence, so a view's sequence never runs ahead
+    /// of its rows nor its rows ahead of its sequence. A build from nothing
+    /// is one chunk: a kill loses all of it, and the next update starts over. Flushed before `Ok`. A kill at any point
     /// leaves every view at its last committed chunk; the next update
     /// continues from there. After an `Err` some chunks may be committed.
     pub(crate) fn catch_up(

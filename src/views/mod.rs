@@ -2,8 +2,8 @@
 //! collation order, kept current from the replica's local sequence.
 //!
 //! ```text
-//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… rows (collation order)
-//!        │                                   │ map fns              b… doc id → its row keys
+//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… blocks of rows (collation order)
+//!        │                                   │ map fns              b… blocks: doc id → its row keys
 //!        └─ watch_update_seq (durable seq) ──┘                      s… seq, version, row count
 //!                                                           │
 //!                         query.rs (CouchDB options) ◄──────┘
@@ -13,6 +13,8 @@
 //! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
 //!   a comparison and as order-preserving bytes (ICU4X sort keys).
 //! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
+//! - `block.rs`: sorted blocks, many rows (or back-index entries) per sled
+//!   entry: their format, edits and scans.
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
 //! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
 //! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
