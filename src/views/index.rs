@@ -248,6 +248,13 @@ impl Index {
             }))
     }
 
+    /// False when the view's rows are in another storage layout (an index
+    /// written before blocks): queries answer as if it were not built
+    /// until its next update rebuilds it.
+    pub(crate) fn readable(&self, name: &str) -> Result<bool, ViewError> {
+        Ok(self.stored_state(name)?.is_none_or(|s| s.layout == LAYOUT))
+    }
+
     fn stored_state(&self, name: &str) -> Result<Option<StoredState>, ViewError> {
         match self.tree.get(state_key(name))? {
             Some(bytes) => {

@@ -210,6 +210,9 @@ impl Views {
     pub fn rows<'a>(&'a self, name: &'a str, q: &QueryOptions) -> Result<Rows<'a>, ViewError> {
         self.before_read(name, q.update)?;
         let ranges = query::ranges(q)?;
+        if !self.inner.index.readable(name)? {
+            return Ok(Box::new(std::iter::empty()));
+        }
         Ok(query::walk(
             &self.inner.index.tree,
             &self.inner.replica,
@@ -231,6 +234,16 @@ impl Views {
         };
         self.before_read(name, read.update)?;
         let ranges = query::ranges(q)?;
+        if !self.inner.index.readable(name)? {
+            if q.update == Update::Lazy {
+                self.before_read(name, Update::Lazy)?;
+            }
+            return Ok(ViewResult {
+                total_rows: 0,
+                offset: 0,
+                rows: Vec::new(),
+            });
+        }
         let offset = match (&q.keys, ranges.first()) {
             (None, Some(first)) => {
                 query::rows_before(&self.inner.index.tree, name, first, q.descending)?

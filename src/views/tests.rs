@@ -625,6 +625,10 @@ fn an_index_of_the_old_layout_is_rebuilt() {
     row.extend_from_slice(b"old row, not a block");
     tree.insert(&row, b"{}".to_vec()).unwrap();
     assert_eq!(views.state(ELO).unwrap(), None);
+    let as_is = QueryOptions::default().update(Update::False);
+    let result = views.query(ELO, &as_is).unwrap();
+    assert_eq!((result.total_rows, result.rows.len()), (0, 0));
+    assert_eq!(views.rows(ELO, &as_is).unwrap().count(), 0);
     let report = views.update(ELO).unwrap();
     assert!(report.rebuilt);
     assert_eq!(all(&views, ELO), reference(&replica, &elo()));
