@@ -572,7 +572,7 @@ fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec
     let Some(doc) = doc else {
         return Vec::new();
     };
-    let rows = view.map(doc);
+    let rows = view.map_shared(doc);
     if rows.is_empty() {
         return Vec::new();
     }
@@ -581,26 +581,28 @@ fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec
     // Serializing a Value cannot fail (its map keys are strings).
     let id_json = serde_json::to_vec(&doc.id).unwrap_or_default();
     let mut out = Vec::with_capacity(rows.len());
-    let mut last: Option<(usize, Vec<u8>)> = None;
+    let mut last: Option<(Arc<Value>, Vec<u8>)> = None;
     for (i, (key, value)) in rows.iter().enumerate() {
         let mut k = Vec::with_capacity(32 + id.len());
         cache.encode(key, &mut k);
         let key_len = k.len();
         k.extend_from_slice(&id);
         k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-        let value_json = match &last {
-            Some((j, bytes)) if rows[*j].1 == *value => bytes.clone(),
-            _ => serde_json::to_vec(value).unwrap_or_default(),
-        };
+        if !matches!(&last, Some((shared, _)) if Arc::ptr_eq(shared, value)) {
+            last = Some((
+                Arc::clone(value),
+                serde_json::to_vec(&**value).unwrap_or_default(),
+            ));
+        }
+        let value_json = last.as_ref().map_or(&[][..], |(_, json)| json.as_slice());
         let mut v = Vec::with_capacity(26 + id_json.len() + value_json.len() + 16);
         v.extend_from_slice(br#"{"id":"#);
         v.extend_from_slice(&id_json);
         v.extend_from_slice(br#","key":"#);
         let _ = serde_json::to_writer(&mut v, key);
         v.extend_from_slice(br#","value":"#);
-        v.extend_from_slice(&value_json);
+        v.extend_from_slice(value_json);
         v.push(b'}');
-        last = Some((i, value_json));
         out.push((k, key_len, v));
     }
     out
