@@ -41,6 +41,10 @@ pub(crate) struct ChunkLimits {
     pub(crate) cold_rows: usize,
     /// Documents of that chunk.
     pub(crate) cold_docs: usize,
+    /// Whether chunks grow with the index (up to `cold_rows`): a chunk
+    /// rewrites every block it touches, so a backlog indexed in chunks much
+    /// smaller than the index would rewrite the whole index per chunk.
+    pub(crate) grow: bool,
 }
 
 impl Default for ChunkLimits {
@@ -72,6 +76,7 @@ impl Default for ChunkLimits {
             rows,
             cold_rows,
             cold_docs: if resized { docs } else { usize::MAX },
+            grow: !resized,
         }
     }
 }
@@ -321,8 +326,20 @@ impl Index {
                 let cold = active
                     .iter()
                     .all(|a| a.state.rows == 0 || a.state.seq >= durable);
+                // Half the rows already indexed: the blocks a chunk rewrites
+                // then cost at most about twice the rows it adds.
+                let indexed: u64 = active
+                    .iter()
+                    .filter(|a| a.state.seq < durable)
+                    .map(|a| a.state.rows)
+                    .sum();
+                let grown = usize::try_from(indexed / 2)
+                    .unwrap_or(usize::MAX)
+                    .min(limits.cold_rows);
                 let (max_docs, max_rows) = if cold {
                     (limits.cold_docs, limits.cold_rows)
+                } else if limits.grow && grown > limits.rows {
+                    (grown, grown)
                 } else {
                     (limits.docs, limits.rows)
                 };
