@@ -12,7 +12,9 @@
 //!   a second warm-up with nothing to do;
 //! - `cards_near_rating(r, 20)` on the warm index (mean over many ratings);
 //! - `tags_for_cards` of 20 cards on the warm index (mean over many sets);
-//! - a CouchDB-shaped `query("elo", startkey, limit 20)`.
+//! - a CouchDB-shaped `query("elo", startkey, limit 20)`;
+//! - an incremental warm-up after 1000 cards change and one tag gets a new
+//!   revision with the same cards.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -49,6 +51,19 @@ fn rev(id: &str, seed: u64, body: serde_json::Value) -> IncomingRev {
         path: RevPath {
             start: 1,
             ids: vec![format!("{seed:032x}")],
+        },
+        deleted: false,
+        body: serde_json::value::to_raw_value(&body).unwrap(),
+    }
+}
+
+/// A second revision of a document written by `build` with `seed`.
+fn rev2(id: &str, seed: u64, body: serde_json::Value) -> IncomingRev {
+    IncomingRev {
+        id: id.into(),
+        path: RevPath {
+            start: 2,
+            ids: vec![format!("{:032x}", seed | 1 << 63), format!("{seed:032x}")],
         },
         deleted: false,
         body: serde_json::value::to_raw_value(&body).unwrap(),
@@ -167,7 +182,7 @@ fn main() {
     )
     .unwrap();
     let t = Instant::now();
-    build(&replica, n);
+    let tagged = build(&replica, n);
     println!(
         "built a replica of {n} cards and {TAGS} tags in {:.2} s",
         t.elapsed().as_secs_f64()
@@ -241,5 +256,41 @@ fn main() {
     println!(
         "rows(\"elo\", startkey, limit 20), warm: {} per query",
         per_op(t.elapsed(), reps)
+    );
+
+    // An incremental pull: 1000 cards get new ratings, and one tag a new
+    // revision listing the same cards.
+    let revs: Vec<IncomingRev> = (0..1000)
+        .map(|i| {
+            let j = i * (n / 1000).max(1) % n;
+            rev2(
+                &format!("c-{j:06}"),
+                j,
+                json!({"docType": "CARD", "elo": {"global": {"score": 600 + rng.below(800)}},
+                       "question": "x".repeat(300)}),
+            )
+        })
+        .chain(std::iter::once(rev2(
+            "TAG-tag-0",
+            n,
+            json!({"docType": "TAG", "name": "tag-0", "snippit": "about this tag",
+                   "wiki": "", "taggedCards": tagged[0]}),
+        )))
+        .collect();
+    internals::commit_blocking(
+        &replica,
+        &WriteBatch {
+            revs,
+            ..WriteBatch::default()
+        },
+    )
+    .unwrap();
+    let cpu0 = cpu_seconds();
+    let report = views.warm().unwrap();
+    println!(
+        "warm-up after 1000 changed cards and 1 re-revised tag: {:.3} s wall, {:.2} s CPU ({} batches)",
+        report.elapsed.as_secs_f64(),
+        cpu_seconds() - cpu0,
+        report.chunks
     );
 }

@@ -68,7 +68,7 @@ if "$settee" get "$dir" x-conflicts3 --conflicts > /dev/null 2>&1; then
   "$settee" get "$dir" x-conflicts3 --conflicts | cut -c1-240
 fi
 echo
-echo "==> the five cards nearest a rating of 1000, from the local elo view: settee query $dir elo --start 995 --end 1005 --limit 5"
+echo "==> cards rated 995 to 1005, from the local elo view (no network): settee query $dir elo --start 995 --end 1005 --limit 5"
 "$settee" query "$dir" elo --start 995 --end 1005 --limit 5 || true
 echo
 echo "==> settee check $dir"

@@ -81,10 +81,7 @@ fn get_tags_map(doc: &Document, emit: &mut Emitter) {
     }
     value.insert("wiki".into(), json!(""));
     value.insert("taggedCards".into(), json!([]));
-    let value = Value::Object(value);
-    for card in cards {
-        emit.emit(card.clone(), value.clone());
-    }
+    emit.emit_each(cards.iter().cloned(), Value::Object(value));
 }
 
 /// The built-in `elo` view.

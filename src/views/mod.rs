@@ -2,8 +2,8 @@
 //! collation order, kept current from the replica's local sequence.
 //!
 //! ```text
-//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… rows (collation order)
-//!        │                                   │ map fns              b… doc id → its row keys
+//!  store (docs, by_seq) ──changes(since)──► index.rs ──► views tree: r… blocks of rows (collation order)
+//!        │                                   │ map fns              b… blocks: doc id → its row keys
 //!        └─ watch_update_seq (durable seq) ──┘                      s… seq, version, row count
 //!                                                           │
 //!                         query.rs (CouchDB options) ◄──────┘
@@ -13,6 +13,8 @@
 //! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
 //!   a comparison and as order-preserving bytes (ICU4X sort keys).
 //! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
+//! - `block.rs`: sorted blocks, many rows (or back-index entries) per sled
+//!   entry: their format, edits and scans.
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
 //! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
 //! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
@@ -38,6 +40,7 @@
 //! assert_eq!(result.total_rows, 0);
 //! ```
 
+mod block;
 mod builtin;
 mod collate;
 mod error;
@@ -206,7 +209,10 @@ impl Views {
     /// later may already reflect it.
     pub fn rows<'a>(&'a self, name: &'a str, q: &QueryOptions) -> Result<Rows<'a>, ViewError> {
         self.before_read(name, q.update)?;
-        let ranges = query::ranges(name, q)?;
+        let ranges = query::ranges(q)?;
+        if !self.inner.index.readable(name)? {
+            return Ok(Box::new(std::iter::empty()));
+        }
         Ok(query::walk(
             &self.inner.index.tree,
             &self.inner.replica,
@@ -227,7 +233,17 @@ impl Views {
             ..q.clone()
         };
         self.before_read(name, read.update)?;
-        let ranges = query::ranges(name, q)?;
+        let ranges = query::ranges(q)?;
+        if !self.inner.index.readable(name)? {
+            if q.update == Update::Lazy {
+                self.before_read(name, Update::Lazy)?;
+            }
+            return Ok(ViewResult {
+                total_rows: 0,
+                offset: 0,
+                rows: Vec::new(),
+            });
+        }
         let offset = match (&q.keys, ranges.first()) {
             (None, Some(first)) => {
                 query::rows_before(&self.inner.index.tree, name, first, q.descending)?

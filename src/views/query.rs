@@ -4,8 +4,11 @@
 //! `limit` and `include_docs` apply on the way out. At the bottom is a lazy
 //! iterator of rows; [`ViewResult`] collects it into CouchDB's response.
 //!
-//! This file only reads the trees; updating them is `index.rs`'s job.
+//! Rows live in sorted blocks (`block.rs`); a range starts at the block
+//! at or before its first bound. This file only reads the tree; updating
+//! it is `index.rs`'s job.
 
+use super::block::Scan;
 use super::collate::{encode_key, encode_str};
 use super::error::ViewError;
 use super::index::{view_prefix, RowData};
@@ -228,12 +231,11 @@ fn with(prefix: &[u8], key: &Value, id: Option<&str>, after: bool) -> Vec<u8> {
 }
 
 /// The byte ranges a query covers, in the order they are read.
-pub(crate) fn ranges(view: &str, q: &QueryOptions) -> Result<Vec<Range>, ViewError> {
-    let prefix = view_prefix(view);
-    let whole_lo = Bound::Included(prefix.clone());
-    let mut end = prefix.clone();
-    end.extend_from_slice(&AFTER);
-    let whole_hi = Bound::Excluded(end);
+pub(crate) fn ranges(q: &QueryOptions) -> Result<Vec<Range>, ViewError> {
+    // Bounds on row keys within the view's space (no prefix).
+    let prefix: Vec<u8> = Vec::new();
+    let whole_lo = Bound::Unbounded;
+    let whole_hi = Bound::Unbounded;
     let exact = |k: &Value| Range {
         lo: Bound::Included(with(&prefix, k, None, false)),
         hi: Bound::Excluded(with(&prefix, k, None, true)),
@@ -260,7 +262,7 @@ pub(crate) fn ranges(view: &str, q: &QueryOptions) -> Result<Vec<Range>, ViewErr
             end_key: Some(k.clone()),
             ..q.clone()
         };
-        return ranges(view, &q2);
+        return ranges(&q2);
     }
     if let (Some(s), Some(e)) = (&q.start_key, &q.end_key) {
         let order = super::collate::collate(s, e);
@@ -304,40 +306,34 @@ pub(crate) fn ranges(view: &str, q: &QueryOptions) -> Result<Vec<Range>, ViewErr
 }
 
 /// Rows of the view before the query's first range, in its direction:
-/// CouchDB's `offset` without `skip`. Costs a walk over those rows.
+/// CouchDB's `offset` without `skip`. Costs a walk over those rows (their
+/// blocks are decoded, not their JSON).
 pub(crate) fn rows_before(
     tree: &sled::Tree,
     view: &str,
     first: &Range,
     descending: bool,
 ) -> Result<u64, ViewError> {
-    let prefix = view_prefix(view);
-    let mut n = 0u64;
-    if !descending {
-        let hi = match &first.lo {
-            Bound::Included(b) => Bound::Excluded(b.clone()),
-            Bound::Excluded(b) => Bound::Included(b.clone()),
-            Bound::Unbounded => return Ok(0),
-        };
-        for k in tree
-            .range::<Vec<u8>, _>((Bound::Included(prefix), hi))
-            .keys()
-        {
-            k?;
-            n += 1;
+    let flip = |b: &Bound<Vec<u8>>| match b {
+        Bound::Included(b) => Some(Bound::Excluded(b.clone())),
+        Bound::Excluded(b) => Some(Bound::Included(b.clone())),
+        Bound::Unbounded => None,
+    };
+    let (lo, hi) = if descending {
+        match flip(&first.hi) {
+            Some(lo) => (lo, Bound::Unbounded),
+            None => return Ok(0),
         }
     } else {
-        let lo = match &first.hi {
-            Bound::Included(b) => Bound::Excluded(b.clone()),
-            Bound::Excluded(b) => Bound::Included(b.clone()),
-            Bound::Unbounded => return Ok(0),
-        };
-        let mut end = prefix;
-        end.extend_from_slice(&AFTER);
-        for k in tree.range::<Vec<u8>, _>((lo, Bound::Excluded(end))).keys() {
-            k?;
-            n += 1;
+        match flip(&first.lo) {
+            Some(hi) => (Bound::Unbounded, hi),
+            None => return Ok(0),
         }
+    };
+    let mut n = 0u64;
+    for row in Scan::new(tree, view_prefix(view), lo, hi, false)? {
+        row?;
+        n += 1;
     }
     Ok(n)
 }
@@ -352,20 +348,20 @@ pub(crate) fn walk<'a>(
 ) -> Rows<'a> {
     let descending = q.descending;
     let include_docs = q.include_docs;
+    let prefix = view_prefix(view);
     let raw = ranges.into_iter().flat_map(move |r| {
-        let it = tree.range::<Vec<u8>, _>((r.lo, r.hi));
-        let it: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if descending {
-            Box::new(it.rev())
-        } else {
-            Box::new(it)
-        };
+        let it: Box<dyn Iterator<Item = Result<sled::IVec, ViewError>>> =
+            match Scan::new(tree, prefix.clone(), r.lo, r.hi, descending) {
+                Ok(scan) => Box::new(scan),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
         it
     });
     let rows = raw
         .skip(q.skip)
         .take(q.limit.unwrap_or(usize::MAX))
         .map(move |item| {
-            let (_, v) = item?;
+            let v = item?;
             let data: RowData = serde_json::from_slice(&v).map_err(|e| ViewError::Corrupt {
                 view: view.to_owned(),
                 detail: format!("row: {e}"),

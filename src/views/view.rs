@@ -13,16 +13,38 @@ use std::sync::Arc;
 /// Collects the rows a map function emits for one document.
 #[derive(Debug, Default)]
 pub struct Emitter {
-    rows: Vec<(Value, Value)>,
+    /// Values are shared: [`Emitter::emit_each`] gives many rows one value
+    /// (a tag's, for each of its cards), so the indexer serializes it once.
+    rows: Vec<(Value, Arc<Value>)>,
 }
 
 impl Emitter {
     /// Emits one row (CouchDB's `emit(key, value)`).
     pub fn emit(&mut self, key: Value, value: Value) {
-        self.rows.push((key, value));
+        self.rows.push((key, Arc::new(value)));
     }
 
-    pub(crate) fn take(&mut self) -> Vec<(Value, Value)> {
+    /// Emits one row per key, all with the same value: what a loop of
+    /// [`Emitter::emit`] would, without a copy of the value per row.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use settee::views::View;
+    ///
+    /// let tags = View::new("tags", 1, |doc, emit| {
+    ///     if let Some(cards) = doc.body.get("taggedCards").and_then(|c| c.as_array()) {
+    ///         emit.emit_each(cards.iter().cloned(), json!({"tag": doc.id}));
+    ///     }
+    /// });
+    /// assert_eq!(tags.name(), "tags");
+    /// ```
+    pub fn emit_each(&mut self, keys: impl IntoIterator<Item = Value>, value: Value) {
+        let value = Arc::new(value);
+        self.rows
+            .extend(keys.into_iter().map(|k| (k, Arc::clone(&value))));
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<(Value, Arc<Value>)> {
         std::mem::take(&mut self.rows)
     }
 }
@@ -90,6 +112,14 @@ impl View {
 
     /// Runs the map function over one document.
     pub fn map(&self, doc: &Document) -> Vec<(Value, Value)> {
+        self.map_shared(doc)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::unwrap_or_clone(v)))
+            .collect()
+    }
+
+    /// The rows of one document, values shared as emitted.
+    pub(crate) fn map_shared(&self, doc: &Document) -> Vec<(Value, Arc<Value>)> {
         let mut emitter = Emitter::default();
         (self.map)(doc, &mut emitter);
         emitter.take()
