@@ -2,7 +2,7 @@
 //! follows the replica's local sequence to keep them current.
 //!
 //! ```text
-//!  Replica::changes(since) ──► chunk of changes (≤ durable update seq)
+//!  Replica::changes_with_documents(since) ──► chunk of changes (≤ durable update seq)
 //!        │                         │ winner body (live, non-design docs)
 //!        │                         ▼
 //!        │                  View::map per view still behind that change
@@ -317,7 +317,8 @@ impl Index {
         let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
         let mut chunks = 0;
         if since < durable {
-            let mut changes = self.replica.changes(since);
+            // Bodies come with the feed: one record read per document.
+            let mut changes = self.replica.changes_with_documents(since);
             let mut keys = KeyCache::default();
             let mut done = false;
             while !done {
@@ -353,11 +354,9 @@ impl Index {
                         done = true;
                         break;
                     }
-                    let doc = if change.doc.deleted || change.doc.id.starts_with("_design/") {
-                        None
-                    } else {
-                        self.replica.get(&change.doc.id)?.filter(|d| !d.deleted)
-                    };
+                    let id = change.doc.id.clone();
+                    let doc =
+                        Some(change.doc).filter(|d| !d.deleted && !d.id.starts_with("_design/"));
                     let per_view = active
                         .iter()
                         .map(|a| {
@@ -370,7 +369,7 @@ impl Index {
                         .collect();
                     chunk.push(Pending {
                         seq: change.seq,
-                        id: change.doc.id,
+                        id,
                         per_view,
                     });
                 }
