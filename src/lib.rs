@@ -85,6 +85,7 @@ pub use replicate::{
     pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
     PullProgress, PullResult, PullTimings,
 };
+pub use replicate::{PullState, RetryMode};
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
     AttachmentStub, BatchOutcome, Change, CheckReport, DeadLetter, DocInfo, Document, IncomingRev,

@@ -38,3 +38,5 @@ mod outbox;
 mod views;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
+// Issue 12: fault storms and the pull's retry policy and retry mode.
+mod storms;

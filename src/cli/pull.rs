@@ -3,8 +3,8 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
 use crate::{
-    Credentials, Endpoint, PullConfig, PullResult, Remote, RemoteConfig, Replica, ReplicaConfig,
-    RetryPolicy,
+    Credentials, Endpoint, PullConfig, PullResult, PullState, Remote, RemoteConfig, Replica,
+    ReplicaConfig, RetryMode, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -25,7 +25,14 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
             .unwrap_or_default();
         endpoint = endpoint.with_credentials(Some(Credentials { username, password }));
     }
-    let config = PullConfig::new(args.batch_size, args.batches_limit)?;
+    let mut config = PullConfig::new(args.batch_size, args.batches_limit)?;
+    if args.retry {
+        let mode = RetryMode::default();
+        config = config.with_retry_mode(match args.retry_attempts {
+            Some(n) => mode.with_max_attempts(n),
+            None => mode,
+        });
+    }
     let remote = Remote::new(
         endpoint,
         RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)),
@@ -66,6 +73,24 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         |p| {
             bar.set_length(p.remote_doc_count.max(p.docs_written));
             bar.set_position(p.docs_written);
+            match &p.state {
+                PullState::Paused {
+                    error,
+                    attempt,
+                    retry_in_ms,
+                } => {
+                    let msg = format!(
+                        "paused after attempt {attempt}: {error}; retrying in {:.1} s",
+                        *retry_in_ms as f64 / 1000.0
+                    );
+                    if show_bar {
+                        bar.set_message(msg);
+                    } else if !args.quiet {
+                        eprintln!("settee: {msg}");
+                    }
+                }
+                _ => bar.set_message(format!("pulling {}", remote.endpoint())),
+            }
         },
         ctrl_c,
     )

@@ -6,11 +6,12 @@
 
 use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
+use super::retry::Pace;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
 use futures::Stream;
-use reqwest::header::{HeaderValue, ACCEPT};
+use reqwest::header::{HeaderValue, ACCEPT, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -76,6 +77,8 @@ struct Inner {
     endpoint: Endpoint,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// The slow-down after 429s, shared by every request of this client.
+    pace: Pace,
     bulk_get: AtomicU8,
 }
 
@@ -102,6 +105,7 @@ impl Remote {
                 endpoint,
                 http,
                 retry: config.retry,
+                pace: Pace::default(),
                 bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
             }),
         })
@@ -159,6 +163,19 @@ impl Remote {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(RemoteError::RateLimited {
+                method: method.to_string(),
+                url: url.to_string(),
+                retry_after,
+            });
+        }
         let bytes = resp.bytes().await.map_err(transport)?;
         if status.is_success() {
             return Ok(bytes);
@@ -189,7 +206,7 @@ impl Remote {
         let what = format!("{method} {url}");
         self.inner
             .retry
-            .run(&what, || {
+            .run_paced(&self.inner.pace, &what, || {
                 self.send_once(method.clone(), url, body, accept_any)
             })
             .await
@@ -206,7 +223,7 @@ impl Remote {
         // connection shows up as "EOF while parsing", which is transient.
         self.inner
             .retry
-            .run(&what, || async {
+            .run_paced(&self.inner.pace, &what, || async {
                 let bytes = self.send_once(method.clone(), url, body, false).await?;
                 serde_json::from_slice(&bytes).map_err(|e| RemoteError::InvalidResponse {
                     method: method.to_string(),
