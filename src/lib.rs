@@ -77,6 +77,7 @@ mod sync;
 pub mod views;
 
 pub use error::{Error, Result};
+pub use remote::Auth;
 pub use remote::{
     BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
     Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,

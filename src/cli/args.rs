@@ -161,6 +161,15 @@ pub struct PullArgs {
     /// never).
     #[arg(long, requires = "retry")]
     pub retry_attempts: Option<u32>,
+    /// Log in with a CouchDB cookie session (`POST /_session` with the user
+    /// name and password, renewed on expiry) instead of sending them with
+    /// every request.
+    #[arg(long, conflicts_with = "token")]
+    pub session: bool,
+    /// A bearer token (JWT) sent instead of the user name and password;
+    /// better passed via SETTEE_TOKEN.
+    #[arg(long, env = "SETTEE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// User name (overrides the one in the URL).
     #[arg(long)]
     pub user: Option<String>,

@@ -3,7 +3,7 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
 use crate::{
-    Credentials, Endpoint, PullConfig, PullResult, PullState, Remote, RemoteConfig, Replica,
+    Auth, Credentials, Endpoint, PullConfig, PullResult, PullState, Remote, RemoteConfig, Replica,
     ReplicaConfig, RetryMode, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -33,9 +33,16 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
             None => mode,
         });
     }
+    let auth = match (&args.token, args.session) {
+        (Some(token), _) => Auth::Bearer(token.clone()),
+        (None, true) => Auth::Session,
+        (None, false) => Auth::Basic,
+    };
     let remote = Remote::new(
         endpoint,
-        RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)),
+        RemoteConfig::default()
+            .with_retry(RetryPolicy::with_retries(args.retries))
+            .with_auth(auth),
     )?;
     let fresh = Fresh::before_open(&args.dir);
     let replica = Replica::open(

@@ -4,6 +4,7 @@
 //! It owns nothing but a connection pool and what it learned about the
 //! server (whether `_bulk_get` exists). It never writes to the remote.
 
+use super::auth::{Auth, SessionCookie};
 use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
 use super::retry::Pace;
@@ -31,6 +32,8 @@ pub struct RemoteConfig {
     pub connect_timeout: Duration,
     /// What to do about transient failures.
     pub retry: RetryPolicy,
+    /// How requests authenticate (basic auth by default).
+    pub auth: Auth,
 }
 
 impl Default for RemoteConfig {
@@ -39,6 +42,7 @@ impl Default for RemoteConfig {
             request_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -49,7 +53,22 @@ impl RemoteConfig {
         self.retry = retry;
         self
     }
+
+    /// The same settings with another way to authenticate.
+    ///
+    /// ```
+    /// use settee::{Auth, RemoteConfig};
+    /// let config = RemoteConfig::default().with_auth(Auth::Session);
+    /// assert_eq!(config.auth, Auth::Session);
+    /// ```
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
 }
+
+/// A request of a cookie session was answered 401: log in again.
+struct Expired;
 
 const BULK_GET_UNKNOWN: u8 = 0;
 const BULK_GET_YES: u8 = 1;
@@ -77,6 +96,8 @@ struct Inner {
     endpoint: Endpoint,
     http: reqwest::Client,
     retry: RetryPolicy,
+    auth: Auth,
+    session: SessionCookie,
     /// The slow-down after 429s, shared by every request of this client.
     pace: Pace,
     bulk_get: AtomicU8,
@@ -105,6 +126,8 @@ impl Remote {
                 endpoint,
                 http,
                 retry: config.retry,
+                auth: config.auth,
+                session: SessionCookie::default(),
                 pace: Pace::default(),
                 bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
             }),
@@ -122,8 +145,18 @@ impl Remote {
         &self.inner.http
     }
 
+    pub(super) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub(super) fn session(&self) -> &SessionCookie {
+        &self.inner.session
+    }
+
     /// Sends one request and reads the whole body, mapping every failure to
-    /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`].
+    /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`]. In a
+    /// cookie session, a 401 (the session expired) logs in again and sends
+    /// the request once more.
     async fn send_once(
         &self,
         method: Method,
@@ -131,10 +164,39 @@ impl Remote {
         body: Option<&Value>,
         accept_any: bool,
     ) -> Result<Bytes, RemoteError> {
-        let mut req = self.inner.http.request(method.clone(), url.clone());
-        if let Some(c) = self.inner.endpoint.credentials() {
-            req = req.basic_auth(&c.username, Some(&c.password));
+        match self
+            .send_authorized(method.clone(), url, body, accept_any)
+            .await
+        {
+            Err(Expired) => match self
+                .send_authorized(method.clone(), url, body, accept_any)
+                .await
+            {
+                Ok(r) => r,
+                Err(Expired) => Err(RemoteError::Http {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    status: StatusCode::UNAUTHORIZED,
+                    error: "unauthorized".to_owned(),
+                    reason: "the new session was refused too".to_owned(),
+                }),
+            },
+            Ok(r) => r,
         }
+    }
+
+    async fn send_authorized(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        accept_any: bool,
+    ) -> Result<Result<Bytes, RemoteError>, Expired> {
+        let req = self.inner.http.request(method.clone(), url.clone());
+        let (mut req, had_session) = match self.authorize(req).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -161,39 +223,52 @@ impl Remote {
                 }
             }
         };
-        let resp = req.send().await.map_err(transport)?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Ok(Err(transport(e))),
+        };
         let status = resp.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(RemoteError::RateLimited {
+        if self
+            .after_response(status, resp.headers(), had_session)
+            .await
+        {
+            return Err(Expired);
+        }
+        Ok(async {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                return Err(RemoteError::RateLimited {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    retry_after,
+                });
+            }
+            let bytes = resp.bytes().await.map_err(transport)?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => (
+                    v.get("error").and_then(Value::as_str).map(str::to_owned),
+                    v.get("reason").and_then(Value::as_str).map(str::to_owned),
+                ),
+                Err(_) => (None, Some(excerpt(&bytes))),
+            };
+            Err(RemoteError::Http {
                 method: method.to_string(),
                 url: url.to_string(),
-                retry_after,
-            });
+                status,
+                error: error
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+                reason: reason.unwrap_or_default(),
+            })
         }
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => (
-                v.get("error").and_then(Value::as_str).map(str::to_owned),
-                v.get("reason").and_then(Value::as_str).map(str::to_owned),
-            ),
-            Err(_) => (None, Some(excerpt(&bytes))),
-        };
-        Err(RemoteError::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            status,
-            error: error.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            reason: reason.unwrap_or_default(),
-        })
+        .await)
     }
 
     async fn send(

@@ -7,6 +7,7 @@
 //! decides how transient failures are retried. Nothing here touches the
 //! local store.
 
+mod auth;
 mod client;
 pub(crate) mod endpoint;
 mod error;
@@ -14,6 +15,7 @@ mod push;
 mod retry;
 mod types;
 
+pub use auth::Auth;
 pub use client::{Remote, RemoteConfig};
 pub use endpoint::{Credentials, Endpoint};
 pub use error::RemoteError;

@@ -477,6 +477,7 @@ struct State {
     requests: Vec<String>,
     fired: usize,
     storm: Option<StormState>,
+    heads: Vec<String>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -549,9 +550,17 @@ impl FaultProxy {
             .count()
     }
 
-    /// Forgets the recorded request lines.
+    /// Forgets the recorded request lines (and heads).
     pub fn clear_requests(&self) {
-        lock(&self.state).requests.clear();
+        let mut st = lock(&self.state);
+        st.requests.clear();
+        st.heads.clear();
+    }
+
+    /// Every request head seen so far (request line and headers, as
+    /// received), in arrival order: for asserting on headers.
+    pub fn request_heads(&self) -> Vec<String> {
+        lock(&self.state).heads.clone()
     }
 
     /// How many times any rule has fired (skipped requests not included).
@@ -618,6 +627,9 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
     };
     let head = &buf[..head_end - 4];
     let line = String::from_utf8_lossy(lines(head).next().unwrap_or_default()).into_owned();
+    lock(&state)
+        .heads
+        .push(String::from_utf8_lossy(head).into_owned());
     let fault = decide(&state, &line);
     let fwd_head = rewrite_head(
         head,
