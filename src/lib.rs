@@ -67,6 +67,8 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 mod outbox;
 pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
 mod remote;

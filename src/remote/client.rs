@@ -67,6 +67,31 @@ impl RemoteConfig {
     }
 }
 
+/// A `_bulk_get` answer: per document, its revisions or errors.
+#[derive(serde::Deserialize)]
+pub(crate) struct BulkGetAnswer {
+    results: Vec<BulkGetEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkGetEntry {
+    id: String,
+    docs: Vec<FetchedEntry>,
+}
+
+impl BulkGetAnswer {
+    /// The answer's revisions, in order.
+    pub(crate) fn into_fetched(self) -> Vec<FetchedRev> {
+        self.results
+            .into_iter()
+            .flat_map(|e| {
+                let id = e.id;
+                e.docs.into_iter().map(move |d| d.into_fetched(&id))
+            })
+            .collect()
+    }
+}
+
 /// A request of a cookie session was answered 401: log in again.
 struct Expired;
 
@@ -519,15 +544,6 @@ impl Remote {
         &self,
         wanted: &[(String, Vec<String>)],
     ) -> Result<Vec<FetchedRev>, RemoteError> {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            results: Vec<Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            id: String,
-            docs: Vec<FetchedEntry>,
-        }
         let mut url = self.inner.endpoint.db_path("_bulk_get");
         url.query_pairs_mut()
             .append_pair("revs", "true")
@@ -541,15 +557,8 @@ impl Remote {
             })
             .collect();
         let body = serde_json::json!({ "docs": docs });
-        let answer: Answer = self.json(Method::POST, &url, Some(&body)).await?;
-        Ok(answer
-            .results
-            .into_iter()
-            .flat_map(|e| {
-                let id = e.id;
-                e.docs.into_iter().map(move |d| d.into_fetched(&id))
-            })
-            .collect())
+        let answer: BulkGetAnswer = self.json(Method::POST, &url, Some(&body)).await?;
+        Ok(answer.into_fetched())
     }
 
     /// `GET /db/{id}?revs=true&latest=true&open_revs=[...]`.

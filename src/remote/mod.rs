@@ -8,7 +8,7 @@
 //! local store.
 
 mod auth;
-mod client;
+pub(crate) mod client;
 pub(crate) mod endpoint;
 mod error;
 mod push;
