@@ -101,6 +101,8 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 mod outbox;
 pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
 mod remote;
@@ -111,6 +113,7 @@ mod sync;
 pub mod views;
 
 pub use error::{Error, Result};
+pub use remote::Auth;
 pub use remote::{
     BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
     Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,
@@ -119,6 +122,7 @@ pub use replicate::{
     pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
     PullConfigBuilder, PullProgress, PullResult, PullTimings, ReplicaStatus,
 };
+pub use replicate::{PullState, RetryMode};
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
     AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, DocumentChange,

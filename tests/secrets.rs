@@ -133,3 +133,110 @@ async fn credentials_appear_in_no_log_error_status_or_replica_file() {
         assert_absent(&file.display().to_string(), &bytes, &secrets);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_and_bearer_tokens_appear_in_no_log_error_status_or_replica_file() {
+    let db = TestDb::seeded("secrets-auth", &["--cards", "10", "--extras"]).await;
+    let s = server();
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("rep");
+    let rep_s = rep.to_str().unwrap();
+
+    // A cookie session through the proxy, which shows the cookie the
+    // command used: neither it nor the password may show anywhere.
+    let out = settee_traced(&["pull", "--session", &db.url_via(&proxy.url()), rep_s]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.len() > 1000, "trace logging is on");
+    assert_eq!(proxy.count("POST /_session"), 1);
+    let cookie = proxy
+        .request_heads()
+        .iter()
+        .flat_map(|h| h.lines().map(str::to_owned).collect::<Vec<_>>())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("cookie")
+                .then(|| v.trim().trim_start_matches("AuthSession=").to_owned())
+        })
+        .expect("the command sent a session cookie");
+    assert!(cookie.len() > 8, "{cookie}");
+    let mut secrets = forms(&s.user, &s.password);
+    secrets.push(cookie.into_bytes());
+    assert_absent("session pull stdout", &out.stdout, &secrets);
+    assert_absent("session pull stderr (trace)", &out.stderr, &secrets);
+
+    // A bearer token, on the command line and in SETTEE_TOKEN; PouchDB
+    // Server ignores it, so the pull may fail: either way, no token.
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZXR0ZWUtc2VjcmV0LXRva2VuIn0.c2lnLTQ3MTE";
+    let plain_url = format!("{}/{}", proxy.url(), enc(&db.name));
+    let out = settee_traced(&[
+        "pull",
+        "--retries",
+        "0",
+        "--token",
+        token,
+        &plain_url,
+        rep_s,
+    ]);
+    assert!(matches!(out.status.code(), Some(0 | 2 | 3)), "{out:?}");
+    secrets.push(token.as_bytes().to_vec());
+    assert_absent("bearer pull stdout", &out.stdout, &secrets);
+    assert_absent("bearer pull stderr (trace)", &out.stderr, &secrets);
+    let out = Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args([
+            "--log",
+            "trace",
+            "pull",
+            "--retries",
+            "0",
+            &plain_url,
+            rep_s,
+        ])
+        .env("SETTEE_TOKEN", token)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run settee");
+    assert!(matches!(out.status.code(), Some(0 | 2 | 3)), "{out:?}");
+    assert_absent("bearer (env) pull stdout", &out.stdout, &secrets);
+    assert_absent("bearer (env) pull stderr (trace)", &out.stderr, &secrets);
+    let sent = proxy
+        .request_heads()
+        .iter()
+        .filter(|h| {
+            h.to_ascii_lowercase().contains(&format!(
+                "authorization: bearer {}",
+                token.to_ascii_lowercase()
+            ))
+        })
+        .count();
+    assert!(sent >= 2, "the token was sent by both commands");
+
+    // A refused session: the error names /_session, never the password.
+    let wrong = "settee-not-the-password-c0ok";
+    let bad = format!(
+        "{}/{}",
+        server::with_userinfo(&s.base, &format!("{}:{wrong}", s.user)),
+        enc(&db.name)
+    );
+    let out = settee_traced(&["pull", "--session", "--retries", "0", &bad, rep_s]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("_session"));
+    let wrong_forms = forms(&s.user, wrong);
+    assert_absent("refused session stderr", &out.stderr, &wrong_forms);
+    assert_absent("refused session stdout", &out.stdout, &wrong_forms);
+
+    for args in [vec!["status", rep_s, "--json"], vec!["status", rep_s]] {
+        let out = settee_traced(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert_absent(&format!("{args:?} stdout"), &out.stdout, &secrets);
+    }
+    for file in files(&rep) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert_absent(&file.display().to_string(), &bytes, &secrets);
+    }
+}

@@ -40,3 +40,7 @@ mod views;
 mod pull_fast;
 // Issue 11: the public library API on its own.
 mod api;
+// Issue 12: fault storms and the pull's retry policy and retry mode.
+mod storms;
+// Issue 12: cookie sessions and bearer tokens.
+mod auth;

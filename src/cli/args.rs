@@ -148,9 +148,28 @@ pub struct PullArgs {
     /// Batches fetched at once.
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
-    /// Retries of a failed request (5xx, timeouts, broken connections).
-    #[arg(long, default_value_t = 4)]
+    /// Retries of a failed request (5xx, 408, 429, timeouts, broken
+    /// connections), with backoff from 0.25 s.
+    #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Retry mode: when a request's retries run out, pause and start over
+    /// from the last checkpoint instead of failing (like PouchDB's
+    /// `retry: true`); Ctrl-C ends it.
+    #[arg(long)]
+    pub retry: bool,
+    /// In retry mode, give up after this many failed attempts (default:
+    /// never).
+    #[arg(long, requires = "retry")]
+    pub retry_attempts: Option<u32>,
+    /// Log in with a CouchDB cookie session (`POST /_session` with the user
+    /// name and password, renewed on expiry) instead of sending them with
+    /// every request.
+    #[arg(long, conflicts_with = "token")]
+    pub session: bool,
+    /// A bearer token (JWT) sent instead of the user name and password;
+    /// better passed via SETTEE_TOKEN.
+    #[arg(long, env = "SETTEE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// User name (overrides the one in the URL).
     #[arg(long)]
     pub user: Option<String>,
@@ -282,8 +301,9 @@ pub struct SyncArgs {
     /// Databases pulling at the same time.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent: usize,
-    /// Retries of a failed request (5xx, timeouts, broken connections).
-    #[arg(long, default_value_t = 4)]
+    /// Retries of a failed request (5xx, 408, 429, timeouts, broken
+    /// connections), with backoff from 0.25 s.
+    #[arg(long, default_value_t = 5)]
     pub retries: u32,
     /// User name (overrides the one in the URL).
     #[arg(long)]

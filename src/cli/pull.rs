@@ -3,7 +3,8 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
 use crate::{
-    Endpoint, PullConfig, PullResult, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy,
+    Auth, Endpoint, PullConfig, PullResult, PullState, Remote, RemoteConfig, Replica,
+    ReplicaConfig, RetryMode, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -11,13 +12,27 @@ use std::io::{IsTerminal, Write};
 pub(crate) async fn run(args: PullArgs) -> CliResult {
     let endpoint =
         Endpoint::parse(&args.db_url)?.merge_credentials(args.user.clone(), args.password.clone());
-    let config = PullConfig::builder()
+    let mut builder = PullConfig::builder()
         .batch_size(args.batch_size)
-        .batches_limit(args.batches_limit)
-        .build()?;
+        .batches_limit(args.batches_limit);
+    if args.retry {
+        let mode = RetryMode::default();
+        builder = builder.retry_mode(match args.retry_attempts {
+            Some(n) => mode.with_max_attempts(n),
+            None => mode,
+        });
+    }
+    let config = builder.build()?;
+    let auth = match (&args.token, args.session) {
+        (Some(token), _) => Auth::Bearer(token.clone()),
+        (None, true) => Auth::Session,
+        (None, false) => Auth::Basic,
+    };
     let remote = Remote::new(
         endpoint,
-        RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)),
+        RemoteConfig::default()
+            .with_retry(RetryPolicy::with_retries(args.retries))
+            .with_auth(auth),
     )?;
     let fresh = Fresh::before_open(&args.dir);
     let replica = Replica::open(
@@ -55,6 +70,24 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         |p| {
             bar.set_length(p.remote_doc_count.max(p.docs_written));
             bar.set_position(p.docs_written);
+            match &p.state {
+                PullState::Paused {
+                    error,
+                    attempt,
+                    retry_in_ms,
+                } => {
+                    let msg = format!(
+                        "paused after attempt {attempt}: {error}; retrying in {:.1} s",
+                        *retry_in_ms as f64 / 1000.0
+                    );
+                    if show_bar {
+                        bar.set_message(msg);
+                    } else if !args.quiet {
+                        eprintln!("settee: {msg}");
+                    }
+                }
+                _ => bar.set_message(format!("pulling {}", remote.endpoint())),
+            }
         },
         ctrl_c,
     )

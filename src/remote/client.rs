@@ -4,13 +4,15 @@
 //! It owns nothing but a connection pool and what it learned about the
 //! server (whether `_bulk_get` exists). It never writes to the remote.
 
+use super::auth::{Auth, SessionCookie};
 use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
+use super::retry::Pace;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
 use futures::Stream;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -58,6 +60,8 @@ pub struct RemoteConfig {
     pub client: Option<reqwest::Client>,
     /// What to do about transient failures.
     pub retry: RetryPolicy,
+    /// How requests authenticate (basic auth by default).
+    pub auth: Auth,
 }
 
 impl Default for RemoteConfig {
@@ -70,6 +74,7 @@ impl Default for RemoteConfig {
             user_agent: None,
             client: None,
             retry: RetryPolicy::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -118,7 +123,47 @@ impl RemoteConfig {
         self.client = Some(client);
         self
     }
+
+    /// The same settings with another way to authenticate.
+    ///
+    /// ```
+    /// use settee::{Auth, RemoteConfig};
+    /// let config = RemoteConfig::default().with_auth(Auth::Session);
+    /// assert_eq!(config.auth, Auth::Session);
+    /// ```
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
 }
+
+/// A `_bulk_get` answer: per document, its revisions or errors.
+#[derive(serde::Deserialize)]
+pub(crate) struct BulkGetAnswer {
+    results: Vec<BulkGetEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkGetEntry {
+    id: String,
+    docs: Vec<FetchedEntry>,
+}
+
+impl BulkGetAnswer {
+    /// The answer's revisions, in order.
+    pub(crate) fn into_fetched(self) -> Vec<FetchedRev> {
+        self.results
+            .into_iter()
+            .flat_map(|e| {
+                let id = e.id;
+                e.docs.into_iter().map(move |d| d.into_fetched(&id))
+            })
+            .collect()
+    }
+}
+
+/// A request of a cookie session was answered 401: log in again.
+struct Expired;
 
 const BULK_GET_UNKNOWN: u8 = 0;
 const BULK_GET_YES: u8 = 1;
@@ -149,6 +194,10 @@ struct Inner {
     /// same name (so they apply to a caller's own client too).
     headers: HeaderMap,
     retry: RetryPolicy,
+    auth: Auth,
+    session: SessionCookie,
+    /// The slow-down after 429s, shared by every request of this client.
+    pace: Pace,
     bulk_get: AtomicU8,
 }
 
@@ -197,6 +246,9 @@ impl Remote {
                 http,
                 headers,
                 retry: config.retry,
+                auth: config.auth,
+                session: SessionCookie::default(),
+                pace: Pace::default(),
                 bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
             }),
         })
@@ -221,8 +273,18 @@ impl Remote {
             .headers(self.inner.headers.clone())
     }
 
+    pub(super) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub(super) fn session(&self) -> &SessionCookie {
+        &self.inner.session
+    }
+
     /// Sends one request and reads the whole body, mapping every failure to
-    /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`].
+    /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`]. In a
+    /// cookie session, a 401 (the session expired) logs in again and sends
+    /// the request once more.
     async fn send_once(
         &self,
         method: Method,
@@ -230,10 +292,39 @@ impl Remote {
         body: Option<&Value>,
         accept_any: bool,
     ) -> Result<Bytes, RemoteError> {
-        let mut req = self.request(method.clone(), url.clone());
-        if let Some(c) = self.inner.endpoint.credentials() {
-            req = req.basic_auth(&c.username, Some(&c.password));
+        match self
+            .send_authorized(method.clone(), url, body, accept_any)
+            .await
+        {
+            Err(Expired) => match self
+                .send_authorized(method.clone(), url, body, accept_any)
+                .await
+            {
+                Ok(r) => r,
+                Err(Expired) => Err(RemoteError::Http {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    status: StatusCode::UNAUTHORIZED,
+                    error: "unauthorized".to_owned(),
+                    reason: "the new session was refused too".to_owned(),
+                }),
+            },
+            Ok(r) => r,
         }
+    }
+
+    async fn send_authorized(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        accept_any: bool,
+    ) -> Result<Result<Bytes, RemoteError>, Expired> {
+        let req = self.request(method.clone(), url.clone());
+        let (mut req, had_session) = match self.authorize(req).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -263,26 +354,52 @@ impl Remote {
                 }
             }
         };
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => (
-                v.get("error").and_then(Value::as_str).map(str::to_owned),
-                v.get("reason").and_then(Value::as_str).map(str::to_owned),
-            ),
-            Err(_) => (None, Some(excerpt(&bytes))),
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Ok(Err(transport(e))),
         };
-        Err(RemoteError::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            status,
-            error: error.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            reason: reason.unwrap_or_default(),
-        })
+        let status = resp.status();
+        if self
+            .after_response(status, resp.headers(), had_session)
+            .await
+        {
+            return Err(Expired);
+        }
+        Ok(async {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                return Err(RemoteError::RateLimited {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    retry_after,
+                });
+            }
+            let bytes = resp.bytes().await.map_err(transport)?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => (
+                    v.get("error").and_then(Value::as_str).map(str::to_owned),
+                    v.get("reason").and_then(Value::as_str).map(str::to_owned),
+                ),
+                Err(_) => (None, Some(excerpt(&bytes))),
+            };
+            Err(RemoteError::Http {
+                method: method.to_string(),
+                url: url.to_string(),
+                status,
+                error: error
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+                reason: reason.unwrap_or_default(),
+            })
+        }
+        .await)
     }
 
     async fn send(
@@ -295,7 +412,7 @@ impl Remote {
         let what = format!("{method} {url}");
         self.inner
             .retry
-            .run(&what, || {
+            .run_paced(&self.inner.pace, &what, || {
                 self.send_once(method.clone(), url, body, accept_any)
             })
             .await
@@ -312,7 +429,7 @@ impl Remote {
         // connection shows up as "EOF while parsing", which is transient.
         self.inner
             .retry
-            .run(&what, || async {
+            .run_paced(&self.inner.pace, &what, || async {
                 let bytes = self.send_once(method.clone(), url, body, false).await?;
                 serde_json::from_slice(&bytes).map_err(|e| RemoteError::InvalidResponse {
                     method: method.to_string(),
@@ -533,15 +650,6 @@ impl Remote {
         &self,
         wanted: &[(String, Vec<String>)],
     ) -> Result<Vec<FetchedRev>, RemoteError> {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            results: Vec<Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            id: String,
-            docs: Vec<FetchedEntry>,
-        }
         let mut url = self.inner.endpoint.db_path("_bulk_get");
         url.query_pairs_mut()
             .append_pair("revs", "true")
@@ -555,15 +663,8 @@ impl Remote {
             })
             .collect();
         let body = serde_json::json!({ "docs": docs });
-        let answer: Answer = self.json(Method::POST, &url, Some(&body)).await?;
-        Ok(answer
-            .results
-            .into_iter()
-            .flat_map(|e| {
-                let id = e.id;
-                e.docs.into_iter().map(move |d| d.into_fetched(&id))
-            })
-            .collect())
+        let answer: BulkGetAnswer = self.json(Method::POST, &url, Some(&body)).await?;
+        Ok(answer.into_fetched())
     }
 
     /// `GET /db/{id}?revs=true&latest=true&open_revs=[...]`.

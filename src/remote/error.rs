@@ -72,8 +72,9 @@ pub enum RemoteError {
     },
 
     /// The server asked the client to slow down (HTTP 429), possibly saying
-    /// for how long (`Retry-After`). Only the push requests report it this
-    /// way; the pull's requests retry a 429 as [`RemoteError::Http`].
+    /// for how long (`Retry-After`). The pull's requests retry it (waiting
+    /// at least `Retry-After` and slowing down, see [`crate::RetryPolicy`]);
+    /// the push's are sent once and leave it to the outbox worker.
     #[error("{method} {url}: HTTP 429 too many requests{after}; the server is busy, retry later", after = retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
     RateLimited {
         /// The HTTP method.

@@ -7,13 +7,15 @@
 //! decides how transient failures are retried. Nothing here touches the
 //! local store.
 
-mod client;
+mod auth;
+pub(crate) mod client;
 pub(crate) mod endpoint;
 mod error;
 mod push;
 mod retry;
 mod types;
 
+pub use auth::Auth;
 pub use client::{Remote, RemoteConfig};
 pub use endpoint::{Credentials, Endpoint};
 pub use error::RemoteError;

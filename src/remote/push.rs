@@ -103,10 +103,10 @@ impl Remote {
     /// typed errors, a 429 with its `Retry-After`.
     async fn post_once(&self, url: &Url, body: &Value) -> Result<bytes::Bytes, RemoteError> {
         let method = Method::POST;
-        let mut req = self.request(method.clone(), url.clone()).json(body);
-        if let Some(c) = self.endpoint().credentials() {
-            req = req.basic_auth(&c.username, Some(&c.password));
-        }
+        let req = self.request(method.clone(), url.clone()).json(body);
+        // A 401 to a session is the outbox's to handle (it pauses); the
+        // session is dropped so its next round logs in again.
+        let (req, had_session) = self.authorize(req).await?;
         let transport = |e: reqwest::Error| {
             let url = url.to_string();
             if e.is_timeout() {
@@ -131,6 +131,8 @@ impl Remote {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        self.after_response(status, resp.headers(), had_session)
+            .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = resp
                 .headers()

@@ -48,6 +48,12 @@ impl PullConfigBuilder {
         self
     }
 
+    /// Keep the pull alive across outages (see [`PullConfig::retry_mode`]).
+    pub fn retry_mode(mut self, mode: super::RetryMode) -> Self {
+        self.config.retry_mode = Some(mode);
+        self
+    }
+
     /// The settings, checked.
     ///
     /// # Errors

@@ -23,12 +23,14 @@
 mod batch;
 mod checkpoint;
 mod doc;
+mod retry_mode;
 
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};
 mod config;
 pub use config::PullConfigBuilder;
 mod status;
+pub use retry_mode::{PullState, RetryMode};
 pub use status::ReplicaStatus;
 
 use crate::remote::{Remote, Seq};
@@ -53,6 +55,9 @@ pub struct PullConfig {
     /// (`None`: no limit). A larger revision fails alone (`too_large`) and
     /// stays on the retry list, so a later pull with a higher limit takes it.
     pub max_doc_bytes: Option<usize>,
+    /// The retry mode (PouchDB's `retry: true`; `None`, the default: a
+    /// pull fails once a request's retries run out). See [`RetryMode`].
+    pub retry_mode: Option<RetryMode>,
 }
 
 impl Default for PullConfig {
@@ -63,6 +68,7 @@ impl Default for PullConfig {
             batch_size: 1000,
             batches_limit: 5,
             max_doc_bytes: None,
+            retry_mode: None,
         }
     }
 }
@@ -75,6 +81,7 @@ impl PullConfig {
             batch_size,
             batches_limit,
             max_doc_bytes: None,
+            retry_mode: None,
         };
         config.validate()?;
         Ok(config)
@@ -84,6 +91,21 @@ impl PullConfig {
     /// [`PullConfig::max_doc_bytes`]).
     pub fn with_max_doc_bytes(mut self, limit: usize) -> Self {
         self.max_doc_bytes = Some(limit);
+        self
+    }
+
+    /// The same settings in retry mode: the pull outlives outages,
+    /// reporting [`PullState::Paused`] and [`PullState::Active`] progress
+    /// events, until it completes, `mode`'s attempts run out or the
+    /// shutdown future of [`pull_until`] completes.
+    ///
+    /// ```
+    /// use settee::{PullConfig, RetryMode};
+    /// let config = PullConfig::default().with_retry_mode(RetryMode::default().with_max_attempts(20));
+    /// assert!(config.retry_mode.is_some());
+    /// ```
+    pub fn with_retry_mode(mut self, mode: RetryMode) -> Self {
+        self.retry_mode = Some(mode);
         self
     }
 
@@ -151,6 +173,10 @@ pub struct PullProgress {
     pub remote_doc_count: u64,
     /// Time since the pull started, milliseconds.
     pub elapsed_ms: u64,
+    /// Moving, or (in retry mode) waiting to start over; flattened into
+    /// the JSON as `"state": "active"` or `"state": "paused"`.
+    #[serde(flatten)]
+    pub state: PullState,
 }
 
 /// Where a pull's time went, in milliseconds of wall time.
@@ -267,10 +293,150 @@ pub async fn pull_until(
         signal: Box::pin(shutdown),
         seen: false,
     };
-    let result = run(replica, remote, config, on_progress, &mut stop).await;
+    let result = match &config.retry_mode {
+        None => run(replica, remote, config, on_progress, &mut stop).await,
+        Some(mode) => run_retrying(replica, remote, config, mode, on_progress, &mut stop).await,
+    };
     // Aborted fetch tasks may have left a blocking diff running.
     replica.blocking_idle().await;
     result
+}
+
+/// [`run`] again and again in retry mode (see `retry_mode.rs`): after a
+/// failure worth retrying, a paused event, a pause cut short by shutdown,
+/// an active event and a new attempt from the last checkpoint; after a
+/// completed pass with per-document failures, up to `failure_passes` more.
+/// Counters in events and in the result add up every attempt;
+/// `start_seq` is the last attempt's.
+async fn run_retrying<F: std::future::Future<Output = ()>>(
+    replica: &Replica,
+    remote: &Remote,
+    config: &PullConfig,
+    mode: &RetryMode,
+    mut on_progress: impl FnMut(&PullProgress) + Send,
+    stop: &mut Stop<F>,
+) -> Result<PullResult> {
+    let started = Instant::now();
+    let mut base = Carried::default();
+    let mut last: Option<PullProgress> = None;
+    let mut failed = 0u32;
+    let mut passes = 0u32;
+    loop {
+        let outcome = {
+            let base = &base;
+            let last = &mut last;
+            let on_progress = &mut on_progress;
+            run(
+                replica,
+                remote,
+                config,
+                move |p: &PullProgress| {
+                    let mut p = p.clone();
+                    base.add_to(&mut p);
+                    p.elapsed_ms = started.elapsed().as_millis() as u64;
+                    on_progress(&p);
+                    *last = Some(p);
+                },
+                stop,
+            )
+            .await
+        };
+        let error = match outcome {
+            Ok(mut r) => {
+                base.add_to_result(&mut r);
+                if r.interrupted || r.doc_write_failures == 0 || passes >= mode.failure_passes {
+                    return Ok(r);
+                }
+                passes += 1;
+                tracing::warn!(
+                    failures = r.doc_write_failures,
+                    pass = passes,
+                    "pull completed with per-document failures; retry mode fetches them again"
+                );
+                base = Carried::from_result(&r);
+                continue;
+            }
+            Err(e) => e,
+        };
+        if !retry_mode::worth_retrying(&error) || !mode.allows(failed + 1) || stop.requested() {
+            return Err(error);
+        }
+        failed += 1;
+        if let Some(p) = &last {
+            base = Carried::from_progress(p);
+        }
+        let pause = mode.pause(failed);
+        tracing::warn!(%error, attempt = failed, ?pause,
+            "pull failed; retry mode starts over from the last checkpoint after a pause");
+        let mut event = last.clone().unwrap_or_else(|| PullProgress {
+            batches: 0,
+            changes_read: 0,
+            docs_read: 0,
+            docs_written: 0,
+            doc_write_failures: 0,
+            last_seq: Seq::zero(),
+            remote_doc_count: 0,
+            elapsed_ms: 0,
+            state: PullState::Active,
+        });
+        event.elapsed_ms = started.elapsed().as_millis() as u64;
+        event.state = PullState::Paused {
+            error: error.to_string(),
+            attempt: failed,
+            retry_in_ms: pause.as_millis() as u64,
+        };
+        on_progress(&event);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.wait() => return Err(error),
+        }
+        event.state = PullState::Active;
+        event.elapsed_ms = started.elapsed().as_millis() as u64;
+        on_progress(&event);
+    }
+}
+
+/// Counters of earlier attempts, added to a later attempt's.
+#[derive(Default)]
+struct Carried {
+    batches: u64,
+    changes_read: u64,
+    docs_read: u64,
+    docs_written: u64,
+}
+
+impl Carried {
+    fn from_progress(p: &PullProgress) -> Self {
+        Carried {
+            batches: p.batches,
+            changes_read: p.changes_read,
+            docs_read: p.docs_read,
+            docs_written: p.docs_written,
+        }
+    }
+
+    fn from_result(r: &PullResult) -> Self {
+        Carried {
+            batches: r.batches,
+            changes_read: r.changes_read,
+            docs_read: r.docs_read,
+            docs_written: r.docs_written,
+        }
+    }
+
+    fn add_to(&self, p: &mut PullProgress) {
+        p.batches += self.batches;
+        p.changes_read += self.changes_read;
+        p.docs_read += self.docs_read;
+        p.docs_written += self.docs_written;
+    }
+
+    fn add_to_result(&self, r: &mut PullResult) {
+        r.batches += self.batches;
+        r.changes_read += self.changes_read;
+        r.docs_read += self.docs_read;
+        r.docs_written += self.docs_written;
+    }
 }
 
 /// The shutdown future and whether it has completed (a completed future
@@ -520,6 +686,7 @@ async fn run<F: std::future::Future<Output = ()>>(
             last_seq: result.last_seq.clone(),
             remote_doc_count: info.doc_count,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            state: PullState::Active,
         });
     }
     drop(producer);
@@ -631,6 +798,7 @@ mod tests {
                 batch_size: 1000,
                 batches_limit: 5,
                 max_doc_bytes: None,
+                retry_mode: None,
             }
         );
     }

@@ -103,6 +103,150 @@ pub enum Fault {
         /// The body, sent with a correct `Content-Length`.
         body: Vec<u8>,
     },
+    /// Forward, then send upstream's status and headers with a
+    /// `Content-Length` for the full body but only its first half, and
+    /// close: a body cut halfway whatever its size.
+    TruncateHalf,
+    /// Close the client socket with a TCP reset (`SO_LINGER` 0), without
+    /// sending any response.
+    Reset,
+}
+
+/// One kind of fault a [`Storm`] injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StormFault {
+    /// 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// 500 with CouchDB's error body.
+    ServerError,
+    /// 503 with CouchDB's error body.
+    Unavailable,
+    /// A TCP reset instead of an answer.
+    Reset,
+    /// The request held for [`Storm::stall_ms`] before it is forwarded.
+    Stall,
+    /// The answer's body cut halfway.
+    CutHalfway,
+    /// The answer's body replaced by invalid JSON of the same length.
+    CorruptJson,
+}
+
+impl StormFault {
+    /// Every kind.
+    pub const ALL: [StormFault; 7] = [
+        StormFault::TooManyRequests,
+        StormFault::ServerError,
+        StormFault::Unavailable,
+        StormFault::Reset,
+        StormFault::Stall,
+        StormFault::CutHalfway,
+        StormFault::CorruptJson,
+    ];
+
+    fn fault(self, stall_ms: u64) -> Fault {
+        let error = |status: u16, error: &str| Fault::Respond {
+            status,
+            content_type: "application/json".to_owned(),
+            body: format!(r#"{{"error":"{error}","reason":"injected by the storm"}}"#),
+        };
+        match self {
+            StormFault::TooManyRequests => Fault::RespondWithHeaders {
+                status: 429,
+                headers: vec![("Retry-After".to_owned(), "1".to_owned())],
+                body: r#"{"error":"too_many_requests","reason":"injected by the storm"}"#
+                    .to_owned(),
+            },
+            StormFault::ServerError => error(500, "internal_server_error"),
+            StormFault::Unavailable => error(503, "service_unavailable"),
+            StormFault::Reset => Fault::Reset,
+            StormFault::Stall => Fault::Delay { ms: stall_ms },
+            StormFault::CutHalfway => Fault::TruncateHalf,
+            StormFault::CorruptJson => Fault::CorruptBody,
+        }
+    }
+}
+
+/// Random faults on the requests no [`Rule`] claims: each request whose
+/// line contains one of `endpoints` (all requests when empty) gets, with
+/// probability `rate`, a fault drawn uniformly from `kinds`. The draws come
+/// from a generator seeded with `seed`, so one seed gives one schedule for
+/// one order of arrival.
+#[derive(Debug, Clone)]
+pub struct Storm {
+    /// Seed of the fault schedule.
+    pub seed: u64,
+    /// Probability, 0 to 1, that a request gets a fault.
+    pub rate: f64,
+    /// Substrings of the request lines the storm hits (empty: every request).
+    pub endpoints: Vec<String>,
+    /// The faults drawn from.
+    pub kinds: Vec<StormFault>,
+    /// How long a [`StormFault::Stall`] holds its request, milliseconds
+    /// (longer than the client's request timeout, to time it out).
+    pub stall_ms: u64,
+}
+
+impl Storm {
+    /// `rate` of faults of every kind on every endpoint.
+    pub fn everywhere(seed: u64, rate: f64) -> Storm {
+        Storm {
+            seed,
+            rate,
+            endpoints: Vec::new(),
+            kinds: StormFault::ALL.to_vec(),
+            stall_ms: 1500,
+        }
+    }
+
+    /// The same storm on requests whose line contains `matcher` only
+    /// (callable several times: any of them).
+    pub fn on(mut self, matcher: impl Into<String>) -> Storm {
+        self.endpoints.push(matcher.into());
+        self
+    }
+
+    /// The same storm with only these kinds of faults.
+    pub fn only(mut self, kinds: &[StormFault]) -> Storm {
+        self.kinds = kinds.to_vec();
+        self
+    }
+}
+
+/// The storm and its generator's state (splitmix64).
+struct StormState {
+    storm: Storm,
+    rng: u64,
+    fired: Vec<(StormFault, usize)>,
+}
+
+impl StormState {
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn draw(&mut self, line: &str) -> Option<Fault> {
+        let storm = &self.storm;
+        if storm.kinds.is_empty()
+            || !(storm.endpoints.is_empty() || storm.endpoints.iter().any(|m| line.contains(m)))
+        {
+            return None;
+        }
+        let roll = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        if roll >= self.storm.rate {
+            return None;
+        }
+        let pick = (self.next() % self.storm.kinds.len() as u64) as usize;
+        let kind = self.storm.kinds[pick];
+        match self.fired.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.fired.push((kind, 1)),
+        }
+        Some(kind.fault(self.storm.stall_ms))
+    }
 }
 
 /// A gate held requests wait at (see [`Fault::Hold`]); closed when made,
@@ -332,6 +476,8 @@ struct State {
     rules: Vec<Armed>,
     requests: Vec<String>,
     fired: usize,
+    storm: Option<StormState>,
+    heads: Vec<String>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -404,14 +550,41 @@ impl FaultProxy {
             .count()
     }
 
-    /// Forgets the recorded request lines.
+    /// Forgets the recorded request lines (and heads).
     pub fn clear_requests(&self) {
-        lock(&self.state).requests.clear();
+        let mut st = lock(&self.state);
+        st.requests.clear();
+        st.heads.clear();
+    }
+
+    /// Every request head seen so far (request line and headers, as
+    /// received), in arrival order: for asserting on headers.
+    pub fn request_heads(&self) -> Vec<String> {
+        lock(&self.state).heads.clone()
     }
 
     /// How many times any rule has fired (skipped requests not included).
     pub fn fired(&self) -> usize {
         lock(&self.state).fired
+    }
+
+    /// Starts a [`Storm`] (replacing any other) on the requests no rule
+    /// claims; `None` ends it.
+    pub fn set_storm(&self, storm: Option<Storm>) {
+        lock(&self.state).storm = storm.map(|storm| StormState {
+            rng: storm.seed,
+            storm,
+            fired: Vec::new(),
+        });
+    }
+
+    /// How many faults of each kind the storm injected so far.
+    pub fn storm_fired(&self) -> Vec<(StormFault, usize)> {
+        lock(&self.state)
+            .storm
+            .as_ref()
+            .map(|s| s.fired.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -454,6 +627,9 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
     };
     let head = &buf[..head_end - 4];
     let line = String::from_utf8_lossy(lines(head).next().unwrap_or_default()).into_owned();
+    lock(&state)
+        .heads
+        .push(String::from_utf8_lossy(head).into_owned());
     let fault = decide(&state, &line);
     let fwd_head = rewrite_head(
         head,
@@ -489,6 +665,16 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
             forward(client, upstream, &fwd_head, body_start).await;
         }
         Some(Fault::DropConnection) => drop(client),
+        Some(Fault::Reset) => {
+            // Deprecated because a non-zero linger blocks the thread on
+            // drop; a zero linger sends the reset at once.
+            #[allow(deprecated)]
+            let _ = client.set_linger(Some(Duration::ZERO));
+            drop(client);
+        }
+        Some(Fault::TruncateHalf) => {
+            mangle(client, upstream, &fwd_head, body_start, Mangle::Half).await;
+        }
         Some(Fault::Respond {
             status,
             content_type,
@@ -564,6 +750,8 @@ fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
     }
     if fault.is_some() {
         st.fired += 1;
+    } else if let Some(storm) = st.storm.as_mut() {
+        fault = storm.draw(line);
     }
     fault
 }
@@ -623,6 +811,8 @@ where
 enum Mangle {
     /// Keep only this many bytes.
     Truncate(usize),
+    /// Keep the first half of the body.
+    Half,
     /// Same-length invalid JSON.
     Corrupt,
     /// Integer sequences become opaque strings.
@@ -674,6 +864,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
         // Not a parsable response: cut it or send it as is.
         return match how {
             Mangle::Truncate(k) => raw[..k.min(raw.len())].to_vec(),
+            Mangle::Half => raw[..raw.len() / 2].to_vec(),
             Mangle::Corrupt | Mangle::OpaqueSeqs | Mangle::Edit(_) => raw.to_vec(),
         };
     };
@@ -698,7 +889,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
                 body = serde_json::to_vec(&json).unwrap_or(body);
             }
         }
-        Mangle::Truncate(_) | Mangle::Corrupt => {}
+        Mangle::Truncate(_) | Mangle::Half | Mangle::Corrupt => {}
     }
     let len = body.len();
     let mut out = rewrite_head(
@@ -713,6 +904,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
     );
     match how {
         Mangle::Truncate(k) => out.extend_from_slice(&body[..k.min(len)]),
+        Mangle::Half => out.extend_from_slice(&body[..len / 2]),
         Mangle::Corrupt => {
             let mut garbage = b"{\"results\":[".to_vec();
             garbage.resize(len.max(garbage.len()), b'x');
