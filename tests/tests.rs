@@ -44,3 +44,5 @@ mod api;
 mod storms;
 // Issue 12: cookie sessions and bearer tokens.
 mod auth;
+// Issue 11: the programs in examples/ run against the server.
+mod examples;
