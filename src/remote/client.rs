@@ -334,26 +334,7 @@ impl Remote {
             any.insert(ACCEPT, HeaderValue::from_static("*/*"));
             req = req.headers(any);
         }
-        let transport = |e: reqwest::Error| {
-            let url = url.to_string();
-            let method = method.to_string();
-            if e.is_timeout() {
-                RemoteError::Timeout { method, url }
-            } else if e.is_connect() {
-                RemoteError::Connect {
-                    url,
-                    cause: root_cause(&e),
-                    source: e.without_url(),
-                }
-            } else {
-                RemoteError::Transport {
-                    method,
-                    url,
-                    cause: root_cause(&e),
-                    source: e.without_url(),
-                }
-            }
-        };
+        let transport = |e: reqwest::Error| transport_error(&method, url, e);
         let resp = match req.send().await {
             Ok(resp) => resp,
             Err(e) => return Ok(Err(transport(e))),
@@ -367,17 +348,7 @@ impl Remote {
         }
         Ok(async {
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                return Err(RemoteError::RateLimited {
-                    method: method.to_string(),
-                    url: url.to_string(),
-                    retry_after,
-                });
+                return Err(rate_limited(&method, url, resp.headers()));
             }
             let bytes = resp.bytes().await.map_err(transport)?;
             if status.is_success() {
@@ -811,6 +782,41 @@ fn excerpt(bytes: &[u8]) -> String {
         format!("{flat}…")
     } else {
         flat
+    }
+}
+
+/// A request that got no answer: timed out, never connected, or broke.
+pub(super) fn transport_error(method: &Method, url: &Url, e: reqwest::Error) -> RemoteError {
+    let (method, url) = (method.to_string(), url.to_string());
+    if e.is_timeout() {
+        RemoteError::Timeout { method, url }
+    } else if e.is_connect() {
+        RemoteError::Connect {
+            url,
+            cause: root_cause(&e),
+            source: e.without_url(),
+        }
+    } else {
+        RemoteError::Transport {
+            method,
+            url,
+            cause: root_cause(&e),
+            source: e.without_url(),
+        }
+    }
+}
+
+/// A 429, with the wait its `Retry-After` (in seconds) asks for.
+pub(super) fn rate_limited(method: &Method, url: &Url, headers: &HeaderMap) -> RemoteError {
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    RemoteError::RateLimited {
+        method: method.to_string(),
+        url: url.to_string(),
+        retry_after,
     }
 }
 

@@ -9,14 +9,12 @@
 //! [`RemoteError::RateLimited`] with the server's `Retry-After`. Nothing
 //! here touches the local store.
 
-use super::error::root_cause;
+use super::client::{rate_limited, transport_error};
 use super::{Remote, RemoteError};
-use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
 use url::Url;
 
 /// The remote's answer for one document of a `_revs_diff`.
@@ -107,44 +105,13 @@ impl Remote {
         // A 401 to a session is the outbox's to handle (it pauses); the
         // session is dropped so its next round logs in again.
         let (req, had_session) = self.authorize(req).await?;
-        let transport = |e: reqwest::Error| {
-            let url = url.to_string();
-            if e.is_timeout() {
-                RemoteError::Timeout {
-                    method: method.to_string(),
-                    url,
-                }
-            } else if e.is_connect() {
-                RemoteError::Connect {
-                    url,
-                    cause: root_cause(&e),
-                    source: e.without_url(),
-                }
-            } else {
-                RemoteError::Transport {
-                    method: method.to_string(),
-                    url,
-                    cause: root_cause(&e),
-                    source: e.without_url(),
-                }
-            }
-        };
+        let transport = |e: reqwest::Error| transport_error(&method, url, e);
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         self.after_response(status, resp.headers(), had_session)
             .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(RemoteError::RateLimited {
-                method: method.to_string(),
-                url: url.to_string(),
-                retry_after,
-            });
+            return Err(rate_limited(&method, url, resp.headers()));
         }
         let bytes = resp.bytes().await.map_err(transport)?;
         if status.is_success() {
