@@ -11,6 +11,8 @@
 //! the invariants and the crash analysis.
 
 mod attachment_refs;
+mod attachment_stream;
+pub(crate) use attachment_stream::Staged;
 mod check;
 mod commit;
 mod document;
@@ -152,6 +154,13 @@ pub(crate) struct Trees {
     pub(crate) attachments: sled::Tree,
     pub(crate) att_refs: sled::Tree,
     pub(crate) att_staged: sled::Tree,
+    /// Chunks of large attachments, by digest, stream id and index
+    /// (`store/attachment_stream.rs`).
+    pub(crate) att_chunks: sled::Tree,
+    /// Per chunked digest, the stream whose chunks hold its bytes.
+    pub(crate) att_chunked: sled::Tree,
+    /// Every stream that wrote chunks, until `open` finds it unused.
+    pub(crate) att_streams: sled::Tree,
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
@@ -202,6 +211,9 @@ impl Replica {
             attachments: tree("attachments")?,
             att_refs: tree("att_refs")?,
             att_staged: tree("att_staged")?,
+            att_chunks: tree("att_chunks")?,
+            att_chunked: tree("att_chunked")?,
+            att_streams: tree("att_streams")?,
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
@@ -249,6 +261,7 @@ impl Replica {
             }),
         };
         replica.drop_unclaimed_attachments()?;
+        replica.drop_unclaimed_chunks()?;
         Ok(replica)
     }
 
@@ -538,14 +551,17 @@ impl Replica {
         });
     }
 
-    /// The bytes of an attachment, by digest.
+    /// The bytes of an attachment, by digest (a large one assembled from
+    /// its chunks, see `store/attachment_stream.rs`).
     pub fn attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .trees
-            .attachments
-            .get(digest.as_bytes())?
-            .map(|v| v.to_vec()))
+        match self.inner.trees.attachments.get(digest.as_bytes())? {
+            None => Ok(None),
+            // An empty value is a chunked attachment's, or an empty one's.
+            Some(v) if v.is_empty() => Ok(Some(
+                self.chunked_attachment(digest)?.unwrap_or_default(),
+            )),
+            Some(v) => Ok(Some(v.to_vec())),
+        }
     }
 
     /// True when the replica already holds these attachment bytes.
