@@ -12,6 +12,7 @@
 mod args;
 mod bench;
 mod check;
+mod connect;
 mod dump;
 mod get;
 mod outbox;
