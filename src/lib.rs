@@ -113,8 +113,8 @@ mod sync;
 pub mod views;
 
 pub use error::{Error, Result};
-pub use remote::Auth;
 pub use remote::AttachmentStream;
+pub use remote::Auth;
 pub use remote::{
     BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
     Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,

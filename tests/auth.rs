@@ -189,12 +189,24 @@ async fn push_and_sync_log_in_with_a_session_from_the_command_line() {
     let replica = dir.path().join("r").to_str().unwrap().to_owned();
     let url = db.url_via(&proxy.url());
     let s = |v: &str| v.to_owned();
-    settee_ok(vec![s("pull"), s("--session"), url.clone(), replica.clone()]).await;
+    settee_ok(vec![
+        s("pull"),
+        s("--session"),
+        url.clone(),
+        replica.clone(),
+    ])
+    .await;
     assert_eq!(proxy.count("POST /_session"), 1);
     only_cookies(&proxy);
 
     // push --session: logs in, sends the write with the cookie only.
-    settee_ok(vec![s("put"), replica.clone(), s("by-push"), s(r#"{"v":1}"#)]).await;
+    settee_ok(vec![
+        s("put"),
+        replica.clone(),
+        s("by-push"),
+        s(r#"{"v":1}"#),
+    ])
+    .await;
     proxy.clear_requests();
     settee_ok(vec![
         s("push"),

@@ -503,7 +503,13 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
 /// on the server (a raw PUT: no base64 copy in a JSON body).
 async fn put_attachment(db: &TestDb, id: &str, name: &str, bytes: &[u8]) {
     let s = server();
-    let url = format!("{}/{}/{}/{}", s.base, enc(&db.name), enc_id(id), enc_att(name));
+    let url = format!(
+        "{}/{}/{}/{}",
+        s.base,
+        enc(&db.name),
+        enc_id(id),
+        enc_att(name)
+    );
     let resp = reqwest::Client::new()
         .put(&url)
         .basic_auth(&s.user, Some(&s.password))
@@ -527,11 +533,7 @@ fn fast_retries(n: u32) -> RetryPolicy {
 }
 
 fn remote_with_config(db: &TestDb, proxy: &FaultProxy, config: RemoteConfig) -> Remote {
-    Remote::new(
-        Endpoint::parse(&db.url_via(&proxy.url())).unwrap(),
-        config,
-    )
-    .unwrap()
+    Remote::new(Endpoint::parse(&db.url_via(&proxy.url())).unwrap(), config).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

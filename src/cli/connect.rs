@@ -29,7 +29,8 @@ impl RemoteArgs {
             .with_max_attachment_bytes(
                 (self.max_attachment_mib > 0).then(|| self.max_attachment_mib.saturating_mul(MIB)),
             );
-        config.read_timeout = (self.read_timeout > 0).then(|| Duration::from_secs(self.read_timeout));
+        config.read_timeout =
+            (self.read_timeout > 0).then(|| Duration::from_secs(self.read_timeout));
         config
     }
 }
@@ -94,7 +95,10 @@ mod tests {
             assert_eq!(c.max_attachment_bytes, None);
         }
         let bad = ["settee", "push", "dir", "--session", "--token", "t"];
-        assert!(Cli::try_parse_from(bad).is_err(), "session and token conflict");
+        assert!(
+            Cli::try_parse_from(bad).is_err(),
+            "session and token conflict"
+        );
     }
 
     #[test]

@@ -4,10 +4,7 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::SyncArgs;
-use crate::{
-    PullConfig, ScheduleConfig, SyncConfig, SyncRun, SyncService,
-    SyncState, SyncStatus,
-};
+use crate::{PullConfig, ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus};
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;

@@ -185,6 +185,7 @@ impl AttachmentStream {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn parts(e: RemoteError) -> (u16, String, String) {
@@ -200,7 +201,6 @@ mod tests {
     }
 
     fn read(status: u16, body: &[u8]) -> (u16, String, String) {
-        #![allow(clippy::unwrap_used)]
         let url = Url::parse("http://h/db").unwrap();
         parts(error_from_body(
             StatusCode::from_u16(status).unwrap(),

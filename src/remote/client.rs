@@ -827,12 +827,7 @@ impl Remote {
     ) -> Result<AttachmentStream, RemoteError> {
         let url = self.attachment_url(id, name, rev);
         let resp = self.open_attachment(&url).await?;
-        let stream = AttachmentStream::new(
-            resp,
-            Method::GET,
-            url,
-            self.inner.max_attachment_bytes,
-        );
+        let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
         stream.check_declared()?;
         Ok(stream)
     }
@@ -869,10 +864,7 @@ impl Remote {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
-        self.inner
-            .retry
-            .run_paced(&self.inner.pace, what, op)
-            .await
+        self.inner.retry.run_paced(&self.inner.pace, what, op).await
     }
 }
 

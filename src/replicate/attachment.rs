@@ -65,10 +65,12 @@ pub(super) async fn fetch(
             "attachment {name:?}: bytes do not match digest {digest}"
         ))),
         Ok(Err(store)) => Err(store.into()),
-        Err(e) => Ok(Fetched::Refused(match refused(&e, in_body.load(Ordering::Relaxed)) {
-            Some(reason) => format!("attachment {name:?}: {reason}"),
-            None => return Err(e.into()),
-        })),
+        Err(e) => Ok(Fetched::Refused(
+            match refused(&e, in_body.load(Ordering::Relaxed)) {
+                Some(reason) => format!("attachment {name:?}: {reason}"),
+                None => return Err(e.into()),
+            },
+        )),
     }
 }
 

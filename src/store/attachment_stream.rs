@@ -78,8 +78,14 @@ fn decode_chunked(digest: &[u8], v: &[u8]) -> Result<(u64, u64), StoreError> {
         key: String::from_utf8_lossy(digest).into_owned(),
         detail: format!("{} bytes, expected 16", v.len()),
     };
-    let stream = v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-    let len = v.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let stream = v
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let len = v
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
     Ok((u64::from_be_bytes(stream), u64::from_be_bytes(len)))
 }
 
@@ -320,12 +326,22 @@ mod tests {
         let bytes = big(3 * CHUNK_BYTES + 123);
         let digest = md5_digest(&bytes);
         let len = bytes.len() as u64;
-        assert_eq!(stage_in_pieces(&r, &digest, &bytes, 10_000), Staged::Stored(len));
+        assert_eq!(
+            stage_in_pieces(&r, &digest, &bytes, 10_000),
+            Staged::Stored(len)
+        );
         assert_eq!(r.trees().att_chunks.len(), 4);
         assert_eq!(r.attachment(&digest).unwrap().unwrap(), bytes);
-        assert!(r.trees().att_staged.contains_key(digest.as_bytes()).unwrap());
+        assert!(r
+            .trees()
+            .att_staged
+            .contains_key(digest.as_bytes())
+            .unwrap());
         // A second stream of the same bytes keeps the first one's.
-        assert_eq!(stage_in_pieces(&r, &digest, &bytes, 77_777), Staged::Stored(len));
+        assert_eq!(
+            stage_in_pieces(&r, &digest, &bytes, 77_777),
+            Staged::Stored(len)
+        );
         assert_eq!(r.trees().att_chunks.len(), 4);
         assert_eq!(r.trees().att_streams.len(), 1);
 

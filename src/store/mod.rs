@@ -557,9 +557,9 @@ impl Replica {
         match self.inner.trees.attachments.get(digest.as_bytes())? {
             None => Ok(None),
             // An empty value is a chunked attachment's, or an empty one's.
-            Some(v) if v.is_empty() => Ok(Some(
-                self.chunked_attachment(digest)?.unwrap_or_default(),
-            )),
+            Some(v) if v.is_empty() => {
+                Ok(Some(self.chunked_attachment(digest)?.unwrap_or_default()))
+            }
             Some(v) => Ok(Some(v.to_vec())),
         }
     }
