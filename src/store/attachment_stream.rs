@@ -129,6 +129,28 @@ impl Replica {
         Ok(Some(out))
     }
 
+    /// Checks that the chunks `att_chunked` names for `digest` (if any)
+    /// add up to its length, without holding them all.
+    pub(crate) fn check_chunks(&self, digest: &str) -> Result<(), StoreError> {
+        let t = self.trees();
+        let Some(v) = t.att_chunked.get(digest.as_bytes())? else {
+            return Ok(());
+        };
+        let (stream, len) = decode_chunked(digest.as_bytes(), &v)?;
+        let mut stored = 0u64;
+        for item in t.att_chunks.scan_prefix(stream_prefix(digest, stream)) {
+            stored += item?.1.len() as u64;
+        }
+        if stored != len {
+            return Err(StoreError::Corrupt {
+                what: "attachment chunks",
+                key: digest.to_owned(),
+                detail: format!("{stored} bytes stored, {len} expected"),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes the chunks of streams nothing names any more: abandoned by a
     /// crash or a failed pull, or released by the sweep (run on open).
     pub(crate) fn drop_unclaimed_chunks(&self) -> Result<(), StoreError> {
@@ -351,6 +373,28 @@ mod tests {
         stage_in_pieces(&r, &d1, &one, 4096);
         assert_eq!(r.trees().att_chunks.len(), 4);
         assert_eq!(r.attachment(&d1).unwrap().unwrap(), one);
+    }
+
+    #[test]
+    fn check_finds_a_missing_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let bytes = big(2 * CHUNK_BYTES + 5);
+        let digest = md5_digest(&bytes);
+        stage_in_pieces(&r, &digest, &bytes, 65536);
+        r.check_chunks(&digest).unwrap();
+        let (first, _) = r.trees().att_chunks.first().unwrap().unwrap();
+        r.trees().att_chunks.remove(first).unwrap();
+        assert!(r.check_chunks(&digest).is_err());
+        assert!(r.attachment(&digest).is_err(), "a read says damaged too");
+        let report = r.check().unwrap();
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.key == format!("att_chunks/{digest}")),
+            "{report:?}"
+        );
     }
 
     #[test]
