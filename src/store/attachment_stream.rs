@@ -3,28 +3,37 @@
 //!
 //! An attachment that fits in one chunk ([`CHUNK_BYTES`]) is staged whole
 //! in `attachments`, as [`Replica::stage_attachment`] does. A larger one is
-//! written chunk by chunk to `att_chunks` under a stream id of its own
-//! (`att_streams` registers the stream before its first chunk); when the
-//! last chunk is written and the MD5 digest checked, one transaction
-//! publishes it: an empty value in `attachments` (so presence, counts and
-//! the sweep work as for any digest), `att_chunked` naming the stream and
-//! its length, and the `att_staged` mark. Readers
-//! ([`Replica::attachment`]) assemble the chunks of an empty value that
-//! `att_chunked` names.
+//! written chunk by chunk to a file of its own, `attachments/<stream id>`
+//! in the replica directory, and not to sled: sled 0.34 keeps large values
+//! it wrote in memory (its cache does not count them) and rewrites them
+//! with their neighbours, so a large attachment in sled costs its size in
+//! memory and a multiple of it on disk. When the body ends and its MD5
+//! digest matches, the file is synced and one transaction publishes it: an
+//! empty value in `attachments` (so presence, counts and the sweep work as
+//! for any digest), `att_chunked` naming the stream and its length, and the
+//! `att_staged` mark. Readers ([`Replica::attachment`]) read the file of an
+//! empty value that `att_chunked` names.
 //!
-//! Chunks of a stream that was abandoned (a cut body, a digest mismatch, a
-//! crash), or whose bytes a sweep released, are deleted by `open`
-//! ([`Replica::drop_unclaimed_chunks`]); an abandoned stream also deletes
-//! its own at once. This module never writes `att_refs` or bodies.
+//! A file nothing names (a stream cut short, a digest mismatch, a crash
+//! before publication, bytes the sweep released) is deleted by `open`
+//! ([`Replica::drop_unclaimed_files`]); a failed stream deletes its own at
+//! once. This module never writes `att_refs` or bodies.
 
 use super::{Replica, StoreError};
 use base64::Engine;
 use md5::{Digest, Md5};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-/// Bytes per stored chunk; also the most a stream buffers.
+/// Bytes buffered before a write to the file; an attachment up to this
+/// size is staged whole in sled.
 pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The directory of attachment files, inside the replica directory.
+const DIR: &str = "attachments";
 
 /// What [`AttachmentWriter::finish`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,24 +53,9 @@ pub(crate) struct AttachmentWriter {
     check_md5: bool,
     md5: Md5,
     buf: Vec<u8>,
-    /// The stream id, once a chunk was written.
-    stream: Option<u64>,
-    chunks: u32,
+    /// The stream id and its open file, once a chunk was written.
+    file: Option<(u64, std::fs::File)>,
     len: u64,
-}
-
-fn stream_prefix(digest: &str, stream: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(digest.len() + 9);
-    k.extend_from_slice(digest.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&stream.to_be_bytes());
-    k
-}
-
-fn chunk_key(digest: &str, stream: u64, index: u32) -> Vec<u8> {
-    let mut k = stream_prefix(digest, stream);
-    k.extend_from_slice(&index.to_be_bytes());
-    k
 }
 
 /// `att_chunked`'s value: the stream id and the total length.
@@ -89,7 +83,22 @@ fn decode_chunked(digest: &[u8], v: &[u8]) -> Result<(u64, u64), StoreError> {
     Ok((u64::from_be_bytes(stream), u64::from_be_bytes(len)))
 }
 
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::AttachmentFile {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl Replica {
+    fn attachment_dir(&self) -> PathBuf {
+        self.path().join(DIR)
+    }
+
+    fn stream_path(&self, stream: u64) -> PathBuf {
+        self.attachment_dir().join(format!("{stream:016x}"))
+    }
+
     /// A writer staging the bytes of `digest` as they arrive. With
     /// `check_md5`, [`AttachmentWriter::finish`] compares them with an
     /// `md5-` digest (other kinds are not checked).
@@ -100,89 +109,81 @@ impl Replica {
             check_md5: check_md5 && digest.starts_with("md5-"),
             md5: Md5::new(),
             buf: Vec::new(),
-            stream: None,
-            chunks: 0,
+            file: None,
             len: 0,
         }
     }
 
-    /// The bytes of a chunked attachment, assembled, when `att_chunked`
-    /// names a stream for `digest`.
-    pub(crate) fn chunked_attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.trees();
-        let Some(v) = t.att_chunked.get(digest.as_bytes())? else {
-            return Ok(None);
-        };
-        let (stream, len) = decode_chunked(digest.as_bytes(), &v)?;
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for item in t.att_chunks.scan_prefix(stream_prefix(digest, stream)) {
-            let (_, chunk) = item?;
-            out.extend_from_slice(&chunk);
+    /// The file and length `att_chunked` names for `digest`, if any.
+    fn chunked(&self, digest: &str) -> Result<Option<(PathBuf, u64)>, StoreError> {
+        match self.trees().att_chunked.get(digest.as_bytes())? {
+            Some(v) => {
+                let (stream, len) = decode_chunked(digest.as_bytes(), &v)?;
+                Ok(Some((self.stream_path(stream), len)))
+            }
+            None => Ok(None),
         }
-        if out.len() as u64 != len {
-            return Err(StoreError::Corrupt {
-                what: "attachment chunks",
-                key: digest.to_owned(),
-                detail: format!("{} bytes stored, {len} expected", out.len()),
-            });
-        }
-        Ok(Some(out))
     }
 
-    /// Checks that the chunks `att_chunked` names for `digest` (if any)
-    /// add up to its length, without holding them all.
+    /// The bytes of a large attachment, read from its file, when
+    /// `att_chunked` names one for `digest`.
+    pub(crate) fn chunked_attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((path, len)) = self.chunked(digest)? else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(&path).map_err(|e| missing(digest, &path, e))?;
+        if bytes.len() as u64 != len {
+            return Err(wrong_length(digest, bytes.len() as u64, len));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Checks that the file `att_chunked` names for `digest` (if any) is
+    /// there with the right length.
     pub(crate) fn check_chunks(&self, digest: &str) -> Result<(), StoreError> {
-        let t = self.trees();
-        let Some(v) = t.att_chunked.get(digest.as_bytes())? else {
+        let Some((path, len)) = self.chunked(digest)? else {
             return Ok(());
         };
-        let (stream, len) = decode_chunked(digest.as_bytes(), &v)?;
-        let mut stored = 0u64;
-        for item in t.att_chunks.scan_prefix(stream_prefix(digest, stream)) {
-            stored += item?.1.len() as u64;
-        }
-        if stored != len {
-            return Err(StoreError::Corrupt {
-                what: "attachment chunks",
-                key: digest.to_owned(),
-                detail: format!("{stored} bytes stored, {len} expected"),
-            });
+        let found = std::fs::metadata(&path)
+            .map_err(|e| missing(digest, &path, e))?
+            .len();
+        if found != len {
+            return Err(wrong_length(digest, found, len));
         }
         Ok(())
     }
 
-    /// Deletes the chunks of streams nothing names any more: abandoned by a
-    /// crash or a failed pull, or released by the sweep (run on open).
-    pub(crate) fn drop_unclaimed_chunks(&self) -> Result<(), StoreError> {
+    /// Deletes attachment files nothing names any more (abandoned by a
+    /// crash or a failed pull, or released by the sweep) and `att_chunked`
+    /// entries whose bytes are gone (run on open).
+    pub(crate) fn drop_unclaimed_files(&self) -> Result<(), StoreError> {
         let t = self.trees();
+        let mut live = HashSet::new();
         let mut dropped = false;
-        for item in t.att_streams.iter() {
-            let (key, _) = item?;
-            let Some(split) = key.iter().position(|b| *b == 0) else {
-                t.att_streams.remove(&key)?;
+        for item in t.att_chunked.iter() {
+            let (digest, v) = item?;
+            let held = t.attachments.get(&digest)?.is_some_and(|h| h.is_empty());
+            if held {
+                live.insert(decode_chunked(&digest, &v)?.0);
+            } else {
+                t.att_chunked.remove(&digest)?;
+                dropped = true;
+            }
+        }
+        let dir = self.attachment_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, e))?;
+            let name = entry.file_name();
+            let stream = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok());
+            if stream.is_some_and(|s| live.contains(&s)) {
                 continue;
-            };
-            let digest = &key[..split];
-            let stream = key
-                .get(split + 1..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes);
-            let named = match t.att_chunked.get(digest)? {
-                Some(v) => Some(decode_chunked(digest, &v)?.0),
-                None => None,
-            };
-            let head_is_chunked = t.attachments.get(digest)?.is_some_and(|h| h.is_empty());
-            if head_is_chunked && named.is_some() && named == stream {
-                continue;
             }
-            for chunk in t.att_chunks.scan_prefix(&key) {
-                t.att_chunks.remove(chunk?.0)?;
-            }
-            if named.is_some() && named == stream {
-                t.att_chunked.remove(digest)?;
-            }
-            t.att_streams.remove(&key)?;
-            dropped = true;
+            std::fs::remove_file(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
         }
         if dropped {
             self.inner.db.flush()?;
@@ -191,13 +192,30 @@ impl Replica {
     }
 }
 
+fn missing(digest: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Corrupt {
+        what: "attachment file",
+        key: digest.to_owned(),
+        detail: format!("{}: {e}", path.display()),
+    }
+}
+
+fn wrong_length(digest: &str, found: u64, len: u64) -> StoreError {
+    StoreError::Corrupt {
+        what: "attachment file",
+        key: digest.to_owned(),
+        detail: format!("{found} bytes stored, {len} expected"),
+    }
+}
+
 impl AttachmentWriter {
-    /// Takes the next bytes of the body, storing each full chunk.
+    /// Takes the next bytes of the body, writing each full chunk to the
+    /// attachment's file.
     ///
     /// # Durability
-    /// Not flushed: chunks become durable with the commit that claims the
-    /// attachment; until it is published they belong to no one, and `open`
-    /// deletes them after a crash.
+    /// Not synced: the file is synced when the attachment is published
+    /// ([`AttachmentWriter::finish`]); until then nothing names it, and
+    /// `open` deletes it after a crash.
     pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<(), StoreError> {
         self.md5.update(bytes);
         self.len += bytes.len() as u64;
@@ -206,65 +224,71 @@ impl AttachmentWriter {
             let (now, rest) = bytes.split_at(room.min(bytes.len()));
             self.buf.extend_from_slice(now);
             bytes = rest;
-            // A full buffer is written only once more bytes come: the last
-            // chunk is written by `finish`, and a body of one chunk is then
-            // staged whole.
+            // A full buffer is written only once more bytes come: a body of
+            // one chunk is then staged whole, without a file.
             if self.buf.len() == CHUNK_BYTES && !bytes.is_empty() {
-                self.flush_chunk()?;
+                self.write_chunk()?;
             }
         }
         Ok(())
     }
 
-    fn flush_chunk(&mut self) -> Result<(), StoreError> {
-        let t = self.replica.trees();
-        let stream = match self.stream {
-            Some(s) => s,
-            None => {
-                let s = self.replica.inner.db.generate_id()?;
-                t.att_streams.insert(stream_prefix(&self.digest, s), &[])?;
-                self.stream = Some(s);
-                s
+    fn write_chunk(&mut self) -> Result<(), StoreError> {
+        if self.file.is_none() {
+            let stream = self.replica.inner.db.generate_id()?;
+            let dir = self.replica.attachment_dir();
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+            let path = self.replica.stream_path(stream);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, e))?;
+            self.file = Some((stream, file));
+        }
+        if let Some((stream, file)) = &mut self.file {
+            if let Err(e) = file.write_all(&self.buf) {
+                return Err(io_error(&self.replica.stream_path(*stream), e));
             }
-        };
-        t.att_chunks.insert(
-            chunk_key(&self.digest, stream, self.chunks),
-            std::mem::take(&mut self.buf),
-        )?;
-        self.buf.reserve(CHUNK_BYTES);
-        self.chunks += 1;
+        }
+        self.buf.clear();
         Ok(())
     }
 
-    /// Ends the body: checks the digest, then stages the bytes (one
-    /// transaction publishing the chunks, or the whole bytes of a body of
-    /// one chunk). Bytes already held for this digest are kept and the new
-    /// ones dropped.
+    /// Ends the body: checks the digest, then stages the bytes (the file
+    /// synced and published in one transaction, or the whole bytes of a
+    /// body of one chunk). Bytes already held for this digest are kept and
+    /// the new ones dropped.
     ///
     /// # Durability
-    /// As [`Replica::stage_attachment`]: not flushed; the commit that
-    /// claims the bytes flushes them, and `open` deletes them if none does.
+    /// The file is synced before it is published; the publication is not
+    /// flushed, as with [`Replica::stage_attachment`]: the commit that
+    /// claims the bytes flushes it, and `open` deletes what none claims.
     pub(crate) fn finish(mut self) -> Result<Staged, StoreError> {
         if self.check_md5 {
             let got = base64::engine::general_purpose::STANDARD
                 .encode(std::mem::take(&mut self.md5).finalize());
             if self.digest.strip_prefix("md5-") != Some(got.as_str()) {
-                self.abandon()?;
+                self.abandon();
                 return Ok(Staged::Mismatch);
             }
         }
         let len = self.len;
-        if self.stream.is_none() {
+        if self.file.is_none() {
             let bytes = std::mem::take(&mut self.buf);
             self.replica.stage_attachment(&self.digest, &bytes)?;
             return Ok(Staged::Stored(len));
         }
         if !self.buf.is_empty() {
-            self.flush_chunk()?;
+            self.write_chunk()?;
         }
-        let Some(stream) = self.stream else {
+        let Some((stream, file)) = &self.file else {
             return Ok(Staged::Stored(len));
         };
+        let stream = *stream;
+        let path = self.replica.stream_path(stream);
+        file.sync_all().map_err(|e| io_error(&path, e))?;
+        sync_dir(&self.replica.attachment_dir())?;
         let t = self.replica.trees();
         let digest = self.digest.as_bytes();
         let published = (&t.attachments, &t.att_staged, &t.att_chunked)
@@ -282,37 +306,44 @@ impl AttachmentWriter {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Storage(e),
             })?;
         if published {
-            // Ownership passes to the published entry: `Drop` must not
-            // delete these chunks.
-            self.stream = None;
+            // The file now belongs to the published entry: `Drop` must not
+            // delete it.
+            self.file = None;
         } else {
-            self.abandon()?;
+            self.abandon();
         }
         Ok(Staged::Stored(len))
     }
 
-    /// Deletes the chunks written so far and the stream's registration.
-    fn abandon(&mut self) -> Result<(), StoreError> {
-        let Some(stream) = self.stream.take() else {
-            return Ok(());
+    /// Deletes the file written so far, if any.
+    fn abandon(&mut self) {
+        let Some((stream, file)) = self.file.take() else {
+            return;
         };
-        let t = self.replica.trees();
-        let prefix = stream_prefix(&self.digest, stream);
-        for chunk in t.att_chunks.scan_prefix(&prefix) {
-            t.att_chunks.remove(chunk?.0)?;
+        drop(file);
+        let path = self.replica.stream_path(stream);
+        // If this fails, `open` deletes the file: nothing names it.
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(%e, path = %path.display(), "could not delete an abandoned attachment file");
         }
-        t.att_streams.remove(prefix)?;
-        Ok(())
     }
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 impl Drop for AttachmentWriter {
     fn drop(&mut self) {
-        // A stream cut short: its chunks go now; if this fails, `open`
-        // deletes them.
-        if let Err(e) = self.abandon() {
-            tracing::warn!(%e, "could not delete the chunks of an abandoned attachment");
-        }
+        // A stream cut short: its file goes now.
+        self.abandon();
     }
 }
 
@@ -341,8 +372,12 @@ mod tests {
         w.finish().unwrap()
     }
 
+    fn files(r: &Replica) -> usize {
+        std::fs::read_dir(r.attachment_dir()).map_or(0, |d| d.count())
+    }
+
     #[test]
-    fn large_bodies_are_stored_in_chunks_and_read_back_whole() {
+    fn large_bodies_go_to_a_file_and_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         let bytes = big(3 * CHUNK_BYTES + 123);
@@ -352,7 +387,7 @@ mod tests {
             stage_in_pieces(&r, &digest, &bytes, 10_000),
             Staged::Stored(len)
         );
-        assert_eq!(r.trees().att_chunks.len(), 4);
+        assert_eq!(files(&r), 1);
         assert_eq!(r.attachment(&digest).unwrap().unwrap(), bytes);
         assert!(r
             .trees()
@@ -364,37 +399,14 @@ mod tests {
             stage_in_pieces(&r, &digest, &bytes, 77_777),
             Staged::Stored(len)
         );
-        assert_eq!(r.trees().att_chunks.len(), 4);
-        assert_eq!(r.trees().att_streams.len(), 1);
+        assert_eq!(files(&r), 1);
 
-        // One chunk exactly, and less: staged whole.
+        // One chunk exactly, and less: staged whole in sled.
         let one = big(CHUNK_BYTES);
         let d1 = md5_digest(&one);
         stage_in_pieces(&r, &d1, &one, 4096);
-        assert_eq!(r.trees().att_chunks.len(), 4);
+        assert_eq!(files(&r), 1);
         assert_eq!(r.attachment(&d1).unwrap().unwrap(), one);
-    }
-
-    #[test]
-    fn check_finds_a_missing_chunk() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        let bytes = big(2 * CHUNK_BYTES + 5);
-        let digest = md5_digest(&bytes);
-        stage_in_pieces(&r, &digest, &bytes, 65536);
-        r.check_chunks(&digest).unwrap();
-        let (first, _) = r.trees().att_chunks.first().unwrap().unwrap();
-        r.trees().att_chunks.remove(first).unwrap();
-        assert!(r.check_chunks(&digest).is_err());
-        assert!(r.attachment(&digest).is_err(), "a read says damaged too");
-        let report = r.check().unwrap();
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| v.key == format!("att_chunks/{digest}")),
-            "{report:?}"
-        );
     }
 
     #[test]
@@ -407,36 +419,61 @@ mod tests {
         assert!(!r.has_attachment(&wrong).unwrap());
         let mut w = r.attachment_writer(&md5_digest(&bytes), true);
         w.write(&bytes[..CHUNK_BYTES + 10]).unwrap();
-        assert_eq!(r.trees().att_chunks.len(), 1);
+        assert_eq!(files(&r), 1);
         drop(w);
-        assert!(r.trees().att_chunks.is_empty());
-        assert!(r.trees().att_streams.is_empty());
+        assert_eq!(files(&r), 0);
         assert!(r.trees().attachments.is_empty());
+        assert!(r.trees().att_chunked.is_empty());
     }
 
     #[test]
-    fn open_deletes_unpublished_and_unclaimed_chunks() {
+    fn open_deletes_unpublished_and_unclaimed_files() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = big(2 * CHUNK_BYTES + 5);
         let digest = md5_digest(&bytes);
         {
             let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-            // A crash mid-stream: chunks written, nothing published.
+            // A crash mid-stream: a file written, nothing published.
             let mut w = r.attachment_writer(&digest, true);
             w.write(&bytes[..CHUNK_BYTES + 1]).unwrap();
             w.write(&bytes[CHUNK_BYTES + 1..CHUNK_BYTES + 2]).unwrap();
-            w.stream = None;
+            w.file = None;
             drop(w);
             // And one published but never claimed by a commit.
             stage_in_pieces(&r, &digest, &bytes, 65536);
-            assert_eq!(r.trees().att_streams.len(), 2);
+            assert_eq!(files(&r), 2);
             r.inner.db.flush().unwrap();
         }
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        let t = r.trees();
-        assert!(t.att_chunks.is_empty());
-        assert!(t.att_streams.is_empty());
-        assert!(t.att_chunked.is_empty());
-        assert!(t.attachments.is_empty());
+        assert_eq!(files(&r), 0);
+        assert!(r.trees().att_chunked.is_empty());
+        assert!(r.trees().attachments.is_empty());
+    }
+
+    #[test]
+    fn check_finds_a_missing_or_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let bytes = big(2 * CHUNK_BYTES + 5);
+        let digest = md5_digest(&bytes);
+        stage_in_pieces(&r, &digest, &bytes, 65536);
+        r.check_chunks(&digest).unwrap();
+        let file = std::fs::read_dir(r.attachment_dir())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&file, b"short").unwrap();
+        assert!(r.check_chunks(&digest).is_err());
+        assert!(r.attachment(&digest).is_err(), "a read says damaged too");
+        let report = r.check().unwrap();
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.key == format!("attachment_file/{digest}")),
+            "{report:?}"
+        );
     }
 }

@@ -359,11 +359,11 @@ impl Replica {
                     "bytes no stored body names",
                 );
             }
-            // A large attachment's bytes are its chunks (`attachment_stream.rs`).
+            // A large attachment's bytes are in a file (`attachment_stream.rs`).
             if v.is_empty() {
                 let digest = String::from_utf8_lossy(&k).into_owned();
                 if let Err(e) = self.check_chunks(&digest) {
-                    r.violation("stub_bytes", format!("att_chunks/{digest}"), e);
+                    r.violation("stub_bytes", format!("attachment_file/{digest}"), e);
                 }
             }
         }

@@ -154,13 +154,9 @@ pub(crate) struct Trees {
     pub(crate) attachments: sled::Tree,
     pub(crate) att_refs: sled::Tree,
     pub(crate) att_staged: sled::Tree,
-    /// Chunks of large attachments, by digest, stream id and index
-    /// (`store/attachment_stream.rs`).
-    pub(crate) att_chunks: sled::Tree,
-    /// Per chunked digest, the stream whose chunks hold its bytes.
+    /// Per large attachment, the file in `attachments/` that holds its
+    /// bytes (`store/attachment_stream.rs`).
     pub(crate) att_chunked: sled::Tree,
-    /// Every stream that wrote chunks, until `open` finds it unused.
-    pub(crate) att_streams: sled::Tree,
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
@@ -211,9 +207,7 @@ impl Replica {
             attachments: tree("attachments")?,
             att_refs: tree("att_refs")?,
             att_staged: tree("att_staged")?,
-            att_chunks: tree("att_chunks")?,
             att_chunked: tree("att_chunked")?,
-            att_streams: tree("att_streams")?,
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
@@ -261,7 +255,7 @@ impl Replica {
             }),
         };
         replica.drop_unclaimed_attachments()?;
-        replica.drop_unclaimed_chunks()?;
+        replica.drop_unclaimed_files()?;
         Ok(replica)
     }
 
@@ -551,12 +545,13 @@ impl Replica {
         });
     }
 
-    /// The bytes of an attachment, by digest (a large one assembled from
-    /// its chunks, see `store/attachment_stream.rs`).
+    /// The bytes of an attachment, by digest (a large one read from its
+    /// file, see `store/attachment_stream.rs`).
     pub fn attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.inner.trees.attachments.get(digest.as_bytes())? {
             None => Ok(None),
-            // An empty value is a chunked attachment's, or an empty one's.
+            // An empty value is a large attachment's (its bytes are in a
+            // file), or an empty one's.
             Some(v) if v.is_empty() => {
                 Ok(Some(self.chunked_attachment(digest)?.unwrap_or_default()))
             }

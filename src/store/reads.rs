@@ -195,7 +195,7 @@ impl Replica {
             return Ok(None);
         };
         match self.trees().attachments.get(stub.digest.as_bytes())? {
-            // A large attachment is stored in chunks (`attachment_stream.rs`).
+            // A large attachment is stored in a file (`attachment_stream.rs`).
             Some(v) if v.is_empty() => Ok(self.chunked_attachment(&stub.digest)?.map(Bytes::from)),
             other => Ok(other.map(Bytes::from_owner)),
         }
