@@ -28,6 +28,10 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
         let dbs = args.dbs.clone();
         tokio::spawn(show_progress(service, dbs))
     });
+    // One Ctrl-C listener for the whole run: a listener made anew in each
+    // loop turn misses a signal that arrives between two turns.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let syncs = futures::future::join_all(
         args.dbs
             .iter()
@@ -35,7 +39,7 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
     );
     let statuses = tokio::select! {
         s = syncs => s,
-        _ = tokio::signal::ctrl_c() => {
+        _ = &mut ctrl_c => {
             service.shutdown().await;
             eprintln!("settee: interrupted; the batches committed so far are kept, run the same command to resume");
             return Ok(Outcome::Interrupted);
@@ -64,7 +68,7 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
                 let Some(run) = run else { break };
                 print_run(&run, args.json)?;
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 schedule.stop().await;
                 if !args.json {
                     eprintln!("settee: stopped");
