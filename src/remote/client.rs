@@ -1045,6 +1045,36 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_chunked_answer_over_the_cap_stops_being_read_at_the_cap() {
+        #![allow(clippy::unwrap_used)]
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // No Content-Length: the cap is found while reading. The server
+        // would go on for ever; the client must stop on its own.
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("400\r\n{}\r\n", " ".repeat(0x400));
+            while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}/db")).unwrap();
+        let config = RemoteConfig::default()
+            .with_retry(RetryPolicy::none())
+            .with_max_response_bytes(10_000);
+        let remote = Remote::new(endpoint, config).unwrap();
+        let e = remote.server_info().await.unwrap_err();
+        assert!(
+            matches!(e, RemoteError::TooLarge { limit: 10_000, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("max_response_bytes"), "{e}");
+    }
+
     #[test]
     fn an_invalid_user_agent_is_a_typed_error() {
         #![allow(clippy::unwrap_used)]
