@@ -499,28 +499,6 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
 
-/// Stores `bytes` as attachment `name` of a new document `id`, straight
-/// on the server (a raw PUT: no base64 copy in a JSON body).
-async fn put_attachment(db: &TestDb, id: &str, name: &str, bytes: &[u8]) {
-    let s = server();
-    let url = format!(
-        "{}/{}/{}/{}",
-        s.base,
-        enc(&db.name),
-        enc_id(id),
-        enc_att(name)
-    );
-    let resp = reqwest::Client::new()
-        .put(&url)
-        .basic_auth(&s.user, Some(&s.password))
-        .header("Content-Type", "application/octet-stream")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
-}
-
 /// Bytes that compress badly enough and differ per size.
 fn blob(len: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 31 + i / 7) % 253) as u8).collect()
@@ -542,7 +520,7 @@ async fn a_large_attachment_is_streamed_through_a_cut_and_a_stalled_body() {
     // body streamed to the store, never held as one answer, gets through.
     let db = TestDb::new("bigatt").await;
     let bytes = blob(3 * 1024 * 1024 + 17);
-    put_attachment(&db, "big", "blob.bin", &bytes).await;
+    db.put_attachment("big", "blob.bin", &bytes).await;
     db.bulk_docs(vec![serde_json::json!({"_id": "small", "v": 1})], true)
         .await;
     let proxy = db.behind_proxy().await;
@@ -584,7 +562,7 @@ async fn a_large_attachment_is_streamed_through_a_cut_and_a_stalled_body() {
 async fn an_attachment_over_its_cap_or_cut_on_every_attempt_fails_alone() {
     let db = TestDb::new("attcap").await;
     let bytes = blob(2 * 1024 * 1024 + 5);
-    put_attachment(&db, "big", "blob.bin", &bytes).await;
+    db.put_attachment("big", "blob.bin", &bytes).await;
     db.bulk_docs(vec![serde_json::json!({"_id": "small", "v": 1})], true)
         .await;
     let proxy = db.behind_proxy().await;

@@ -152,16 +152,16 @@ impl TestDb {
         rows
     }
 
+    /// The server's URL of attachment `name` of document `id`.
+    fn attachment_url(&self, id: &str, name: &str) -> String {
+        let s = server();
+        format!("{}/{}/{}/{}", s.base, enc(&self.name), enc_id(id), enc_att(name))
+    }
+
     /// Attachment bytes straight from the server.
     pub async fn attachment(&self, id: &str, name: &str) -> Vec<u8> {
         let s = server();
-        let url = format!(
-            "{}/{}/{}/{}",
-            s.base,
-            enc(&self.name),
-            enc_id(id),
-            enc_att(name)
-        );
+        let url = self.attachment_url(id, name);
         let resp = self
             .http
             .get(&url)
@@ -171,6 +171,23 @@ impl TestDb {
             .expect("attachment GET");
         assert_eq!(resp.status().as_u16(), 200, "{url}");
         resp.bytes().await.expect("attachment body").to_vec()
+    }
+
+    /// Stores `bytes` as attachment `name` of a new document `id`, straight
+    /// on the server (a raw PUT: no base64 copy in a JSON body).
+    pub async fn put_attachment(&self, id: &str, name: &str, bytes: &[u8]) {
+        let s = server();
+        let url = self.attachment_url(id, name);
+        let resp = self
+            .http
+            .put(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("attachment PUT");
+        assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
     }
 
     /// Every document id in the server's `_changes` feed, sorted.
