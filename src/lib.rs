@@ -129,6 +129,9 @@ pub use store::{
     DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica,
     ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
+pub use store::{
+    compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
+};
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
     SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,

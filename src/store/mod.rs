@@ -13,6 +13,7 @@
 mod attachment_refs;
 mod check;
 mod commit;
+mod compact;
 mod document;
 mod error;
 mod keys;
@@ -26,6 +27,8 @@ pub use check::{CheckReport, Violation};
 #[cfg(feature = "internals")]
 pub use commit::BatchOutcome;
 pub use commit::{IncomingRev, WriteBatch};
+pub use compact::{
+    compact, dir_size, CompactOptions, DEFAULT_COMPACT_ABOVE, CompactReport, DiskUsage, TreeUsage};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
@@ -258,7 +261,9 @@ impl Replica {
         config: ReplicaConfig,
     ) -> Result<Self, StoreError> {
         let p = path.as_ref();
-        if !p.join("conf").is_file() || !p.join("db").is_file() {
+        // An interrupted compaction may have moved the files; open
+        // finishes it.
+        if (!p.join("conf").is_file() || !p.join("db").is_file()) && !compact::pending(p) {
             return Err(StoreError::NotAReplica {
                 path: p.to_path_buf(),
             });
