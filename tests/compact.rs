@@ -191,7 +191,8 @@ async fn compaction_keeps_pending_outbox_writes() {
     assert_eq!(note["text"], "one");
     let card = server.iter().find(|d| d["_id"] == "c-000001").unwrap();
     assert_eq!(card["elo"], 1777);
-    assert!(!server.iter().any(|d| d["_id"] == "c-000002"), "deleted");
+    let gone = server.iter().find(|d| d["_id"] == "c-000002").unwrap();
+    assert_eq!(gone["_deleted"], json!(true), "{gone}");
 }
 
 #[tokio::test]
