@@ -112,7 +112,12 @@ async fn compaction_keeps_content_checkpoint_and_views_and_the_next_pull_is_incr
     // The view indexes were copied, not rebuilt, and answer the same.
     assert_eq!(query(&dir, "elo"), elo);
     assert_eq!(query(&dir, "getTags"), tags);
-    for left in ["compact.tmp", "compact.ready", "compact.swap", "compact.old"] {
+    for left in [
+        "compact.tmp",
+        "compact.ready",
+        "compact.swap",
+        "compact.old",
+    ] {
         assert!(!dir.join(left).exists(), "{left} left behind");
     }
 
@@ -136,23 +141,40 @@ async fn the_automatic_trigger_compacts_after_a_pull_above_its_factor() {
     pull_json(&db.url(), &dir, &[]);
     let baseline = {
         let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
-        r.disk_baseline().unwrap().expect("the first pull records a baseline")
+        r.disk_baseline()
+            .unwrap()
+            .expect("the first pull records a baseline")
     };
     assert!(baseline > 0);
     update_cards(&db, 0, 10, 1).await;
     // Off: no compaction, whatever the size.
-    let out = settee(&["pull", &db.url(), dir.to_str().unwrap(), "--compact-above", "0"]);
+    let out = settee(&[
+        "pull",
+        &db.url(),
+        dir.to_str().unwrap(),
+        "--compact-above",
+        "0",
+    ]);
     ok(&out, "pull without the trigger");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("compacted"));
     // A factor below 1 is always exceeded: the pull compacts.
     update_cards(&db, 10, 10, 2).await;
-    let out = settee(&["pull", &db.url(), dir.to_str().unwrap(), "--compact-above", "0.5"]);
+    let out = settee(&[
+        "pull",
+        &db.url(),
+        dir.to_str().unwrap(),
+        "--compact-above",
+        "0.5",
+    ]);
     ok(&out, "pull with the trigger");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("compacted"), "{text}");
     let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
     let new_baseline = r.disk_baseline().unwrap().unwrap();
-    assert_ne!(new_baseline, baseline, "the compaction records a new baseline");
+    assert_ne!(
+        new_baseline, baseline,
+        "the compaction records a new baseline"
+    );
     drop(r);
     check_ok(&dir, "after the automatic compaction");
     assert_same_dump(&cli_dump(&dir), &db.server_dump().await);
@@ -187,7 +209,10 @@ async fn compaction_keeps_pending_outbox_writes() {
     let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pushed["pending"], json!(0), "{pushed}");
     let server = db.server_dump().await;
-    let note = server.iter().find(|d| d["_id"] == "note-1").expect("pushed");
+    let note = server
+        .iter()
+        .find(|d| d["_id"] == "note-1")
+        .expect("pushed");
     assert_eq!(note["text"], "one");
     let card = server.iter().find(|d| d["_id"] == "c-000001").unwrap();
     assert_eq!(card["elo"], 1777);
@@ -207,7 +232,10 @@ async fn a_held_replica_is_refused_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is locked by pid"), "{err}");
     drop(held);
-    ok(&settee(&["compact", dir.to_str().unwrap()]), "once released");
+    ok(
+        &settee(&["compact", dir.to_str().unwrap()]),
+        "once released",
+    );
     let nothing = tmp.path().join("none");
     let out = settee(&["compact", nothing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -231,7 +259,11 @@ fn stage(dir: &Path) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_compaction_leaves_a_replica_that_opens_and_checks() {
-    let db = TestDb::seeded("compact-kill", &["--cards", "200", "--realistic", "--extras"]).await;
+    let db = TestDb::seeded(
+        "compact-kill",
+        &["--cards", "200", "--realistic", "--extras"],
+    )
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     pull_json(&db.url(), &dir, &["--compact-above", "0"]);
@@ -269,9 +301,20 @@ async fn a_killed_compaction_leaves_a_replica_that_opens_and_checks() {
         stages.push(stage(&dir));
 
         // `check` opens the replica, which finishes or discards the swap.
-        check_ok(&dir, &format!("round {round}, killed while {}", stages[round]));
-        for left in ["compact.tmp", "compact.ready", "compact.swap", "compact.old"] {
-            assert!(!dir.join(left).exists(), "round {round}: {left} left behind");
+        check_ok(
+            &dir,
+            &format!("round {round}, killed while {}", stages[round]),
+        );
+        for left in [
+            "compact.tmp",
+            "compact.ready",
+            "compact.swap",
+            "compact.old",
+        ] {
+            assert!(
+                !dir.join(left).exists(),
+                "round {round}: {left} left behind"
+            );
         }
         assert_same_dump(&cli_dump(&dir), &want);
         assert_eq!(checkpoint_of(&dir, &rep_id), checkpoint, "round {round}");
@@ -279,7 +322,7 @@ async fn a_killed_compaction_leaves_a_replica_that_opens_and_checks() {
     eprintln!("compact kills landed while: {stages:?}");
     if compact_kills() >= 4 {
         assert!(
-            stages.iter().any(|s| *s == "copying"),
+            stages.contains(&"copying"),
             "no kill landed before the commit point: {stages:?}"
         );
         assert!(

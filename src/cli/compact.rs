@@ -42,8 +42,10 @@ pub(crate) fn run(args: CompactArgs) -> CliResult {
         }
         return Ok(Outcome::Ok);
     }
-    let mut options = crate::CompactOptions::default();
-    options.step_pause = args.step_pause_ms.map(std::time::Duration::from_millis);
+    let options = crate::CompactOptions {
+        step_pause: args.step_pause_ms.map(std::time::Duration::from_millis),
+        ..Default::default()
+    };
     let report = crate::compact(&dir, &options)?;
     if args.json {
         print_json(&mut out, &report)?;

@@ -151,8 +151,10 @@ async fn auto_compact(replica: Replica, args: &PullArgs) -> Option<crate::Compac
         // The pull has returned, so this is the last handle: dropping it
         // lets the compaction take the replica.
         drop(replica);
-        let mut options = crate::CompactOptions::default();
-        options.cache_capacity = Some(cache);
+        let options = crate::CompactOptions {
+            cache_capacity: Some(cache),
+            ..Default::default()
+        };
         crate::compact(&dir, &options).map(Some)
     })
     .await;

@@ -3,11 +3,12 @@
 //! of its live data.
 //!
 //! Why it exists: sled 0.34 rewrites a page by appending it to its log and
-//! reclaims the old copy only when a whole segment has become mostly free,
-//! so a replica that takes scattered updates grows by several times the
-//! bytes it changes (`docs/design.md`, "Disk and compaction"). Copying every
-//! tree, key by key in key order, into a new database gives a log with no
-//! dead pages.
+//! reclaims the old copy only once its segment is at most half live, so a
+//! replica that takes scattered updates grows by a few times the bytes it
+//! changes, towards twice its live data (`docs/design.md`, "Disk and
+//! compaction"). Copying every tree, in key order, into a new database
+//! drops that dead space (not sled's write amplification of the copy
+//! itself, which is about what a cold pull leaves).
 //!
 //! What it owns: the work directories inside the replica directory
 //! (`compact.tmp`, `compact.ready`, `compact.swap`, `compact.old`), the
@@ -199,19 +200,19 @@ fn wait_released(db_file: &Path) -> Result<(), StoreError> {
     let started = Instant::now();
     loop {
         let file = std::fs::File::open(db_file).map_err(io_err(db_file, "open"))?;
-        match file.try_lock() {
+        match fs2::FileExt::try_lock_exclusive(&file) {
             Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < RELEASE_WAIT => {
+            Err(e) if e.kind() != fs2::lock_contended_error().kind() => {
+                return Err(io_err(db_file, "lock")(e));
+            }
+            Err(_) if started.elapsed() < RELEASE_WAIT => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
+            Err(_) => {
                 return Err(StoreError::Locked {
                     path: db_file.to_path_buf(),
                     holder: "this process (sled did not close the database)".to_owned(),
                 })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(io_err(db_file, "lock")(e));
             }
         }
     }
@@ -319,7 +320,9 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
         return Err(StoreError::corrupt(
             "compacted copy",
             build.to_string_lossy().as_bytes(),
-            format!("checksum {got:08x} differs from the original's {want:08x}; nothing was swapped"),
+            format!(
+                "checksum {got:08x} differs from the original's {want:08x}; nothing was swapped"
+            ),
         ));
     }
     // The trigger's baseline is the size of the copy, recorded in the copy.

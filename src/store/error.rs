@@ -93,7 +93,9 @@ pub enum StoreError {
     /// A file-system step of opening or compacting a replica failed (the
     /// directory lock, a rename, an fsync). A compaction that fails leaves
     /// the old replica or the new one; the next open finishes the swap.
-    #[error("cannot {step} for replica {path}: {source}; is the path writable and on a local disk?")]
+    #[error(
+        "cannot {step} for replica {path}: {source}; is the path writable and on a local disk?"
+    )]
     Compact {
         /// The file or directory concerned.
         path: PathBuf,

@@ -7,7 +7,10 @@
 //! process, pulls on one replica are serialized ([`Replica::lock_pull`]):
 //! one pull's closing sweep must not delete what another is counting on.
 //! It also tracks the blocking tasks a pull spawns, so a stopped pull can
-//! wait until none of them holds the replica any more.
+//! wait until none of them holds the replica any more. An open also holds
+//! the directory's gate (an exclusive `flock` on the directory) until
+//! sled's lock is taken, and finishes a compaction a crash interrupted
+//! first (`compact.rs`); a compaction holds the gate for its whole run.
 //!
 //! It must not decide anything about the data: it only says who holds the
 //! replica and waits.
@@ -82,10 +85,10 @@ impl Gate {
             source,
         };
         let file = std::fs::File::open(dir).map_err(io)?;
-        match file.try_lock() {
+        match fs2::FileExt::try_lock_exclusive(&file) {
             Ok(()) => Ok(Some(Gate(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+            Err(e) if e.kind() == fs2::lock_contended_error().kind() => Ok(None),
+            Err(e) => Err(io(e)),
         }
     }
 }

@@ -28,7 +28,8 @@ pub use check::{CheckReport, Violation};
 pub use commit::BatchOutcome;
 pub use commit::{IncomingRev, WriteBatch};
 pub use compact::{
-    compact, dir_size, CompactOptions, DEFAULT_COMPACT_ABOVE, CompactReport, DiskUsage, TreeUsage};
+    compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
+};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
