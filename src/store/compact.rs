@@ -255,7 +255,8 @@ fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<(usize, u64, u64), Store
 /// then does the copy replace the original. The content is identical:
 /// documents, revision trees, bodies, attachments, checkpoints, the outbox
 /// and dead letters, `_local` documents, view indexes. What changes is the
-/// size on disk, which drops to about what the live data takes.
+/// size on disk: the dead pages sled keeps go (a copy still takes sled's
+/// write amplification, about what a cold pull of the same data takes).
 ///
 /// # Errors
 /// [`StoreError::Locked`] when another process (or another handle in this

@@ -113,10 +113,9 @@ pub(crate) fn open_gated(path: &Path, cache_capacity: u64) -> Result<(sled::Db, 
             path: path.to_path_buf(),
         });
     }
-    std::fs::create_dir_all(path).map_err(|source| StoreError::Compact {
+    std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
         path: path.to_path_buf(),
-        step: "create the directory",
-        source,
+        source: sled::Error::Io(e),
     })?;
     let started = std::time::Instant::now();
     loop {
