@@ -96,6 +96,24 @@ async fn compaction_keeps_content_checkpoint_and_views_and_the_next_pull_is_incr
     pull_json(&db.url(), &dir, &["--compact-above", "0"]);
     let rep_id = first["replication_id"].as_str().unwrap().to_owned();
 
+    // The store keeps no garbage of its own after updates: one sequence
+    // entry per record, no body waiting for a sweep.
+    let out = settee(&["compact", dir.to_str().unwrap(), "--usage", "--json"]);
+    ok(&out, "settee compact --usage");
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |name: &str| {
+        usage["trees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map_or(0, |t| t["keys"].as_u64().unwrap())
+    };
+    assert!(keys("docs") > 150, "{usage}");
+    assert_eq!(keys("by_seq"), keys("docs"), "{usage}");
+    assert_eq!(keys("garbage"), 0, "{usage}");
+    assert!(usage["live_bytes"].as_u64().unwrap() < usage["dir_bytes"].as_u64().unwrap());
+
     let dump = cli_dump(&dir);
     let elo = query(&dir, "elo");
     let tags = query(&dir, "getTags");
