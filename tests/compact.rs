@@ -354,3 +354,24 @@ async fn a_killed_compaction_leaves_a_replica_that_opens_and_checks() {
     assert_eq!(next["docs_written"], json!(3), "{next}");
     assert_same_dump(&cli_dump(&dir), &db.server_dump().await);
 }
+
+#[tokio::test]
+async fn open_compacted_compacts_only_above_its_factor() {
+    // The sync service opens each live replica this way at its first use.
+    let db = TestDb::seeded("compact-open", &["--cards", "40"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    pull_json(&db.url(), &dir, &[]);
+    let dump = cli_dump(&dir);
+    let open = |factor| {
+        let (r, report) = Replica::open_compacted(&dir, ReplicaConfig::default(), factor).unwrap();
+        drop(r);
+        report
+    };
+    assert!(open(None).is_none(), "off");
+    assert!(open(Some(100.0)).is_none(), "far below the factor");
+    let report = open(Some(0.5)).expect("above the factor: compacted");
+    assert!(report.entries > 40, "{report:?}");
+    assert_same_dump(&cli_dump(&dir), &dump);
+    check_ok(&dir, "after open_compacted");
+}

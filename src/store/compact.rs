@@ -390,6 +390,47 @@ fn step_one(dir: &Path, ready: &Path, swap: &Path) -> Result<(), StoreError> {
 }
 
 impl Replica {
+    /// Opens the replica at `path` like [`Replica::open`], first compacting
+    /// it when it is above `factor` times its baseline
+    /// ([`Replica::should_compact`]); `None` never compacts. For an owner
+    /// that opens a replica before anything else in the process holds it
+    /// (the sync service, at the first use of a database): the moment the
+    /// compaction needs the replica to itself. A failed compaction is
+    /// logged, and the replica opened as it is.
+    ///
+    /// # Errors
+    /// As [`Replica::open`].
+    ///
+    /// # Durability
+    /// As [`compact`]: a crash leaves the old replica or the new one.
+    pub fn open_compacted(
+        path: impl AsRef<Path>,
+        config: super::ReplicaConfig,
+        factor: Option<f64>,
+    ) -> Result<(Replica, Option<CompactReport>), StoreError> {
+        let path = path.as_ref();
+        let replica = Replica::open(path, config.clone())?;
+        let Some(factor) = factor.filter(|f| *f > 0.0) else {
+            return Ok((replica, None));
+        };
+        if !replica.should_compact(factor)? {
+            return Ok((replica, None));
+        }
+        drop(replica);
+        let options = CompactOptions {
+            cache_capacity: Some(config.cache_capacity),
+            ..Default::default()
+        };
+        let report = match compact(path, &options) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compaction at open failed");
+                None
+            }
+        };
+        Ok((Replica::open(path, config)?, report))
+    }
+
     /// Keys and bytes per tree, and the directory's size: where the disk
     /// goes. Reads every entry of every tree (seconds on a large replica).
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
