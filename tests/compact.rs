@@ -145,7 +145,10 @@ async fn compaction_keeps_content_checkpoint_and_views_and_the_next_pull_is_incr
     let next = pull_json(&db.url(), &dir, &["--compact-above", "0"]);
     assert_eq!(next["start_seq"].to_string(), checkpoint);
     assert_eq!(next["docs_written"], json!(5), "{next}");
-    assert_eq!(next["changes_read"], json!(5), "{next}");
+    // A sharded CouchDB may list a few older rows again after a sequence;
+    // none of them is fetched or written.
+    assert!(next["changes_read"].as_u64().unwrap() >= 5, "{next}");
+    assert_eq!(next["docs_read"], json!(5), "{next}");
     assert_same_dump(&cli_dump(&dir), &db.server_dump().await);
     check_ok(&dir, "after the next pull");
 }
