@@ -113,6 +113,7 @@ mod sync;
 pub mod views;
 
 pub use error::{Error, Result};
+pub use remote::AttachmentStream;
 pub use remote::Auth;
 pub use remote::{
     BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,

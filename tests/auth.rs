@@ -151,3 +151,108 @@ async fn a_bearer_token_is_sent_instead_of_the_password() {
     }
     assert!(!format!("{remote:?}").contains(token));
 }
+
+/// Runs the `settee` binary off the runtime's threads (the proxy runs on
+/// them), asserting success.
+async fn settee_ok(args: Vec<String>) -> std::process::Output {
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        settee(&args)
+    })
+    .await
+    .expect("settee ran");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every request but the login carries the session cookie and no password.
+fn only_cookies(proxy: &crate::support::proxy::FaultProxy) {
+    let heads = proxy.request_heads();
+    let others: Vec<&String> = heads.iter().filter(|h| !h.contains("/_session")).collect();
+    assert!(!others.is_empty());
+    for head in others {
+        let cookie = header(head, "cookie").unwrap_or_default();
+        assert!(cookie.starts_with("AuthSession="), "no cookie: {head}");
+        assert!(header(head, "authorization").is_none(), "basic: {head}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_sync_log_in_with_a_session_from_the_command_line() {
+    let db = TestDb::seeded("cli-session", &["--cards", "5"]).await;
+    let proxy = db.behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("r").to_str().unwrap().to_owned();
+    let url = db.url_via(&proxy.url());
+    let s = |v: &str| v.to_owned();
+    settee_ok(vec![
+        s("pull"),
+        s("--session"),
+        url.clone(),
+        replica.clone(),
+    ])
+    .await;
+    assert_eq!(proxy.count("POST /_session"), 1);
+    only_cookies(&proxy);
+
+    // push --session: logs in, sends the write with the cookie only.
+    settee_ok(vec![
+        s("put"),
+        replica.clone(),
+        s("by-push"),
+        s(r#"{"v":1}"#),
+    ])
+    .await;
+    proxy.clear_requests();
+    settee_ok(vec![
+        s("push"),
+        replica.clone(),
+        s("--remote"),
+        url.clone(),
+        s("--session"),
+        s("--retries"),
+        s("1"),
+        s("--request-timeout"),
+        s("30"),
+    ])
+    .await;
+    assert_eq!(proxy.count("POST /_session"), 1, "{:?}", proxy.requests());
+    assert!(proxy.count("_bulk_docs") >= 1, "{:?}", proxy.requests());
+    only_cookies(&proxy);
+    assert_eq!(db.get_json("by-push").await["v"], 1);
+
+    // sync --session: each database's pull logs in the same way.
+    proxy.clear_requests();
+    let root = dir.path().join("root").to_str().unwrap().to_owned();
+    let server_url = server::with_userinfo(
+        &proxy.url(),
+        &server::userinfo(&server().user, &server().password),
+    );
+    settee_ok(vec![
+        s("sync"),
+        server_url,
+        root.clone(),
+        s("--db"),
+        db.name.clone(),
+        s("--force"),
+        s("--json"),
+        s("--session"),
+        s("--retry"),
+        s("--retry-attempts"),
+        s("2"),
+    ])
+    .await;
+    assert!(proxy.count("POST /_session") >= 1, "{:?}", proxy.requests());
+    only_cookies(&proxy);
+    let out = settee_ok(vec![s("dump"), root, s("--db"), db.name.clone()]).await;
+    let dump: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_same_dump(&dump, &db.server_dump().await);
+}

@@ -1,10 +1,14 @@
 //! Issue 12: a failed first pull leaves nothing behind, clear errors for a
 //! file or a locked replica, per-document failures where one document used
-//! to fail every later pull, stopping a pull cleanly, one pull at a time.
+//! to fail every later pull, stopping a pull cleanly, one pull at a time;
+//! capped answers, a read timeout and attachments streamed to the store.
 
-use crate::support::proxy::{Gate, Rule};
+use crate::support::proxy::{Fault, FaultProxy, Gate, Rule};
 use crate::support::*;
-use settee::{PullConfig, Replica, ReplicaConfig, RetryPolicy};
+use settee::{
+    Endpoint, PullConfig, Remote, RemoteConfig, RemoteError, Replica, ReplicaConfig, RetryPolicy,
+};
+use std::time::Duration;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -493,4 +497,161 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
     let resumed = pull(&replica, &db.remote(), 10, 1).await;
     assert!(resumed.docs_written > 0);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+/// Stores `bytes` as attachment `name` of a new document `id`, straight
+/// on the server (a raw PUT: no base64 copy in a JSON body).
+async fn put_attachment(db: &TestDb, id: &str, name: &str, bytes: &[u8]) {
+    let s = server();
+    let url = format!(
+        "{}/{}/{}/{}",
+        s.base,
+        enc(&db.name),
+        enc_id(id),
+        enc_att(name)
+    );
+    let resp = reqwest::Client::new()
+        .put(&url)
+        .basic_auth(&s.user, Some(&s.password))
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
+}
+
+/// Bytes that compress badly enough and differ per size.
+fn blob(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + i / 7) % 253) as u8).collect()
+}
+
+fn fast_retries(n: u32) -> RetryPolicy {
+    RetryPolicy::with_retries(n)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .without_jitter()
+}
+
+fn remote_with_config(db: &TestDb, proxy: &FaultProxy, config: RemoteConfig) -> Remote {
+    Remote::new(Endpoint::parse(&db.url_via(&proxy.url())).unwrap(), config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_attachment_is_streamed_through_a_cut_and_a_stalled_body() {
+    // 3 MiB of attachment against a 1 MiB cap on answers read whole: only a
+    // body streamed to the store, never held as one answer, gets through.
+    let db = TestDb::new("bigatt").await;
+    let bytes = blob(3 * 1024 * 1024 + 17);
+    put_attachment(&db, "big", "blob.bin", &bytes).await;
+    db.bulk_docs(vec![serde_json::json!({"_id": "small", "v": 1})], true)
+        .await;
+    let proxy = db.behind_proxy().await;
+    // First the body is cut halfway, then it stalls halfway (for longer
+    // than the read timeout), then it arrives whole.
+    proxy.set_rules(vec![
+        Rule::new("blob.bin", Fault::TruncateHalf).once(),
+        Rule::stall_halfway("blob.bin", 15_000).once(),
+    ]);
+    let config = RemoteConfig::default()
+        .with_retry(fast_retries(3))
+        .with_read_timeout(Duration::from_secs(1))
+        .with_max_response_bytes(1024 * 1024);
+    let remote = remote_with_config(&db, &proxy, config);
+    let (_dir, replica) = temp_replica();
+    let result = pull(&replica, &remote, 100, 2).await;
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert_eq!(proxy.count("blob.bin"), 3, "{:?}", proxy.requests());
+    let got = replica.attachment_of("big", "blob.bin").unwrap().unwrap();
+    assert!(got[..] == bytes[..], "the bytes read back differ");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+    let report = replica.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    // On disk the bytes are a file of their own beside sled's, the only
+    // one (the failed attempts left nothing).
+    let files: Vec<_> = std::fs::read_dir(_dir.path().join("replica/attachments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().len(),
+        bytes.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_over_its_cap_or_cut_on_every_attempt_fails_alone() {
+    let db = TestDb::new("attcap").await;
+    let bytes = blob(2 * 1024 * 1024 + 5);
+    put_attachment(&db, "big", "blob.bin", &bytes).await;
+    db.bulk_docs(vec![serde_json::json!({"_id": "small", "v": 1})], true)
+        .await;
+    let proxy = db.behind_proxy().await;
+    let (_dir, replica) = temp_replica();
+
+    // Over the cap: refused before a byte is stored, naming the setting.
+    let capped = RemoteConfig::default()
+        .with_retry(fast_retries(2))
+        .with_max_attachment_bytes(Some(1024 * 1024));
+    let result = pull(&replica, &remote_with_config(&db, &proxy, capped), 100, 2).await;
+    assert_eq!(result.doc_write_failures, 1, "{:?}", result.failures);
+    let failure = &result.failures[0];
+    assert_eq!(failure.id, "big");
+    assert!(
+        failure.reason.contains("max_attachment_bytes"),
+        "{failure:?}"
+    );
+    assert!(replica.get("small").unwrap().is_some());
+    assert_eq!(replica.pending_retries().unwrap(), vec!["big".to_owned()]);
+
+    // Cut halfway on every attempt: the document fails, the pull goes on.
+    proxy.set_rules(vec![Rule::new("blob.bin", Fault::TruncateHalf)]);
+    proxy.clear_requests();
+    let config = RemoteConfig::default().with_retry(fast_retries(2));
+    let remote = remote_with_config(&db, &proxy, config);
+    let result = pull(&replica, &remote, 100, 2).await;
+    assert_eq!(result.doc_write_failures, 1, "{:?}", result.failures);
+    assert!(
+        result.failures[0].reason.contains("cut short"),
+        "{:?}",
+        result.failures
+    );
+    assert_eq!(proxy.count("blob.bin"), 3, "one attempt and two retries");
+    assert_eq!(replica.pending_retries().unwrap(), vec!["big".to_owned()]);
+    let report = replica.check().unwrap();
+    assert!(report.is_ok(), "no staged garbage is counted: {report:?}");
+
+    // Once the body gets through, the retry list empties.
+    proxy.clear_rules();
+    let result = pull(&replica, &remote, 100, 2).await;
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    let got = replica.attachment_of("big", "blob.bin").unwrap().unwrap();
+    assert!(got[..] == bytes[..], "the bytes read back differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_response_cap_is_a_typed_error_naming_the_setting() {
+    let db = TestDb::seeded("respcap", &["--cards", "10"]).await;
+    let proxy = db.behind_proxy().await;
+    let config = RemoteConfig::default()
+        .with_retry(RetryPolicy::none())
+        .with_max_response_bytes(512);
+    let remote = remote_with_config(&db, &proxy, config);
+    let (_dir, replica) = temp_replica();
+    let err = settee::pull(&replica, &remote, &PullConfig::new(100, 2).unwrap())
+        .await
+        .expect_err("the first page is larger than 512 bytes");
+    assert!(
+        matches!(
+            err,
+            settee::Error::Remote(RemoteError::TooLarge { limit: 512, .. })
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("max_response_bytes"), "{text}");
+    assert!(text.contains("--max-response-mib"), "{text}");
+    assert_eq!(replica.update_seq().unwrap(), 0, "nothing was committed");
 }

@@ -112,12 +112,9 @@ pub struct PushArgs {
     /// The database URL (default: the remote the replica was pulled from).
     #[arg(long)]
     pub remote: Option<String>,
-    /// User name (overrides the one in the URL).
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
-    #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    /// How to reach and authenticate to the server.
+    #[command(flatten)]
+    pub connect: RemoteArgs,
     /// Give up waiting after this many seconds (what is left stays queued).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -171,34 +168,12 @@ pub struct PullArgs {
     /// Batches fetched at once.
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
-    /// Retries of a failed request (5xx, 408, 429, timeouts, broken
-    /// connections), with backoff from 0.25 s.
-    #[arg(long, default_value_t = 5)]
-    pub retries: u32,
-    /// Retry mode: when a request's retries run out, pause and start over
-    /// from the last checkpoint instead of failing (like PouchDB's
-    /// `retry: true`); Ctrl-C ends it.
-    #[arg(long)]
-    pub retry: bool,
-    /// In retry mode, give up after this many failed attempts (default:
-    /// never).
-    #[arg(long, requires = "retry")]
-    pub retry_attempts: Option<u32>,
-    /// Log in with a CouchDB cookie session (`POST /_session` with the user
-    /// name and password, renewed on expiry) instead of sending them with
-    /// every request.
-    #[arg(long, conflicts_with = "token")]
-    pub session: bool,
-    /// A bearer token (JWT) sent instead of the user name and password;
-    /// better passed via SETTEE_TOKEN.
-    #[arg(long, env = "SETTEE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// User name (overrides the one in the URL).
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
-    #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    /// How to reach and authenticate to the server.
+    #[command(flatten)]
+    pub connect: RemoteArgs,
+    /// Whether to keep going across outages.
+    #[command(flatten)]
+    pub retry: RetryModeArgs,
     /// Page cache of the replica store, MiB (1 to 65536).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
@@ -329,19 +304,72 @@ pub struct SyncArgs {
     /// Databases pulling at the same time.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent: usize,
-    /// Retries of a failed request (5xx, 408, 429, timeouts, broken
-    /// connections), with backoff from 0.25 s.
-    #[arg(long, default_value_t = 5)]
-    pub retries: u32,
+    /// How to reach and authenticate to the server.
+    #[command(flatten)]
+    pub connect: RemoteArgs,
+    /// Whether each database's pull keeps going across outages.
+    #[command(flatten)]
+    pub retry: RetryModeArgs,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// How `pull`, `push` and `sync` reach and authenticate to the server:
+/// one set of flags for the three (`cli/connect.rs` turns it into a
+/// `RemoteConfig`). The defaults are `RemoteConfig`'s.
+#[derive(Args)]
+pub struct RemoteArgs {
     /// User name (overrides the one in the URL).
     #[arg(long)]
     pub user: Option<String>,
     /// Password (overrides the URL's); better passed via SETTEE_PASSWORD.
     #[arg(long, env = "SETTEE_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// No progress lines on stderr.
+    /// Log in with a CouchDB cookie session (`POST /_session` with the user
+    /// name and password, renewed on expiry) instead of sending them with
+    /// every request.
+    #[arg(long, conflicts_with = "token")]
+    pub session: bool,
+    /// A bearer token (JWT) sent instead of the user name and password;
+    /// better passed via SETTEE_TOKEN.
+    #[arg(long, env = "SETTEE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Retries of a failed request (5xx, 408, 429, timeouts, broken
+    /// connections), with backoff from 0.25 s. (A push's `_bulk_docs` is
+    /// retried by the push worker until --timeout instead.)
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Longest wait for a connection, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Longest wait for a whole JSON answer, seconds (attachment bodies,
+    /// streamed, are bounded by --read-timeout instead).
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Longest wait between two reads of an answer, seconds; 0: none.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub read_timeout: u64,
+    /// Largest JSON answer read, MiB (a `_bulk_get`, a `_changes` page).
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_response_mib: u64,
+    /// Largest attachment pulled, MiB (streamed to disk); 0: no limit.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub max_attachment_mib: u64,
+}
+
+/// Retry mode, for the commands that pull.
+#[derive(Args)]
+pub struct RetryModeArgs {
+    /// Retry mode: when a request's retries run out, pause and start over
+    /// from the last checkpoint instead of failing (like PouchDB's
+    /// `retry: true`); Ctrl-C ends it.
     #[arg(long)]
-    pub quiet: bool,
+    pub retry: bool,
+    /// In retry mode, give up after this many failed attempts (default:
+    /// never).
+    #[arg(long, requires = "retry")]
+    pub retry_attempts: Option<u32>,
 }
 
 /// `90s`, `30m`, `6h`, `1d`, `500ms`: a positive duration.

@@ -13,6 +13,7 @@ mod args;
 mod bench;
 mod check;
 mod compact;
+mod connect;
 mod dump;
 mod get;
 mod outbox;

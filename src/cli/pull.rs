@@ -2,38 +2,21 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
-use crate::{
-    Auth, Endpoint, PullConfig, PullResult, PullState, Remote, RemoteConfig, Replica,
-    ReplicaConfig, RetryMode, RetryPolicy,
-};
+use crate::{Endpoint, PullConfig, PullResult, PullState, Remote, Replica, ReplicaConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 
 pub(crate) async fn run(args: PullArgs) -> CliResult {
-    let endpoint =
-        Endpoint::parse(&args.db_url)?.merge_credentials(args.user.clone(), args.password.clone());
+    let endpoint = Endpoint::parse(&args.db_url)?
+        .merge_credentials(args.connect.user.clone(), args.connect.password.clone());
     let mut builder = PullConfig::builder()
         .batch_size(args.batch_size)
         .batches_limit(args.batches_limit);
-    if args.retry {
-        let mode = RetryMode::default();
-        builder = builder.retry_mode(match args.retry_attempts {
-            Some(n) => mode.with_max_attempts(n),
-            None => mode,
-        });
+    if let Some(mode) = args.retry.mode() {
+        builder = builder.retry_mode(mode);
     }
     let config = builder.build()?;
-    let auth = match (&args.token, args.session) {
-        (Some(token), _) => Auth::Bearer(token.clone()),
-        (None, true) => Auth::Session,
-        (None, false) => Auth::Basic,
-    };
-    let remote = Remote::new(
-        endpoint,
-        RemoteConfig::default()
-            .with_retry(RetryPolicy::with_retries(args.retries))
-            .with_auth(auth),
-    )?;
+    let remote = Remote::new(endpoint, args.connect.remote_config())?;
     let fresh = Fresh::before_open(&args.dir);
     let replica = Replica::open(
         &args.dir,

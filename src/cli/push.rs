@@ -5,8 +5,7 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PushArgs;
 use crate::{
-    Endpoint, Outbox, OutboxConfig, OutboxStatus, Remote, RemoteBinding, RemoteConfig, Replica,
-    ReplicaConfig,
+    Endpoint, Outbox, OutboxConfig, OutboxStatus, Remote, RemoteBinding, Replica, ReplicaConfig,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -23,9 +22,9 @@ pub(crate) async fn run(args: PushArgs) -> CliResult {
             ))
         }
     };
-    let endpoint =
-        Endpoint::parse(&url)?.merge_credentials(args.user.clone(), args.password.clone());
-    let remote = Remote::new(endpoint, RemoteConfig::default())?;
+    let endpoint = Endpoint::parse(&url)?
+        .merge_credentials(args.connect.user.clone(), args.connect.password.clone());
+    let remote = Remote::new(endpoint, args.connect.remote_config())?;
     check_binding(&replica, &remote, bound).await?;
 
     let config = OutboxConfig::default().with_batch_size(args.batch_size);

@@ -4,25 +4,23 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::SyncArgs;
-use crate::{
-    PullConfig, RemoteConfig, RetryPolicy, ScheduleConfig, SyncConfig, SyncRun, SyncService,
-    SyncState, SyncStatus,
-};
+use crate::{PullConfig, ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus};
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;
 
 pub(crate) async fn run(args: SyncArgs) -> CliResult {
     let server = server_url(&args)?;
+    let mut pull = PullConfig::builder()
+        .batch_size(args.batch_size)
+        .batches_limit(args.batches_limit);
+    if let Some(mode) = args.retry.mode() {
+        pull = pull.retry_mode(mode);
+    }
     let config = SyncConfig::default()
-        .with_pull(
-            PullConfig::builder()
-                .batch_size(args.batch_size)
-                .batches_limit(args.batches_limit)
-                .build()?,
-        )
+        .with_pull(pull.build()?)
         .with_max_concurrent_pulls(args.max_concurrent)
-        .with_remote(RemoteConfig::default().with_retry(RetryPolicy::with_retries(args.retries)));
+        .with_remote(args.connect.remote_config());
     let service = SyncService::open(&server, &args.root, config)?;
 
     let progress = (!args.json && !args.quiet).then(|| {
@@ -30,6 +28,10 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
         let dbs = args.dbs.clone();
         tokio::spawn(show_progress(service, dbs))
     });
+    // One Ctrl-C listener for the whole run: a listener made anew in each
+    // loop turn misses a signal that arrives between two turns.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let syncs = futures::future::join_all(
         args.dbs
             .iter()
@@ -37,7 +39,7 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
     );
     let statuses = tokio::select! {
         s = syncs => s,
-        _ = tokio::signal::ctrl_c() => {
+        _ = &mut ctrl_c => {
             service.shutdown().await;
             eprintln!("settee: interrupted; the batches committed so far are kept, run the same command to resume");
             return Ok(Outcome::Interrupted);
@@ -66,7 +68,7 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
                 let Some(run) = run else { break };
                 print_run(&run, args.json)?;
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 schedule.stop().await;
                 if !args.json {
                     eprintln!("settee: stopped");
@@ -80,16 +82,17 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
 
 /// The server URL with `--user`/`--password` applied.
 fn server_url(args: &SyncArgs) -> Result<String, CliError> {
-    if args.user.is_none() && args.password.is_none() {
+    let (user, password) = (&args.connect.user, &args.connect.password);
+    if user.is_none() && password.is_none() {
         return Ok(args.server_url.clone());
     }
     let mut url = url::Url::parse(args.server_url.trim())
         .map_err(|e| CliError::Usage(format!("invalid server URL: {e}")))?;
     let bad = |_| CliError::Usage("the server URL cannot carry credentials".to_owned());
-    if let Some(user) = &args.user {
+    if let Some(user) = user {
         url.set_username(user).map_err(bad)?;
     }
-    if let Some(pw) = &args.password {
+    if let Some(pw) = password {
         url.set_password(Some(pw)).map_err(bad)?;
     }
     Ok(url.to_string())

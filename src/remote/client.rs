@@ -5,6 +5,7 @@
 //! server (whether `_bulk_get` exists). It never writes to the remote.
 
 use super::auth::{Auth, SessionCookie};
+use super::body::{self, excerpt, AttachmentStream, ATTACHMENT_SETTING, RESPONSE_SETTING};
 use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
 use super::retry::Pace;
@@ -41,13 +42,28 @@ use url::Url;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RemoteConfig {
-    /// Longest wait for one whole request (headers and body).
+    /// Longest wait for one whole request (headers and body) whose answer
+    /// is read whole (JSON). Attachment bodies, which are streamed, are
+    /// bounded by the read timeout instead, so a large one on a slow link
+    /// is not cut off while bytes keep arriving.
     pub request_timeout: Duration,
     /// Longest wait for a TCP/TLS connection.
     pub connect_timeout: Duration,
-    /// Longest wait between two reads of an answer (`None`: only the
-    /// request timeout applies).
+    /// Longest wait between two reads of an answer, headers included: a
+    /// stalled answer fails (and is retried) after this long, however
+    /// long the whole transfer takes. `None`: no idle limit.
     pub read_timeout: Option<Duration>,
+    /// Largest answer read whole, in bytes (`_changes` pages, `_bulk_get`,
+    /// `open_revs`, push answers): 256 MiB by default, room for a
+    /// `_bulk_get` of 32 documents at CouchDB's default
+    /// `max_document_size` (8 MB), and 64 times the byte budget of a
+    /// `_changes` page. A larger answer is [`RemoteError::TooLarge`].
+    pub max_response_bytes: u64,
+    /// Largest attachment pulled, in bytes (`None`: no cap). Attachment
+    /// bytes are streamed to the replica, never held whole, so this bounds
+    /// disk use, not memory: 1 GiB by default. A larger one is a
+    /// per-document failure naming this setting.
+    pub max_attachment_bytes: Option<u64>,
     /// Headers sent with every request, after settee's own `Accept`
     /// (a header named here replaces settee's).
     pub headers: HeaderMap,
@@ -69,7 +85,9 @@ impl Default for RemoteConfig {
         RemoteConfig {
             request_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
-            read_timeout: None,
+            read_timeout: Some(Duration::from_secs(60)),
+            max_response_bytes: 256 * 1024 * 1024,
+            max_attachment_bytes: Some(1024 * 1024 * 1024),
             headers: HeaderMap::new(),
             user_agent: None,
             client: None,
@@ -102,6 +120,25 @@ impl RemoteConfig {
     /// [`RemoteConfig::read_timeout`]).
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// The same settings with another cap on answers read whole (see
+    /// [`RemoteConfig::max_response_bytes`]).
+    ///
+    /// ```
+    /// let config = settee::RemoteConfig::default().with_max_response_bytes(64 << 20);
+    /// assert_eq!(config.max_response_bytes, 64 << 20);
+    /// ```
+    pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The same settings with another cap on attachment sizes (`None`: no
+    /// cap; see [`RemoteConfig::max_attachment_bytes`]).
+    pub fn with_max_attachment_bytes(mut self, limit: Option<u64>) -> Self {
+        self.max_attachment_bytes = limit;
         self
     }
 
@@ -193,6 +230,11 @@ struct Inner {
     /// Sent with every request, replacing the client's defaults of the
     /// same name (so they apply to a caller's own client too).
     headers: HeaderMap,
+    /// The whole-request timeout of answers read whole (`None` with a
+    /// caller's own client, whose settings apply).
+    request_timeout: Option<Duration>,
+    max_response_bytes: u64,
+    max_attachment_bytes: Option<u64>,
     retry: RetryPolicy,
     auth: Auth,
     session: SessionCookie,
@@ -225,11 +267,14 @@ impl Remote {
         for (name, value) in &config.headers {
             headers.insert(name, value.clone());
         }
+        let request_timeout = config.client.is_none().then_some(config.request_timeout);
         let http = match config.client {
             Some(client) => client,
             None => {
+                // No client-wide total timeout: it would cut a streamed
+                // attachment off on a slow link. JSON requests get
+                // `request_timeout` each; every read gets `read_timeout`.
                 let mut builder = reqwest::Client::builder()
-                    .timeout(config.request_timeout)
                     .connect_timeout(config.connect_timeout)
                     .tcp_nodelay(true);
                 if let Some(read) = config.read_timeout {
@@ -245,6 +290,9 @@ impl Remote {
                 endpoint,
                 http,
                 headers,
+                request_timeout,
+                max_response_bytes: config.max_response_bytes,
+                max_attachment_bytes: config.max_attachment_bytes,
                 retry: config.retry,
                 auth: config.auth,
                 session: SessionCookie::default(),
@@ -266,11 +314,27 @@ impl Remote {
     }
 
     /// A request with the configured headers (`Accept`, `User-Agent`,
-    /// the caller's), which replace a caller's client's defaults.
+    /// the caller's), which replace a caller's client's defaults, and the
+    /// whole-request timeout (see [`Remote::streaming_request`]).
     pub(super) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self.streaming_request(method, url);
+        match self.inner.request_timeout {
+            Some(t) => req.timeout(t),
+            None => req,
+        }
+    }
+
+    /// [`Remote::request`] without the whole-request timeout, for a body
+    /// read as it arrives: only the connect and read timeouts bound it.
+    fn streaming_request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         self.http()
             .request(method, url)
             .headers(self.inner.headers.clone())
+    }
+
+    /// The cap on answers read whole.
+    pub(super) fn max_response_bytes(&self) -> u64 {
+        self.inner.max_response_bytes
     }
 
     pub(super) fn auth(&self) -> &Auth {
@@ -320,7 +384,38 @@ impl Remote {
         body: Option<&Value>,
         accept_any: bool,
     ) -> Result<Result<Bytes, RemoteError>, Expired> {
-        let req = self.request(method.clone(), url.clone());
+        let resp = match self
+            .open_authorized(method.clone(), url, body, accept_any, false)
+            .await?
+        {
+            Ok(resp) => resp,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(body::read_capped(
+            resp,
+            self.inner.max_response_bytes,
+            RESPONSE_SETTING,
+            &method,
+            url,
+        )
+        .await)
+    }
+
+    /// Sends one request and returns its answer when the status is a
+    /// success, unread; an error status is read into a [`RemoteError`].
+    async fn open_authorized(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        accept_any: bool,
+        streaming: bool,
+    ) -> Result<Result<reqwest::Response, RemoteError>, Expired> {
+        let req = if streaming {
+            self.streaming_request(method.clone(), url.clone())
+        } else {
+            self.request(method.clone(), url.clone())
+        };
         let (mut req, had_session) = match self.authorize(req).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
@@ -346,31 +441,13 @@ impl Remote {
         {
             return Err(Expired);
         }
-        Ok(async {
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                return Err(rate_limited(&method, url, resp.headers()));
-            }
-            let bytes = resp.bytes().await.map_err(transport)?;
-            if status.is_success() {
-                return Ok(bytes);
-            }
-            let (error, reason) = match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => (
-                    v.get("error").and_then(Value::as_str).map(str::to_owned),
-                    v.get("reason").and_then(Value::as_str).map(str::to_owned),
-                ),
-                Err(_) => (None, Some(excerpt(&bytes))),
-            };
-            Err(RemoteError::Http {
-                method: method.to_string(),
-                url: url.to_string(),
-                status,
-                error: error
-                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-                reason: reason.unwrap_or_default(),
-            })
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Ok(Err(rate_limited(&method, url, resp.headers())));
         }
-        .await)
+        if status.is_success() {
+            return Ok(Ok(resp));
+        }
+        Ok(Err(body::http_error(resp, &method, url).await))
     }
 
     async fn send(
@@ -717,11 +794,77 @@ impl Remote {
         }
     }
 
-    /// `GET /db/{id}/{name}?rev=...`: an attachment's bytes.
+    /// `GET /db/{id}/{name}?rev=...`: an attachment's bytes, read whole
+    /// (up to [`RemoteConfig::max_attachment_bytes`]); a pull streams them
+    /// instead ([`Remote::attachment_stream`]).
     pub async fn attachment(&self, id: &str, name: &str, rev: &str) -> Result<Bytes, RemoteError> {
+        let url = self.attachment_url(id, name, rev);
+        let what = format!("GET {url}");
+        self.inner
+            .retry
+            .run_paced(&self.inner.pace, &what, || async {
+                let stream = self.open_attachment(&url).await?;
+                let limit = self.inner.max_attachment_bytes.unwrap_or(u64::MAX);
+                body::read_capped(stream, limit, ATTACHMENT_SETTING, &Method::GET, &url).await
+            })
+            .await
+    }
+
+    /// `GET /db/{id}/{name}?rev=...`, sent once, its body not yet read:
+    /// the bytes arrive chunk by chunk, bounded by the read timeout (not
+    /// the request timeout) and [`RemoteConfig::max_attachment_bytes`].
+    /// A caller that wants retries runs this and its reading of the
+    /// chunks in [`Remote::retrying`], starting over on each attempt.
+    ///
+    /// # Errors
+    /// As for every request; [`RemoteError::TooLarge`] at once when the
+    /// announced length is over the cap.
+    pub async fn attachment_stream(
+        &self,
+        id: &str,
+        name: &str,
+        rev: &str,
+    ) -> Result<AttachmentStream, RemoteError> {
+        let url = self.attachment_url(id, name, rev);
+        let resp = self.open_attachment(&url).await?;
+        let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
+        stream.check_declared()?;
+        Ok(stream)
+    }
+
+    fn attachment_url(&self, id: &str, name: &str, rev: &str) -> Url {
         let mut url = self.inner.endpoint.attachment_url(id, name);
         url.query_pairs_mut().append_pair("rev", rev);
-        self.send(Method::GET, &url, None, true).await
+        url
+    }
+
+    /// One attachment GET (a session renewed once on 401), answer unread.
+    async fn open_attachment(&self, url: &Url) -> Result<reqwest::Response, RemoteError> {
+        let get = || self.open_authorized(Method::GET, url, None, true, true);
+        match get().await {
+            Ok(r) => r,
+            Err(Expired) => get().await.unwrap_or_else(|Expired| {
+                Err(RemoteError::Http {
+                    method: "GET".to_owned(),
+                    url: url.to_string(),
+                    status: StatusCode::UNAUTHORIZED,
+                    error: "unauthorized".to_owned(),
+                    reason: "the new session was refused too".to_owned(),
+                })
+            }),
+        }
+    }
+
+    /// Runs `op` under this client's retry policy and its 429 slow-down:
+    /// again after each transient failure, until it succeeds, fails for
+    /// good or the retries run out. For work that spans more than one
+    /// request or reads a stream ([`Remote::attachment_stream`]).
+    pub async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
+        self.inner.retry.run_paced(&self.inner.pace, what, op).await
     }
 }
 
@@ -769,19 +912,6 @@ fn lacks_bulk_get(e: &RemoteError) -> bool {
             _ => false,
         },
         _ => false,
-    }
-}
-
-/// A short, single-line excerpt of a body, for error messages.
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.is_empty() {
-        "(empty body)".to_owned()
-    } else if bytes.len() > 160 {
-        format!("{flat}…")
-    } else {
-        flat
     }
 }
 
@@ -913,6 +1043,36 @@ mod tests {
             values(&default, "user-agent"),
             [concat!("settee/", env!("CARGO_PKG_VERSION"))]
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_over_the_cap_stops_being_read_at_the_cap() {
+        #![allow(clippy::unwrap_used)]
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // No Content-Length: the cap is found while reading. The server
+        // would go on for ever; the client must stop on its own.
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("400\r\n{}\r\n", " ".repeat(0x400));
+            while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}/db")).unwrap();
+        let config = RemoteConfig::default()
+            .with_retry(RetryPolicy::none())
+            .with_max_response_bytes(10_000);
+        let remote = Remote::new(endpoint, config).unwrap();
+        let e = remote.server_info().await.unwrap_err();
+        assert!(
+            matches!(e, RemoteError::TooLarge { limit: 10_000, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("max_response_bytes"), "{e}");
     }
 
     #[test]

@@ -99,6 +99,20 @@ pub enum RemoteError {
         detail: String,
     },
 
+    /// An answer was larger than its cap allows (a JSON answer read whole,
+    /// or an attachment's bytes); `setting` names what to raise.
+    #[error("{method} {url}: the answer is larger than {limit} bytes; raise {setting} if it is expected")]
+    TooLarge {
+        /// The HTTP method.
+        method: String,
+        /// The URL requested.
+        url: String,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The setting that raises the cap.
+        setting: &'static str,
+    },
+
     /// The server answers, but is not CouchDB (a web page, another API).
     #[error("{url} does not look like a CouchDB server: {detail}; check the URL points at a CouchDB database")]
     NotCouchDb {
@@ -134,6 +148,9 @@ impl RemoteError {
             RemoteError::InvalidResponse { detail, .. } => {
                 Some(("invalid_response".to_owned(), detail.clone()))
             }
+            // One document (or attachment) too large for the configured
+            // cap: the others can still be stored.
+            RemoteError::TooLarge { .. } => Some(("too_large".to_owned(), self.to_string())),
             _ => None,
         }
     }
@@ -183,7 +200,9 @@ impl RemoteError {
                     || *status == StatusCode::REQUEST_TIMEOUT
             }
             RemoteError::InvalidResponse { detail, .. } => detail.starts_with("EOF"),
-            RemoteError::InvalidUrl { .. } | RemoteError::NotCouchDb { .. } => false,
+            RemoteError::InvalidUrl { .. }
+            | RemoteError::NotCouchDb { .. }
+            | RemoteError::TooLarge { .. } => false,
         }
     }
 }

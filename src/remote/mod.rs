@@ -8,6 +8,7 @@
 //! local store.
 
 mod auth;
+mod body;
 pub(crate) mod client;
 pub(crate) mod endpoint;
 mod error;
@@ -16,6 +17,7 @@ mod retry;
 mod types;
 
 pub use auth::Auth;
+pub use body::AttachmentStream;
 pub use client::{Remote, RemoteConfig};
 pub use endpoint::{Credentials, Endpoint};
 pub use error::RemoteError;

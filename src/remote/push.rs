@@ -9,6 +9,7 @@
 //! [`RemoteError::RateLimited`] with the server's `Retry-After`. Nothing
 //! here touches the local store.
 
+use super::body;
 use super::client::{rate_limited, transport_error};
 use super::{Remote, RemoteError};
 use reqwest::{Method, StatusCode};
@@ -113,28 +114,17 @@ impl Remote {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(rate_limited(&method, url, resp.headers()));
         }
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(bytes);
+        if !status.is_success() {
+            return Err(body::http_error(resp, &method, url).await);
         }
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let field = |name: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        Err(RemoteError::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            status,
-            error: field("error")
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            reason: field("reason").unwrap_or_else(|| {
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
-            }),
-        })
+        body::read_capped(
+            resp,
+            self.max_response_bytes(),
+            body::RESPONSE_SETTING,
+            &method,
+            url,
+        )
+        .await
     }
 }
 

@@ -3,14 +3,14 @@
 //! attachment bytes the replica lacks, and turn each revision into an
 //! [`IncomingRev`]. Nothing here writes to the store.
 
+use super::attachment::Fetched;
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
-use crate::remote::{endpoint, ChangeRow, ChangesPage, FetchedRev, RemoteError, Seq};
+use crate::remote::{endpoint, ChangeRow, ChangesPage, FetchedRev, Seq};
 use crate::revtree::Rev;
 use crate::store::{IncomingRev, StoreError, WriteBatch};
 use crate::Error;
 use base64::Engine;
-use bytes::Bytes;
 use md5::{Digest, Md5};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -309,14 +309,24 @@ async fn resolve_attachments(
         };
         let known = ctx.replica.has_attachment(&digest)?;
         if !known {
-            let bytes = match inline.as_ref().and_then(Value::as_str) {
-                Some(b64) => Bytes::from(
-                    base64::engine::general_purpose::STANDARD
+            let len = match inline.as_ref().and_then(Value::as_str) {
+                Some(b64) => {
+                    let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
                         .map_err(|e| {
                             AttachmentProblem::Doc(format!("attachment {name:?}: bad base64: {e}"))
-                        })?,
-                ),
+                        })?;
+                    // CouchDB digests the stored (possibly gzip-encoded)
+                    // bytes, so a mismatch only proves corruption for
+                    // unencoded attachments.
+                    if !encoded && !digest_matches(&digest, &bytes) {
+                        return Err(AttachmentProblem::Doc(format!(
+                            "attachment {name:?}: bytes do not match digest {digest}"
+                        )));
+                    }
+                    ctx.replica.stage_attachment(&digest, &bytes)?;
+                    bytes.len() as u64
+                }
                 None if !endpoint::addressable(&doc.id, false)
                     || !endpoint::addressable(name, true) =>
                 {
@@ -324,35 +334,21 @@ async fn resolve_attachments(
                         "attachment {name:?}: no URL path can name it"
                     )))
                 }
-                None => match ctx.remote.attachment(&doc.id, name, &rev).await {
-                    Ok(b) => {
+                // Streamed into the replica, never held whole.
+                None => match super::attachment::fetch(ctx, &doc.id, name, &rev, &digest, !encoded)
+                    .await
+                    .map_err(AttachmentProblem::Fatal)?
+                {
+                    Fetched::Stored(len) => {
                         fetched += 1;
-                        b
+                        len
                     }
-                    Err(RemoteError::Http {
-                        status,
-                        error,
-                        reason,
-                        ..
-                    }) if status.is_client_error() => {
-                        return Err(AttachmentProblem::Doc(format!(
-                            "attachment {name:?}: HTTP {status} {error}: {reason}"
-                        )))
-                    }
-                    Err(e) => return Err(AttachmentProblem::Fatal(e.into())),
+                    Fetched::Refused(reason) => return Err(AttachmentProblem::Doc(reason)),
                 },
             };
-            // CouchDB digests the stored (possibly gzip-encoded) bytes, so a
-            // mismatch only proves corruption for unencoded attachments.
-            if !encoded && !digest_matches(&digest, &bytes) {
-                return Err(AttachmentProblem::Doc(format!(
-                    "attachment {name:?}: bytes do not match digest {digest}"
-                )));
-            }
             if entry.get("length").is_none() {
-                entry.insert("length".into(), Value::from(bytes.len() as u64));
+                entry.insert("length".into(), Value::from(len));
             }
-            ctx.replica.stage_attachment(&digest, &bytes)?;
         }
         entry.insert("stub".into(), Value::Bool(true));
         stubs.insert(name.clone(), Value::Object(entry));

@@ -20,6 +20,7 @@
 //! committed batch, but blocking tasks may outlive it for a moment.
 //! Pulls on one replica take its pull lock, so they run one at a time.
 
+mod attachment;
 mod batch;
 mod checkpoint;
 mod doc;

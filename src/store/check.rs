@@ -350,7 +350,7 @@ impl Replica {
             }
         }
         for item in t.attachments.iter() {
-            let (k, _) = item?;
+            let (k, v) = item?;
             r.attachments += 1;
             if !t.att_refs.contains_key(&k)? && !t.att_staged.contains_key(&k)? {
                 r.violation(
@@ -358,6 +358,13 @@ impl Replica {
                     format!("attachments/{}", String::from_utf8_lossy(&k)),
                     "bytes no stored body names",
                 );
+            }
+            // A large attachment's bytes are in a file (`attachment_stream.rs`).
+            if v.is_empty() {
+                let digest = String::from_utf8_lossy(&k).into_owned();
+                if let Err(e) = self.check_chunks(&digest) {
+                    r.violation("stub_bytes", format!("attachment_file/{digest}"), e);
+                }
             }
         }
 

@@ -69,6 +69,17 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// A large attachment's file in the replica directory could not be
+    /// written or deleted.
+    #[error("cannot write attachment file {path}: {source}; is the disk full or the directory read-only?")]
+    AttachmentFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A revision or document handed to the store was invalid.
     #[error("invalid document {id:?}: {reason}")]
     InvalidDocument {

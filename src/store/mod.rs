@@ -11,6 +11,8 @@
 //! the invariants and the crash analysis.
 
 mod attachment_refs;
+mod attachment_stream;
+pub(crate) use attachment_stream::Staged;
 mod check;
 mod commit;
 mod compact;
@@ -156,6 +158,9 @@ pub(crate) struct Trees {
     pub(crate) attachments: sled::Tree,
     pub(crate) att_refs: sled::Tree,
     pub(crate) att_staged: sled::Tree,
+    /// Per large attachment, the file in `attachments/` that holds its
+    /// bytes (`store/attachment_stream.rs`).
+    pub(crate) att_chunked: sled::Tree,
     pub(crate) local: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
     pub(crate) meta: sled::Tree,
@@ -206,6 +211,7 @@ impl Replica {
             attachments: tree("attachments")?,
             att_refs: tree("att_refs")?,
             att_staged: tree("att_staged")?,
+            att_chunked: tree("att_chunked")?,
             local: tree("local")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
@@ -253,6 +259,7 @@ impl Replica {
             }),
         };
         replica.drop_unclaimed_attachments()?;
+        replica.drop_unclaimed_files()?;
         Ok(replica)
     }
 
@@ -544,14 +551,18 @@ impl Replica {
         });
     }
 
-    /// The bytes of an attachment, by digest.
+    /// The bytes of an attachment, by digest (a large one read from its
+    /// file, see `store/attachment_stream.rs`).
     pub fn attachment(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .trees
-            .attachments
-            .get(digest.as_bytes())?
-            .map(|v| v.to_vec()))
+        match self.inner.trees.attachments.get(digest.as_bytes())? {
+            None => Ok(None),
+            // An empty value is a large attachment's (its bytes are in a
+            // file), or an empty one's.
+            Some(v) if v.is_empty() => {
+                Ok(Some(self.chunked_attachment(digest)?.unwrap_or_default()))
+            }
+            Some(v) => Ok(Some(v.to_vec())),
+        }
     }
 
     /// True when the replica already holds these attachment bytes.

@@ -194,10 +194,10 @@ impl Replica {
         let Some((_, stub)) = doc.attachments().find(|(n, _)| *n == name) else {
             return Ok(None);
         };
-        Ok(self
-            .trees()
-            .attachments
-            .get(stub.digest.as_bytes())?
-            .map(Bytes::from_owner))
+        match self.trees().attachments.get(stub.digest.as_bytes())? {
+            // A large attachment is stored in a file (`attachment_stream.rs`).
+            Some(v) if v.is_empty() => Ok(self.chunked_attachment(&stub.digest)?.map(Bytes::from)),
+            other => Ok(other.map(Bytes::from_owner)),
+        }
     }
 }

@@ -110,6 +110,13 @@ pub enum Fault {
     /// Close the client socket with a TCP reset (`SO_LINGER` 0), without
     /// sending any response.
     Reset,
+    /// Forward, then send upstream's status, headers and the first half of
+    /// its body, and stall for `ms` before closing without the rest: a
+    /// client's read timeout fires first if it is shorter.
+    StallHalfway {
+        /// How long the half-sent answer stalls, in milliseconds.
+        ms: u64,
+    },
 }
 
 /// One kind of fault a [`Storm`] injects.
@@ -435,6 +442,12 @@ impl Rule {
         Self::new("", Fault::OpaqueSeqs)
     }
 
+    /// Send half the body, then stall `ms` and close (see
+    /// [`Fault::StallHalfway`]).
+    pub fn stall_halfway(matcher: impl Into<String>, ms: u64) -> Self {
+        Self::new(matcher, Fault::StallHalfway { ms })
+    }
+
     /// Let the first `n` matching requests through untouched.
     pub fn skip(mut self, n: usize) -> Self {
         self.skip = n;
@@ -675,6 +688,10 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         Some(Fault::TruncateHalf) => {
             mangle(client, upstream, &fwd_head, body_start, Mangle::Half).await;
         }
+        Some(Fault::StallHalfway { ms }) => {
+            let how = Mangle::Stall(Duration::from_millis(ms));
+            mangle(client, upstream, &fwd_head, body_start, how).await;
+        }
         Some(Fault::Respond {
             status,
             content_type,
@@ -819,6 +836,8 @@ enum Mangle {
     OpaqueSeqs,
     /// The JSON body edited.
     Edit(fn(&mut serde_json::Value)),
+    /// The first half of the body, then a stall, then the connection closed.
+    Stall(Duration),
 }
 
 /// Forwards the request, reads the whole response, then sends the client a
@@ -853,6 +872,14 @@ async fn mangle(
     };
     drop(up);
     let out = mangled_response(&raw, how);
+    if let Mangle::Stall(pause) = how {
+        // `out` is the head and the first half of the body: send it, stall,
+        // and close without the rest.
+        if client.write_all(&out).await.is_ok() && client.flush().await.is_ok() {
+            tokio::time::sleep(pause).await;
+        }
+        return;
+    }
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
@@ -864,7 +891,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
         // Not a parsable response: cut it or send it as is.
         return match how {
             Mangle::Truncate(k) => raw[..k.min(raw.len())].to_vec(),
-            Mangle::Half => raw[..raw.len() / 2].to_vec(),
+            Mangle::Half | Mangle::Stall(_) => raw[..raw.len() / 2].to_vec(),
             Mangle::Corrupt | Mangle::OpaqueSeqs | Mangle::Edit(_) => raw.to_vec(),
         };
     };
@@ -889,7 +916,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
                 body = serde_json::to_vec(&json).unwrap_or(body);
             }
         }
-        Mangle::Truncate(_) | Mangle::Half | Mangle::Corrupt => {}
+        Mangle::Truncate(_) | Mangle::Half | Mangle::Stall(_) | Mangle::Corrupt => {}
     }
     let len = body.len();
     let mut out = rewrite_head(
@@ -904,7 +931,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
     );
     match how {
         Mangle::Truncate(k) => out.extend_from_slice(&body[..k.min(len)]),
-        Mangle::Half => out.extend_from_slice(&body[..len / 2]),
+        Mangle::Half | Mangle::Stall(_) => out.extend_from_slice(&body[..len / 2]),
         Mangle::Corrupt => {
             let mut garbage = b"{\"results\":[".to_vec();
             garbage.resize(len.max(garbage.len()), b'x');
