@@ -378,3 +378,39 @@ async fn open_compacted_compacts_only_above_its_factor() {
     assert_same_dump(&cli_dump(&dir), &dump);
     check_ok(&dir, "after open_compacted");
 }
+
+#[tokio::test]
+async fn streamed_attachment_files_stay_with_the_compacted_replica() {
+    // Attachments over 256 KiB live in files under DIR/attachments/, which
+    // compaction does not move: the copied trees still name them.
+    use base64::Engine;
+    let db = TestDb::seeded("compact-att", &["--cards", "10"]).await;
+    let bytes: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let doc = json!({"_attachments": {"big.bin": {"content_type": "application/octet-stream", "data": data}}});
+    let (status, body) = db.request(reqwest::Method::PUT, "big", Some(doc)).await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    let d = dir.to_str().unwrap();
+    pull_json(&db.url(), &dir, &["--compact-above", "0"]);
+    let files = || std::fs::read_dir(dir.join("attachments")).map_or(0, |e| e.count());
+    assert_eq!(files(), 1, "the attachment was streamed to a file");
+    let dump = cli_dump(&dir);
+    ok(&settee(&["compact", d]), "settee compact");
+    assert_eq!(files(), 1, "and its file stays");
+    check_ok(&dir, "after compaction");
+    assert_same_dump(&cli_dump(&dir), &dump);
+    let out_file = tmp.path().join("big.bin");
+    let out = settee(&[
+        "get",
+        d,
+        "big",
+        "--attachment",
+        "big.bin",
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    ok(&out, "settee get --attachment");
+    assert_eq!(std::fs::read(&out_file).unwrap(), bytes);
+}
