@@ -126,6 +126,9 @@ pub use replicate::{
 pub use replicate::{PullState, RetryMode};
 pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
 pub use store::{
+    compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
+};
+pub use store::{
     AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, DocumentChange,
     DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica,
     ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,

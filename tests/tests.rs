@@ -46,3 +46,5 @@ mod storms;
 mod auth;
 // Issue 11: the programs in examples/ run against the server.
 mod examples;
+// Issue 10: `settee compact` keeps everything, survives kills, refuses a held replica.
+mod compact;

@@ -50,10 +50,33 @@ pub enum Command {
     Outbox(OutboxArgs),
     /// Query a view (`elo`, `getTags`) of a replica, with CouchDB's options.
     Query(QueryArgs),
+    /// Rewrite a replica into a fresh database and swap it in (crash-safe),
+    /// reclaiming the space old page versions take; or, with --usage, show
+    /// where its bytes are.
+    Compact(CompactArgs),
     /// Test support: write COUNT new documents, printing `ID REV` after
     /// each one is durable (the crash tests kill it at random).
     #[command(name = "__write-loop", hide = true)]
     WriteLoop(WriteLoopArgs),
+}
+
+/// `settee compact`.
+#[derive(Args)]
+pub struct CompactArgs {
+    /// The replica directory (with --db: a sync root).
+    pub dir: PathBuf,
+    /// Compact this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
+    /// Only report the size on disk and the keys and bytes of every tree.
+    #[arg(long)]
+    pub usage: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Test support: pause this long between the steps of the swap.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub step_pause_ms: Option<u64>,
 }
 
 /// `settee put`.
@@ -160,6 +183,11 @@ pub struct PullArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// After a completed pull, compact the replica (`settee compact`) when
+    /// its size on disk is above FACTOR times its size after the last
+    /// compaction or first pull; 0 turns it off.
+    #[arg(long, value_name = "FACTOR", default_value_t = crate::DEFAULT_COMPACT_ABOVE)]
+    pub compact_above: f64,
 }
 
 /// `settee dump`.

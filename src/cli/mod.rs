@@ -12,6 +12,7 @@
 mod args;
 mod bench;
 mod check;
+mod compact;
 mod connect;
 mod dump;
 mod get;
@@ -68,6 +69,7 @@ pub fn main() -> ExitCode {
             Command::Outbox(args) => outbox::run(args).await,
             Command::WriteLoop(args) => put::write_loop(args).await,
             Command::Query(args) => query::run(args),
+            Command::Compact(args) => compact::run(args),
         }
     });
     match result {

@@ -90,6 +90,7 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         }
     };
     bar.finish_and_clear();
+    let compacted = auto_compact(replica, &args).await;
     let mut out = std::io::stdout().lock();
     if args.json {
         print_json(
@@ -98,12 +99,62 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         )?;
     } else {
         summarize(&mut out, &remote, &args, &result)?;
+        if let Some(c) = &compacted {
+            writeln!(
+                out,
+                "  compacted        {:.1} MB -> {:.1} MB on disk (--compact-above {})",
+                c.bytes_before as f64 / 1048576.0,
+                c.bytes_after as f64 / 1048576.0,
+                args.compact_above
+            )?;
+        }
     }
     Ok(if result.doc_write_failures > 0 {
         Outcome::PartialFailure
     } else {
         Outcome::Ok
     })
+}
+
+/// The automatic trigger: after a completed pull, compacts the replica when
+/// it is larger than `--compact-above` times its baseline
+/// ([`Replica::should_compact`]). A failure is a warning: the pull itself
+/// succeeded, and a compaction is crash-safe at every step.
+async fn auto_compact(replica: Replica, args: &PullArgs) -> Option<crate::CompactReport> {
+    if args.compact_above <= 0.0 {
+        return None;
+    }
+    let factor = args.compact_above;
+    let dir = replica.path().to_path_buf();
+    let cache = replica.config().cache_capacity;
+    let outcome = tokio::task::spawn_blocking(move || {
+        if !replica.should_compact(factor)? {
+            return Ok(None);
+        }
+        // The pull has returned, so this is the last handle: dropping it
+        // lets the compaction take the replica.
+        drop(replica);
+        let options = crate::CompactOptions {
+            cache_capacity: Some(cache),
+            ..Default::default()
+        };
+        crate::compact(&dir, &options).map(Some)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            tracing::warn!(%e, "automatic compaction failed; the pull is complete");
+            if !args.quiet && !args.json {
+                eprintln!("settee: automatic compaction failed: {e}");
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%e, "automatic compaction task failed");
+            None
+        }
+    }
 }
 
 fn summarize(

@@ -101,6 +101,22 @@ pub enum StoreError {
         current: String,
     },
 
+    /// A file-system step of opening or compacting a replica failed (the
+    /// directory lock, a rename, an fsync). A compaction that fails leaves
+    /// the old replica or the new one; the next open finishes the swap.
+    #[error(
+        "cannot {step} for replica {path}: {source}; is the path writable and on a local disk?"
+    )]
+    Compact {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A blocking store task could not complete (the runtime is shutting down).
     #[error("replica task was cancelled: {0}")]
     Cancelled(String),

@@ -64,6 +64,9 @@ pub(crate) mod meta {
     pub(crate) const LAST_PULL: &[u8] = b"last_pull";
     /// The key of the latest `outbox` entry (`u64` BE), never reused.
     pub(crate) const OUTBOX_ID: &[u8] = b"outbox_id";
+    /// The replica's size on disk after its last compaction (or when the
+    /// automatic trigger first looked), `u64` BE (`store/compact.rs`).
+    pub(crate) const DISK_BASELINE: &[u8] = b"disk_baseline";
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! process, pulls on one replica are serialized ([`Replica::lock_pull`]):
 //! one pull's closing sweep must not delete what another is counting on.
 //! It also tracks the blocking tasks a pull spawns, so a stopped pull can
-//! wait until none of them holds the replica any more.
+//! wait until none of them holds the replica any more. An open also holds
+//! the directory's gate (an exclusive `flock` on the directory) until
+//! sled's lock is taken, and finishes a compaction a crash interrupted
+//! first (`compact.rs`); a compaction holds the gate for its whole run.
 //!
 //! It must not decide anything about the data: it only says who holds the
 //! replica and waits.
@@ -65,6 +68,31 @@ fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// An exclusive `flock` on the replica directory itself. Every open holds
+/// it from before it looks for an interrupted compaction until sled's own
+/// lock is taken; a compaction holds it from start to end. So no process
+/// opens a database whose files are moving, and a crashed compaction is
+/// finished (or discarded) by exactly one opener.
+#[derive(Debug)]
+pub(crate) struct Gate(#[allow(dead_code)] std::fs::File);
+
+impl Gate {
+    /// The gate, or `None` while another open or a compaction holds it.
+    fn try_take(dir: &Path) -> Result<Option<Gate>, StoreError> {
+        let io = |source: std::io::Error| StoreError::Compact {
+            path: dir.to_path_buf(),
+            step: "lock the directory",
+            source,
+        };
+        let file = std::fs::File::open(dir).map_err(io)?;
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(Some(Gate(file))),
+            Err(e) if e.kind() == fs2::lock_contended_error().kind() => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
 /// Opens the sled database at `path` (a directory, created if missing).
 ///
 /// # Errors
@@ -73,13 +101,41 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// half a second) or this process still does after 3 s, [`StoreError::Open`]
 /// otherwise.
 pub(crate) fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    open_gated(path, cache_capacity).map(|(db, _gate)| db)
+}
+
+/// [`open_db`], returning with the directory gate still held (compaction
+/// keeps it for its whole run). First finishes or discards a compaction a
+/// crash interrupted (`compact::recover`).
+pub(crate) fn open_gated(path: &Path, cache_capacity: u64) -> Result<(sled::Db, Gate), StoreError> {
     if path.exists() && !path.is_dir() {
         return Err(StoreError::NotADirectory {
             path: path.to_path_buf(),
         });
     }
+    std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: sled::Error::Io(e),
+    })?;
     let started = std::time::Instant::now();
     loop {
+        let wait = if held_by_this_process(read_owner(path).as_deref()) {
+            SAME_PROCESS_WAIT
+        } else {
+            OTHER_PROCESS_WAIT
+        };
+        let Some(gate) = Gate::try_take(path)? else {
+            if started.elapsed() < wait {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                holder: read_owner(path).unwrap_or_else(|| "an unknown process".to_owned())
+                    + " (compacting or opening it)",
+            });
+        };
+        super::compact::recover(path)?;
         let opened = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
@@ -88,22 +144,17 @@ pub(crate) fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, Stor
             Ok(db) => {
                 // Best effort: the name only improves a later error message.
                 let _ = std::fs::write(path.join(OWNER_FILE), owner_line() + "\n");
-                return Ok(db);
+                return Ok((db, gate));
             }
             Err(e) if is_lock_error(&e) => {
-                let owner = read_owner(path);
-                let wait = if held_by_this_process(owner.as_deref()) {
-                    SAME_PROCESS_WAIT
-                } else {
-                    OTHER_PROCESS_WAIT
-                };
+                drop(gate);
                 if started.elapsed() < wait {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                     continue;
                 }
                 return Err(StoreError::Locked {
                     path: path.to_path_buf(),
-                    holder: owner.unwrap_or_else(|| "an unknown process".to_owned()),
+                    holder: read_owner(path).unwrap_or_else(|| "an unknown process".to_owned()),
                 });
             }
             Err(source) => {

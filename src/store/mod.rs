@@ -15,6 +15,7 @@ mod attachment_stream;
 pub(crate) use attachment_stream::Staged;
 mod check;
 mod commit;
+mod compact;
 mod document;
 mod error;
 mod keys;
@@ -28,6 +29,9 @@ pub use check::{CheckReport, Violation};
 #[cfg(feature = "internals")]
 pub use commit::BatchOutcome;
 pub use commit::{IncomingRev, WriteBatch};
+pub use compact::{
+    compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
+};
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
@@ -265,7 +269,9 @@ impl Replica {
         config: ReplicaConfig,
     ) -> Result<Self, StoreError> {
         let p = path.as_ref();
-        if !p.join("conf").is_file() || !p.join("db").is_file() {
+        // An interrupted compaction may have moved the files; open
+        // finishes it.
+        if (!p.join("conf").is_file() || !p.join("db").is_file()) && !compact::pending(p) {
             return Err(StoreError::NotAReplica {
                 path: p.to_path_buf(),
             });

@@ -88,6 +88,13 @@ pub struct SyncConfig {
     /// lets each push worker send what is queued before it stops (what is
     /// left stays durable for the next start).
     pub shutdown_drain: Duration,
+    /// The automatic compaction of each live replica, checked when the
+    /// service first opens it in this process (before anything holds it):
+    /// compacted when its size on disk is above this many times its size
+    /// after its first pull or last compaction
+    /// ([`Replica::open_compacted`](crate::Replica::open_compacted)); `None`
+    /// never compacts. 1.25 by default.
+    pub compact_above: Option<f64>,
 }
 
 impl Default for SyncConfig {
@@ -105,11 +112,19 @@ impl Default for SyncConfig {
             views: crate::views::builtin(),
             push: Some(OutboxConfig::default()),
             shutdown_drain: Duration::from_secs(5),
+            compact_above: Some(crate::DEFAULT_COMPACT_ABOVE),
         }
     }
 }
 
 impl SyncConfig {
+    /// The same settings with another automatic compaction factor (`None`:
+    /// off).
+    pub fn with_compact_above(mut self, factor: Option<f64>) -> Self {
+        self.compact_above = factor;
+        self
+    }
+
     /// The same settings with another default replication setting.
     pub fn with_pull(mut self, pull: PullConfig) -> Self {
         self.pull = pull;

@@ -638,6 +638,7 @@ impl SyncService {
         let root = self.inner.root.clone();
         let db = entry.db.clone();
         let config = self.inner.config.replica.clone();
+        let compact_above = self.inner.config.compact_above;
         let replica = blocking(move || {
             root.prepare(&db)?;
             let path = match root.current(&db)? {
@@ -648,7 +649,13 @@ impl SyncService {
                     path
                 }
             };
-            Ok(Replica::open(path, config)?)
+            // Nothing holds the live replica yet in this process: the one
+            // moment an automatic compaction can have it to itself.
+            let (replica, compacted) = Replica::open_compacted(path, config, compact_above)?;
+            if let Some(c) = compacted {
+                tracing::info!(%db, before = c.bytes_before, after = c.bytes_after, "compacted the live replica");
+            }
+            Ok(replica)
         })
         .await?;
         // Replicas a swap retired but a crash kept: their unpushed writes
