@@ -155,7 +155,13 @@ impl TestDb {
     /// The server's URL of attachment `name` of document `id`.
     fn attachment_url(&self, id: &str, name: &str) -> String {
         let s = server();
-        format!("{}/{}/{}/{}", s.base, enc(&self.name), enc_id(id), enc_att(name))
+        format!(
+            "{}/{}/{}/{}",
+            s.base,
+            enc(&self.name),
+            enc_id(id),
+            enc_att(name)
+        )
     }
 
     /// Attachment bytes straight from the server.
