@@ -224,6 +224,27 @@ mod tests {
         assert_eq!(body["_attachments"]["f"]["digest"], "md5-x");
     }
 
+    /// Names without escapes are copied from the text as they are; names
+    /// with escapes are decoded and written again: both give valid JSON
+    /// with the same fields, in the same order.
+    #[test]
+    fn field_names_keep_their_meaning_with_or_without_escapes() {
+        let d = split(
+            r#"{"_id":"a","_rev":"1-a","plain":1,"é ü":2,"tab\there":3,"\u00e9":4,"sl\/ash":5}"#,
+        )
+        .unwrap();
+        let text = d.body(None).unwrap();
+        let body: Map<String, Value> = serde_json::from_str(text.get()).unwrap();
+        let names: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(names, vec!["plain", "é ü", "tab\there", "é", "sl/ash"]);
+        assert!(
+            text.get()
+                .starts_with(r#"{"plain":1,"é ü":2,"tab\there":3,"#),
+            "{}",
+            text.get()
+        );
+    }
+
     #[test]
     fn a_tombstone_has_an_empty_body() {
         let d = split(r#"{"_id":"t","_rev":"2-b","_deleted":true}"#).unwrap();
