@@ -49,8 +49,10 @@
 #      curl's time_total), docs/s, MB/s (the database's raw _all_docs?include_docs=true
 #      bytes / wall), docs_read, docs_written, doc_write_failures, client user+sys CPU s and
 #      CPU µs per document written, max RSS MB, process wall s, and the CPU seconds the
-#      server process used during the run (/proc/<pid>/stat utime+stime before and after).
-#      Requests made are not counted (PouchDB Server does not log them at this level).
+#      server process used during the run (/proc/<pid>/stat utime+stime before and after),
+#      and the HTTP requests the client made: the server runs at log level info, which
+#      writes one `IP - - METHOD PATH STATUS` line per answered request to its log.txt, and
+#      the lines added during the run are counted (the same count for every client).
 #   5. Prints a Markdown summary (medians per size x setting x client, settee/PouchDB
 #      ratios, `settee peak RSS <largest>/<smallest> = X.XX` at setting 1000/5) and
 #      writes it to <out>/summary.md.
@@ -232,7 +234,8 @@ start_server() {
   rm -f "$fifo" "$ready"
   mkfifo "$fifo"
   # On disk (no --in-memory), admin party (no --admin), bound to 127.0.0.1 by serve.js.
-  node scripts/pouchdb-server/serve.js --port "$port" --dir "$data_dir" < "$fifo" > "$ready" 2>> "$out/server.err" &
+  # Log level info: one line per answered request in $data_dir/log.txt (requests made).
+  node scripts/pouchdb-server/serve.js --port "$port" --dir "$data_dir" --log-level info < "$fifo" > "$ready" 2>> "$out/server.err" &
   serve_pid=$!
   exec 9> "$fifo"                # hold serve.js's stdin open until stop_server
   rm -f "$fifo"
@@ -280,6 +283,9 @@ seed_if_needed() {
   corpus_bytes[$db]="$(curl -fsS -o /dev/null -w '%{size_download}' "$base_url/$db/_all_docs?include_docs=true")"
 }
 
+# Requests the server has answered so far (express-pouchdb's http log lines).
+request_lines() { local n; n="$(grep -c ' - - [A-Z]* /' "$data_dir/log.txt" 2> /dev/null || true)"; echo "${n:-0}"; }
+
 # ---- one measured client run -------------------------------------------------
 # run_client CLIENT SIZE SETTING RUN: runs one cold pull, appends its record to
 # runs.jsonl and sets last_docs_written.
@@ -293,6 +299,12 @@ run_client() {
   local replica="" rc=0 before after
   mkdir -p "$out/logs"
 
+  local raw_docs=""
+  # Asked before the clock starts, so the raw client's count is its one request.
+  [[ "$client" == raw ]] &&
+    raw_docs="$(curl -fsS "$base_url/$db" | python3 -c 'import json,sys; print(json.load(sys.stdin)["doc_count"])')"
+  local req_before req_after requests
+  req_before="$(request_lines)"
   before="$(cpu_ticks "$server_pid")"
   if [[ "$client" == settee ]]; then
     replica="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-replica.XXXXXX")"
@@ -306,7 +318,7 @@ run_client() {
     local w
     w="$(/usr/bin/time -v -o "$timef" curl -fsS -o /dev/null -w '%{time_total} %{size_download}' \
       "$base_url/$db/_all_docs?include_docs=true" 2> "$stderr")" || rc=$?
-    python3 - "$w" "$(curl -fsS "$base_url/$db" | python3 -c 'import json,sys; print(json.load(sys.stdin)["doc_count"])')" > "$stdout" << 'PY'
+    python3 - "$w" "$raw_docs" > "$stdout" << 'PY'
 import json, sys
 t, size = sys.argv[1].split()
 print(json.dumps({"wall_ms": round(float(t) * 1000), "docs_read": int(sys.argv[2]), "docs_written": int(sys.argv[2]),
@@ -317,6 +329,9 @@ PY
       --batch-size "$bs" --batches-limit "$bl" > "$stdout" 2> "$stderr" || rc=$?
   fi
   after="$(cpu_ticks "$server_pid")"
+  sleep 0.5                      # the server's log stream writes asynchronously
+  req_after="$(request_lines)"
+  requests=$(( req_after - req_before ))
   [[ -n "$replica" ]] && rm -rf "$replica"
 
   local wall_ms docs_read docs_written failures last_seq docs_per_s
@@ -349,14 +364,14 @@ PY
   [[ -n "$wall_ms" && -n "${corpus_bytes[$db]:-}" ]] &&
     mb_per_s="$(awk -v b="${corpus_bytes[$db]}" -v ms="$wall_ms" 'BEGIN { printf "%.2f", b / 1e6 * 1000 / (ms > 0 ? ms : 1) }')"
 
-  printf '{"ts":"%s","client":"%s","size":%s,"order":"%s","db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"mb_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"cpu_us_per_doc":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s}\n' \
+  printf '{"ts":"%s","client":"%s","size":%s,"order":"%s","db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"mb_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"cpu_us_per_doc":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s,"requests":%s}\n' \
     "$(date -u +%FT%TZ)" "$client" "$size" "$order" "$db" "$setting" "$bs" "$bl" "$run" "$rc" \
     "$(num "$wall_ms")" "$(num "$docs_per_s")" "$(num "$mb_per_s")" "$(num "$docs_read")" "$(num "$docs_written")" \
     "$(num "$failures")" "$(str "$last_seq")" "$(num "$cpu")" "$(num "$cpu_us_per_doc")" "$(num "$rss_mb")" "$(num "$proc_wall")" \
-    "$(num "$server_cpu")" >> "$runs_file"
+    "$(num "$server_cpu")" "$(num "$requests")" >> "$runs_file"
 
-  printf '    %-7s run %s: %6s ms  %6s docs/s  %6s MB/s  written %-7s  cpu %5s s (%5s µs/doc)  rss %6s MB  server cpu %5s s\n' \
-    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${mb_per_s:-?}" "${docs_written:-?}" "$cpu" "${cpu_us_per_doc:-?}" "$rss_mb" "$server_cpu"
+  printf '    %-7s run %s: %6s ms  %6s docs/s  %6s MB/s  written %-7s  cpu %5s s (%5s µs/doc)  rss %6s MB  server cpu %5s s  requests %s\n' \
+    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${mb_per_s:-?}" "${docs_written:-?}" "$cpu" "${cpu_us_per_doc:-?}" "$rss_mb" "$server_cpu" "$requests"
 
   [[ "$rc" == 0 ]] || warn "$client $db $setting run $run exited with status $rc (see $stderr)"
   [[ "$failures" == 0 ]] || warn "$client $db $setting run $run: doc_write_failures = ${failures:-missing}"
@@ -454,8 +469,8 @@ p(f"{meta['settee']} (git {meta['git']}), node {meta['node']}, {meta['cpus']} CP
 p("wall = settee `timings.total_ms` / PouchDB `replicate()` call; docs/s = docs_written / wall; "
   "peak RSS = max of `/usr/bin/time -v` max RSS; CPU = user+sys; server CPU = pouchdb-server CPU during the run.")
 p("")
-p("| corpus | order | batch/limit | client | docs_written | median wall ms | median docs/s | median MB/s | max peak RSS MB | median client CPU s | median CPU µs/doc | median server CPU s |")
-p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+p("| corpus | order | batch/limit | client | docs_written | median wall ms | median docs/s | median MB/s | median requests | max peak RSS MB | median client CPU s | median CPU µs/doc | median server CPU s |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for n in sizes:
     for o in orders:
         for s in settings:
@@ -463,7 +478,7 @@ for n in sizes:
                 rs = group(n, s, c, o)
                 written = sorted(set(vals(rs, "docs_written")))
                 p(f"| course-{label(n)} | {o} | {s} | {c} | {', '.join(str(w) for w in written) or '–'} | {fmt(med(rs, 'wall_ms'))} | "
-                  f"{fmt(med(rs, 'docs_per_s'))} | {fmt(med(rs, 'mb_per_s'), 2)} | {fmt(mx(rs, 'max_rss_mb'))} | {fmt(med(rs, 'client_cpu_s'), 2)} | "
+                  f"{fmt(med(rs, 'docs_per_s'))} | {fmt(med(rs, 'mb_per_s'), 2)} | {fmt(med(rs, 'requests'))} | {fmt(mx(rs, 'max_rss_mb'))} | {fmt(med(rs, 'client_cpu_s'), 2)} | "
                   f"{fmt(med(rs, 'cpu_us_per_doc'), 1)} | {fmt(med(rs, 'server_cpu_s'), 2)} |")
 p("")
 p("Ratios settee / other client (below 1 = settee uses less; docs/s above 1 = settee is faster):")

@@ -23,7 +23,45 @@ pub(crate) struct DocParts {
 }
 
 /// Top-level fields of an object, values left as raw text.
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+struct Fields<'a>(Vec<(Key<'a>, &'a RawValue)>);
+
+/// A field name: borrowed from the text when it holds no escapes (then the
+/// text between its quotes is the name, and is copied as is), else decoded.
+enum Key<'a> {
+    Plain(&'a str),
+    Decoded(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Plain(s) => s,
+            Key::Decoded(s) => s,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key::Plain(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key::Decoded(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key::Decoded(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -35,7 +73,7 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(key) = map.next_key::<Key<'de>>()? {
                     fields.push((key, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Fields(fields))
@@ -83,8 +121,16 @@ impl DocParts {
                     if !body.is_empty() {
                         body.push(',');
                     }
-                    // Re-escaping the key keeps any escapes the server used valid.
-                    body.push_str(&Value::String(key).to_string());
+                    match key {
+                        // No escapes in the text: its quoted form is valid JSON.
+                        Key::Plain(k) => {
+                            body.push('"');
+                            body.push_str(k);
+                            body.push('"');
+                        }
+                        // Re-escaping the key keeps any escapes the server used valid.
+                        Key::Decoded(k) => body.push_str(&Value::String(k).to_string()),
+                    }
                     body.push(':');
                     body.push_str(value.get());
                 }
@@ -176,6 +222,27 @@ mod tests {
         let atts = d.attachments.clone().unwrap();
         let body: Value = serde_json::from_str(d.body(Some(&atts)).unwrap().get()).unwrap();
         assert_eq!(body["_attachments"]["f"]["digest"], "md5-x");
+    }
+
+    /// Names without escapes are copied from the text as they are; names
+    /// with escapes are decoded and written again: both give valid JSON
+    /// with the same fields, in the same order.
+    #[test]
+    fn field_names_keep_their_meaning_with_or_without_escapes() {
+        let d = split(
+            r#"{"_id":"a","_rev":"1-a","plain":1,"é ü":2,"tab\there":3,"\u00e9":4,"sl\/ash":5}"#,
+        )
+        .unwrap();
+        let text = d.body(None).unwrap();
+        let body: Map<String, Value> = serde_json::from_str(text.get()).unwrap();
+        let names: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(names, vec!["plain", "é ü", "tab\there", "é", "sl/ash"]);
+        assert!(
+            text.get()
+                .starts_with(r#"{"plain":1,"é ü":2,"tab\there":3,"#),
+            "{}",
+            text.get()
+        );
     }
 
     #[test]

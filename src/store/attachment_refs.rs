@@ -34,8 +34,10 @@ struct Stub {
 
 /// The digests of the attachment stubs in a stored body, once per stub.
 pub(crate) fn stub_digests(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
-    // Most bodies have no attachments: skip the parse for them.
-    if !body.windows(14).any(|w| w == b"\"_attachments\"") {
+    // Most bodies have no attachments: skip the parse for them. memmem,
+    // not a window-by-window compare: every commit scans every body it
+    // stores, and the naive scan was 3 % of a cold pull's CPU.
+    if memchr::memmem::find(body, b"\"_attachments\"").is_none() {
         return Ok(Vec::new());
     }
     let stubs: Stubs = serde_json::from_slice(body)?;
