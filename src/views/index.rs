@@ -18,7 +18,8 @@
 //! must not be called from the store.
 
 use super::block;
-use super::collate::{encode_key, encode_str};
+use super::collate::{decode_str, encode_key, encode_str, encoded_len};
+use super::fx::BuildFx;
 use super::error::ViewError;
 use super::view::View;
 use crate::store::{Document, Replica};
@@ -83,8 +84,8 @@ impl Default for ChunkLimits {
 
 /// The storage layout the indexer writes; an index recorded with another
 /// one is dropped and rebuilt (1: one sled entry per row and per document;
-/// 2: sorted blocks).
-const LAYOUT: u32 = 2;
+/// 2: sorted blocks; 3: rows without their id, values shared per block).
+const LAYOUT: u32 = 3;
 
 /// A view's state as stored: [`ViewState`] and the layout of its rows.
 #[derive(Serialize, Deserialize)]
@@ -550,7 +551,7 @@ struct Outcome {
 /// encoding. Bounded; cleared when full.
 #[derive(Default)]
 struct KeyCache {
-    strings: HashMap<String, Vec<u8>>,
+    strings: HashMap<String, Vec<u8>, BuildFx>,
 }
 
 impl KeyCache {
@@ -581,9 +582,9 @@ impl KeyCache {
 /// The rows a document gives in one view: (key suffix after the view
 /// prefix, stored value). The suffix is the encoded key, the encoded doc
 /// id (CouchDB breaks ties by id) and the emit index (a document may emit
-/// the same key twice). The stored value is `{"id", "key", "value"}` as
-/// compact JSON, written by hand so that a value emitted for many keys
-/// (a tag's) is serialized once.
+/// the same key twice); the stored value is the row's key and value (see
+/// [`row_value`]). A value emitted for many keys (a tag's) is serialized
+/// once, and its stored bytes are shared within a block (`block.rs`).
 fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
@@ -594,8 +595,6 @@ fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec
     }
     let mut id = Vec::with_capacity(3 * doc.id.len() + 8);
     cache.encode_str(&doc.id, &mut id);
-    // Serializing a Value cannot fail (its map keys are strings).
-    let id_json = serde_json::to_vec(&doc.id).unwrap_or_default();
     let mut out = Vec::with_capacity(rows.len());
     let mut last: Option<(Arc<Value>, Vec<u8>)> = None;
     for (i, (key, value)) in rows.iter().enumerate() {
@@ -605,32 +604,78 @@ fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec
         k.extend_from_slice(&id);
         k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
         if !matches!(&last, Some((shared, _)) if Arc::ptr_eq(shared, value)) {
+            // Serializing a Value cannot fail (its map keys are strings).
             last = Some((
                 Arc::clone(value),
                 serde_json::to_vec(&**value).unwrap_or_default(),
             ));
         }
         let value_json = last.as_ref().map_or(&[][..], |(_, json)| json.as_slice());
-        let mut v = Vec::with_capacity(26 + id_json.len() + value_json.len() + 16);
-        v.extend_from_slice(br#"{"id":"#);
-        v.extend_from_slice(&id_json);
-        v.extend_from_slice(br#","key":"#);
-        let _ = serde_json::to_writer(&mut v, key);
-        v.extend_from_slice(br#","value":"#);
-        v.extend_from_slice(value_json);
-        v.push(b'}');
-        out.push((k, key_len, v));
+        out.push((k, key_len, row_value(key, value_json)));
     }
     out
 }
 
-/// A stored row, for reading (the key bytes are not reversible, so the
-/// key is kept as JSON too).
-#[derive(Deserialize)]
+/// A row's stored value. The doc id is not stored (the key suffix holds it
+/// as an encoded string, which keeps its UTF-8 bytes), nor a string key
+/// (likewise); any other key is kept as JSON, since its encoding is not
+/// reversible (`1` and `1.0` encode alike). Layout: `0` then the value's
+/// JSON for a string key; `1`, the key's JSON length (`u32` BE), the key's
+/// JSON and the value's JSON otherwise.
+fn row_value(key: &Value, value_json: &[u8]) -> Vec<u8> {
+    match key {
+        Value::String(_) => {
+            let mut v = Vec::with_capacity(1 + value_json.len());
+            v.push(STRING_KEY);
+            v.extend_from_slice(value_json);
+            v
+        }
+        _ => {
+            let mut v = Vec::with_capacity(5 + 16 + value_json.len());
+            v.push(JSON_KEY);
+            v.extend_from_slice(&[0; 4]);
+            let _ = serde_json::to_writer(&mut v, key);
+            let len = u32::try_from(v.len() - 5).unwrap_or(u32::MAX);
+            v[1..5].copy_from_slice(&len.to_be_bytes());
+            v.extend_from_slice(value_json);
+            v
+        }
+    }
+}
+
+const STRING_KEY: u8 = 0;
+const JSON_KEY: u8 = 1;
+
+/// A stored row, for reading.
 pub(crate) struct RowData {
     pub(crate) id: String,
     pub(crate) key: Value,
     pub(crate) value: Value,
+}
+
+/// Decodes a row from its key suffix and stored value (see [`row_value`]);
+/// `None` when either is damaged.
+pub(crate) fn decode_row(suffix: &[u8], stored: &[u8]) -> Option<RowData> {
+    let key_len = encoded_len(suffix)?;
+    let (id, id_len) = decode_str(suffix.get(key_len..)?)?;
+    if key_len + id_len + 4 != suffix.len() {
+        return None;
+    }
+    let (key, value_json) = match stored.split_first()? {
+        (&STRING_KEY, rest) => (Value::String(decode_str(suffix)?.0), rest),
+        (&JSON_KEY, rest) => {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+            let (key, value) = (rest.get(..len)?, rest.get(len..)?);
+            (serde_json::from_slice(key).ok()?, value)
+        }
+        _ => return None,
+    };
+    Some(RowData {
+        id,
+        key,
+        value: serde_json::from_slice(value_json).ok()?,
+    })
 }
 
 fn encode_state(state: &ViewState) -> Vec<u8> {

@@ -45,6 +45,7 @@ mod builtin;
 mod collate;
 mod error;
 mod follow;
+mod fx;
 mod index;
 mod query;
 mod view;
