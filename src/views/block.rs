@@ -562,7 +562,16 @@ mod tests {
     fn equal_values_are_stored_once_per_block() {
         let shared = vec![7u8; 100];
         let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..50u64)
-            .map(|i| (key(i), if i % 5 == 0 { vec![i as u8; 3] } else { shared.clone() }))
+            .map(|i| {
+                (
+                    key(i),
+                    if i % 5 == 0 {
+                        vec![i as u8; 3]
+                    } else {
+                        shared.clone()
+                    },
+                )
+            })
             .collect();
         let refs: Vec<(&[u8], &[u8])> = entries
             .iter()

@@ -366,7 +366,10 @@ mod tests {
 
     #[test]
     fn encoded_keys_give_back_their_length_and_strings() {
-        for v in documented().into_iter().chain([json!("a\u{0}b"), json!(["\u{0}", {"x": [null]}])]) {
+        for v in documented()
+            .into_iter()
+            .chain([json!("a\u{0}b"), json!(["\u{0}", {"x": [null]}])])
+        {
             let mut e = enc(&v);
             let n = e.len();
             e.extend_from_slice(b"tail");

@@ -19,10 +19,10 @@
 
 use super::block;
 use super::collate::{decode_str, encode_key, encode_str, encoded_len};
-use super::fx::BuildFx;
 use super::error::ViewError;
+use super::fx::BuildFx;
 use super::view::View;
-use crate::store::{Document, Replica};
+use crate::store::{Document, DocumentChange, Replica, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -318,68 +318,25 @@ impl Index {
         let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
         let mut chunks = 0;
         if since < durable {
-            // Bodies come with the feed: one record read per document.
-            let mut changes = self.replica.changes_with_documents(since);
-            let mut keys = KeyCache::default();
-            let mut done = false;
-            while !done {
-                let mut chunk = Vec::new();
-                let mut emitted = 0;
-                let cold = active
-                    .iter()
-                    .all(|a| a.state.rows == 0 || a.state.seq >= durable);
-                // Half the rows already indexed: the blocks a chunk rewrites
-                // then cost at most about twice the rows it adds.
-                let indexed: u64 = active
-                    .iter()
-                    .filter(|a| a.state.seq < durable)
-                    .map(|a| a.state.rows)
-                    .sum();
-                let grown = usize::try_from(indexed / 2)
-                    .unwrap_or(usize::MAX)
-                    .min(limits.cold_rows);
-                let (max_docs, max_rows) = if cold {
-                    (limits.cold_docs, limits.cold_rows)
-                } else if limits.grow && grown > limits.rows {
-                    (grown, grown)
-                } else {
-                    (limits.docs, limits.rows)
-                };
-                while chunk.len() < max_docs && emitted < max_rows {
-                    let Some(change) = changes.next() else {
-                        done = true;
-                        break;
-                    };
-                    let change = change?;
-                    if change.seq > durable {
-                        done = true;
-                        break;
-                    }
-                    let id = change.doc.id.clone();
-                    let doc =
-                        Some(change.doc).filter(|d| !d.deleted && !d.id.starts_with("_design/"));
-                    let per_view = active
-                        .iter()
-                        .map(|a| {
-                            (a.state.seq < change.seq).then(|| {
-                                let rows = encode_rows(a.view, doc.as_ref(), &mut keys);
-                                emitted += rows.len();
-                                rows
-                            })
-                        })
-                        .collect();
-                    chunk.push(Pending {
-                        seq: change.seq,
-                        id,
-                        per_view,
-                    });
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                self.commit_chunk(&mut active, &mut chunk)?;
-                chunks += 1;
-            }
+            let backlog = durable - since;
+            // `SETTEE_VIEW_ONE_THREAD` keeps it on one (to compare).
+            let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+                && std::env::var_os("SETTEE_VIEW_ONE_THREAD").is_none();
+            chunks = if two_cores && backlog >= READER_THREAD_BACKLOG {
+                // Reading and parsing the documents (about 40% of a build
+                // from nothing) overlaps with mapping and writing.
+                std::thread::scope(|scope| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+                    let replica = &self.replica;
+                    scope.spawn(move || read_ahead(replica, since, durable, &tx));
+                    let mut feed = rx.into_iter().flatten();
+                    self.index_changes(&mut active, limits, durable, backlog, &mut feed)
+                })?
+            } else {
+                // Bodies come with the feed: one record read per document.
+                let mut feed = self.replica.changes_with_documents(since);
+                self.index_changes(&mut active, limits, durable, backlog, &mut feed)?
+            };
             self.replica.flush()?;
         }
         Ok(WarmReport {
@@ -387,6 +344,79 @@ impl Index {
             chunks,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Indexes `feed` (changes in sequence order) up to `durable` in
+    /// chunks, each committed as one batch; the number of chunks.
+    fn index_changes(
+        &self,
+        active: &mut [Active<'_>],
+        limits: ChunkLimits,
+        durable: u64,
+        backlog: u64,
+        feed: &mut dyn Iterator<Item = Result<DocumentChange, StoreError>>,
+    ) -> Result<u64, ViewError> {
+        let mut chunks = 0;
+        let mut keys = KeyCache::with_capacity(usize::try_from(backlog).unwrap_or(usize::MAX));
+        let mut done = false;
+        while !done {
+            let mut chunk = Vec::new();
+            let mut emitted = 0;
+            let cold = active
+                .iter()
+                .all(|a| a.state.rows == 0 || a.state.seq >= durable);
+            // Half the rows already indexed: the blocks a chunk rewrites
+            // then cost at most about twice the rows it adds.
+            let indexed: u64 = active
+                .iter()
+                .filter(|a| a.state.seq < durable)
+                .map(|a| a.state.rows)
+                .sum();
+            let grown = usize::try_from(indexed / 2)
+                .unwrap_or(usize::MAX)
+                .min(limits.cold_rows);
+            let (max_docs, max_rows) = if cold {
+                (limits.cold_docs, limits.cold_rows)
+            } else if limits.grow && grown > limits.rows {
+                (grown, grown)
+            } else {
+                (limits.docs, limits.rows)
+            };
+            while chunk.len() < max_docs && emitted < max_rows {
+                let Some(change) = feed.next() else {
+                    done = true;
+                    break;
+                };
+                let change = change?;
+                if change.seq > durable {
+                    done = true;
+                    break;
+                }
+                let id = change.doc.id.clone();
+                let doc = Some(change.doc).filter(|d| !d.deleted && !d.id.starts_with("_design/"));
+                let per_view = active
+                    .iter()
+                    .map(|a| {
+                        (a.state.seq < change.seq).then(|| {
+                            let rows = encode_rows(a.view, doc.as_ref(), &mut keys);
+                            emitted += rows.len();
+                            rows
+                        })
+                    })
+                    .collect();
+                chunk.push(Pending {
+                    seq: change.seq,
+                    id,
+                    per_view,
+                });
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            self.commit_chunk(active, &mut chunk)?;
+            chunks += 1;
+        }
+        Ok(chunks)
     }
 
     /// The view's state, after dropping its rows if they were built by
@@ -538,6 +568,42 @@ impl Index {
     }
 }
 
+/// A backlog from which a build reads documents on a second thread.
+const READER_THREAD_BACKLOG: u64 = 1000;
+/// Changes per message from the reading thread.
+const READ_BATCH: usize = 256;
+/// Messages the reading thread may be ahead by.
+const READ_AHEAD: usize = 16;
+
+/// The reading thread: sends the changes after `since` in batches, up to
+/// and including the first one past `durable` (where the indexer stops)
+/// or the first error; stops early when the indexer hangs up.
+fn read_ahead(
+    replica: &Replica,
+    since: u64,
+    durable: u64,
+    tx: &std::sync::mpsc::SyncSender<Vec<Result<DocumentChange, StoreError>>>,
+) {
+    let mut batch = Vec::with_capacity(READ_BATCH);
+    for change in replica.changes_with_documents(since) {
+        let last = change.as_ref().map_or(true, |c| c.seq > durable);
+        batch.push(change);
+        if last || batch.len() == READ_BATCH {
+            if tx
+                .send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(READ_BATCH),
+                ))
+                .is_err()
+                || last
+            {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(batch);
+}
+
 #[derive(Default)]
 struct Outcome {
     seq: u64,
@@ -549,13 +615,20 @@ struct Outcome {
 /// Encoded string keys seen in this warm-up: a card id is emitted by
 /// several tag documents, and its ICU sort key is the costly part of its
 /// encoding. Bounded; cleared when full.
-#[derive(Default)]
 struct KeyCache {
     strings: HashMap<String, Vec<u8>, BuildFx>,
 }
 
 impl KeyCache {
     const MAX: usize = 1 << 20;
+
+    /// A cache sized for about `n` distinct strings (growing a large table
+    /// rehashes it several times).
+    fn with_capacity(n: usize) -> KeyCache {
+        KeyCache {
+            strings: HashMap::with_capacity_and_hasher(n.min(Self::MAX), BuildFx::default()),
+        }
+    }
 
     fn encode(&mut self, key: &Value, out: &mut Vec<u8>) {
         match key {
