@@ -586,9 +586,8 @@ mod tests {
             assert_eq!(&block.value(i)[..], v.as_slice());
         }
         // A reference to a later entry, or past the end, is damage.
-        let mut bad = encode(&refs[..2]);
-        let at = bad.len() - 4;
-        bad[at..].copy_from_slice(&(SHARED | 1).to_be_bytes());
+        let mut bad = vec![0, 0, 0, 1, 0, 0, 0, 1, b'k'];
+        bad.extend_from_slice(&SHARED.to_be_bytes());
         assert!(Block::decode(IVec::from(bad)).is_none());
     }
 

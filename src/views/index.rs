@@ -85,16 +85,16 @@ impl Default for ChunkLimits {
 /// The storage layout the indexer writes; an index recorded with another
 /// one is dropped and rebuilt (1: one sled entry per row and per document;
 /// 2: sorted blocks; 3: rows without their id, values shared per block).
-const LAYOUT: u32 = 3;
+pub(crate) const LAYOUT: u32 = 3;
 
 /// A view's state as stored: [`ViewState`] and the layout of its rows.
 #[derive(Serialize, Deserialize)]
-struct StoredState {
-    version: u64,
-    seq: u64,
-    rows: u64,
+pub(crate) struct StoredState {
+    pub(crate) version: u64,
+    pub(crate) seq: u64,
+    pub(crate) rows: u64,
     #[serde(default)]
-    layout: u32,
+    pub(crate) layout: u32,
 }
 
 /// A view's progress, in `views.state` under the view's name.
@@ -203,17 +203,39 @@ pub(crate) fn view_prefix(name: &str) -> Vec<u8> {
     named(ROWS, name)
 }
 
-fn back_prefix(name: &str) -> Vec<u8> {
+/// The names of the views with a recorded state, in name order.
+pub(crate) fn indexed_names(tree: &sled::Tree) -> Result<Vec<String>, ViewError> {
+    let mut names = Vec::new();
+    for key in tree.scan_prefix([STATE]).keys() {
+        let key = key?;
+        names.push(String::from_utf8_lossy(key.get(3..).unwrap_or_default()).into_owned());
+    }
+    Ok(names)
+}
+
+/// A view's stored state, or what is wrong with it.
+pub(crate) fn read_state(tree: &sled::Tree, name: &str) -> Result<Option<StoredState>, String> {
+    match tree.get(state_key(name)) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("state: {e}")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("state: {e}")),
+    }
+}
+
+/// The key prefix of a view's back-index.
+pub(crate) fn back_prefix(name: &str) -> Vec<u8> {
     named(BACK, name)
 }
 
-fn state_key(name: &str) -> Vec<u8> {
+pub(crate) fn state_key(name: &str) -> Vec<u8> {
     named(STATE, name)
 }
 
 /// A row ready to store: (key suffix after the view prefix, length of its
 /// encoded-key part, stored value).
-type EncodedRow = (Vec<u8>, usize, Vec<u8>);
+pub(crate) type EncodedRow = (Vec<u8>, usize, Vec<u8>);
 
 /// One change, prepared for every view still behind it.
 struct Pending {
@@ -615,7 +637,7 @@ struct Outcome {
 /// Encoded string keys seen in this warm-up: a card id is emitted by
 /// several tag documents, and its ICU sort key is the costly part of its
 /// encoding. Bounded; cleared when full.
-struct KeyCache {
+pub(crate) struct KeyCache {
     strings: HashMap<String, Vec<u8>, BuildFx>,
 }
 
@@ -624,7 +646,7 @@ impl KeyCache {
 
     /// A cache sized for about `n` distinct strings (growing a large table
     /// rehashes it several times).
-    fn with_capacity(n: usize) -> KeyCache {
+    pub(crate) fn with_capacity(n: usize) -> KeyCache {
         KeyCache {
             strings: HashMap::with_capacity_and_hasher(n.min(Self::MAX), BuildFx::default()),
         }
@@ -658,7 +680,11 @@ impl KeyCache {
 /// the same key twice); the stored value is the row's key and value (see
 /// [`row_value`]). A value emitted for many keys (a tag's) is serialized
 /// once, and its stored bytes are shared within a block (`block.rs`).
-fn encode_rows(view: &View, doc: Option<&Document>, cache: &mut KeyCache) -> Vec<EncodedRow> {
+pub(crate) fn encode_rows(
+    view: &View,
+    doc: Option<&Document>,
+    cache: &mut KeyCache,
+) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
     };
@@ -751,7 +777,7 @@ pub(crate) fn decode_row(suffix: &[u8], stored: &[u8]) -> Option<RowData> {
     })
 }
 
-fn encode_state(state: &ViewState) -> Vec<u8> {
+pub(crate) fn encode_state(state: &ViewState) -> Vec<u8> {
     let stored = StoredState {
         version: state.version,
         seq: state.seq,
@@ -781,7 +807,7 @@ fn encode_back(rows: &[EncodedRow]) -> Option<Vec<u8>> {
 }
 
 /// The key suffixes a back-index value lists (see [`encode_back`]).
-fn decode_back(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn decode_back(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut fields = Vec::new();
     while !bytes.is_empty() {
         let (len, rest) = bytes.split_first_chunk::<4>()?;
