@@ -655,6 +655,10 @@ fn check_passes_a_healthy_index_and_reports_damage() {
         false,
         json!({"docType": "TAG", "name": "x", "taggedCards": cards[..10]}),
     );
+    // No index yet: nothing to check, and the check creates no tree.
+    let none = check(&replica, &builtin()).unwrap();
+    assert!(none.is_ok() && none.views.is_empty());
+    assert!(!replica.has_tree("views"));
     let views = Views::open(&replica).unwrap();
     views.warm().unwrap();
     let report = views.check().unwrap();
