@@ -14,7 +14,8 @@
 //! - `tags_for_cards` of 20 cards on the warm index (mean over many sets);
 //! - a CouchDB-shaped `query("elo", startkey, limit 20)`;
 //! - an incremental warm-up after 1000 cards change and one tag gets a new
-//!   revision with the same cards.
+//!   revision with the same cards;
+//! - `Views::check` of both views (the view half of `settee check`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -292,5 +293,16 @@ fn main() {
         report.elapsed.as_secs_f64(),
         cpu_seconds() - cpu0,
         report.chunks
+    );
+
+    // What `settee check` adds for the views: every row against the map.
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let check = views.check().unwrap();
+    assert!(check.is_ok(), "{:?}", check.violations);
+    println!(
+        "views::check of both views: {:.3} s wall, {:.2} s CPU",
+        t.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0
     );
 }

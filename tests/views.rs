@@ -575,6 +575,19 @@ async fn kill_during_indexing_then_catch_up() {
         child.kill().unwrap();
         child.wait().unwrap();
 
+        // `settee check` checks the killed index's rows against the map.
+        let out = settee(&["check", path.to_str().unwrap(), "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("round {round}: check --json: {e}: {out:?}"));
+        assert_eq!(out.status.code(), Some(0), "round {round}: {report:#}");
+        assert_eq!(report["violations"], serde_json::json!([]));
+        let elo = report["views"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "elo"))
+            .unwrap_or_else(|| panic!("round {round}: no elo in {report:#}"));
+        assert_eq!(elo["mapped"], true);
+        assert!(elo["docs_checked"].as_u64().unwrap() > 0, "{report:#}");
+
         let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
         let views = Views::open(&replica).unwrap();
         let state = views.state("elo").unwrap().expect("some chunks committed");

@@ -1,5 +1,7 @@
-//! `settee check`: prints [`crate::Replica::check`]'s report; the exit code
-//! says whether the replica is consistent. No checking logic lives here.
+//! `settee check`: prints [`crate::Replica::check`]'s report, then that of
+//! [`crate::views::check`] (the built-in views' indexes, when the replica
+//! has any); the exit code says whether both are consistent. No checking
+//! logic lives here.
 
 use super::{open_replica, print_json, CliError, CliResult, Outcome};
 use crate::cli::args::CheckArgs;
@@ -8,16 +10,26 @@ use std::io::Write;
 pub(crate) fn run(args: CheckArgs) -> CliResult {
     let replica = open_replica(&args.dir, args.db.as_deref())?;
     let report = replica.check()?;
+    let views =
+        crate::views::check(&replica, &crate::views::builtin()).map_err(crate::Error::from)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        print_json(
-            &mut out,
-            &serde_json::to_value(&report).map_err(std::io::Error::from)?,
-        )?;
+        // The store's report, its `violations` joined by the views' (same
+        // shape), and a `views` summary.
+        let mut json = serde_json::to_value(&report).map_err(std::io::Error::from)?;
+        let view_json = serde_json::to_value(&views).map_err(std::io::Error::from)?;
+        if let (Some(all), Some(more)) = (
+            json.get_mut("violations").and_then(|v| v.as_array_mut()),
+            view_json.get("violations").and_then(|v| v.as_array()),
+        ) {
+            all.extend(more.iter().cloned());
+        }
+        json["views"] = view_json["views"].clone();
+        print_json(&mut out, &json)?;
     } else {
-        summarize(&mut out, &args, &report)?;
+        summarize(&mut out, &args, &report, &views)?;
     }
-    Ok(if report.is_ok() {
+    Ok(if report.is_ok() && views.is_ok() {
         Outcome::Ok
     } else {
         Outcome::CheckFailed
@@ -28,15 +40,35 @@ fn summarize(
     out: &mut impl Write,
     args: &CheckArgs,
     r: &crate::CheckReport,
+    views: &crate::views::ViewCheckReport,
 ) -> Result<(), CliError> {
-    let verdict = if r.is_ok() { "consistent" } else { "DAMAGED" };
+    let verdict = if r.is_ok() && views.is_ok() {
+        "consistent"
+    } else {
+        "DAMAGED"
+    };
     writeln!(out, "{}: {verdict}", args.dir.display())?;
     writeln!(
         out,
         "  checked {} documents, {} bodies, {} attachments, {} checkpoints",
         r.docs, r.bodies, r.attachments, r.checkpoints
     )?;
+    for v in &views.views {
+        writeln!(
+            out,
+            "  view {}: {} rows at sequence {}, {} documents checked{}, {} changed since",
+            v.name,
+            v.rows,
+            v.seq,
+            v.docs_checked,
+            if v.mapped { " against the map" } else { "" },
+            v.docs_behind
+        )?;
+    }
     for v in &r.violations {
+        writeln!(out, "  {:<11} {}: {}", v.invariant, v.key, v.detail)?;
+    }
+    for v in &views.violations {
         writeln!(out, "  {:<11} {}: {}", v.invariant, v.key, v.detail)?;
     }
     Ok(())

@@ -713,6 +713,16 @@ impl Replica {
         Ok(self.inner.db.open_tree(name)?)
     }
 
+    /// Whether a tree of [`Replica::open_tree`] exists (a check, which
+    /// must not write, does not create one).
+    pub(crate) fn has_tree(&self, name: &str) -> bool {
+        self.inner
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| &n[..] == name.as_bytes())
+    }
+
     /// Flushes every tree of the replica to disk (for writers of the trees
     /// opened with [`Replica::open_tree`]).
     pub(crate) fn flush(&self) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::{keys, Document, Replica, StoreError};
+use super::{keys, nesting, Document, Replica, StoreError};
 use bytes::Bytes;
 use std::ops::Bound;
 
@@ -87,26 +87,75 @@ impl Iterator for DocumentChanges {
         let Some(seq) = keys::seq_from_key(&k) else {
             return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
         };
-        let Some((id, _)) = keys::split_seq_entry(&v) else {
+        let Some((id, logged)) = keys::split_seq_entry(&v) else {
             return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
         };
         let id = match std::str::from_utf8(id) {
             Ok(id) => id,
             Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
         };
-        Some(match self.replica.get(id) {
-            Ok(Some(doc)) => Ok(DocumentChange { seq, doc }),
-            Ok(None) => Err(StoreError::corrupt(
-                "sequence entry",
-                &k,
-                "document missing",
-            )),
-            Err(e) => Err(e),
-        })
+        Some(
+            match self.replica.winner_with_logged_body(id, seq, logged) {
+                Ok(Some(doc)) => Ok(DocumentChange { seq, doc }),
+                Ok(None) => Err(StoreError::corrupt(
+                    "sequence entry",
+                    &k,
+                    "document missing",
+                )),
+                Err(e) => Err(e),
+            },
+        )
     }
 }
 
 impl Replica {
+    /// [`Replica::get`] for a document read from its `by_seq` entry at
+    /// `seq`, whose carried body (`logged`, empty when none) is used when
+    /// it is the winner's: the entry is not looked up a second time (one
+    /// sled read per document instead of two on a view's warm-up).
+    fn winner_with_logged_body(
+        &self,
+        id: &str,
+        seq: u64,
+        logged: &[u8],
+    ) -> Result<Option<Document>, StoreError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let Some(winner) = record.tree.winner() else {
+            return Ok(None);
+        };
+        let carried = !logged.is_empty()
+            && record.seq == seq
+            && record
+                .logged
+                .as_ref()
+                .is_some_and(|(rev, _)| *rev == winner.rev.to_string());
+        let body = if carried {
+            Some(
+                nesting::parse_body(logged)
+                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e))?,
+            )
+        } else {
+            self.body(&record, id, &winner.rev)?
+        };
+        let body = body.ok_or_else(|| {
+            StoreError::corrupt(
+                "revision body",
+                id.as_bytes(),
+                format!("winner {} has no body", winner.rev),
+            )
+        })?;
+        Ok(Some(Document {
+            id: id.to_owned(),
+            conflicts: record.tree.conflicts(),
+            deleted_conflicts: record.tree.deleted_conflicts(),
+            rev: winner.rev,
+            deleted: winner.deleted,
+            body,
+        }))
+    }
+
     /// Documents changed after local sequence `since`, oldest first, each
     /// once at its latest change, with the whole winning revision (what
     /// [`Replica::changes`] lists, plus bodies); the iterator owns a handle

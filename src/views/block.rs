@@ -4,7 +4,10 @@
 //! A space holds blocks; each block is one sled entry whose key is the
 //! space's prefix followed by the block's first entry key, and whose value
 //! is its entries in ascending key order (a `u32` BE count, then per entry a
-//! `u32` BE key length, the key, a `u32` BE value length, the value). Blocks
+//! `u32` BE key length, the key, a `u32` BE value length, the value; a
+//! value equal to an earlier one of the block is instead that entry's
+//! index with the top bit set, so a tag's value is stored once per block
+//! rather than once per row). Blocks
 //! never overlap: every entry key of a block is below the next block's key.
 //! A block holds at least one entry and is split when it grows past
 //! [`TARGET`] bytes; an emptied block is deleted.
@@ -16,7 +19,10 @@
 //! what goes into a space (that is `index.rs`) nor commit anything itself.
 
 use super::error::ViewError;
+use super::fx::BuildFx;
 use sled::IVec;
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 /// Bytes a block aims at: big enough that writes are few, small enough
@@ -42,7 +48,7 @@ impl Block {
         let b: &[u8] = &bytes;
         let (count, _) = b.split_first_chunk::<4>()?;
         let count = usize::try_from(u32::from_be_bytes(*count)).ok()?;
-        let mut slots = Vec::with_capacity(count.min(b.len() / 8));
+        let mut slots: Vec<Slot> = Vec::with_capacity(count.min(b.len() / 8));
         let mut at = 4usize;
         let field = |at: &mut usize| -> Option<(u32, u32)> {
             let len = b.get(*at..*at + 4)?;
@@ -57,7 +63,15 @@ impl Block {
         };
         for _ in 0..count {
             let key = field(&mut at)?;
-            let value = field(&mut at)?;
+            let raw = b.get(at..at + 4)?;
+            let raw = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            let value = if raw & SHARED != 0 {
+                // The value of an earlier entry of this block.
+                at += 4;
+                slots.get(usize::try_from(raw & !SHARED).ok()?)?.value
+            } else {
+                field(&mut at)?
+            };
             slots.push(Slot { key, value });
         }
         (at == b.len()).then_some(Block { bytes, slots })
@@ -72,6 +86,12 @@ impl Block {
     pub(crate) fn key(&self, i: usize) -> &[u8] {
         let (start, len) = self.slots[i].key;
         &self.bytes[start as usize..start as usize + len as usize]
+    }
+
+    /// The key of entry `i`, sharing the block's buffer.
+    pub(crate) fn key_ivec(&self, i: usize) -> IVec {
+        let (start, len) = self.slots[i].key;
+        self.bytes.subslice(start as usize, len as usize)
     }
 
     /// The value of entry `i`, sharing the block's buffer.
@@ -101,6 +121,15 @@ impl Block {
     }
 }
 
+/// A value length with this bit set is instead the index of an earlier
+/// entry of the block with the same value (a tag's value, shared by the
+/// rows of all its cards in the block, is stored once per block).
+const SHARED: u32 = 1 << 31;
+
+/// Values shorter than this are always written out (a reference costs
+/// as much).
+const MIN_SHARED: usize = 8;
+
 fn encode(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
     let size = 4 + entries
         .iter()
@@ -109,9 +138,24 @@ fn encode(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
     out.extend_from_slice(&len32(entries.len()));
-    for (k, v) in entries {
+    let mut seen: HashMap<&[u8], u32, BuildFx> = HashMap::default();
+    for (i, (k, v)) in entries.iter().enumerate() {
         out.extend_from_slice(&len32(k.len()));
         out.extend_from_slice(k);
+        if let Some(i) = u32::try_from(i)
+            .ok()
+            .filter(|&i| i < SHARED && v.len() >= MIN_SHARED)
+        {
+            match seen.entry(v) {
+                MapEntry::Occupied(first) => {
+                    out.extend_from_slice(&(first.get() | SHARED).to_be_bytes());
+                    continue;
+                }
+                MapEntry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
+        }
         out.extend_from_slice(&len32(v.len()));
         out.extend_from_slice(v);
     }
@@ -435,8 +479,8 @@ impl<'a> Scan<'a> {
 }
 
 impl Iterator for Scan<'_> {
-    /// An entry's value.
-    type Item = Result<IVec, ViewError>;
+    /// An entry's key (without the space prefix) and value.
+    type Item = Result<(IVec, IVec), ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
@@ -456,7 +500,7 @@ impl Iterator for Scan<'_> {
                     if self.past(block.key(i)) {
                         self.done = true;
                     } else {
-                        return Some(Ok(block.value(i)));
+                        return Some(Ok((block.key_ivec(i), block.value(i))));
                     }
                 }
                 _ => match self.next_block() {
@@ -512,6 +556,39 @@ mod tests {
             Bound::Excluded(h) => k < h.as_slice(),
             Bound::Unbounded => true,
         })
+    }
+
+    #[test]
+    fn equal_values_are_stored_once_per_block() {
+        let shared = vec![7u8; 100];
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..50u64)
+            .map(|i| {
+                (
+                    key(i),
+                    if i % 5 == 0 {
+                        vec![i as u8; 3]
+                    } else {
+                        shared.clone()
+                    },
+                )
+            })
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let bytes = encode(&refs);
+        assert!(bytes.len() < 50 * 20 + 2 * 100, "{} bytes", bytes.len());
+        let block = Block::decode(IVec::from(bytes)).unwrap();
+        assert_eq!(block.len(), 50);
+        for (i, (k, v)) in entries.iter().enumerate() {
+            assert_eq!(block.key(i), k.as_slice());
+            assert_eq!(&block.value(i)[..], v.as_slice());
+        }
+        // A reference to a later entry, or past the end, is damage.
+        let mut bad = vec![0, 0, 0, 1, 0, 0, 0, 1, b'k'];
+        bad.extend_from_slice(&SHARED.to_be_bytes());
+        assert!(Block::decode(IVec::from(bad)).is_none());
     }
 
     /// Random edit rounds against a `BTreeMap`: scans both ways over random
@@ -570,13 +647,13 @@ mod tests {
                 let fwd: Vec<Vec<u8>> =
                     Scan::new(&tree, space.clone(), lo.clone(), hi.clone(), false)
                         .unwrap()
-                        .map(|v| v.unwrap().to_vec())
+                        .map(|v| v.unwrap().1.to_vec())
                         .collect();
                 assert_eq!(fwd, want, "round {round} forwards {lo:?}..{hi:?}");
                 let mut back: Vec<Vec<u8>> =
                     Scan::new(&tree, space.clone(), lo.clone(), hi.clone(), true)
                         .unwrap()
-                        .map(|v| v.unwrap().to_vec())
+                        .map(|v| v.unwrap().1.to_vec())
                         .collect();
                 back.reverse();
                 assert_eq!(back, want, "round {round} backwards {lo:?}..{hi:?}");
@@ -604,7 +681,7 @@ mod tests {
         assert_eq!(others.len(), 1);
         let all: Vec<_> = Scan::new(&tree, other, Bound::Unbounded, Bound::Unbounded, true)
             .unwrap()
-            .map(|v| v.unwrap().to_vec())
+            .map(|v| v.unwrap().1.to_vec())
             .collect();
         assert_eq!(all, vec![b"y".to_vec()]);
     }

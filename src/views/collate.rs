@@ -172,6 +172,66 @@ fn encode_str_body(s: &str, out: &mut Vec<u8>) {
     escape(s.as_bytes(), out);
 }
 
+/// The length of the escaped field at the start of `bytes`, terminator
+/// included.
+fn escaped_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let i = at + memchr0(bytes.get(at..)?)?;
+        match bytes.get(i + 1)? {
+            0x01 => return Some(i + 2),
+            0xFF => at = i + 2,
+            _ => return None,
+        }
+    }
+}
+
+fn memchr0(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == 0)
+}
+
+/// The length of the encoded key at the start of `bytes` (what
+/// [`encode_key`] wrote), or `None` when the bytes are not one.
+pub(crate) fn encoded_len(bytes: &[u8]) -> Option<usize> {
+    match *bytes.first()? {
+        NULL | FALSE | TRUE => Some(1),
+        NUMBER => (bytes.len() >= 9).then_some(9),
+        STRING => {
+            let sort = escaped_len(bytes.get(1..)?)?;
+            Some(1 + sort + escaped_len(bytes.get(1 + sort..)?)?)
+        }
+        ARRAY | OBJECT => {
+            let mut at = 1;
+            while *bytes.get(at)? != END {
+                at += encoded_len(bytes.get(at..)?)?;
+            }
+            Some(at + 1)
+        }
+        _ => None,
+    }
+}
+
+/// The string of an encoded string key at the start of `bytes` (its
+/// UTF-8 field: the encoding keeps it after the sort key), and the
+/// encoding's length.
+pub(crate) fn decode_str(bytes: &[u8]) -> Option<(String, usize)> {
+    if *bytes.first()? != STRING {
+        return None;
+    }
+    let sort = escaped_len(bytes.get(1..)?)?;
+    let start = 1 + sort;
+    let len = escaped_len(bytes.get(start..)?)?;
+    let field = &bytes[start..start + len - 2];
+    let mut raw = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        raw.push(field[i]);
+        // `00 FF` stands for `00`.
+        i += if field[i] == 0 { 2 } else { 1 };
+    }
+    Some((String::from_utf8(raw).ok()?, start + len))
+}
+
 fn escape(bytes: &[u8], out: &mut Vec<u8>) {
     for &b in bytes {
         if b == 0 {
@@ -302,6 +362,26 @@ mod tests {
                 assert_eq!(collate(a, b), enc(a).cmp(&enc(b)), "{a:?} {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn encoded_keys_give_back_their_length_and_strings() {
+        for v in documented()
+            .into_iter()
+            .chain([json!("a\u{0}b"), json!(["\u{0}", {"x": [null]}])])
+        {
+            let mut e = enc(&v);
+            let n = e.len();
+            e.extend_from_slice(b"tail");
+            assert_eq!(encoded_len(&e), Some(n), "{v:?}");
+            if let Value::String(s) = &v {
+                assert_eq!(decode_str(&e), Some((s.clone(), n)));
+            } else {
+                assert_eq!(decode_str(&e), None);
+            }
+        }
+        assert_eq!(encoded_len(&[STRING, 1, 2]), None);
+        assert_eq!(encoded_len(&[NUMBER, 1]), None);
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -18,6 +18,8 @@
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
 //! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
 //! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
+//! - `check.rs`: [`check`], the view half of `settee check`: rows against
+//!   back-index, live documents and the map functions.
 //!
 //! Views sit above the store: they read it through `Replica`'s public
 //! reads and keep their own trees; the store knows nothing of them. Views
@@ -42,14 +44,17 @@
 
 mod block;
 mod builtin;
+mod check;
 mod collate;
 mod error;
 mod follow;
+mod fx;
 mod index;
 mod query;
 mod view;
 
 pub use builtin::{builtin, default_elo, elo, get_tags, CardTag, RatedCard, ELO, GET_TAGS};
+pub use check::{check, ViewCheck, ViewCheckReport, ViewViolation};
 pub use collate::{collate, collate_str, encode_key};
 pub use error::ViewError;
 pub use follow::LocalChanges;
@@ -177,6 +182,12 @@ impl Views {
             Some(s) if s.version == view.version() && s.seq >= durable => Ok(()),
             _ => self.update(name).map(|_| ()),
         }
+    }
+
+    /// Checks the replica's view indexes against its documents with the
+    /// registered views' map functions: [`check()`].
+    pub fn check(&self) -> Result<ViewCheckReport, ViewError> {
+        check(&self.inner.replica, &self.inner.views)
     }
 
     /// The progress of a view (`None` before its first update).

@@ -11,7 +11,7 @@
 use super::block::Scan;
 use super::collate::{encode_key, encode_str};
 use super::error::ViewError;
-use super::index::{view_prefix, RowData};
+use super::index::{decode_row, view_prefix};
 use crate::store::Replica;
 use serde_json::{json, Map, Value};
 use std::ops::Bound;
@@ -350,7 +350,7 @@ pub(crate) fn walk<'a>(
     let include_docs = q.include_docs;
     let prefix = view_prefix(view);
     let raw = ranges.into_iter().flat_map(move |r| {
-        let it: Box<dyn Iterator<Item = Result<sled::IVec, ViewError>>> =
+        let it: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), ViewError>>> =
             match Scan::new(tree, prefix.clone(), r.lo, r.hi, descending) {
                 Ok(scan) => Box::new(scan),
                 Err(e) => Box::new(std::iter::once(Err(e))),
@@ -361,10 +361,10 @@ pub(crate) fn walk<'a>(
         .skip(q.skip)
         .take(q.limit.unwrap_or(usize::MAX))
         .map(move |item| {
-            let v = item?;
-            let data: RowData = serde_json::from_slice(&v).map_err(|e| ViewError::Corrupt {
+            let (k, v) = item?;
+            let data = decode_row(&k, &v).ok_or_else(|| ViewError::Corrupt {
                 view: view.to_owned(),
-                detail: format!("row: {e}"),
+                detail: "row".into(),
             })?;
             let doc = if include_docs {
                 Some(

@@ -635,3 +635,100 @@ fn an_index_of_the_old_layout_is_rebuilt() {
     assert_eq!(all(&views, ELO), reference(&replica, &elo()));
     assert_eq!(views.state(ELO).unwrap().unwrap().rows, 30);
 }
+
+/// `views::check` passes a healthy index (and one merely behind its
+/// replica), and reports the damage `settee check` must catch: rows of a
+/// document deleted underneath a view that claims to cover the deletion,
+/// and a row removed behind the back-index's back.
+#[test]
+fn check_passes_a_healthy_index_and_reports_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path());
+    let cards: Vec<String> = (0..30).map(|i| format!("c-{i:03}")).collect();
+    for (i, id) in cards.iter().enumerate() {
+        put(&replica, id, &["a1"], false, card(json!(1000 + i)));
+    }
+    put(
+        &replica,
+        "TAG-x",
+        &["a1"],
+        false,
+        json!({"docType": "TAG", "name": "x", "taggedCards": cards[..10]}),
+    );
+    // No index yet: nothing to check, and the check creates no tree.
+    let none = check(&replica, &builtin()).unwrap();
+    assert!(none.is_ok() && none.views.is_empty());
+    assert!(!replica.has_tree("views"));
+    let views = Views::open(&replica).unwrap();
+    views.warm().unwrap();
+    let report = views.check().unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    let names: Vec<&str> = report.views.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["elo", "getTags"]);
+    assert_eq!((report.views[0].rows, report.views[1].rows), (30, 10));
+    assert!(report
+        .views
+        .iter()
+        .all(|v| v.mapped && v.docs_checked == 31));
+
+    // A deletion the view has not indexed yet is not damage.
+    put(&replica, "c-000", &["b1", "a1"], true, json!({}));
+    let report = views.check().unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_eq!(report.views[0].docs_behind, 1);
+    views.warm().unwrap();
+    assert!(views.check().unwrap().is_ok());
+
+    // c-001 is deleted underneath: the state moves past the deletion, the
+    // rows stay.
+    put(&replica, "c-001", &["b1", "a1"], true, json!({}));
+    let tree = replica.open_tree("views").unwrap();
+    let elo_state = views.state("elo").unwrap().unwrap();
+    let moved = ViewState {
+        seq: replica.update_seq().unwrap(),
+        ..elo_state
+    };
+    tree.insert(index::state_key("elo"), index::encode_state(&moved))
+        .unwrap();
+    let report = views.check().unwrap();
+    let found: Vec<(&str, &str)> = report
+        .violations
+        .iter()
+        .map(|v| (v.invariant, v.key.as_str()))
+        .collect();
+    assert_eq!(found, [("view_live", "views/elo/c-001")], "{report:?}");
+    // The other view, behind, is fine.
+    assert_eq!(report.views[1].docs_behind, 1);
+
+    // A row of c-002 goes missing from the rows, not from the back-index.
+    let doc = replica.get("c-002").unwrap().unwrap();
+    let mut keys = index::KeyCache::with_capacity(0);
+    let rows = index::encode_rows(&elo(), Some(&doc), &mut keys);
+    let mut batch = sled::Batch::default();
+    block::apply(
+        &tree,
+        &index::view_prefix("elo"),
+        &[(rows[0].0.clone(), None)],
+        &mut batch,
+    )
+    .unwrap();
+    tree.apply_batch(batch).unwrap();
+    let report = views.check().unwrap();
+    let found: std::collections::BTreeSet<(&str, &str)> = report
+        .violations
+        .iter()
+        .map(|v| (v.invariant, v.key.as_str()))
+        .collect();
+    for want in [
+        ("view_live", "views/elo/c-001"),
+        ("view_back", "views/elo/c-002"),
+        ("view_map", "views/elo/c-002"),
+        ("view_count", "views/elo"),
+    ] {
+        assert!(found.contains(&want), "{want:?} in {found:?}");
+    }
+    assert!(report
+        .violations
+        .iter()
+        .all(|v| v.key.starts_with("views/elo")));
+}

@@ -1,0 +1,317 @@
+//! `views::check`: verifies a replica's view indexes against its documents
+//! (the view half of `settee check`), and lists every violation it finds.
+//!
+//! For every view with a recorded state (registered or not), it checks that
+//! the state's sequence is not ahead of the replica's; that rows and
+//! back-index agree one to one (every row is listed by its document's
+//! back-index entry, every listed row exists, the row count is the state's);
+//! and that every row belongs to a document the replica has, live, and not a
+//! design document. For a view whose map function it is given, it also maps
+//! every document whose latest change is at or below the view's sequence and
+//! checks that the stored rows are exactly what the map emits for the
+//! current winner. Documents changed after the view's sequence are counted
+//! as behind, not checked: the view catches up on its next update.
+//!
+//! It must not write (a replica without a `views` tree has nothing to
+//! check, and the tree is not created), and it knows nothing of the store's own invariants
+//! (`Replica::check` does those). It holds one view's back-index and row
+//! keys in memory at a time. Run it on a replica nothing is indexing or
+//! pulling into: a commit landing mid-check can show as a violation.
+
+use super::block::Scan;
+use super::error::ViewError;
+use super::index::{self, KeyCache};
+use super::view::View;
+use crate::store::Replica;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+
+/// One view invariant that does not hold, at one row or document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ViewViolation {
+    /// Which invariant (as in `docs/design.md`, "Views"): `view_state`
+    /// (state undecodable), `view_seq` (ahead of the replica), `view_rows`
+    /// (a row undecodable, or not listed by the back-index), `view_back` (a
+    /// back-index entry undecodable, or listing a row that is missing),
+    /// `view_count` (the state's row count), `view_live` (rows of a deleted,
+    /// missing or design document), `view_map` (rows that are not what the
+    /// map emits for the current winner).
+    pub invariant: &'static str,
+    /// Where: `views/<view>/<doc id>` (or `views/<view>` for the view as a whole).
+    pub key: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What was checked of one view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ViewCheck {
+    /// The view's name.
+    pub name: String,
+    /// Whether its map function was given, so rows were compared with it.
+    pub mapped: bool,
+    /// The local sequence the view says it covers.
+    pub seq: u64,
+    /// Rows found (the state's count is checked against it).
+    pub rows: u64,
+    /// Documents at or below `seq` checked against the rows.
+    pub docs_checked: u64,
+    /// Documents changed after `seq` (their rows are not checked).
+    pub docs_behind: u64,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ViewCheckReport {
+    /// Every view with a recorded state, in name order.
+    pub views: Vec<ViewCheck>,
+    /// Every violation found (empty: the indexes are consistent).
+    pub violations: Vec<ViewViolation>,
+}
+
+impl ViewCheckReport {
+    /// True when every view invariant holds.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn violation(&mut self, invariant: &'static str, view: &str, id: &str, detail: String) {
+        let key = if id.is_empty() {
+            format!("views/{view}")
+        } else {
+            format!("views/{view}/{id}")
+        };
+        self.violations.push(ViewViolation {
+            invariant,
+            key,
+            detail,
+        });
+    }
+}
+
+/// Checks every view index of `replica` (see the module doc); `views` are
+/// the map functions known to the caller (the built-ins, [`super::builtin`],
+/// plus an app's own), whose rows are compared with what they emit. An
+/// indexed view not among them gets the structural checks only; a view
+/// among them that was never indexed is not listed.
+///
+/// ```
+/// use settee::views::{self, Views};
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+/// Views::open(&replica).unwrap().warm().unwrap();
+/// let report = views::check(&replica, &views::builtin()).unwrap();
+/// assert!(report.is_ok(), "{:?}", report.violations);
+/// assert_eq!(report.views.len(), 2);
+/// ```
+///
+/// # Errors
+/// Only when the storage itself fails to read; damage is a violation.
+pub fn check(replica: &Replica, views: &[View]) -> Result<ViewCheckReport, ViewError> {
+    let mut report = ViewCheckReport::default();
+    if !replica.has_tree("views") {
+        return Ok(report);
+    }
+    let tree = replica.open_tree("views")?;
+    let update_seq = replica.update_seq()?;
+    for name in index::indexed_names(&tree)? {
+        let view = views.iter().find(|v| v.name() == name);
+        check_view(&tree, replica, &name, view, update_seq, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn check_view(
+    tree: &sled::Tree,
+    replica: &Replica,
+    name: &str,
+    view: Option<&View>,
+    update_seq: u64,
+    report: &mut ViewCheckReport,
+) -> Result<(), ViewError> {
+    let state = match index::read_state(tree, name) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(()),
+        Err(detail) => {
+            report.violation("view_state", name, "", detail);
+            return Ok(());
+        }
+    };
+    // An index of another layout is not read, and is rebuilt on its next
+    // update: nothing to check.
+    if state.layout != index::LAYOUT {
+        return Ok(());
+    }
+    let mut summary = ViewCheck {
+        name: name.to_owned(),
+        mapped: view.is_some_and(|v| v.version() == state.version),
+        seq: state.seq,
+        ..ViewCheck::default()
+    };
+    if state.seq > update_seq {
+        report.violation(
+            "view_seq",
+            name,
+            "",
+            format!(
+                "the view covers sequence {} but the replica is at {update_seq}",
+                state.seq
+            ),
+        );
+    }
+
+    // Back-index: document id → the row keys it lists.
+    let mut listed: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut owner: HashMap<Vec<u8>, String> = HashMap::new();
+    let back = Scan::new(
+        tree,
+        index::back_prefix(name),
+        Bound::Unbounded,
+        Bound::Unbounded,
+        false,
+    )?;
+    for entry in back {
+        let (id, value) = match entry {
+            Ok(e) => e,
+            Err(ViewError::Corrupt { detail, .. }) => {
+                report.violation("view_back", name, "", detail);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let Some(suffixes) = index::decode_back(&value) else {
+            report.violation("view_back", name, &id, "undecodable entry".into());
+            continue;
+        };
+        for s in &suffixes {
+            if owner.insert(s.clone(), id.clone()).is_some() {
+                report.violation("view_back", name, &id, "a row listed twice".into());
+            }
+        }
+        listed.insert(id, suffixes);
+    }
+
+    // Rows: each decodes and is listed by its own document.
+    let mut rows: HashMap<Vec<u8>, sled::IVec> = HashMap::with_capacity(owner.len());
+    let scan = Scan::new(
+        tree,
+        index::view_prefix(name),
+        Bound::Unbounded,
+        Bound::Unbounded,
+        false,
+    )?;
+    for row in scan {
+        let (suffix, value) = match row {
+            Ok(r) => r,
+            Err(ViewError::Corrupt { detail, .. }) => {
+                report.violation("view_rows", name, "", detail);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        summary.rows += 1;
+        let Some(data) = index::decode_row(&suffix, &value) else {
+            report.violation("view_rows", name, "", "an undecodable row".into());
+            continue;
+        };
+        match owner.remove(&suffix[..]) {
+            Some(id) if id == data.id => {}
+            Some(id) => report.violation(
+                "view_rows",
+                name,
+                &data.id,
+                format!("row {} is listed by {id:?}", data.key),
+            ),
+            None => report.violation(
+                "view_rows",
+                name,
+                &data.id,
+                format!("row {} is not in the back-index", data.key),
+            ),
+        }
+        rows.insert(suffix.to_vec(), value);
+    }
+    for id in owner.into_values().collect::<HashSet<_>>() {
+        report.violation(
+            "view_back",
+            name,
+            &id,
+            "the back-index lists a row that is missing".into(),
+        );
+    }
+    if summary.rows != state.rows {
+        report.violation(
+            "view_count",
+            name,
+            "",
+            format!(
+                "the state counts {} rows, the index holds {}",
+                state.rows, summary.rows
+            ),
+        );
+    }
+
+    // Documents: rows only of live documents, and what the map emits.
+    let mut keys = KeyCache::with_capacity(0);
+    for change in replica.changes_with_documents(0) {
+        let change = change?;
+        let doc = &change.doc;
+        let has = listed.remove(&doc.id);
+        if change.seq > state.seq {
+            summary.docs_behind += 1;
+            continue;
+        }
+        summary.docs_checked += 1;
+        let live = !doc.deleted && !doc.id.starts_with("_design/");
+        if !live {
+            if has.is_some() {
+                report.violation(
+                    "view_live",
+                    name,
+                    &doc.id,
+                    format!("rows of a deleted or design document ({})", doc.rev),
+                );
+            }
+            continue;
+        }
+        let Some(view) = view.filter(|_| summary.mapped) else {
+            continue;
+        };
+        let want = index::encode_rows(view, Some(doc), &mut keys);
+        let have = has.unwrap_or_default();
+        let same = want.len() == have.len()
+            && want.iter().zip(&have).all(|((k, _, v), listed)| {
+                k == listed && rows.get(k).is_some_and(|stored| stored[..] == v[..])
+            });
+        if !same {
+            report.violation(
+                "view_map",
+                name,
+                &doc.id,
+                format!(
+                    "{} rows stored, the map emits {} for {} (or with other keys or values)",
+                    have.len(),
+                    want.len(),
+                    doc.rev
+                ),
+            );
+        }
+    }
+    for id in listed.into_keys() {
+        report.violation(
+            "view_live",
+            name,
+            &id,
+            "rows of a document the replica does not have".into(),
+        );
+    }
+    report.views.push(summary);
+    Ok(())
+}
