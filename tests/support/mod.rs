@@ -3,6 +3,7 @@
 //! holds (independently of settee's code), and running the `settee` binary.
 
 pub mod proxy;
+pub mod quirks;
 pub mod server;
 
 use serde_json::{json, Value};

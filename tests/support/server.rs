@@ -55,9 +55,18 @@ pub fn with_userinfo(base: &str, userinfo: &str) -> String {
 static SERVER: OnceLock<Server> = OnceLock::new();
 
 pub fn server() -> &'static Server {
-    SERVER.get_or_init(|| match std::env::var("COUCHDB_URL") {
-        Ok(url) if !url.trim().is_empty() => external(url.trim()),
-        _ => start_pouchdb_server(),
+    SERVER.get_or_init(|| {
+        let real = match std::env::var("COUCHDB_URL") {
+            Ok(url) if !url.trim().is_empty() => external(url.trim()),
+            _ => start_pouchdb_server(),
+        };
+        if super::quirks::enabled() {
+            // Every test talks to the CouchDB 3 quirks layer instead.
+            let base = super::quirks::start_for_process(addr_of(&real));
+            Server { base, ..real }
+        } else {
+            real
+        }
     })
 }
 
@@ -206,8 +215,12 @@ fn start_pouchdb_server() -> Server {
 /// first resolved address that accepts a connection (`localhost` may
 /// resolve to `::1` first while the server listens on 127.0.0.1 only).
 pub fn server_addr() -> std::net::SocketAddr {
+    addr_of(server())
+}
+
+/// The socket address of `s` (see [`server_addr`]).
+fn addr_of(s: &Server) -> std::net::SocketAddr {
     use std::net::ToSocketAddrs;
-    let s = server();
     assert!(
         s.base.starts_with("http://") && !s.authority().contains('/'),
         "the fault proxy speaks plain HTTP to a server root; {} is not one",
