@@ -29,6 +29,30 @@ impl Server {
         with_userinfo(&self.base, &userinfo(&self.user, &self.password))
     }
 
+    /// Whether sequences are opaque and `_changes` rows come out of
+    /// sequence order: on CouchDB 2+ and under the quirks layer.
+    pub fn seqs_are_opaque(&self) -> bool {
+        self.is_couchdb || super::quirks::enabled()
+    }
+
+    /// Whether `GET /db`'s `instance_start_time` is the database's creation
+    /// time, as on CouchDB 3 and later (and under the quirks layer), where a
+    /// recreated database is told by it first.
+    pub fn reports_creation_times(&self) -> bool {
+        if super::quirks::enabled() {
+            return true;
+        }
+        if !self.is_couchdb {
+            return false;
+        }
+        let (_, welcome) = blocking_get(&self.base, Some((&self.user, &self.password)));
+        serde_json::from_str::<serde_json::Value>(&welcome)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+            .is_some_and(|major| major >= 3)
+    }
+
     pub fn authority(&self) -> &str {
         self.base
             .trim_start_matches("http://")
