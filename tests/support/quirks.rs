@@ -11,19 +11,22 @@
 //! - **Encoded design and local ids.** A path whose document segment is an
 //!   encoded `_design/…` or `_local/…` (`_design%2Felo`, `%5Fdesign%2Felo`)
 //!   gets a `301` to itself, a redirect loop, as CouchDB answers it.
-//! - **`_changes` order.** Each page's rows come out ordered by a stable hash
-//!   of their id (CouchDB streams shard by shard), not in id or seq order.
-//!   Each row's `seq` is then one that is safe to resume from, as CouchDB's
-//!   vector sequences are: it covers no row still to come in the page.
+//! - **`_changes` order.** Rows are dealt round-robin from four imitation
+//!   shards (a stable hash of the id), each in sequence order, as CouchDB
+//!   merges its shards' streams: not in id or sequence order, within a page
+//!   and across pages (a page is dealt from a window of twice its size, so a
+//!   row can wait for a later page). Each row's `seq` says which rows were
+//!   delivered so far, and is safe to resume from, as CouchDB's are.
 //! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
-//!   (`super::proxy::opaque_seq`); a `since=` of that form maps back.
+//!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
+//!   then `-<hex>` per row ahead); a `since=` of that form maps back.
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
 //!   (microseconds, as a string), one per database, new when it is
 //!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
 //!   so a client takes its CouchDB 3 paths.
 //!
-//! What it cannot imitate: it is not CouchDB. No real sharding (no order
-//! across pages, no rewinds after a node restart), no `q`/`n`, no CouchDB
+//! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
+//! after a node restart, no shard-level `since` rules), no `q`/`n`, no CouchDB
 //! auth database, `_users` or security objects, no Mango, no partitioned
 //! databases; everything else is PouchDB Server's own behaviour. It must not
 //! hide a server answer: only the fields above change.
@@ -94,10 +97,22 @@ fn now_us() -> String {
         .to_string()
 }
 
+/// The real server behind the process's quirks proxy, once started.
+static REAL_SERVER: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// The address of the real server, behind the process's quirks proxy if
+/// there is one: for testing a quirks proxy of its own (two quirks layers
+/// in a row would each deal the other's pages).
+pub fn real_server_addr() -> SocketAddr {
+    let behind = super::server::server_addr();
+    REAL_SERVER.get().copied().unwrap_or(behind)
+}
+
 /// Starts a quirks proxy in front of `upstream` on a runtime of its own
 /// (the tests' runtimes come and go; this proxy lives as long as the
 /// process) and returns its URL.
 pub fn start_for_process(upstream: SocketAddr) -> String {
+    let _ = REAL_SERVER.set(upstream);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("couchdb3-quirks".into())
@@ -204,7 +219,14 @@ pub(super) async fn serve(
         }
         Kind::Welcome | Kind::Db(_) | Kind::Changes => {}
     }
-    let fwd_head = plain_since(fwd_head);
+    let plan = match kind {
+        Kind::Changes => FeedPlan::of(target),
+        _ => None,
+    };
+    let fwd_head = match &plan {
+        Some(plan) => plan.upstream_head(fwd_head),
+        None => plain_since(fwd_head),
+    };
     let Some(mut up) = connect(upstream, &fwd_head, body_start).await else {
         return;
     };
@@ -226,14 +248,20 @@ pub(super) async fn serve(
         }
     };
     drop(up);
-    let out = rewrite(&raw, method, &kind, quirks);
+    let out = rewrite(&raw, method, &kind, plan.as_ref(), quirks);
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
 }
 
 /// Upstream's raw response, with the layer's changes.
-fn rewrite(raw: &[u8], method: &str, kind: &Kind, quirks: &Couch3) -> Vec<u8> {
+fn rewrite(
+    raw: &[u8],
+    method: &str,
+    kind: &Kind,
+    plan: Option<&FeedPlan>,
+    quirks: &Couch3,
+) -> Vec<u8> {
     let Some(pos) = find(raw, b"\r\n\r\n") else {
         return raw.to_vec();
     };
@@ -273,7 +301,10 @@ fn rewrite(raw: &[u8], method: &str, kind: &Kind, quirks: &Couch3) -> Vec<u8> {
                         Value::String(quirks.instance_start_time(db)),
                     );
                 }
-                Kind::Changes => changes_page(&mut obj),
+                Kind::Changes => match plan {
+                    Some(plan) => plan.page(&mut obj),
+                    None => changes_page(&mut obj),
+                },
                 _ => {}
             }
             serde_json::to_vec(&obj).unwrap_or(body)
@@ -349,9 +380,206 @@ fn changes_page(obj: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// Shards the layer imitates: rows are dealt round-robin from this many
+/// sub-feeds (by id hash), each in sequence order, as CouchDB merges the
+/// streams of its shards.
+const SHARDS: u64 = 4;
+
+fn shard_of(id: &str) -> u64 {
+    shard_hash(id) % SHARDS
+}
+
+/// A position in the feed, the layer's opaque sequence: every row up to
+/// `base` was delivered, and so were the rows at the sequences in `ahead`
+/// (all above `base`). CouchDB's sequences likewise say how far each shard
+/// got, so they grow long and are not numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pos {
+    base: u64,
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Pos {
+    /// `op<base hex>-g1AAAAB` (the proxy's opaque form when nothing is
+    /// ahead), then `-<hex>` for each sequence ahead.
+    fn encode(&self) -> String {
+        let mut s = opaque_seq(self.base);
+        for d in &self.ahead {
+            s.push_str(&format!("-{d:x}"));
+        }
+        s
+    }
+
+    /// A `since=` value: a number or the form of [`Pos::encode`].
+    fn decode(s: &str) -> Option<Pos> {
+        if let Ok(base) = s.parse::<u64>() {
+            return Some(Pos {
+                base,
+                ..Pos::default()
+            });
+        }
+        let mut parts = s.strip_prefix("op")?.split('-');
+        let base = u64::from_str_radix(parts.next()?, 16).ok()?;
+        if parts.next()? != "g1AAAAB" {
+            return None;
+        }
+        let ahead = parts
+            .map(|p| u64::from_str_radix(p, 16).ok())
+            .collect::<Option<_>>()?;
+        Some(Pos { base, ahead })
+    }
+
+    /// Moves `base` over the delivered rows at the start of `fetched` (every
+    /// sequence of the feed above the original base, in order).
+    fn advance(&mut self, fetched: &[u64]) {
+        for &f in fetched {
+            if f <= self.base {
+                continue;
+            }
+            if !self.ahead.remove(&f) {
+                break;
+            }
+            self.base = f;
+        }
+        let base = self.base;
+        self.ahead.retain(|&d| d > base);
+    }
+}
+
+/// How one `_changes` request is served across pages: upstream is asked
+/// from `pos.base` for a window wider than the page, the rows already
+/// delivered are dropped, and the page is dealt from the shards.
+#[derive(Debug)]
+struct FeedPlan {
+    pos: Pos,
+    limit: Option<usize>,
+}
+
+fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl FeedPlan {
+    /// The plan for `target`; `None` (rows only reordered in the page) for
+    /// `since=now`, `descending=true` or a `since` the layer did not make.
+    fn of(target: &str) -> Option<FeedPlan> {
+        if query_param(target, "descending") == Some("true") {
+            return None;
+        }
+        let pos = match query_param(target, "since") {
+            None => Pos::default(),
+            Some(s) => Pos::decode(&decode(s))?,
+        };
+        let limit = match query_param(target, "limit") {
+            None => None,
+            Some(l) => Some(l.parse::<usize>().ok().filter(|&l| l > 0)?),
+        };
+        Some(FeedPlan { pos, limit })
+    }
+
+    /// How many rows upstream is asked for.
+    fn window(&self) -> Option<usize> {
+        self.limit.map(|l| 2 * l + self.pos.ahead.len())
+    }
+
+    /// The request head with `since` and `limit` set for upstream.
+    fn upstream_head(&self, head: &[u8]) -> Vec<u8> {
+        let Some(eol) = find(head, b"\r\n") else {
+            return head.to_vec();
+        };
+        let line = String::from_utf8_lossy(&head[..eol]);
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, version) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut params: Vec<String> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("since=") && !kv.starts_with("limit="))
+            .map(str::to_owned)
+            .collect();
+        params.push(format!("since={}", self.pos.base));
+        if let Some(w) = self.window() {
+            params.push(format!("limit={w}"));
+        }
+        let mut out = format!("{method} {path}?{} {version}", params.join("&")).into_bytes();
+        out.extend_from_slice(&head[eol..]);
+        out
+    }
+
+    /// Upstream's window made this request's page.
+    fn page(&self, obj: &mut serde_json::Map<String, Value>) {
+        let upstream_last = obj.get("last_seq").and_then(Value::as_u64);
+        let upstream_pending = obj.get("pending").and_then(Value::as_u64);
+        let Some(Value::Array(rows)) = obj.remove("results") else {
+            opaque(obj.get_mut("last_seq"));
+            return;
+        };
+        let Some(fetched) = rows
+            .iter()
+            .map(|r| r["seq"].as_u64())
+            .collect::<Option<Vec<u64>>>()
+        else {
+            obj.insert("results".into(), Value::Array(rows));
+            return changes_page(obj);
+        };
+        let complete = self.window().is_none_or(|w| rows.len() < w);
+        // The rows not delivered yet, dealt round-robin from the shards.
+        let mut shards: Vec<std::collections::VecDeque<Value>> =
+            (0..SHARDS).map(|_| Default::default()).collect();
+        let mut candidates = 0usize;
+        for row in rows {
+            let seq = row["seq"].as_u64().unwrap_or(0);
+            if self.pos.ahead.contains(&seq) {
+                continue;
+            }
+            candidates += 1;
+            let shard = shard_of(row["id"].as_str().unwrap_or(""));
+            shards[shard as usize].push_back(row);
+        }
+        let want = self.limit.unwrap_or(usize::MAX).min(candidates);
+        let mut pos = self.pos.clone();
+        let mut page = Vec::with_capacity(want);
+        while page.len() < want {
+            for shard in shards.iter_mut() {
+                if page.len() == want {
+                    break;
+                }
+                if let Some(mut row) = shard.pop_front() {
+                    pos.ahead.insert(row["seq"].as_u64().unwrap_or(0));
+                    pos.advance(&fetched);
+                    row["seq"] = Value::String(pos.encode());
+                    page.push(row);
+                }
+            }
+        }
+        if complete && page.len() == candidates {
+            if let Some(last) = upstream_last {
+                pos.base = pos.base.max(last);
+                pos.ahead.clear();
+            }
+        }
+        obj.insert("last_seq".into(), Value::String(pos.encode()));
+        if let Some(p) = upstream_pending {
+            obj.insert(
+                "pending".into(),
+                json!(p + (candidates - page.len()) as u64),
+            );
+        }
+        obj.insert("results".into(), Value::Array(page));
+    }
+}
+
 /// Whether `seq` is one of the layer's opaque sequences (for its tests).
 pub fn is_opaque(seq: &Value) -> bool {
-    seq.as_str().and_then(plain_seq).is_some()
+    seq.as_str().is_some_and(|s| {
+        plain_seq(s).is_some() || (s.starts_with("op") && Pos::decode(s).is_some())
+    })
 }
 
 #[cfg(test)]
@@ -368,5 +596,20 @@ mod tests {
         assert_eq!(classify("GET", "/db/_changes?since=3"), Kind::Changes);
         assert_eq!(classify("GET", "/db/_changes?feed=continuous"), Kind::Other);
         assert_eq!(classify("GET", "/"), Kind::Welcome);
+    }
+
+    #[test]
+    fn positions_round_trip_and_advance_over_delivered_rows() {
+        let mut pos = Pos::decode("7").unwrap();
+        assert_eq!(pos.encode(), opaque_seq(7));
+        pos.ahead.extend([9, 12]);
+        assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        // 8 is not delivered: nothing moves.
+        pos.advance(&[8, 9, 12, 13]);
+        assert_eq!((pos.base, pos.ahead.len()), (7, 2));
+        pos.ahead.insert(8);
+        pos.advance(&[8, 9, 12, 13]);
+        assert_eq!((pos.base, pos.ahead.len()), (12, 0));
+        assert_eq!(Pos::decode("now"), None);
     }
 }
