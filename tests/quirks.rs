@@ -175,3 +175,18 @@ async fn instance_start_time_is_each_databases_creation_time() {
     assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
     assert_ne!(stamp(&a.name).await, first, "new when recreated");
 }
+
+#[tokio::test]
+async fn the_knob_puts_every_test_behind_the_layer() {
+    let db = TestDb::new("quirks-knob").await;
+    db.bulk_docs(vec![json!({"_id": "a"})], true).await;
+    let (_, _, welcome) = call(reqwest::Method::GET, &format!("{}/", server().base)).await;
+    let feed = db.get_json("_changes").await;
+    if quirks::enabled() {
+        assert_eq!(welcome["version"], json!("3.4.3"), "{welcome}");
+        assert!(quirks::is_opaque(&feed["last_seq"]), "{feed}");
+    } else {
+        assert!(!quirks::is_opaque(&feed["last_seq"]), "{feed}");
+        assert_ne!(welcome["version"], json!("3.4.3"), "{welcome}");
+    }
+}
