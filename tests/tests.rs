@@ -48,3 +48,5 @@ mod auth;
 mod examples;
 // Issue 10: `settee compact` keeps everything, survives kills, refuses a held replica.
 mod compact;
+// Issue 12: the CouchDB 3 quirks layer imitates what it claims.
+mod quirks;

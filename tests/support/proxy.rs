@@ -117,6 +117,8 @@ pub enum Fault {
         /// How long the half-sent answer stalls, in milliseconds.
         ms: u64,
     },
+    /// Make the server look like Apache CouchDB 3 (see `super::quirks`).
+    CouchDb3(Arc<super::quirks::Couch3>),
 }
 
 /// One kind of fault a [`Storm`] injects.
@@ -442,6 +444,12 @@ impl Rule {
         Self::new("", Fault::OpaqueSeqs)
     }
 
+    /// Every request: the server looks like Apache CouchDB 3 (see
+    /// `super::quirks`), with a state of its own (database creation times).
+    pub fn couchdb3() -> Self {
+        Self::new("", Fault::CouchDb3(Arc::default()))
+    }
+
     /// Send half the body, then stall `ms` and close (see
     /// [`Fault::StallHalfway`]).
     pub fn stall_halfway(matcher: impl Into<String>, ms: u64) -> Self {
@@ -738,6 +746,9 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         Some(Fault::EditJson(edit)) => {
             mangle(client, upstream, &fwd_head, body_start, Mangle::Edit(edit)).await;
         }
+        Some(Fault::CouchDb3(quirks)) => {
+            super::quirks::serve(client, upstream, &line, &fwd_head, body_start, &quirks).await;
+        }
         Some(Fault::OpaqueSeqs) => {
             let fwd_head = plain_since(&fwd_head);
             mangle(client, upstream, &fwd_head, body_start, Mangle::OpaqueSeqs).await;
@@ -774,7 +785,12 @@ fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
 }
 
 /// Forwards the request and relays the response (with `Connection: close`).
-async fn forward(mut client: TcpStream, upstream: SocketAddr, head: &[u8], body_start: &[u8]) {
+pub(super) async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    head: &[u8],
+    body_start: &[u8],
+) {
     let Some(mut up) = connect(upstream, head, body_start).await else {
         return;
     };
@@ -948,7 +964,7 @@ pub fn opaque_seq(n: u64) -> String {
     format!("op{n:x}-g1AAAAB")
 }
 
-fn plain_seq(s: &str) -> Option<u64> {
+pub(super) fn plain_seq(s: &str) -> Option<u64> {
     let hex = s.strip_prefix("op")?.strip_suffix("-g1AAAAB")?;
     u64::from_str_radix(hex, 16).ok()
 }
@@ -978,7 +994,7 @@ fn opaque_seqs_in(body: &[u8]) -> Vec<u8> {
 
 /// The request head with an opaque `since=` turned back into the server's
 /// integer.
-fn plain_since(head: &[u8]) -> Vec<u8> {
+pub(super) fn plain_since(head: &[u8]) -> Vec<u8> {
     let Some(eol) = find(head, b"\r\n") else {
         return head.to_vec();
     };
@@ -999,7 +1015,7 @@ fn plain_since(head: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a chunked body; `None` if it is malformed or incomplete.
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = find(data, b"\r\n")?;
@@ -1020,7 +1036,11 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 
 /// Connects to upstream and sends the request head plus any body bytes
 /// already read from the client.
-async fn connect(upstream: SocketAddr, head: &[u8], body_start: &[u8]) -> Option<TcpStream> {
+pub(super) async fn connect(
+    upstream: SocketAddr,
+    head: &[u8],
+    body_start: &[u8],
+) -> Option<TcpStream> {
     let mut up = TcpStream::connect(upstream).await.ok()?;
     let _ = up.set_nodelay(true);
     up.write_all(head).await.ok()?;
@@ -1030,7 +1050,7 @@ async fn connect(upstream: SocketAddr, head: &[u8], body_start: &[u8]) -> Option
 
 /// Half-closes the client socket, then discards whatever it still sends
 /// until it closes (or a timeout), so the close is not turned into a reset.
-async fn finish(mut client: TcpStream) {
+pub(super) async fn finish(mut client: TcpStream) {
     let _ = client.shutdown().await;
     let drain = async {
         let mut sink = [0u8; 8192];
@@ -1067,7 +1087,7 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(Vec<u8>,
 /// Rebuilds a head (given without its final blank line): keeps the start
 /// line, drops headers named in `remove` (lowercase), appends `add`, and
 /// terminates it with `\r\n\r\n`.
-fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
+pub(super) fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 64);
     let mut it = lines(head);
     out.extend_from_slice(it.next().unwrap_or_default());
@@ -1093,13 +1113,13 @@ fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
 }
 
 /// Lines of a head, split on `\n` with any trailing `\r` removed.
-fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
     head.split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// The (trimmed) name of a header line.
-fn header_name(line: &[u8]) -> &[u8] {
+pub(super) fn header_name(line: &[u8]) -> &[u8] {
     let name = line
         .iter()
         .position(|&b| b == b':')
@@ -1107,11 +1127,11 @@ fn header_name(line: &[u8]) -> &[u8] {
     name.trim_ascii()
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn reason(status: u16) -> &'static str {
+pub(super) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",

@@ -29,6 +29,30 @@ impl Server {
         with_userinfo(&self.base, &userinfo(&self.user, &self.password))
     }
 
+    /// Whether sequences are opaque and `_changes` rows come out of
+    /// sequence order: on CouchDB 2+ and under the quirks layer.
+    pub fn seqs_are_opaque(&self) -> bool {
+        self.is_couchdb || super::quirks::enabled()
+    }
+
+    /// Whether `GET /db`'s `instance_start_time` is the database's creation
+    /// time, as on CouchDB 3 and later (and under the quirks layer), where a
+    /// recreated database is told by it first.
+    pub fn reports_creation_times(&self) -> bool {
+        if super::quirks::enabled() {
+            return true;
+        }
+        if !self.is_couchdb {
+            return false;
+        }
+        let (_, welcome) = blocking_get(&self.base, Some((&self.user, &self.password)));
+        serde_json::from_str::<serde_json::Value>(&welcome)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+            .is_some_and(|major| major >= 3)
+    }
+
     pub fn authority(&self) -> &str {
         self.base
             .trim_start_matches("http://")
@@ -55,9 +79,18 @@ pub fn with_userinfo(base: &str, userinfo: &str) -> String {
 static SERVER: OnceLock<Server> = OnceLock::new();
 
 pub fn server() -> &'static Server {
-    SERVER.get_or_init(|| match std::env::var("COUCHDB_URL") {
-        Ok(url) if !url.trim().is_empty() => external(url.trim()),
-        _ => start_pouchdb_server(),
+    SERVER.get_or_init(|| {
+        let real = match std::env::var("COUCHDB_URL") {
+            Ok(url) if !url.trim().is_empty() => external(url.trim()),
+            _ => start_pouchdb_server(),
+        };
+        if super::quirks::enabled() {
+            // Every test talks to the CouchDB 3 quirks layer instead.
+            let base = super::quirks::start_for_process(addr_of(&real));
+            Server { base, ..real }
+        } else {
+            real
+        }
     })
 }
 
@@ -206,8 +239,12 @@ fn start_pouchdb_server() -> Server {
 /// first resolved address that accepts a connection (`localhost` may
 /// resolve to `::1` first while the server listens on 127.0.0.1 only).
 pub fn server_addr() -> std::net::SocketAddr {
+    addr_of(server())
+}
+
+/// The socket address of `s` (see [`server_addr`]).
+fn addr_of(s: &Server) -> std::net::SocketAddr {
     use std::net::ToSocketAddrs;
-    let s = server();
     assert!(
         s.base.starts_with("http://") && !s.authority().contains('/'),
         "the fault proxy speaks plain HTTP to a server root; {} is not one",

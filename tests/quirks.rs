@@ -1,0 +1,192 @@
+//! The CouchDB 3 quirks layer (`support::quirks`) does what it claims, so a
+//! suite run with `SETTEE_TEST_QUIRKS=couchdb3` really meets CouchDB 3's
+//! habits. Each test puts a quirks proxy of its own in front of the real
+//! test server (not behind the process's one when the knob is set).
+
+use crate::support::proxy::{FaultProxy, Rule};
+use crate::support::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+async fn quirks_proxy() -> FaultProxy {
+    let proxy = FaultProxy::start(quirks::real_server_addr())
+        .await
+        .expect("start the quirks proxy");
+    proxy.set_rules(vec![Rule::couchdb3()]);
+    proxy
+}
+
+/// A request through `base` as admin, redirects not followed: status,
+/// `Location` and the body as JSON (or as a string).
+async fn call(method: reqwest::Method, url: &str) -> (u16, Option<String>, Value) {
+    let s = server();
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .request(method, url)
+        .basic_auth(&s.user, Some(&s.password))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, location, body)
+}
+
+#[tokio::test]
+async fn an_encoded_design_or_local_id_is_a_redirect_loop() {
+    let db = TestDb::new("quirks-redirect").await;
+    db.bulk_docs(vec![json!({"_id": "_design/elo", "views": {}})], true)
+        .await;
+    let proxy = quirks_proxy().await;
+    let base = format!("{}/{}", proxy.url(), enc(&db.name));
+    for path in ["_design%2Felo", "%5Fdesign%2Felo", "_local%2Fx"] {
+        let (status, location, _) = call(reqwest::Method::GET, &format!("{base}/{path}")).await;
+        assert_eq!(status, 301, "{path}");
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("/{}/{path}", enc(&db.name)).as_str()),
+            "{path} redirects to itself"
+        );
+    }
+    // A client that follows redirects never gets an answer.
+    let s = server();
+    let err = reqwest::Client::new()
+        .get(format!("{base}/_design%2Felo"))
+        .basic_auth(&s.user, Some(&s.password))
+        .send()
+        .await
+        .expect_err("a redirect loop");
+    assert!(err.is_redirect(), "{err}");
+    // The slash kept: the document.
+    let (status, _, doc) = call(reqwest::Method::GET, &format!("{base}/_design/elo")).await;
+    assert_eq!((status, &doc["_id"]), (200, &json!("_design/elo")), "{doc}");
+}
+
+#[tokio::test]
+async fn changes_pages_leave_id_order_and_resume_from_opaque_seqs() {
+    let db = TestDb::new("quirks-changes").await;
+    let ids: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+    db.bulk_docs(ids.iter().map(|id| json!({"_id": id})).collect(), true)
+        .await;
+    let proxy = quirks_proxy().await;
+    let feed = format!("{}/{}/_changes", proxy.url(), enc(&db.name));
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, _, first) = call(reqwest::Method::GET, &format!("{feed}?limit=10")).await;
+    assert_eq!(status, 200, "{first}");
+    let first_ids = page_ids(&first);
+    let mut sorted = first_ids.clone();
+    sorted.sort();
+    assert_ne!(first_ids, sorted, "the page comes out of id order");
+    let (_, _, again) = call(reqwest::Method::GET, &format!("{feed}?limit=10")).await;
+    assert_eq!(page_ids(&again), first_ids, "the order is stable");
+    for row in first["results"].as_array().unwrap() {
+        assert!(quirks::is_opaque(&row["seq"]), "{row}");
+    }
+    assert!(quirks::is_opaque(&first["last_seq"]), "{first}");
+
+    // Resuming from any row's seq loses none of the rows after it.
+    let rows = first["results"].as_array().unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let since = row["seq"].as_str().unwrap();
+        let (_, _, rest) = call(reqwest::Method::GET, &format!("{feed}?since={since}")).await;
+        let rest: BTreeSet<String> = page_ids(&rest).into_iter().collect();
+        for later in &first_ids[i + 1..] {
+            assert!(rest.contains(later), "since row {i}'s seq loses {later}");
+        }
+    }
+
+    // Paging by last_seq covers every change exactly once, and a later
+    // page holds ids that sort before some of an earlier page's.
+    let mut seen = first_ids;
+    let mut since = first["last_seq"].as_str().unwrap().to_owned();
+    let mut interleaved = false;
+    loop {
+        let (status, _, page) = call(
+            reqwest::Method::GET,
+            &format!("{feed}?limit=10&since={since}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let got = page_ids(&page);
+        if got.is_empty() {
+            break;
+        }
+        let earlier_max = seen.iter().max().unwrap().clone();
+        interleaved |= got.iter().any(|id| *id < earlier_max);
+        seen.extend(got);
+        since = page["last_seq"].as_str().unwrap().to_owned();
+    }
+    assert!(interleaved, "pages come out of id order across pages too");
+    seen.sort();
+    assert_eq!(seen, ids, "every change exactly once");
+}
+
+#[tokio::test]
+async fn instance_start_time_is_each_databases_creation_time() {
+    let proxy = quirks_proxy().await;
+    let (status, _, welcome) = call(reqwest::Method::GET, &format!("{}/", proxy.url())).await;
+    assert_eq!(status, 200);
+    assert_eq!(welcome["couchdb"], json!("Welcome"), "{welcome}");
+    assert!(
+        welcome["version"].as_str().unwrap().starts_with("3."),
+        "{welcome}"
+    );
+
+    let stamp = |name: &str| {
+        let url = format!("{}/{}", proxy.url(), enc(name));
+        async move {
+            let (status, _, info) = call(reqwest::Method::GET, &url).await;
+            assert_eq!(status, 200, "{info}");
+            assert!(quirks::is_opaque(&info["update_seq"]), "{info}");
+            info["instance_start_time"].as_str().unwrap().to_owned()
+        }
+    };
+    let a = TestDb::new("quirks-ist-a").await;
+    let b = TestDb::new("quirks-ist-b").await;
+    let url_a = format!("{}/{}", proxy.url(), enc(&a.name));
+    // Created again through this proxy: it saw the creation.
+    assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    let first = stamp(&a.name).await;
+    assert_eq!(
+        stamp(&a.name).await,
+        first,
+        "stable while the database lives"
+    );
+    assert_ne!(stamp(&b.name).await, first, "one per database");
+    assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    assert_ne!(stamp(&a.name).await, first, "new when recreated");
+}
+
+#[tokio::test]
+async fn the_knob_puts_every_test_behind_the_layer() {
+    let db = TestDb::new("quirks-knob").await;
+    db.bulk_docs(vec![json!({"_id": "a"})], true).await;
+    let (_, _, welcome) = call(reqwest::Method::GET, &format!("{}/", server().base)).await;
+    let feed = db.get_json("_changes").await;
+    if quirks::enabled() {
+        assert_eq!(welcome["version"], json!("3.4.3"), "{welcome}");
+        assert!(quirks::is_opaque(&feed["last_seq"]), "{feed}");
+    } else {
+        assert!(!quirks::is_opaque(&feed["last_seq"]), "{feed}");
+        assert_ne!(welcome["version"], json!("3.4.3"), "{welcome}");
+    }
+}

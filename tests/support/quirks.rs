@@ -1,0 +1,615 @@
+//! A CouchDB 3 quirks layer: a proxy in front of the real PouchDB Server
+//! that makes it answer, on the points where the two differ and a client or
+//! a test can get it wrong, the way Apache CouchDB 3 does.
+//!
+//! No CouchDB 3 runs where the suite runs, so without this layer the suite
+//! only ever meets PouchDB Server and cannot catch tests (or client code)
+//! that rely on its habits. With `SETTEE_TEST_QUIRKS=couchdb3`,
+//! [`super::server()`] hands every test this proxy's URL (tests that put a
+//! [`FaultProxy`] of their own in front chain through it). What it imitates:
+//!
+//! - **Encoded design and local ids.** A path whose document segment is an
+//!   encoded `_design/…` or `_local/…` (`_design%2Felo`, `%5Fdesign%2Felo`)
+//!   gets a `301` to itself, a redirect loop, as CouchDB answers it.
+//! - **`_changes` order.** Rows are dealt round-robin from four imitation
+//!   shards (a stable hash of the id), each in sequence order, as CouchDB
+//!   merges its shards' streams: not in id or sequence order, within a page
+//!   and across pages (a page is dealt from a window of twice its size, so a
+//!   row can wait for a later page). Each row's `seq` says which rows were
+//!   delivered so far, and is safe to resume from, as CouchDB's are.
+//! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
+//!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
+//!   then `-<hex>` per row ahead); a `since=` of that form maps back.
+//! - **`instance_start_time`** in `GET /db` is the database's creation time
+//!   (microseconds, as a string), one per database, new when it is
+//!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
+//!   so a client takes its CouchDB 3 paths.
+//!
+//! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
+//! after a node restart, no shard-level `since` rules), no `q`/`n`, no CouchDB
+//! auth database, `_users` or security objects, no Mango, no partitioned
+//! databases; everything else is PouchDB Server's own behaviour. It must not
+//! hide a server answer: only the fields above change.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::proxy::{
+    connect, dechunk, find, finish, forward, header_name, lines, opaque_seq, plain_seq,
+    plain_since, reason, rewrite_head, FaultProxy, Rule,
+};
+
+/// The env knob that turns the layer on, and its one accepted value.
+pub const KNOB: &str = "SETTEE_TEST_QUIRKS";
+
+/// Whether `SETTEE_TEST_QUIRKS=couchdb3` is set. Any other non-empty value
+/// panics: a misspelt knob must not silently run the plain suite.
+pub fn enabled() -> bool {
+    match std::env::var(KNOB) {
+        Ok(v) if v == "couchdb3" => true,
+        Ok(v) if v.trim().is_empty() => false,
+        Ok(v) => panic!("{KNOB}={v:?}: the only quirks mode is `couchdb3`"),
+        Err(_) => false,
+    }
+}
+
+/// The layer's state: when each database was created, as it reports it.
+#[derive(Debug, Default)]
+pub struct Couch3 {
+    created: Mutex<HashMap<String, String>>,
+}
+
+impl Couch3 {
+    /// The creation time of `db`; a database first seen now is dated now.
+    fn instance_start_time(&self, db: &str) -> String {
+        self.lock()
+            .entry(db.to_owned())
+            .or_insert_with(now_us)
+            .clone()
+    }
+
+    fn created(&self, db: &str) {
+        self.lock().insert(db.to_owned(), now_us());
+    }
+
+    fn deleted(&self, db: &str) {
+        self.lock().remove(db);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Microseconds since the epoch, as a string.
+fn now_us() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+        .to_string()
+}
+
+/// The real server behind the process's quirks proxy, once started.
+static REAL_SERVER: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// The address of the real server, behind the process's quirks proxy if
+/// there is one: for testing a quirks proxy of its own (two quirks layers
+/// in a row would each deal the other's pages).
+pub fn real_server_addr() -> SocketAddr {
+    let behind = super::server::server_addr();
+    REAL_SERVER.get().copied().unwrap_or(behind)
+}
+
+/// Starts a quirks proxy in front of `upstream` on a runtime of its own
+/// (the tests' runtimes come and go; this proxy lives as long as the
+/// process) and returns its URL.
+pub fn start_for_process(upstream: SocketAddr) -> String {
+    let _ = REAL_SERVER.set(upstream);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("couchdb3-quirks".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime for the quirks proxy");
+            rt.block_on(async move {
+                let proxy = FaultProxy::start(upstream)
+                    .await
+                    .expect("start the quirks proxy");
+                proxy.set_rules(vec![Rule::couchdb3()]);
+                let _ = tx.send(proxy.url());
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("spawn the quirks proxy thread");
+    rx.recv().expect("the quirks proxy started")
+}
+
+/// What one request is, for the layer.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    /// `GET /`.
+    Welcome,
+    /// `/db` itself (its decoded name), by method.
+    Db(String),
+    /// A `_changes` request (not a streaming feed).
+    Changes,
+    /// An encoded `_design/` or `_local/` id: the redirect loop.
+    EncodedId,
+    /// Anything else: forwarded untouched.
+    Other,
+}
+
+fn decode(seg: &str) -> String {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn classify(method: &str, target: &str) -> Kind {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if path == "/" || path.is_empty() {
+        return if method == "GET" {
+            Kind::Welcome
+        } else {
+            Kind::Other
+        };
+    }
+    // The database name may hold an encoded slash; a document id may not
+    // when it is a design or local one.
+    if segs.iter().skip(1).any(|s| {
+        s.contains('%') && {
+            let d = decode(s);
+            d.starts_with("_design/") || d.starts_with("_local/")
+        }
+    }) {
+        return Kind::EncodedId;
+    }
+    if segs.len() == 1 && !segs[0].starts_with('_') {
+        return Kind::Db(decode(segs[0]));
+    }
+    let streaming = ["feed=continuous", "feed=eventsource"]
+        .iter()
+        .any(|f| target.contains(f));
+    if segs.len() == 2 && segs[1] == "_changes" && !streaming {
+        return Kind::Changes;
+    }
+    Kind::Other
+}
+
+/// Serves one request (see the module doc).
+pub(super) async fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    line: &str,
+    fwd_head: &[u8],
+    body_start: &[u8],
+    quirks: &Couch3,
+) {
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let kind = classify(method, target);
+    match kind {
+        Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
+        Kind::Db(_) if method == "HEAD" => {
+            return forward(client, upstream, fwd_head, body_start).await
+        }
+        Kind::EncodedId => {
+            let body = r#"{"error":"moved","reason":"encoded design or local id"}"#;
+            let resp = format!(
+                "HTTP/1.1 301 {}\r\nLocation: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                reason(301),
+                body.len()
+            );
+            if client.write_all(resp.as_bytes()).await.is_ok() {
+                finish(client).await;
+            }
+            return;
+        }
+        Kind::Welcome | Kind::Db(_) | Kind::Changes => {}
+    }
+    let plan = match kind {
+        Kind::Changes => FeedPlan::of(target),
+        _ => None,
+    };
+    let fwd_head = match &plan {
+        Some(plan) => plan.upstream_head(fwd_head),
+        None => plain_since(fwd_head),
+    };
+    let Some(mut up) = connect(upstream, &fwd_head, body_start).await else {
+        return;
+    };
+    let raw = {
+        let (mut cr, _) = client.split();
+        let (mut ur, mut uw) = up.split();
+        let request_body = async {
+            let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            std::future::pending::<()>().await;
+        };
+        let response = async {
+            let mut raw = Vec::new();
+            let _ = ur.read_to_end(&mut raw).await;
+            raw
+        };
+        tokio::select! {
+            () = request_body => Vec::new(),
+            raw = response => raw,
+        }
+    };
+    drop(up);
+    let out = rewrite(&raw, method, &kind, plan.as_ref(), quirks);
+    if client.write_all(&out).await.is_ok() {
+        finish(client).await;
+    }
+}
+
+/// Upstream's raw response, with the layer's changes.
+fn rewrite(
+    raw: &[u8],
+    method: &str,
+    kind: &Kind,
+    plan: Option<&FeedPlan>,
+    quirks: &Couch3,
+) -> Vec<u8> {
+    let Some(pos) = find(raw, b"\r\n\r\n") else {
+        return raw.to_vec();
+    };
+    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
+    let status: u16 = String::from_utf8_lossy(lines(head).next().unwrap_or_default())
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ok = (200..300).contains(&status);
+    if let (Kind::Db(db), true) = (kind, ok) {
+        match method {
+            "PUT" => quirks.created(db),
+            "DELETE" => quirks.deleted(db),
+            _ => {}
+        }
+    }
+    let chunked = lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
+    } else {
+        body_raw.to_vec()
+    };
+    let edited = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut obj)) if ok => {
+            match kind {
+                Kind::Welcome => welcome(&mut obj),
+                Kind::Db(db) if method == "GET" => {
+                    opaque(obj.get_mut("update_seq"));
+                    obj.insert(
+                        "instance_start_time".into(),
+                        Value::String(quirks.instance_start_time(db)),
+                    );
+                }
+                Kind::Changes => match plan {
+                    Some(plan) => plan.page(&mut obj),
+                    None => changes_page(&mut obj),
+                },
+                _ => {}
+            }
+            serde_json::to_vec(&obj).unwrap_or(body)
+        }
+        _ => body,
+    };
+    let mut out = rewrite_head(
+        head,
+        &[
+            "connection",
+            "keep-alive",
+            "content-length",
+            "transfer-encoding",
+            "etag",
+        ],
+        &[
+            &format!("Content-Length: {}", edited.len()),
+            "Connection: close",
+        ],
+    );
+    out.extend_from_slice(&edited);
+    out
+}
+
+/// PouchDB Server's welcome made CouchDB 3.4.3's (its uuid kept).
+fn welcome(obj: &mut serde_json::Map<String, Value>) {
+    obj.remove("express-pouchdb");
+    obj.insert("couchdb".into(), json!("Welcome"));
+    obj.insert("version".into(), json!("3.4.3"));
+    obj.insert(
+        "vendor".into(),
+        json!({"name": "The Apache Software Foundation"}),
+    );
+}
+
+fn opaque(v: Option<&mut Value>) {
+    if let Some(v) = v {
+        if let Some(n) = v.as_u64() {
+            *v = Value::String(opaque_seq(n));
+        }
+    }
+}
+
+/// FNV-1a of the id: a stable stand-in for CouchDB's shard hash.
+fn shard_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One `_changes` page the CouchDB 3 way: rows in hash order, each row's
+/// `seq` one that covers no row still to come, every sequence opaque.
+fn changes_page(obj: &mut serde_json::Map<String, Value>) {
+    opaque(obj.get_mut("last_seq"));
+    let Some(Value::Array(rows)) = obj.get_mut("results") else {
+        return;
+    };
+    rows.sort_by_cached_key(|r| {
+        let id = r["id"].as_str().unwrap_or("").to_owned();
+        (shard_hash(&id), id)
+    });
+    let seqs: Vec<Option<u64>> = rows.iter().map(|r| r["seq"].as_u64()).collect();
+    if seqs.iter().any(Option::is_none) {
+        return;
+    }
+    let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
+    let top = seqs.iter().copied().max().unwrap_or(0);
+    let mut later_min = top + 1;
+    for i in (0..rows.len()).rev() {
+        let safe = later_min.saturating_sub(1).min(top);
+        rows[i]["seq"] = Value::String(opaque_seq(safe));
+        later_min = later_min.min(seqs[i]);
+    }
+}
+
+/// Shards the layer imitates: rows are dealt round-robin from this many
+/// sub-feeds (by id hash), each in sequence order, as CouchDB merges the
+/// streams of its shards.
+const SHARDS: u64 = 4;
+
+fn shard_of(id: &str) -> u64 {
+    shard_hash(id) % SHARDS
+}
+
+/// A position in the feed, the layer's opaque sequence: every row up to
+/// `base` was delivered, and so were the rows at the sequences in `ahead`
+/// (all above `base`). CouchDB's sequences likewise say how far each shard
+/// got, so they grow long and are not numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pos {
+    base: u64,
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Pos {
+    /// `op<base hex>-g1AAAAB` (the proxy's opaque form when nothing is
+    /// ahead), then `-<hex>` for each sequence ahead.
+    fn encode(&self) -> String {
+        let mut s = opaque_seq(self.base);
+        for d in &self.ahead {
+            s.push_str(&format!("-{d:x}"));
+        }
+        s
+    }
+
+    /// A `since=` value: a number or the form of [`Pos::encode`].
+    fn decode(s: &str) -> Option<Pos> {
+        if let Ok(base) = s.parse::<u64>() {
+            return Some(Pos {
+                base,
+                ..Pos::default()
+            });
+        }
+        let mut parts = s.strip_prefix("op")?.split('-');
+        let base = u64::from_str_radix(parts.next()?, 16).ok()?;
+        if parts.next()? != "g1AAAAB" {
+            return None;
+        }
+        let ahead = parts
+            .map(|p| u64::from_str_radix(p, 16).ok())
+            .collect::<Option<_>>()?;
+        Some(Pos { base, ahead })
+    }
+
+    /// Moves `base` over the delivered rows at the start of `fetched` (every
+    /// sequence of the feed above the original base, in order).
+    fn advance(&mut self, fetched: &[u64]) {
+        for &f in fetched {
+            if f <= self.base {
+                continue;
+            }
+            if !self.ahead.remove(&f) {
+                break;
+            }
+            self.base = f;
+        }
+        let base = self.base;
+        self.ahead.retain(|&d| d > base);
+    }
+}
+
+/// How one `_changes` request is served across pages: upstream is asked
+/// from `pos.base` for a window wider than the page, the rows already
+/// delivered are dropped, and the page is dealt from the shards.
+#[derive(Debug)]
+struct FeedPlan {
+    pos: Pos,
+    limit: Option<usize>,
+}
+
+fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl FeedPlan {
+    /// The plan for `target`; `None` (rows only reordered in the page) for
+    /// `since=now`, `descending=true` or a `since` the layer did not make.
+    fn of(target: &str) -> Option<FeedPlan> {
+        if query_param(target, "descending") == Some("true") {
+            return None;
+        }
+        let pos = match query_param(target, "since") {
+            None => Pos::default(),
+            Some(s) => Pos::decode(&decode(s))?,
+        };
+        let limit = match query_param(target, "limit") {
+            None => None,
+            Some(l) => Some(l.parse::<usize>().ok().filter(|&l| l > 0)?),
+        };
+        Some(FeedPlan { pos, limit })
+    }
+
+    /// How many rows upstream is asked for.
+    fn window(&self) -> Option<usize> {
+        self.limit.map(|l| 2 * l + self.pos.ahead.len())
+    }
+
+    /// The request head with `since` and `limit` set for upstream.
+    fn upstream_head(&self, head: &[u8]) -> Vec<u8> {
+        let Some(eol) = find(head, b"\r\n") else {
+            return head.to_vec();
+        };
+        let line = String::from_utf8_lossy(&head[..eol]);
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, version) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut params: Vec<String> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("since=") && !kv.starts_with("limit="))
+            .map(str::to_owned)
+            .collect();
+        params.push(format!("since={}", self.pos.base));
+        if let Some(w) = self.window() {
+            params.push(format!("limit={w}"));
+        }
+        let mut out = format!("{method} {path}?{} {version}", params.join("&")).into_bytes();
+        out.extend_from_slice(&head[eol..]);
+        out
+    }
+
+    /// Upstream's window made this request's page.
+    fn page(&self, obj: &mut serde_json::Map<String, Value>) {
+        let upstream_last = obj.get("last_seq").and_then(Value::as_u64);
+        let upstream_pending = obj.get("pending").and_then(Value::as_u64);
+        let Some(Value::Array(rows)) = obj.remove("results") else {
+            opaque(obj.get_mut("last_seq"));
+            return;
+        };
+        let Some(fetched) = rows
+            .iter()
+            .map(|r| r["seq"].as_u64())
+            .collect::<Option<Vec<u64>>>()
+        else {
+            obj.insert("results".into(), Value::Array(rows));
+            return changes_page(obj);
+        };
+        let complete = self.window().is_none_or(|w| rows.len() < w);
+        // The rows not delivered yet, dealt round-robin from the shards.
+        let mut shards: Vec<std::collections::VecDeque<Value>> =
+            (0..SHARDS).map(|_| Default::default()).collect();
+        let mut candidates = 0usize;
+        for row in rows {
+            let seq = row["seq"].as_u64().unwrap_or(0);
+            if self.pos.ahead.contains(&seq) {
+                continue;
+            }
+            candidates += 1;
+            let shard = shard_of(row["id"].as_str().unwrap_or(""));
+            shards[shard as usize].push_back(row);
+        }
+        let want = self.limit.unwrap_or(usize::MAX).min(candidates);
+        let mut pos = self.pos.clone();
+        let mut page = Vec::with_capacity(want);
+        while page.len() < want {
+            for shard in shards.iter_mut() {
+                if page.len() == want {
+                    break;
+                }
+                if let Some(mut row) = shard.pop_front() {
+                    pos.ahead.insert(row["seq"].as_u64().unwrap_or(0));
+                    pos.advance(&fetched);
+                    row["seq"] = Value::String(pos.encode());
+                    page.push(row);
+                }
+            }
+        }
+        if complete && page.len() == candidates {
+            if let Some(last) = upstream_last {
+                pos.base = pos.base.max(last);
+                pos.ahead.clear();
+            }
+        }
+        obj.insert("last_seq".into(), Value::String(pos.encode()));
+        if let Some(p) = upstream_pending {
+            obj.insert(
+                "pending".into(),
+                json!(p + (candidates - page.len()) as u64),
+            );
+        }
+        obj.insert("results".into(), Value::Array(page));
+    }
+}
+
+/// Whether `seq` is one of the layer's opaque sequences (for its tests).
+pub fn is_opaque(seq: &Value) -> bool {
+    seq.as_str().is_some_and(|s| {
+        plain_seq(s).is_some() || (s.starts_with("op") && Pos::decode(s).is_some())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_paths() {
+        assert_eq!(classify("GET", "/db/_design%2Felo"), Kind::EncodedId);
+        assert_eq!(classify("GET", "/db/%5Fdesign%2Felo"), Kind::EncodedId);
+        assert_eq!(classify("PUT", "/db/_local%2Fx?rev=1"), Kind::EncodedId);
+        assert_eq!(classify("GET", "/db/_design/elo"), Kind::Other);
+        assert_eq!(classify("GET", "/a%2Fb"), Kind::Db("a/b".into()));
+        assert_eq!(classify("GET", "/db/_changes?since=3"), Kind::Changes);
+        assert_eq!(classify("GET", "/db/_changes?feed=continuous"), Kind::Other);
+        assert_eq!(classify("GET", "/"), Kind::Welcome);
+    }
+
+    #[test]
+    fn positions_round_trip_and_advance_over_delivered_rows() {
+        let mut pos = Pos::decode("7").unwrap();
+        assert_eq!(pos.encode(), opaque_seq(7));
+        pos.ahead.extend([9, 12]);
+        assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        // 8 is not delivered: nothing moves.
+        pos.advance(&[8, 9, 12, 13]);
+        assert_eq!((pos.base, pos.ahead.len()), (7, 2));
+        pos.ahead.insert(8);
+        pos.advance(&[8, 9, 12, 13]);
+        assert_eq!((pos.base, pos.ahead.len()), (12, 0));
+        assert_eq!(Pos::decode("now"), None);
+    }
+}
