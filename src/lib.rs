@@ -133,6 +133,7 @@ pub use store::{
     DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica,
     ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
+pub use store::{RawDocumentChange, RawDocumentChanges};
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
     SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,

@@ -40,7 +40,9 @@ pub use nesting::{nesting_depth, MAX_NESTING};
 pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
 pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
-pub use reads::{DocumentChange, DocumentChanges, Documents};
+pub use reads::{
+    DocumentChange, DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges,
+};
 
 use crate::revtree::{Leaf, Rev, RevTree};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,8 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::{keys, nesting, Document, Replica, StoreError};
+use super::{keys, nesting, DocRecord, Document, Replica, StoreError};
+use crate::revtree::Rev;
 use bytes::Bytes;
 use std::ops::Bound;
 
@@ -80,64 +81,146 @@ impl Iterator for DocumentChanges {
     type Item = Result<DocumentChange, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (k, v) = match self.entries.next()? {
-            Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let Some(seq) = keys::seq_from_key(&k) else {
-            return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
-        };
-        let Some((id, logged)) = keys::split_seq_entry(&v) else {
-            return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
-        };
-        let id = match std::str::from_utf8(id) {
-            Ok(id) => id,
-            Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
-        };
-        Some(
-            match self.replica.winner_with_logged_body(id, seq, logged) {
-                Ok(Some(doc)) => Ok(DocumentChange { seq, doc }),
-                Ok(None) => Err(StoreError::corrupt(
-                    "sequence entry",
-                    &k,
-                    "document missing",
-                )),
-                Err(e) => Err(e),
-            },
-        )
+        let raw = next_raw_change(&self.replica, &mut self.entries)?;
+        Some(raw.and_then(RawDocumentChange::parse))
     }
 }
 
+/// One entry of the local changes feed with the winning revision's body as
+/// stored JSON text, not parsed: for readers that need a few fields of
+/// many documents (view indexing) and would otherwise pay for building a
+/// whole `serde_json` map per document.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RawDocumentChange {
+    /// The local sequence of this change.
+    pub seq: u64,
+    /// The document id.
+    pub id: String,
+    /// The winning revision.
+    pub rev: Rev,
+    /// True for a tombstone.
+    pub deleted: bool,
+    /// Live leaves other than the winner (`_conflicts`).
+    pub conflicts: Vec<Rev>,
+    /// Deleted leaves other than the winner (`_deleted_conflicts`).
+    pub deleted_conflicts: Vec<Rev>,
+    /// The body as stored: a JSON object without `_id`, `_rev` and
+    /// `_deleted` (attachments as stubs), nested at most
+    /// [`MAX_NESTING`](super::MAX_NESTING) levels, so parse it with
+    /// serde_json's recursion limit lifted.
+    pub body: Bytes,
+}
+
+impl RawDocumentChange {
+    /// The change with its body parsed, as [`Replica::changes_with_documents`]
+    /// yields it.
+    pub fn parse(self) -> Result<DocumentChange, StoreError> {
+        let body = nesting::parse_body(&self.body)
+            .map_err(|e| StoreError::corrupt("revision body", self.id.as_bytes(), e))?;
+        Ok(DocumentChange {
+            seq: self.seq,
+            doc: Document {
+                id: self.id,
+                rev: self.rev,
+                deleted: self.deleted,
+                body,
+                conflicts: self.conflicts,
+                deleted_conflicts: self.deleted_conflicts,
+            },
+        })
+    }
+}
+
+/// Local changes with unparsed bodies, oldest first; from
+/// [`Replica::changes_with_raw_bodies`].
+#[must_use = "iterators do nothing unless consumed"]
+pub struct RawDocumentChanges {
+    replica: Replica,
+    entries: sled::Iter,
+}
+
+impl std::fmt::Debug for RawDocumentChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawDocumentChanges")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for RawDocumentChanges {
+    type Item = Result<RawDocumentChange, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        next_raw_change(&self.replica, &mut self.entries)
+    }
+}
+
+/// The next `by_seq` entry as a change with its winner's raw body.
+fn next_raw_change(
+    replica: &Replica,
+    entries: &mut sled::Iter,
+) -> Option<Result<RawDocumentChange, StoreError>> {
+    let (k, v) = match entries.next()? {
+        Ok(kv) => kv,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let Some(seq) = keys::seq_from_key(&k) else {
+        return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
+    };
+    let Some((id, logged)) = keys::split_seq_entry(&v) else {
+        return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
+    };
+    let id = match std::str::from_utf8(id) {
+        Ok(id) => id,
+        Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
+    };
+    // The carried body is a slice of the entry: shared, not copied.
+    let offset = logged.as_ptr() as usize - v.as_ptr() as usize;
+    let logged_len = logged.len();
+    let id = id.to_owned();
+    let entry = Bytes::from_owner(v);
+    let logged = entry.slice(offset..offset + logged_len);
+    Some(match replica.winner_with_logged_body(&id, seq, logged) {
+        Ok(Some(change)) => Ok(change),
+        Ok(None) => Err(StoreError::corrupt(
+            "sequence entry",
+            &k,
+            "document missing",
+        )),
+        Err(e) => Err(e),
+    })
+}
+
 impl Replica {
-    /// [`Replica::get`] for a document read from its `by_seq` entry at
-    /// `seq`, whose carried body (`logged`, empty when none) is used when
-    /// it is the winner's: the entry is not looked up a second time (one
-    /// sled read per document instead of two on a view's warm-up).
+    /// The winner of `id` with its raw body, for a document read from its
+    /// `by_seq` entry at `seq`, whose carried body (`logged`, empty when
+    /// none) is used when it is the winner's: the entry is not looked up a
+    /// second time (one sled read per document instead of two on a view's
+    /// warm-up).
     fn winner_with_logged_body(
         &self,
         id: &str,
         seq: u64,
-        logged: &[u8],
-    ) -> Result<Option<Document>, StoreError> {
+        logged: Bytes,
+    ) -> Result<Option<RawDocumentChange>, StoreError> {
         let Some(record) = self.record(id)? else {
             return Ok(None);
         };
         let Some(winner) = record.tree.winner() else {
             return Ok(None);
         };
+        let rev_text = winner.rev.to_string();
         let carried = !logged.is_empty()
             && record.seq == seq
             && record
                 .logged
                 .as_ref()
-                .is_some_and(|(rev, _)| *rev == winner.rev.to_string());
+                .is_some_and(|(rev, _)| *rev == rev_text);
         let body = if carried {
-            Some(
-                nesting::parse_body(logged)
-                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e))?,
-            )
+            Some(logged)
         } else {
-            self.body(&record, id, &winner.rev)?
+            self.raw_body(&record, id, &rev_text)?
         };
         let body = body.ok_or_else(|| {
             StoreError::corrupt(
@@ -146,7 +229,8 @@ impl Replica {
                 format!("winner {} has no body", winner.rev),
             )
         })?;
-        Ok(Some(Document {
+        Ok(Some(RawDocumentChange {
+            seq,
             id: id.to_owned(),
             conflicts: record.tree.conflicts(),
             deleted_conflicts: record.tree.deleted_conflicts(),
@@ -154,6 +238,55 @@ impl Replica {
             deleted: winner.deleted,
             body,
         }))
+    }
+
+    /// The stored JSON text of revision `rev_text` of a document (what
+    /// `Replica::body` parses): inline in the record, in the record's
+    /// `by_seq` entry, or in the `bodies` tree; `None` when the revision
+    /// has no body kept.
+    fn raw_body(
+        &self,
+        record: &DocRecord,
+        id: &str,
+        rev_text: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        if let Some((inline_rev, bytes)) = &record.inline {
+            if inline_rev == rev_text {
+                return Ok(Some(Bytes::copy_from_slice(bytes)));
+            }
+        }
+        if let Some((logged_rev, _)) = &record.logged {
+            if logged_rev == rev_text {
+                let entry = self.trees().by_seq.get(keys::seq_key(record.seq))?;
+                let body = entry
+                    .as_deref()
+                    .and_then(keys::split_seq_entry)
+                    .map(|(_, body)| Bytes::copy_from_slice(body))
+                    .filter(|body| !body.is_empty())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(
+                            "revision body",
+                            id.as_bytes(),
+                            format!(
+                                "the body of {rev_text} (sequence {}) is missing",
+                                record.seq
+                            ),
+                        )
+                    })?;
+                return Ok(Some(body));
+            }
+        }
+        let Some(&body_id) = record.bodies.get(rev_text) else {
+            return Ok(None);
+        };
+        match self.trees().bodies.get(keys::seq_key(body_id))? {
+            Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
+            None => Err(StoreError::corrupt(
+                "revision body",
+                id.as_bytes(),
+                format!("the body of {rev_text} (#{body_id}) is missing"),
+            )),
+        }
     }
 
     /// Documents changed after local sequence `since`, oldest first, each
@@ -180,6 +313,35 @@ impl Replica {
     /// ```
     pub fn changes_with_documents(&self, since: u64) -> DocumentChanges {
         DocumentChanges {
+            replica: self.clone(),
+            entries: self
+                .trees()
+                .by_seq
+                .range(keys::seq_key(since.saturating_add(1))..),
+        }
+    }
+
+    /// [`Replica::changes_with_documents`] without parsing the bodies:
+    /// each change carries its winner's stored JSON text (see
+    /// [`RawDocumentChange::body`]), shared with sled's cache where it can
+    /// be rather than copied.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// let changes: Vec<_> = replica.changes_with_raw_bodies(0).collect::<Result<_, _>>()?;
+    /// let body: serde_json::Value = serde_json::from_slice(&changes[0].body)?;
+    /// assert_eq!(body["n"], 1);
+    /// assert_eq!(changes[0].clone().parse()?.doc.body["n"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn changes_with_raw_bodies(&self, since: u64) -> RawDocumentChanges {
+        RawDocumentChanges {
             replica: self.clone(),
             entries: self
                 .trees()

@@ -10,13 +10,22 @@
 //! - `getTags`: for `TAG` documents, for each id in `doc.taggedCards`,
 //!   `emit(cardId, {docType, name, snippit, wiki: "", taggedCards: []})`,
 //!   fields that are `undefined` in JavaScript left out as JSON does.
+//!
+//! Both are raw maps ([`View::new_raw`]): they deserialize the few fields
+//! they read from the stored body text, borrowed and unparsed until the
+//! document is known to be of their type, then apply the same rules as the
+//! parsed maps below (which a body serde cannot read field by field, one
+//! with a duplicate key, falls back to).
 
 use super::error::ViewError;
 use super::query::{QueryOptions, Update};
-use super::view::{Emitter, View};
+use super::view::{Emitter, RawDocument, View};
 use super::Views;
 use crate::store::Document;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// Name of the built-in rating view.
 pub const ELO: &str = "elo";
@@ -49,20 +58,41 @@ pub fn default_elo(id: &str) -> u64 {
     995 + h % 11
 }
 
-fn elo_map(doc: &Document, emit: &mut Emitter) {
-    if doc.body.get("docType").and_then(Value::as_str) != Some("CARD") {
-        return;
-    }
-    let elo = doc.body.get("elo");
-    let key = match elo {
+/// The `elo` key of a card from its `elo` field (`None`: `undefined`).
+fn elo_key(id: &str, elo: Option<&Value>) -> Value {
+    match elo {
         Some(Value::Number(n)) => Value::Number(n.clone()),
         _ if truthy(elo) && truthy(field(elo, "global")) => field(field(elo, "global"), "score")
             .cloned()
             .unwrap_or(Value::Null),
         _ if truthy(elo) => field(elo, "score").cloned().unwrap_or(Value::Null),
-        _ => json!(default_elo(&doc.id)),
-    };
-    emit.emit(key, Value::String(doc.id.clone()));
+        _ => json!(default_elo(id)),
+    }
+}
+
+fn elo_map(doc: &Document, emit: &mut Emitter) {
+    if doc.body.get("docType").and_then(Value::as_str) != Some("CARD") {
+        return;
+    }
+    emit.emit(
+        elo_key(&doc.id, doc.body.get("elo")),
+        Value::String(doc.id.clone()),
+    );
+}
+
+/// The `getTags` value of a tag from its `name` and `snippit` fields.
+fn tag_value(name: Option<Value>, snippit: Option<Value>) -> Value {
+    let mut value = Map::with_capacity(5);
+    value.insert("docType".into(), json!("TAG"));
+    if let Some(v) = name {
+        value.insert("name".into(), v);
+    }
+    if let Some(v) = snippit {
+        value.insert("snippit".into(), v);
+    }
+    value.insert("wiki".into(), json!(""));
+    value.insert("taggedCards".into(), json!([]));
+    Value::Object(value)
 }
 
 fn get_tags_map(doc: &Document, emit: &mut Emitter) {
@@ -72,26 +102,120 @@ fn get_tags_map(doc: &Document, emit: &mut Emitter) {
     let Some(cards) = doc.body.get("taggedCards").and_then(Value::as_array) else {
         return;
     };
-    let mut value = Map::with_capacity(5);
-    value.insert("docType".into(), json!("TAG"));
-    for name in ["name", "snippit"] {
-        if let Some(v) = doc.body.get(name) {
-            value.insert(name.into(), v.clone());
+    let value = tag_value(
+        doc.body.get("name").cloned(),
+        doc.body.get("snippit").cloned(),
+    );
+    emit.emit_each(cards.iter().cloned(), value);
+}
+
+/// The fields the built-in maps read, as unparsed JSON text borrowed from
+/// the body; `None` when absent (`undefined`), while `null` is
+/// `Some("null")`. Every other field is skipped by serde.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "docType", default, borrow, deserialize_with = "present")]
+    doc_type: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    elo: Option<&'a RawValue>,
+    #[serde(rename = "taggedCards", default, borrow, deserialize_with = "present")]
+    tagged_cards: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    snippit: Option<&'a RawValue>,
+}
+
+/// A present field, `null` included (serde reads `null` as `None` for an
+/// `Option`, which would make it `undefined`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Whether a field is the JSON string `want` (escapes included).
+fn is_str(raw: Option<&RawValue>, want: &str) -> bool {
+    let Some(raw) = raw else {
+        return false;
+    };
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => inner == want,
+        Some(_) => serde_json::from_str::<Cow<'_, str>>(text).is_ok_and(|s| s == want),
+        None => false,
+    }
+}
+
+/// A field's value, parsed (it nests no deeper than the body).
+fn parse(raw: Option<&RawValue>) -> Option<Value> {
+    let raw = raw?;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    de.disable_recursion_limit();
+    // A field of a body that parsed is itself valid JSON.
+    Value::deserialize(&mut de).ok()
+}
+
+/// Runs `map` over `doc` with the fields read raw, or `parsed_map` over the
+/// whole parsed document when serde cannot read it field by field (a
+/// duplicate key: the parsed map keeps the last, as JavaScript does).
+fn with_fields(
+    doc: &RawDocument<'_>,
+    emit: &mut Emitter,
+    map: impl FnOnce(Fields<'_>, &mut Emitter),
+    parsed_map: fn(&Document, &mut Emitter),
+) {
+    match doc.fields::<Fields<'_>>() {
+        Ok(fields) => map(fields, emit),
+        Err(_) => {
+            if let Ok(parsed) = doc.to_document() {
+                parsed_map(&parsed, emit);
+            }
         }
     }
-    value.insert("wiki".into(), json!(""));
-    value.insert("taggedCards".into(), json!([]));
-    emit.emit_each(cards.iter().cloned(), Value::Object(value));
+}
+
+fn elo_raw(doc: &RawDocument<'_>, emit: &mut Emitter) {
+    with_fields(
+        doc,
+        emit,
+        |f, emit| {
+            if !is_str(f.doc_type, "CARD") {
+                return;
+            }
+            let elo = parse(f.elo);
+            emit.emit(
+                elo_key(doc.id, elo.as_ref()),
+                Value::String(doc.id.to_owned()),
+            );
+        },
+        elo_map,
+    );
+}
+
+fn get_tags_raw(doc: &RawDocument<'_>, emit: &mut Emitter) {
+    with_fields(
+        doc,
+        emit,
+        |f, emit| {
+            if !is_str(f.doc_type, "TAG") {
+                return;
+            }
+            let Some(Value::Array(cards)) = parse(f.tagged_cards) else {
+                return;
+            };
+            emit.emit_each(cards, tag_value(parse(f.name), parse(f.snippit)));
+        },
+        get_tags_map,
+    );
 }
 
 /// The built-in `elo` view.
 pub fn elo() -> View {
-    View::new(ELO, 1, elo_map)
+    View::new_raw(ELO, 1, elo_raw)
 }
 
 /// The built-in `getTags` view.
 pub fn get_tags() -> View {
-    View::new(GET_TAGS, 1, get_tags_map)
+    View::new_raw(GET_TAGS, 1, get_tags_raw)
 }
 
 /// Both built-in views.
@@ -218,6 +342,7 @@ impl Views {
 mod tests {
     use super::*;
     use crate::revtree::Rev;
+    use std::sync::Arc;
 
     fn doc(id: &str, body: Value) -> Document {
         Document {
@@ -282,5 +407,115 @@ mod tests {
         );
         let no_cards = doc("TAG-x", json!({"docType": "TAG"}));
         assert!(get_tags().map(&no_cards).is_empty());
+    }
+
+    type Rows = Vec<(Value, Value)>;
+
+    /// The rows of `view` over `body` (JSON text, exactly as stored) read
+    /// raw, and those of the parsed map over the same body parsed.
+    fn raw_and_parsed(
+        raw_view: &View,
+        parsed_map: fn(&Document, &mut Emitter),
+        body: &str,
+    ) -> (Rows, Rows) {
+        let rev = "1-a".parse::<Rev>().unwrap_or_else(|_| unreachable!());
+        let raw = RawDocument::new("c-1", &rev, body.as_bytes());
+        let rows = raw_view
+            .map_parsed_or_raw(&raw, None)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::unwrap_or_clone(v)))
+            .collect();
+        let parsed = raw.to_document();
+        assert!(parsed.is_ok(), "{body}: {parsed:?}");
+        let parsed = parsed.unwrap_or_else(|_| unreachable!());
+        let want = View::new("parsed", 1, parsed_map).map(&parsed);
+        (rows, want)
+    }
+
+    fn same_rows(raw_view: &View, parsed_map: fn(&Document, &mut Emitter), body: &str) {
+        let (got, want) = raw_and_parsed(raw_view, parsed_map, body);
+        assert_eq!(
+            serde_json::to_string(&got).unwrap_or_default(),
+            serde_json::to_string(&want).unwrap_or_default(),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn raw_elo_matches_the_parsed_map_on_tricky_bodies() {
+        let bodies = [
+            r#"{"docType":"CARD","elo":0}"#,
+            r#"{"docType":"CARD","elo":-0.0}"#,
+            r#"{"docType":"CARD","elo":""}"#,
+            r#"{"docType":"CARD","elo":"1200"}"#,
+            r#"{"docType":"CARD","elo":null}"#,
+            r#"{"docType":"CARD","elo":false}"#,
+            r#"{"docType":"CARD","elo":true}"#,
+            r#"{"docType":"CARD","elo":[]}"#,
+            r#"{"docType":"CARD","elo":{}}"#,
+            r#"{"docType":"CARD","elo":{"global":{}}}"#,
+            r#"{"docType":"CARD","elo":{"global":{},"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":0,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":"","score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":null}}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":"x"},"score":1}}"#,
+            r#"{"docType":"CARD","elo":{"global":[1],"score":1}}"#,
+            r#"{"docType":"CARD","elo":{"score":{"a":[1,{"b":2}]}}}"#,
+            r#"{"docType":"CARD","elo":1e300}"#,
+            r#"{"docType":"CARD","elo":-1.5e-300}"#,
+            r#"{"docType":"CARD","elo":123456789012345678901234567890}"#,
+            r#"{"docType":"CARD","elo":1.0}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":1e300}}}"#,
+            r#"{"docType":"CARD"}"#,
+            r#"{"docType":"C\u0041RD","elo":5}"#,
+            r#"{"docType":"CARD ","elo":5}"#,
+            r#"{"docType":["CARD"],"elo":5}"#,
+            r#"{"docType":null,"elo":5}"#,
+            r#"{"elo":5}"#,
+            r#"{"docType":"TAG","elo":5}"#,
+            r#"{"front":"a \" b","elo":7,"nested":{"docType":"TAG"},"docType":"CARD"}"#,
+            r#"{"docType":"CARD","elo":1,"elo":2}"#,
+            r#"{"docType":"TAG","docType":"CARD","elo":2}"#,
+            r#"{}"#,
+        ];
+        for body in bodies {
+            same_rows(&elo(), elo_map, body);
+        }
+    }
+
+    #[test]
+    fn raw_get_tags_matches_the_parsed_map_on_tricky_bodies() {
+        let bodies = [
+            r#"{"docType":"TAG","name":"math","snippit":"s","taggedCards":["c-1","c-2"]}"#,
+            r#"{"docType":"TAG","taggedCards":["c-1"]}"#,
+            r#"{"docType":"TAG","name":null,"snippit":{"b":1,"a":[2]},"taggedCards":["c-1"]}"#,
+            r#"{"docType":"TAG","taggedCards":[1,null,{"x":1},["c"],"c-1","c-1",1e300]}"#,
+            r#"{"docType":"TAG","taggedCards":[]}"#,
+            r#"{"docType":"TAG","taggedCards":"c-1"}"#,
+            r#"{"docType":"TAG","taggedCards":{"0":"c-1"}}"#,
+            r#"{"docType":"TAG","taggedCards":null}"#,
+            r#"{"docType":"TAG"}"#,
+            r#"{"docType":"CARD","taggedCards":["c-1"]}"#,
+            r#"{"docType":"T\u0041G","name":"\u00e9","taggedCards":["c-\u00e9"]}"#,
+            r#"{"taggedCards":["c-1"],"name":"n","docType":"TAG","wiki":"w","snippet":"x"}"#,
+            r#"{"docType":"TAG","taggedCards":["a"],"taggedCards":["b"]}"#,
+        ];
+        for body in bodies {
+            same_rows(&get_tags(), get_tags_map, body);
+        }
+    }
+
+    #[test]
+    fn raw_maps_read_deeply_nested_bodies() {
+        let deep = format!(
+            r#"{{"docType":"CARD","junk":{}{}, "elo":{{"score":{}1{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200),
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let (got, want) = raw_and_parsed(&elo(), elo_map, &deep);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got, want);
     }
 }

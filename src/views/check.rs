@@ -21,8 +21,8 @@
 use super::block::Scan;
 use super::error::ViewError;
 use super::index::{self, KeyCache};
-use super::view::View;
-use crate::store::Replica;
+use super::view::{RawDocument, View};
+use crate::store::{Replica, StoreError};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
@@ -260,9 +260,9 @@ fn check_view(
 
     // Documents: rows only of live documents, and what the map emits.
     let mut keys = KeyCache::with_capacity(0);
-    for change in replica.changes_with_documents(0) {
+    for change in replica.changes_with_raw_bodies(0) {
         let change = change?;
-        let doc = &change.doc;
+        let doc = &change;
         let has = listed.remove(&doc.id);
         if change.seq > state.seq {
             summary.docs_behind += 1;
@@ -284,7 +284,18 @@ fn check_view(
         let Some(view) = view.filter(|_| summary.mapped) else {
             continue;
         };
-        let want = index::encode_rows(view, Some(doc), &mut keys);
+        let raw = RawDocument::new(&doc.id, &doc.rev, &doc.body)
+            .with_conflicts(&doc.conflicts, &doc.deleted_conflicts);
+        let parsed = if view.needs_parsed() {
+            Some(
+                raw.to_document()
+                    .map_err(|e| StoreError::corrupt("revision body", doc.id.as_bytes(), e))?,
+            )
+        } else {
+            None
+        };
+        let mapped = view.map_parsed_or_raw(&raw, parsed.as_ref());
+        let want = index::encode_mapped(&doc.id, &mapped, &mut keys);
         let have = has.unwrap_or_default();
         let same = want.len() == have.len()
             && want.iter().zip(&have).all(|((k, _, v), listed)| {

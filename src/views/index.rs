@@ -2,8 +2,9 @@
 //! follows the replica's local sequence to keep them current.
 //!
 //! ```text
-//!  Replica::changes_with_documents(since) ──► chunk of changes (≤ durable update seq)
-//!        │                         │ winner body (live, non-design docs)
+//!  Replica::changes_with_raw_bodies(since) ──► chunk of changes (≤ durable update seq)
+//!        │                         │ winner's raw body (live, non-design docs),
+//!        │                         │ parsed once only if a view needs it
 //!        │                         ▼
 //!        │                  View::map per view still behind that change
 //!        │                         │ encoded rows, old rows from back-index
@@ -21,8 +22,8 @@ use super::block;
 use super::collate::{decode_str, encode_key, encode_str, encoded_len};
 use super::error::ViewError;
 use super::fx::BuildFx;
-use super::view::View;
-use crate::store::{Document, DocumentChange, Replica, StoreError};
+use super::view::{RawDocument, View};
+use crate::store::{RawDocumentChange, Replica, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -345,7 +346,7 @@ impl Index {
             // second thread reading ahead was measured: no wall time
             // gained, a build from nothing being one chunk whose writing
             // follows all the reading, and 0.2 s more CPU.)
-            let mut feed = self.replica.changes_with_documents(since);
+            let mut feed = self.replica.changes_with_raw_bodies(since);
             chunks = self.index_changes(&mut active, limits, durable, backlog, &mut feed)?;
             self.replica.flush()?;
         }
@@ -364,7 +365,7 @@ impl Index {
         limits: ChunkLimits,
         durable: u64,
         backlog: u64,
-        feed: &mut dyn Iterator<Item = Result<DocumentChange, StoreError>>,
+        feed: &mut dyn Iterator<Item = Result<RawDocumentChange, StoreError>>,
     ) -> Result<u64, ViewError> {
         let mut chunks = 0;
         let mut keys = KeyCache::with_capacity(usize::try_from(backlog).unwrap_or(usize::MAX));
@@ -402,13 +403,30 @@ impl Index {
                     done = true;
                     break;
                 }
-                let id = change.doc.id.clone();
-                let doc = Some(change.doc).filter(|d| !d.deleted && !d.id.starts_with("_design/"));
+                let live = !change.deleted && !change.id.starts_with("_design/");
+                let raw = RawDocument::new(&change.id, &change.rev, &change.body)
+                    .with_conflicts(&change.conflicts, &change.deleted_conflicts);
+                // Parsed once, and only if a view behind this change needs it.
+                let parsed = if live
+                    && active
+                        .iter()
+                        .any(|a| a.state.seq < change.seq && a.view.needs_parsed())
+                {
+                    Some(raw.to_document().map_err(|e| {
+                        StoreError::corrupt("revision body", change.id.as_bytes(), e)
+                    })?)
+                } else {
+                    None
+                };
                 let per_view = active
                     .iter()
                     .map(|a| {
                         (a.state.seq < change.seq).then(|| {
-                            let rows = encode_rows(a.view, doc.as_ref(), &mut keys);
+                            if !live {
+                                return Vec::new();
+                            }
+                            let mapped = a.view.map_parsed_or_raw(&raw, parsed.as_ref());
+                            let rows = encode_mapped(raw.id, &mapped, &mut keys);
                             emitted += rows.len();
                             rows
                         })
@@ -416,7 +434,7 @@ impl Index {
                     .collect();
                 chunk.push(Pending {
                     seq: change.seq,
-                    id,
+                    id: change.id,
                     per_view,
                 });
             }
@@ -632,20 +650,29 @@ impl KeyCache {
 /// the same key twice); the stored value is the row's key and value (see
 /// [`row_value`]). A value emitted for many keys (a tag's) is serialized
 /// once, and its stored bytes are shared within a block (`block.rs`).
+#[cfg(test)]
 pub(crate) fn encode_rows(
     view: &View,
-    doc: Option<&Document>,
+    doc: Option<&crate::store::Document>,
     cache: &mut KeyCache,
 ) -> Vec<EncodedRow> {
     let Some(doc) = doc else {
         return Vec::new();
     };
-    let rows = view.map_shared(doc);
+    encode_mapped(&doc.id, &view.map_shared(doc), cache)
+}
+
+/// [`encode_rows`] of the rows a map function emitted for document `doc_id`.
+pub(crate) fn encode_mapped(
+    doc_id: &str,
+    rows: &[(Value, Arc<Value>)],
+    cache: &mut KeyCache,
+) -> Vec<EncodedRow> {
     if rows.is_empty() {
         return Vec::new();
     }
-    let mut id = Vec::with_capacity(3 * doc.id.len() + 8);
-    cache.encode_str(&doc.id, &mut id);
+    let mut id = Vec::with_capacity(3 * doc_id.len() + 8);
+    cache.encode_str(doc_id, &mut id);
     let mut out = Vec::with_capacity(rows.len());
     let mut last: Option<(Arc<Value>, Vec<u8>)> = None;
     for (i, (key, value)) in rows.iter().enumerate() {

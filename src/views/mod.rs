@@ -60,7 +60,7 @@ pub use error::ViewError;
 pub use follow::LocalChanges;
 pub use index::{ViewState, ViewWarm, WarmReport};
 pub use query::{QueryOptions, Rows, Update, ViewResult, ViewRow};
-pub use view::{Emitter, View};
+pub use view::{Emitter, RawDocument, View};
 
 use crate::store::Replica;
 use index::{ChunkLimits, Index};

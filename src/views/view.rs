@@ -2,11 +2,18 @@
 //! winning, non-deleted revision of a document that emits `(key, value)`
 //! rows. Applications register their own next to the built-ins.
 //!
+//! A map function sees either the parsed document ([`View::new`]) or its
+//! body as stored JSON text ([`View::new_raw`]), which lets it deserialize
+//! only the fields it needs: parsing every whole body into a map is the
+//! largest cost of indexing many documents.
+//!
 //! This file only defines the shape; the indexer (`index.rs`) runs the map
 //! functions and owns the trees.
 
+use crate::revtree::Rev;
 use crate::store::Document;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 
@@ -50,6 +57,92 @@ impl Emitter {
 }
 
 type MapFn = dyn Fn(&Document, &mut Emitter) + Send + Sync;
+type RawMapFn = dyn Fn(&RawDocument<'_>, &mut Emitter) + Send + Sync;
+
+/// A document as a raw map function sees it: the winning revision with its
+/// body as stored JSON text, not parsed.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RawDocument<'a> {
+    /// The document id.
+    pub id: &'a str,
+    /// The winning revision.
+    pub rev: &'a Rev,
+    /// Live leaves other than the winner (`_conflicts`).
+    pub conflicts: &'a [Rev],
+    /// Deleted leaves other than the winner (`_deleted_conflicts`).
+    pub deleted_conflicts: &'a [Rev],
+    /// The body: a JSON object without `_id` and `_rev`.
+    pub body: &'a [u8],
+}
+
+impl<'a> RawDocument<'a> {
+    /// A raw document from its parts.
+    pub fn new(id: &'a str, rev: &'a Rev, body: &'a [u8]) -> Self {
+        RawDocument {
+            id,
+            rev,
+            conflicts: &[],
+            deleted_conflicts: &[],
+            body,
+        }
+    }
+
+    /// With its conflicts (what [`RawDocument::to_document`] carries over).
+    pub fn with_conflicts(self, conflicts: &'a [Rev], deleted_conflicts: &'a [Rev]) -> Self {
+        RawDocument {
+            conflicts,
+            deleted_conflicts,
+            ..self
+        }
+    }
+
+    /// Deserializes what `T` names from the body; serde skips every other
+    /// field without building it. Strings and `RawValue`s can borrow from
+    /// the body. Bodies nest up to [`crate::MAX_NESTING`] levels, so
+    /// serde_json's recursion limit is lifted.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use settee::views::RawDocument;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Kind<'a> {
+    ///     #[serde(rename = "docType")]
+    ///     doc_type: Option<&'a str>,
+    /// }
+    /// let rev = "1-a".parse()?;
+    /// let doc = RawDocument::new("c-1", &rev, br#"{"docType":"CARD","front":"x"}"#);
+    /// assert_eq!(doc.fields::<Kind>()?.doc_type, Some("CARD"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fields<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(self.body);
+        de.disable_recursion_limit();
+        let value = T::deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// The document parsed whole, as a [`View::new`] map function sees it.
+    pub fn to_document(&self) -> Result<Document, serde_json::Error> {
+        Ok(Document {
+            id: self.id.to_owned(),
+            rev: self.rev.clone(),
+            deleted: false,
+            body: self.fields::<Map<String, Value>>()?,
+            conflicts: self.conflicts.to_vec(),
+            deleted_conflicts: self.deleted_conflicts.to_vec(),
+        })
+    }
+}
+
+/// The two kinds of map function.
+#[derive(Clone)]
+enum MapKind {
+    Parsed(Arc<MapFn>),
+    Raw(Arc<RawMapFn>),
+}
 
 /// A named map function and the version of its definition.
 ///
@@ -71,7 +164,7 @@ type MapFn = dyn Fn(&Document, &mut Emitter) + Send + Sync;
 pub struct View {
     name: String,
     version: u64,
-    map: Arc<MapFn>,
+    map: MapKind,
 }
 
 impl fmt::Debug for View {
@@ -96,7 +189,41 @@ impl View {
         View {
             name: name.into(),
             version,
-            map: Arc::new(map),
+            map: MapKind::Parsed(Arc::new(map)),
+        }
+    }
+
+    /// A view whose map function reads the body as stored JSON text
+    /// ([`RawDocument`]) instead of a parsed map: for a view that needs a
+    /// few fields of every document, much cheaper to index. It must emit
+    /// what the same function over the parsed document would.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use serde_json::json;
+    /// use settee::views::View;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Kind<'a> {
+    ///     #[serde(rename = "docType", borrow)]
+    ///     doc_type: Option<std::borrow::Cow<'a, str>>,
+    /// }
+    /// let by_type = View::new_raw("byDocType", 1, |doc, emit| {
+    ///     if let Ok(Kind { doc_type: Some(t) }) = doc.fields::<Kind>() {
+    ///         emit.emit(json!(t), json!(null));
+    ///     }
+    /// });
+    /// assert_eq!(by_type.name(), "byDocType");
+    /// ```
+    pub fn new_raw(
+        name: impl Into<String>,
+        version: u64,
+        map: impl Fn(&RawDocument<'_>, &mut Emitter) + Send + Sync + 'static,
+    ) -> Self {
+        View {
+            name: name.into(),
+            version,
+            map: MapKind::Raw(Arc::new(map)),
         }
     }
 
@@ -121,7 +248,42 @@ impl View {
     /// The rows of one document, values shared as emitted.
     pub(crate) fn map_shared(&self, doc: &Document) -> Vec<(Value, Arc<Value>)> {
         let mut emitter = Emitter::default();
-        (self.map)(doc, &mut emitter);
+        match &self.map {
+            MapKind::Parsed(map) => map(doc, &mut emitter),
+            MapKind::Raw(map) => {
+                // Printing a map of strings to values cannot fail.
+                let body = serde_json::to_vec(&doc.body).unwrap_or_default();
+                let raw = RawDocument::new(&doc.id, &doc.rev, &body)
+                    .with_conflicts(&doc.conflicts, &doc.deleted_conflicts);
+                map(&raw, &mut emitter);
+            }
+        }
+        emitter.take()
+    }
+
+    /// Whether the map function needs the parsed document
+    /// ([`View::map_parsed_or_raw`] is then given one).
+    pub(crate) fn needs_parsed(&self) -> bool {
+        matches!(self.map, MapKind::Parsed(_))
+    }
+
+    /// The rows of one document given raw, and parsed when
+    /// [`View::needs_parsed`] (else `parsed` may be `None`; a parsed map
+    /// function given `None` emits nothing).
+    pub(crate) fn map_parsed_or_raw(
+        &self,
+        raw: &RawDocument<'_>,
+        parsed: Option<&Document>,
+    ) -> Vec<(Value, Arc<Value>)> {
+        let mut emitter = Emitter::default();
+        match &self.map {
+            MapKind::Parsed(map) => {
+                if let Some(doc) = parsed {
+                    map(doc, &mut emitter);
+                }
+            }
+            MapKind::Raw(map) => map(raw, &mut emitter),
+        }
         emitter.take()
     }
 }
