@@ -481,15 +481,9 @@ impl Replica {
                     Ok(kv) => kv,
                     Err(e) => return Some(Err(e.into())),
                 };
-                let Some(seq) = keys::seq_from_key(&k) else {
-                    return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
-                };
-                let Some((id, _)) = keys::split_seq_entry(&v) else {
-                    return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
-                };
-                let id = match std::str::from_utf8(id) {
-                    Ok(id) => id.to_owned(),
-                    Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
+                let (seq, id) = match reads::decode_seq_entry(&k, &v) {
+                    Ok((seq, id, _)) => (seq, id.to_owned()),
+                    Err(e) => return Some(Err(e)),
                 };
                 match self.record(&id) {
                     Ok(Some(r)) => r.info(&id).map(|doc| Ok(Change { seq, doc })),

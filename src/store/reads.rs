@@ -156,6 +156,20 @@ impl Iterator for RawDocumentChanges {
     }
 }
 
+/// A `by_seq` entry's sequence, document id and carried body (empty when
+/// none), or why the entry is damaged.
+pub(super) fn decode_seq_entry<'a>(
+    k: &[u8],
+    v: &'a [u8],
+) -> Result<(u64, &'a str, &'a [u8]), StoreError> {
+    let seq = keys::seq_from_key(k)
+        .ok_or_else(|| StoreError::corrupt("sequence key", k, "not 8 bytes"))?;
+    let (id, logged) = keys::split_seq_entry(v)
+        .ok_or_else(|| StoreError::corrupt("sequence entry", k, "damaged"))?;
+    let id = std::str::from_utf8(id).map_err(|e| StoreError::corrupt("sequence entry", k, e))?;
+    Ok((seq, id, logged))
+}
+
 /// The next `by_seq` entry as a change with its winner's raw body.
 fn next_raw_change(
     replica: &Replica,
@@ -165,15 +179,9 @@ fn next_raw_change(
         Ok(kv) => kv,
         Err(e) => return Some(Err(e.into())),
     };
-    let Some(seq) = keys::seq_from_key(&k) else {
-        return Some(Err(StoreError::corrupt("sequence key", &k, "not 8 bytes")));
-    };
-    let Some((id, logged)) = keys::split_seq_entry(&v) else {
-        return Some(Err(StoreError::corrupt("sequence entry", &k, "damaged")));
-    };
-    let id = match std::str::from_utf8(id) {
-        Ok(id) => id,
-        Err(e) => return Some(Err(StoreError::corrupt("sequence entry", &k, e))),
+    let (seq, id, logged) = match decode_seq_entry(&k, &v) {
+        Ok(entry) => entry,
+        Err(e) => return Some(Err(e)),
     };
     // The carried body is a slice of the entry: shared, not copied.
     let offset = logged.as_ptr() as usize - v.as_ptr() as usize;

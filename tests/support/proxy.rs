@@ -856,6 +856,27 @@ enum Mangle {
     Stall(Duration),
 }
 
+/// Copies the rest of the client's request to `up` and reads the server's
+/// whole answer (whatever arrived, if the connection fails midway); empty
+/// if the client goes away first.
+pub(super) async fn whole_response(client: &mut TcpStream, mut up: TcpStream) -> Vec<u8> {
+    let (mut cr, _) = client.split();
+    let (mut ur, mut uw) = up.split();
+    let request_body = async {
+        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+        std::future::pending::<()>().await;
+    };
+    let response = async {
+        let mut raw = Vec::new();
+        let _ = ur.read_to_end(&mut raw).await;
+        raw
+    };
+    tokio::select! {
+        () = request_body => Vec::new(),
+        raw = response => raw,
+    }
+}
+
 /// Forwards the request, reads the whole response, then sends the client a
 /// mangled version of it.
 async fn mangle(
@@ -865,28 +886,10 @@ async fn mangle(
     body_start: &[u8],
     how: Mangle,
 ) {
-    let Some(mut up) = connect(upstream, head, body_start).await else {
+    let Some(up) = connect(upstream, head, body_start).await else {
         return;
     };
-    let raw = {
-        let (mut cr, _) = client.split();
-        let (mut ur, mut uw) = up.split();
-        let request_body = async {
-            let _ = tokio::io::copy(&mut cr, &mut uw).await;
-            std::future::pending::<()>().await;
-        };
-        let response = async {
-            let mut raw = Vec::new();
-            // On error keep whatever arrived.
-            let _ = ur.read_to_end(&mut raw).await;
-            raw
-        };
-        tokio::select! {
-            () = request_body => Vec::new(),
-            raw = response => raw,
-        }
-    };
-    drop(up);
+    let raw = whole_response(&mut client, up).await;
     let out = mangled_response(&raw, how);
     if let Mangle::Stall(pause) = how {
         // `out` is the head and the first half of the body: send it, stall,

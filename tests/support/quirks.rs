@@ -36,12 +36,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{
     connect, dechunk, find, finish, forward, header_name, lines, opaque_seq, plain_seq,
-    plain_since, reason, rewrite_head, FaultProxy, Rule,
+    plain_since, reason, rewrite_head, whole_response, FaultProxy, Rule,
 };
 
 /// The env knob that turns the layer on, and its one accepted value.
@@ -227,27 +227,10 @@ pub(super) async fn serve(
         Some(plan) => plan.upstream_head(fwd_head),
         None => plain_since(fwd_head),
     };
-    let Some(mut up) = connect(upstream, &fwd_head, body_start).await else {
+    let Some(up) = connect(upstream, &fwd_head, body_start).await else {
         return;
     };
-    let raw = {
-        let (mut cr, _) = client.split();
-        let (mut ur, mut uw) = up.split();
-        let request_body = async {
-            let _ = tokio::io::copy(&mut cr, &mut uw).await;
-            std::future::pending::<()>().await;
-        };
-        let response = async {
-            let mut raw = Vec::new();
-            let _ = ur.read_to_end(&mut raw).await;
-            raw
-        };
-        tokio::select! {
-            () = request_body => Vec::new(),
-            raw = response => raw,
-        }
-    };
-    drop(up);
+    let raw = whole_response(&mut client, up).await;
     let out = rewrite(&raw, method, &kind, plan.as_ref(), quirks);
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
