@@ -670,16 +670,8 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
             content_type,
             body,
         }) => {
-            let mut resp = format!(
-                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                reason(status),
-                body.len()
-            )
-            .into_bytes();
-            resp.extend_from_slice(&body);
-            if client.write_all(&resp).await.is_ok() {
-                finish(client).await;
-            }
+            let headers = [("Content-Type", content_type.as_str())];
+            canned(client, status, &headers, &body).await;
         }
         Some(Fault::Hold(gate)) => {
             gate.pass().await;
@@ -705,36 +697,18 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
             content_type,
             body,
         }) => {
-            let mut resp = format!(
-                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                reason(status),
-                body.len()
-            )
-            .into_bytes();
-            resp.extend_from_slice(body.as_bytes());
-            if client.write_all(&resp).await.is_ok() {
-                finish(client).await;
-            }
+            let headers = [("Content-Type", content_type.as_str())];
+            canned(client, status, &headers, body.as_bytes()).await;
         }
         Some(Fault::RespondWithHeaders {
             status,
             headers,
             body,
         }) => {
-            let extra: String = headers
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}\r\n"))
+            let headers: Vec<(&str, &str)> = std::iter::once(("Content-Type", "application/json"))
+                .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .collect();
-            let mut resp = format!(
-                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                reason(status),
-                body.len()
-            )
-            .into_bytes();
-            resp.extend_from_slice(body.as_bytes());
-            if client.write_all(&resp).await.is_ok() {
-                finish(client).await;
-            }
+            canned(client, status, &headers, body.as_bytes()).await;
         }
         Some(Fault::TruncateBody { keep_bytes }) => {
             let how = Mangle::Truncate(keep_bytes);
@@ -782,6 +756,29 @@ fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
         fault = storm.draw(line);
     }
     fault
+}
+
+/// Answers the client itself, without asking the server: `status`, the
+/// `headers` given, then `Content-Length` and `Connection: close`.
+pub(super) async fn canned(
+    mut client: TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let mut resp = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in headers {
+        resp.push_str(&format!("{name}: {value}\r\n"));
+    }
+    resp.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut resp = resp.into_bytes();
+    resp.extend_from_slice(body);
+    if client.write_all(&resp).await.is_ok() {
+        finish(client).await;
+    }
 }
 
 /// Forwards the request and relays the response (with `Connection: close`).
@@ -1134,7 +1131,7 @@ pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-pub(super) fn reason(status: u16) -> &'static str {
+fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",

@@ -40,8 +40,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{
-    connect, dechunk, find, finish, forward, header_name, lines, opaque_seq, plain_seq,
-    plain_since, reason, rewrite_head, whole_response, FaultProxy, Rule,
+    canned, connect, dechunk, find, finish, forward, header_name, lines, opaque_seq, plain_seq,
+    plain_since, rewrite_head, whole_response, FaultProxy, Rule,
 };
 
 /// The env knob that turns the layer on, and its one accepted value.
@@ -207,15 +207,8 @@ pub(super) async fn serve(
         }
         Kind::EncodedId => {
             let body = r#"{"error":"moved","reason":"encoded design or local id"}"#;
-            let resp = format!(
-                "HTTP/1.1 301 {}\r\nLocation: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                reason(301),
-                body.len()
-            );
-            if client.write_all(resp.as_bytes()).await.is_ok() {
-                finish(client).await;
-            }
-            return;
+            let headers = [("Location", target), ("Content-Type", "application/json")];
+            return canned(client, 301, &headers, body.as_bytes()).await;
         }
         Kind::Welcome | Kind::Db(_) | Kind::Changes => {}
     }
