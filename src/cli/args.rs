@@ -60,14 +60,23 @@ pub enum Command {
     WriteLoop(WriteLoopArgs),
 }
 
+/// Where a reading command finds its replica: a replica directory, or with
+/// `--db` the live replica of that database under a sync root (shared by
+/// `dump`, `get`, `status`, `check`, `query` and `compact`).
+#[derive(Args)]
+pub struct ReplicaLocation {
+    /// The replica directory (with --db: a sync root).
+    pub dir: PathBuf,
+    /// Use this database's replica under the sync root DIR.
+    #[arg(long = "db", value_name = "NAME")]
+    pub db: Option<String>,
+}
+
 /// `settee compact`.
 #[derive(Args)]
 pub struct CompactArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Compact this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
     /// Only report the size on disk and the keys and bytes of every tree.
     #[arg(long)]
     pub usage: bool,
@@ -193,21 +202,15 @@ pub struct PullArgs {
 /// `settee dump`.
 #[derive(Args)]
 pub struct DumpArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Read this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
 }
 
 /// `settee get`.
 #[derive(Args)]
 pub struct GetArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Read this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
     /// The document id.
     pub id: String,
     /// A specific leaf revision instead of the winner.
@@ -227,11 +230,8 @@ pub struct GetArgs {
 /// `settee status`.
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Read this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -265,11 +265,8 @@ pub struct BenchArgs {
 /// `settee check`.
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Check this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -424,11 +421,8 @@ mod tests {
 /// `settee query`.
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The replica directory (with --db: a sync root).
-    pub dir: PathBuf,
-    /// Query this database's replica under the sync root DIR.
-    #[arg(long = "db", value_name = "NAME")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
     /// The view: `elo` or `getTags`.
     pub view: String,
     /// Only rows with this key (JSON, e.g. '"c-000001"' or 1000).

@@ -3,12 +3,12 @@
 //! has any); the exit code says whether both are consistent. No checking
 //! logic lives here.
 
-use super::{open_replica, print_json, CliError, CliResult, Outcome};
+use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::CheckArgs;
 use std::io::Write;
 
 pub(crate) fn run(args: CheckArgs) -> CliResult {
-    let replica = open_replica(&args.dir, args.db.as_deref())?;
+    let replica = args.replica.open()?;
     let report = replica.check()?;
     let views =
         crate::views::check(&replica, &crate::views::builtin()).map_err(crate::Error::from)?;
@@ -47,7 +47,7 @@ fn summarize(
     } else {
         "DAMAGED"
     };
-    writeln!(out, "{}: {verdict}", args.dir.display())?;
+    writeln!(out, "{}: {verdict}", args.replica.dir.display())?;
     writeln!(
         out,
         "  checked {} documents, {} bodies, {} attachments, {} checkpoints",

@@ -3,15 +3,14 @@
 //! replica's bytes are ([`crate::Replica::disk_usage`]). No storage logic
 //! lives here.
 
-use super::{print_json, CliError, CliResult, Outcome};
+use super::{print_json, CliResult, Outcome};
 use crate::cli::args::CompactArgs;
 use std::io::Write;
-use std::path::PathBuf;
 
 const MB: f64 = 1024.0 * 1024.0;
 
 pub(crate) fn run(args: CompactArgs) -> CliResult {
-    let dir = replica_dir(&args)?;
+    let dir = args.replica.path()?;
     let mut out = std::io::stdout().lock();
     if args.usage {
         let replica = crate::Replica::open_existing(&dir, crate::ReplicaConfig::default())?;
@@ -62,19 +61,4 @@ pub(crate) fn run(args: CompactArgs) -> CliResult {
         )?;
     }
     Ok(Outcome::Ok)
-}
-
-fn replica_dir(args: &CompactArgs) -> Result<PathBuf, CliError> {
-    match &args.db {
-        None => Ok(args.dir.clone()),
-        Some(db) => crate::SyncRoot::new(&args.dir)
-            .current(db)
-            .map_err(crate::Error::from)?
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "no replica of database {db:?} under the sync root {}",
-                    args.dir.display()
-                ))
-            }),
-    }
 }

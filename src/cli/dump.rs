@@ -1,12 +1,12 @@
 //! `settee dump`: the replica as JSON lines, for comparing with a server.
 
-use super::{open_replica, print_json, CliError, CliResult, Outcome};
+use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::DumpArgs;
 use std::io::{BufWriter, Write};
 use std::ops::Bound;
 
 pub(crate) fn run(args: DumpArgs) -> CliResult {
-    let replica = open_replica(&args.dir, args.db.as_deref())?;
+    let replica = args.replica.open()?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     // A document that cannot be read is named on stderr; the others are

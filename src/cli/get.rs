@@ -1,12 +1,12 @@
 //! `settee get`: one document, one revision or one attachment.
 
-use super::{open_replica, print_json, CliError, CliResult, Outcome};
+use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::GetArgs;
 use crate::Rev;
 use std::io::Write;
 
 pub(crate) fn run(args: GetArgs) -> CliResult {
-    let replica = open_replica(&args.dir, args.db.as_deref())?;
+    let replica = args.replica.open()?;
     let doc = match &args.rev {
         Some(rev) => {
             let rev: Rev = rev

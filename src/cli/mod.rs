@@ -154,11 +154,11 @@ pub(crate) fn print_json(
     Ok(())
 }
 
-/// Opens the replica directory `dir`, or with `db` the live replica of
-/// that database under the sync root `dir`.
-fn open_replica(dir: &std::path::Path, db: Option<&str>) -> Result<crate::Replica, CliError> {
-    let path = match db {
-        None => dir.to_path_buf(),
+/// The replica directory `dir`, or with `db` the live replica of that
+/// database under the sync root `dir`.
+fn replica_path(dir: &std::path::Path, db: Option<&str>) -> Result<std::path::PathBuf, CliError> {
+    match db {
+        None => Ok(dir.to_path_buf()),
         Some(db) => crate::SyncRoot::new(dir)
             .current(db)
             .map_err(crate::Error::from)?
@@ -167,10 +167,27 @@ fn open_replica(dir: &std::path::Path, db: Option<&str>) -> Result<crate::Replic
                     "no replica of database {db:?} under the sync root {}; run `settee sync` first",
                     dir.display()
                 ))
-            })?,
-    };
+            }),
+    }
+}
+
+/// Opens the replica directory `dir`, or with `db` the live replica of
+/// that database under the sync root `dir`.
+fn open_replica(dir: &std::path::Path, db: Option<&str>) -> Result<crate::Replica, CliError> {
     Ok(crate::Replica::open_existing(
-        path,
+        replica_path(dir, db)?,
         crate::ReplicaConfig::default(),
     )?)
+}
+
+impl args::ReplicaLocation {
+    /// The replica's directory (see [`replica_path`]).
+    fn path(&self) -> Result<std::path::PathBuf, CliError> {
+        replica_path(&self.dir, self.db.as_deref())
+    }
+
+    /// Opens the replica it names (see [`open_replica`]).
+    fn open(&self) -> Result<crate::Replica, CliError> {
+        open_replica(&self.dir, self.db.as_deref())
+    }
 }

@@ -2,7 +2,7 @@
 //! the query through the library (which brings the view up to date first)
 //! and prints CouchDB's response shape (`--json`) or a table.
 
-use super::{open_replica, print_json, CliError, CliResult, Outcome};
+use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::QueryArgs;
 use crate::views::{QueryOptions, Views};
 use serde_json::Value;
@@ -44,7 +44,7 @@ fn options(args: &QueryArgs) -> Result<QueryOptions, CliError> {
 
 pub(crate) fn run(args: QueryArgs) -> CliResult {
     let q = options(&args)?;
-    let replica = open_replica(&args.dir, args.db.as_deref())?;
+    let replica = args.replica.open()?;
     let views = Views::open(&replica).map_err(crate::Error::from)?;
     let result = views.query(&args.view, &q).map_err(crate::Error::from)?;
     let mut out = std::io::stdout().lock();

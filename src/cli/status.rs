@@ -1,11 +1,11 @@
 //! `settee status`: counts, remote and last pull of a replica
 //! ([`crate::ReplicaStatus`]).
 
-use super::{open_replica, print_json, CliResult, Outcome};
+use super::{print_json, CliResult, Outcome};
 use crate::cli::args::StatusArgs;
 
 pub(crate) fn run(args: StatusArgs) -> CliResult {
-    let replica = open_replica(&args.dir, args.db.as_deref())?;
+    let replica = args.replica.open()?;
     let status = replica.status()?;
     let mut out = std::io::stdout().lock();
     if args.json {
