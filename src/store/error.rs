@@ -140,4 +140,14 @@ impl StoreError {
             detail: detail.to_string(),
         }
     }
+
+    /// A document's winning revision whose body the replica does not have
+    /// (invariant: every leaf keeps its body).
+    pub(crate) fn winner_without_body(id: &str, rev: impl std::fmt::Display) -> Self {
+        StoreError::corrupt(
+            "revision body",
+            id.as_bytes(),
+            format!("winner {rev} has no body"),
+        )
+    }
 }

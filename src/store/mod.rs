@@ -381,13 +381,9 @@ impl Replica {
         let Some(winner) = record.tree.winner() else {
             return Ok(None);
         };
-        let body = self.body(&record, id, &winner.rev)?.ok_or_else(|| {
-            StoreError::corrupt(
-                "revision body",
-                id.as_bytes(),
-                format!("winner {} has no body", winner.rev),
-            )
-        })?;
+        let body = self
+            .body(&record, id, &winner.rev)?
+            .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
         Ok(Some(Document {
             id: id.to_owned(),
             conflicts: record.tree.conflicts(),

@@ -230,13 +230,7 @@ impl Replica {
         } else {
             self.raw_body(&record, id, &rev_text)?
         };
-        let body = body.ok_or_else(|| {
-            StoreError::corrupt(
-                "revision body",
-                id.as_bytes(),
-                format!("winner {} has no body", winner.rev),
-            )
-        })?;
+        let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
         Ok(Some(RawDocumentChange {
             seq,
             id: id.to_owned(),
