@@ -23,10 +23,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use common::{env_or, invocation, peak_rss_kb, Invocation};
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::{Replica, ReplicaConfig, RevPath};
@@ -35,10 +38,6 @@ use std::process::Command;
 use std::time::Instant;
 
 const PROBES: [&str; 3] = ["replica", "sled", "sled-seq"];
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 /// Ids that spread over the whole key space, as CouchDB's uuids and the
 /// course corpus's card ids do.
@@ -58,16 +57,6 @@ fn card_body(i: u64) -> serde_json::Value {
         "tags": ["math-00", "music-03"],
         "question": "x".repeat(500),
     })
-}
-
-fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn probe_replica(dir: &std::path::Path, n: u64, batch: u64, cache: u64) {
@@ -151,15 +140,10 @@ fn run_probe(kind: &str, n: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "--probe") {
-        run_probe(&args[at + 1], args[at + 2].parse().unwrap());
-        return;
-    }
-    // `cargo test --benches` runs bench targets once as tests: keep that cheap.
-    if args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench") {
-        println!("store_memory: run with `cargo bench --bench store_memory`");
-        return;
+    match invocation("store_memory") {
+        Invocation::Probe { kind, n } => return run_probe(&kind, n),
+        Invocation::Test => return,
+        Invocation::Bench => {}
     }
     let sizes: Vec<u64> = env_or("SETTEE_MEM_SIZES", "10000 100000")
         .split_whitespace()

@@ -19,19 +19,18 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use common::{cpu_seconds, env_or, invocation, Invocation};
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::{Replica, ReplicaConfig, RevPath};
 use std::process::Command;
 use std::time::Instant;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 /// A small deterministic generator (splitmix64), so every run and both
 /// orders commit byte-identical documents.
@@ -87,31 +86,6 @@ fn card(i: u64) -> IncomingRev {
     }
 }
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after "(comm) ": state is index 0, utime 11, stime 12.
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Child side: commit `n` cards in `order`, print `wall_ms cpu_s bytes`.
 fn run_probe(order: &str, n: u64) {
     let batch: usize = env_or("SETTEE_STORE_BATCH", "1000").parse().unwrap();
@@ -146,19 +120,18 @@ fn run_probe(order: &str, n: u64) {
     let cpu = cpu_seconds() - cpu;
     assert_eq!(replica.doc_count().unwrap(), n);
     drop(replica);
-    println!("{} {cpu:.2} {}", wall.as_millis(), dir_size(dir.path()));
+    println!(
+        "{} {cpu:.2} {}",
+        wall.as_millis(),
+        settee::dir_size(dir.path())
+    );
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "--probe") {
-        run_probe(&args[at + 1], args[at + 2].parse().unwrap());
-        return;
-    }
-    // `cargo test --benches` runs bench targets once as tests: keep that cheap.
-    if args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench") {
-        println!("store_write: run with `cargo bench --bench store_write`");
-        return;
+    match invocation("store_write") {
+        Invocation::Probe { kind, n } => return run_probe(&kind, n),
+        Invocation::Test => return,
+        Invocation::Bench => {}
     }
     let n: u64 = env_or("SETTEE_STORE_DOCS", "100000").parse().unwrap();
     let rounds: u64 = env_or("SETTEE_STORE_ROUNDS", "3").parse().unwrap();

@@ -19,10 +19,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use common::cpu_seconds;
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::views::{QueryOptions, Views};
@@ -135,25 +138,6 @@ fn build(replica: &Replica, n: u64) -> Vec<Vec<String>> {
     )
     .unwrap();
     tagged
-}
-
-/// User + system CPU seconds of this process (the machine is shared, so
-/// wall time alone overstates the work).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn per_op(total: Duration, n: u32) -> String {
