@@ -935,16 +935,7 @@ fn mangled_response(raw: &[u8], how: Mangle) -> Vec<u8> {
         Mangle::Truncate(_) | Mangle::Half | Mangle::Stall(_) | Mangle::Corrupt => {}
     }
     let len = body.len();
-    let mut out = rewrite_head(
-        head,
-        &[
-            "connection",
-            "keep-alive",
-            "content-length",
-            "transfer-encoding",
-        ],
-        &[&format!("Content-Length: {len}"), "Connection: close"],
-    );
+    let mut out = head_for_body(head, len);
     match how {
         Mangle::Truncate(k) => out.extend_from_slice(&body[..k.min(len)]),
         Mangle::Half | Mangle::Stall(_) => out.extend_from_slice(&body[..len / 2]),
@@ -1084,10 +1075,28 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(Vec<u8>,
     }
 }
 
+/// A response head (without its blank line) rewritten for a body of `len`
+/// bytes that the proxy sends itself, whole and unchunked: its own
+/// `Content-Length`, `Connection: close`, and no `ETag` (the body may no
+/// longer be the one it named).
+pub(super) fn head_for_body(head: &[u8], len: usize) -> Vec<u8> {
+    rewrite_head(
+        head,
+        &[
+            "connection",
+            "keep-alive",
+            "content-length",
+            "transfer-encoding",
+            "etag",
+        ],
+        &[&format!("Content-Length: {len}"), "Connection: close"],
+    )
+}
+
 /// Rebuilds a head (given without its final blank line): keeps the start
 /// line, drops headers named in `remove` (lowercase), appends `add`, and
 /// terminates it with `\r\n\r\n`.
-pub(super) fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
+fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 64);
     let mut it = lines(head);
     out.extend_from_slice(it.next().unwrap_or_default());

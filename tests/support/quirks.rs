@@ -40,8 +40,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{
-    canned, connect, dechunk, find, finish, forward, header_name, lines, opaque_seq, plain_seq,
-    plain_since, rewrite_head, whole_response, FaultProxy, Rule,
+    canned, connect, dechunk, find, finish, forward, head_for_body, header_name, lines, opaque_seq,
+    plain_seq, plain_since, whole_response, FaultProxy, Rule,
 };
 
 /// The env knob that turns the layer on, and its one accepted value.
@@ -287,20 +287,7 @@ fn rewrite(
         }
         _ => body,
     };
-    let mut out = rewrite_head(
-        head,
-        &[
-            "connection",
-            "keep-alive",
-            "content-length",
-            "transfer-encoding",
-            "etag",
-        ],
-        &[
-            &format!("Content-Length: {}", edited.len()),
-            "Connection: close",
-        ],
-    );
+    let mut out = head_for_body(head, edited.len());
     out.extend_from_slice(&edited);
     out
 }
