@@ -557,6 +557,9 @@ async fn kill_during_indexing_then_catch_up() {
             .args(["query", path.to_str().unwrap(), "elo", "--limit", "1"])
             .env("RUST_LOG", "settee::views=debug")
             .env("SETTEE_VIEW_CHUNK_DOCS", "3")
+            // Two threads read and map ahead of the chunks being committed.
+            .env("SETTEE_VIEW_THREADS", "2")
+            .env("SETTEE_VIEW_PARALLEL_BACKLOG", "1")
             .env_remove("SETTEE_PASSWORD")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

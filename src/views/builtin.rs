@@ -181,14 +181,62 @@ fn elo_raw(doc: &RawDocument<'_>, emit: &mut Emitter) {
             if !is_str(f.doc_type, "CARD") {
                 return;
             }
-            let elo = parse(f.elo);
-            emit.emit(
-                elo_key(doc.id, elo.as_ref()),
-                Value::String(doc.id.to_owned()),
-            );
+            emit.emit(elo_key_raw(doc.id, f.elo), Value::String(doc.id.to_owned()));
         },
         elo_map,
     );
+}
+
+/// The two fields of an `elo` object (or of its `global`) the key reads.
+#[derive(Deserialize)]
+struct EloFields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    global: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    score: Option<&'a RawValue>,
+}
+
+/// JavaScript truthiness of a field's JSON text.
+fn truthy_raw(raw: &RawValue) -> bool {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'n' | b'f') => false,
+        Some(b'"') => raw.get().trim() != "\"\"",
+        Some(b'-' | b'0'..=b'9') => raw.get().trim().parse::<f64>().is_ok_and(|f| f != 0.0),
+        _ => true,
+    }
+}
+
+/// [`elo_key`] from the field's JSON text: a card's `elo` object (most of
+/// them, with `global`, `tags` and `misc` maps) is read for its `global`
+/// and `score` alone instead of being parsed into maps. Anything else, or
+/// an object serde cannot read field by field (a duplicate key), goes
+/// through the parsed path.
+fn elo_key_raw(id: &str, elo: Option<&RawValue>) -> Value {
+    fn object(raw: &RawValue) -> Option<EloFields<'_>> {
+        let text = raw.get().trim_start();
+        if !text.starts_with('{') {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.disable_recursion_limit();
+        EloFields::deserialize(&mut de).ok()
+    }
+    if let Some(fields) = elo.and_then(object) {
+        match fields.global {
+            // `elo.global.score`: undefined (null as a key) unless `global`
+            // is an object.
+            Some(global) if truthy_raw(global) => {
+                if !global.get().trim_start().starts_with('{') {
+                    return Value::Null;
+                }
+                if let Some(inner) = object(global) {
+                    return parse(inner.score).unwrap_or(Value::Null);
+                }
+            }
+            _ => return parse(fields.score).unwrap_or(Value::Null),
+        }
+    }
+    elo_key(id, parse(elo).as_ref())
 }
 
 fn get_tags_raw(doc: &RawDocument<'_>, emit: &mut Emitter) {
@@ -466,6 +514,21 @@ mod tests {
             r#"{"docType":"CARD","elo":123456789012345678901234567890}"#,
             r#"{"docType":"CARD","elo":1.0}"#,
             r#"{"docType":"CARD","elo":{"global":{"score":1e300}}}"#,
+            r#"{"docType":"CARD","elo":{"global":0.0,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":-0,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":0e5,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":"0","score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":" ","score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":false,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":true,"score":3}}"#,
+            r#"{"docType":"CARD","elo":{"global":null,"score":2}}"#,
+            r#"{"docType":"CARD","elo":{"global":5,"score":1}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"count":1},"score":1}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":1},"global":{"score":2}}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":1,"score":2}}}"#,
+            r#"{"docType":"CARD","elo":{"score":1,"score":2}}"#,
+            r#"{"docType":"CARD","elo": { "global" : { "score" : 7 } , "tags":{"a":{"score":1}}}}"#,
+            r#"{"docType":"CARD","elo":{"global":{"score":[1,{"x":null}]},"misc":[[[]]]}}"#,
             r#"{"docType":"CARD"}"#,
             r#"{"docType":"C\u0041RD","elo":5}"#,
             r#"{"docType":"CARD ","elo":5}"#,

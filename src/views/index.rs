@@ -22,6 +22,7 @@ use super::block;
 use super::collate::{decode_str, encode_key, encode_str, encoded_len};
 use super::error::ViewError;
 use super::fx::BuildFx;
+use super::parallel;
 use super::view::{RawDocument, View};
 use crate::store::{RawDocumentChange, Replica, StoreError};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,15 @@ pub(crate) struct ChunkLimits {
     /// rewrites every block it touches, so a backlog indexed in chunks much
     /// smaller than the index would rewrite the whole index per chunk.
     pub(crate) grow: bool,
+    /// Threads a large update may use (`SETTEE_VIEW_THREADS`, else the
+    /// cores, at most 4); 1 indexes on the caller's thread alone.
+    pub(crate) threads: usize,
+    /// Backlogs (in local sequences) below this are read and mapped on one
+    /// thread: threads cost more than they save on a few thousand changes.
+    pub(crate) parallel_backlog: u64,
+    /// Rows (plus documents) a chunk must edit before its views prepare
+    /// and write their blocks on separate threads.
+    pub(crate) parallel_edits: usize,
 }
 
 impl Default for ChunkLimits {
@@ -79,6 +89,13 @@ impl Default for ChunkLimits {
             cold_rows,
             cold_docs: if resized { docs } else { usize::MAX },
             grow: !resized,
+            threads: parallel::threads(),
+            // The kill test sets it low to kill workers mid-read.
+            parallel_backlog: std::env::var("SETTEE_VIEW_PARALLEL_BACKLOG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8192),
+            parallel_edits: 50_000,
         }
     }
 }
@@ -137,8 +154,11 @@ pub struct ViewWarm {
 pub struct WarmReport {
     /// One entry per registered view, in registration order.
     pub views: Vec<ViewWarm>,
-    /// Indexing batches committed (one atomic sled batch each).
+    /// Indexing chunks committed (one atomic sled batch per view each).
     pub chunks: u64,
+    /// Threads that read and mapped the changes (1 unless the backlog was
+    /// large and more than one core was available).
+    pub threads: usize,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -245,6 +265,8 @@ struct Pending {
     /// Per view: `None` when the view already covers this change, else the
     /// rows to hold for the document (empty when it emits nothing).
     per_view: Vec<Option<Vec<EncodedRow>>>,
+    /// Rows over every view (a chunk's size).
+    rows: usize,
 }
 
 struct Active<'a> {
@@ -340,35 +362,96 @@ impl Index {
         }
         let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
         let mut chunks = 0;
+        let mut threads = 1;
         if since < durable {
-            let backlog = durable - since;
-            // Bodies come with the feed: one record read per document. (A
-            // second thread reading ahead was measured: no wall time
-            // gained, a build from nothing being one chunk whose writing
-            // follows all the reading, and 0.2 s more CPU.)
-            let mut feed = self.replica.changes_with_raw_bodies(since);
-            chunks = self.index_changes(&mut active, limits, durable, backlog, &mut feed)?;
+            chunks = self.index_changes(&mut active, limits, since, durable, &mut threads)?;
             self.replica.flush()?;
         }
         Ok(WarmReport {
             views: active.into_iter().map(|a| a.report).collect(),
             chunks,
+            threads,
             elapsed: started.elapsed(),
         })
     }
 
-    /// Indexes `feed` (changes in sequence order) up to `durable` in
-    /// chunks, each committed as one batch; the number of chunks.
+    /// Indexes the changes after `since` up to `durable` in chunks, each
+    /// committed as one batch; the number of chunks. A large backlog is
+    /// read and mapped on several threads ([`parallel::Ordered`]), parts
+    /// of it in sequence order, a bounded number of parts ahead of the
+    /// chunk being committed; chunks are committed on this thread, in order,
+    /// as without threads.
     fn index_changes(
         &self,
         active: &mut [Active<'_>],
         limits: ChunkLimits,
+        since: u64,
         durable: u64,
-        backlog: u64,
-        feed: &mut dyn Iterator<Item = Result<RawDocumentChange, StoreError>>,
+        used: &mut usize,
+    ) -> Result<u64, ViewError> {
+        let backlog = durable - since;
+        let threads = limits.threads;
+        // Decided now: a change's rows for a view depend only on whether
+        // the view was behind it when indexing started (chunks move a
+        // view's `seq` only up to changes already taken).
+        let behind: Vec<(&View, u64)> = active.iter().map(|a| (a.view, a.state.seq)).collect();
+        let capacity = |docs: u64| usize::try_from(docs).unwrap_or(usize::MAX);
+        if threads < 2 || backlog < limits.parallel_backlog {
+            // Bodies come with the feed: one record read per document.
+            let mut feed = self.replica.changes_with_raw_bodies(since);
+            let mut keys = KeyCache::with_capacity(capacity(backlog));
+            let mut source = std::iter::from_fn(|| match feed.next()? {
+                Err(e) => Some(Err(e.into())),
+                Ok(change) if change.seq > durable => None,
+                Ok(change) => Some(prepare(change, &behind, &mut keys)),
+            });
+            return self.commit_chunks(active, limits, durable, &mut source);
+        }
+        *used = threads;
+        let span = (backlog / (threads as u64 * 16)).clamp(256, 8192);
+        let ordered = parallel::Ordered::new(since, durable, span, threads);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let keys = KeyCache::with_capacity(capacity(backlog / threads as u64));
+                    ordered.work(keys, |keys, part| {
+                        let mut out = Vec::new();
+                        for change in self.replica.changes_with_raw_bodies(part.start() - 1) {
+                            let change = change?;
+                            if change.seq > *part.end() {
+                                break;
+                            }
+                            out.push(prepare(change, &behind, keys)?);
+                        }
+                        Ok(out)
+                    });
+                });
+            }
+            // Workers stop with the consumer, also on an error or a panic.
+            let _stop = ordered.stop_guard();
+            let mut part = Vec::new().into_iter();
+            let mut source = std::iter::from_fn(|| loop {
+                if let Some(p) = part.next() {
+                    return Some(Ok(p));
+                }
+                match ordered.next_part()? {
+                    Ok(next) => part = next.into_iter(),
+                    Err(e) => return Some(Err(e)),
+                }
+            });
+            self.commit_chunks(active, limits, durable, &mut source)
+        })
+    }
+
+    /// Takes prepared changes from `source` into chunks and commits each.
+    fn commit_chunks(
+        &self,
+        active: &mut [Active<'_>],
+        limits: ChunkLimits,
+        durable: u64,
+        source: &mut dyn Iterator<Item = Result<Pending, ViewError>>,
     ) -> Result<u64, ViewError> {
         let mut chunks = 0;
-        let mut keys = KeyCache::with_capacity(usize::try_from(backlog).unwrap_or(usize::MAX));
         let mut done = false;
         while !done {
             let mut chunk = Vec::new();
@@ -394,54 +477,18 @@ impl Index {
                 (limits.docs, limits.rows)
             };
             while chunk.len() < max_docs && emitted < max_rows {
-                let Some(change) = feed.next() else {
+                let Some(pending) = source.next() else {
                     done = true;
                     break;
                 };
-                let change = change?;
-                if change.seq > durable {
-                    done = true;
-                    break;
-                }
-                let live = !change.deleted && !change.id.starts_with("_design/");
-                let raw = RawDocument::new(&change.id, &change.rev, &change.body)
-                    .with_conflicts(&change.conflicts, &change.deleted_conflicts);
-                // Parsed once, and only if a view behind this change needs it.
-                let parsed = if live
-                    && active
-                        .iter()
-                        .any(|a| a.state.seq < change.seq && a.view.needs_parsed())
-                {
-                    Some(raw.to_document().map_err(|e| {
-                        StoreError::corrupt("revision body", change.id.as_bytes(), e)
-                    })?)
-                } else {
-                    None
-                };
-                let per_view = active
-                    .iter()
-                    .map(|a| {
-                        (a.state.seq < change.seq).then(|| {
-                            if !live {
-                                return Vec::new();
-                            }
-                            let mapped = a.view.map_parsed_or_raw(&raw, parsed.as_ref());
-                            let rows = encode_mapped(raw.id, &mapped, &mut keys);
-                            emitted += rows.len();
-                            rows
-                        })
-                    })
-                    .collect();
-                chunk.push(Pending {
-                    seq: change.seq,
-                    id: change.id,
-                    per_view,
-                });
+                let pending = pending?;
+                emitted += pending.rows;
+                chunk.push(pending);
             }
             if chunk.is_empty() {
                 break;
             }
-            self.commit_chunk(active, &mut chunk)?;
+            self.commit_chunk(active, &mut chunk, limits)?;
             chunks += 1;
         }
         Ok(chunks)
@@ -489,95 +536,69 @@ impl Index {
         Ok((state, found.is_some()))
     }
 
-    /// Writes one chunk as one atomic batch: for each view, the blocks of
-    /// rows and back-index entries the chunk touches (rewritten with the
-    /// removal of the rows each document's back-index entry lists, its new
-    /// rows and its new back-index entry) and the view's new state. Only
-    /// this indexer writes the tree (the writer lock), so reading blocks
-    /// before the batch is safe.
+    /// Writes one chunk, one atomic batch per view: the blocks of rows and
+    /// back-index entries the chunk touches (rewritten with the removal of
+    /// the rows each document's back-index entry lists, its new rows and its
+    /// new back-index entry) and the view's new state. Views are prepared
+    /// and written on up to `threads` threads, each on its own: a view's
+    /// rows and state never depend on another view's. Only this indexer
+    /// writes the tree (the writer lock), so reading blocks before the
+    /// batch is safe.
     fn commit_chunk(
         &self,
         active: &mut [Active<'_>],
         chunk: &mut [Pending],
+        limits: ChunkLimits,
     ) -> Result<(), ViewError> {
-        let mut batch = sled::Batch::default();
-        let mut outcomes = Vec::with_capacity(active.len());
-        for (vi, a) in active.iter().enumerate() {
-            let mut o = Outcome {
-                seq: a.state.seq,
-                ..Outcome::default()
-            };
-            let taken: Vec<(u64, &str, Vec<EncodedRow>)> = chunk
-                .iter_mut()
-                .filter_map(|p| {
-                    let Pending { seq, id, per_view } = p;
-                    per_view[vi].take().map(|rows| (*seq, id.as_str(), rows))
-                })
-                .collect();
-            if taken.is_empty() {
-                outcomes.push(o);
-                continue;
-            }
-            let mut ids: Vec<&[u8]> = taken.iter().map(|(_, id, _)| id.as_bytes()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let stored = block::lookup(&self.tree, &a.back_prefix, &ids)?;
-            // A document seen twice in one chunk (a change racing the
-            // read) lists, the second time, the rows its first time wrote.
-            let mut latest: HashMap<&str, usize> = HashMap::new();
-            let mut row_edits: Vec<block::Edit> = Vec::new();
-            let mut back_edits: Vec<block::Edit> = Vec::with_capacity(ids.len());
-            for (seq, id, new_rows) in taken {
-                o.docs += 1;
-                o.seq = o.seq.max(seq);
-                let listed_before: Option<&[u8]> = match latest.get(id) {
-                    Some(&at) => back_edits[at].1.as_deref(),
-                    None => ids
-                        .binary_search(&id.as_bytes())
-                        .ok()
-                        .and_then(|at| stored[at].as_deref()),
-                };
-                if let Some(listed) = listed_before {
-                    let suffixes = decode_back(listed).ok_or_else(|| ViewError::Corrupt {
-                        view: a.view.name().to_owned(),
-                        detail: format!("back-index entry of {id:?}"),
-                    })?;
-                    for k in suffixes {
-                        row_edits.push((k, None));
-                        o.removed += 1;
-                    }
+        let mut taken: Vec<Vec<Taken<'_>>> = active.iter().map(|_| Vec::new()).collect();
+        for p in chunk.iter_mut() {
+            let Pending {
+                seq, id, per_view, ..
+            } = p;
+            let id: &str = id;
+            for (vi, rows) in per_view.iter_mut().enumerate() {
+                if let Some(rows) = rows.take() {
+                    taken[vi].push((*seq, id, rows));
                 }
-                let listed = encode_back(&new_rows);
-                for (k, _, v) in new_rows {
-                    row_edits.push((k, Some(v)));
-                    o.written += 1;
-                }
-                latest.insert(id, back_edits.len());
-                back_edits.push((id.as_bytes().to_vec(), listed));
             }
-            let row_edits = block::normalize(row_edits);
-            block::apply(&self.tree, &a.prefix, &row_edits, &mut batch)?;
-            block::apply(
-                &self.tree,
-                &a.back_prefix,
-                &block::normalize(back_edits),
-                &mut batch,
-            )?;
-            if o.docs > 0 {
-                let s = ViewState {
-                    version: a.state.version,
-                    seq: o.seq,
-                    rows: (a.state.rows + o.written).saturating_sub(o.removed),
-                };
-                batch.insert(state_key(a.view.name()), encode_state(&s));
-            }
-            outcomes.push(o);
         }
-        self.tree.apply_batch(batch)?;
-        for (a, o) in active.iter_mut().zip(outcomes) {
-            if o.docs == 0 {
-                continue;
+        let edited: usize = taken
+            .iter()
+            .flatten()
+            .map(|(_, _, rows)| rows.len() + 1)
+            .sum();
+        let threads = if edited >= limits.parallel_edits {
+            limits.threads
+        } else {
+            1
+        };
+        let jobs: Vec<(&Active<'_>, Vec<Taken<'_>>)> = active.iter().zip(taken).collect();
+        let outcomes = parallel::map_in_threads(jobs, threads, |(a, taken)| {
+            if taken.is_empty() {
+                return Ok(None);
             }
+            let (o, writes) = view_writes(&self.tree, a, taken)?;
+            let mut batch = sled::Batch::default();
+            writes.add_to(&mut batch);
+            let s = ViewState {
+                version: a.state.version,
+                seq: o.seq,
+                rows: (a.state.rows + o.written).saturating_sub(o.removed),
+            };
+            batch.insert(state_key(a.view.name()), encode_state(&s));
+            self.tree.apply_batch(batch)?;
+            Ok(Some(o))
+        });
+        let mut failed = None;
+        for (a, o) in active.iter_mut().zip(outcomes) {
+            let o = match o {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             a.state.seq = o.seq;
             a.state.rows = (a.state.rows + o.written).saturating_sub(o.removed);
             a.report.docs_indexed += o.docs;
@@ -592,8 +613,118 @@ impl Index {
                 "view chunk committed"
             );
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
+}
+
+/// A document's new rows for one view in a chunk: (sequence, id, rows).
+type Taken<'a> = (u64, &'a str, Vec<EncodedRow>);
+
+/// What a change holds for each view behind it (see [`Pending`]); `behind`
+/// is each view with the sequence it had indexed when this update began.
+fn prepare(
+    change: RawDocumentChange,
+    behind: &[(&View, u64)],
+    keys: &mut KeyCache,
+) -> Result<Pending, ViewError> {
+    let live = !change.deleted && !change.id.starts_with("_design/");
+    let raw = RawDocument::new(&change.id, &change.rev, &change.body)
+        .with_conflicts(&change.conflicts, &change.deleted_conflicts);
+    // Parsed once, and only if a view behind this change needs it.
+    let parsed = if live
+        && behind
+            .iter()
+            .any(|(view, seq)| *seq < change.seq && view.needs_parsed())
+    {
+        Some(
+            raw.to_document()
+                .map_err(|e| StoreError::corrupt("revision body", change.id.as_bytes(), e))?,
+        )
+    } else {
+        None
+    };
+    let mut emitted = 0;
+    let per_view = behind
+        .iter()
+        .map(|(view, seq)| {
+            (*seq < change.seq).then(|| {
+                if !live {
+                    return Vec::new();
+                }
+                let mapped = view.map_parsed_or_raw(&raw, parsed.as_ref());
+                let rows = encode_mapped(raw.id, &mapped, keys);
+                emitted += rows.len();
+                rows
+            })
+        })
+        .collect();
+    Ok(Pending {
+        seq: change.seq,
+        id: change.id,
+        per_view,
+        rows: emitted,
+    })
+}
+
+/// One view's part of a chunk: the blocks of rows and back-index entries
+/// its documents' new rows rewrite, and what that did.
+fn view_writes(
+    tree: &sled::Tree,
+    a: &Active<'_>,
+    taken: Vec<Taken<'_>>,
+) -> Result<(Outcome, block::Writes), ViewError> {
+    let mut o = Outcome {
+        seq: a.state.seq,
+        ..Outcome::default()
+    };
+    let mut writes = block::Writes::default();
+    let mut ids: Vec<&[u8]> = taken.iter().map(|(_, id, _)| id.as_bytes()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let stored = block::lookup(tree, &a.back_prefix, &ids)?;
+    // A document seen twice in one chunk (a change racing the read) lists,
+    // the second time, the rows its first time wrote.
+    let mut latest: HashMap<&str, usize, BuildFx> = HashMap::default();
+    let mut row_edits: Vec<block::Edit> =
+        Vec::with_capacity(taken.iter().map(|(_, _, rows)| rows.len()).sum());
+    let mut back_edits: Vec<block::Edit> = Vec::with_capacity(ids.len());
+    for (seq, id, new_rows) in taken {
+        o.docs += 1;
+        o.seq = o.seq.max(seq);
+        let listed_before: Option<&[u8]> = match latest.get(id) {
+            Some(&at) => back_edits[at].1.as_deref(),
+            None => ids
+                .binary_search(&id.as_bytes())
+                .ok()
+                .and_then(|at| stored[at].as_deref()),
+        };
+        if let Some(listed) = listed_before {
+            let suffixes = decode_back(listed).ok_or_else(|| ViewError::Corrupt {
+                view: a.view.name().to_owned(),
+                detail: format!("back-index entry of {id:?}"),
+            })?;
+            for k in suffixes {
+                row_edits.push((k, None));
+                o.removed += 1;
+            }
+        }
+        let listed = encode_back(&new_rows);
+        for (k, _, v) in new_rows {
+            row_edits.push((k, Some(v)));
+            o.written += 1;
+        }
+        latest.insert(id, back_edits.len());
+        back_edits.push((id.as_bytes().to_vec(), listed));
+    }
+    let row_edits = block::normalize(row_edits);
+    block::apply(tree, &a.prefix, &row_edits, &mut writes)?;
+    block::apply(
+        tree,
+        &a.back_prefix,
+        &block::normalize(back_edits),
+        &mut writes,
+    )?;
+    Ok((o, writes))
 }
 
 #[derive(Default)]

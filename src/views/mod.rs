@@ -13,6 +13,8 @@
 //! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
 //!   a comparison and as order-preserving bytes (ICU4X sort keys).
 //! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
+//! - `parallel.rs`: a large backlog read and mapped on several threads,
+//!   in order, and views' blocks prepared side by side.
 //! - `block.rs`: sorted blocks, many rows (or back-index entries) per sled
 //!   entry: their format, edits and scans.
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
@@ -50,6 +52,7 @@ mod error;
 mod follow;
 mod fx;
 mod index;
+mod parallel;
 mod query;
 mod view;
 
@@ -149,15 +152,25 @@ impl Views {
     /// the next), reading each changed document once for all views.
     /// Blocking: from async code call it in `spawn_blocking`.
     ///
+    /// A large backlog (a build from nothing) is read and mapped on up to
+    /// four threads, as many as there are cores (`SETTEE_VIEW_THREADS`
+    /// overrides; 1 turns threads off), and the views of a large chunk are
+    /// written side by side; the result is the same index.
+    ///
     /// # Durability
-    /// One atomic sled batch per chunk of changes holds the chunk's rows,
-    /// back-index entries and each view's new sequence; flushed before
-    /// `Ok`. A kill leaves each view at its last committed chunk, and the
-    /// next warm-up or query continues from there. After an `Err`, some
-    /// chunks may be committed (and are consistent).
+    /// Per chunk of changes, one atomic sled batch per view holds the
+    /// view's rows and back-index entries of the chunk and its new
+    /// sequence; flushed before `Ok`. A kill leaves each view at its last
+    /// committed chunk, and the next warm-up or query continues from there.
+    /// After an `Err`, some chunks may be committed (and are consistent).
     pub fn warm(&self) -> Result<WarmReport, ViewError> {
+        self.warm_with(ChunkLimits::default())
+    }
+
+    /// [`Views::warm`] with chunks and threads set by the caller (tests).
+    pub(crate) fn warm_with(&self, limits: ChunkLimits) -> Result<WarmReport, ViewError> {
         let all: Vec<&View> = self.inner.views.iter().collect();
-        let report = self.inner.index.catch_up(&all, ChunkLimits::default())?;
+        let report = self.inner.index.catch_up(&all, limits)?;
         tracing::debug!(
             docs = report.docs_indexed(),
             ms = report.elapsed.as_millis() as u64,

@@ -704,7 +704,7 @@ fn check_passes_a_healthy_index_and_reports_damage() {
     let doc = replica.get("c-002").unwrap().unwrap();
     let mut keys = index::KeyCache::with_capacity(0);
     let rows = index::encode_rows(&elo(), Some(&doc), &mut keys);
-    let mut batch = sled::Batch::default();
+    let mut batch = block::Writes::default();
     block::apply(
         &tree,
         &index::view_prefix("elo"),
@@ -712,7 +712,7 @@ fn check_passes_a_healthy_index_and_reports_damage() {
         &mut batch,
     )
     .unwrap();
-    tree.apply_batch(batch).unwrap();
+    batch.apply_to(&tree).unwrap();
     let report = views.check().unwrap();
     let found: std::collections::BTreeSet<(&str, &str)> = report
         .violations
@@ -731,4 +731,152 @@ fn check_passes_a_healthy_index_and_reports_damage() {
         .violations
         .iter()
         .all(|v| v.key.starts_with("views/elo")));
+}
+
+/// Everything the `views` tree holds, in key order.
+fn tree_entries(views: &Views) -> Vec<(Vec<u8>, Vec<u8>)> {
+    views
+        .inner
+        .index
+        .tree
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Reading and mapping on several threads, in parts taken out of order,
+/// and writing views side by side builds, and then updates in small
+/// chunks, byte for byte the index one thread builds from the same
+/// documents: rows, back-index entries and states.
+#[test]
+fn threads_build_and_update_the_same_index_as_one_thread() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let replicas = [open(dirs[0].path()), open(dirs[1].path())];
+    let parsed = View::new("parsed", 1, |d, e| {
+        if let Some(n) = d.body.get("n").and_then(Value::as_u64) {
+            e.emit(json!([n % 13, d.id]), json!(n));
+        }
+    });
+    let elo_forms = |i: u64| match i % 4 {
+        0 => json!(600 + i),
+        1 => json!({"global": {"score": 700 + i}}),
+        2 => json!({"score": 800 + i}),
+        _ => Value::Null,
+    };
+    let write = |revs: Vec<IncomingRev>| {
+        for replica in &replicas {
+            let batch = WriteBatch {
+                revs: revs.clone(),
+                ..WriteBatch::default()
+            };
+            replica.commit_blocking(&batch).unwrap();
+        }
+    };
+    let rev = |id: String, path: &[&str], deleted: bool, body: Value| IncomingRev {
+        id,
+        path: RevPath {
+            start: path.len() as u64,
+            ids: path.iter().map(|s| s.to_string()).collect(),
+        },
+        deleted,
+        body: serde_json::value::to_raw_value(&body).unwrap(),
+    };
+    for start in (0..1200u64).step_by(100) {
+        write(
+            (start..start + 100)
+                .map(|i| {
+                    let mut body = json!({"docType": "CARD", "n": i});
+                    if i % 4 != 3 {
+                        body["elo"] = elo_forms(i);
+                    }
+                    rev(format!("c-{i:05}"), &["1a"], false, body)
+                })
+                .collect(),
+        );
+    }
+    write(
+        (0..10u64)
+            .map(|t| {
+                let cards: Vec<String> = (0..1200u64)
+                    .filter(|i| i % (t + 2) == 0)
+                    .map(|i| format!("c-{i:05}"))
+                    .collect();
+                let body = json!({"docType": "TAG", "name": format!("t{t}"), "taggedCards": cards});
+                rev(format!("TAG-{t}"), &["1a"], false, body)
+            })
+            .collect(),
+    );
+    let mut all_views = builtin();
+    all_views.push(parsed.clone());
+    let views = [
+        Views::with_views(&replicas[0], all_views.clone()).unwrap(),
+        Views::with_views(&replicas[1], all_views).unwrap(),
+    ];
+    let one = index::ChunkLimits {
+        threads: 1,
+        ..index::ChunkLimits::default()
+    };
+    let three = index::ChunkLimits {
+        threads: 3,
+        parallel_backlog: 1,
+        parallel_edits: 1,
+        ..index::ChunkLimits::default()
+    };
+    let (a, b) = (
+        views[0].warm_with(one).unwrap(),
+        views[1].warm_with(three).unwrap(),
+    );
+    assert_eq!((a.threads, b.threads), (1, 3));
+    assert_eq!(
+        a.view("getTags").unwrap().total_rows,
+        b.view("getTags").unwrap().total_rows
+    );
+    assert!(b.view("getTags").unwrap().total_rows > 2000);
+    assert_eq!(tree_entries(&views[0]), tree_entries(&views[1]));
+
+    // Updates, deletions and a conflict, indexed in chunks of 50 documents
+    // while the workers read ahead.
+    write(
+        (0..1200u64)
+            .step_by(3)
+            .map(|i| {
+                let id = format!("c-{i:05}");
+                match i % 9 {
+                    0 => rev(id, &["2b", "1a"], true, json!({})),
+                    3 => rev(
+                        id,
+                        &["2c", "1a"],
+                        false,
+                        json!({"docType": "CARD", "n": i + 1, "elo": i}),
+                    ),
+                    _ => rev(id, &["2d", "1a"], false, json!({"docType": "NOTE"})),
+                }
+            })
+            .chain([rev(
+                "TAG-1".into(),
+                &["2z", "1a"],
+                false,
+                json!({"docType": "TAG", "taggedCards": ["c-00001"]}),
+            )])
+            .collect(),
+    );
+    let small = |limits: index::ChunkLimits| index::ChunkLimits {
+        docs: 50,
+        rows: 500,
+        grow: false,
+        ..limits
+    };
+    let (a, b) = (
+        views[0].warm_with(small(one)).unwrap(),
+        views[1].warm_with(small(three)).unwrap(),
+    );
+    assert_eq!((a.threads, b.threads), (1, 3));
+    assert!(b.chunks > 5, "{} chunks", b.chunks);
+    assert_eq!(tree_entries(&views[0]), tree_entries(&views[1]));
+    for view in views[1].views() {
+        assert_eq!(all(&views[1], view.name()), reference(&replicas[1], view));
+    }
 }

@@ -1,0 +1,278 @@
+//! Indexing on more than one core: the two parts of a warm-up that split
+//! cleanly across threads, behind an interface that keeps them in order.
+//!
+//! - [`Ordered`] cuts a range of local sequences into parts, prepares them
+//!   on worker threads (reading the documents and running the map
+//!   functions, the larger half of a build from nothing), and hands the
+//!   results to one consumer in sequence order, a bounded number of parts
+//!   ahead of it.
+//! - [`map_in_threads`] runs one job per view (sorting a view's edits and
+//!   cutting its blocks) on up to N threads and returns the results in the
+//!   views' order.
+//!
+//! Nothing here knows what a view or a document is, nor writes anything:
+//! `index.rs` decides what is prepared and commits it, in order, on its own
+//! thread, so the crash analysis of a chunk does not change. A panic on a
+//! worker (an app's map function) is carried to the consumer and resumed
+//! there, as it would surface without threads.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+/// How many threads a warm-up may use: `SETTEE_VIEW_THREADS` if set (1
+/// turns threads off), else the available cores, at most 4.
+pub(crate) fn threads() -> usize {
+    std::env::var("SETTEE_VIEW_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
+/// A part's outcome: what the worker returned, or the panic it raised.
+type Part<T> = thread::Result<T>;
+
+struct Progress<T> {
+    /// Finished parts not yet taken, by part number.
+    done: BTreeMap<usize, Part<T>>,
+    /// Parts taken by the consumer; the next one it takes is this one.
+    taken: usize,
+    /// The consumer left (finished, failed or panicked): workers stop.
+    stop: bool,
+}
+
+/// Parts of `(after, upto]` prepared by workers, taken in order.
+pub(crate) struct Ordered<T> {
+    parts: Vec<RangeInclusive<u64>>,
+    /// The next part a worker claims.
+    claim: AtomicUsize,
+    /// How many parts a worker may finish ahead of the consumer: memory
+    /// is bounded by it, not by the backlog.
+    window: usize,
+    progress: Mutex<Progress<T>>,
+    changed: Condvar,
+}
+
+impl<T: Send> Ordered<T> {
+    /// Sequences `after + 1 ..= upto` in parts of about `span`, for
+    /// `workers` threads.
+    pub(crate) fn new(after: u64, upto: u64, span: u64, workers: usize) -> Ordered<T> {
+        let span = span.max(1);
+        let mut parts = Vec::new();
+        let mut start = after.saturating_add(1);
+        while start <= upto {
+            let end = start.saturating_add(span - 1).min(upto);
+            parts.push(start..=end);
+            if end == u64::MAX {
+                break;
+            }
+            start = end + 1;
+        }
+        Ordered {
+            parts,
+            claim: AtomicUsize::new(0),
+            window: workers.max(1) * 4,
+            progress: Mutex::new(Progress {
+                done: BTreeMap::new(),
+                taken: 0,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress<T>> {
+        // A poisoned lock only means a thread panicked while holding it;
+        // the map is still consistent (every update is one insert/remove).
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A worker's loop: claims parts in order and prepares each with
+    /// `prepare(state, part)`, until every part is claimed or the consumer
+    /// stops. `state` is the worker's own (a key cache, say).
+    pub(crate) fn work<S>(&self, mut state: S, prepare: impl Fn(&mut S, RangeInclusive<u64>) -> T) {
+        loop {
+            let i = self.claim.fetch_add(1, Ordering::Relaxed);
+            let Some(part) = self.parts.get(i) else {
+                return;
+            };
+            {
+                let mut p = self.lock();
+                while !p.stop && i >= p.taken + self.window {
+                    p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+                }
+                if p.stop {
+                    return;
+                }
+            }
+            let out = catch_unwind(AssertUnwindSafe(|| prepare(&mut state, part.clone())));
+            let panicked = out.is_err();
+            self.lock().done.insert(i, out);
+            self.changed.notify_all();
+            if panicked {
+                return;
+            }
+        }
+    }
+
+    /// The next part's result, in order; `None` after the last. Resumes a
+    /// worker's panic here.
+    pub(crate) fn next_part(&self) -> Option<T> {
+        let mut p = self.lock();
+        if p.taken >= self.parts.len() {
+            return None;
+        }
+        loop {
+            let want = p.taken;
+            if let Some(out) = p.done.remove(&want) {
+                p.taken += 1;
+                drop(p);
+                self.changed.notify_all();
+                return Some(out.unwrap_or_else(|panic| resume_unwind(panic)));
+            }
+            p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Tells the workers to stop; call it (or hold [`Ordered::stop_guard`])
+    /// before the scope that runs them ends, or they may wait forever.
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// Stops the workers when dropped, also when the consumer returns early
+    /// with an error or unwinds.
+    pub(crate) fn stop_guard(&self) -> StopGuard<'_, T> {
+        StopGuard(self)
+    }
+}
+
+/// See [`Ordered::stop_guard`].
+pub(crate) struct StopGuard<'a, T: Send>(&'a Ordered<T>);
+
+impl<T: Send> Drop for StopGuard<'_, T> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// `f` of every item, on up to `threads` threads, in the items' order
+/// (on the calling thread alone when one thread or one item).
+pub(crate) fn map_in_threads<I: Send, O: Send>(
+    items: Vec<I>,
+    threads: usize,
+    f: impl Fn(I) -> O + Sync,
+) -> Vec<O> {
+    if threads < 2 || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let mut results: Vec<(usize, Part<O>)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(n))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                        let Some((i, item)) = next else {
+                            return mine;
+                        };
+                        mine.push((i, catch_unwind(AssertUnwindSafe(|| f(item)))));
+                    }
+                })
+            })
+            .collect();
+        // A worker's own code cannot panic outside `catch_unwind`.
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|panic| resume_unwind(panic)))
+            .collect()
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results
+        .into_iter()
+        .map(|(_, out)| out.unwrap_or_else(|panic| resume_unwind(panic)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts come back in sequence order, each exactly once, whatever
+    /// order the workers finish them in, and cover the range.
+    #[test]
+    fn ordered_parts_arrive_in_order_and_cover_the_range() {
+        let ordered: Ordered<Vec<u64>> = Ordered::new(10, 1000, 7, 3);
+        thread::scope(|s| {
+            for w in 0..3u64 {
+                let ordered = &ordered;
+                s.spawn(move || {
+                    ordered.work((), |(), part| {
+                        // Uneven work, so parts finish out of order.
+                        if (part.start() + w) % 3 == 0 {
+                            thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        part.collect()
+                    })
+                });
+            }
+            let _guard = ordered.stop_guard();
+            let mut seen = Vec::new();
+            while let Some(part) = ordered.next_part() {
+                seen.extend(part);
+            }
+            assert_eq!(seen, (11..=1000).collect::<Vec<_>>());
+        });
+    }
+
+    /// A consumer that stops early does not leave workers waiting.
+    #[test]
+    fn an_early_stop_releases_the_workers() {
+        let ordered: Ordered<u64> = Ordered::new(0, 10_000, 1, 2);
+        thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| ordered.work((), |(), part| *part.start()));
+            }
+            let _guard = ordered.stop_guard();
+            assert_eq!(ordered.next_part(), Some(1));
+            assert_eq!(ordered.next_part(), Some(2));
+        });
+        // Reaching here means the scope joined both workers.
+        assert!(ordered.lock().done.len() <= ordered.window);
+    }
+
+    /// A worker's panic surfaces on the consumer, not as a hang.
+    #[test]
+    fn a_worker_panic_is_resumed_on_the_consumer() {
+        let caught = catch_unwind(|| {
+            let ordered: Ordered<u64> = Ordered::new(0, 100, 10, 2);
+            thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        ordered.work((), |(), part| {
+                            assert!(*part.start() != 41, "map function failed");
+                            *part.start()
+                        })
+                    });
+                }
+                let _guard = ordered.stop_guard();
+                while ordered.next_part().is_some() {}
+            });
+        });
+        assert!(caught.is_err());
+    }
+
+    #[test]
+    fn map_in_threads_keeps_the_items_order() {
+        let out = map_in_threads((0..50).collect(), 3, |i: u64| i * i);
+        assert_eq!(out, (0..50).map(|i| i * i).collect::<Vec<_>>());
+        assert_eq!(map_in_threads(vec![7u64], 3, |i| i + 1), vec![8]);
+    }
+}
