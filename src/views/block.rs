@@ -228,8 +228,10 @@ pub(crate) fn lookup(
     Ok(out)
 }
 
-/// An edit of one entry: `Some` value to put, `None` to remove.
-pub(crate) type Edit = (Vec<u8>, Option<Vec<u8>>);
+/// An edit of one entry: `Some` value to put, `None` to remove. The value
+/// is any byte container: rows share one buffer for a value many of them
+/// store (a tag's), back-index entries own theirs.
+pub(crate) type Edit<V = Vec<u8>> = (Vec<u8>, Option<V>);
 
 /// Block writes gathered for one batch. Kept apart from a `sled::Batch`
 /// (which cannot be merged) so that views can prepare theirs on separate
@@ -270,10 +272,10 @@ impl Writes {
 /// `batch` the removal of every touched block and the blocks that replace
 /// it. Touched blocks are read now: the caller must be the space's only
 /// writer until the batch is applied.
-pub(crate) fn apply(
+pub(crate) fn apply<V: AsRef<[u8]>>(
     tree: &sled::Tree,
     space: &[u8],
-    edits: &[Edit],
+    edits: &[Edit<V>],
     batch: &mut Writes,
 ) -> Result<(), ViewError> {
     let mut rest = edits;
@@ -313,7 +315,10 @@ type Entry<'a> = (&'a [u8], &'a [u8]);
 
 /// The entries of `old` with `edits` applied, in key order, and whether
 /// that differs from `old`.
-fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<Entry<'a>>, bool) {
+fn merge<'a, V: AsRef<[u8]>>(
+    old: Option<&'a Block>,
+    edits: &'a [Edit<V>],
+) -> (Vec<Entry<'a>>, bool) {
     let n = old.map_or(0, Block::len);
     let mut out = Vec::with_capacity(n + edits.len());
     let mut changed = false;
@@ -333,8 +338,8 @@ fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<Entry<'a>>, bool
                 let (k, v) = &edits[j];
                 match v {
                     Some(v) => {
-                        changed |= v.as_slice() != b.value_slice(i);
-                        out.push((k.as_slice(), v.as_slice()));
+                        changed |= v.as_ref() != b.value_slice(i);
+                        out.push((k.as_slice(), v.as_ref()));
                     }
                     None => changed = true,
                 }
@@ -344,7 +349,7 @@ fn merge<'a>(old: Option<&'a Block>, edits: &'a [Edit]) -> (Vec<Entry<'a>>, bool
             _ => {
                 let (k, v) = &edits[j];
                 if let Some(v) = v {
-                    out.push((k.as_slice(), v.as_slice()));
+                    out.push((k.as_slice(), v.as_ref()));
                     changed = true;
                 }
                 j += 1;
@@ -381,14 +386,14 @@ fn write_blocks(space: &[u8], entries: &[(&[u8], &[u8])], batch: &mut Writes) {
 
 /// Sorts edits by key, keeping the last edit of each key (a document seen
 /// twice in one chunk).
-pub(crate) fn normalize(mut edits: Vec<Edit>) -> Vec<Edit> {
+pub(crate) fn normalize<V>(mut edits: Vec<Edit<V>>) -> Vec<Edit<V>> {
     // Stable, so the last edit of a key stays last; runs already in order
     // (a document's rows, documents in id order) make it nearly linear.
     edits.sort_by(|a, b| a.0.cmp(&b.0));
     if !edits.windows(2).any(|w| w[0].0 == w[1].0) {
         return edits;
     }
-    let mut out: Vec<Edit> = Vec::with_capacity(edits.len());
+    let mut out: Vec<Edit<V>> = Vec::with_capacity(edits.len());
     for e in edits {
         match out.last_mut() {
             Some(last) if last.0 == e.0 => *last = e,

@@ -255,8 +255,9 @@ pub(crate) fn state_key(name: &str) -> Vec<u8> {
 }
 
 /// A row ready to store: (key suffix after the view prefix, length of its
-/// encoded-key part, stored value).
-pub(crate) type EncodedRow = (Vec<u8>, usize, Vec<u8>);
+/// encoded-key part, stored value). Rows of one document that store the
+/// same value (a tag's rows, one per card) share its bytes.
+pub(crate) type EncodedRow = (Vec<u8>, usize, Arc<[u8]>);
 
 /// One change, prepared for every view still behind it.
 struct Pending {
@@ -685,7 +686,7 @@ fn view_writes(
     // A document seen twice in one chunk (a change racing the read) lists,
     // the second time, the rows its first time wrote.
     let mut latest: HashMap<&str, usize, BuildFx> = HashMap::default();
-    let mut row_edits: Vec<block::Edit> =
+    let mut row_edits: Vec<block::Edit<Arc<[u8]>>> =
         Vec::with_capacity(taken.iter().map(|(_, _, rows)| rows.len()).sum());
     let mut back_edits: Vec<block::Edit> = Vec::with_capacity(ids.len());
     for (seq, id, new_rows) in taken {
@@ -805,22 +806,35 @@ pub(crate) fn encode_mapped(
     let mut id = Vec::with_capacity(3 * doc_id.len() + 8);
     cache.encode_str(doc_id, &mut id);
     let mut out = Vec::with_capacity(rows.len());
-    let mut last: Option<(Arc<Value>, Vec<u8>)> = None;
+    // The last value serialized, and its stored form for a string key
+    // (which does not depend on the key: see `row_value`).
+    let mut last: Option<(&Arc<Value>, Vec<u8>, Option<Arc<[u8]>>)> = None;
+    let mut scratch = Vec::new();
     for (i, (key, value)) in rows.iter().enumerate() {
         let mut k = Vec::with_capacity(32 + id.len());
         cache.encode(key, &mut k);
         let key_len = k.len();
         k.extend_from_slice(&id);
         k.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-        if !matches!(&last, Some((shared, _)) if Arc::ptr_eq(shared, value)) {
+        let same = matches!(&last, Some((shared, ..)) if Arc::ptr_eq(shared, value));
+        if !same {
             // Serializing a Value cannot fail (its map keys are strings).
             last = Some((
-                Arc::clone(value),
+                value,
                 serde_json::to_vec(&**value).unwrap_or_default(),
+                None,
             ));
         }
-        let value_json = last.as_ref().map_or(&[][..], |(_, json)| json.as_slice());
-        out.push((k, key_len, row_value(key, value_json)));
+        let Some((_, value_json, for_string)) = &mut last else {
+            continue;
+        };
+        let stored = match key {
+            Value::String(_) => Arc::clone(
+                for_string.get_or_insert_with(|| row_value(key, value_json, &mut scratch)),
+            ),
+            _ => row_value(key, value_json, &mut scratch),
+        };
+        out.push((k, key_len, stored));
     }
     out
 }
@@ -831,25 +845,21 @@ pub(crate) fn encode_mapped(
 /// reversible (`1` and `1.0` encode alike). Layout: `0` then the value's
 /// JSON for a string key; `1`, the key's JSON length (`u32` BE), the key's
 /// JSON and the value's JSON otherwise.
-fn row_value(key: &Value, value_json: &[u8]) -> Vec<u8> {
+fn row_value(key: &Value, value_json: &[u8], scratch: &mut Vec<u8>) -> Arc<[u8]> {
+    scratch.clear();
     match key {
-        Value::String(_) => {
-            let mut v = Vec::with_capacity(1 + value_json.len());
-            v.push(STRING_KEY);
-            v.extend_from_slice(value_json);
-            v
-        }
+        Value::String(_) => scratch.push(STRING_KEY),
         _ => {
-            let mut v = Vec::with_capacity(5 + 16 + value_json.len());
-            v.push(JSON_KEY);
-            v.extend_from_slice(&[0; 4]);
-            let _ = serde_json::to_writer(&mut v, key);
-            let len = u32::try_from(v.len() - 5).unwrap_or(u32::MAX);
-            v[1..5].copy_from_slice(&len.to_be_bytes());
-            v.extend_from_slice(value_json);
-            v
+            scratch.push(JSON_KEY);
+            scratch.extend_from_slice(&[0; 4]);
+            let _ = serde_json::to_writer(&mut *scratch, key);
+            let len = u32::try_from(scratch.len() - 5).unwrap_or(u32::MAX);
+            scratch[1..5].copy_from_slice(&len.to_be_bytes());
         }
     }
+    scratch.extend_from_slice(value_json);
+    // One allocation of the exact size; the scratch buffer is reused.
+    Arc::from(&scratch[..])
 }
 
 const STRING_KEY: u8 = 0;

@@ -705,7 +705,7 @@ fn check_passes_a_healthy_index_and_reports_damage() {
     let mut keys = index::KeyCache::with_capacity(0);
     let rows = index::encode_rows(&elo(), Some(&doc), &mut keys);
     let mut batch = block::Writes::default();
-    block::apply(
+    block::apply::<Vec<u8>>(
         &tree,
         &index::view_prefix("elo"),
         &[(rows[0].0.clone(), None)],
