@@ -806,9 +806,7 @@ pub(crate) fn encode_mapped(
     let mut id = Vec::with_capacity(3 * doc_id.len() + 8);
     cache.encode_str(doc_id, &mut id);
     let mut out = Vec::with_capacity(rows.len());
-    // The last value serialized, and its stored form for a string key
-    // (which does not depend on the key: see `row_value`).
-    let mut last: Option<(&Arc<Value>, Vec<u8>, Option<Arc<[u8]>>)> = None;
+    let mut last: Option<LastValue<'_>> = None;
     let mut scratch = Vec::new();
     for (i, (key, value)) in rows.iter().enumerate() {
         let mut k = Vec::with_capacity(32 + id.len());
@@ -838,6 +836,11 @@ pub(crate) fn encode_mapped(
     }
     out
 }
+
+/// The last value `encode_mapped` serialized, its JSON, and its stored
+/// form for a string key (which does not depend on the key: see
+/// `row_value`), shared by the rows that emit it.
+type LastValue<'a> = (&'a Arc<Value>, Vec<u8>, Option<Arc<[u8]>>);
 
 /// A row's stored value. The doc id is not stored (the key suffix holds it
 /// as an encoded string, which keeps its UTF-8 bytes), nor a string key
