@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench-attachment-rss.sh: peak memory (RSS) of `settee pull` against the size of one
-# attachment, to check that attachment bytes are streamed to the replica and never
-# held whole (issue 12). Not part of `cargo test`.
+# bench-attachment-rss.sh: peak memory (RSS) of `settee pull`, and of `settee get
+# --attachment` reading it back out, against the size of one attachment, to check that
+# attachment bytes are streamed both ways and never held whole (issue 12). Not part of
+# `cargo test`.
 #
 # Usage:
 #   scripts/bench-attachment-rss.sh [--sizes "16 64"] [--bin PATH]
@@ -12,8 +13,10 @@
 #
 # Starts PouchDB Server in memory on a free port, PUTs one attachment of random bytes
 # per size, pulls each into a fresh replica under /usr/bin/time -v, and prints the
-# size, the peak RSS and the replica's disk use. Expect the RSS to stay flat as the
-# size grows (it did not before: 295 MiB for 64 MiB).
+# size, the peak RSS and the replica's disk use, then copies the attachment out with
+# `settee get --attachment -o` under /usr/bin/time -v and checks the bytes. Expect both
+# RSS figures to stay flat as the size grows (the pull's did not before: 295 MiB for
+# 64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes="16 64"
@@ -37,7 +40,7 @@ exec 3> "$work/stdin"   # the server runs while its stdin is open
 trap 'exec 3>&-; kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q READY "$work/server.out" && break; sleep 0.2; done
 base="http://a:b@127.0.0.1:$port"
-printf '%-10s %-14s %s\n' "MiB" "peak RSS MiB" "replica on disk"
+printf '%-10s %-14s %-18s %s\n' "MiB" "peak RSS MiB" "get: peak RSS MiB" "replica on disk"
 for mb in $sizes; do
   curl -sf -X PUT "$base/att$mb" > /dev/null
   head -c $((mb * 1024 * 1024)) /dev/urandom > "$work/blob"
@@ -45,5 +48,8 @@ for mb in $sizes; do
     "$base/att$mb/doc/blob.bin" > /dev/null
   /usr/bin/time -v "$bin" pull --quiet "$base/att$mb" "$work/r$mb" > /dev/null 2> "$work/time"
   rss=$(awk -F: '/Maximum resident/ {printf "%.0f", $2 / 1024}' "$work/time")
-  printf '%-10s %-14s %s\n' "$mb" "$rss" "$(du -sh "$work/r$mb" | cut -f1)"
+  /usr/bin/time -v "$bin" get "$work/r$mb" doc --attachment blob.bin -o "$work/out" 2> "$work/time"
+  cmp -s "$work/blob" "$work/out" || { echo "settee get returned other bytes" >&2; exit 1; }
+  get_rss=$(awk -F: '/Maximum resident/ {printf "%.0f", $2 / 1024}' "$work/time")
+  printf '%-10s %-14s %-18s %s\n' "$mb" "$rss" "$get_rss" "$(du -sh "$work/r$mb" | cut -f1)"
 done

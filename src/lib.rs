@@ -129,9 +129,9 @@ pub use store::{
     compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
 };
 pub use store::{
-    AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document, DocumentChange,
-    DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint, RemoteBinding, Replica,
-    ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
+    AttachmentReader, AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document,
+    DocumentChange, DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint,
+    RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
 pub use store::{RawDocumentChange, RawDocumentChanges};
 pub use sync::{

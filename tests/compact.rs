@@ -413,4 +413,8 @@ async fn streamed_attachment_files_stay_with_the_compacted_replica() {
     ]);
     ok(&out, "settee get --attachment");
     assert_eq!(std::fs::read(&out_file).unwrap(), bytes);
+    // To standard output too, streamed from the file.
+    let out = settee(&["get", d, "big", "--attachment", "big.bin"]);
+    ok(&out, "settee get --attachment to stdout");
+    assert!(out.stdout == bytes, "stdout holds the attachment's bytes");
 }

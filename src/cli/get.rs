@@ -41,17 +41,24 @@ pub(crate) fn run(args: GetArgs) -> CliResult {
             args.id, doc.rev
         )));
     };
-    let Some(bytes) = replica.attachment(&stub.digest)? else {
+    // Streamed: a large attachment is copied from its file, not read whole.
+    let Some(mut bytes) = replica.attachment_reader(&stub.digest)? else {
         return Ok(Outcome::Missing(format!(
             "the bytes of attachment {name:?} ({}) are not in this replica",
             stub.digest
         )));
     };
     match &args.output {
-        Some(path) => std::fs::write(path, &bytes)?,
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+            std::io::copy(&mut bytes, &mut file)?;
+            file.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .sync_all()?;
+        }
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)?;
+            std::io::copy(&mut bytes, &mut out)?;
             out.flush()?;
         }
     }

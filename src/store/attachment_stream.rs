@@ -138,6 +138,26 @@ impl Replica {
         Ok(Some(bytes))
     }
 
+    /// A reader of a large attachment's file, when `att_chunked` names one
+    /// for `digest`, and its length (checked against the file's).
+    pub(crate) fn chunked_reader(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(std::fs::File, u64)>, StoreError> {
+        let Some((path, len)) = self.chunked(digest)? else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(&path).map_err(|e| missing(digest, &path, e))?;
+        let found = file
+            .metadata()
+            .map_err(|e| missing(digest, &path, e))?
+            .len();
+        if found != len {
+            return Err(wrong_length(digest, found, len));
+        }
+        Ok(Some((file, len)))
+    }
+
     /// Checks that the file `att_chunked` names for `digest` (if any) is
     /// there with the right length.
     pub(crate) fn check_chunks(&self, digest: &str) -> Result<(), StoreError> {

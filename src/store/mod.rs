@@ -557,6 +557,38 @@ impl Replica {
         }
     }
 
+    /// The bytes of an attachment, by digest, as a reader: a large one is
+    /// read from its file as it is consumed, never whole in memory (use it
+    /// to copy an attachment out; [`Replica::attachment`] returns it whole).
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// if let Some(mut bytes) = replica.attachment_reader("md5-unknown").unwrap() {
+    ///     std::io::copy(&mut bytes, &mut std::io::sink()).unwrap();
+    /// }
+    /// ```
+    pub fn attachment_reader(&self, digest: &str) -> Result<Option<AttachmentReader>, StoreError> {
+        match self.inner.trees.attachments.get(digest.as_bytes())? {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(Some(match self.chunked_reader(digest)? {
+                Some((file, len)) => AttachmentReader {
+                    len,
+                    source: ReaderSource::File(std::io::Read::take(file, len)),
+                },
+                None => AttachmentReader {
+                    len: 0,
+                    source: ReaderSource::Stored(std::io::Cursor::new(v)),
+                },
+            })),
+            Some(v) => Ok(Some(AttachmentReader {
+                len: v.len() as u64,
+                source: ReaderSource::Stored(std::io::Cursor::new(v)),
+            })),
+        }
+    }
+
     /// True when the replica already holds these attachment bytes.
     pub fn has_attachment(&self, digest: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -732,4 +764,39 @@ fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
     v.try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::corrupt("counter", key, "not 8 bytes"))
+}
+
+/// An attachment's bytes from [`Replica::attachment_reader`]: from sled
+/// for a small one, from its file for a large one.
+#[derive(Debug)]
+pub struct AttachmentReader {
+    len: u64,
+    source: ReaderSource,
+}
+
+#[derive(Debug)]
+enum ReaderSource {
+    Stored(std::io::Cursor<sled::IVec>),
+    File(std::io::Take<std::fs::File>),
+}
+
+impl AttachmentReader {
+    /// The attachment's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty attachment.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::io::Read for AttachmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.source {
+            ReaderSource::Stored(c) => c.read(buf),
+            ReaderSource::File(f) => f.read(buf),
+        }
+    }
 }
