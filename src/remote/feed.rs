@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 use reqwest::Method;
 use serde_json::Value;
+use std::time::Instant;
 use tokio::task::JoinHandle;
 
 /// Bytes of documents one page of the changes feed should carry at most
@@ -60,6 +61,11 @@ impl Remote {
             let mut since = since;
             let mut ahead: Option<Ahead> = None;
             loop {
+                // How long the consumer waits for the server, and how long a
+                // page's parse takes: the pull's debug log says where a
+                // page's time goes (`RUST_LOG=settee::remote::feed=debug`).
+                let waiting = Instant::now();
+                let early = ahead.is_some();
                 let asked = match ahead.take() {
                     Some(a) if a.since == since => a.into_answer(&remote).await?,
                     // No early request, or one for another `since` (dropping
@@ -70,6 +76,8 @@ impl Remote {
                         Answer { limit, include_docs, bytes }
                     }
                 };
+                let waited = waiting.elapsed();
+                let parsing = Instant::now();
                 let rows_hint = count_rows(&asked.bytes);
                 if asked.include_docs {
                     plan.measured(asked.bytes.len(), rows_hint);
@@ -94,6 +102,9 @@ impl Remote {
                     tracing::debug!("the early request's since is not the page's last_seq; dropped");
                     ahead = None;
                 }
+                tracing::debug!(rows = page.results.len(), bytes = asked.bytes.len(),
+                    early, ahead = ahead.is_some(), waited_us = waited.as_micros() as u64,
+                    parsed_us = parsing.elapsed().as_micros() as u64, "changes page read");
                 let done = page.results.len() < asked.limit || page.pending == Some(0);
                 if page.results.is_empty() {
                     break;

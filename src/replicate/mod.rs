@@ -623,9 +623,14 @@ async fn run<F: std::future::Future<Output = ()>>(
             loop {
                 // Take the permit before asking for the page: the feed is
                 // read no further ahead than the batches that fit in memory.
+                let waiting = Instant::now();
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                tracing::debug!(
+                    waited_us = waiting.elapsed().as_micros() as u64,
+                    "feed reader took a batch permit"
+                );
                 let Some(page) = pages.next().await else {
                     return;
                 };
