@@ -348,7 +348,7 @@ impl Remote {
     /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`]. In a
     /// cookie session, a 401 (the session expired) logs in again and sends
     /// the request once more.
-    async fn send_once(
+    pub(super) async fn send_once(
         &self,
         method: Method,
         url: &Url,

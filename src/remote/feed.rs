@@ -91,11 +91,11 @@ impl Remote {
                 }
                 let page = match serde_json::from_slice::<ChangesPage>(&asked.bytes) {
                     Ok(page) => page,
-                    Err(e) => {
-                        // A body cut short, say: the slow way retries it.
-                        tracing::debug!(%e, "a changes page did not parse; asking for it again");
+                    Err(_) => {
+                        // A body cut short, say: asked for again as the
+                        // retry policy says, as any answer that does not parse.
                         ahead = None;
-                        remote.changes_page(&since, asked.limit, asked.include_docs).await?
+                        remote.changes_parsed(&asked, &since).await?
                     }
                 };
                 if ahead.as_ref().is_some_and(|a| a.since != page.last_seq) {
@@ -117,6 +117,36 @@ impl Remote {
                 }
             }
         }
+    }
+
+    /// The page `asked` holds, parsed; an answer that does not parse is one
+    /// failed attempt of the retry policy, and the page is asked for again
+    /// (as [`Remote::changes`] does).
+    async fn changes_parsed(
+        &self,
+        asked: &Answer,
+        since: &Seq,
+    ) -> Result<ChangesPage, RemoteError> {
+        let url = self.changes_url(since, asked.limit, asked.include_docs);
+        let what = format!("GET {url}");
+        let mut first = Some(asked.bytes.clone());
+        self.retrying(&what, || {
+            let received = first.take();
+            let url = &url;
+            async move {
+                let bytes = match received {
+                    Some(bytes) => bytes,
+                    None => self.send_once(Method::GET, url, None, false).await?,
+                };
+                serde_json::from_slice(&bytes).map_err(|e| RemoteError::InvalidResponse {
+                    method: Method::GET.to_string(),
+                    url: url.to_string(),
+                    bytes: bytes.len(),
+                    detail: e.to_string(),
+                })
+            }
+        })
+        .await
     }
 
     /// One page of `_changes?style=all_docs` as text, unparsed (retried as
