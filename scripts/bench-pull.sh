@@ -56,7 +56,8 @@
 #      server process used during the run (/proc/<pid>/stat utime+stime before and after),
 #      and the HTTP requests the client made: the server runs at log level info, which
 #      writes one `IP - - METHOD PATH STATUS` line per answered request to its log.txt, and
-#      the lines added during the run are counted (the same count for every client).
+#      the lines added during the run are counted (the same count for every client), and
+#      load1, the machine's 1-minute load average as the run ends (the machine is shared).
 #   5. Prints a Markdown summary (medians per size x setting x client, settee/PouchDB
 #      ratios, `settee peak RSS <largest>/<smallest> = X.XX` at setting 1000/5) and
 #      writes it to <out>/summary.md.
