@@ -38,10 +38,11 @@ impl Remote {
     ///
     /// Pages carry their documents (`include_docs=true`) while the feed is
     /// mostly first revisions, the documents a replica can take from the
-    /// feed without a `_bulk_get` (a cold load): the first two pages do when
-    /// `since` is the start of the feed, and every later page does when at
-    /// least half the rows of the last page parsed before its request went
-    /// out (the page two before it) were first revisions. An incremental
+    /// feed without a `_bulk_get` (a cold load): the first page does when
+    /// `since` is the start of the feed, and every next page does when at
+    /// least half the rows of the page before were first revisions (read
+    /// from the page's text when the next request goes out before the
+    /// parse, from the parsed rows otherwise). An incremental
     /// pull's feed (updates, at generation 2 and above) is read without
     /// documents, which would be fetched again anyway.
     ///
@@ -78,13 +79,15 @@ impl Remote {
                 };
                 let waited = waiting.elapsed();
                 let parsing = Instant::now();
-                let rows_hint = count_rows(&asked.bytes);
+                let seen = scan_rows(&asked.bytes);
                 if asked.include_docs {
-                    plan.measured(asked.bytes.len(), rows_hint);
+                    plan.measured(asked.bytes.len(), seen.rows);
                 }
-                // A full page is probably not the last: ask for the next now.
-                if rows_hint >= asked.limit {
+                // A full page is probably not the last: ask for the next now,
+                // planned from what this page's text shows.
+                if seen.rows >= asked.limit {
                     if let Some(end) = feed_end(&asked.bytes).filter(|e| e.pending != Some(0)) {
+                        plan.scanned(seen);
                         let (limit, include_docs) = plan.next_request();
                         ahead = Some(Ahead::send(&remote, end.last_seq, limit, include_docs));
                     }
@@ -250,6 +253,14 @@ impl Plan {
         }
     }
 
+    /// A page's text was scanned (before the parse): as [`Plan::parsed`],
+    /// from the rows its text shows.
+    fn scanned(&mut self, seen: RowsSeen) {
+        if seen.rows > 0 {
+            self.include_docs = seen.first_only * 2 >= seen.rows;
+        }
+    }
+
     /// A page was parsed: documents are worth asking for while most rows
     /// are first revisions.
     fn parsed(&mut self, page: &ChangesPage) {
@@ -272,12 +283,41 @@ fn page_rows(batch_size: usize, include_docs: bool, row_bytes: Option<usize>) ->
     }
 }
 
-/// About how many rows a page's text holds, without parsing it: the
-/// `"changes":[` keys. A document with a `changes` array counts twice (the
-/// page looks fuller: at worst one request too many, answered empty); a
-/// server that writes `"changes": [` counts none (no early request).
-fn count_rows(text: &[u8]) -> usize {
-    memchr::memmem::find_iter(text, br#""changes":["#).count()
+/// What a page's text shows of its rows, without parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowsSeen {
+    /// About how many rows: the `"changes":[` keys. A document with a
+    /// `changes` array counts twice (the page looks fuller: at worst one
+    /// request too many, answered empty); a server that writes
+    /// `"changes": [` counts none (no early request).
+    rows: usize,
+    /// Of those, the rows listing one leaf at generation 1
+    /// (`"changes":[{"rev":"1-…"}]`), the documents the fast path takes from
+    /// the feed ([`crate::ChangeRow::is_first_revision_only`]; a generation-1
+    /// leaf is never a tombstone that a replication would make).
+    first_only: usize,
+}
+
+fn scan_rows(text: &[u8]) -> RowsSeen {
+    const KEY: &[u8] = br#""changes":["#;
+    const FIRST: &[u8] = br#"{"rev":"1-"#;
+    let mut seen = RowsSeen {
+        rows: 0,
+        first_only: 0,
+    };
+    for at in memchr::memmem::find_iter(text, KEY) {
+        seen.rows += 1;
+        let Some(rev) = text[at + KEY.len()..].strip_prefix(FIRST) else {
+            continue;
+        };
+        // A revision id has no quote or backslash: its end is the next quote.
+        if let Some(end) = memchr::memchr(b'"', rev) {
+            if rev[end + 1..].starts_with(b"}]") {
+                seen.first_only += 1;
+            }
+        }
+    }
+    seen
 }
 
 /// The end of a page, as its text states it.
@@ -449,6 +489,20 @@ mod tests {
 
     #[test]
     fn rows_are_counted_from_the_text() {
+        let seen = scan_rows(
+            br#"{"results":[{"id":"a","changes":[{"rev":"1-x"}],"seq":1},
+            {"id":"b","changes":[{"rev":"2-y"}],"seq":2},
+            {"id":"c","changes":[{"rev":"1-x"},{"rev":"1-z"}],"seq":3},
+            {"id":"d","changes":[{"rev":"1-x"}],"doc":{"_id":"d","_rev":"1-x"},"seq":4}],"last_seq":4}"#,
+        );
+        assert_eq!(
+            seen,
+            RowsSeen {
+                rows: 4,
+                first_only: 2
+            }
+        );
+        let count_rows = |text: &[u8]| scan_rows(text).rows;
         let row = r#"{"id":"a","changes":[{"rev":"1-x"}],"seq":1}"#;
         assert_eq!(
             count_rows(format!(r#"{{"results":[{row},{row},{row}],"last_seq":3}}"#).as_bytes()),
@@ -477,6 +531,16 @@ mod tests {
         .expect("parses");
         plan.parsed(&page);
         assert_eq!(plan.next_request(), (40, false));
+        plan.scanned(RowsSeen {
+            rows: 10,
+            first_only: 5,
+        });
+        assert_eq!(plan.next_request(), (40, true));
+        plan.scanned(RowsSeen {
+            rows: 0,
+            first_only: 0,
+        });
+        assert_eq!(plan.next_request(), (40, true));
         assert_eq!(Plan::new(1000, false).next_request(), (1000, false));
     }
 }
