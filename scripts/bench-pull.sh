@@ -7,6 +7,7 @@
 #   scripts/bench-pull.sh [--sizes "10000 100000"] [--runs 3] [--settings "1000/5 100/10"]
 #                         [--orders "id shuffled"] [--clients "settee pouchdb rouchdb raw"]
 #                         [--anchor DIR] [--json] [--out DIR] [--data DIR] [--no-build]
+#                         [--base BIN]
 #
 #   --sizes     cards per corpus; each size N is the database course-N, seeded once with
 #               `fixtures/seed-course.mjs --cards N --tags 200 --realistic`, the reference
@@ -28,6 +29,9 @@
 #               raw (one `curl _all_docs?include_docs=true`, the server's own dump rate)
 #   --anchor    the anchor-bench directory (default ../shared/anchor-bench next to the repo,
 #               or /work/shared/anchor-bench)
+#   --base      another settee binary (say, main's release build copied aside), run as client
+#               "base" with the same arguments and checks as settee: a before/after
+#               comparison interleaved in one run (give "base" in --clients to place it)
 #   --json      print the run records (JSON lines) on stdout; progress and the summary go to stderr
 #
 # Quick smoke (well under two minutes once built):
@@ -52,7 +56,8 @@
 #      server process used during the run (/proc/<pid>/stat utime+stime before and after),
 #      and the HTTP requests the client made: the server runs at log level info, which
 #      writes one `IP - - METHOD PATH STATUS` line per answered request to its log.txt, and
-#      the lines added during the run are counted (the same count for every client).
+#      the lines added during the run are counted (the same count for every client), and
+#      load1, the machine's 1-minute load average as the run ends (the machine is shared).
 #   5. Prints a Markdown summary (medians per size x setting x client, settee/PouchDB
 #      ratios, `settee peak RSS <largest>/<smallest> = X.XX` at setting 1000/5) and
 #      writes it to <out>/summary.md.
@@ -80,6 +85,7 @@ orders="id"
 clients=""
 anchor=""
 json=0
+base_bin=""
 for a in "$root/../shared/anchor-bench" "$root/../../shared/anchor-bench" /work/shared/anchor-bench; do
   [[ -z "$anchor" && -d "$a/rouchdb-bench" ]] && anchor="$(cd "$a" && pwd)"
 done
@@ -100,6 +106,7 @@ while [[ $# -gt 0 ]]; do
     --clients) clients="${2:?--clients needs a value}"; shift 2 ;;
     --anchor) anchor="${2:?--anchor needs a value}"; shift 2 ;;
     --json) json=1; shift ;;
+    --base) base_bin="${2:?--base needs a value}"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "bench-pull: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -114,8 +121,10 @@ if [[ -z "$clients" ]]; then
   [[ -x "$rouchdb_bin" ]] && clients="settee pouchdb rouchdb raw"
 fi
 for c in $clients; do
-  case "$c" in settee|pouchdb|rouchdb|raw) ;; *) die "--clients: unknown client '$c'" ;; esac
+  case "$c" in settee|pouchdb|rouchdb|raw) ;; base) [[ -x "$base_bin" ]] || die "--clients base needs --base BIN" ;;
+    *) die "--clients: unknown client '$c'" ;; esac
 done
+[[ -z "$base_bin" || " $clients " == *" base "* ]] || clients="base $clients"
 # With --json, stdout carries only the records: everything else goes to stderr.
 exec 3>&1
 [[ "$json" == 1 ]] && exec 1>&2
@@ -306,9 +315,11 @@ run_client() {
   local req_before req_after requests
   req_before="$(request_lines)"
   before="$(cpu_ticks "$server_pid")"
-  if [[ "$client" == settee ]]; then
+  if [[ "$client" == settee || "$client" == base ]]; then
+    local bin="$settee"
+    [[ "$client" == base ]] && bin="$base_bin"
     replica="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-replica.XXXXXX")"
-    /usr/bin/time -v -o "$timef" "$settee" pull "$base_url/$db" "$replica/replica" \
+    /usr/bin/time -v -o "$timef" "$bin" pull "$base_url/$db" "$replica/replica" \
       --batch-size "$bs" --batches-limit "$bl" --json --quiet > "$stdout" 2> "$stderr" || rc=$?
   elif [[ "$client" == rouchdb ]]; then
     replica="$(mktemp -d "${TMPDIR:-/tmp}/rouchdb-bench-replica.XXXXXX")"
@@ -329,13 +340,14 @@ PY
       --batch-size "$bs" --batches-limit "$bl" > "$stdout" 2> "$stderr" || rc=$?
   fi
   after="$(cpu_ticks "$server_pid")"
+  local load1; load1="$(cut -d' ' -f1 /proc/loadavg)"   # the machine's 1-minute load as the run ends
   sleep 0.5                      # the server's log stream writes asynchronously
   req_after="$(request_lines)"
   requests=$(( req_after - req_before ))
   [[ -n "$replica" ]] && rm -rf "$replica"
 
   local wall_ms docs_read docs_written failures last_seq docs_per_s
-  if [[ "$client" == settee ]]; then
+  if [[ "$client" == settee || "$client" == base ]]; then
     wall_ms="$(jget "$stdout" timings.total_ms)"
   else
     wall_ms="$(jget "$stdout" wall_ms)"
@@ -364,14 +376,14 @@ PY
   [[ -n "$wall_ms" && -n "${corpus_bytes[$db]:-}" ]] &&
     mb_per_s="$(awk -v b="${corpus_bytes[$db]}" -v ms="$wall_ms" 'BEGIN { printf "%.2f", b / 1e6 * 1000 / (ms > 0 ? ms : 1) }')"
 
-  printf '{"ts":"%s","client":"%s","size":%s,"order":"%s","db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"mb_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"cpu_us_per_doc":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s,"requests":%s}\n' \
+  printf '{"ts":"%s","client":"%s","size":%s,"order":"%s","db":"%s","setting":"%s","batch_size":%s,"batches_limit":%s,"run":%s,"exit_code":%s,"wall_ms":%s,"docs_per_s":%s,"mb_per_s":%s,"docs_read":%s,"docs_written":%s,"doc_write_failures":%s,"last_seq":%s,"client_cpu_s":%s,"cpu_us_per_doc":%s,"max_rss_mb":%s,"proc_wall_s":%s,"server_cpu_s":%s,"requests":%s,"load1":%s}\n' \
     "$(date -u +%FT%TZ)" "$client" "$size" "$order" "$db" "$setting" "$bs" "$bl" "$run" "$rc" \
     "$(num "$wall_ms")" "$(num "$docs_per_s")" "$(num "$mb_per_s")" "$(num "$docs_read")" "$(num "$docs_written")" \
     "$(num "$failures")" "$(str "$last_seq")" "$(num "$cpu")" "$(num "$cpu_us_per_doc")" "$(num "$rss_mb")" "$(num "$proc_wall")" \
-    "$(num "$server_cpu")" "$(num "$requests")" >> "$runs_file"
+    "$(num "$server_cpu")" "$(num "$requests")" "$(num "$load1")" >> "$runs_file"
 
-  printf '    %-7s run %s: %6s ms  %6s docs/s  %6s MB/s  written %-7s  cpu %5s s (%5s µs/doc)  rss %6s MB  server cpu %5s s  requests %s\n' \
-    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${mb_per_s:-?}" "${docs_written:-?}" "$cpu" "${cpu_us_per_doc:-?}" "$rss_mb" "$server_cpu" "$requests"
+  printf '    %-7s run %s: %6s ms  %6s docs/s  %6s MB/s  written %-7s  cpu %5s s (%5s µs/doc)  rss %6s MB  server cpu %5s s  requests %s  load %s\n' \
+    "$client" "$run" "${wall_ms:-?}" "${docs_per_s:-?}" "${mb_per_s:-?}" "${docs_written:-?}" "$cpu" "${cpu_us_per_doc:-?}" "$rss_mb" "$server_cpu" "$requests" "$load1"
 
   [[ "$rc" == 0 ]] || warn "$client $db $setting run $run exited with status $rc (see $stderr)"
   [[ "$failures" == 0 ]] || warn "$client $db $setting run $run: doc_write_failures = ${failures:-missing}"
@@ -384,7 +396,7 @@ git_rev="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
 cpu_model="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2> /dev/null || true)"
 cat > "$out/meta.json" << EOF
 {"stamp":"$stamp","sizes":"$sizes","runs":$runs,"settings":"$settings","orders":"$orders","clients":"$clients","git":"$git_rev",
- "settee":"$("$settee" --version 2> /dev/null | tr -d '"')","node":"$(node --version)",
+ "settee":"$("$settee" --version 2> /dev/null | tr -d '"')","base":"${base_bin//\"/}","node":"$(node --version)",
  "pouchdb":"$(node -p 'require("./scripts/bench/node_modules/pouchdb/package.json").version')",
  "pouchdb_server":"$(node -p 'require("./scripts/pouchdb-server/node_modules/pouchdb-server/package.json").version')",
  "cpus":$(nproc),"cpu_model":"${cpu_model//\"/}","kernel":"$(uname -r)","data_dir":"$data_dir"}
@@ -409,7 +421,7 @@ for n in $sizes; do
           run_client "$client" "$n" "$setting" "$run" "$order"
           written[$client]="$last_docs_written"
         done
-        for client in pouchdb rouchdb; do
+        for client in base pouchdb rouchdb; do
           [[ " $clients " == *" settee "* && " $clients " == *" $client "* ]] || continue
           [[ -n "${written[settee]}" && "${written[settee]}" == "${written[$client]}" ]] ||
             warn "$db $setting run $run: settee docs_written ${written[settee]:-missing} != $client docs_written ${written[$client]:-missing}"

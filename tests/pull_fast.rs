@@ -4,7 +4,7 @@
 //! a revision the server leaves out of its answer is never passed by the
 //! checkpoint unseen.
 
-use crate::support::proxy::Rule;
+use crate::support::proxy::{Gate, Rule};
 use crate::support::*;
 use settee::RetryPolicy;
 
@@ -183,5 +183,59 @@ async fn pages_of_large_documents_are_bounded_by_bytes() {
     assert!(limits.len() >= 2, "{limits:?}");
     assert!(limits[0] <= 100, "{limits:?}");
     assert!(limits[1..].iter().all(|&l| l <= 41), "{limits:?}");
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}
+
+/// Issue 10 (reading ahead): the next `_changes` page is asked for as soon
+/// as the page before has arrived, not once a permit frees up after its
+/// batch commits. With one batch in flight and every `_bulk_get` held at a
+/// gate, nothing can commit, and the second page is asked for all the
+/// same (before this change it waited for the first batch's commit, so the
+/// wait below timed out). Once the gate opens, the pull ends where the
+/// server is, every page read from the `last_seq` of the page before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let db = TestDb::seeded("readahead", &["--cards", "5"]).await;
+    let proxy = db.behind_proxy().await;
+    let gate = Gate::new();
+    // Pages without documents: every revision waits for a `_bulk_get`.
+    proxy.set_rules(vec![
+        Rule::changes_without_docs(),
+        Rule::hold("_bulk_get", &gate),
+    ]);
+    let (_dir, replica) = temp_replica();
+    let remote = db.remote_via(&proxy, RetryPolicy::none());
+    let committed = std::sync::Arc::new(AtomicU64::new(0));
+    let run = {
+        let (replica, remote, committed) = (replica.clone(), remote.clone(), committed.clone());
+        tokio::spawn(async move {
+            settee::pull_with_progress(
+                &replica,
+                &remote,
+                &settee::PullConfig::new(1, 1).unwrap(),
+                |p| committed.store(p.batches, Ordering::SeqCst),
+            )
+            .await
+        })
+    };
+    gate.wait_held(1).await;
+    // A hang guard, not a measurement: the request comes at once or never.
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while proxy.count("_changes") < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        asked.is_ok(),
+        "page 2 not asked for while page 1's batch waited: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(committed.load(Ordering::SeqCst), 0, "nothing could commit");
+    gate.open();
+    let result = run.await.unwrap().unwrap();
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    assert!(result.batches >= 5, "one row per batch: {result:?}");
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }

@@ -12,7 +12,6 @@ use super::retry::Pace;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
-use futures::Stream;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -349,7 +348,7 @@ impl Remote {
     /// a [`RemoteError`]. Error statuses become [`RemoteError::Http`]. In a
     /// cookie session, a 401 (the session expired) logs in again and sends
     /// the request once more.
-    async fn send_once(
+    pub(super) async fn send_once(
         &self,
         method: Method,
         url: &Url,
@@ -450,7 +449,7 @@ impl Remote {
         Ok(Err(body::http_error(resp, &method, url).await))
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         url: &Url,
@@ -545,12 +544,18 @@ impl Remote {
         self.changes_page(since, limit, true).await
     }
 
-    async fn changes_page(
+    pub(super) async fn changes_page(
         &self,
         since: &Seq,
         limit: usize,
         include_docs: bool,
     ) -> Result<ChangesPage, RemoteError> {
+        let url = self.changes_url(since, limit, include_docs);
+        self.json(Method::GET, &url, None).await
+    }
+
+    /// `_changes?style=all_docs` after `since`, at most `limit` rows.
+    pub(super) fn changes_url(&self, since: &Seq, limit: usize, include_docs: bool) -> Url {
         let mut url = self.inner.endpoint.db_path("_changes");
         url.query_pairs_mut()
             .append_pair("style", "all_docs")
@@ -559,58 +564,7 @@ impl Remote {
         if include_docs {
             url.query_pairs_mut().append_pair("include_docs", "true");
         }
-        self.json(Method::GET, &url, None).await
-    }
-
-    /// The changes feed after `since` as a stream of pages of at most
-    /// `batch_size` rows. Only one page is requested at a time, and only
-    /// when the consumer asks for it, so memory is bounded by the page size.
-    ///
-    /// Pages carry their documents (`include_docs=true`) while the feed is
-    /// mostly first revisions, the documents a replica can take from the
-    /// feed without a `_bulk_get` (a cold load): the first page does when
-    /// `since` is the start of the feed, and every next page does when at
-    /// least half the rows of the page before were first revisions. An
-    /// incremental pull's feed (updates, at generation 2 and above) is read
-    /// without documents, which would be fetched again anyway.
-    ///
-    /// Pages are bounded by bytes as well as rows: a page that carries
-    /// documents measures them, and the next page asks for no more rows than
-    /// fit in 4 MiB at that size (the documents of a page are
-    /// held until its batch commits, and are what its `_bulk_get` answers
-    /// weigh). The first page with documents asks for at most 100 rows,
-    /// before any size is known.
-    pub fn changes_pages(
-        &self,
-        since: Seq,
-        batch_size: usize,
-    ) -> impl Stream<Item = Result<ChangesPage, RemoteError>> + Send + 'static {
-        let remote = self.clone();
-        let batch_size = batch_size.max(1);
-        async_stream::try_stream! {
-            let mut include_docs = since == Seq::zero();
-            let mut since = since;
-            let mut row_bytes: Option<usize> = None;
-            loop {
-                let limit = page_rows(batch_size, include_docs, row_bytes);
-                let page = remote.changes_page(&since, limit, include_docs).await?;
-                let done = page.results.len() < limit || page.pending == Some(0);
-                if page.results.is_empty() {
-                    break;
-                }
-                if include_docs {
-                    let bytes: usize = page.results.iter().map(|r| r.doc.as_ref().map_or(64, |d| d.get().len())).sum();
-                    row_bytes = Some(bytes.div_ceil(page.results.len()).max(1));
-                }
-                let first = page.results.iter().filter(|r| r.is_first_revision_only()).count();
-                include_docs = first * 2 >= page.results.len();
-                since = page.last_seq.clone();
-                yield page;
-                if done {
-                    break;
-                }
-            }
-        }
+        url
     }
 
     /// `POST /db/_revs_diff`: which of these revisions the remote lacks.
@@ -868,23 +822,6 @@ impl Remote {
     }
 }
 
-/// Bytes of documents one page of the changes feed should carry at most
-/// (CouchDB's replicator keeps its requests to a few MiB).
-pub(crate) const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Rows of the first page that carries documents, before their size is known.
-pub(crate) const FIRST_PAGE_ROWS: usize = 100;
-
-/// Rows to ask for: the batch size, bounded by what fits in
-/// `MAX_PAGE_BYTES` at the last measured size per row.
-fn page_rows(batch_size: usize, include_docs: bool, row_bytes: Option<usize>) -> usize {
-    match row_bytes {
-        Some(b) => batch_size.min((MAX_PAGE_BYTES / b).max(1)),
-        None if include_docs => batch_size.min(FIRST_PAGE_ROWS),
-        None => batch_size,
-    }
-}
-
 /// The per-document failure for an id no URL can name.
 fn unaddressable(id: &str, rev: Option<String>) -> FetchedRev {
     FetchedRev::Error {
@@ -953,16 +890,6 @@ pub(super) fn rate_limited(method: &Method, url: &Url, headers: &HeaderMap) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pages_are_bounded_by_bytes_once_a_size_is_known() {
-        assert_eq!(page_rows(1000, false, None), 1000);
-        assert_eq!(page_rows(1000, true, None), FIRST_PAGE_ROWS);
-        assert_eq!(page_rows(25, true, None), 25);
-        assert_eq!(page_rows(1000, true, Some(700)), 1000);
-        assert_eq!(page_rows(1000, false, Some(1 << 20)), 4);
-        assert_eq!(page_rows(1000, true, Some(64 << 20)), 1);
-    }
 
     /// The headers of the one request a `Remote` sends to a listener that
     /// answers `GET /` once (a capture of what goes on the wire, not a

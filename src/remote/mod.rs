@@ -2,7 +2,8 @@
 //!
 //! [`Endpoint`] turns a user's URL into a server root, a database name and
 //! credentials (kept apart, so they never leak); [`Remote`] speaks the pull
-//! half of the replication protocol (`client.rs`) and the push half
+//! half of the replication protocol (`client.rs`; the changes feed's pages
+//! in `feed.rs`) and the push half
 //! (`push.rs`); [`RetryPolicy`] is the one place that
 //! decides how transient failures are retried. Nothing here touches the
 //! local store.
@@ -12,6 +13,7 @@ mod body;
 pub(crate) mod client;
 pub(crate) mod endpoint;
 mod error;
+mod feed;
 mod push;
 mod retry;
 mod types;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  _changes pages ──► fetch task per page (diff, _bulk_get, attachments) ──► commit in order
-//!  (one at a time)     (up to batches_limit at once, each holding a permit)    (one transaction
+//!  (one page ahead)    (up to batches_limit at once, each holding a permit)    (one transaction
 //!                                                                               per batch + checkpoint)
 //! ```
 //!
@@ -622,10 +622,16 @@ async fn run<F: std::future::Future<Output = ()>>(
             futures::pin_mut!(pages);
             loop {
                 // Take the permit before asking for the page: the feed is
-                // read no further ahead than the batches that fit in memory.
+                // read no further ahead than the batches that fit in memory
+                // (and the one page `changes_pages` asks for early).
+                let waiting = Instant::now();
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                tracing::debug!(
+                    waited_us = waiting.elapsed().as_micros() as u64,
+                    "feed reader took a batch permit"
+                );
                 let Some(page) = pages.next().await else {
                     return;
                 };
