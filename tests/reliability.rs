@@ -633,3 +633,78 @@ async fn an_answer_over_the_response_cap_is_a_typed_error_naming_the_setting() {
     assert!(text.contains("--max-response-mib"), "{text}");
     assert_eq!(replica.update_seq().unwrap(), 0, "nothing was committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_over_the_response_cap_are_asked_for_in_parts() {
+    // Against a 16 KiB cap on answers read whole: 24 documents of 3 KB (a
+    // page carrying them, or a `_bulk_get` of all of them, is over it), a
+    // document with two 7 KB leaves (both in one answer are over it), and
+    // one of 40 KB (over it alone).
+    let db = TestDb::new("capsplit").await;
+    let mut docs: Vec<serde_json::Value> = (0..24)
+        .map(|i| serde_json::json!({"_id": format!("d-{i:02}"), "text": "y".repeat(3000)}))
+        .collect();
+    docs.push(serde_json::json!({"_id": "huge", "text": "z".repeat(40_000)}));
+    db.bulk_docs(docs, true).await;
+    db.bulk_docs(
+        vec![
+            serde_json::json!({"_id": "conflicted", "_rev": "1-aaaa", "text": "a".repeat(9000)}),
+            serde_json::json!({"_id": "conflicted", "_rev": "1-bbbb", "text": "b".repeat(9000)}),
+        ],
+        false,
+    )
+    .await;
+    let proxy = db.behind_proxy().await;
+    let capped = RemoteConfig::default()
+        .with_retry(fast_retries(1))
+        .with_max_response_bytes(16 * 1024);
+    let remote = remote_with_config(&db, &proxy, capped);
+    let (_dir, replica) = temp_replica();
+    let result = pull(&replica, &remote, 1000, 2).await;
+
+    // Only the document over the cap alone fails, naming the setting.
+    assert_eq!(result.doc_write_failures, 1, "{:?}", result.failures);
+    let failure = &result.failures[0];
+    assert_eq!(
+        (failure.id.as_str(), failure.error.as_str()),
+        ("huge", "too_large")
+    );
+    assert!(failure.reason.contains("max_response_bytes"), "{failure:?}");
+    assert_eq!(replica.pending_retries().unwrap(), vec!["huge".to_owned()]);
+    let without_huge = |dump: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        dump.into_iter().filter(|d| d["_id"] != "huge").collect()
+    };
+    assert_same_dump(
+        &replica_dump(&replica),
+        &without_huge(db.server_dump().await),
+    );
+    let conflicted = replica.get("conflicted").unwrap().unwrap();
+    assert_eq!(
+        conflicted.to_json_with_conflicts()["_conflicts"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // The page with documents was refused and read again without them;
+    // the `_bulk_get` was halved until every answer fit.
+    let requests = proxy.requests();
+    let changes: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/_changes"))
+        .collect();
+    assert!(changes[0].contains("include_docs=true"), "{changes:?}");
+    assert!(
+        changes[1..].iter().all(|r| !r.contains("include_docs")),
+        "{changes:?}"
+    );
+    assert!(proxy.count("_bulk_get") >= 5, "{requests:?}");
+    assert!(replica.check().unwrap().is_ok());
+
+    // With the default cap the retry brings the last one in.
+    let remote = remote_with_config(&db, &proxy, RemoteConfig::default());
+    let again = pull(&replica, &remote, 1000, 2).await;
+    assert_eq!(again.doc_write_failures, 0, "{:?}", again.failures);
+    assert!(replica.pending_retries().unwrap().is_empty());
+    assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
+}

@@ -347,7 +347,8 @@ pub struct RemoteArgs {
     /// Longest wait between two reads of an answer, seconds; 0: none.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub read_timeout: u64,
-    /// Largest JSON answer read, MiB (a `_bulk_get`, a `_changes` page).
+    /// Largest JSON answer read, MiB (a `_bulk_get`, a `_changes` page); a
+    /// pull asks for less where it can.
     #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_response_mib: u64,
     /// Largest attachment pulled, MiB (streamed to disk); 0: no limit.

@@ -611,7 +611,7 @@ impl Remote {
             return Ok(Vec::new());
         }
         if self.inner.bulk_get.load(Ordering::Relaxed) != BULK_GET_NO {
-            match self.bulk_get(wanted).await {
+            match self.bulk_get_within_cap(wanted).await {
                 Ok(revs) => {
                     self.inner.bulk_get.store(BULK_GET_YES, Ordering::Relaxed);
                     return Ok(revs);
@@ -643,6 +643,58 @@ impl Remote {
                     }
                     None => return Err(e),
                 },
+            }
+        }
+        Ok(out)
+    }
+
+    /// `_bulk_get` of `wanted`, within the response cap: an answer over
+    /// [`RemoteConfig::max_response_bytes`] is asked for again in halves
+    /// (by documents, then by one document's revisions), and a single
+    /// revision whose answer is still over it fails alone (`too_large`,
+    /// naming the setting), so that one huge document, or a batch of large
+    /// ones, does not stop the pull. The answers come back in `wanted`'s
+    /// order.
+    async fn bulk_get_within_cap(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<FetchedRev>, RemoteError> {
+        let first = match self.bulk_get(wanted).await {
+            Err(e @ RemoteError::TooLarge { .. }) => e,
+            answer => return answer,
+        };
+        tracing::info!(db = %self.inner.endpoint, docs = wanted.len(), "a _bulk_get answer is over the response cap; asking for it in halves");
+        let mut out = Vec::new();
+        // Parts still to ask for, the next one last, with the error of the
+        // one already asked for.
+        let mut todo = vec![(wanted.to_vec(), Some(first))];
+        while let Some((part, over)) = todo.pop() {
+            let e = match over {
+                Some(e) => e,
+                None => match self.bulk_get(&part).await {
+                    Ok(revs) => {
+                        out.extend(revs);
+                        continue;
+                    }
+                    Err(e @ RemoteError::TooLarge { .. }) => e,
+                    Err(e) => return Err(e),
+                },
+            };
+            match halves(part) {
+                Ok((a, b)) => {
+                    todo.push((b, None));
+                    todo.push((a, None));
+                }
+                Err((id, revs)) => {
+                    let reason = e.to_string();
+                    tracing::warn!(%id, %reason, "one revision's answer is over the response cap");
+                    out.extend(revs.into_iter().map(|rev| FetchedRev::Error {
+                        id: id.clone(),
+                        rev: Some(rev),
+                        error: "too_large".to_owned(),
+                        reason: reason.clone(),
+                    }));
+                }
             }
         }
         Ok(out)
@@ -823,6 +875,25 @@ impl Remote {
 }
 
 /// The per-document failure for an id no URL can name.
+/// `wanted` cut in two: its documents in halves, or a single document's
+/// revisions; `Err` with the (document, revisions) left when it holds one
+/// revision (or none).
+#[allow(clippy::type_complexity)]
+fn halves(
+    mut wanted: Vec<(String, Vec<String>)>,
+) -> Result<(Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>), (String, Vec<String>)> {
+    if wanted.len() > 1 {
+        let b = wanted.split_off(wanted.len() / 2);
+        return Ok((wanted, b));
+    }
+    let (id, mut revs) = wanted.pop().unwrap_or_default();
+    if revs.len() < 2 {
+        return Err((id, revs));
+    }
+    let later = revs.split_off(revs.len() / 2);
+    Ok((vec![(id.clone(), revs)], vec![(id, later)]))
+}
+
 fn unaddressable(id: &str, rev: Option<String>) -> FetchedRev {
     FetchedRev::Error {
         id: id.to_owned(),
@@ -1000,6 +1071,32 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("max_response_bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_request_is_halved_by_documents_then_by_revisions() {
+        let doc = |id: &str, revs: &[&str]| {
+            (
+                id.to_owned(),
+                revs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let three = vec![doc("a", &["1-a"]), doc("b", &["1-b"]), doc("c", &["1-c"])];
+        assert_eq!(
+            halves(three),
+            Ok((
+                vec![doc("a", &["1-a"])],
+                vec![doc("b", &["1-b"]), doc("c", &["1-c"])]
+            ))
+        );
+        assert_eq!(
+            halves(vec![doc("d", &["2-x", "2-y", "2-z"])]),
+            Ok((vec![doc("d", &["2-x"])], vec![doc("d", &["2-y", "2-z"])]))
+        );
+        assert_eq!(
+            halves(vec![doc("e", &["1-e"])]).err(),
+            Some(doc("e", &["1-e"]))
+        );
     }
 
     #[test]

@@ -50,7 +50,12 @@ impl Remote {
     /// documents is measured (bytes of its answer per row), and later pages
     /// ask for no more rows than fit in 4 MiB at that size (the documents of
     /// a page are held until its batch commits). The first page with
-    /// documents asks for at most 100 rows, before any size is known.
+    /// documents asks for at most 100 rows, before any size is known. A
+    /// page with documents over [`RemoteConfig::max_response_bytes`] is
+    /// asked for again without them, and so is the rest of the feed: the
+    /// documents then go to `_bulk_get`, which splits a large answer.
+    ///
+    /// [`RemoteConfig::max_response_bytes`]: super::RemoteConfig::max_response_bytes
     pub fn changes_pages(
         &self,
         since: Seq,
@@ -67,15 +72,30 @@ impl Remote {
                 // page's time goes (`RUST_LOG=settee::remote::feed=debug`).
                 let waiting = Instant::now();
                 let early = ahead.is_some();
-                let asked = match ahead.take() {
-                    Some(a) if a.since == since => a.into_answer(&remote).await?,
+                let (limit, include_docs, answer) = match ahead.take() {
+                    Some(a) if a.since == since => {
+                        let (limit, include_docs) = (a.limit, a.include_docs);
+                        (limit, include_docs, a.into_answer(&remote).await)
+                    }
                     // No early request, or one for another `since` (dropping
                     // it aborts it).
                     _ => {
                         let (limit, include_docs) = plan.next_request();
-                        let bytes = remote.changes_text(&since, limit, include_docs).await?;
-                        Answer { limit, include_docs, bytes }
+                        (limit, include_docs, remote.changes_text(&since, limit, include_docs).await)
                     }
+                };
+                let asked = match answer {
+                    Ok(bytes) => Answer { limit, include_docs, bytes },
+                    // Documents too large to ride in the feed: the page is
+                    // asked for again without them (ids and revisions only),
+                    // and `_bulk_get` fetches them within the cap.
+                    Err(RemoteError::TooLarge { .. }) if include_docs => {
+                        tracing::info!("a changes page with its documents is over the response cap; reading the feed without documents");
+                        plan.refuse_docs();
+                        let bytes = remote.changes_text(&since, limit, false).await?;
+                        Answer { limit, include_docs: false, bytes }
+                    }
+                    Err(e) => Err(e)?,
                 };
                 let waited = waiting.elapsed();
                 let parsing = Instant::now();
@@ -197,20 +217,15 @@ impl Ahead {
 
     /// The answer; a task that did not finish (it cannot panic, but a
     /// runtime shutting down cancels it) is asked for again here.
-    async fn into_answer(mut self, remote: &Remote) -> Result<Answer, RemoteError> {
-        let bytes = match (&mut self.task).await {
-            Ok(answer) => answer?,
+    async fn into_answer(mut self, remote: &Remote) -> Result<Bytes, RemoteError> {
+        match (&mut self.task).await {
+            Ok(answer) => answer,
             Err(_) => {
                 remote
                     .changes_text(&self.since, self.limit, self.include_docs)
-                    .await?
+                    .await
             }
-        };
-        Ok(Answer {
-            limit: self.limit,
-            include_docs: self.include_docs,
-            bytes,
-        })
+        }
     }
 }
 
@@ -227,6 +242,9 @@ struct Plan {
     include_docs: bool,
     /// Bytes of answer per row, last measured on a page with documents.
     row_bytes: Option<usize>,
+    /// A page with documents was over the response cap: the rest of the
+    /// feed is read without them.
+    docs_refused: bool,
 }
 
 impl Plan {
@@ -235,15 +253,24 @@ impl Plan {
             batch_size: batch_size.max(1),
             include_docs,
             row_bytes: None,
+            docs_refused: false,
         }
     }
 
     /// Rows to ask for and whether with documents.
     fn next_request(&self) -> (usize, bool) {
+        let include_docs = self.include_docs && !self.docs_refused;
         (
-            page_rows(self.batch_size, self.include_docs, self.row_bytes),
-            self.include_docs,
+            page_rows(self.batch_size, include_docs, self.row_bytes),
+            include_docs,
         )
+    }
+
+    /// A page with documents was over the response cap: no later page asks
+    /// for them (a feed of documents that large gains little from the fast
+    /// path, and each refused page costs a request).
+    fn refuse_docs(&mut self) {
+        self.docs_refused = true;
     }
 
     /// A page with documents arrived: `bytes` of answer, about `rows` rows.
@@ -542,5 +569,18 @@ mod tests {
         });
         assert_eq!(plan.next_request(), (40, true));
         assert_eq!(Plan::new(1000, false).next_request(), (1000, false));
+        // Once a page with documents was over the cap, none asks for them,
+        // whatever the pages show (still as many rows as fit in 4 MiB at
+        // the size measured: `_bulk_get` holds the same documents).
+        plan.refuse_docs();
+        assert_eq!(plan.next_request(), (40, false));
+        plan.scanned(RowsSeen {
+            rows: 10,
+            first_only: 10,
+        });
+        assert_eq!(plan.next_request(), (40, false));
+        let mut fresh = Plan::new(1000, true);
+        fresh.refuse_docs();
+        assert_eq!(fresh.next_request(), (1000, false));
     }
 }
