@@ -9,7 +9,8 @@
 //!        │                  View::map per view still behind that change
 //!        │                         │ encoded rows, old rows from back-index
 //!        ▼                         ▼
-//!  one atomic sled batch per chunk in the `views` tree: rows, back-index, states
+//!  one atomic sled batch per view per chunk in the `views` tree:
+//!  that view's rows, back-index and state
 //! ```
 //!
 //! It owns one tree of the replica, `views`, with three key spaces (rows
@@ -179,8 +180,9 @@ impl WarmReport {
 pub(crate) struct Index {
     replica: Replica,
     /// Rows (`r`…), back-index (`b`…) and states (`s`…) of every view, in
-    /// one tree so that a chunk is one atomic `apply_batch` (half the cost
-    /// of a multi-tree transaction in sled 0.34, measured).
+    /// one tree so that a view's part of a chunk is one atomic
+    /// `apply_batch` (half the cost of a multi-tree transaction in sled
+    /// 0.34, measured).
     pub(crate) tree: sled::Tree,
     /// One indexer per replica at a time, shared by every `Views` of the
     /// replica in this process (see [`writer_lock`]).
@@ -324,13 +326,19 @@ impl Index {
     /// Brings `views` up to the replica's durable update sequence.
     ///
     /// # Durability
-    /// Each chunk of changes is one atomic sled batch holding every block
-    /// it rewrites (the rows it adds and removes, the back-index entries)
-    /// and the view's new sequence, so a view's sequence never runs ahead
-    /// of its rows nor its rows ahead of its sequence. A build from nothing
-    /// is one chunk: a kill loses all of it, and the next update starts over. Flushed before `Ok`. A kill at any point
-    /// leaves every view at its last committed chunk; the next update
-    /// continues from there. After an `Err` some chunks may be committed.
+    /// Each view's part of a chunk is one atomic sled batch holding every
+    /// block it rewrites (the rows it adds and removes, the back-index
+    /// entries) and the view's new sequence, so a view's sequence never
+    /// runs ahead of its rows nor its rows ahead of its sequence. Views are
+    /// independent: a kill between two views' batches leaves them one
+    /// chunk apart, and the next update starts from the lower of their
+    /// sequences, each view taking only the changes it lacks. A build from
+    /// nothing is one chunk: a kill loses all of it, and the next update
+    /// starts over. Flushed before `Ok`. A kill at any point leaves every
+    /// view at its last committed chunk; the next update continues from
+    /// there. After an `Err` some chunks may be committed (with threads,
+    /// the changes prepared before the failing one in its part of the
+    /// backlog are not: they are indexed again by the next update).
     pub(crate) fn catch_up(
         &self,
         views: &[&View],
@@ -397,7 +405,7 @@ impl Index {
         // view's `seq` only up to changes already taken).
         let behind: Vec<(&View, u64)> = active.iter().map(|a| (a.view, a.state.seq)).collect();
         let capacity = |docs: u64| usize::try_from(docs).unwrap_or(usize::MAX);
-        if threads < 2 || backlog < limits.parallel_backlog {
+        let one_thread = |active: &mut [Active<'_>]| {
             // Bodies come with the feed: one record read per document.
             let mut feed = self.replica.changes_with_raw_bodies(since);
             let mut keys = KeyCache::with_capacity(capacity(backlog));
@@ -406,30 +414,60 @@ impl Index {
                 Ok(change) if change.seq > durable => None,
                 Ok(change) => Some(prepare(change, &behind, &mut keys)),
             });
-            return self.commit_chunks(active, limits, durable, &mut source);
+            self.commit_chunks(active, limits, durable, &mut source)
+        };
+        if threads < 2 || backlog < limits.parallel_backlog {
+            return one_thread(active);
         }
-        *used = threads;
         let span = (backlog / (threads as u64 * 16)).clamp(256, 8192);
-        let ordered = parallel::Ordered::new(since, durable, span, threads);
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    let keys = KeyCache::with_capacity(capacity(backlog / threads as u64));
-                    ordered.work(keys, |keys, part| {
-                        let mut out = Vec::new();
-                        for change in self.replica.changes_with_raw_bodies(part.start() - 1) {
-                            let change = change?;
-                            if change.seq > *part.end() {
-                                break;
-                            }
-                            out.push(prepare(change, &behind, keys)?);
-                        }
-                        Ok(out)
-                    });
-                });
-            }
-            // Workers stop with the consumer, also on an error or a panic.
+        // Rows (and documents) prepared ahead of the chunk being committed:
+        // about four chunks' worth, whatever the documents emit.
+        let ahead = limits.rows.saturating_mul(4);
+        let ordered = parallel::Ordered::new(since, durable, span, threads, ahead);
+        let weigh = |out: &Result<Vec<Pending>, ViewError>| {
+            out.as_ref()
+                .map_or(0, |part| part.iter().map(|p| p.rows + 1).sum())
+        };
+        let threaded = std::thread::scope(|scope| {
+            // Workers stop with the consumer: also on an error, a panic, or
+            // a worker that could not start (before the others fill the
+            // window and wait).
             let _stop = ordered.stop_guard();
+            let mut started = 0;
+            for _ in 0..threads {
+                let worker = std::thread::Builder::new()
+                    .name("settee-views".to_owned())
+                    .spawn_scoped(scope, || {
+                        let keys = KeyCache::with_capacity(capacity(backlog / threads as u64));
+                        ordered.work(
+                            keys,
+                            |keys, part| {
+                                let mut out = Vec::new();
+                                for change in self.replica.changes_with_raw_bodies(part.start() - 1)
+                                {
+                                    let change = change?;
+                                    if change.seq > *part.end() {
+                                        break;
+                                    }
+                                    out.push(prepare(change, &behind, keys)?);
+                                }
+                                Ok(out)
+                            },
+                            weigh,
+                        );
+                    });
+                match worker {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, started, "could not start a view worker thread");
+                        break;
+                    }
+                }
+            }
+            if started == 0 {
+                return None;
+            }
+            *used = started;
             let mut part = Vec::new().into_iter();
             let mut source = std::iter::from_fn(|| loop {
                 if let Some(p) = part.next() {
@@ -440,8 +478,13 @@ impl Index {
                     Err(e) => return Some(Err(e)),
                 }
             });
-            self.commit_chunks(active, limits, durable, &mut source)
-        })
+            Some(self.commit_chunks(active, limits, durable, &mut source))
+        });
+        match threaded {
+            Some(outcome) => outcome,
+            // Not one thread could start: the caller's thread does it all.
+            None => one_thread(active),
+        }
     }
 
     /// Takes prepared changes from `source` into chunks and commits each.

@@ -5,7 +5,7 @@
 //!   on worker threads (reading the documents and running the map
 //!   functions, the larger half of a build from nothing), and hands the
 //!   results to one consumer in sequence order, a bounded number of parts
-//!   ahead of it.
+//!   (and of rows, by the weight the caller gives them) ahead of it.
 //! - [`map_in_threads`] runs one job per view (sorting a view's edits and
 //!   cutting its blocks) on up to N threads and returns the results in the
 //!   views' order.
@@ -37,8 +37,10 @@ pub(crate) fn threads() -> usize {
 type Part<T> = thread::Result<T>;
 
 struct Progress<T> {
-    /// Finished parts not yet taken, by part number.
-    done: BTreeMap<usize, Part<T>>,
+    /// Finished parts not yet taken, by part number, with their weight.
+    done: BTreeMap<usize, (Part<T>, usize)>,
+    /// The weight of the parts in `done`.
+    weight: usize,
     /// Parts taken by the consumer; the next one it takes is this one.
     taken: usize,
     /// The consumer left (finished, failed or panicked): workers stop.
@@ -53,14 +55,26 @@ pub(crate) struct Ordered<T> {
     /// How many parts a worker may finish ahead of the consumer: memory
     /// is bounded by it, not by the backlog.
     window: usize,
+    /// The weight (rows, say) finished parts may hold ahead of the
+    /// consumer: past it, a worker starts no part but the one the consumer
+    /// waits for, so a few parts of heavy documents cannot hold more than
+    /// this (plus the parts being prepared).
+    max_weight: usize,
     progress: Mutex<Progress<T>>,
     changed: Condvar,
 }
 
 impl<T: Send> Ordered<T> {
     /// Sequences `after + 1 ..= upto` in parts of about `span`, for
-    /// `workers` threads.
-    pub(crate) fn new(after: u64, upto: u64, span: u64, workers: usize) -> Ordered<T> {
+    /// `workers` threads, with at most `max_weight` of finished parts
+    /// ahead of the consumer (see [`Ordered::work`]).
+    pub(crate) fn new(
+        after: u64,
+        upto: u64,
+        span: u64,
+        workers: usize,
+        max_weight: usize,
+    ) -> Ordered<T> {
         let span = span.max(1);
         let mut parts = Vec::new();
         let mut start = after.saturating_add(1);
@@ -76,8 +90,10 @@ impl<T: Send> Ordered<T> {
             parts,
             claim: AtomicUsize::new(0),
             window: workers.max(1) * 4,
+            max_weight,
             progress: Mutex::new(Progress {
                 done: BTreeMap::new(),
+                weight: 0,
                 taken: 0,
                 stop: false,
             }),
@@ -93,8 +109,14 @@ impl<T: Send> Ordered<T> {
 
     /// A worker's loop: claims parts in order and prepares each with
     /// `prepare(state, part)`, until every part is claimed or the consumer
-    /// stops. `state` is the worker's own (a key cache, say).
-    pub(crate) fn work<S>(&self, mut state: S, prepare: impl Fn(&mut S, RangeInclusive<u64>) -> T) {
+    /// stops. `state` is the worker's own (a key cache, say); `weigh` tells
+    /// what a prepared part holds, against `max_weight`.
+    pub(crate) fn work<S>(
+        &self,
+        mut state: S,
+        prepare: impl Fn(&mut S, RangeInclusive<u64>) -> T,
+        weigh: impl Fn(&T) -> usize,
+    ) {
         loop {
             let i = self.claim.fetch_add(1, Ordering::Relaxed);
             let Some(part) = self.parts.get(i) else {
@@ -102,7 +124,10 @@ impl<T: Send> Ordered<T> {
             };
             {
                 let mut p = self.lock();
-                while !p.stop && i >= p.taken + self.window {
+                // The part the consumer waits for never waits: no deadlock.
+                while !p.stop
+                    && (i >= p.taken + self.window || (i > p.taken && p.weight >= self.max_weight))
+                {
                     p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
                 }
                 if p.stop {
@@ -111,7 +136,11 @@ impl<T: Send> Ordered<T> {
             }
             let out = catch_unwind(AssertUnwindSafe(|| prepare(&mut state, part.clone())));
             let panicked = out.is_err();
-            self.lock().done.insert(i, out);
+            let weight = out.as_ref().map_or(0, &weigh);
+            let mut p = self.lock();
+            p.weight += weight;
+            p.done.insert(i, (out, weight));
+            drop(p);
             self.changed.notify_all();
             if panicked {
                 return;
@@ -128,8 +157,9 @@ impl<T: Send> Ordered<T> {
         }
         loop {
             let want = p.taken;
-            if let Some(out) = p.done.remove(&want) {
+            if let Some((out, weight)) = p.done.remove(&want) {
                 p.taken += 1;
+                p.weight -= weight;
                 drop(p);
                 self.changed.notify_all();
                 return Some(out.unwrap_or_else(|panic| resume_unwind(panic)));
@@ -209,18 +239,22 @@ mod tests {
     /// order the workers finish them in, and cover the range.
     #[test]
     fn ordered_parts_arrive_in_order_and_cover_the_range() {
-        let ordered: Ordered<Vec<u64>> = Ordered::new(10, 1000, 7, 3);
+        let ordered: Ordered<Vec<u64>> = Ordered::new(10, 1000, 7, 3, usize::MAX);
         thread::scope(|s| {
             for w in 0..3u64 {
                 let ordered = &ordered;
                 s.spawn(move || {
-                    ordered.work((), |(), part| {
-                        // Uneven work, so parts finish out of order.
-                        if (part.start() + w) % 3 == 0 {
-                            thread::sleep(std::time::Duration::from_millis(1));
-                        }
-                        part.collect()
-                    })
+                    ordered.work(
+                        (),
+                        |(), part| {
+                            // Uneven work, so parts finish out of order.
+                            if (part.start() + w) % 3 == 0 {
+                                thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                            part.collect()
+                        },
+                        Vec::len,
+                    )
                 });
             }
             let _guard = ordered.stop_guard();
@@ -232,13 +266,44 @@ mod tests {
         });
     }
 
+    /// Past `max_weight`, workers start only the part the consumer waits
+    /// for: finished parts never hold much more than it, and a slow
+    /// consumer still gets every part.
+    #[test]
+    fn finished_parts_ahead_are_bounded_by_weight() {
+        let ordered: Ordered<u64> = Ordered::new(0, 200, 1, 3, 10);
+        let heaviest = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| ordered.work((), |(), part| *part.start(), |_| 4));
+            }
+            let _guard = ordered.stop_guard();
+            let mut seen = Vec::new();
+            while let Some(part) = ordered.next_part() {
+                heaviest.fetch_max(ordered.lock().weight, Ordering::Relaxed);
+                thread::sleep(std::time::Duration::from_micros(200));
+                seen.push(part);
+            }
+            assert_eq!(seen, (1..=200).collect::<Vec<_>>());
+        });
+        // Below 10 when each of the three workers started its part, plus
+        // the three parts' weight.
+        let heaviest = heaviest.load(Ordering::Relaxed);
+        assert!(heaviest < 10 + 3 * 4, "{heaviest}");
+        assert!(
+            heaviest >= 8,
+            "the consumer was slow enough to fill it: {heaviest}"
+        );
+        assert_eq!(ordered.lock().weight, 0);
+    }
+
     /// A consumer that stops early does not leave workers waiting.
     #[test]
     fn an_early_stop_releases_the_workers() {
-        let ordered: Ordered<u64> = Ordered::new(0, 10_000, 1, 2);
+        let ordered: Ordered<u64> = Ordered::new(0, 10_000, 1, 2, usize::MAX);
         thread::scope(|s| {
             for _ in 0..2 {
-                s.spawn(|| ordered.work((), |(), part| *part.start()));
+                s.spawn(|| ordered.work((), |(), part| *part.start(), |_| 1));
             }
             let _guard = ordered.stop_guard();
             assert_eq!(ordered.next_part(), Some(1));
@@ -252,14 +317,18 @@ mod tests {
     #[test]
     fn a_worker_panic_is_resumed_on_the_consumer() {
         let caught = catch_unwind(|| {
-            let ordered: Ordered<u64> = Ordered::new(0, 100, 10, 2);
+            let ordered: Ordered<u64> = Ordered::new(0, 100, 10, 2, usize::MAX);
             thread::scope(|s| {
                 for _ in 0..2 {
                     s.spawn(|| {
-                        ordered.work((), |(), part| {
-                            assert!(*part.start() != 41, "map function failed");
-                            *part.start()
-                        })
+                        ordered.work(
+                            (),
+                            |(), part| {
+                                assert!(*part.start() != 41, "map function failed");
+                                *part.start()
+                            },
+                            |_| 1,
+                        )
                     });
                 }
                 let _guard = ordered.stop_guard();
