@@ -31,15 +31,11 @@ done
 [ -x "$bin" ] || cargo build --bin settee
 [ -d scripts/pouchdb-server/node_modules ] || (cd scripts/pouchdb-server && npm ci --no-audit --no-fund --loglevel=error)
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkfifo "$work/stdin"
-node scripts/pouchdb-server/serve.js --port "$port" --dir "$work/data" --admin a:b --in-memory \
-  < "$work/stdin" > "$work/server.out" 2>&1 &
-server=$!
-exec 3> "$work/stdin"   # the server runs while its stdin is open
-trap 'exec 3>&-; kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 50); do grep -q READY "$work/server.out" && break; sleep 0.2; done
-base="http://a:b@127.0.0.1:$port"
+# shellcheck source=scripts/lib/pouchdb-server.sh
+. scripts/lib/pouchdb-server.sh
+trap 'pouchdb_server_stop; rm -rf "$work"' EXIT
+pouchdb_server_start "$work/server.err" --dir "$work/data" --admin a:b --in-memory
+base="http://a:b@${base_url#http://}"
 printf '%-10s %-14s %-18s %s\n' "MiB" "peak RSS MiB" "get: peak RSS MiB" "replica on disk"
 for mb in $sizes; do
   curl -sf -X PUT "$base/att$mb" > /dev/null

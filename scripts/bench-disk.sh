@@ -64,35 +64,20 @@ fi
 settee="${SETTEE_BIN:-$root/target/release/settee}"
 [[ -x "$settee" ]] || { echo "bench-disk: no $settee; build it or drop --no-build" >&2; exit 1; }
 
-serve_pid=""
-stop_server() {
-  [[ -n "$serve_pid" ]] || return 0
-  exec 9>&- || true               # serve.js stops the server when its stdin closes
-  local i
-  for i in $(seq 1 100); do kill -0 "$serve_pid" 2> /dev/null || break; sleep 0.1; done
-  kill -0 "$serve_pid" 2> /dev/null && kill "$serve_pid" 2> /dev/null || true
-  wait "$serve_pid" 2> /dev/null || true
-  serve_pid=""
-}
-trap stop_server EXIT
+# shellcheck source=scripts/lib/pouchdb-server.sh
+. scripts/lib/pouchdb-server.sh
+trap pouchdb_server_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-fifo="$out/.server-stdin"; ready="$out/.server-ready"
-rm -f "$fifo" "$ready"; mkfifo "$fifo"
-node scripts/pouchdb-server/serve.js --port "$port" --dir "$data_dir" < "$fifo" > "$ready" 2>> "$out/server.err" &
-serve_pid=$!
-exec 9> "$fifo"; rm -f "$fifo"
-for _ in $(seq 1 600); do grep -q '^READY' "$ready" 2> /dev/null && break; sleep 0.1; done
-grep -q '^READY' "$ready" || { echo "bench-disk: PouchDB Server did not start (see $out/server.err)" >&2; exit 1; }
-base="http://127.0.0.1:$port"
+pouchdb_server_start "$out/server.err" --dir "$data_dir"
+base="$base_url"
 db="course-disk-$cards"
 echo "==> PouchDB Server $base (data $data_dir); seeding $db" >&2
 node fixtures/seed-course.mjs --url "$base" --db "$db" --cards "$cards" --tags 200 --realistic --recreate > "$out/seed.json"
 
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-disk.XXXXXX")"
-trap 'stop_server; rm -rf "$scratch"' EXIT
+trap 'pouchdb_server_stop; rm -rf "$scratch"' EXIT
 plain="$scratch/plain"; auto="$scratch/auto"
 
 pull() { # pull DIR EXTRA-ARGS...: prints the wall ms of the pull

@@ -41,35 +41,9 @@ done
 [[ -d scripts/pouchdb-server/node_modules ]] || (cd scripts/pouchdb-server && npm ci --no-audit --no-fund)
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/settee-feed-cost.XXXXXX")"
-serve_pid=""; server_pid=""
-stop_server() {
-  [[ -n "$serve_pid" ]] || return 0
-  exec 9>&- || true
-  kill "$serve_pid" "$server_pid" 2> /dev/null || true
-  wait "$serve_pid" 2> /dev/null || true
-  serve_pid=""; server_pid=""
-}
-trap 'stop_server; rm -rf "$work"' EXIT
-
-start_server() {
-  local port i
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  rm -f "$work/stdin" "$work/ready"
-  mkfifo "$work/stdin"
-  node scripts/pouchdb-server/serve.js --port "$port" --dir "$data" --log-level warn \
-    < "$work/stdin" > "$work/ready" 2>> "$work/server.err" &
-  serve_pid=$!
-  exec 9> "$work/stdin"
-  for i in $(seq 1 600); do
-    grep -q '^READY' "$work/ready" 2> /dev/null && break
-    kill -0 "$serve_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  grep -q '^READY' "$work/ready" 2> /dev/null ||
-    { echo "bench-feed-cost: PouchDB Server did not start; see $work/server.err" >&2; cat "$work/server.err" >&2; exit 1; }
-  server_pid="$(tr ' ' '\n' < "/proc/$serve_pid/task/$serve_pid/children" | grep -m1 .)"
-  base_url="http://127.0.0.1:$port/$db"
-}
+# shellcheck source=scripts/lib/pouchdb-server.sh
+. scripts/lib/pouchdb-server.sh
+trap 'pouchdb_server_stop; rm -rf "$work"' EXIT
 
 cat > "$work/client.py" <<'PY'
 import json, os, sys, time, urllib.parse, urllib.request
@@ -123,8 +97,8 @@ PY
 echo "==> $db in $data; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$rounds"); do
   for v in $variants; do
-    start_server
-    python3 "$work/client.py" "$base_url" "$v" "$server_pid"
-    stop_server
+    pouchdb_server_start "$work/server.err" --dir "$data" --log-level warn
+    python3 "$work/client.py" "$base_url/$db" "$v" "$server_pid"
+    pouchdb_server_stop
   done
 done

@@ -213,52 +213,18 @@ if [[ " $clients " == *" rouchdb "* && ! -x "$rouchdb_bin" ]]; then
 fi
 
 # ---- PouchDB Server ----------------------------------------------------------
-serve_pid=""   # scripts/pouchdb-server/serve.js
-server_pid=""  # the pouchdb-server process it spawned (its CPU is what we measure)
-base_url=""
-
-stop_server() {
-  [[ -n "$serve_pid" ]] || return 0
-  exec 9>&- || true              # serve.js stops the server when its stdin closes
-  local i
-  for i in $(seq 1 100); do kill -0 "$serve_pid" 2> /dev/null || break; sleep 0.1; done
-  if kill -0 "$serve_pid" 2> /dev/null; then
-    kill "$serve_pid" 2> /dev/null || true
-  fi
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2> /dev/null; then
-    kill "$server_pid" 2> /dev/null || true
-  fi
-  wait "$serve_pid" 2> /dev/null || true
-  serve_pid="" server_pid="" base_url=""
-}
-trap stop_server EXIT
+# shellcheck source=scripts/lib/pouchdb-server.sh
+. scripts/lib/pouchdb-server.sh
+trap pouchdb_server_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+stop_server() { pouchdb_server_stop; }
+
 start_server() {
-  local port fifo ready i
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  fifo="$out/.server-stdin"
-  ready="$out/.server-ready"
-  rm -f "$fifo" "$ready"
-  mkfifo "$fifo"
   # On disk (no --in-memory), admin party (no --admin), bound to 127.0.0.1 by serve.js.
   # Log level info: one line per answered request in $data_dir/log.txt (requests made).
-  node scripts/pouchdb-server/serve.js --port "$port" --dir "$data_dir" --log-level info < "$fifo" > "$ready" 2>> "$out/server.err" &
-  serve_pid=$!
-  exec 9> "$fifo"                # hold serve.js's stdin open until stop_server
-  rm -f "$fifo"
-  for i in $(seq 1 600); do
-    grep -q '^READY' "$ready" 2> /dev/null && break
-    kill -0 "$serve_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  grep -q '^READY' "$ready" 2> /dev/null ||
-    { echo "bench-pull: PouchDB Server did not start; see $out/server.err and $data_dir/server.out" >&2; exit 1; }
-  server_pid="$(tr ' ' '\n' < "/proc/$serve_pid/task/$serve_pid/children" | grep -m1 . || true)"
-  [[ -n "$server_pid" ]] || { echo "bench-pull: cannot find the pouchdb-server process" >&2; exit 1; }
-  base_url="http://127.0.0.1:$port"
-  rm -f "$ready"
+  pouchdb_server_start "$out/server.err" --dir "$data_dir" --log-level info
   echo "==> PouchDB Server $base_url (pid $server_pid, data $data_dir)"
 }
 
