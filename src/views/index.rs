@@ -631,20 +631,19 @@ impl Index {
             };
             batch.insert(state_key(a.view.name()), encode_state(&s));
             self.tree.apply_batch(batch)?;
-            Ok(Some(o))
+            Ok(Some((o, s)))
         });
         let mut failed = None;
         for (a, o) in active.iter_mut().zip(outcomes) {
-            let o = match o {
-                Ok(Some(o)) => o,
+            let (o, state) = match o {
+                Ok(Some(done)) => done,
                 Ok(None) => continue,
                 Err(e) => {
                     failed.get_or_insert(e);
                     continue;
                 }
             };
-            a.state.seq = o.seq;
-            a.state.rows = (a.state.rows + o.written).saturating_sub(o.removed);
+            a.state = state;
             a.report.docs_indexed += o.docs;
             a.report.rows_written += o.written;
             a.report.rows_removed += o.removed;

@@ -12,7 +12,8 @@
 //! - `view.rs`: [`View`], a named, versioned map function; [`Emitter`].
 //! - `collate.rs`: [`collate`] and [`encode_key`], CouchDB's collation as
 //!   a comparison and as order-preserving bytes (ICU4X sort keys).
-//! - `index.rs`: the indexer (one atomic sled batch per chunk of changes).
+//! - `index.rs`: the indexer (one atomic sled batch per view per chunk of
+//!   changes).
 //! - `parallel.rs`: a large backlog read and mapped on several threads,
 //!   in order, and views' blocks prepared side by side.
 //! - `block.rs`: sorted blocks, many rows (or back-index entries) per sled
