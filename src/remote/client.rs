@@ -544,7 +544,7 @@ impl Remote {
         self.changes_page(since, limit, true).await
     }
 
-    pub(super) async fn changes_page(
+    async fn changes_page(
         &self,
         since: &Seq,
         limit: usize,
@@ -874,14 +874,13 @@ impl Remote {
     }
 }
 
-/// The per-document failure for an id no URL can name.
+/// Documents and the revisions wanted of each, as `_bulk_get` asks for them.
+type Wanted = Vec<(String, Vec<String>)>;
+
 /// `wanted` cut in two: its documents in halves, or a single document's
 /// revisions; `Err` with the (document, revisions) left when it holds one
 /// revision (or none).
-#[allow(clippy::type_complexity)]
-fn halves(
-    mut wanted: Vec<(String, Vec<String>)>,
-) -> Result<(Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>), (String, Vec<String>)> {
+fn halves(mut wanted: Wanted) -> Result<(Wanted, Wanted), (String, Vec<String>)> {
     if wanted.len() > 1 {
         let b = wanted.split_off(wanted.len() / 2);
         return Ok((wanted, b));
@@ -894,6 +893,7 @@ fn halves(
     Ok((vec![(id.clone(), revs)], vec![(id, later)]))
 }
 
+/// The per-document failure for an id no URL can name.
 fn unaddressable(id: &str, rev: Option<String>) -> FetchedRev {
     FetchedRev::Error {
         id: id.to_owned(),
