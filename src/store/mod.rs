@@ -570,23 +570,23 @@ impl Replica {
     /// }
     /// ```
     pub fn attachment_reader(&self, digest: &str) -> Result<Option<AttachmentReader>, StoreError> {
-        match self.inner.trees.attachments.get(digest.as_bytes())? {
-            None => Ok(None),
-            Some(v) if v.is_empty() => Ok(Some(match self.chunked_reader(digest)? {
-                Some((file, len)) => AttachmentReader {
+        let Some(v) = self.inner.trees.attachments.get(digest.as_bytes())? else {
+            return Ok(None);
+        };
+        // An empty value stands for a large attachment kept in its file
+        // (or for an empty attachment, when no file is named).
+        if v.is_empty() {
+            if let Some((file, len)) = self.chunked_reader(digest)? {
+                return Ok(Some(AttachmentReader {
                     len,
                     source: ReaderSource::File(std::io::Read::take(file, len)),
-                },
-                None => AttachmentReader {
-                    len: 0,
-                    source: ReaderSource::Stored(std::io::Cursor::new(v)),
-                },
-            })),
-            Some(v) => Ok(Some(AttachmentReader {
-                len: v.len() as u64,
-                source: ReaderSource::Stored(std::io::Cursor::new(v)),
-            })),
+                }));
+            }
         }
+        Ok(Some(AttachmentReader {
+            len: v.len() as u64,
+            source: ReaderSource::Stored(std::io::Cursor::new(v)),
+        }))
     }
 
     /// True when the replica already holds these attachment bytes.
