@@ -743,3 +743,117 @@ async fn kill_9_during_writes_loses_nothing_the_writer_was_told() {
     }
     assert!(told_total > 0 || crash_trials() == 0);
 }
+
+/// Issue 17 §1, reproduced on CouchDB 3.4.3: an offline edit that adds an
+/// attachment, a second one that keeps it as a stub, and a conflicting
+/// remote edit. CouchDB lists the conflicting leaf as a possible ancestor
+/// (the proxy adds `possible_ancestors` as CouchDB does); a push that took
+/// it for an ancestor of its own revision sent the attachment as a stub and
+/// got 412 `missing_stub` for the whole batch, and the outbox stalled with
+/// every other document in it. Now stubs follow the revision's own path, and
+/// a document that keeps failing (here a proxy refusing it every time) is
+/// dead-lettered while the others are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_remote_edit_neither_breaks_attachment_stubs_nor_stalls_the_outbox() {
+    let db = TestDb::new("stubs").await;
+    db.bulk_docs(
+        vec![
+            json!({"_id": "x", "v": 1}),
+            json!({"_id": "y", "v": 1}),
+            json!({"_id": "z", "v": 1}),
+        ],
+        true,
+    )
+    .await;
+    let (_dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 100, 2).await;
+    let base = replica.get("x").unwrap().unwrap().rev;
+
+    // Offline: x gets an attachment, then an edit that keeps it (a stub).
+    let x2 = replica.get("x").unwrap().unwrap().rev.to_string();
+    replica
+        .put(
+            "x",
+            json!({"_rev": x2, "v": 2, "_attachments": {"a.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}}),
+        )
+        .await
+        .unwrap();
+    let mut x3 = replica.get("x").unwrap().unwrap().to_json();
+    x3["v"] = json!(3);
+    replica.put("x", x3).await.unwrap();
+    let y1 = replica.get("y").unwrap().unwrap().rev.to_string();
+    replica.put("y", json!({"_rev": y1, "v": 2})).await.unwrap();
+    // On the server, a conflicting edit of x.
+    let (status, _) = db
+        .request(
+            reqwest::Method::PUT,
+            "x",
+            Some(json!({"_rev": base.to_string(), "v": "remote"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![Rule::possible_ancestors()]);
+    let remote = via(&db, &proxy, Duration::from_secs(10));
+    let outbox = Outbox::spawn(replica.clone(), remote, test_config());
+    let status = drained(&outbox).await;
+    assert!(status.dead_letters.is_empty(), "{status:?}");
+    assert_eq!(
+        status.bulk_docs_requests, 1,
+        "one request, not refused for a stub the server cannot resolve: {status:?}"
+    );
+
+    // y was delivered; both branches of x are on the server, ours with
+    // its attachment.
+    assert_eq!(remote_doc(&db, "y").await["v"], 2);
+    let local = replica.get("x").unwrap().unwrap();
+    let server_x = remote_doc(&db, "x").await;
+    assert_eq!(
+        server_x["_rev"],
+        local.rev.to_string(),
+        "our branch wins (generation 3)"
+    );
+    assert_eq!(server_x["v"], 3);
+    assert_eq!(db.attachment("x", "a.txt").await, b"hello");
+    let conflicts: Vec<&str> = server_x["_conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].starts_with("2-"), "{conflicts:?}");
+
+    // z now fails every time, the way a missing stub fails on CouchDB
+    // (the whole request, 412): it is dead-lettered, y's next edit still
+    // goes through, and pushing is not paused.
+    proxy.set_rules(vec![
+        Rule::possible_ancestors(),
+        Rule::respond_if_body_has(
+            "/_bulk_docs",
+            r#""_id":"z""#,
+            412,
+            r#"{"error":"missing_stub","reason":"Invalid attachment stub in z for a.txt"}"#,
+        ),
+    ]);
+    for id in ["z", "y"] {
+        let rev = replica.get(id).unwrap().unwrap().rev.to_string();
+        replica.put(id, json!({"_rev": rev, "v": 3})).await.unwrap();
+    }
+    let status = outbox.drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status.paused, None, "{status:?}");
+    assert_eq!(status.pending, 0, "{status:?}");
+    let dead: Vec<&str> = status.dead_letters.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(dead, vec!["z"], "{status:?}");
+    assert_eq!(status.dead_letters[0].status, Some(412));
+    assert_eq!(remote_doc(&db, "y").await["v"], 3);
+    assert_eq!(remote_doc(&db, "z").await["v"], 1);
+
+    // After a pull, the same winner and conflicts on both sides.
+    pull(&replica, &db.remote(), 100, 2).await;
+    let local = replica.get("x").unwrap().unwrap();
+    assert_eq!(server_x["_rev"], local.rev.to_string());
+    let local_conflicts: Vec<String> = local.conflicts.iter().map(|r| r.to_string()).collect();
+    assert_eq!(local_conflicts, conflicts);
+}

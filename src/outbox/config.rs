@@ -26,8 +26,9 @@ pub enum PushAction {
 
 /// How answers map to actions. The defaults are the policy:
 /// per-document `forbidden`/`unauthorized` (and any other per-document
-/// error) are dead-lettered; a 400 or 413 splits the batch down to the
-/// offending document, which is dead-lettered; 429, 408 and 5xx back off;
+/// error) are dead-lettered; a 400, 412 or 413 splits the batch down to
+/// the offending document, which is dead-lettered (after a `missing_stub`,
+/// once it was sent again with its attachments inline); 429, 408 and 5xx back off;
 /// a whole-request 401, 403 or 404 pauses; timeouts and broken connections
 /// back off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,9 @@ impl Default for StatusPolicy {
                 (403, PushAction::Pause),
                 (404, PushAction::Pause),
                 (408, PushAction::Backoff),
+                // CouchDB refuses a whole `_bulk_docs` with 412
+                // `missing_stub` for one document's attachment stub.
+                (412, PushAction::Split),
                 (413, PushAction::Split),
                 (429, PushAction::Backoff),
             ]
@@ -228,6 +232,7 @@ mod tests {
         };
         assert_eq!(p.for_request(&http(413)), PushAction::Split);
         assert_eq!(p.for_request(&http(400)), PushAction::Split);
+        assert_eq!(p.for_request(&http(412)), PushAction::Split);
         assert_eq!(p.for_request(&http(401)), PushAction::Pause);
         assert_eq!(p.for_request(&http(503)), PushAction::Backoff);
         assert_eq!(p.for_request(&http(500)), PushAction::Backoff);

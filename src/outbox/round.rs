@@ -9,6 +9,7 @@
 
 use super::config::{OutboxConfig, PushAction};
 use crate::store::{DeadLetter, OutboxEntry, PushAck};
+use crate::revtree::RevPath;
 use crate::{Remote, RemoteError, Replica, Rev, StoreError};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -62,7 +63,20 @@ enum GroupState {
 /// One revision to send, and the group it belongs to.
 struct PushDoc {
     group: usize,
+    rev: Rev,
     json: Value,
+    /// Sent again with every attachment inline after a `missing_stub`.
+    inline_retried: bool,
+}
+
+/// Which attachments go as stubs.
+#[derive(Clone, Copy)]
+enum Stubs<'a> {
+    /// Those the remote holds already: not changed since the newest of
+    /// these remote leaves that is on the revision's own path.
+    Since(&'a [Rev]),
+    /// None: every attachment inline.
+    None,
 }
 
 pub(super) async fn run(
@@ -101,31 +115,46 @@ pub(super) async fn run(
     let mut docs = Vec::new();
     for (i, g) in groups.iter_mut().enumerate() {
         let Some(entry) = diff.get(&g.id) else {
+            // The remote has every leaf we asked about.
             g.state = GroupState::Done;
             continue;
         };
-        let ancestor_pos = entry
+        let asked = &diff_request[&g.id];
+        let Some(missing) = parse_missing(&entry.missing, asked) else {
+            // An answer naming revisions we did not ask about (or no
+            // revision at all) proves nothing: the group stays queued and
+            // is asked again next round; the others go on.
+            tracing::warn!(id = %g.id, missing = ?entry.missing, asked = ?asked,
+                "_revs_diff answered revisions that were not asked about; kept queued");
+            continue;
+        };
+        let ancestors: Vec<Rev> = entry
             .possible_ancestors
             .iter()
             .filter_map(|r| r.parse::<Rev>().ok())
-            .map(|r| r.pos)
-            .max()
-            .unwrap_or(0);
-        for missing in &entry.missing {
-            let Ok(rev) = missing.parse::<Rev>() else {
-                continue;
-            };
-            if let Some(json) = doc_json(replica, &g.id, &rev, ancestor_pos)? {
-                docs.push(PushDoc { group: i, json });
+            .collect();
+        let mut complete = true;
+        for rev in missing {
+            match doc_json(replica, &g.id, &rev, Stubs::Since(&ancestors))? {
+                Some(json) => docs.push(PushDoc {
+                    group: i,
+                    rev,
+                    json,
+                    inline_retried: false,
+                }),
+                // No longer a leaf with a body here: a newer local edit
+                // replaced it while the round ran. Its entry may be in this
+                // group, so the group is not done; the next round pushes the
+                // new leaf.
+                None => complete = false,
             }
         }
-        if !docs.iter().any(|d| d.group == i) {
-            // The remote lacks only revisions that are no longer leaves here.
-            g.state = GroupState::Done;
+        if !complete {
+            docs.retain(|d| d.group != i);
         }
     }
 
-    let stop = push_docs(remote, config, &docs, &mut groups, stats).await;
+    let stop = push_docs(replica, remote, config, &mut docs, &mut groups, stats).await?;
 
     let mut ack = PushAck {
         remote: remote.endpoint().to_string(),
@@ -202,20 +231,68 @@ fn group(entries: Vec<OutboxEntry>, batch_size: usize) -> Vec<DocGroup> {
     groups
 }
 
+/// The revisions of `missing` as asked about: `None` when the answer names
+/// a revision that is not one of `asked`, does not parse, or is empty, so
+/// an odd answer can never mark a document pushed.
+fn parse_missing(missing: &[String], asked: &[String]) -> Option<Vec<Rev>> {
+    if missing.is_empty() {
+        return None;
+    }
+    missing
+        .iter()
+        .map(|m| {
+            if asked.iter().any(|a| a == m) {
+                m.parse::<Rev>().ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The generation of the newest of `ancestors` on `path` (the revision's
+/// own history), 0 if none is.
+///
+/// CouchDB's `possible_ancestors` are the remote's leaves of a lower
+/// generation, whichever branch they are on: a conflicting remote edit is
+/// one. Only a leaf on this revision's own path is a revision the remote
+/// will merge our attachment stubs against (as CouchDB's replicator rules,
+/// `couch_db`'s `find_ancestor_rev_pos`); an attachment changed after it
+/// must go inline, or `_bulk_docs` answers 412 `missing_stub`.
+fn ancestor_pos(path: &RevPath, ancestors: &[Rev]) -> u64 {
+    ancestors
+        .iter()
+        .filter(|a| {
+            a.pos <= path.start
+                && usize::try_from(path.start - a.pos)
+                    .ok()
+                    .and_then(|i| path.ids.get(i))
+                    .is_some_and(|h| *h == a.hash)
+        })
+        .map(|a| a.pos)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The revision as `_bulk_docs` with `new_edits: false` wants it: `_rev`,
-/// `_revisions` (its whole kept history) and the attachments the remote
-/// may lack inline (those changed after the newest possible ancestor).
+/// `_revisions` (its whole kept history) and, inline, the attachments the
+/// remote may lack (see [`Stubs`]). `None` when `rev` is no longer a leaf
+/// with a body here.
 fn doc_json(
     replica: &Replica,
     id: &str,
     rev: &Rev,
-    ancestor_pos: u64,
+    stubs: Stubs<'_>,
 ) -> Result<Option<Value>, StoreError> {
     let Some(doc) = replica.get_rev(id, rev)? else {
         return Ok(None);
     };
     let Some(path) = replica.rev_tree(id)?.and_then(|t| t.path_to(rev)) else {
         return Ok(None);
+    };
+    let ancestor_pos = match stubs {
+        Stubs::Since(ancestors) => ancestor_pos(&path, ancestors),
+        Stubs::None => 0,
     };
     let mut json = doc.to_json();
     json["_revisions"] = json!({ "start": path.start, "ids": path.ids });
@@ -244,93 +321,160 @@ fn doc_json(
     Ok(Some(json))
 }
 
+/// True when a refusal is CouchDB's `missing_stub`: the remote lacks the
+/// revision an attachment stub refers to. Sending the attachment inline
+/// answers it.
+fn is_missing_stub(error: &str) -> bool {
+    error == "missing_stub"
+}
+
 /// Sends `docs` in `_bulk_docs` requests, splitting batches the policy
 /// says to split, and marks each group. Returns why it stopped early.
+///
+/// One document's refusal never holds back the others: a refusal of the
+/// whole request that the policy splits (400, 412, 413) is narrowed down
+/// by halves to the one document, which is sent once more with every
+/// attachment inline after a `missing_stub`, then dead-lettered.
 async fn push_docs(
+    replica: &Replica,
     remote: &Remote,
     config: &OutboxConfig,
-    docs: &[PushDoc],
+    docs: &mut [PushDoc],
     groups: &mut [DocGroup],
     stats: &mut RoundStats,
-) -> Option<RoundEnd> {
+) -> Result<Option<RoundEnd>, StoreError> {
     // Groups with a revision not yet accepted: a group is done only when
     // all of its revisions are.
     let mut unanswered: HashMap<usize, usize> = HashMap::new();
-    for d in docs {
+    for d in docs.iter() {
         *unanswered.entry(d.group).or_default() += 1;
     }
-    let mut work: Vec<&[PushDoc]> = if docs.is_empty() { vec![] } else { vec![docs] };
+    // Ranges of `docs`, the next to send last.
+    let mut work: Vec<std::ops::Range<usize>> = if docs.is_empty() {
+        vec![]
+    } else {
+        vec![0..docs.len()]
+    };
     let mut doc_stop = None;
-    while let Some(slice) = work.pop() {
+    while let Some(range) = work.pop() {
+        let slice = &docs[range.clone()];
         let body: Vec<Value> = slice.iter().map(|d| d.json.clone()).collect();
         stats.bulk_docs_requests += 1;
-        match remote.bulk_docs(&body).await {
-            Ok(refused) => {
-                let mut refused_groups: HashSet<usize> = HashSet::new();
-                for r in refused {
-                    let Some(d) = slice.iter().find(|d| groups[d.group].id == r.id) else {
-                        continue;
-                    };
-                    match config.policy.for_doc(&r.error) {
-                        action @ (PushAction::Backoff | PushAction::Pause) => {
-                            // Stays queued; the round ends after this
-                            // request instead of sending it again at once.
-                            let error = format!("{}: {}: {}", r.id, r.error, r.reason);
-                            doc_stop = Some(if action == PushAction::Pause {
-                                RoundEnd::Pause { error }
-                            } else {
-                                RoundEnd::Backoff {
-                                    error,
-                                    retry_after: None,
-                                }
-                            });
-                            refused_groups.insert(d.group);
+        let refused = match remote.bulk_docs(&body).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                match config.policy.for_request(&e) {
+                    PushAction::Split if range.len() > 1 => {
+                        let mid = range.start + range.len() / 2;
+                        // Pushed in order: the first half is popped first.
+                        work.push(mid..range.end);
+                        work.push(range.start..mid);
+                    }
+                    PushAction::Split | PushAction::DeadLetter => {
+                        let (status, error, reason) = describe(&e);
+                        if retry_inline(replica, &mut docs[range.clone()], &error)? {
+                            work.push(range);
+                            continue;
                         }
-                        PushAction::DeadLetter | PushAction::Split => {
+                        for d in &docs[range] {
                             groups[d.group].state = GroupState::Dead {
-                                status: None,
-                                error: r.error,
-                                reason: r.reason,
+                                status,
+                                error: error.clone(),
+                                reason: reason.clone(),
                             };
-                            refused_groups.insert(d.group);
                         }
                     }
+                    PushAction::Backoff => return Ok(Some(backoff(&e))),
+                    PushAction::Pause => return Ok(Some(pause(&e))),
                 }
-                for d in slice {
-                    if refused_groups.contains(&d.group) {
-                        continue;
-                    }
-                    if let Some(n) = unanswered.get_mut(&d.group) {
-                        *n -= 1;
-                        if *n == 0 && groups[d.group].state == GroupState::Pending {
-                            groups[d.group].state = GroupState::Done;
+                continue;
+            }
+        };
+        // A refusal that names no document of this request cannot be
+        // told apart from the others' success: narrow it down by halves,
+        // and a lone document owns it.
+        let unattributed = refused
+            .iter()
+            .any(|r| !slice.iter().any(|d| groups[d.group].id == r.id));
+        if unattributed && range.len() > 1 {
+            let mid = range.start + range.len() / 2;
+            work.push(mid..range.end);
+            work.push(range.start..mid);
+            continue;
+        }
+        let mut refused_groups: HashSet<usize> = HashSet::new();
+        for r in refused {
+            let Some(j) = range
+                .clone()
+                .find(|&j| groups[docs[j].group].id == r.id)
+                .or(if unattributed { Some(range.start) } else { None })
+            else {
+                continue;
+            };
+            let group = docs[j].group;
+            refused_groups.insert(group);
+            if retry_inline(replica, &mut docs[j..j + 1], &r.error)? {
+                // Sent again alone; its group is answered by that request.
+                work.push(j..j + 1);
+                continue;
+            }
+            match config.policy.for_doc(&r.error) {
+                action @ (PushAction::Backoff | PushAction::Pause) => {
+                    // Stays queued; the round ends after this request
+                    // instead of sending it again at once.
+                    let error = format!("{}: {}: {}", groups[group].id, r.error, r.reason);
+                    doc_stop = Some(if action == PushAction::Pause {
+                        RoundEnd::Pause { error }
+                    } else {
+                        RoundEnd::Backoff {
+                            error,
+                            retry_after: None,
                         }
-                    }
+                    });
+                }
+                PushAction::DeadLetter | PushAction::Split => {
+                    groups[group].state = GroupState::Dead {
+                        status: None,
+                        error: r.error,
+                        reason: r.reason,
+                    };
                 }
             }
-            Err(e) => match config.policy.for_request(&e) {
-                PushAction::Split if slice.len() > 1 => {
-                    let (a, b) = slice.split_at(slice.len() / 2);
-                    // Pushed in order: the first half is popped first.
-                    work.push(b);
-                    work.push(a);
+        }
+        for d in &docs[range] {
+            if refused_groups.contains(&d.group) {
+                continue;
+            }
+            if let Some(n) = unanswered.get_mut(&d.group) {
+                *n -= 1;
+                if *n == 0 && groups[d.group].state == GroupState::Pending {
+                    groups[d.group].state = GroupState::Done;
                 }
-                PushAction::Split | PushAction::DeadLetter => {
-                    let (status, error, reason) = describe(&e);
-                    for d in slice {
-                        groups[d.group].state = GroupState::Dead {
-                            status,
-                            error: error.clone(),
-                            reason: reason.clone(),
-                        };
-                    }
-                }
-                PushAction::Backoff => return Some(backoff(&e)),
-                PushAction::Pause => return Some(pause(&e)),
-            },
+            }
         }
     }
-    doc_stop
+    Ok(doc_stop)
+}
+
+/// After a `missing_stub` refusal of one document not yet retried: its
+/// JSON rebuilt with every attachment inline, and true (send it again).
+fn retry_inline(replica: &Replica, one: &mut [PushDoc], error: &str) -> Result<bool, StoreError> {
+    let [d] = one else { return Ok(false) };
+    if !is_missing_stub(error) || d.inline_retried {
+        return Ok(false);
+    }
+    d.inline_retried = true;
+    let Some(id) = d.json.get("_id").and_then(Value::as_str).map(str::to_owned) else {
+        return Ok(false);
+    };
+    match doc_json(replica, &id, &d.rev, Stubs::None)? {
+        Some(json) => {
+            tracing::info!(%id, rev = %d.rev, "missing_stub: sending every attachment inline");
+            d.json = json;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 fn describe(e: &RemoteError) -> (Option<u16>, String, String) {

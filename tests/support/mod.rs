@@ -2,6 +2,7 @@
 //! replica directory per test, corpus seeding, reading back what the server
 //! holds (independently of settee's code), and running the `settee` binary.
 
+mod ancestors;
 pub mod proxy;
 pub mod quirks;
 pub mod server;

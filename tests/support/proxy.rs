@@ -119,6 +119,19 @@ pub enum Fault {
     },
     /// Make the server look like Apache CouchDB 3 (see `super::quirks`).
     CouchDb3(Arc<super::quirks::Couch3>),
+    /// Forward a `_revs_diff`, then add CouchDB's `possible_ancestors` to
+    /// its answer (see `super::ancestors`).
+    PossibleAncestors,
+    /// Read the whole request body (`Content-Length`); if it contains
+    /// `needle`, answer `status` with the JSON `body`, else forward it.
+    RespondIfBodyHas {
+        /// The substring looked for in the request body.
+        needle: String,
+        /// The status of the answer.
+        status: u16,
+        /// The JSON body of the answer.
+        body: String,
+    },
 }
 
 /// One kind of fault a [`Storm`] injects.
@@ -450,6 +463,32 @@ impl Rule {
         Self::new("", Fault::CouchDb3(Arc::default()))
     }
 
+    /// `_revs_diff` answers carry CouchDB's `possible_ancestors` (the
+    /// remote's leaves of a lower generation), which PouchDB Server leaves
+    /// out.
+    pub fn possible_ancestors() -> Self {
+        Self::new("/_revs_diff", Fault::PossibleAncestors)
+    }
+
+    /// Answer `status` with the JSON `body` to matching requests whose body
+    /// contains `needle` (one document of a `_bulk_docs`, say); forward the
+    /// others.
+    pub fn respond_if_body_has(
+        matcher: impl Into<String>,
+        needle: impl Into<String>,
+        status: u16,
+        body: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            matcher,
+            Fault::RespondIfBodyHas {
+                needle: needle.into(),
+                status,
+                body: body.into(),
+            },
+        )
+    }
+
     /// Send half the body, then stall `ms` and close (see
     /// [`Fault::StallHalfway`]).
     pub fn stall_halfway(matcher: impl Into<String>, ms: u64) -> Self {
@@ -723,11 +762,52 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, state: Shared) {
         Some(Fault::CouchDb3(quirks)) => {
             super::quirks::serve(client, upstream, &line, &fwd_head, body_start, &quirks).await;
         }
+        Some(Fault::RespondIfBodyHas {
+            needle,
+            status,
+            body,
+        }) => {
+            let Some(request) = whole_body(&mut client, head, body_start).await else {
+                return;
+            };
+            if find(&request, needle.as_bytes()).is_some() {
+                let headers = [("Content-Type", "application/json")];
+                canned(client, status, &headers, body.as_bytes()).await;
+            } else {
+                forward(client, upstream, &fwd_head, &request).await;
+            }
+        }
+        Some(Fault::PossibleAncestors) => {
+            super::ancestors::serve(client, upstream, &line, &fwd_head, body_start).await;
+        }
         Some(Fault::OpaqueSeqs) => {
             let fwd_head = plain_since(&fwd_head);
             mangle(client, upstream, &fwd_head, body_start, Mangle::OpaqueSeqs).await;
         }
     }
+}
+
+/// The whole request body, by its `Content-Length` (what already arrived
+/// with the head, then the rest); `None` if the client goes away first.
+async fn whole_body(client: &mut TcpStream, head: &[u8], body_start: &[u8]) -> Option<Vec<u8>> {
+    let len: usize = lines(head)
+        .skip(1)
+        .find(|h| header_name(h).eq_ignore_ascii_case(b"content-length"))
+        .and_then(|h| {
+            String::from_utf8_lossy(h)
+                .split_once(':')
+                .and_then(|(_, v)| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let mut body = body_start.to_vec();
+    while body.len() < len {
+        let mut buf = vec![0u8; (len - body.len()).min(64 * 1024)];
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(body)
 }
 
 /// Records `line` and picks the fault to apply, if any.

@@ -20,6 +20,8 @@
 //! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
 //!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
 //!   then `-<hex>` per row ahead); a `since=` of that form maps back.
+//! - **`possible_ancestors`** in `_revs_diff` answers: the remote's leaves
+//!   of a lower generation, on any branch (`super::ancestors`).
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
 //!   (microseconds, as a string), one per database, new when it is
 //!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
@@ -146,6 +148,8 @@ enum Kind {
     Changes,
     /// An encoded `_design/` or `_local/` id: the redirect loop.
     EncodedId,
+    /// `POST /db/_revs_diff`: answered with `possible_ancestors`.
+    RevsDiff,
     /// Anything else: forwarded untouched.
     Other,
 }
@@ -182,6 +186,9 @@ fn classify(method: &str, target: &str) -> Kind {
     let streaming = ["feed=continuous", "feed=eventsource"]
         .iter()
         .any(|f| target.contains(f));
+    if segs.len() == 2 && segs[1] == "_revs_diff" && method == "POST" {
+        return Kind::RevsDiff;
+    }
     if segs.len() == 2 && segs[1] == "_changes" && !streaming {
         return Kind::Changes;
     }
@@ -202,6 +209,9 @@ pub(super) async fn serve(
     let kind = classify(method, target);
     match kind {
         Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
+        Kind::RevsDiff => {
+            return super::ancestors::serve(client, upstream, line, fwd_head, body_start).await
+        }
         Kind::Db(_) if method == "HEAD" => {
             return forward(client, upstream, fwd_head, body_start).await
         }
