@@ -857,3 +857,60 @@ async fn a_conflicting_remote_edit_neither_breaks_attachment_stubs_nor_stalls_th
     let local_conflicts: Vec<String> = local.conflicts.iter().map(|r| r.to_string()).collect();
     assert_eq!(local_conflicts, conflicts);
 }
+
+/// `_revs_diff` answers every document as missing a revision we never
+/// asked about.
+fn unknown_missing(v: &mut Value) {
+    if let Some(obj) = v.as_object_mut() {
+        for entry in obj.values_mut() {
+            entry["missing"] = json!(["9-0123456789abcdef0123456789abcdef"]);
+        }
+    }
+}
+
+/// `_bulk_docs` answers carry an error row that names no document.
+fn anonymous_refusal(v: &mut Value) {
+    if let Some(rows) = v.as_array_mut() {
+        rows.push(json!({"error": "forbidden", "reason": "which one?"}));
+    }
+}
+
+/// Issue 17 §2.10: odd server answers never drop outbox entries unsent.
+/// A `_revs_diff` naming a revision that was not asked about proves
+/// nothing (the entries stay queued until an answer that makes sense);
+/// a `_bulk_docs` refusal without an `id` is narrowed down by halves and
+/// owned by the lone document it ends on, never counted as accepted.
+#[tokio::test]
+async fn odd_answers_never_drop_queued_writes() {
+    let db = TestDb::new("odd").await;
+    let proxy = db.behind_proxy().await;
+    proxy.set_rules(vec![Rule::edit_json("_revs_diff", unknown_missing)]);
+    let (_dir, replica) = temp_replica();
+    put_all(&replica, &["a", "b"]).await;
+    let outbox = Outbox::spawn(
+        replica.clone(),
+        via(&db, &proxy, Duration::from_secs(30)),
+        test_config(),
+    );
+    let status = outbox.drain(Duration::from_millis(800)).await.unwrap();
+    assert_eq!(status.pending, 2, "kept queued: {status:?}");
+    assert!(status.dead_letters.is_empty(), "{status:?}");
+    assert_eq!(remote_status(&db, "a").await, 404, "nothing was sent");
+
+    // Answers that make sense again: the same entries go out.
+    proxy.set_rules(vec![]);
+    drained(&outbox).await;
+    for id in ["a", "b"] {
+        assert_eq!(remote_status(&db, id).await, 200, "{id} pushed");
+    }
+
+    // A refusal that names no document is not an acceptance.
+    proxy.set_rules(vec![Rule::edit_json("_bulk_docs", anonymous_refusal)]);
+    put_all(&replica, &["c", "d"]).await;
+    let status = outbox.drain(Duration::from_secs(30)).await.unwrap();
+    let mut dead: Vec<&str> = status.dead_letters.iter().map(|d| d.id.as_str()).collect();
+    dead.sort();
+    assert_eq!(dead, vec!["c", "d"], "{status:?}");
+    assert!(status.dead_letters.iter().all(|d| d.reason == "which one?"));
+    assert!(proxy.count("/_bulk_docs") >= 3, "split down to each document");
+}
