@@ -101,6 +101,7 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
+mod identity;
 #[doc(hidden)]
 pub mod fuzz_hooks;
 mod outbox;

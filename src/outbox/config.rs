@@ -127,6 +127,13 @@ pub struct OutboxConfig {
     pub max_retry_after: Duration,
     /// What each answer means.
     pub policy: StatusPolicy,
+    /// Id of the remote document holding `{"epoch": ...}` (the sync
+    /// service's `epoch_doc_id`), checked before every round; `None`: no
+    /// epoch check.
+    pub epoch_doc_id: Option<String>,
+    /// Documents sampled by the revisions probe before every round (see
+    /// the sync service's `revs_probe_docs`); 0 turns it off.
+    pub revs_probe_docs: usize,
 }
 
 impl Default for OutboxConfig {
@@ -139,6 +146,8 @@ impl Default for OutboxConfig {
             max_backoff: Duration::from_secs(300),
             max_retry_after: Duration::from_secs(3600),
             policy: StatusPolicy::default(),
+            epoch_doc_id: None,
+            revs_probe_docs: 32,
         }
     }
 }
@@ -160,6 +169,15 @@ impl OutboxConfig {
     /// The same settings with another tick.
     pub fn with_tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// The same settings with other checks that the remote is still the
+    /// database the replica copies (run before every round): the epoch
+    /// document's id, and how many documents the revisions probe samples.
+    pub fn with_identity_checks(mut self, epoch_doc_id: Option<String>, probe_docs: usize) -> Self {
+        self.epoch_doc_id = epoch_doc_id;
+        self.revs_probe_docs = probe_docs;
         self
     }
 

@@ -248,6 +248,14 @@ impl OutboxHandle {
         }
     }
 
+    /// Stops the worker now, without draining, for every clone of this
+    /// handle: its replica no longer pushes to this remote (it was
+    /// replaced after the remote database was recreated). What is queued
+    /// stays durable.
+    pub(crate) fn retire(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
     /// Drains for at most `timeout` ([`OutboxHandle::drain`]), then stops
     /// the worker and waits for it. What is still queued stays durable and
     /// is pushed by the next worker on this replica.

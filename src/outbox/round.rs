@@ -89,6 +89,42 @@ pub(super) async fn run(
     if entries.is_empty() {
         return Ok(RoundEnd::Idle);
     }
+    // A recreated remote database must never get this replica's old
+    // revisions: the same signals the sync service rebuilds on, before
+    // every round. Pausing keeps the queue whole; a sync rebuilds the
+    // replica and carries the queued writes over as new edits.
+    match crate::identity::changed(
+        replica,
+        remote,
+        config.epoch_doc_id.as_deref(),
+        config.revs_probe_docs,
+    )
+    .await
+    {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            return Ok(RoundEnd::Pause {
+                error: format!(
+                    "not pushed: the remote database is not the one this replica copies \
+                     ({reason}); the writes stay queued here (a sync rebuilds the replica \
+                     and carries them over)"
+                ),
+            })
+        }
+        Err(crate::Error::Remote(e)) => {
+            return Ok(match config.policy.for_request(&e) {
+                PushAction::Pause => pause(&e),
+                _ => backoff(&e),
+            })
+        }
+        Err(crate::Error::Store(e)) => return Err(e),
+        Err(e) => {
+            return Ok(RoundEnd::Backoff {
+                error: e.to_string(),
+                retry_after: None,
+            })
+        }
+    }
     let mut groups = group(entries, config.batch_size.max(1));
 
     // Every current leaf of each document: the remote gets the tree's

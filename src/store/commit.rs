@@ -50,6 +50,10 @@ pub struct WriteBatch {
     /// Outbox entries (document id, revision) appended in the same
     /// transaction, under fresh monotonic keys (`store/local_write.rs`).
     pub outbox: Vec<(String, Rev)>,
+    /// A carry-over mark `(source, key)`: this batch carries the writes of
+    /// replica `source` up to its outbox key `key` (`sync/carry.rs`),
+    /// recorded in the same transaction so a write is carried exactly once.
+    pub carried: Option<(String, u64)>,
 }
 
 /// What a committed batch changed.
@@ -423,6 +427,9 @@ impl Replica {
                     }
                     if let Some((id, cp)) = &checkpoint {
                         cps.insert(*id, cp.as_slice())?;
+                    }
+                    if let Some((source, key)) = &batch.carried {
+                        meta_t.insert(meta::carried(source), &key.to_be_bytes())?;
                     }
                     for id in &batch.retry_done {
                         retry.remove(id.as_bytes())?;

@@ -67,6 +67,12 @@ pub(crate) mod meta {
     /// The replica's size on disk after its last compaction (or when the
     /// automatic trigger first looked), `u64` BE (`store/compact.rs`).
     pub(crate) const DISK_BASELINE: &[u8] = b"disk_baseline";
+
+    /// `carried/<source>`: the last outbox key of the retired replica
+    /// `source` whose writes were carried into this one (`u64` BE).
+    pub(crate) fn carried(source: &str) -> Vec<u8> {
+        format!("carried/{source}").into_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -299,6 +299,55 @@ impl Replica {
     }
 }
 
+/// Writing what a retired replica still owes its remote into the replica
+/// that replaced it, exactly once (`sync/carry.rs`).
+impl Replica {
+    /// The last outbox key of replica `source` carried into this one.
+    pub(crate) fn carried_through(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let key = keys::meta::carried(source);
+        match self.inner.trees.meta.get(&key)? {
+            Some(v) => decode_u64(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A local write on top of `parent` (the winner the caller read;
+    /// `None`: the document must be unknown), committed with the mark
+    /// "`source` carried through `key`" in one transaction. A
+    /// [`StoreError::Conflict`] (another write landed in between) wrote
+    /// nothing.
+    pub(crate) fn write_carried(
+        &self,
+        id: &str,
+        parent: Option<Rev>,
+        deleted: bool,
+        body: Map<String, Value>,
+        mark: (&str, u64),
+    ) -> Result<LocalWrite, StoreError> {
+        check_id(id)?;
+        let mut batch = self.local_batch(id, parent.as_ref(), deleted, body)?;
+        batch.carried = Some((mark.0.to_owned(), mark.1));
+        let rev = batch.outbox[0].1.clone();
+        let outcome = self.commit_blocking(&batch)?;
+        Ok(LocalWrite {
+            id: id.to_owned(),
+            rev,
+            deleted,
+            seq: outcome.update_seq,
+        })
+    }
+
+    /// Records "`source` carried through `key`" alone (a write that needed
+    /// no new revision), durable when this returns.
+    pub(crate) fn mark_carried(&self, source: &str, key: u64) -> Result<(), StoreError> {
+        self.inner
+            .trees
+            .meta
+            .insert(keys::meta::carried(source), &key.to_be_bytes())?;
+        self.flush()
+    }
+}
+
 fn check_id(id: &str) -> Result<(), StoreError> {
     let reason = if id.is_empty() {
         "the id is empty"

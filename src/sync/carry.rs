@@ -10,54 +10,66 @@
 //! winner. That edit gets its own outbox entry, so the new replica's push
 //! worker sends it to the recreated database.
 //!
-//! Carrying is idempotent by content: a document whose new winner already
-//! has the old body (or is already deleted) gets no new revision. So it can
-//! run at the swap and again when the retired replica is finally deleted
-//! (catching writes made through a handle that outlived the swap), and
-//! again after a crash between the two.
+//! Each write is carried **exactly once**. Carrying runs at the swap, again
+//! when the retired replica is deleted (for writes made through a handle
+//! that outlived the swap), and again after a crash; by then the app may
+//! have changed a carried document in the new replica, and carrying the old
+//! content again would write over that newer edit. So the new replica
+//! records how far it carried the old one's outbox (`meta/carried/<old
+//! replica>`, the last outbox key), in the same transaction as each carried
+//! write. Documents go in the order of their last outbox entry, so "carried
+//! through key K" means every write up to K is in; a document whose content
+//! the new replica already has moves the mark alone.
 
+use crate::revtree::Rev;
 use crate::store::{Document, Replica, StoreError};
 use base64::Engine;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 /// Outbox entries read per page while collecting ids.
 const PAGE: usize = 1000;
 
-/// Writes onto `to` every document `from` still owes its remote; returns
-/// how many documents got a new revision. Blocking.
+/// Writes onto `to` every document `from` still owes its remote and has not
+/// carried there yet; returns how many documents got a new revision.
+/// Blocking.
 ///
 /// # Durability
-/// Each carried document is one local write on `to`, durable (with its
-/// outbox entry) before the next one starts. `from` is only read: after an
-/// `Err`, run it again; what was carried is not carried twice.
+/// Each carried document is one local write on `to` with its outbox entry
+/// and the carry mark, durable before the next one starts. `from` is only
+/// read: after an `Err`, run it again; nothing is carried twice.
 pub(crate) fn carry_local_writes(from: &Replica, to: &Replica) -> Result<usize, StoreError> {
-    let mut ids = BTreeSet::new();
+    let source = source_name(from);
+    let through = to.carried_through(&source)?;
+    // The last outbox key of each document owed (dead letters keep theirs).
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut note = |id: String, key: u64| {
+        let k = last.entry(id).or_insert(key);
+        *k = (*k).max(key);
+    };
     let mut after = None;
     loop {
         let page = from.outbox_entries(after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key);
-        ids.extend(page.into_iter().map(|e| e.id));
+        let Some(tail) = page.last() else { break };
+        after = Some(tail.key);
+        for e in page {
+            note(e.id, e.key);
+        }
     }
-    ids.extend(from.dead_letters()?.into_iter().map(|d| d.id));
+    for d in from.dead_letters()? {
+        note(d.id, d.key);
+    }
+    let mut order: Vec<(u64, String)> = last
+        .into_iter()
+        .filter(|(_, key)| through.is_none_or(|t| *key > t))
+        .map(|(id, key)| (key, id))
+        .collect();
+    order.sort();
     let mut carried = 0;
-    for id in ids {
-        let Some(old) = from.get(&id)? else { continue };
-        let new = to.get(&id)?;
-        let new_live = new.as_ref().filter(|d| !d.deleted);
-        if old.deleted {
-            if new_live.is_some() {
-                to.delete_blocking(&id, None)?;
-                carried += 1;
-            }
-            continue;
+    for (key, id) in order {
+        if carry_one(from, to, &id, (&source, key))? {
+            carried += 1;
         }
-        if new_live.is_some_and(|d| d.body == old.body) {
-            continue;
-        }
-        to.put_blocking(&id, &Value::Object(with_inline_attachments(from, &old)?))?;
-        carried += 1;
     }
     if carried > 0 {
         tracing::info!(
@@ -68,6 +80,55 @@ pub(crate) fn carry_local_writes(from: &Replica, to: &Replica) -> Result<usize, 
         );
     }
     Ok(carried)
+}
+
+/// The name a replica is known by in another's carry marks: its directory.
+fn source_name(replica: &Replica) -> String {
+    replica
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| replica.path().display().to_string())
+}
+
+/// Carries document `id` with `mark`; true if it got a new revision. A
+/// write that lands on `to` in between is read again, never written over
+/// blindly.
+fn carry_one(
+    from: &Replica,
+    to: &Replica,
+    id: &str,
+    mark: (&str, u64),
+) -> Result<bool, StoreError> {
+    let Some(old) = from.get(id)? else {
+        to.mark_carried(mark.0, mark.1)?;
+        return Ok(false);
+    };
+    let mut races = 0;
+    loop {
+        let new = to.get(id)?;
+        let new_live = new.as_ref().filter(|d| !d.deleted);
+        let parent: Option<Rev> = new.as_ref().map(|d| d.rev.clone());
+        let write = if old.deleted {
+            new_live
+                .is_some()
+                .then(|| to.write_carried(id, parent, true, Map::new(), mark))
+        } else if new_live.is_some_and(|d| d.body == old.body) {
+            None
+        } else {
+            let body = with_inline_attachments(from, &old)?;
+            Some(to.write_carried(id, parent, false, body, mark))
+        };
+        match write {
+            None => {
+                to.mark_carried(mark.0, mark.1)?;
+                return Ok(false);
+            }
+            Some(Ok(_)) => return Ok(true),
+            Some(Err(StoreError::Conflict { .. })) if races < 8 => races += 1,
+            Some(Err(e)) => return Err(e),
+        }
+    }
 }
 
 /// The old winner's body with every attachment stub replaced by its bytes
@@ -151,5 +212,46 @@ mod tests {
         let seq = new.update_seq().unwrap();
         assert_eq!(carry_local_writes(&old, &new).unwrap(), 0);
         assert_eq!(new.update_seq().unwrap(), seq);
+    }
+
+    /// Issue 17 §2.1: a second carry (when the old replica is retired, or
+    /// at the next start) must not write the old content over an edit the
+    /// app made in the new replica since the first; a write made on the
+    /// old replica after the swap is still carried.
+    #[test]
+    fn each_write_is_carried_once() {
+        let (_a, old) = open();
+        let (_b, new) = open();
+        old.put_blocking("card", &json!({"elo": 1})).unwrap();
+        old.put_blocking("gone", &json!({"x": 1})).unwrap();
+        old.delete_blocking("gone", None).unwrap();
+        new.put_blocking("gone", &json!({"x": 9})).unwrap();
+        assert_eq!(carry_local_writes(&old, &new).unwrap(), 2);
+        assert!(new.get("gone").unwrap().unwrap().deleted);
+
+        // The app goes on in the new replica: B2, and "gone" comes back.
+        new.update_blocking("card", |d| {
+            let mut body = d?.body.clone();
+            body.insert("elo".into(), json!(2));
+            Some(body)
+        })
+        .unwrap();
+        new.put_blocking("gone", &json!({"x": 10})).unwrap();
+        assert_eq!(carry_local_writes(&old, &new).unwrap(), 0);
+        assert_eq!(new.get("card").unwrap().unwrap().body["elo"], json!(2));
+        let gone = new.get("gone").unwrap().unwrap();
+        assert!(!gone.deleted, "not deleted a second time");
+
+        // A handle that outlived the swap writes to the old replica: that
+        // write is new, and it is carried.
+        old.update_blocking("card", |d| {
+            let mut body = d?.body.clone();
+            body.insert("elo".into(), json!(3));
+            Some(body)
+        })
+        .unwrap();
+        assert_eq!(carry_local_writes(&old, &new).unwrap(), 1);
+        assert_eq!(new.get("card").unwrap().unwrap().body["elo"], json!(3));
+        assert_eq!(carry_local_writes(&old, &new).unwrap(), 0);
     }
 }

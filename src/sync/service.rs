@@ -396,6 +396,13 @@ impl SyncService {
     ) -> SyncStatus {
         let started = Instant::now();
         let started_at_ms = now_ms();
+        // A panic anywhere in the sync (an app's hook, say) must not leave
+        // `inflight` naming a task that is gone: every later call would
+        // join it and get its failure, for the life of the process.
+        let mut guard = InflightGuard {
+            entry: entry.clone(),
+            finished: false,
+        };
         let mut shutdown = self.inner.shutdown.subscribe();
         let outcome = {
             let body = self.sync_db(&entry, mode, started_at_ms);
@@ -420,6 +427,7 @@ impl SyncService {
                 () = stopped => Err(SyncError::Stopped.into()),
             }
         };
+        guard.finished = true;
         let mut st = lock(&entry.state);
         st.inflight = None;
         match outcome {
@@ -496,7 +504,7 @@ impl SyncService {
             set_state(entry, SyncState::Syncing);
         }
         let checked = async {
-            let facts = stale::facts(&remote, &config.epoch_doc_id).await?;
+            let facts = stale::facts(&remote, Some(&config.epoch_doc_id)).await?;
             let target = self.target(entry).await?;
             let rebuilt = self.staleness(entry, &target, &remote, &facts).await?;
             Ok::<_, Error>((facts, target, rebuilt))
@@ -516,7 +524,7 @@ impl SyncService {
         if rebuilt.is_some() {
             // Old revisions must not reach the recreated database: stop
             // pushing them now; what is queued is carried over at the swap.
-            lock(&entry.state).worker = None;
+            retire_worker(entry);
             target = self.start_rebuild(entry).await?;
         } else if just_checking {
             return Ok(None);
@@ -549,7 +557,7 @@ impl SyncService {
                 Err(e) if rebuilt.is_none() && recreation_error(&e).is_some() => {
                     tracing::warn!(db, error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
                     rebuilt = recreation_error(&e);
-                    lock(&entry.state).worker = None;
+                    retire_worker(entry);
                     target = self.start_rebuild(entry).await?;
                 }
                 Err(e) => return Err(e),
@@ -587,6 +595,9 @@ impl SyncService {
             blocking(move || Ok(carry_local_writes(&from, &to)?)).await?;
         }
 
+        // From the swap to the new push worker, no `.await`: a sync
+        // stopped at an await point (the schedule's stop, a shutdown) can
+        // then never leave a live replica announced without its worker.
         let (became_live, dead) = {
             let mut st = lock(&entry.state);
             let swapped = if st.building.is_some() {
@@ -600,7 +611,20 @@ impl SyncService {
             } else {
                 false
             };
-            let first = !st.announced;
+            let became_live = swapped || !st.announced;
+            if became_live || st.worker.is_none() {
+                if let Some(push) = &config.push {
+                    let push = push.clone().with_identity_checks(
+                        Some(config.epoch_doc_id.clone()),
+                        config.revs_probe_docs,
+                    );
+                    let worker = Outbox::spawn(target.clone(), remote.clone(), push);
+                    if let Some(old) = st.worker.replace(worker) {
+                        // Every clone of the old handle stops with it.
+                        old.retire();
+                    }
+                }
+            }
             st.views = Some(views);
             st.served = true;
             st.announced = true;
@@ -609,17 +633,12 @@ impl SyncService {
             st.status.docs_replicated = Some(result.docs_written);
             st.status.sync_time_ms = Some(result.timings.total_ms);
             st.status.view_warm_time_ms = Some(warm_ms);
-            (swapped || first, reap(&mut st))
+            (became_live, reap(&mut st))
         };
-        self.retire(entry, dead).await;
         if became_live {
-            if let Some(push) = &config.push {
-                let worker = Outbox::spawn(target.clone(), remote.clone(), push.clone());
-                // Replacing the handle stops the old replica's worker.
-                lock(&entry.state).worker = Some(worker);
-            }
             self.inner.hooks.replica_ready(db, &target, &remote);
         }
+        self.retire(entry, dead).await;
         Ok(Some(report))
     }
 
@@ -696,7 +715,7 @@ impl SyncService {
             return Ok(None);
         }
         let config = &self.inner.config;
-        let mut reason = stale::check(target, remote, facts, &config.epoch_doc_id)?;
+        let mut reason = stale::check(target, remote, facts, Some(&config.epoch_doc_id))?;
         if reason.is_none()
             && stale::revisions_unknown(target, remote, config.revs_probe_docs).await?
         {
@@ -813,6 +832,34 @@ impl Counts {
             updated: live - created,
             ..SyncReport::default()
         })
+    }
+}
+
+/// Clears `inflight` (and records a failure) when a sync task ends by
+/// unwinding instead of returning.
+struct InflightGuard {
+    entry: Arc<Entry>,
+    finished: bool,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut st = lock(&self.entry.state);
+        st.inflight = None;
+        st.status.state = SyncState::Error;
+        st.status.error =
+            Some("the sync task panicked (see the log); the next sync starts afresh".to_owned());
+    }
+}
+
+/// Stops the push worker of `entry`'s live replica, every clone of its
+/// handle included.
+fn retire_worker(entry: &Entry) {
+    if let Some(worker) = lock(&entry.state).worker.take() {
+        worker.retire();
     }
 }
 

@@ -80,24 +80,7 @@ impl SyncStatus {
     }
 }
 
-/// Why a replica was rebuilt from scratch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RebuildReason {
-    /// The remote's `db-epoch` differs from the replica's copy (or the
-    /// replica lacks it while the remote has one).
-    Epoch,
-    /// The server's uuid changed: another server answers at this URL.
-    ServerUuid,
-    /// The database's `instance_start_time` changed (CouchDB 3).
-    InstanceStartTime,
-    /// The checkpoint is past the database's update sequence (integer
-    /// sequences only), or the server refused it.
-    Checkpoint,
-    /// None of the replica's sampled revisions is known to the remote.
-    UnknownRevisions,
-}
+pub use crate::identity::RebuildReason;
 
 /// What one sync of one database did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
