@@ -855,3 +855,143 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
     assert_eq!(new.get("note-1").unwrap().unwrap().body["text"], "kept");
     assert_eq!(new.outbox_len().unwrap(), 2);
 }
+
+/// Panics in its first warm-up, as a buggy app hook would.
+#[derive(Default)]
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl SyncHooks for PanicsOnce {
+    fn warm<'a>(
+        &'a self,
+        _replica: &'a Replica,
+    ) -> futures::future::BoxFuture<'a, settee::Result<()>> {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("a bug in the app's warm-up hook");
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Issue 17 §2.5: a sync task that panics must not leave its database
+/// blocked for the life of the process (every later call joined the dead
+/// task and got its failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_sync_does_not_wedge_later_syncs() {
+    let db = TestDb::new("panic").await;
+    db.bulk_docs(vec![enabled_config(), json!({"_id": "a"})], true)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server();
+    let service = SyncService::open_with_hooks(
+        &s.authed_base(),
+        dir.path(),
+        small_batches(),
+        std::sync::Arc::new(PanicsOnce::default()),
+    )
+    .unwrap();
+    let first = service.ensure_synced(&db.name, false).await;
+    assert_eq!(first.state, SyncState::Error, "{first:?}");
+    let second = service.ensure_synced(&db.name, false).await;
+    assert_eq!(second.state, SyncState::Ready, "{second:?}");
+    assert!(service.local(&db.name).unwrap().get("a").unwrap().is_some());
+}
+
+/// Issue 17 §2.7: in a small replica, documents created offline and not
+/// pushed yet are unknown to the remote by every revision; the probe
+/// counted them and rebuilt a replica that was fine (taking the app's
+/// replica away mid-session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpushed_documents_do_not_make_a_small_replica_look_stale() {
+    let db = TestDb::new("probe").await;
+    let mut docs = vec![enabled_config()];
+    docs.extend((0..3).map(|i| json!({"_id": format!("card-{i}"), "v": 1})));
+    db.bulk_docs(docs, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&server().base, dir.path(), small_batches().with_push(None));
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let replica = service.local(&db.name).unwrap();
+    for i in 0..6 {
+        replica
+            .put(&format!("offline-{i}"), json!({"v": 1}))
+            .await
+            .unwrap();
+    }
+    drop(replica);
+    let status = service.ensure_synced(&db.name, true).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    assert_eq!(status.last.unwrap().rebuilt, None, "not rebuilt");
+    let replica = service.local(&db.name).unwrap();
+    assert_eq!(replica.outbox_len().unwrap(), 6, "the offline writes stay queued");
+}
+
+/// Issue 17 §2.2: after the remote database is recreated, a local write
+/// must not push the replica's old revisions into the new database (no
+/// push round runs on a remote that is not the replica's database), a
+/// worker handle the app cloned is retired with its replica, and the write
+/// reaches the new database after the rebuild, carried as a new edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
+    let cards = |version: &str| -> Vec<Value> {
+        let mut docs = vec![enabled_config()];
+        docs.extend((0..6).map(|i| json!({"_id": format!("card-{i}"), "v": version})));
+        docs
+    };
+    let db = TestDb::new("pushrecreated").await;
+    db.bulk_docs(cards("old"), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&server().base, dir.path(), small_batches());
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let old_worker = service.outbox(&db.name).expect("a push worker");
+
+    recreate(&db).await;
+    db.bulk_docs(cards("new"), true).await;
+    let new_rev = db.get_json("card-1").await["_rev"].clone();
+
+    // The app edits a card in the replica it holds: the worker wakes.
+    let replica = service.local(&db.name).unwrap();
+    replica
+        .update("card-1", |d| {
+            let mut body = d?.body.clone();
+            body.insert("mine".into(), json!(true));
+            Some(body)
+        })
+        .await
+        .unwrap();
+    drop(replica);
+    let status = old_worker.drain(Duration::from_secs(5)).await.unwrap();
+    assert!(status.paused.is_some(), "the round refused: {status:?}");
+    assert_eq!(status.pending, 1, "{status:?}");
+    let server_card = remote_doc_with_conflicts(&db, "card-1").await;
+    assert_eq!(server_card["_rev"], new_rev, "nothing old reached the new database");
+    assert!(server_card.get("_conflicts").is_none(), "{server_card}");
+
+    // The next sync rebuilds; the old handle's worker stops, the new one
+    // pushes the carried edit on top of the new database's card.
+    let synced = service.ensure_synced(&db.name, false).await;
+    assert_eq!(synced.state, SyncState::Ready, "{synced:?}");
+    assert!(synced.last.unwrap().rebuilt.is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old_worker.status().unwrap().running && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!old_worker.status().unwrap().running, "the old worker retired");
+    let new_worker = service.outbox(&db.name).expect("a new push worker");
+    let status = new_worker.drain(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status.pending, 0, "{status:?}");
+    let server_card = remote_doc_with_conflicts(&db, "card-1").await;
+    assert_eq!(server_card["mine"], true);
+    // The carried edit is the old replica's whole body (see sync/carry.rs).
+    assert_eq!(server_card["v"], "old");
+    assert!(server_card["_rev"].as_str().unwrap().starts_with("2-"));
+    assert!(server_card.get("_conflicts").is_none(), "{server_card}");
+}
+
+async fn remote_doc_with_conflicts(db: &TestDb, id: &str) -> Value {
+    db.get_json(&format!("{}?conflicts=true", enc(id))).await
+}
