@@ -101,9 +101,9 @@
 #[doc(hidden)]
 pub mod cli;
 mod error;
-mod identity;
 #[doc(hidden)]
 pub mod fuzz_hooks;
+mod identity;
 mod outbox;
 pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
 mod remote;

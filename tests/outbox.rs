@@ -912,5 +912,8 @@ async fn odd_answers_never_drop_queued_writes() {
     dead.sort();
     assert_eq!(dead, vec!["c", "d"], "{status:?}");
     assert!(status.dead_letters.iter().all(|d| d.reason == "which one?"));
-    assert!(proxy.count("/_bulk_docs") >= 3, "split down to each document");
+    assert!(
+        proxy.count("/_bulk_docs") >= 3,
+        "split down to each document"
+    );
 }

@@ -924,7 +924,11 @@ async fn unpushed_documents_do_not_make_a_small_replica_look_stale() {
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_eq!(status.last.unwrap().rebuilt, None, "not rebuilt");
     let replica = service.local(&db.name).unwrap();
-    assert_eq!(replica.outbox_len().unwrap(), 6, "the offline writes stay queued");
+    assert_eq!(
+        replica.outbox_len().unwrap(),
+        6,
+        "the offline writes stay queued"
+    );
 }
 
 /// Issue 17 §2.2: after the remote database is recreated, a local write
@@ -968,7 +972,10 @@ async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
     assert!(status.paused.is_some(), "the round refused: {status:?}");
     assert_eq!(status.pending, 1, "{status:?}");
     let server_card = remote_doc_with_conflicts(&db, "card-1").await;
-    assert_eq!(server_card["_rev"], new_rev, "nothing old reached the new database");
+    assert_eq!(
+        server_card["_rev"], new_rev,
+        "nothing old reached the new database"
+    );
     assert!(server_card.get("_conflicts").is_none(), "{server_card}");
 
     // The next sync rebuilds; the old handle's worker stops, the new one
@@ -980,7 +987,10 @@ async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
     while old_worker.status().unwrap().running && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!old_worker.status().unwrap().running, "the old worker retired");
+    assert!(
+        !old_worker.status().unwrap().running,
+        "the old worker retired"
+    );
     let new_worker = service.outbox(&db.name).expect("a new push worker");
     let status = new_worker.drain(Duration::from_secs(10)).await.unwrap();
     assert_eq!(status.pending, 0, "{status:?}");

@@ -8,8 +8,8 @@
 //! state between rounds; the worker (`worker.rs`) decides when to run one.
 
 use super::config::{OutboxConfig, PushAction};
-use crate::store::{DeadLetter, OutboxEntry, PushAck};
 use crate::revtree::RevPath;
+use crate::store::{DeadLetter, OutboxEntry, PushAck};
 use crate::{Remote, RemoteError, Replica, Rev, StoreError};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -386,11 +386,10 @@ async fn push_docs(
         *unanswered.entry(d.group).or_default() += 1;
     }
     // Ranges of `docs`, the next to send last.
-    let mut work: Vec<std::ops::Range<usize>> = if docs.is_empty() {
-        vec![]
-    } else {
-        vec![0..docs.len()]
-    };
+    let mut work: Vec<std::ops::Range<usize>> = Vec::new();
+    if !docs.is_empty() {
+        work.push(0..docs.len());
+    }
     let mut doc_stop = None;
     while let Some(range) = work.pop() {
         let slice = &docs[range.clone()];
@@ -443,7 +442,11 @@ async fn push_docs(
             let Some(j) = range
                 .clone()
                 .find(|&j| groups[docs[j].group].id == r.id)
-                .or(if unattributed { Some(range.start) } else { None })
+                .or(if unattributed {
+                    Some(range.start)
+                } else {
+                    None
+                })
             else {
                 continue;
             };

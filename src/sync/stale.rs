@@ -11,4 +11,3 @@ use crate::{Replica, Result};
 pub(crate) fn is_empty(replica: &Replica) -> Result<bool> {
     Ok(replica.update_seq()? == 0 && replica.pending_retries_after(None, 1)?.is_empty())
 }
-
