@@ -1005,3 +1005,66 @@ async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
 async fn remote_doc_with_conflicts(db: &TestDb, id: &str) -> Value {
     db.get_json(&format!("{}?conflicts=true", enc(id))).await
 }
+
+/// Stops the schedule it holds when a replica is retired, and takes its
+/// time doing so: a schedule stopped in the middle of a swap.
+#[derive(Default)]
+struct StopsTheScheduleOnRetire {
+    schedule: std::sync::Mutex<Option<settee::ScheduleHandle>>,
+    retired: std::sync::atomic::AtomicUsize,
+}
+
+impl SyncHooks for StopsTheScheduleOnRetire {
+    fn replica_retired(&self, _db: &str, _path: &std::path::Path) {
+        // Dropping the handle stops the schedule (and the sync it runs).
+        drop(self.schedule.lock().unwrap().take());
+        std::thread::sleep(Duration::from_millis(300));
+        self.retired
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 17 §2.6: a schedule stopped while a rebuilt replica is being
+/// swapped in (the old one being retired) left the database announced as
+/// ready but without a push worker, for the life of the process: local
+/// writes stayed queued. The worker now starts in the same step as the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_stopped_during_a_swap_leaves_the_push_worker_running() {
+    let db = TestDb::seeded(
+        "swapstop",
+        &["--cards", "20", "--seed", "1", "--epoch", "1"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server();
+    let hooks = std::sync::Arc::new(StopsTheScheduleOnRetire::default());
+    let service =
+        SyncService::open_with_hooks(&s.authed_base(), dir.path(), small_batches(), hooks.clone())
+            .unwrap();
+    assert_eq!(
+        service.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    recreate(&db).await;
+    db.seed(&["--cards", "20", "--seed", "2", "--epoch", "2"]);
+
+    let schedule = service.schedule(ScheduleConfig::every(Duration::from_secs(3600)));
+    schedule.trigger();
+    *hooks.schedule.lock().unwrap() = Some(schedule);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hooks.retired.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the rebuild retired no replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let status = service.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    let worker = service
+        .outbox(&db.name)
+        .expect("the swapped-in replica has its push worker");
+    let replica = service.local(&db.name).unwrap();
+    replica.put("after-swap", json!({"v": 1})).await.unwrap();
+    let pushed = worker.drain(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pushed.pending, 0, "{pushed:?}");
+    assert_eq!(db.get_json("after-swap").await["v"], 1);
+}

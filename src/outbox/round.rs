@@ -82,6 +82,7 @@ enum Stubs<'a> {
 pub(super) async fn run(
     replica: &Replica,
     remote: &Remote,
+    checks: &Remote,
     config: &OutboxConfig,
     stats: &mut RoundStats,
 ) -> Result<RoundEnd, StoreError> {
@@ -95,7 +96,7 @@ pub(super) async fn run(
     // replica and carries the queued writes over as new edits.
     match crate::identity::changed(
         replica,
-        remote,
+        checks,
         config.epoch_doc_id.as_deref(),
         config.revs_probe_docs,
     )

@@ -39,13 +39,16 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut writes = shared.replica.watch_update_seq();
+    // The identity check's reads are sent once too: the worker's backoff,
+    // not the client's retries, decides when to ask again.
+    let checks = remote.sent_once();
     loop {
         if *shutdown.borrow() {
             break;
         }
         if shared.ready() {
             tokio::select! {
-                () = work(&shared, &remote, &config) => {}
+                () = work(&shared, &remote, &checks, &config) => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -67,10 +70,10 @@ pub(super) async fn run(
 }
 
 /// Runs rounds until the queue is empty or a round stops on a failure.
-async fn work(shared: &Shared, remote: &Remote, config: &OutboxConfig) {
+async fn work(shared: &Shared, remote: &Remote, checks: &Remote, config: &OutboxConfig) {
     loop {
         let mut stats = RoundStats::default();
-        let end = round::run(&shared.replica, remote, config, &mut stats).await;
+        let end = round::run(&shared.replica, remote, checks, config, &mut stats).await;
         let again = {
             let mut st = shared.state();
             st.stats.revs_pushed += stats.revs_pushed;

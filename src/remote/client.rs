@@ -301,6 +301,28 @@ impl Remote {
         })
     }
 
+    /// The same client with every request sent once (no retries), for a
+    /// caller that owns retrying, as the push worker does: its status
+    /// policy decides what a failure means. Shares the connection pool.
+    pub(crate) fn sent_once(&self) -> Remote {
+        let i = &self.inner;
+        Remote {
+            inner: Arc::new(Inner {
+                endpoint: i.endpoint.clone(),
+                http: i.http.clone(),
+                headers: i.headers.clone(),
+                request_timeout: i.request_timeout,
+                max_response_bytes: i.max_response_bytes,
+                max_attachment_bytes: i.max_attachment_bytes,
+                retry: RetryPolicy::none(),
+                auth: i.auth.clone(),
+                session: SessionCookie::default(),
+                pace: Pace::default(),
+                bulk_get: AtomicU8::new(i.bulk_get.load(std::sync::atomic::Ordering::Relaxed)),
+            }),
+        }
+    }
+
     /// The database this client talks to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint

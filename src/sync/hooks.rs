@@ -5,6 +5,7 @@
 
 use crate::{Remote, Replica, Result};
 use futures::future::BoxFuture;
+use std::path::Path;
 
 /// Callbacks of a [`SyncService`](super::SyncService); every method has a
 /// do-nothing default.
@@ -36,6 +37,13 @@ pub trait SyncHooks: Send + Sync {
     /// Must not block.
     fn replica_ready(&self, db: &str, replica: &Replica, remote: &Remote) {
         let _ = (db, replica, remote);
+    }
+
+    /// Called after a replica that a rebuild swapped out was deleted, its
+    /// unpushed writes carried over to the live one: drop anything kept
+    /// from it (caches, paths). Runs on a blocking thread.
+    fn replica_retired(&self, db: &str, path: &Path) {
+        let _ = (db, path);
     }
 }
 

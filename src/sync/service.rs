@@ -734,11 +734,15 @@ impl SyncService {
             return;
         }
         let live = lock(&entry.state).live.clone();
+        let (hooks, db) = (self.inner.hooks.clone(), entry.db.clone());
         let done = blocking(move || {
             for old in dead {
                 let path = old.path().to_path_buf();
-                if let Err(e) = carry_and_delete(old, live.as_ref()) {
-                    tracing::warn!(path = %path.display(), error = %e, "a retired replica is kept; the next start carries its writes over");
+                match carry_and_delete(old, live.as_ref()) {
+                    Ok(()) => hooks.replica_retired(&db, &path),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "a retired replica is kept; the next start carries its writes over");
+                    }
                 }
             }
             Ok(())
