@@ -236,9 +236,11 @@ struct Inner {
     max_attachment_bytes: Option<u64>,
     retry: RetryPolicy,
     auth: Auth,
-    session: SessionCookie,
-    /// The slow-down after 429s, shared by every request of this client.
-    pace: Pace,
+    /// Shared with [`Remote::sent_once`]'s copy: one login serves both.
+    session: Arc<SessionCookie>,
+    /// The slow-down after 429s, shared by every request of this client
+    /// (and its [`Remote::sent_once`] copy).
+    pace: Arc<Pace>,
     bulk_get: AtomicU8,
 }
 
@@ -294,8 +296,8 @@ impl Remote {
                 max_attachment_bytes: config.max_attachment_bytes,
                 retry: config.retry,
                 auth: config.auth,
-                session: SessionCookie::default(),
-                pace: Pace::default(),
+                session: Arc::default(),
+                pace: Arc::default(),
                 bulk_get: AtomicU8::new(BULK_GET_UNKNOWN),
             }),
         })
@@ -316,8 +318,8 @@ impl Remote {
                 max_attachment_bytes: i.max_attachment_bytes,
                 retry: RetryPolicy::none(),
                 auth: i.auth.clone(),
-                session: SessionCookie::default(),
-                pace: Pace::default(),
+                session: i.session.clone(),
+                pace: i.pace.clone(),
                 bulk_get: AtomicU8::new(i.bulk_get.load(std::sync::atomic::Ordering::Relaxed)),
             }),
         }
