@@ -186,6 +186,9 @@ struct Inner {
     committed: tokio::sync::watch::Sender<u64>,
     /// The pull lock and the count of running blocking tasks (`lock.rs`).
     usage: lock::Usage,
+    /// The id of the next large attachment's file, above every file and
+    /// `att_chunked` entry found at open (`attachment_stream.rs`).
+    next_stream: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -258,6 +261,7 @@ impl Replica {
                 write_lock: Mutex::new(()),
                 committed: tokio::sync::watch::Sender::new(seq),
                 usage: lock::Usage::default(),
+                next_stream: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         replica.drop_unclaimed_attachments()?;
