@@ -89,6 +89,19 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A local write's body nests objects and arrays deeper than the store
+    /// keeps ([`MAX_NESTING`](crate::MAX_NESTING)); nothing was written.
+    /// Every settee replica refuses such a document when it pulls it.
+    #[error("document {id:?} nests {depth} levels deep; settee stores at most {max} levels: flatten the document")]
+    TooDeep {
+        /// The document id.
+        id: String,
+        /// The body's deepest nesting of objects and arrays.
+        depth: usize,
+        /// The limit, [`MAX_NESTING`](crate::MAX_NESTING).
+        max: usize,
+    },
+
     /// A local write named a revision that is not the document's current
     /// winner (CouchDB's 409): read the document again and redo the edit.
     #[error("conflict on {id:?}: the edit is based on {expected}, but the current revision is {current}; read the document again and redo the edit")]

@@ -12,6 +12,7 @@
 
 use super::commit::Abort;
 use super::keys::{self, meta};
+use super::nesting::{nesting_depth, MAX_NESTING};
 use super::{decode_u64, outbox, DocRecord, Document, Replica, StoreError, WriteBatch};
 use crate::revtree::{Rev, RevPath};
 use crate::store::IncomingRev;
@@ -63,7 +64,9 @@ impl Replica {
     /// local sequence (views see it) and is queued in the outbox for the
     /// push worker. Its id is deterministic: the MD5 of the parent
     /// revision, the deleted flag and the canonical body, so the same edit
-    /// of the same parent gives the same revision.
+    /// of the same parent gives the same revision. A body nested deeper
+    /// than [`MAX_NESTING`](crate::MAX_NESTING) is a
+    /// [`StoreError::TooDeep`] (every replica would refuse it on a pull).
     ///
     /// ```
     /// # use settee::{Replica, ReplicaConfig};
@@ -284,6 +287,17 @@ impl Replica {
                 id: id.to_owned(),
                 reason: e.to_string(),
             })?;
+        // The pull refuses such a body on arrival (`replicate/doc.rs`): one
+        // written here would be pushed, and every other replica would
+        // refuse it on every pull.
+        let depth = nesting_depth(raw.get());
+        if depth > MAX_NESTING {
+            return Err(StoreError::TooDeep {
+                id: id.to_owned(),
+                depth,
+                max: MAX_NESTING,
+            });
+        }
         Ok(WriteBatch {
             revs: vec![IncomingRev {
                 id: id.to_owned(),
@@ -541,6 +555,54 @@ mod tests {
             .put_blocking("new", &json!({"_rev": "1-abc", "v": 1}))
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    }
+
+    /// A body of `levels` nested objects in all (the body itself is one).
+    fn nested_body(levels: usize) -> Map<String, Value> {
+        let mut v = json!(1);
+        for _ in 1..levels {
+            v = json!({ "a": v });
+        }
+        let mut body = Map::new();
+        body.insert("deep".into(), v);
+        body
+    }
+
+    /// Issue 17, defect 8: `put` stored (and queued for the push) a body
+    /// nested 300 levels deep, which every other settee replica then
+    /// refused on every pull. Local writes now refuse it with
+    /// `StoreError::TooDeep` and write nothing.
+    #[test]
+    fn issue_17_local_writes_refuse_bodies_nested_deeper_than_max_nesting() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        let too_deep = nested_body(300);
+        let mut with_rev = too_deep.clone();
+        with_rev.insert("_rev".into(), json!(a.rev.to_string()));
+        let errors = [
+            r.put_blocking("new", &Value::Object(too_deep.clone()))
+                .unwrap_err(),
+            r.put_blocking("a", &Value::Object(with_rev)).unwrap_err(),
+            r.update_blocking("a", |_| Some(too_deep.clone()))
+                .unwrap_err(),
+            r.update_blocking("new", |_| Some(nested_body(MAX_NESTING + 1)))
+                .unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(err, StoreError::TooDeep { depth, max: MAX_NESTING, .. } if depth > MAX_NESTING),
+                "{err:?}"
+            );
+        }
+        // The replica is as it was.
+        let doc = r.get("a").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.body["v"].as_i64()), (a.rev, Some(1)));
+        assert!(r.get("new").unwrap().is_none());
+        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (1, 1));
+        // The limit itself stores, and reads back.
+        r.put_blocking("max", &Value::Object(nested_body(MAX_NESTING)))
+            .unwrap();
+        assert!(r.get("max").unwrap().is_some());
     }
 
     #[test]
