@@ -102,6 +102,17 @@ pub enum StoreError {
         max: usize,
     },
 
+    /// A local edit of a revision whose generation is `u64::MAX` (only a
+    /// replicated revision can have one): its child cannot be numbered, so
+    /// the document cannot be edited; nothing was written.
+    #[error("cannot edit {id:?}: its revision {rev} is at the last generation there is, so no new revision can follow it; keep the data under a new document id")]
+    LastGeneration {
+        /// The document id.
+        id: String,
+        /// The revision the edit was based on.
+        rev: String,
+    },
+
     /// A local write named a revision that is not the document's current
     /// winner (CouchDB's 409): read the document again and redo the edit.
     #[error("conflict on {id:?}: the edit is based on {expected}, but the current revision is {current}; read the document again and redo the edit")]

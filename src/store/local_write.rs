@@ -276,7 +276,18 @@ impl Replica {
         deleted: bool,
         mut body: Map<String, Value>,
     ) -> Result<WriteBatch, StoreError> {
-        let pos = parent.map_or(1, |p| p.pos + 1);
+        // A parent at generation u64::MAX can only have been replicated
+        // (CouchDB takes any number): refuse rather than wrap to 0.
+        let pos = match parent {
+            None => 1,
+            Some(p) => p
+                .pos
+                .checked_add(1)
+                .ok_or_else(|| StoreError::LastGeneration {
+                    id: id.to_owned(),
+                    rev: p.to_string(),
+                })?,
+        };
         let attachments = inline_attachments(id, &mut body, pos)?;
         let hash = rev_hash(parent, deleted, &body);
         let rev = Rev::new(pos, hash.clone());
@@ -603,6 +614,47 @@ mod tests {
         r.put_blocking("max", &Value::Object(nested_body(MAX_NESTING)))
             .unwrap();
         assert!(r.get("max").unwrap().is_some());
+    }
+
+    /// Issue 17, defect 9: the new revision's generation was `p.pos + 1`,
+    /// which panics (debug) or wraps to 0 (release) when the parent came
+    /// from a remote at generation `u64::MAX`. Every local edit of such a
+    /// document is now `StoreError::LastGeneration` and writes nothing.
+    #[test]
+    fn issue_17_editing_the_last_generation_is_an_error_not_an_overflow() {
+        let (_d, r) = replica();
+        r.commit_blocking(&WriteBatch {
+            revs: vec![IncomingRev {
+                id: "max".into(),
+                path: RevPath {
+                    start: u64::MAX,
+                    ids: vec!["top".into()],
+                },
+                deleted: false,
+                body: serde_json::value::to_raw_value(&json!({"v": 1})).unwrap(),
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        let top = r.get("max").unwrap().unwrap().rev;
+        assert_eq!(top.pos, u64::MAX);
+        let errors = [
+            r.put_blocking("max", &json!({"_rev": top.to_string(), "v": 2}))
+                .unwrap_err(),
+            r.update_blocking("max", |d| Some(d?.body.clone()))
+                .unwrap_err(),
+            r.delete_blocking("max", Some(top.clone())).unwrap_err(),
+            r.delete_blocking("max", None).unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(&err, StoreError::LastGeneration { id, rev } if id == "max" && *rev == top.to_string()),
+                "{err:?}"
+            );
+        }
+        let doc = r.get("max").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.deleted), (top, false));
+        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (0, 1));
     }
 
     #[test]
