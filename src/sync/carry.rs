@@ -56,7 +56,7 @@ pub(crate) fn carry_local_writes(from: &Replica, to: &Replica) -> Result<usize, 
         if new_live.is_some_and(|d| d.body == old.body) {
             continue;
         }
-        to.put_blocking(&id, &Value::Object(with_inline_attachments(from, &old)?))?;
+        to.put_overwrite_blocking(&id, &Value::Object(with_inline_attachments(from, &old)?))?;
         carried += 1;
     }
     if carried > 0 {
@@ -126,7 +126,8 @@ mod tests {
         let (_a, old) = open();
         let (_b, new) = open();
         old.put_blocking("card", &json!({"elo": 1})).unwrap();
-        old.put_blocking("card", &json!({"elo": 2})).unwrap();
+        old.put_overwrite_blocking("card", &json!({"elo": 2}))
+            .unwrap();
         old.put_blocking("gone", &json!({"x": 1})).unwrap();
         old.delete_blocking("gone", None).unwrap();
         old.put_blocking(
