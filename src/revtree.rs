@@ -253,7 +253,7 @@ impl TryFrom<Vec<Node>> for RevTree {
             }
             if let Some(p) = n.parent {
                 let parent = nodes.get(p as usize).filter(|_| p as usize != i);
-                if parent.is_none_or(|parent| parent.pos + 1 != n.pos) {
+                if parent.is_none_or(|parent| parent.pos.checked_add(1) != Some(n.pos)) {
                     return Err(format!(
                         "revision {}-{} has a bad parent index {p}",
                         n.pos, n.hash
@@ -561,6 +561,17 @@ mod tests {
 
     fn rev(s: &str) -> Rev {
         s.parse().unwrap()
+    }
+
+    /// A damaged record whose parent is at generation `u64::MAX` is refused
+    /// when read, not an overflow (issue 17, with defect 9).
+    #[test]
+    fn a_parent_at_the_last_generation_is_refused_when_read() {
+        let parts = vec![
+            (u64::MAX, "a".to_owned(), None, false),
+            (1, "b".to_owned(), Some(0), false),
+        ];
+        assert!(RevTree::from_node_parts(parts).is_err());
     }
 
     fn path(start: u64, ids: &[&str]) -> RevPath {

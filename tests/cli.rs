@@ -123,3 +123,42 @@ fn reading_commands_refuse_a_directory_that_is_no_replica() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid database URL"));
 }
+
+/// Issue 17, defect 11: `settee put` without `_rev` of a live document
+/// wrote over it; like CouchDB's 409 it is now a conflict (exit 5) that
+/// writes nothing, and `--overwrite` is the explicit way to write over the
+/// winner.
+#[test]
+fn issue_17_put_without_rev_over_a_live_document_exits_5_unless_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("rep");
+    let d = rep.to_str().unwrap();
+    let first: Value =
+        serde_json::from_str(&stdout(&settee(&["put", d, "a", r#"{"v": 1}"#]))).unwrap();
+    let out = settee(&["put", d, "a", r#"{"v": 2}"#]);
+    assert_eq!(out.status.code(), Some(5), "a conflict: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conflict") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let doc: Value = serde_json::from_str(&stdout(&settee(&["get", d, "a"]))).unwrap();
+    assert_eq!((&doc["_rev"], &doc["v"]), (&first["rev"], &Value::from(1)));
+
+    let over: Value = serde_json::from_str(&stdout(&settee(&[
+        "put",
+        d,
+        "a",
+        r#"{"v": 3}"#,
+        "--overwrite",
+    ])))
+    .unwrap();
+    assert!(over["rev"].as_str().unwrap().starts_with("2-"), "{over}");
+    let doc: Value = serde_json::from_str(&stdout(&settee(&["get", d, "a"]))).unwrap();
+    assert_eq!((&doc["_rev"], &doc["v"]), (&over["rev"], &Value::from(3)));
+    let outbox: Value = serde_json::from_str(&stdout(&settee(&["outbox", d, "--json"]))).unwrap();
+    assert_eq!(outbox["pending"], 2, "the conflict queued nothing");
+
+    let help = stdout(&settee(&["put", "--help"]));
+    assert!(help.contains("--overwrite"), "{help}");
+}

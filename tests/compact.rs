@@ -209,7 +209,10 @@ async fn compaction_keeps_pending_outbox_writes() {
     let d = dir.to_str().unwrap();
     pull_json(&db.url(), &dir, &["--compact-above", "0"]);
     ok(&settee(&["put", d, "note-1", r#"{"text": "one"}"#]), "put");
-    ok(&settee(&["put", d, "c-000001", r#"{"elo": 1777}"#]), "put");
+    ok(
+        &settee(&["put", d, "c-000001", r#"{"elo": 1777}"#, "--overwrite"]),
+        "put --overwrite",
+    );
     ok(&settee(&["delete", d, "c-000002"]), "delete");
     let before = settee(&["outbox", d, "--json"]);
     ok(&before, "outbox");

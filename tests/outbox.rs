@@ -558,7 +558,10 @@ async fn a_remote_edit_that_raced_ours_is_a_conflict_with_the_same_winner_on_bot
         )
         .await;
     assert_eq!(status, 201);
-    replica.put("card", json!({"elo": 1216})).await.unwrap();
+    replica
+        .put("card", json!({"_rev": first.rev.to_string(), "elo": 1216}))
+        .await
+        .unwrap();
     drained(&outbox).await;
     pull(&replica, &remote, 100, 2).await;
     let server = remote_doc(&db, "card").await;

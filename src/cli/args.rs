@@ -96,9 +96,14 @@ pub struct PutArgs {
     /// The document id.
     pub id: String,
     /// The document as JSON, or `-` to read it from stdin. A `_rev` names
-    /// the revision it edits; without one it creates the document or edits
-    /// the current winner.
+    /// the revision it edits; without one it creates the document, and a
+    /// document that exists (not deleted) is a conflict (exit 5), as
+    /// CouchDB answers 409.
     pub json: String,
+    /// Write over the document's current winner, whatever it is, instead of
+    /// editing a named `_rev` (any `_rev` in the JSON is ignored).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `settee delete`.

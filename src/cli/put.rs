@@ -1,6 +1,7 @@
 //! `settee put` and `settee delete`: one local write each, around
-//! [`crate::Replica::put`] and [`crate::Replica::delete`]; plus the hidden
-//! write loop the crash tests kill.
+//! [`crate::Replica::put`] (or [`crate::Replica::put_overwrite`] with
+//! `--overwrite`) and [`crate::Replica::delete`]; plus the hidden write loop
+//! the crash tests kill.
 
 use super::{CliError, CliResult, Outcome};
 use crate::cli::args::{DeleteArgs, PutArgs, WriteLoopArgs};
@@ -18,7 +19,17 @@ pub(crate) async fn put(args: PutArgs) -> CliResult {
     let doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Usage(format!("the document is not valid JSON: {e}")))?;
     let replica = Replica::open(&args.dir, ReplicaConfig::default())?;
-    report(replica.put(&args.id, doc).await)
+    if args.overwrite {
+        return report(replica.put_overwrite(&args.id, doc).await);
+    }
+    let named_rev = doc.get("_rev").is_some_and(|r| !r.is_null());
+    match report(replica.put(&args.id, doc).await) {
+        // Without a `_rev` the document existed: say how to write over it.
+        Ok(Outcome::Conflict(what)) if !named_rev => Ok(Outcome::Conflict(format!(
+            "{what}, or pass --overwrite to write over it"
+        ))),
+        other => other,
+    }
 }
 
 pub(crate) async fn delete(args: DeleteArgs) -> CliResult {

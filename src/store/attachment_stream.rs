@@ -18,6 +18,14 @@
 //! before publication, bytes the sweep released) is deleted by `open`
 //! ([`Replica::drop_unclaimed_files`]); a failed stream deletes its own at
 //! once. This module never writes `att_refs` or bodies.
+//!
+//! Stream ids are not sled's `generate_id`: that counter lives in the sled
+//! database, which a compaction replaces with a fresh one whose counter
+//! starts again from zero, while the files stay. They come from the
+//! directory itself: `open` lists every file and `att_chunked` entry and
+//! the next id is above all of them (one replica handle per directory, so
+//! an in-memory counter is enough), and a file that exists anyway is
+//! skipped rather than fatal.
 
 use super::{Replica, StoreError};
 use base64::Engine;
@@ -27,6 +35,7 @@ use sled::Transactional;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 /// Bytes buffered before a write to the file; an attachment up to this
 /// size is staged whole in sled.
@@ -34,6 +43,9 @@ pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The directory of attachment files, inside the replica directory.
 const DIR: &str = "attachments";
+
+/// Ids skipped because their file exists before a stream gives up.
+const STREAM_TRIES: usize = 1000;
 
 /// What [`AttachmentWriter::finish`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,6 +126,32 @@ impl Replica {
         }
     }
 
+    /// Creates the file of a new stream under an id no file has, and
+    /// returns both.
+    fn new_stream_file(&self) -> Result<(u64, std::fs::File), StoreError> {
+        let dir = self.attachment_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let mut tries = 0;
+        loop {
+            let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+            let path = self.stream_path(stream);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => return Ok((stream, file)),
+                // Only something outside this handle (another program
+                // writing into the directory) makes a file appear after
+                // open listed them: take the next id.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < STREAM_TRIES => {
+                    tries += 1;
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+    }
+
     /// The file and length `att_chunked` names for `digest`, if any.
     fn chunked(&self, digest: &str) -> Result<Option<(PathBuf, u64)>, StoreError> {
         match self.trees().att_chunked.get(digest.as_bytes())? {
@@ -180,11 +218,16 @@ impl Replica {
         let t = self.trees();
         let mut live = HashSet::new();
         let mut dropped = false;
+        // The next stream id goes above every id seen, kept or not.
+        let mut next = 0u64;
+        let mut saw = |stream: u64| next = next.max(stream.saturating_add(1));
         for item in t.att_chunked.iter() {
             let (digest, v) = item?;
             let held = t.attachments.get(&digest)?.is_some_and(|h| h.is_empty());
             if held {
-                live.insert(decode_chunked(&digest, &v)?.0);
+                let stream = decode_chunked(&digest, &v)?.0;
+                saw(stream);
+                live.insert(stream);
             } else {
                 t.att_chunked.remove(&digest)?;
                 dropped = true;
@@ -192,19 +235,23 @@ impl Replica {
         }
         let dir = self.attachment_dir();
         let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(&dir, e)),
         };
-        for entry in entries {
+        for entry in entries.into_iter().flatten() {
             let entry = entry.map_err(|e| io_error(&dir, e))?;
             let name = entry.file_name();
             let stream = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok());
+            if let Some(s) = stream {
+                saw(s);
+            }
             if stream.is_some_and(|s| live.contains(&s)) {
                 continue;
             }
             std::fs::remove_file(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
         }
+        self.inner.next_stream.fetch_max(next, Ordering::Relaxed);
         if dropped {
             self.inner.db.flush()?;
         }
@@ -255,16 +302,7 @@ impl AttachmentWriter {
 
     fn write_chunk(&mut self) -> Result<(), StoreError> {
         if self.file.is_none() {
-            let stream = self.replica.inner.db.generate_id()?;
-            let dir = self.replica.attachment_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-            let path = self.replica.stream_path(stream);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| io_error(&path, e))?;
-            self.file = Some((stream, file));
+            self.file = Some(self.replica.new_stream_file()?);
         }
         if let Some((stream, file)) = &mut self.file {
             if let Err(e) = file.write_all(&self.buf) {
@@ -468,6 +506,20 @@ mod tests {
         assert_eq!(files(&r), 0);
         assert!(r.trees().att_chunked.is_empty());
         assert!(r.trees().attachments.is_empty());
+    }
+
+    #[test]
+    fn a_stream_skips_an_id_whose_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let next = r.inner.next_stream.load(Ordering::Relaxed);
+        std::fs::create_dir_all(r.attachment_dir()).unwrap();
+        std::fs::write(r.stream_path(next), b"not ours").unwrap();
+        let bytes = big(2 * CHUNK_BYTES + 5);
+        let digest = md5_digest(&bytes);
+        stage_in_pieces(&r, &digest, &bytes, 65536);
+        assert_eq!(r.attachment(&digest).unwrap().unwrap(), bytes);
+        assert_eq!(std::fs::read(r.stream_path(next)).unwrap(), b"not ours");
     }
 
     #[test]

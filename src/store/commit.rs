@@ -47,6 +47,11 @@ pub struct WriteBatch {
     /// be unknown); otherwise nothing is written and the commit fails with
     /// [`StoreError::Conflict`].
     pub expect_leaves: Vec<(String, Option<Rev>)>,
+    /// Preconditions of local edits based on the winner: each revision
+    /// must still be its document's winner (`None`: the document must be
+    /// unknown); otherwise nothing is written and the commit fails with
+    /// [`StoreError::Conflict`].
+    pub expect_winners: Vec<(String, Option<Rev>)>,
     /// Outbox entries (document id, revision) appended in the same
     /// transaction, under fresh monotonic keys (`store/local_write.rs`).
     pub outbox: Vec<(String, Rev)>,
@@ -269,7 +274,11 @@ impl Replica {
                     staged,
                     outbox,
                 )| {
-                    local_write::check_leaves(docs, &batch.expect_leaves)?;
+                    local_write::check_preconditions(
+                        docs,
+                        &batch.expect_leaves,
+                        &batch.expect_winners,
+                    )?;
                     let counter = |key: &'static [u8]| -> Result<u64, Abort> {
                         match meta_t.get(key)? {
                             Some(v) => decode_u64(key, &v).map_err(abort),

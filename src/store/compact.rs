@@ -551,6 +551,74 @@ mod tests {
         assert!(matches!(e, StoreError::NotAReplica { .. }), "{e:?}");
     }
 
+    /// Stages `bytes` as a large attachment (a file of its own) and
+    /// commits a document whose stub claims it.
+    fn store_large_attachment(r: &Replica, id: &str, bytes: &[u8]) -> String {
+        use base64::Engine;
+        use md5::Digest;
+        let digest = format!(
+            "md5-{}",
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+        );
+        let mut w = r.attachment_writer(&digest, true);
+        w.write(bytes).unwrap();
+        w.finish().unwrap();
+        let body = serde_json::json!({"_attachments": {"f.bin": {
+            "content_type": "application/octet-stream",
+            "digest": digest,
+            "length": bytes.len(),
+            "revpos": 1,
+            "stub": true,
+        }}});
+        r.commit_blocking(&super::super::WriteBatch {
+            revs: vec![super::super::IncomingRev {
+                id: id.to_owned(),
+                path: crate::revtree::RevPath {
+                    start: 1,
+                    ids: vec!["a".to_owned()],
+                },
+                deleted: false,
+                body: serde_json::value::to_raw_value(&body).unwrap(),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        digest
+    }
+
+    /// Issue 17, defect 3: a compaction swapped in a fresh sled database,
+    /// whose id generator started again at 0, while the attachment files
+    /// named by the old ids stayed; the next large attachment got an id a
+    /// file already had and its stream failed (`AlreadyExists`). Stream ids
+    /// now come from the directory's own files.
+    #[test]
+    fn issue_17_a_large_attachment_after_compaction_gets_a_fresh_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let size = 2 * super::super::attachment_stream::CHUNK_BYTES + 17;
+        let first: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let second: Vec<u8> = (0..size).map(|i| (i * 13 % 241) as u8).collect();
+        let d1 = {
+            let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+            store_large_attachment(&r, "one", &first)
+        };
+        compact(&dir, &CompactOptions::default()).unwrap();
+        let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+        let d2 = store_large_attachment(&r, "two", &second);
+        assert_eq!(r.attachment(&d1).unwrap().unwrap(), first);
+        assert_eq!(r.attachment(&d2).unwrap().unwrap(), second);
+        drop(r);
+        // And again after the next compaction, and a reopen.
+        compact(&dir, &CompactOptions::default()).unwrap();
+        let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+        let third: Vec<u8> = (0..size).map(|i| (i * 3 % 239) as u8).collect();
+        let d3 = store_large_attachment(&r, "three", &third);
+        for (d, bytes) in [(&d1, &first), (&d2, &second), (&d3, &third)] {
+            assert_eq!(&r.attachment(d).unwrap().unwrap(), bytes);
+        }
+        assert!(r.check().unwrap().violations.is_empty());
+    }
+
     #[test]
     fn an_uncommitted_copy_is_discarded_and_a_committed_one_finished() {
         let tmp = tempfile::tempdir().unwrap();

@@ -89,6 +89,30 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A local write's body nests objects and arrays deeper than the store
+    /// keeps ([`MAX_NESTING`](crate::MAX_NESTING)); nothing was written.
+    /// Every settee replica refuses such a document when it pulls it.
+    #[error("document {id:?} nests {depth} levels deep; settee stores at most {max} levels: flatten the document")]
+    TooDeep {
+        /// The document id.
+        id: String,
+        /// The body's deepest nesting of objects and arrays.
+        depth: usize,
+        /// The limit, [`MAX_NESTING`](crate::MAX_NESTING).
+        max: usize,
+    },
+
+    /// A local edit of a revision whose generation is `u64::MAX` (only a
+    /// replicated revision can have one): its child cannot be numbered, so
+    /// the document cannot be edited; nothing was written.
+    #[error("cannot edit {id:?}: its revision {rev} is at the last generation there is, so no new revision can follow it; keep the data under a new document id")]
+    LastGeneration {
+        /// The document id.
+        id: String,
+        /// The revision the edit was based on.
+        rev: String,
+    },
+
     /// A local write named a revision that is not the document's current
     /// winner (CouchDB's 409): read the document again and redo the edit.
     #[error("conflict on {id:?}: the edit is based on {expected}, but the current revision is {current}; read the document again and redo the edit")]

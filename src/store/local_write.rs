@@ -12,6 +12,7 @@
 
 use super::commit::Abort;
 use super::keys::{self, meta};
+use super::nesting::{nesting_depth, MAX_NESTING};
 use super::{decode_u64, outbox, DocRecord, Document, Replica, StoreError, WriteBatch};
 use crate::revtree::{Rev, RevPath};
 use crate::store::IncomingRev;
@@ -38,8 +39,13 @@ pub struct LocalWrite {
 /// Which revision an edit is based on.
 #[derive(Debug, Clone)]
 enum Base {
-    /// The caller named it (`_rev`, or `None` for a new document).
+    /// The caller named it (`_rev`, or `None` for a new document); it must
+    /// still be a leaf when the write commits.
     Given(Option<Rev>),
+    /// A `put` without `_rev`: no document, or a deleted winner (the edit
+    /// is its child, as in CouchDB); a live winner is a conflict. The
+    /// winner must still be the same when the write commits.
+    New,
     /// Whatever the winner is when the write commits: a lost race is retried.
     Winner,
 }
@@ -57,13 +63,20 @@ impl Replica {
     /// may carry `_rev` (the leaf it edits; a stale one is a
     /// [`StoreError::Conflict`]), `_deleted` and `_attachments` (stubs of
     /// the parent's attachments, or new ones with base64 `data`). Without
-    /// `_rev` it creates the document, or edits the current winner.
+    /// `_rev` it creates the document (again, over a deleted one); if the
+    /// document exists and is not deleted, that is a
+    /// [`StoreError::Conflict`] and nothing is written, as CouchDB answers
+    /// 409. To edit a document, name its `_rev`, use
+    /// [`Replica::update`], or write over whatever the winner is with
+    /// [`Replica::put_overwrite`].
     ///
     /// The new revision is visible to reads when this returns, gets a new
     /// local sequence (views see it) and is queued in the outbox for the
     /// push worker. Its id is deterministic: the MD5 of the parent
     /// revision, the deleted flag and the canonical body, so the same edit
-    /// of the same parent gives the same revision.
+    /// of the same parent gives the same revision. A body nested deeper
+    /// than [`MAX_NESTING`](crate::MAX_NESTING) is a
+    /// [`StoreError::TooDeep`] (every replica would refuse it on a pull).
     ///
     /// ```
     /// # use settee::{Replica, ReplicaConfig};
@@ -73,6 +86,11 @@ impl Replica {
     /// assert_eq!(w.rev.pos, 1);
     /// assert_eq!(replica.get("card-1").unwrap().unwrap().body["elo"], 1200);
     /// assert_eq!(replica.outbox_len().unwrap(), 1);
+    /// // Without its `_rev`, a second put of the card is a conflict.
+    /// let again = replica.put_blocking("card-1", &serde_json::json!({"elo": 1216}));
+    /// assert!(matches!(again, Err(settee::StoreError::Conflict { .. })));
+    /// let edit = serde_json::json!({"_rev": w.rev.to_string(), "elo": 1216});
+    /// assert_eq!(replica.put_blocking("card-1", &edit).unwrap().rev.pos, 2);
     /// ```
     ///
     /// # Durability
@@ -95,43 +113,51 @@ impl Replica {
     /// # Durability
     /// As [`Replica::put`].
     pub fn put_blocking(&self, id: &str, doc: &Value) -> Result<LocalWrite, StoreError> {
-        let invalid = |reason: &str| StoreError::InvalidDocument {
-            id: id.to_owned(),
-            reason: reason.to_owned(),
+        let doc = parse_put(id, doc)?;
+        let base = match doc.rev {
+            Some(rev) => Base::Given(Some(rev)),
+            None => Base::New,
         };
-        let Value::Object(fields) = doc else {
-            return Err(invalid("a document must be a JSON object"));
-        };
-        if let Some(given) = fields.get("_id") {
-            if given.as_str() != Some(id) {
-                return Err(invalid("_id does not match the document id"));
-            }
-        }
-        let base = match fields.get("_rev") {
-            None | Some(Value::Null) => Base::Winner,
-            Some(Value::String(s)) => Base::Given(Some(
-                s.parse().map_err(|_| invalid("_rev is not a revision"))?,
-            )),
-            Some(_) => return Err(invalid("_rev is not a string")),
-        };
-        let deleted = match fields.get("_deleted") {
-            None | Some(Value::Bool(false)) => false,
-            Some(Value::Bool(true)) => true,
-            Some(_) => return Err(invalid("_deleted is not a boolean")),
-        };
-        let mut body = Map::with_capacity(fields.len());
-        for (k, v) in fields {
-            if k.starts_with('_') {
-                if !SPECIAL.contains(&k.as_str()) {
-                    return Err(invalid(&format!("{k} is a reserved field name")));
-                }
-                if k != "_attachments" {
-                    continue;
-                }
-            }
-            body.insert(k.clone(), v.clone());
-        }
-        self.write_local(id, base, deleted, body)
+        self.write_local(id, base, doc.deleted, doc.body)
+    }
+
+    /// Writes `doc` over the document's current winner, whatever it is: the
+    /// new revision is a child of the winner when the write commits (or the
+    /// first revision of a new document). For a caller that means to
+    /// replace the document rather than edit a revision it read (content
+    /// carried from elsewhere, `settee put --overwrite`); a `_rev` in `doc`
+    /// is ignored. Otherwise as [`Replica::put`].
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// replica.put_blocking("card-1", &serde_json::json!({"elo": 1200})).unwrap();
+    /// let w = replica
+    ///     .put_overwrite_blocking("card-1", &serde_json::json!({"elo": 1500}))
+    ///     .unwrap();
+    /// assert_eq!(w.rev.pos, 2);
+    /// assert_eq!(replica.get("card-1").unwrap().unwrap().body["elo"], 1500);
+    /// ```
+    ///
+    /// # Durability
+    /// As [`Replica::put`]. A `Conflict` only comes after the winner
+    /// changed under the write 16 times in a row.
+    pub async fn put_overwrite(&self, id: &str, doc: Value) -> Result<LocalWrite, StoreError> {
+        let replica = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || replica.put_overwrite_blocking(&id, &doc))
+            .await
+            .map_err(|e| StoreError::Cancelled(e.to_string()))?
+    }
+
+    /// [`Replica::put_overwrite`] for callers outside an async runtime.
+    ///
+    /// # Durability
+    /// As [`Replica::put`].
+    pub fn put_overwrite_blocking(&self, id: &str, doc: &Value) -> Result<LocalWrite, StoreError> {
+        let doc = parse_put(id, doc)?;
+        self.write_local(id, Base::Winner, doc.deleted, doc.body)
     }
 
     /// Deletes a document: a tombstone child of `rev`, or of the current
@@ -236,14 +262,29 @@ impl Replica {
         check_id(id)?;
         let mut races = 0;
         loop {
+            let winner =
+                || -> Result<_, StoreError> { Ok(self.record(id)?.and_then(|r| r.tree.winner())) };
             let parent = match &base {
                 Base::Given(rev) => rev.clone(),
-                Base::Winner => self
-                    .record(id)?
-                    .and_then(|r| r.tree.winner())
-                    .map(|w| w.rev),
+                Base::New => match winner()? {
+                    Some(live) if !live.deleted => {
+                        return Err(StoreError::Conflict {
+                            id: id.to_owned(),
+                            expected: "none".to_owned(),
+                            current: live.rev.to_string(),
+                        })
+                    }
+                    tombstone => tombstone.map(|w| w.rev),
+                },
+                Base::Winner => winner()?.map(|w| w.rev),
             };
-            let batch = self.local_batch(id, parent.as_ref(), deleted, body.clone())?;
+            let mut batch = self.local_batch(id, parent.as_ref(), deleted, body.clone())?;
+            if !matches!(base, Base::Given(_)) {
+                // Based on the winner read above: it must still be the
+                // winner (a leaf is not enough: a pull may have added a
+                // live branch that now wins).
+                batch.expect_winners = std::mem::take(&mut batch.expect_leaves);
+            }
             let rev = batch.outbox[0].1.clone();
             match self.commit_blocking(&batch) {
                 Ok(outcome) => {
@@ -255,7 +296,7 @@ impl Replica {
                     })
                 }
                 Err(StoreError::Conflict { .. })
-                    if matches!(base, Base::Winner) && races < WINNER_RACES =>
+                    if !matches!(base, Base::Given(_)) && races < WINNER_RACES =>
                 {
                     races += 1;
                 }
@@ -273,7 +314,18 @@ impl Replica {
         deleted: bool,
         mut body: Map<String, Value>,
     ) -> Result<WriteBatch, StoreError> {
-        let pos = parent.map_or(1, |p| p.pos + 1);
+        // A parent at generation u64::MAX can only have been replicated
+        // (CouchDB takes any number): refuse rather than wrap to 0.
+        let pos = match parent {
+            None => 1,
+            Some(p) => p
+                .pos
+                .checked_add(1)
+                .ok_or_else(|| StoreError::LastGeneration {
+                    id: id.to_owned(),
+                    rev: p.to_string(),
+                })?,
+        };
         let attachments = inline_attachments(id, &mut body, pos)?;
         let hash = rev_hash(parent, deleted, &body);
         let rev = Rev::new(pos, hash.clone());
@@ -284,6 +336,17 @@ impl Replica {
                 id: id.to_owned(),
                 reason: e.to_string(),
             })?;
+        // The pull refuses such a body on arrival (`replicate/doc.rs`): one
+        // written here would be pushed, and every other replica would
+        // refuse it on every pull.
+        let depth = nesting_depth(raw.get());
+        if depth > MAX_NESTING {
+            return Err(StoreError::TooDeep {
+                id: id.to_owned(),
+                depth,
+                max: MAX_NESTING,
+            });
+        }
         Ok(WriteBatch {
             revs: vec![IncomingRev {
                 id: id.to_owned(),
@@ -326,6 +389,9 @@ impl Replica {
     ) -> Result<LocalWrite, StoreError> {
         check_id(id)?;
         let mut batch = self.local_batch(id, parent.as_ref(), deleted, body)?;
+        // On top of the winner the caller read, which must still win: a
+        // pull landing in between is read again, not built on.
+        batch.expect_winners = std::mem::take(&mut batch.expect_leaves);
         batch.carried = Some((mark.0.to_owned(), mark.1));
         let rev = batch.outbox[0].1.clone();
         let outcome = self.commit_blocking(&batch)?;
@@ -346,6 +412,55 @@ impl Replica {
             .insert(keys::meta::carried(source), &key.to_be_bytes())?;
         self.flush()
     }
+}
+
+/// A `put`'s document, split.
+struct PutDoc {
+    /// Its `_rev`, if any.
+    rev: Option<Rev>,
+    /// Its `_deleted` flag.
+    deleted: bool,
+    /// What is stored: the data and `_attachments`.
+    body: Map<String, Value>,
+}
+
+/// Splits a `put`'s document, or says why it cannot be stored.
+fn parse_put(id: &str, doc: &Value) -> Result<PutDoc, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidDocument {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Value::Object(fields) = doc else {
+        return Err(invalid("a document must be a JSON object"));
+    };
+    if let Some(given) = fields.get("_id") {
+        if given.as_str() != Some(id) {
+            return Err(invalid("_id does not match the document id"));
+        }
+    }
+    let rev = match fields.get("_rev") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.parse().map_err(|_| invalid("_rev is not a revision"))?),
+        Some(_) => return Err(invalid("_rev is not a string")),
+    };
+    let deleted = match fields.get("_deleted") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(invalid("_deleted is not a boolean")),
+    };
+    let mut body = Map::with_capacity(fields.len());
+    for (k, v) in fields {
+        if k.starts_with('_') {
+            if !SPECIAL.contains(&k.as_str()) {
+                return Err(invalid(&format!("{k} is a reserved field name")));
+            }
+            if k != "_attachments" {
+                continue;
+            }
+        }
+        body.insert(k.clone(), v.clone());
+    }
+    Ok(PutDoc { rev, deleted, body })
 }
 
 fn check_id(id: &str) -> Result<(), StoreError> {
@@ -463,14 +578,20 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// The precondition of local edits, inside the commit's transaction: each
-/// named revision is still a leaf of its document (`None`: the document is
-/// unknown). Checked under the writer lock, so no write slips in between.
-pub(super) fn check_leaves(
+/// The preconditions of local edits, inside the commit's transaction: each
+/// revision of `leaves` is still a leaf of its document, each of `winners`
+/// still its document's winner (`None`: the document is unknown). Checked
+/// under the writer lock, so no write slips in between.
+pub(super) fn check_preconditions(
     docs: &TransactionalTree,
-    expected: &[(String, Option<Rev>)],
+    leaves: &[(String, Option<Rev>)],
+    winners: &[(String, Option<Rev>)],
 ) -> Result<(), Abort> {
-    for (id, rev) in expected {
+    let all = leaves
+        .iter()
+        .map(|e| (e, false))
+        .chain(winners.iter().map(|e| (e, true)));
+    for ((id, rev), winner) in all {
         let key = id.as_bytes();
         let record = match docs.get(key)? {
             Some(bytes) => {
@@ -480,6 +601,7 @@ pub(super) fn check_leaves(
         };
         let ok = match (&record, rev) {
             (None, None) => true,
+            (Some(r), Some(rev)) if winner => r.tree.winner().is_some_and(|w| &w.rev == rev),
             (Some(r), Some(rev)) => r.tree.is_leaf(rev),
             _ => false,
         };
@@ -577,7 +699,8 @@ mod tests {
     fn a_stale_rev_is_a_conflict_and_writes_nothing() {
         let (_d, r) = replica();
         let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
-        r.put_blocking("a", &json!({"v": 2})).unwrap();
+        r.put_blocking("a", &json!({"_rev": a.rev.to_string(), "v": 2}))
+            .unwrap();
         let err = r
             .put_blocking("a", &json!({"_rev": a.rev.to_string(), "v": 3}))
             .unwrap_err();
@@ -592,6 +715,223 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     }
 
+    /// A body of `levels` nested objects in all (the body itself is one).
+    fn nested_body(levels: usize) -> Map<String, Value> {
+        let mut v = json!(1);
+        for _ in 1..levels {
+            v = json!({ "a": v });
+        }
+        let mut body = Map::new();
+        body.insert("deep".into(), v);
+        body
+    }
+
+    /// Issue 17, defect 8: `put` stored (and queued for the push) a body
+    /// nested 300 levels deep, which every other settee replica then
+    /// refused on every pull. Local writes now refuse it with
+    /// `StoreError::TooDeep` and write nothing.
+    #[test]
+    fn issue_17_local_writes_refuse_bodies_nested_deeper_than_max_nesting() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        let too_deep = nested_body(300);
+        let mut with_rev = too_deep.clone();
+        with_rev.insert("_rev".into(), json!(a.rev.to_string()));
+        let errors = [
+            r.put_blocking("new", &Value::Object(too_deep.clone()))
+                .unwrap_err(),
+            r.put_blocking("a", &Value::Object(with_rev)).unwrap_err(),
+            r.update_blocking("a", |_| Some(too_deep.clone()))
+                .unwrap_err(),
+            r.update_blocking("new", |_| Some(nested_body(MAX_NESTING + 1)))
+                .unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(err, StoreError::TooDeep { depth, max: MAX_NESTING, .. } if depth > MAX_NESTING),
+                "{err:?}"
+            );
+        }
+        // The replica is as it was.
+        let doc = r.get("a").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.body["v"].as_i64()), (a.rev, Some(1)));
+        assert!(r.get("new").unwrap().is_none());
+        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (1, 1));
+        // The limit itself stores, and reads back.
+        r.put_blocking("max", &Value::Object(nested_body(MAX_NESTING)))
+            .unwrap();
+        assert!(r.get("max").unwrap().is_some());
+    }
+
+    /// Issue 17, defect 9: the new revision's generation was `p.pos + 1`,
+    /// which panics (debug) or wraps to 0 (release) when the parent came
+    /// from a remote at generation `u64::MAX`. Every local edit of such a
+    /// document is now `StoreError::LastGeneration` and writes nothing.
+    #[test]
+    fn issue_17_editing_the_last_generation_is_an_error_not_an_overflow() {
+        let (_d, r) = replica();
+        r.commit_blocking(&WriteBatch {
+            revs: vec![IncomingRev {
+                id: "max".into(),
+                path: RevPath {
+                    start: u64::MAX,
+                    ids: vec!["top".into()],
+                },
+                deleted: false,
+                body: serde_json::value::to_raw_value(&json!({"v": 1})).unwrap(),
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        let top = r.get("max").unwrap().unwrap().rev;
+        assert_eq!(top.pos, u64::MAX);
+        let errors = [
+            r.put_blocking("max", &json!({"_rev": top.to_string(), "v": 2}))
+                .unwrap_err(),
+            r.update_blocking("max", |d| Some(d?.body.clone()))
+                .unwrap_err(),
+            r.delete_blocking("max", Some(top.clone())).unwrap_err(),
+            r.delete_blocking("max", None).unwrap_err(),
+            r.put_overwrite_blocking("max", &json!({"v": 2}))
+                .unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(&err, StoreError::LastGeneration { id, rev } if id == "max" && *rev == top.to_string()),
+                "{err:?}"
+            );
+        }
+        let doc = r.get("max").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.deleted), (top, false));
+        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (0, 1));
+    }
+
+    /// Issue 17, defect 11: `put` without `_rev` of a document with a live
+    /// winner wrote over the winner; CouchDB and PouchDB answer 409. It is
+    /// now a `Conflict` that writes nothing; a deleted or unknown document
+    /// is created, as CouchDB does.
+    #[test]
+    fn issue_17_put_without_rev_over_a_live_document_is_a_conflict() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        let err = r.put_blocking("a", &json!({"v": 2})).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Conflict { id, expected, current }
+                    if id == "a" && expected == "none" && *current == a.rev.to_string()
+            ),
+            "{err:?}"
+        );
+        let doc = r.get("a").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.body["v"].as_i64()), (a.rev.clone(), Some(1)));
+        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (1, 1));
+        // A null `_rev` is no `_rev`.
+        let err = r
+            .put_blocking("a", &json!({"_rev": null, "v": 2}))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        // Over a deleted winner, a put without `_rev` creates again, as a
+        // child of the tombstone.
+        let gone = r.delete_blocking("a", None).unwrap();
+        let again = r.put_blocking("a", &json!({"v": 3})).unwrap();
+        assert_eq!(again.rev.pos, gone.rev.pos + 1);
+        let doc = r.get("a").unwrap().unwrap();
+        assert!(!doc.deleted && doc.body["v"] == 3 && doc.conflicts.is_empty());
+        // A write naming the winner's `_rev` still edits it.
+        let edit = r
+            .put_blocking("a", &json!({"_rev": again.rev.to_string(), "v": 4}))
+            .unwrap();
+        assert_eq!(edit.rev.pos, again.rev.pos + 1);
+    }
+
+    /// The explicit way to write over the winner (issue 17, defect 11):
+    /// `put_overwrite` edits whatever wins when it commits.
+    #[test]
+    fn put_overwrite_writes_over_the_winner() {
+        let (_d, r) = replica();
+        let new = r.put_overwrite_blocking("a", &json!({"v": 1})).unwrap();
+        assert_eq!(new.rev.pos, 1, "an unknown document is created");
+        let over = r
+            .put_overwrite_blocking("a", &json!({"_rev": "9-stale", "v": 2}))
+            .unwrap();
+        assert_eq!(over.rev.pos, 2, "a child of the winner; `_rev` is ignored");
+        let doc = r.get("a").unwrap().unwrap();
+        assert_eq!(
+            (doc.rev, doc.body["v"].as_i64()),
+            (over.rev.clone(), Some(2))
+        );
+        // A pulled branch that wins: the overwrite is its child.
+        r.commit_blocking(&WriteBatch {
+            revs: vec![IncomingRev {
+                id: "a".into(),
+                path: RevPath {
+                    start: 3,
+                    ids: vec!["c3".into(), "c2".into(), "c1".into()],
+                },
+                deleted: false,
+                body: serde_json::value::to_raw_value(&json!({"v": "pulled"})).unwrap(),
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        let over = r.put_overwrite_blocking("a", &json!({"v": 4})).unwrap();
+        assert_eq!(over.rev.pos, 4);
+        let doc = r.get("a").unwrap().unwrap();
+        assert_eq!((doc.rev, doc.body["v"].as_i64()), (over.rev, Some(4)));
+        assert_eq!(
+            doc.conflicts.len(),
+            1,
+            "the older local branch stays a conflict"
+        );
+        assert_eq!(r.outbox_len().unwrap(), 3);
+    }
+
+    /// An edit based on the winner commits only while that revision is
+    /// still the winner: a branch that arrived meanwhile and wins, though
+    /// the old winner is still a leaf, makes it a conflict.
+    #[test]
+    fn a_write_based_on_the_winner_needs_it_to_still_win() {
+        let (_d, r) = replica();
+        let a = r.put_blocking("a", &json!({"v": 1})).unwrap();
+        let mut batch = r
+            .local_batch(
+                "a",
+                Some(&a.rev),
+                false,
+                json!({"v": 2}).as_object().unwrap().clone(),
+            )
+            .unwrap();
+        batch.expect_winners = std::mem::take(&mut batch.expect_leaves);
+        r.commit_blocking(&WriteBatch {
+            revs: vec![IncomingRev {
+                id: "a".into(),
+                path: RevPath {
+                    start: 2,
+                    ids: vec!["b2".into(), "b1".into()],
+                },
+                deleted: false,
+                body: serde_json::value::to_raw_value(&json!({"v": "pulled"})).unwrap(),
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        assert!(r.leaves("a").unwrap().iter().any(|l| l.rev == a.rev));
+        let err = r.commit_blocking(&batch).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert_eq!(r.outbox_len().unwrap(), 1);
+        // The write itself retries on the new winner; a plain put refuses.
+        let err = r.put_blocking("a", &json!({"v": 2})).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert_eq!(
+            r.put_overwrite_blocking("a", &json!({"v": 2}))
+                .unwrap()
+                .rev
+                .pos,
+            3
+        );
+    }
+
     #[test]
     fn revision_ids_are_deterministic() {
         let (_d1, r1) = replica();
@@ -603,8 +943,8 @@ mod tests {
             .put_blocking("a", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}))
             .unwrap();
         assert_eq!(x.rev, y.rev);
-        let x2 = r1.put_blocking("a", &json!({"x": 2})).unwrap();
-        let y2 = r2.put_blocking("a", &json!({"x": 3})).unwrap();
+        let x2 = r1.put_overwrite_blocking("a", &json!({"x": 2})).unwrap();
+        let y2 = r2.put_overwrite_blocking("a", &json!({"x": 3})).unwrap();
         assert_ne!(x2.rev, y2.rev);
         assert_eq!(x.rev.hash.len(), 32);
     }

@@ -186,6 +186,9 @@ struct Inner {
     committed: tokio::sync::watch::Sender<u64>,
     /// The pull lock and the count of running blocking tasks (`lock.rs`).
     usage: lock::Usage,
+    /// The id of the next large attachment's file, above every file and
+    /// `att_chunked` entry found at open (`attachment_stream.rs`).
+    next_stream: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -258,6 +261,7 @@ impl Replica {
                 write_lock: Mutex::new(()),
                 committed: tokio::sync::watch::Sender::new(seq),
                 usage: lock::Usage::default(),
+                next_stream: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         replica.drop_unclaimed_attachments()?;
@@ -322,105 +326,75 @@ impl Replica {
             .unwrap_or_default())
     }
 
+    /// A revision's body, parsed (see [`Replica::raw_body`]); inside
+    /// [`Replica::read_record`].
     fn body(
         &self,
         record: &DocRecord,
         id: &str,
         rev: &Rev,
-    ) -> Result<Option<Map<String, Value>>, StoreError> {
-        let rev_text = rev.to_string();
-        if let Some((inline_rev, bytes)) = &record.inline {
-            if *inline_rev == rev_text {
-                return nesting::parse_body(bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
-            }
-        }
-        if let Some((logged_rev, _)) = &record.logged {
-            if *logged_rev == rev_text {
-                let entry = self.inner.trees.by_seq.get(keys::seq_key(record.seq))?;
-                let body = entry
-                    .as_deref()
-                    .and_then(keys::split_seq_entry)
-                    .map(|(_, body)| body)
-                    .filter(|body| !body.is_empty())
-                    .ok_or_else(|| {
-                        StoreError::corrupt(
-                            "revision body",
-                            id.as_bytes(),
-                            format!("the body of {rev} (sequence {}) is missing", record.seq),
-                        )
-                    })?;
-                return nesting::parse_body(body)
-                    .map(Some)
-                    .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e));
-            }
-        }
-        let Some(&body_id) = record.bodies.get(&rev_text) else {
+    ) -> Result<Option<Map<String, Value>>, reads::ReadError> {
+        let Some(bytes) = self.raw_body(record, id, &rev.to_string())? else {
             return Ok(None);
         };
-        let key = keys::seq_key(body_id);
-        match self.inner.trees.bodies.get(key)? {
-            Some(bytes) => nesting::parse_body(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e)),
-            None => Err(StoreError::corrupt(
-                "revision body",
-                id.as_bytes(),
-                format!("the body of {rev} (#{body_id}) is missing"),
-            )),
-        }
+        let body = nesting::parse_body(&bytes)
+            .map_err(|e| StoreError::corrupt("revision body", id.as_bytes(), e))?;
+        Ok(Some(body))
     }
 
     /// The winning revision of a document, tombstones included (check
     /// [`Document::deleted`]); `None` if the replica has never seen `id`.
+    /// The revision tree and the body are read as of one moment, however
+    /// many writers commit meanwhile.
     pub fn get(&self, id: &str) -> Result<Option<Document>, StoreError> {
-        let Some(record) = self.record(id)? else {
-            return Ok(None);
-        };
-        let Some(winner) = record.tree.winner() else {
-            return Ok(None);
-        };
-        let body = self
-            .body(&record, id, &winner.rev)?
-            .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
-        Ok(Some(Document {
-            id: id.to_owned(),
-            conflicts: record.tree.conflicts(),
-            deleted_conflicts: record.tree.deleted_conflicts(),
-            rev: winner.rev,
-            deleted: winner.deleted,
-            body,
-        }))
+        let doc = self.read_record(id, |record| {
+            let Some(winner) = record.tree.winner() else {
+                return Ok(None);
+            };
+            let body = self
+                .body(record, id, &winner.rev)?
+                .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
+            Ok(Some(Document {
+                id: id.to_owned(),
+                conflicts: record.tree.conflicts(),
+                deleted_conflicts: record.tree.deleted_conflicts(),
+                rev: winner.rev,
+                deleted: winner.deleted,
+                body,
+            }))
+        })?;
+        Ok(doc.flatten())
     }
 
     /// A specific revision. Only leaves keep their bodies (like a compacted
     /// CouchDB), so an older revision answers `None`.
     pub fn get_rev(&self, id: &str, rev: &Rev) -> Result<Option<Document>, StoreError> {
-        let Some(record) = self.record(id)? else {
-            return Ok(None);
-        };
-        let Some(leaf) = record.tree.leaves().into_iter().find(|l| &l.rev == rev) else {
-            return Ok(None);
-        };
-        let winner = record.tree.winner().map(|w| w.rev);
-        let is_winner = winner.as_ref() == Some(rev);
-        Ok(self.body(&record, id, rev)?.map(|body| Document {
-            id: id.to_owned(),
-            rev: rev.clone(),
-            deleted: leaf.deleted,
-            body,
-            conflicts: if is_winner {
-                record.tree.conflicts()
-            } else {
-                Vec::new()
-            },
-            deleted_conflicts: if is_winner {
-                record.tree.deleted_conflicts()
-            } else {
-                Vec::new()
-            },
-        }))
+        let doc = self.read_record(id, |record| {
+            let Some(leaf) = record.tree.leaves().into_iter().find(|l| &l.rev == rev) else {
+                return Ok(None);
+            };
+            let is_winner = record.tree.winner().is_some_and(|w| &w.rev == rev);
+            let Some(body) = self.body(record, id, rev)? else {
+                return Ok(None);
+            };
+            Ok(Some(Document {
+                id: id.to_owned(),
+                rev: rev.clone(),
+                deleted: leaf.deleted,
+                body,
+                conflicts: if is_winner {
+                    record.tree.conflicts()
+                } else {
+                    Vec::new()
+                },
+                deleted_conflicts: if is_winner {
+                    record.tree.deleted_conflicts()
+                } else {
+                    Vec::new()
+                },
+            }))
+        })?;
+        Ok(doc.flatten())
     }
 
     /// Every document in id order within `range` (inclusive bounds on ids),

@@ -6,7 +6,8 @@
 //! and building, printing and dropping one recurses once per level. Reads
 //! therefore lift serde_json's fixed 128-level limit, and the pull refuses
 //! a document nested deeper than [`MAX_NESTING`] on arrival (that document
-//! fails alone, with its depth in the reason). Below the limit a read needs
+//! fails alone, with its depth in the reason), as local writes do
+//! (`StoreError::TooDeep`, `local_write.rs`). Below the limit a read needs
 //! well under 1 MiB of stack even in a debug build, so it is safe on a
 //! tokio worker thread (2 MiB).
 //!

@@ -297,7 +297,7 @@ mod tests {
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         r.put_blocking("a", &json!({"v": 1})).unwrap();
         r.put_blocking("b", &json!({"v": 1})).unwrap();
-        r.put_blocking("a", &json!({"v": 2})).unwrap();
+        r.put_overwrite_blocking("a", &json!({"v": 2})).unwrap();
         let entries = r.outbox_entries(None, 10).unwrap();
         assert_eq!(entries.iter().map(|e| e.key).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(r.outbox_entries(Some(1), 1).unwrap()[0].id, "b");

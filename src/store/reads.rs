@@ -200,7 +200,73 @@ fn next_raw_change(
     })
 }
 
+/// Why a read of a document's record and of a body it names failed.
+pub(super) enum ReadError {
+    /// The record names a body that is not where it says: a commit
+    /// replaced the record (and dropped that body) since it was read, or
+    /// the replica is damaged. [`Replica::read_record`] tells which.
+    BodyGone(StoreError),
+    /// Any other failure.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+impl From<sled::Error> for ReadError {
+    fn from(e: sled::Error) -> Self {
+        ReadError::Store(e.into())
+    }
+}
+
 impl Replica {
+    /// Reads `id`'s record and, with `read`, the bodies it names, as one
+    /// consistent read; `None` when the replica has never seen `id`.
+    ///
+    /// The record and a body are two sled reads (the body is in the
+    /// document's `by_seq` entry or in `bodies`), and a commit of the same
+    /// document can land between them, replacing the record and removing
+    /// the body the old one named. sled 0.34 has no snapshots, and reading
+    /// both in a transaction would take its process-wide transaction lock
+    /// (`concurrency_control::write`) for every read, stalling every other
+    /// reader and writer of every replica. So a body that is not there
+    /// makes the read look at the record again: if it changed, a commit
+    /// came in between and the read starts over on the new record; if it
+    /// is byte for byte the same, the body really is missing. That is
+    /// sound because each sled `get` is atomic against a transaction's
+    /// commit (sled takes the same lock for reading once any transaction
+    /// has run), every commit that drops a body rewrites the record under
+    /// a new sequence (so an old record never comes back), and the sweep
+    /// deletes only bodies no record names any more. The loop ends: each
+    /// new round needs another commit of this very document, and a commit
+    /// (flushed) takes far longer than a read.
+    pub(super) fn read_record<T>(
+        &self,
+        id: &str,
+        mut read: impl FnMut(&DocRecord) -> Result<T, ReadError>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = id.as_bytes();
+        let docs = &self.trees().docs;
+        let Some(mut bytes) = docs.get(key)? else {
+            return Ok(None);
+        };
+        loop {
+            let record = DocRecord::decode(key, &bytes)?;
+            match read(&record) {
+                Ok(out) => return Ok(Some(out)),
+                Err(ReadError::Store(e)) => return Err(e),
+                Err(ReadError::BodyGone(e)) => match docs.get(key)? {
+                    Some(now) if now != bytes => bytes = now,
+                    Some(_) => return Err(e),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
     /// The winner of `id` with its raw body, for a document read from its
     /// `by_seq` entry at `seq`, whose carried body (`logged`, empty when
     /// none) is used when it is the winner's: the entry is not looked up a
@@ -212,46 +278,46 @@ impl Replica {
         seq: u64,
         logged: Bytes,
     ) -> Result<Option<RawDocumentChange>, StoreError> {
-        let Some(record) = self.record(id)? else {
-            return Ok(None);
-        };
-        let Some(winner) = record.tree.winner() else {
-            return Ok(None);
-        };
-        let rev_text = winner.rev.to_string();
-        let carried = !logged.is_empty()
-            && record.seq == seq
-            && record
-                .logged
-                .as_ref()
-                .is_some_and(|(rev, _)| *rev == rev_text);
-        let body = if carried {
-            Some(logged)
-        } else {
-            self.raw_body(&record, id, &rev_text)?
-        };
-        let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
-        Ok(Some(RawDocumentChange {
-            seq,
-            id: id.to_owned(),
-            conflicts: record.tree.conflicts(),
-            deleted_conflicts: record.tree.deleted_conflicts(),
-            rev: winner.rev,
-            deleted: winner.deleted,
-            body,
-        }))
+        let change = self.read_record(id, |record| {
+            let Some(winner) = record.tree.winner() else {
+                return Ok(None);
+            };
+            let rev_text = winner.rev.to_string();
+            let carried = !logged.is_empty()
+                && record.seq == seq
+                && record
+                    .logged
+                    .as_ref()
+                    .is_some_and(|(rev, _)| *rev == rev_text);
+            let body = if carried {
+                Some(logged.clone())
+            } else {
+                self.raw_body(record, id, &rev_text)?
+            };
+            let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
+            Ok(Some(RawDocumentChange {
+                seq,
+                id: id.to_owned(),
+                conflicts: record.tree.conflicts(),
+                deleted_conflicts: record.tree.deleted_conflicts(),
+                rev: winner.rev,
+                deleted: winner.deleted,
+                body,
+            }))
+        })?;
+        Ok(change.flatten())
     }
 
-    /// The stored JSON text of revision `rev_text` of a document (what
-    /// `Replica::body` parses): inline in the record, in the record's
-    /// `by_seq` entry, or in the `bodies` tree; `None` when the revision
-    /// has no body kept.
-    fn raw_body(
+    /// The stored JSON text of revision `rev_text` of a document: inline
+    /// in the record, in the record's `by_seq` entry, or in the `bodies`
+    /// tree; `None` when the revision has no body kept. Call it inside
+    /// [`Replica::read_record`], which retries a [`ReadError::BodyGone`].
+    pub(super) fn raw_body(
         &self,
         record: &DocRecord,
         id: &str,
         rev_text: &str,
-    ) -> Result<Option<Bytes>, StoreError> {
+    ) -> Result<Option<Bytes>, ReadError> {
         if let Some((inline_rev, bytes)) = &record.inline {
             if inline_rev == rev_text {
                 return Ok(Some(Bytes::copy_from_slice(bytes)));
@@ -266,14 +332,14 @@ impl Replica {
                     .map(|(_, body)| Bytes::copy_from_slice(body))
                     .filter(|body| !body.is_empty())
                     .ok_or_else(|| {
-                        StoreError::corrupt(
+                        ReadError::BodyGone(StoreError::corrupt(
                             "revision body",
                             id.as_bytes(),
                             format!(
                                 "the body of {rev_text} (sequence {}) is missing",
                                 record.seq
                             ),
-                        )
+                        ))
                     })?;
                 return Ok(Some(body));
             }
@@ -283,11 +349,11 @@ impl Replica {
         };
         match self.trees().bodies.get(keys::seq_key(body_id))? {
             Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
-            None => Err(StoreError::corrupt(
+            None => Err(ReadError::BodyGone(StoreError::corrupt(
                 "revision body",
                 id.as_bytes(),
                 format!("the body of {rev_text} (#{body_id}) is missing"),
-            )),
+            ))),
         }
     }
 
@@ -412,5 +478,76 @@ impl Replica {
             Some(v) if v.is_empty() => Ok(self.chunked_attachment(&stub.digest)?.map(Bytes::from)),
             other => Ok(other.map(Bytes::from_owner)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::store::{Replica, ReplicaConfig};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    /// Issue 17, defect 4: `get` read a document's record, then the
+    /// `by_seq` entry holding its body; a commit in between replaced both,
+    /// and the read failed with `Corrupt` (seen by `update`, push rounds,
+    /// carry-over and view warm-up). A read now starts again when the
+    /// record changed under it.
+    #[test]
+    fn issue_17_reads_racing_commits_never_see_a_missing_body() {
+        const DOCS: usize = 4;
+        const ROUNDS: usize = 150;
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        // Over 256 bytes: kept in the document's `by_seq` entry, which every
+        // commit of the document replaces.
+        let pad = "x".repeat(300);
+        let ids: Vec<String> = (0..DOCS).map(|i| format!("doc-{i}")).collect();
+        let mut revs: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                let w = r.put_blocking(id, &json!({"n": 0, "pad": pad})).unwrap();
+                w.rev.to_string()
+            })
+            .collect();
+        let done = AtomicBool::new(false);
+        let reads = AtomicU64::new(0);
+        let failures = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|k| {
+                    let (r, ids, done, reads) = (&r, &ids, &done, &reads);
+                    s.spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            for id in ids {
+                                let doc = r.get(id).map_err(|e| e.to_string())?;
+                                let doc = doc.ok_or("a document vanished")?;
+                                assert_eq!(doc.body["pad"].as_str().map(str::len), Some(300));
+                                r.get_rev(id, &doc.rev).map_err(|e| e.to_string())?;
+                            }
+                            if k == 1 {
+                                for change in r.changes_with_documents(0) {
+                                    change.map_err(|e| e.to_string())?;
+                                }
+                            }
+                            reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok::<(), String>(())
+                    })
+                })
+                .collect();
+            for round in 1..=ROUNDS {
+                for (id, rev) in ids.iter().zip(revs.iter_mut()) {
+                    let body = json!({"_rev": *rev, "n": round, "pad": pad});
+                    *rev = r.put_blocking(id, &body).unwrap().rev.to_string();
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            readers
+                .into_iter()
+                .filter_map(|h| h.join().unwrap().err())
+                .collect::<Vec<_>>()
+        });
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(reads.load(Ordering::Relaxed) > 0);
     }
 }

@@ -187,7 +187,8 @@ mod tests {
         let (_a, old) = open();
         let (_b, new) = open();
         old.put_blocking("card", &json!({"elo": 1})).unwrap();
-        old.put_blocking("card", &json!({"elo": 2})).unwrap();
+        old.put_overwrite_blocking("card", &json!({"elo": 2}))
+            .unwrap();
         old.put_blocking("gone", &json!({"x": 1})).unwrap();
         old.delete_blocking("gone", None).unwrap();
         old.put_blocking(
