@@ -50,7 +50,13 @@ impl Outbox {
     /// let replica = Replica::open("./replicas/course", ReplicaConfig::default())?;
     /// let remote = Remote::new(Endpoint::parse("http://127.0.0.1:5984/course")?, RemoteConfig::default())?;
     /// let outbox = Outbox::spawn(replica.clone(), remote, OutboxConfig::default());
-    /// replica.put("card-1", serde_json::json!({"elo": 1216})).await?; // returns once durable
+    /// replica
+    ///     .update("card-1", |doc| {
+    ///         let mut body = doc.map(|d| d.body.clone()).unwrap_or_default();
+    ///         body.insert("elo".into(), 1216.into());
+    ///         Some(body)
+    ///     })
+    ///     .await?; // returns once durable
     /// let status = outbox.close(Duration::from_secs(10)).await?;     // drain, then stop
     /// println!("{} edits still queued", status.pending);
     /// # Ok(()) }
