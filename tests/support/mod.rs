@@ -180,6 +180,62 @@ impl TestDb {
         resp.bytes().await.expect("attachment body").to_vec()
     }
 
+    /// Attachment bytes of revision `rev` straight from the server.
+    pub async fn attachment_at(&self, id: &str, name: &str, rev: &str) -> Vec<u8> {
+        let s = server();
+        let url = format!("{}?rev={}", self.attachment_url(id, name), enc(rev));
+        let resp = self
+            .http
+            .get(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .send()
+            .await
+            .expect("attachment GET");
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        resp.bytes().await.expect("attachment body").to_vec()
+    }
+
+    /// A document as the server shows it (`path`, relative to the database,
+    /// with or without a query), its attachment stubs as a replica holds
+    /// them: the digest of an attachment the server stored encoded is the
+    /// MD5 of its identity bytes, read back from the server.
+    ///
+    /// CouchDB stores compressible attachments (`text/*`, JSON, …) gzipped
+    /// and digests the gzip bytes; a replica digests the bytes it holds
+    /// (docs/design.md, "Attachment digests"). The server says which are
+    /// encoded when asked with `att_encoding_info=true`; PouchDB Server
+    /// never encodes, and there this is plain `GET`.
+    pub async fn get_doc_as_held(&self, path: &str) -> Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut doc = self
+            .get_json(&format!("{path}{sep}att_encoding_info=true"))
+            .await;
+        self.digests_as_held(&mut doc).await;
+        doc
+    }
+
+    /// Rewrites the stubs of one revision as [`TestDb::get_doc_as_held`]
+    /// describes, dropping `encoding` and `encoded_length`.
+    pub async fn digests_as_held(&self, doc: &mut Value) {
+        let (Some(id), Some(rev)) = (doc["_id"].as_str(), doc["_rev"].as_str()) else {
+            return;
+        };
+        let (id, rev) = (id.to_owned(), rev.to_owned());
+        let Some(atts) = doc.get_mut("_attachments").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for (name, stub) in atts.iter_mut() {
+            let Some(stub) = stub.as_object_mut() else {
+                continue;
+            };
+            stub.remove("encoded_length");
+            if stub.remove("encoding").is_some() {
+                let bytes = self.attachment_at(&id, name, &rev).await;
+                stub.insert("digest".into(), Value::String(md5_digest(&bytes)));
+            }
+        }
+    }
+
     /// Stores `bytes` as attachment `name` of a new document `id`, straight
     /// on the server (a raw PUT: no base64 copy in a JSON body).
     pub async fn put_attachment(&self, id: &str, name: &str, bytes: &[u8]) {
@@ -213,7 +269,9 @@ impl TestDb {
 
     /// What the server holds, one value per id of `_changes`, as CouchDB
     /// shows it with `?conflicts=true&deleted_conflicts=true`: read from the
-    /// server, never computed by settee. PouchDB Server has no
+    /// server, never computed by settee. The digest of an attachment the
+    /// server stored encoded is that of its identity bytes, as a replica
+    /// holds it ([`TestDb::digests_as_held`]). PouchDB Server has no
     /// `deleted_conflicts` and orders `_conflicts` its own way, so there the
     /// lists come from `open_revs=all` and CouchDB's documented order
     /// (generation, then revision hash, descending).
@@ -244,7 +302,10 @@ impl TestDb {
         for id in ids {
             let (winner, deleted) = winners[&id].clone();
             let leaves = self
-                .get_json(&format!("{}?open_revs=all", enc_id(&id)))
+                .get_json(&format!(
+                    "{}?open_revs=all&att_encoding_info=true",
+                    enc_id(&id)
+                ))
                 .await;
             let mut leaves: Vec<(u64, String, bool, Value)> = leaves
                 .as_array()
@@ -279,11 +340,14 @@ impl TestDb {
                     .clone()
             } else {
                 self.get_json(&format!(
-                    "{}?conflicts=true&deleted_conflicts=true",
+                    "{}?conflicts=true&deleted_conflicts=true&att_encoding_info=true",
                     enc_id(&id)
                 ))
                 .await
             };
+            // The CouchDB fact, not a PouchDB habit: an attachment stored
+            // encoded is digested by a replica from its identity bytes.
+            self.digests_as_held(&mut doc).await;
             let obj = doc.as_object_mut().expect("doc object");
             // CouchDB reports both lists for live documents; trust it there.
             if !server().is_couchdb || deleted {
@@ -335,6 +399,17 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// `md5-<base64 MD5 of bytes>`: a CouchDB digest of unencoded bytes, and
+/// the one a replica gives the bytes it holds.
+pub fn md5_digest(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    format!(
+        "md5-{}",
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+    )
+}
 
 /// Percent-encodes one path segment (a database name, a query value).
 pub fn enc(s: &str) -> String {
