@@ -22,16 +22,25 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct TestDb {
     pub name: String,
     http: reqwest::Client,
+    /// The server it lives on: [`server()`] but for the quirks layer's own
+    /// tests ([`server::layer_upstream`]).
+    server: &'static server::Server,
 }
 
 impl TestDb {
     /// Creates an empty database named after the test.
     pub async fn new(tag: &str) -> TestDb {
+        TestDb::new_on(server(), tag).await
+    }
+
+    /// Creates an empty database named after the test on `server`.
+    pub async fn new_on(server: &'static server::Server, tag: &str) -> TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("settee-t{}-{n}-{tag}", std::process::id()).to_lowercase();
         let db = TestDb {
             name,
             http: reqwest::Client::new(),
+            server,
         };
         let (status, body) = db.request(reqwest::Method::PUT, "", None).await;
         assert!(
@@ -53,7 +62,7 @@ impl TestDb {
     pub fn seed(&self, args: &[&str]) {
         let out = Command::new("node")
             .arg(server::repo_root().join("fixtures/seed-course.mjs"))
-            .args(["--url", &server().authed_base(), "--db", &self.name])
+            .args(["--url", &self.server.authed_base(), "--db", &self.name])
             .args(args)
             .output()
             .expect("run node fixtures/seed-course.mjs");
@@ -68,12 +77,12 @@ impl TestDb {
 
     /// `http://admin:pw@host/db`.
     pub fn url(&self) -> String {
-        format!("{}/{}", server().authed_base(), enc(&self.name))
+        format!("{}/{}", self.server.authed_base(), enc(&self.name))
     }
 
     /// The database URL through another server root (a proxy), with credentials.
     pub fn url_via(&self, base: &str) -> String {
-        let s = server();
+        let s = self.server;
         format!(
             "{}/{}",
             server::with_userinfo(base, &server::userinfo(&s.user, &s.password)),
@@ -104,7 +113,7 @@ impl TestDb {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let s = server();
+        let s = self.server;
         let url = if path.is_empty() {
             format!("{}/{}", s.base, enc(&self.name))
         } else {
@@ -155,7 +164,7 @@ impl TestDb {
 
     /// The server's URL of attachment `name` of document `id`.
     fn attachment_url(&self, id: &str, name: &str) -> String {
-        let s = server();
+        let s = self.server;
         format!(
             "{}/{}/{}/{}",
             s.base,
@@ -167,7 +176,7 @@ impl TestDb {
 
     /// Attachment bytes straight from the server.
     pub async fn attachment(&self, id: &str, name: &str) -> Vec<u8> {
-        let s = server();
+        let s = self.server;
         let url = self.attachment_url(id, name);
         let resp = self
             .http
@@ -182,7 +191,7 @@ impl TestDb {
 
     /// Attachment bytes of revision `rev` straight from the server.
     pub async fn attachment_at(&self, id: &str, name: &str, rev: &str) -> Vec<u8> {
-        let s = server();
+        let s = self.server;
         let url = format!("{}?rev={}", self.attachment_url(id, name), enc(rev));
         let resp = self
             .http
@@ -239,7 +248,7 @@ impl TestDb {
     /// Stores `bytes` as attachment `name` of a new document `id`, straight
     /// on the server (a raw PUT: no base64 copy in a JSON body).
     pub async fn put_attachment(&self, id: &str, name: &str, bytes: &[u8]) {
-        let s = server();
+        let s = self.server;
         let url = self.attachment_url(id, name);
         let resp = self
             .http
@@ -350,7 +359,7 @@ impl TestDb {
             self.digests_as_held(&mut doc).await;
             let obj = doc.as_object_mut().expect("doc object");
             // CouchDB reports both lists for live documents; trust it there.
-            if !server().is_couchdb || deleted {
+            if !self.server.is_couchdb || deleted {
                 obj.remove("_conflicts");
                 obj.remove("_deleted_conflicts");
                 for (field, list) in [
@@ -370,7 +379,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let s = server();
+        let s = self.server;
         let url = format!("{}/{}", s.base, enc(&self.name));
         let (user, pw) = (s.user.clone(), s.password.clone());
         // Best effort, on a thread of its own: Drop may run inside a runtime.

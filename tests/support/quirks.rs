@@ -20,6 +20,20 @@
 //! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
 //!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
 //!   then `-<hex>` per row ahead); a `since=` of that form maps back.
+//! - **Gzip digests.** CouchDB stores attachments of compressible types
+//!   (`text/*`, `application/javascript`, `application/json`,
+//!   `application/xml`: its default `compressible_types`) gzip-encoded and
+//!   reports the MD5 of the gzip bytes as their `digest`. In every answer
+//!   that carries documents (`GET /db/{id}`, `open_revs`, `_bulk_get`,
+//!   `_changes` and `_all_docs` with `include_docs`) such an attachment's
+//!   digest is replaced by a stand-in for that (see [`gzip_digest`]) and,
+//!   when the request said `att_encoding_info=true`, gets
+//!   `"encoding":"gzip"` and an `encoded_length`. Inline `data` stays the
+//!   identity bytes, as CouchDB decodes it. A stub sent back with such a
+//!   digest (a client that read a document and writes it again) gets the
+//!   server's own digest on its way upstream: CouchDB matches stubs by name
+//!   and `revpos` and ignores their digest, PouchDB Server looks them up by
+//!   digest.
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
 //!   (microseconds, as a string), one per database, new when it is
 //!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
@@ -62,6 +76,9 @@ pub fn enabled() -> bool {
 #[derive(Debug, Default)]
 pub struct Couch3 {
     created: Mutex<HashMap<String, String>>,
+    /// Every "gzip" digest the layer reported, and the server's own digest
+    /// it stands for (see [`gzip_digest`]).
+    gzip_digests: Mutex<HashMap<String, String>>,
 }
 
 impl Couch3 {
@@ -83,6 +100,12 @@ impl Couch3 {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn gzip_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.gzip_digests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -146,6 +169,8 @@ enum Kind {
     Changes,
     /// An encoded `_design/` or `_local/` id: the redirect loop.
     EncodedId,
+    /// An answer that carries documents, and so attachment stubs.
+    Docs,
     /// Anything else: forwarded untouched.
     Other,
 }
@@ -185,7 +210,22 @@ fn classify(method: &str, target: &str) -> Kind {
     if segs.len() == 2 && segs[1] == "_changes" && !streaming {
         return Kind::Changes;
     }
+    if carries_docs(method, &segs) {
+        return Kind::Docs;
+    }
     Kind::Other
+}
+
+/// Whether the answer to `method` on the path `segs` carries documents:
+/// `GET /db/{id}` (with or without `open_revs`), `_bulk_get`, `_all_docs`.
+fn carries_docs(method: &str, segs: &[&str]) -> bool {
+    match segs {
+        [_, "_bulk_get"] => method == "POST",
+        [_, "_all_docs"] => method == "GET" || method == "POST",
+        [_, "_design", _] => method == "GET",
+        [_, id] => method == "GET" && !id.starts_with('_'),
+        _ => false,
+    }
 }
 
 /// Serves one request (see the module doc).
@@ -200,6 +240,14 @@ pub(super) async fn serve(
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let kind = classify(method, target);
+    let unmasked = match writes_docs(method, target) {
+        true => unmask_stubs(&mut client, fwd_head, body_start, quirks).await,
+        false => None,
+    };
+    let (fwd_head, body_start) = match &unmasked {
+        Some((head, body)) => (head.as_slice(), body.as_slice()),
+        None => (fwd_head, body_start),
+    };
     match kind {
         Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
         Kind::Db(_) if method == "HEAD" => {
@@ -210,7 +258,7 @@ pub(super) async fn serve(
             let headers = [("Location", target), ("Content-Type", "application/json")];
             return canned(client, 301, &headers, body.as_bytes()).await;
         }
-        Kind::Welcome | Kind::Db(_) | Kind::Changes => {}
+        Kind::Welcome | Kind::Db(_) | Kind::Changes | Kind::Docs => {}
     }
     let plan = match kind {
         Kind::Changes => FeedPlan::of(target),
@@ -224,7 +272,8 @@ pub(super) async fn serve(
         return;
     };
     let raw = whole_response(&mut client, up).await;
-    let out = rewrite(&raw, method, &kind, plan.as_ref(), quirks);
+    let encoding_info = query_param(target, "att_encoding_info") == Some("true");
+    let out = rewrite(&raw, method, &kind, plan.as_ref(), encoding_info, quirks);
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
@@ -236,6 +285,7 @@ fn rewrite(
     method: &str,
     kind: &Kind,
     plan: Option<&FeedPlan>,
+    encoding_info: bool,
     quirks: &Couch3,
 ) -> Vec<u8> {
     let Some(pos) = find(raw, b"\r\n\r\n") else {
@@ -267,6 +317,11 @@ fn rewrite(
         body_raw.to_vec()
     };
     let edited = match serde_json::from_slice::<Value>(&body) {
+        // `open_revs` answers an array of documents.
+        Ok(mut docs @ Value::Array(_)) if ok && *kind == Kind::Docs => {
+            gzip_digests(&mut docs, encoding_info, quirks);
+            serde_json::to_vec(&docs).unwrap_or(body)
+        }
         Ok(Value::Object(mut obj)) if ok => {
             match kind {
                 Kind::Welcome => welcome(&mut obj),
@@ -283,6 +338,10 @@ fn rewrite(
                 },
                 _ => {}
             }
+            let mut obj = Value::Object(obj);
+            if matches!(kind, Kind::Changes | Kind::Docs) {
+                gzip_digests(&mut obj, encoding_info, quirks);
+            }
             serde_json::to_vec(&obj).unwrap_or(body)
         }
         _ => body,
@@ -290,6 +349,170 @@ fn rewrite(
     let mut out = head_for_body(head, edited.len());
     out.extend_from_slice(&edited);
     out
+}
+
+/// Whether CouchDB stores attachments of `content_type` gzip-encoded: its
+/// default `[attachments] compressible_types`.
+fn compressible(content_type: &str) -> bool {
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    base.starts_with("text/")
+        || [
+            "application/javascript",
+            "application/json",
+            "application/xml",
+        ]
+        .contains(&base.as_str())
+}
+
+/// The layer's stand-in for CouchDB's digest of the gzip-encoded bytes of
+/// an attachment whose identity digest is `digest`: the MD5 of a fixed tag
+/// and that digest's 16 bytes. The layer never sees the bytes (stubs carry
+/// none) and the exact gzip bytes are CouchDB's own; what matters is what
+/// CouchDB's digest is: stable for the same bytes, and not the MD5 of the
+/// bytes a client sent or reads back. `None` for a digest that is not
+/// `md5-`.
+fn gzip_digest(digest: &str) -> Option<String> {
+    use base64::Engine;
+    use md5::Digest;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64.decode(digest.strip_prefix("md5-")?).ok()?;
+    let mut md5 = md5::Md5::new();
+    md5.update(b"settee quirks layer: gzip of ");
+    md5.update(&raw);
+    Some(format!("md5-{}", b64.encode(md5.finalize())))
+}
+
+/// Gives every compressible attachment of every document in `v` its
+/// "gzip" digest and, with `encoding_info`, `encoding` and
+/// `encoded_length` (a stand-in too: the identity length plus gzip's 18
+/// bytes of header and trailer, as for bytes that do not compress).
+fn gzip_digests(v: &mut Value, encoding_info: bool, quirks: &Couch3) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                gzip_digests(item, encoding_info, quirks);
+            }
+        }
+        Value::Object(obj) => {
+            for (key, value) in obj.iter_mut() {
+                if key != "_attachments" {
+                    gzip_digests(value, encoding_info, quirks);
+                    continue;
+                }
+                let Some(atts) = value.as_object_mut() else {
+                    continue;
+                };
+                for att in atts.values_mut().filter_map(Value::as_object_mut) {
+                    let ct = att.get("content_type").and_then(Value::as_str);
+                    if !ct.is_some_and(compressible) || att.contains_key("encoding") {
+                        continue;
+                    }
+                    let Some(digest) = att.get("digest").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let Some(gzip) = gzip_digest(digest) else {
+                        continue;
+                    };
+                    quirks.gzip_lock().insert(gzip.clone(), digest.to_owned());
+                    att.insert("digest".into(), Value::String(gzip));
+                    if encoding_info {
+                        let len = att.get("length").and_then(Value::as_u64).unwrap_or(0);
+                        att.insert("encoding".into(), json!("gzip"));
+                        att.insert("encoded_length".into(), json!(len + 18));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether the request writes documents whose stubs may carry a digest the
+/// layer reported: `PUT /db/{id}`, `POST /db`, `POST /db/_bulk_docs`.
+fn writes_docs(method: &str, target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        ("POST", [db]) => !db.is_empty() && !db.starts_with('_'),
+        ("POST", [_, "_bulk_docs"]) => true,
+        ("PUT", [_, id]) => !id.starts_with('_'),
+        ("PUT", [_, "_design", _]) => true,
+        _ => false,
+    }
+}
+
+/// Reads the rest of a JSON request body and gives each stub whose digest
+/// the layer reported the server's own one back (see the module doc):
+/// the new head and whole body, or `None` (forwarded as it is) for a body
+/// that is not JSON with a `Content-Length`.
+async fn unmask_stubs(
+    client: &mut TcpStream,
+    head: &[u8],
+    body_start: &[u8],
+    quirks: &Couch3,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let header = |name: &[u8]| {
+        lines(head).skip(1).find_map(|h| {
+            let value = h.splitn(2, |&b| b == b':').nth(1)?;
+            header_name(h)
+                .eq_ignore_ascii_case(name)
+                .then(|| String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+        })
+    };
+    if !header(b"content-type")?.starts_with("application/json") {
+        return None;
+    }
+    let len: usize = header(b"content-length")?.parse().ok()?;
+    let mut body = body_start.to_vec();
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        client.read_exact(&mut rest).await.ok()?;
+        body.extend_from_slice(&rest);
+    }
+    let mut doc: Value = match serde_json::from_slice(&body) {
+        Ok(doc) => doc,
+        Err(_) => return Some((head.to_vec(), body)),
+    };
+    let known = quirks.gzip_lock();
+    let mut changed = false;
+    let mut stack = vec![&mut doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(obj) => {
+                if let Some(Value::Object(atts)) = obj.get_mut("_attachments") {
+                    for att in atts.values_mut().filter_map(Value::as_object_mut) {
+                        let own = att
+                            .get("digest")
+                            .and_then(Value::as_str)
+                            .and_then(|d| known.get(d));
+                        if let Some(own) = own.cloned() {
+                            att.insert("digest".into(), Value::String(own));
+                            att.remove("encoding");
+                            att.remove("encoded_length");
+                            changed = true;
+                        }
+                    }
+                }
+                if let Some(Value::Array(docs)) = obj.get_mut("docs") {
+                    stack.extend(docs.iter_mut());
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(known);
+    if !changed {
+        return Some((head.to_vec(), body));
+    }
+    let body = serde_json::to_vec(&doc).ok()?;
+    Some((head_for_body(head, body.len()), body))
 }
 
 /// PouchDB Server's welcome made CouchDB 3.4.3's (its uuid kept).
@@ -554,11 +777,32 @@ mod tests {
         assert_eq!(classify("GET", "/db/_design%2Felo"), Kind::EncodedId);
         assert_eq!(classify("GET", "/db/%5Fdesign%2Felo"), Kind::EncodedId);
         assert_eq!(classify("PUT", "/db/_local%2Fx?rev=1"), Kind::EncodedId);
-        assert_eq!(classify("GET", "/db/_design/elo"), Kind::Other);
+        assert_eq!(classify("GET", "/db/_design/elo"), Kind::Docs);
+        assert_eq!(classify("GET", "/db/_design/elo/_view/v"), Kind::Other);
+        assert_eq!(classify("GET", "/db/a%2Fb?open_revs=all"), Kind::Docs);
+        assert_eq!(classify("POST", "/db/_bulk_get?revs=true"), Kind::Docs);
+        assert_eq!(classify("GET", "/db/doc/att.txt"), Kind::Other);
+        assert!(writes_docs("POST", "/db/_bulk_docs"));
+        assert!(writes_docs("PUT", "/db/doc?rev=1-a"));
+        assert!(!writes_docs("PUT", "/db"));
+        assert!(!writes_docs("PUT", "/db/doc/att.txt"));
         assert_eq!(classify("GET", "/a%2Fb"), Kind::Db("a/b".into()));
         assert_eq!(classify("GET", "/db/_changes?since=3"), Kind::Changes);
         assert_eq!(classify("GET", "/db/_changes?feed=continuous"), Kind::Other);
         assert_eq!(classify("GET", "/"), Kind::Welcome);
+    }
+
+    #[test]
+    fn only_compressible_types_get_a_stable_gzip_digest() {
+        assert!(compressible("text/plain; charset=utf-8"));
+        assert!(compressible("Application/JSON"));
+        assert!(!compressible("application/octet-stream"));
+        assert!(!compressible("image/png"));
+        let d = "md5-XUFAKrxLKna5cZ2REBfFkg==";
+        let g = gzip_digest(d).unwrap();
+        assert!(g.starts_with("md5-") && g != d);
+        assert_eq!(gzip_digest(d), Some(g));
+        assert_eq!(gzip_digest("sha1-x"), None);
     }
 
     #[test]
