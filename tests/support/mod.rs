@@ -377,6 +377,112 @@ impl TestDb {
     }
 }
 
+/// A user of the test server with a long random password, member of one
+/// test database: a credential that no document, log line or answer holds
+/// by chance (a real server's admin password may be `admin`, a substring of
+/// every security object's `admins` field). Deleted when dropped.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+    server: &'static server::Server,
+}
+
+impl TestDb {
+    /// Creates a user (`PUT /_users/org.couchdb.user:NAME`, as CouchDB and
+    /// PouchDB Server both take it) and makes it the database's only member
+    /// (`_security`; CouchDB 3 databases are admin-only by default).
+    pub async fn member(&self) -> TestUser {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("settee-u{}-{n}", std::process::id());
+        let password = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let s = self.server;
+        let url = format!(
+            "{}/_users/{}",
+            s.base,
+            enc(&format!("org.couchdb.user:{name}"))
+        );
+        let resp = self
+            .http
+            .put(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .json(&json!({"name": name, "password": password, "roles": [], "type": "user"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        assert!(
+            status == 201 || status == 202,
+            "create user {name}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let user = TestUser {
+            name,
+            password,
+            server: s,
+        };
+        let security = json!({
+            "admins": {"names": [], "roles": []},
+            "members": {"names": [user.name], "roles": []},
+        });
+        let (status, body) = self
+            .request(reqwest::Method::PUT, "_security", Some(security))
+            .await;
+        assert_eq!(status, 200, "_security: {body}");
+        user
+    }
+
+    /// The database's URL under `base`, with `user`'s credentials.
+    pub fn url_as(&self, base: &str, user: &TestUser) -> String {
+        format!(
+            "{}/{}",
+            server::with_userinfo(base, &server::userinfo(&user.name, &user.password)),
+            enc(&self.name)
+        )
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let s = self.server;
+        let url = format!(
+            "{}/_users/{}",
+            s.base,
+            enc(&format!("org.couchdb.user:{}", self.name))
+        );
+        let (user, pw) = (s.user.clone(), s.password.clone());
+        // Best effort, on a thread of its own: Drop may run inside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                let doc: Value = http
+                    .get(&url)
+                    .basic_auth(&user, Some(&pw))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let rev = doc["_rev"].as_str()?;
+                http.delete(format!("{url}?rev={rev}"))
+                    .basic_auth(&user, Some(&pw))
+                    .send()
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let s = self.server;
