@@ -344,3 +344,55 @@ async fn compressible_attachments_report_a_gzip_digest_and_accept_it_back() {
     assert_eq!(status, 201, "{put}");
     assert_eq!(db.attachment("a", "t.txt").await, b"hello");
 }
+
+#[tokio::test]
+async fn a_repeated_key_in_a_view_query_gets_its_rows_merged() {
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-keys").await;
+    db.bulk_docs(
+        vec![
+            json!({"_id": "_design/t", "views": {"t": {"map": "function (doc) { if (doc.k) { emit(doc.k, null); } }"}}}),
+            json!({"_id": "chords", "k": "c0"}),
+            json!({"_id": "logic", "k": "c0"}),
+            json!({"_id": "x", "k": "c10"}),
+        ],
+        true,
+    )
+    .await;
+    let proxy = quirks_proxy().await;
+    let view = format!("{}/{}/_design/t/_view/t", proxy.url(), enc(&db.name));
+    let ids = |answer: &Value| -> Vec<String> {
+        answer["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let keys = json!(["c10", "missing", "c0", "c0"]);
+    let (status, _, posted) =
+        call_with(reqwest::Method::POST, &view, Some(json!({"keys": keys}))).await;
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(ids(&posted), ["x", "chords", "chords", "logic", "logic"]);
+    let url = format!("{view}?keys={}", enc(&keys.to_string()));
+    let (_, _, got) = call(reqwest::Method::GET, &url).await;
+    assert_eq!(ids(&got), ids(&posted), "GET with keys= too");
+    let (_, _, page) = call_with(
+        reqwest::Method::POST,
+        &format!("{view}?skip=2&limit=2"),
+        Some(json!({"keys": keys})),
+    )
+    .await;
+    assert_eq!(
+        ids(&page),
+        ["chords", "logic"],
+        "skip and limit after the merge"
+    );
+    // Keys listed once: the server's answer as it is.
+    let (_, _, once) = call_with(
+        reqwest::Method::POST,
+        &view,
+        Some(json!({"keys": ["c0", "c10"]})),
+    )
+    .await;
+    assert_eq!(ids(&once), ["chords", "logic", "x"]);
+}

@@ -34,6 +34,13 @@
 //!   server's own digest on its way upstream: CouchDB matches stubs by name
 //!   and `revpos` and ignores their digest, PouchDB Server looks them up by
 //!   digest.
+//! - **Repeated `keys` in a view query** (`POST …/_view/v` with `keys`, or
+//!   `GET` with `keys=`): a sharded CouchDB merges the rows of a key asked
+//!   for several times from its shards' streams, rather than answering
+//!   each repetition whole (measured on CouchDB 3.4.3, q=2). The layer
+//!   answers every repetition's rows of such a key together, sorted by
+//!   document id (each row as many times as the key was asked), at the
+//!   key's first place, and applies `skip` and `limit` after that.
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
 //!   (microseconds, as a string), one per database, new when it is
 //!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
@@ -171,6 +178,8 @@ enum Kind {
     EncodedId,
     /// An answer that carries documents, and so attachment stubs.
     Docs,
+    /// A view query (`…/_design/{d}/_view/{v}`).
+    View,
     /// Anything else: forwarded untouched.
     Other,
 }
@@ -213,6 +222,9 @@ fn classify(method: &str, target: &str) -> Kind {
     if carries_docs(method, &segs) {
         return Kind::Docs;
     }
+    if matches!(segs.as_slice(), [_, "_design", _, "_view", _]) {
+        return Kind::View;
+    }
     Kind::Other
 }
 
@@ -248,6 +260,9 @@ pub(super) async fn serve(
         Some((head, body)) => (head.as_slice(), body.as_slice()),
         None => (fwd_head, body_start),
     };
+    if kind == Kind::View {
+        return view_query(client, upstream, target, fwd_head, body_start).await;
+    }
     match kind {
         Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
         Kind::Db(_) if method == "HEAD" => {
@@ -258,7 +273,7 @@ pub(super) async fn serve(
             let headers = [("Location", target), ("Content-Type", "application/json")];
             return canned(client, 301, &headers, body.as_bytes()).await;
         }
-        Kind::Welcome | Kind::Db(_) | Kind::Changes | Kind::Docs => {}
+        Kind::Welcome | Kind::Db(_) | Kind::Changes | Kind::Docs | Kind::View => {}
     }
     let plan = match kind {
         Kind::Changes => FeedPlan::of(target),
@@ -456,25 +471,7 @@ async fn unmask_stubs(
     body_start: &[u8],
     quirks: &Couch3,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let header = |name: &[u8]| {
-        lines(head).skip(1).find_map(|h| {
-            let value = h.splitn(2, |&b| b == b':').nth(1)?;
-            header_name(h)
-                .eq_ignore_ascii_case(name)
-                .then(|| String::from_utf8_lossy(value).trim().to_ascii_lowercase())
-        })
-    };
-    if !header(b"content-type")?.starts_with("application/json") {
-        return None;
-    }
-    let len: usize = header(b"content-length")?.parse().ok()?;
-    let mut body = body_start.to_vec();
-    if body.len() < len {
-        let mut rest = vec![0u8; len - body.len()];
-        client.read_exact(&mut rest).await.ok()?;
-        body.extend_from_slice(&rest);
-    }
+    let body = read_json_body(client, head, body_start).await?;
     let mut doc: Value = match serde_json::from_slice(&body) {
         Ok(doc) => doc,
         Err(_) => return Some((head.to_vec(), body)),
@@ -513,6 +510,165 @@ async fn unmask_stubs(
     }
     let body = serde_json::to_vec(&doc).ok()?;
     Some((head_for_body(head, body.len()), body))
+}
+
+/// The whole body of a JSON request with a `Content-Length` (the rest read
+/// from `client`); `None` for any other body.
+async fn read_json_body(client: &mut TcpStream, head: &[u8], body_start: &[u8]) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let header = |name: &[u8]| {
+        lines(head).skip(1).find_map(|h| {
+            let value = h.splitn(2, |&b| b == b':').nth(1)?;
+            header_name(h)
+                .eq_ignore_ascii_case(name)
+                .then(|| String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+        })
+    };
+    if !header(b"content-type")?.starts_with("application/json") {
+        return None;
+    }
+    let len: usize = header(b"content-length")?.parse().ok()?;
+    let mut body = body_start.to_vec();
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        client.read_exact(&mut rest).await.ok()?;
+        body.extend_from_slice(&rest);
+    }
+    Some(body)
+}
+
+/// A view query: answered as upstream does, but for repeated `keys` (see
+/// the module doc), whose rows are merged as a sharded server does.
+async fn view_query(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    target: &str,
+    head: &[u8],
+    body_start: &[u8],
+) {
+    let body = read_json_body(&mut client, head, body_start).await;
+    let (head, body_start) = match &body {
+        Some(body) => (head_for_body(head, body.len()), body.as_slice()),
+        None => (head.to_vec(), body_start),
+    };
+    let keys: Option<Vec<Value>> = match &body {
+        Some(body) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| serde_json::from_value(b.get("keys")?.clone()).ok()),
+        None => query_param(target, "keys").and_then(|k| serde_json::from_str(&decode(k)).ok()),
+    };
+    let repeated = keys.as_ref().is_some_and(|keys| {
+        let distinct: std::collections::HashSet<String> =
+            keys.iter().map(Value::to_string).collect();
+        distinct.len() < keys.len()
+    });
+    let Some(keys) = keys.filter(|_| repeated) else {
+        return forward(client, upstream, &head, body_start).await;
+    };
+    let skip: usize = query_param(target, "skip")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: Option<usize> = query_param(target, "limit").and_then(|v| v.parse().ok());
+    let head = without_params(&head, &["skip", "limit"]);
+    let Some(up) = connect(upstream, &head, body_start).await else {
+        return;
+    };
+    let raw = whole_response(&mut client, up).await;
+    let out = merged_view_answer(&raw, &keys, skip, limit);
+    if client.write_all(&out).await.is_ok() {
+        finish(client).await;
+    }
+}
+
+/// The request head with the query parameters named in `drop` removed.
+fn without_params(head: &[u8], drop: &[&str]) -> Vec<u8> {
+    let Some(eol) = find(head, b"\r\n") else {
+        return head.to_vec();
+    };
+    let line = String::from_utf8_lossy(&head[..eol]);
+    let mut parts = line.splitn(3, ' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let Some((path, query)) = target.split_once('?') else {
+        return head.to_vec();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !drop.contains(&kv.split('=').next().unwrap_or("")))
+        .collect();
+    let mut out = format!("{method} {path}?{} {version}", kept.join("&")).into_bytes();
+    out.extend_from_slice(&head[eol..]);
+    out
+}
+
+/// Upstream's answer to a view query with repeated `keys` (each
+/// repetition's rows whole, in `keys` order, without skip or limit), its
+/// rows merged as [`merge_repeated`] does and then cut by `skip` and
+/// `limit`.
+fn merged_view_answer(raw: &[u8], keys: &[Value], skip: usize, limit: Option<usize>) -> Vec<u8> {
+    let Some(pos) = find(raw, b"\r\n\r\n") else {
+        return raw.to_vec();
+    };
+    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
+    let chunked = lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
+    } else {
+        body_raw.to_vec()
+    };
+    let edited = match serde_json::from_slice::<Value>(&body) {
+        Ok(mut answer) if answer["rows"].is_array() => {
+            let rows = match answer["rows"].take() {
+                Value::Array(rows) => rows,
+                _ => Vec::new(),
+            };
+            let rows = merge_repeated(rows, keys);
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .skip(skip)
+                .take(limit.unwrap_or(usize::MAX))
+                .collect();
+            answer["rows"] = Value::Array(rows);
+            serde_json::to_vec(&answer).unwrap_or(body)
+        }
+        _ => body,
+    };
+    let mut out = head_for_body(head, edited.len());
+    out.extend_from_slice(&edited);
+    out
+}
+
+/// Rows answered for `keys` one repetition after another, as a sharded
+/// server merges them: every row of a key asked for more than once comes
+/// at the key's first place, all repetitions together, sorted by id.
+fn merge_repeated(rows: Vec<Value>, keys: &[Value]) -> Vec<Value> {
+    let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+    for row in rows {
+        by_key.entry(row["key"].to_string()).or_default().push(row);
+    }
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for k in keys {
+        *times.entry(k.to_string()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for k in keys {
+        let Some(mut rows) = by_key.remove(&k.to_string()) else {
+            continue;
+        };
+        if times[&k.to_string()] > 1 {
+            rows.sort_by_cached_key(|r| r["id"].as_str().unwrap_or("").to_owned());
+        }
+        out.extend(rows);
+    }
+    out
 }
 
 /// PouchDB Server's welcome made CouchDB 3.4.3's (its uuid kept).
@@ -778,7 +934,8 @@ mod tests {
         assert_eq!(classify("GET", "/db/%5Fdesign%2Felo"), Kind::EncodedId);
         assert_eq!(classify("PUT", "/db/_local%2Fx?rev=1"), Kind::EncodedId);
         assert_eq!(classify("GET", "/db/_design/elo"), Kind::Docs);
-        assert_eq!(classify("GET", "/db/_design/elo/_view/v"), Kind::Other);
+        assert_eq!(classify("GET", "/db/_design/elo/_view/v"), Kind::View);
+        assert_eq!(classify("GET", "/db/_design/elo/_info"), Kind::Other);
         assert_eq!(classify("GET", "/db/a%2Fb?open_revs=all"), Kind::Docs);
         assert_eq!(classify("POST", "/db/_bulk_get?revs=true"), Kind::Docs);
         assert_eq!(classify("GET", "/db/doc/att.txt"), Kind::Other);
@@ -790,6 +947,36 @@ mod tests {
         assert_eq!(classify("GET", "/db/_changes?since=3"), Kind::Changes);
         assert_eq!(classify("GET", "/db/_changes?feed=continuous"), Kind::Other);
         assert_eq!(classify("GET", "/"), Kind::Welcome);
+    }
+
+    #[test]
+    fn rows_of_a_repeated_key_are_merged_at_its_first_place() {
+        let row = |k: &str, id: &str| json!({"key": k, "id": id, "value": null});
+        let keys = [json!("c10"), json!("missing"), json!("c0"), json!("c0")];
+        let rows = vec![
+            row("c10", "x"),
+            row("c0", "chords"),
+            row("c0", "logic"),
+            row("c0", "chords"),
+            row("c0", "logic"),
+        ];
+        let ids: Vec<Value> = merge_repeated(rows, &keys)
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                json!("x"),
+                json!("chords"),
+                json!("chords"),
+                json!("logic"),
+                json!("logic")
+            ]
+        );
+        let head = b"GET /db/_design/d/_view/v?keys=%5B1%5D&skip=1&limit=2&x=y HTTP/1.1\r\nHost: h\r\n\r\n";
+        let out = without_params(head, &["skip", "limit"]);
+        assert!(out.starts_with(b"GET /db/_design/d/_view/v?keys=%5B1%5D&x=y HTTP/1.1\r\n"));
     }
 
     #[test]
