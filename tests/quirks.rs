@@ -153,7 +153,7 @@ async fn changes_pages_leave_id_order_and_resume_from_opaque_seqs() {
 }
 
 #[tokio::test]
-async fn instance_start_time_is_each_databases_creation_time() {
+async fn instance_start_time_is_each_databases_creation_second() {
     let proxy = quirks_proxy().await;
     let (status, _, welcome) = call(reqwest::Method::GET, &format!("{}/", proxy.url())).await;
     assert_eq!(status, 200);
@@ -169,25 +169,107 @@ async fn instance_start_time_is_each_databases_creation_time() {
             let (status, _, info) = call(reqwest::Method::GET, &url).await;
             assert_eq!(status, 200, "{info}");
             assert!(quirks::is_opaque(&info["update_seq"]), "{info}");
-            info["instance_start_time"].as_str().unwrap().to_owned()
+            let s = info["instance_start_time"].as_str().unwrap().to_owned();
+            s.parse::<u64>().unwrap_or_else(|e| panic!("{s:?}: {e}"))
         }
     };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
     let a = TestDb::new_on(server::layer_upstream(), "quirks-ist-a").await;
-    let b = TestDb::new_on(server::layer_upstream(), "quirks-ist-b").await;
     let url_a = format!("{}/{}", proxy.url(), enc(&a.name));
-    // Created again through this proxy: it saw the creation.
+    // Created again through this proxy: it saw the creation, and dates it
+    // in whole seconds, as CouchDB 3.4.3's shard suffix does.
     assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+    let before = now();
     assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    let after = now();
     let first = stamp(&a.name).await;
+    assert!(
+        (before..=after).contains(&first),
+        "{before} <= {first} <= {after}"
+    );
     assert_eq!(
         stamp(&a.name).await,
         first,
         "stable while the database lives"
     );
-    assert_ne!(stamp(&b.name).await, first, "one per database");
-    assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
-    assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
-    assert_ne!(stamp(&a.name).await, first, "new when recreated");
+
+    // Recreated within one second: the same value (CouchDB cannot tell).
+    // Recreated in a later second: a new one.
+    let recreate = || async {
+        assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+        assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    };
+    loop {
+        let second = now();
+        recreate().await;
+        let x = stamp(&a.name).await;
+        recreate().await;
+        let y = stamp(&a.name).await;
+        // Both inside one second (else try again: a boundary fell between).
+        if now() == second {
+            assert_eq!((x, y), (second, second), "recreated within one second");
+            break;
+        }
+    }
+    let old = stamp(&a.name).await;
+    while now() == old {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    recreate().await;
+    assert!(
+        stamp(&a.name).await > old,
+        "new when recreated a second later"
+    );
+}
+
+#[tokio::test]
+async fn a_since_from_a_previous_instance_rewinds_to_the_start() {
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-rewind").await;
+    let proxy = quirks_proxy().await;
+    let url = format!("{}/{}", proxy.url(), enc(&db.name));
+    // Created through the proxy, so each instance is told apart even
+    // within one second.
+    assert_eq!(call(reqwest::Method::DELETE, &url).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url).await.0, 201);
+    db.bulk_docs(
+        (0..20)
+            .map(|i| json!({"_id": format!("old-{i:02}")}))
+            .collect(),
+        true,
+    )
+    .await;
+    let (_, _, feed) = call(reqwest::Method::GET, &format!("{url}/_changes")).await;
+    let old_last = feed["last_seq"].as_str().unwrap().to_owned();
+    let (_, _, rest) = call(
+        reqwest::Method::GET,
+        &format!("{url}/_changes?since={old_last}"),
+    )
+    .await;
+    assert_eq!(rest["results"].as_array().unwrap().len(), 0, "{rest}");
+
+    assert_eq!(call(reqwest::Method::DELETE, &url).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url).await.0, 201);
+    db.bulk_docs(
+        (0..30)
+            .map(|i| json!({"_id": format!("new-{i:02}")}))
+            .collect(),
+        true,
+    )
+    .await;
+    let (status, _, again) = call(
+        reqwest::Method::GET,
+        &format!("{url}/_changes?since={old_last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "not refused: {again}");
+    let rows = again["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 30, "every row from the start: {again}");
+    assert!(quirks::is_opaque(&again["last_seq"]), "{again}");
 }
 
 #[tokio::test]

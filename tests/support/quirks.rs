@@ -19,7 +19,11 @@
 //!   delivered so far, and is safe to resume from, as CouchDB's are.
 //! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
 //!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
-//!   then `-<hex>` per row ahead); a `since=` of that form maps back.
+//!   then `-<hex>` per row ahead, then `-i<hex>`, the database instance);
+//!   a `since=` of that form maps back. A `since` from another instance of
+//!   the database (deleted and created again) is not refused: CouchDB 3
+//!   rewinds every shard whose uuid differs to 0, so the feed starts over
+//!   from the first row.
 //! - **Gzip digests.** CouchDB stores attachments of compressible types
 //!   (`text/*`, `application/javascript`, `application/json`,
 //!   `application/xml`: its default `compressible_types`) gzip-encoded and
@@ -42,8 +46,9 @@
 //!   document id (each row as many times as the key was asked), at the
 //!   key's first place, and applies `skip` and `limit` after that.
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
-//!   (microseconds, as a string), one per database, new when it is
-//!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
+//!   in whole seconds, as a string, as CouchDB 3.4.3 reports it (the shard
+//!   suffix, `mem3:generate_shard_suffix`, is `os:system_time(second)`): a
+//!   database deleted and created again within the same second keeps it; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
 //!   so a client takes its CouchDB 3 paths.
 //!
 //! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
@@ -82,30 +87,50 @@ pub fn enabled() -> bool {
 /// The layer's state: when each database was created, as it reports it.
 #[derive(Debug, Default)]
 pub struct Couch3 {
-    created: Mutex<HashMap<String, String>>,
+    created: Mutex<HashMap<String, Instance>>,
     /// Every "gzip" digest the layer reported, and the server's own digest
     /// it stands for (see [`gzip_digest`]).
     gzip_digests: Mutex<HashMap<String, String>>,
 }
 
+/// One instance of a database, from its creation to its deletion.
+#[derive(Debug, Clone)]
+struct Instance {
+    /// Its creation time, in whole seconds.
+    start_time: String,
+    /// Unique among the layer's instances (CouchDB's shard uuids), carried
+    /// by every sequence of its feed.
+    id: u64,
+}
+
+impl Instance {
+    fn new() -> Instance {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Instance {
+            start_time: now_s(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 impl Couch3 {
-    /// The creation time of `db`; a database first seen now is dated now.
-    fn instance_start_time(&self, db: &str) -> String {
+    /// The instance of `db`; a database first seen now was created now.
+    fn instance(&self, db: &str) -> Instance {
         self.lock()
             .entry(db.to_owned())
-            .or_insert_with(now_us)
+            .or_insert_with(Instance::new)
             .clone()
     }
 
     fn created(&self, db: &str) {
-        self.lock().insert(db.to_owned(), now_us());
+        self.lock().insert(db.to_owned(), Instance::new());
     }
 
     fn deleted(&self, db: &str) {
         self.lock().remove(db);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
         self.created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -118,11 +143,11 @@ impl Couch3 {
     }
 }
 
-/// Microseconds since the epoch, as a string.
-fn now_us() -> String {
+/// Whole seconds since the epoch, as a string.
+fn now_s() -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
+        .map(|d| d.as_secs())
         .unwrap_or(0)
         .to_string()
 }
@@ -182,6 +207,12 @@ enum Kind {
     View,
     /// Anything else: forwarded untouched.
     Other,
+}
+
+/// The decoded database name of a request target.
+fn db_of(target: &str) -> String {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    decode(path.trim_start_matches('/').split('/').next().unwrap_or(""))
 }
 
 fn decode(seg: &str) -> String {
@@ -276,7 +307,7 @@ pub(super) async fn serve(
         Kind::Welcome | Kind::Db(_) | Kind::Changes | Kind::Docs | Kind::View => {}
     }
     let plan = match kind {
-        Kind::Changes => FeedPlan::of(target),
+        Kind::Changes => FeedPlan::of(target, quirks.instance(&db_of(target)).id),
         _ => None,
     };
     let fwd_head = match &plan {
@@ -341,10 +372,18 @@ fn rewrite(
             match kind {
                 Kind::Welcome => welcome(&mut obj),
                 Kind::Db(db) if method == "GET" => {
-                    opaque(obj.get_mut("update_seq"));
+                    let instance = quirks.instance(db);
+                    if let Some(n) = obj.get("update_seq").and_then(Value::as_u64) {
+                        let pos = Pos {
+                            base: n,
+                            instance: Some(instance.id),
+                            ..Pos::default()
+                        };
+                        obj.insert("update_seq".into(), Value::String(pos.encode()));
+                    }
                     obj.insert(
                         "instance_start_time".into(),
-                        Value::String(quirks.instance_start_time(db)),
+                        Value::String(instance.start_time),
                     );
                 }
                 Kind::Changes => match plan {
@@ -739,6 +778,8 @@ fn shard_of(id: &str) -> u64 {
 struct Pos {
     base: u64,
     ahead: std::collections::BTreeSet<u64>,
+    /// The database instance whose feed this is a position in.
+    instance: Option<u64>,
 }
 
 impl Pos {
@@ -748,6 +789,9 @@ impl Pos {
         let mut s = opaque_seq(self.base);
         for d in &self.ahead {
             s.push_str(&format!("-{d:x}"));
+        }
+        if let Some(i) = self.instance {
+            s.push_str(&format!("-i{i:x}"));
         }
         s
     }
@@ -765,10 +809,21 @@ impl Pos {
         if parts.next()? != "g1AAAAB" {
             return None;
         }
-        let ahead = parts
-            .map(|p| u64::from_str_radix(p, 16).ok())
-            .collect::<Option<_>>()?;
-        Some(Pos { base, ahead })
+        let mut ahead = std::collections::BTreeSet::new();
+        let mut instance = None;
+        for p in parts {
+            match p.strip_prefix('i') {
+                Some(i) => instance = Some(u64::from_str_radix(i, 16).ok()?),
+                None => {
+                    ahead.insert(u64::from_str_radix(p, 16).ok()?);
+                }
+            }
+        }
+        Some(Pos {
+            base,
+            ahead,
+            instance,
+        })
     }
 
     /// Moves `base` over the delivered rows at the start of `fetched` (every
@@ -805,16 +860,23 @@ fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl FeedPlan {
-    /// The plan for `target`; `None` (rows only reordered in the page) for
-    /// `since=now`, `descending=true` or a `since` the layer did not make.
-    fn of(target: &str) -> Option<FeedPlan> {
+    /// The plan for `target` in the feed of database instance `instance`;
+    /// `None` (rows only reordered in the page) for `since=now`,
+    /// `descending=true` or a `since` the layer did not make. A `since` of
+    /// another instance starts from the beginning, as CouchDB 3 rewinds a
+    /// shard whose uuid differs.
+    fn of(target: &str, instance: u64) -> Option<FeedPlan> {
         if query_param(target, "descending") == Some("true") {
             return None;
         }
-        let pos = match query_param(target, "since") {
+        let mut pos = match query_param(target, "since") {
             None => Pos::default(),
             Some(s) => Pos::decode(&decode(s))?,
         };
+        if pos.instance.is_some_and(|i| i != instance) {
+            pos = Pos::default();
+        }
+        pos.instance = Some(instance);
         let limit = match query_param(target, "limit") {
             None => None,
             Some(l) => Some(l.parse::<usize>().ok().filter(|&l| l > 0)?),
@@ -998,6 +1060,10 @@ mod tests {
         assert_eq!(pos.encode(), opaque_seq(7));
         pos.ahead.extend([9, 12]);
         assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        pos.instance = Some(0x1f);
+        assert!(pos.encode().ends_with("-i1f"), "{}", pos.encode());
+        assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        pos.instance = None;
         // 8 is not delivered: nothing moves.
         pos.advance(&[8, 9, 12, 13]);
         assert_eq!((pos.base, pos.ahead.len()), (7, 2));
@@ -1005,5 +1071,15 @@ mod tests {
         pos.advance(&[8, 9, 12, 13]);
         assert_eq!((pos.base, pos.ahead.len()), (12, 0));
         assert_eq!(Pos::decode("now"), None);
+        // A position in another instance's feed starts over.
+        let old = Pos {
+            base: 20,
+            instance: Some(1),
+            ..Pos::default()
+        };
+        let target = format!("/db/_changes?since={}", old.encode());
+        assert_eq!(FeedPlan::of(&target, 1).unwrap().pos.base, 20);
+        let plan = FeedPlan::of(&target, 2).unwrap();
+        assert_eq!((plan.pos.base, plan.pos.instance), (0, Some(2)));
     }
 }
