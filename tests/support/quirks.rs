@@ -52,7 +52,9 @@
 //!   so a client takes its CouchDB 3 paths.
 //!
 //! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
-//! after a node restart, no shard-level `since` rules), no `q`/`n`, no CouchDB
+//! after a node restart, no shard-level `since` rules beyond the rewind of
+//! another instance's `since`), no real gzip (its digests and
+//! `encoded_length` are stand-ins), no `q`/`n`, no CouchDB
 //! auth database, `_users` or security objects, no Mango, no partitioned
 //! databases; everything else is PouchDB Server's own behaviour. It must not
 //! hide a server answer: only the fields above change.
