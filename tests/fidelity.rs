@@ -82,7 +82,7 @@ async fn attachments_arrive_with_the_servers_digests_and_bytes() {
         "x-att-shared",
         "x-att-updated",
     ] {
-        let server_doc = db.get_json(&enc_id(id)).await;
+        let server_doc = db.get_doc_as_held(&enc_id(id)).await;
         let doc = replica.get(id).unwrap().unwrap();
         assert_eq!(
             doc.to_json()["_attachments"],

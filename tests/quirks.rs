@@ -1,7 +1,11 @@
 //! The CouchDB 3 quirks layer (`support::quirks`) does what it claims, so a
 //! suite run with `SETTEE_TEST_QUIRKS=couchdb3` really meets CouchDB 3's
-//! habits. Each test puts a quirks proxy of its own in front of the real
-//! test server (not behind the process's one when the knob is set).
+//! habits. Each test puts a quirks proxy of its own in front of a PouchDB
+//! Server, whatever the knob says: the test server (not behind the
+//! process's layer when the knob is set), or, when `COUCHDB_URL` names a
+//! real CouchDB, a PouchDB Server started for these tests
+//! (`server::layer_upstream`), since the layer in front of CouchDB would
+//! test nothing.
 
 use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
@@ -9,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 async fn quirks_proxy() -> FaultProxy {
-    let proxy = FaultProxy::start(quirks::real_server_addr())
+    let proxy = FaultProxy::start(server::layer_upstream_addr())
         .await
         .expect("start the quirks proxy");
     proxy.set_rules(vec![Rule::couchdb3()]);
@@ -19,17 +23,27 @@ async fn quirks_proxy() -> FaultProxy {
 /// A request through `base` as admin, redirects not followed: status,
 /// `Location` and the body as JSON (or as a string).
 async fn call(method: reqwest::Method, url: &str) -> (u16, Option<String>, Value) {
-    let s = server();
-    let resp = reqwest::Client::builder()
+    call_with(method, url, None).await
+}
+
+/// [`call`] with a JSON body.
+async fn call_with(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let s = server::layer_upstream();
+    let mut req = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
         .request(method, url)
         .basic_auth(&s.user, Some(&s.password))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        .header("Accept", "application/json");
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = resp.status().as_u16();
     let location = resp
         .headers()
@@ -43,7 +57,7 @@ async fn call(method: reqwest::Method, url: &str) -> (u16, Option<String>, Value
 
 #[tokio::test]
 async fn an_encoded_design_or_local_id_is_a_redirect_loop() {
-    let db = TestDb::new("quirks-redirect").await;
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-redirect").await;
     db.bulk_docs(vec![json!({"_id": "_design/elo", "views": {}})], true)
         .await;
     let proxy = quirks_proxy().await;
@@ -58,7 +72,7 @@ async fn an_encoded_design_or_local_id_is_a_redirect_loop() {
         );
     }
     // A client that follows redirects never gets an answer.
-    let s = server();
+    let s = server::layer_upstream();
     let err = reqwest::Client::new()
         .get(format!("{base}/_design%2Felo"))
         .basic_auth(&s.user, Some(&s.password))
@@ -73,7 +87,7 @@ async fn an_encoded_design_or_local_id_is_a_redirect_loop() {
 
 #[tokio::test]
 async fn changes_pages_leave_id_order_and_resume_from_opaque_seqs() {
-    let db = TestDb::new("quirks-changes").await;
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-changes").await;
     let ids: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
     db.bulk_docs(ids.iter().map(|id| json!({"_id": id})).collect(), true)
         .await;
@@ -139,7 +153,7 @@ async fn changes_pages_leave_id_order_and_resume_from_opaque_seqs() {
 }
 
 #[tokio::test]
-async fn instance_start_time_is_each_databases_creation_time() {
+async fn instance_start_time_is_each_databases_creation_second() {
     let proxy = quirks_proxy().await;
     let (status, _, welcome) = call(reqwest::Method::GET, &format!("{}/", proxy.url())).await;
     assert_eq!(status, 200);
@@ -155,38 +169,312 @@ async fn instance_start_time_is_each_databases_creation_time() {
             let (status, _, info) = call(reqwest::Method::GET, &url).await;
             assert_eq!(status, 200, "{info}");
             assert!(quirks::is_opaque(&info["update_seq"]), "{info}");
-            info["instance_start_time"].as_str().unwrap().to_owned()
+            let s = info["instance_start_time"].as_str().unwrap().to_owned();
+            s.parse::<u64>().unwrap_or_else(|e| panic!("{s:?}: {e}"))
         }
     };
-    let a = TestDb::new("quirks-ist-a").await;
-    let b = TestDb::new("quirks-ist-b").await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let a = TestDb::new_on(server::layer_upstream(), "quirks-ist-a").await;
     let url_a = format!("{}/{}", proxy.url(), enc(&a.name));
-    // Created again through this proxy: it saw the creation.
+    // Created again through this proxy: it saw the creation, and dates it
+    // in whole seconds, as CouchDB 3.4.3's shard suffix does.
     assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+    let before = now();
     assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    let after = now();
     let first = stamp(&a.name).await;
+    assert!(
+        (before..=after).contains(&first),
+        "{before} <= {first} <= {after}"
+    );
     assert_eq!(
         stamp(&a.name).await,
         first,
         "stable while the database lives"
     );
-    assert_ne!(stamp(&b.name).await, first, "one per database");
-    assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
-    assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
-    assert_ne!(stamp(&a.name).await, first, "new when recreated");
+
+    // Recreated within one second: the same value (CouchDB cannot tell).
+    // Recreated in a later second: a new one.
+    let recreate = || async {
+        assert_eq!(call(reqwest::Method::DELETE, &url_a).await.0, 200);
+        assert_eq!(call(reqwest::Method::PUT, &url_a).await.0, 201);
+    };
+    loop {
+        let second = now();
+        recreate().await;
+        let x = stamp(&a.name).await;
+        recreate().await;
+        let y = stamp(&a.name).await;
+        // Both inside one second (else try again: a boundary fell between).
+        if now() == second {
+            assert_eq!((x, y), (second, second), "recreated within one second");
+            break;
+        }
+    }
+    let old = stamp(&a.name).await;
+    while now() == old {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    recreate().await;
+    assert!(
+        stamp(&a.name).await > old,
+        "new when recreated a second later"
+    );
+}
+
+#[tokio::test]
+async fn a_since_from_a_previous_instance_rewinds_to_the_start() {
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-rewind").await;
+    let proxy = quirks_proxy().await;
+    let url = format!("{}/{}", proxy.url(), enc(&db.name));
+    // Created through the proxy, so each instance is told apart even
+    // within one second.
+    assert_eq!(call(reqwest::Method::DELETE, &url).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url).await.0, 201);
+    db.bulk_docs(
+        (0..20)
+            .map(|i| json!({"_id": format!("old-{i:02}")}))
+            .collect(),
+        true,
+    )
+    .await;
+    let (_, _, feed) = call(reqwest::Method::GET, &format!("{url}/_changes")).await;
+    let old_last = feed["last_seq"].as_str().unwrap().to_owned();
+    let (_, _, rest) = call(
+        reqwest::Method::GET,
+        &format!("{url}/_changes?since={old_last}"),
+    )
+    .await;
+    assert_eq!(rest["results"].as_array().unwrap().len(), 0, "{rest}");
+
+    assert_eq!(call(reqwest::Method::DELETE, &url).await.0, 200);
+    assert_eq!(call(reqwest::Method::PUT, &url).await.0, 201);
+    db.bulk_docs(
+        (0..30)
+            .map(|i| json!({"_id": format!("new-{i:02}")}))
+            .collect(),
+        true,
+    )
+    .await;
+    let (status, _, again) = call(
+        reqwest::Method::GET,
+        &format!("{url}/_changes?since={old_last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "not refused: {again}");
+    let rows = again["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 30, "every row from the start: {again}");
+    assert!(quirks::is_opaque(&again["last_seq"]), "{again}");
 }
 
 #[tokio::test]
 async fn the_knob_puts_every_test_behind_the_layer() {
     let db = TestDb::new("quirks-knob").await;
     db.bulk_docs(vec![json!({"_id": "a"})], true).await;
-    let (_, _, welcome) = call(reqwest::Method::GET, &format!("{}/", server().base)).await;
+    let s = server();
+    let welcome: Value = reqwest::Client::new()
+        .get(format!("{}/", s.base))
+        .basic_auth(&s.user, Some(&s.password))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let feed = db.get_json("_changes").await;
     if quirks::enabled() {
         assert_eq!(welcome["version"], json!("3.4.3"), "{welcome}");
         assert!(quirks::is_opaque(&feed["last_seq"]), "{feed}");
     } else {
+        // The server itself: none of the layer's sequences, and (but on a
+        // real CouchDB, which is what the layer imitates) not its welcome.
         assert!(!quirks::is_opaque(&feed["last_seq"]), "{feed}");
-        assert_ne!(welcome["version"], json!("3.4.3"), "{welcome}");
+        if !s.is_couchdb {
+            assert_ne!(welcome["version"], json!("3.4.3"), "{welcome}");
+        }
     }
+}
+
+#[tokio::test]
+async fn compressible_attachments_report_a_gzip_digest_and_accept_it_back() {
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-gzip").await;
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let atts = json!({
+        "t.txt": {"content_type": "text/plain", "data": b64(b"hello")},
+        "j.json": {"content_type": "application/json; charset=utf-8", "data": b64(b"{}")},
+        "b.bin": {"content_type": "application/octet-stream", "data": b64(b"hello")},
+    });
+    db.bulk_docs(
+        vec![
+            json!({"_id": "a", "_attachments": atts}),
+            json!({"_id": "same", "_attachments": {"t.txt": atts["t.txt"]}}),
+        ],
+        true,
+    )
+    .await;
+    let proxy = quirks_proxy().await;
+    let base = format!("{}/{}", proxy.url(), enc(&db.name));
+    let get = |path: String| {
+        let url = format!("{base}/{path}");
+        async move {
+            let (status, _, body) = call(reqwest::Method::GET, &url).await;
+            assert_eq!(status, 200, "{url}: {body}");
+            body
+        }
+    };
+
+    let doc = get("a".into()).await;
+    let a = &doc["_attachments"];
+    let gzip = a["t.txt"]["digest"].as_str().unwrap().to_owned();
+    assert!(gzip.starts_with("md5-"), "{a}");
+    assert_ne!(gzip, md5_digest(b"hello"), "not the MD5 of the bytes: {a}");
+    assert_ne!(a["j.json"]["digest"], json!(md5_digest(b"{}")), "{a}");
+    assert_eq!(a["b.bin"]["digest"], json!(md5_digest(b"hello")), "{a}");
+    assert!(a["t.txt"].get("encoding").is_none(), "only when asked: {a}");
+    // Stable, and the same for the same bytes in another document.
+    assert_eq!(
+        get("a".into()).await["_attachments"]["t.txt"]["digest"],
+        json!(gzip)
+    );
+    assert_eq!(
+        get("same".into()).await["_attachments"]["t.txt"]["digest"],
+        json!(gzip)
+    );
+
+    let info = get("a?att_encoding_info=true".into()).await;
+    let t = &info["_attachments"]["t.txt"];
+    assert_eq!(
+        (&t["digest"], &t["encoding"]),
+        (&json!(gzip), &json!("gzip")),
+        "{t}"
+    );
+    assert!(t["encoded_length"].as_u64().is_some(), "{t}");
+    assert_eq!(t["length"], json!(5), "the identity length: {t}");
+    assert!(
+        info["_attachments"]["b.bin"].get("encoding").is_none(),
+        "{info}"
+    );
+
+    // Inline data is the identity bytes, under the gzip digest.
+    let inline = get("a?attachments=true".into()).await;
+    assert_eq!(
+        inline["_attachments"]["t.txt"]["data"],
+        json!(b64(b"hello"))
+    );
+    assert_eq!(inline["_attachments"]["t.txt"]["digest"], json!(gzip));
+
+    // Every answer that carries documents says the same.
+    let rev = doc["_rev"].as_str().unwrap().to_owned();
+    let open_revs = get("a?open_revs=all&att_encoding_info=true".into()).await;
+    let (_, _, bulk) = call_with(
+        reqwest::Method::POST,
+        &format!("{base}/_bulk_get?revs=true&att_encoding_info=true"),
+        Some(json!({"docs": [{"id": "a", "rev": rev}]})),
+    )
+    .await;
+    let changes = get("_changes?include_docs=true".into()).await;
+    let all_docs = get("_all_docs?include_docs=true".into()).await;
+    let found = [
+        open_revs[0]["ok"].clone(),
+        bulk["results"][0]["docs"][0]["ok"].clone(),
+        changes["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "a")
+            .unwrap()["doc"]
+            .clone(),
+        all_docs["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "a")
+            .unwrap()["doc"]
+            .clone(),
+    ];
+    for (i, d) in found.iter().enumerate() {
+        assert_eq!(
+            d["_attachments"]["t.txt"]["digest"],
+            json!(gzip),
+            "answer {i}: {d}"
+        );
+        assert_eq!(
+            d["_attachments"]["b.bin"]["digest"],
+            json!(md5_digest(b"hello")),
+            "answer {i}: {d}"
+        );
+    }
+    assert_eq!(
+        open_revs[0]["ok"]["_attachments"]["t.txt"]["encoding"],
+        json!("gzip")
+    );
+
+    // The stubs written back as read: accepted, as CouchDB ignores their
+    // digests, and the bytes are still the identity ones.
+    let mut edit = doc.clone();
+    edit["n"] = json!(2);
+    let (status, _, put) = call_with(reqwest::Method::PUT, &format!("{base}/a"), Some(edit)).await;
+    assert_eq!(status, 201, "{put}");
+    assert_eq!(db.attachment("a", "t.txt").await, b"hello");
+}
+
+#[tokio::test]
+async fn a_repeated_key_in_a_view_query_gets_its_rows_merged() {
+    let db = TestDb::new_on(server::layer_upstream(), "quirks-keys").await;
+    db.bulk_docs(
+        vec![
+            json!({"_id": "_design/t", "views": {"t": {"map": "function (doc) { if (doc.k) { emit(doc.k, null); } }"}}}),
+            json!({"_id": "chords", "k": "c0"}),
+            json!({"_id": "logic", "k": "c0"}),
+            json!({"_id": "x", "k": "c10"}),
+        ],
+        true,
+    )
+    .await;
+    let proxy = quirks_proxy().await;
+    let view = format!("{}/{}/_design/t/_view/t", proxy.url(), enc(&db.name));
+    let ids = |answer: &Value| -> Vec<String> {
+        answer["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let keys = json!(["c10", "missing", "c0", "c0"]);
+    let (status, _, posted) =
+        call_with(reqwest::Method::POST, &view, Some(json!({"keys": keys}))).await;
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(ids(&posted), ["x", "chords", "chords", "logic", "logic"]);
+    let url = format!("{view}?keys={}", enc(&keys.to_string()));
+    let (_, _, got) = call(reqwest::Method::GET, &url).await;
+    assert_eq!(ids(&got), ids(&posted), "GET with keys= too");
+    let (_, _, page) = call_with(
+        reqwest::Method::POST,
+        &format!("{view}?skip=2&limit=2"),
+        Some(json!({"keys": keys})),
+    )
+    .await;
+    assert_eq!(
+        ids(&page),
+        ["chords", "logic"],
+        "skip and limit after the merge"
+    );
+    // Keys listed once: the server's answer as it is.
+    let (_, _, once) = call_with(
+        reqwest::Method::POST,
+        &view,
+        Some(json!({"keys": ["c0", "c10"]})),
+    )
+    .await;
+    assert_eq!(ids(&once), ["chords", "logic", "x"]);
 }

@@ -62,13 +62,16 @@ fn settee_traced(args: &[&str]) -> Output {
 async fn credentials_appear_in_no_log_error_status_or_replica_file() {
     let db = TestDb::seeded("secrets", &["--cards", "10", "--extras"]).await;
     let s = server();
-    let secrets = forms(&s.user, &s.password);
+    // A credential of the test's own, long and random: the server's admin
+    // password may be a word the documents hold (`admin`).
+    let user = db.member().await;
+    let secrets = forms(&user.name, &user.password);
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
     let rep_s = rep.to_str().unwrap();
 
     // Credentials in the URL, then as options, each logged at trace level.
-    let out = settee_traced(&["pull", &db.url(), rep_s, "--json"]);
+    let out = settee_traced(&["pull", &db.url_as(&s.base, &user), rep_s, "--json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -84,9 +87,9 @@ async fn credentials_appear_in_no_log_error_status_or_replica_file() {
         &plain_url,
         rep_s,
         "--user",
-        &s.user,
+        &user.name,
         "--password",
-        &s.password,
+        &user.password,
     ]);
     assert_eq!(
         out.status.code(),
@@ -117,7 +120,7 @@ async fn credentials_appear_in_no_log_error_status_or_replica_file() {
         server::with_userinfo(&s.base, &format!("settee-nobody:{wrong}")),
         enc(&db.name)
     );
-    let refused = format!("http://{}:{}@127.0.0.1:1/db", s.user, s.password);
+    let refused = format!("http://{}:{}@127.0.0.1:1/db", user.name, user.password);
     for (url, secrets) in [(&bad_auth, &wrong_forms), (&refused, &secrets)] {
         let out = settee_traced(&["pull", "--retries", "0", url, rep_s]);
         assert_eq!(out.status.code(), Some(2));
@@ -138,6 +141,8 @@ async fn credentials_appear_in_no_log_error_status_or_replica_file() {
 async fn session_cookies_and_bearer_tokens_appear_in_no_log_error_status_or_replica_file() {
     let db = TestDb::seeded("secrets-auth", &["--cards", "10", "--extras"]).await;
     let s = server();
+    // A credential of the test's own (see the test above).
+    let user = db.member().await;
     let proxy = db.behind_proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
@@ -145,7 +150,7 @@ async fn session_cookies_and_bearer_tokens_appear_in_no_log_error_status_or_repl
 
     // A cookie session through the proxy, which shows the cookie the
     // command used: neither it nor the password may show anywhere.
-    let out = settee_traced(&["pull", "--session", &db.url_via(&proxy.url()), rep_s]);
+    let out = settee_traced(&["pull", "--session", &db.url_as(&proxy.url(), &user), rep_s]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -165,7 +170,7 @@ async fn session_cookies_and_bearer_tokens_appear_in_no_log_error_status_or_repl
         })
         .expect("the command sent a session cookie");
     assert!(cookie.len() > 8, "{cookie}");
-    let mut secrets = forms(&s.user, &s.password);
+    let mut secrets = forms(&user.name, &user.password);
     secrets.push(cookie.into_bytes());
     assert_absent("session pull stdout", &out.stdout, &secrets);
     assert_absent("session pull stderr (trace)", &out.stderr, &secrets);
@@ -220,13 +225,13 @@ async fn session_cookies_and_bearer_tokens_appear_in_no_log_error_status_or_repl
     let wrong = "settee-not-the-password-c0ok";
     let bad = format!(
         "{}/{}",
-        server::with_userinfo(&s.base, &format!("{}:{wrong}", s.user)),
+        server::with_userinfo(&s.base, &format!("{}:{wrong}", user.name)),
         enc(&db.name)
     );
     let out = settee_traced(&["pull", "--session", "--retries", "0", &bad, rep_s]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("_session"));
-    let wrong_forms = forms(&s.user, wrong);
+    let wrong_forms = forms(&user.name, wrong);
     assert_absent("refused session stderr", &out.stderr, &wrong_forms);
     assert_absent("refused session stdout", &out.stdout, &wrong_forms);
 

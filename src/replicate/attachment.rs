@@ -1,7 +1,9 @@
 //! Fetching one attachment's bytes into the replica as they arrive: the
 //! body of `GET /db/{id}/{name}?rev=` is written chunk by chunk to the
 //! store's staging ([`crate::store`]'s `AttachmentWriter`), its MD5 checked
-//! at the end, so no attachment is ever held whole in memory.
+//! at the end (or, for an attachment the server stored encoded, computed
+//! and made its digest: see `batch.rs`), so no attachment is ever held
+//! whole in memory.
 //!
 //! Each attempt starts over with a fresh writer; an attempt that fails
 //! leaves nothing staged. What fails for good decides its scope here: the
@@ -17,21 +19,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How fetching an attachment ended, when the pull can go on.
 pub(super) enum Fetched {
-    /// The bytes are staged (or were already held); their length.
-    Stored(u64),
+    /// The bytes are staged (or were already held): the digest they are
+    /// held under and their length.
+    Stored(String, u64),
     /// This document cannot be stored now; why.
     Refused(String),
 }
 
 /// Streams attachment `name` of revision `rev` of document `id` into the
-/// replica under `digest`, checking an `md5-` digest when `check_md5`.
+/// replica: under `digest`, checked against it when it is an `md5-` one,
+/// or, with `None` (an attachment the server stored encoded, whose digest
+/// is of the encoded bytes), under the MD5 of the bytes received.
 pub(super) async fn fetch(
     ctx: &PullContext,
     id: &str,
     name: &str,
     rev: &str,
-    digest: &str,
-    check_md5: bool,
+    digest: Option<&str>,
 ) -> Result<Fetched, Error> {
     // Whether the last attempt failed while reading the body (the server
     // answered, then the body broke or stalled), not before any answer.
@@ -42,7 +46,10 @@ pub(super) async fn fetch(
         .retrying(&what, || async {
             in_body.store(false, Ordering::Relaxed);
             let mut stream = ctx.remote.attachment_stream(id, name, rev).await?;
-            let mut writer = ctx.replica.attachment_writer(digest, check_md5);
+            let mut writer = match digest {
+                Some(d) => ctx.replica.attachment_writer(d, true),
+                None => ctx.replica.attachment_writer_digesting(),
+            };
             loop {
                 let chunk = match stream.chunk().await {
                     Ok(Some(chunk)) => chunk,
@@ -56,13 +63,20 @@ pub(super) async fn fetch(
                     return Ok(Err(e));
                 }
             }
-            Ok(writer.finish())
+            Ok(match digest {
+                Some(d) => writer.finish().map(|staged| match staged {
+                    Staged::Stored(len) => Some((d.to_owned(), len)),
+                    Staged::Mismatch => None,
+                }),
+                None => writer.finish_digested().map(Some),
+            })
         })
         .await;
     match result {
-        Ok(Ok(Staged::Stored(len))) => Ok(Fetched::Stored(len)),
-        Ok(Ok(Staged::Mismatch)) => Ok(Fetched::Refused(format!(
-            "attachment {name:?}: bytes do not match digest {digest}"
+        Ok(Ok(Some((digest, len)))) => Ok(Fetched::Stored(digest, len)),
+        Ok(Ok(None)) => Ok(Fetched::Refused(format!(
+            "attachment {name:?}: bytes do not match digest {}",
+            digest.unwrap_or_default()
         ))),
         Ok(Err(store)) => Err(store.into()),
         Err(e) => Ok(Fetched::Refused(

@@ -277,6 +277,12 @@ impl From<StoreError> for AttachmentProblem {
 /// a digest cost one GET, and no batch holds attachment bytes in memory),
 /// and returns the entries rewritten as CouchDB stubs, with how many were
 /// fetched.
+///
+/// A replica's digest of an attachment is always the MD5 of the identity
+/// bytes it holds (docs/design.md, "Attachment digests"). The server's is
+/// that too, except for an attachment it stored encoded (`encoding` in the
+/// `att_encoding_info` answer: CouchDB gzips compressible types and digests
+/// the gzip bytes): its stub gets the digest of the bytes received.
 async fn resolve_attachments(
     ctx: &PullContext,
     doc: &DocParts,
@@ -294,12 +300,12 @@ async fn resolve_attachments(
         let mut entry = entry.clone();
         let inline = entry.remove("data");
         entry.remove("follows");
-        // Asked for with `att_encoding_info` only to learn that the digest
-        // is of gzip-encoded bytes; what is stored is the identity bytes,
+        // Asked for with `att_encoding_info` only to learn whether the
+        // digest is of encoded bytes; what is stored is the identity bytes,
         // under stubs shaped like a plain `GET /db/{id}`.
         let encoded = entry.remove("encoding").is_some();
         entry.remove("encoded_length");
-        let digest = match entry.get("digest").and_then(Value::as_str) {
+        let server_digest = match entry.get("digest").and_then(Value::as_str) {
             Some(d) => d.to_owned(),
             None => {
                 return Err(AttachmentProblem::Doc(format!(
@@ -307,53 +313,140 @@ async fn resolve_attachments(
                 )))
             }
         };
-        let known = ctx.replica.has_attachment(&digest)?;
-        if !known {
-            let len = match inline.as_ref().and_then(Value::as_str) {
-                Some(b64) => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| {
-                            AttachmentProblem::Doc(format!("attachment {name:?}: bad base64: {e}"))
-                        })?;
-                    // CouchDB digests the stored (possibly gzip-encoded)
-                    // bytes, so a mismatch only proves corruption for
-                    // unencoded attachments.
-                    if !encoded && !digest_matches(&digest, &bytes) {
+        // Which bytes the replica already holds for this entry: for an
+        // unencoded one, those of the server's digest; for an encoded one,
+        // whose server digest the replica never stores, those of the same
+        // attachment (name and revpos) in a revision this one descends from.
+        let held = if encoded {
+            held_by_ancestor(ctx, doc, name, &entry)?
+        } else if ctx.replica.has_attachment(&server_digest)? {
+            Some((server_digest.clone(), None))
+        } else {
+            None
+        };
+        let (digest, len) = match held {
+            Some(held) => held,
+            None => {
+                let (digest, len) = match inline.as_ref().and_then(Value::as_str) {
+                    Some(b64) => {
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_err(|e| {
+                                AttachmentProblem::Doc(format!(
+                                    "attachment {name:?}: bad base64: {e}"
+                                ))
+                            })?;
+                        // Inline data is the identity bytes (CouchDB
+                        // decodes it); for an encoded attachment the
+                        // server's digest is of other bytes and proves
+                        // nothing.
+                        let digest = if encoded {
+                            md5_digest(&bytes)
+                        } else if digest_matches(&server_digest, &bytes) {
+                            server_digest.clone()
+                        } else {
+                            return Err(AttachmentProblem::Doc(format!(
+                                "attachment {name:?}: bytes do not match digest {server_digest}"
+                            )));
+                        };
+                        ctx.replica.stage_attachment(&digest, &bytes)?;
+                        (digest, bytes.len() as u64)
+                    }
+                    None if !endpoint::addressable(&doc.id, false)
+                        || !endpoint::addressable(name, true) =>
+                    {
                         return Err(AttachmentProblem::Doc(format!(
-                            "attachment {name:?}: bytes do not match digest {digest}"
-                        )));
+                            "attachment {name:?}: no URL path can name it"
+                        )))
                     }
-                    ctx.replica.stage_attachment(&digest, &bytes)?;
-                    bytes.len() as u64
-                }
-                None if !endpoint::addressable(&doc.id, false)
-                    || !endpoint::addressable(name, true) =>
-                {
-                    return Err(AttachmentProblem::Doc(format!(
-                        "attachment {name:?}: no URL path can name it"
-                    )))
-                }
-                // Streamed into the replica, never held whole.
-                None => match super::attachment::fetch(ctx, &doc.id, name, &rev, &digest, !encoded)
-                    .await
-                    .map_err(AttachmentProblem::Fatal)?
-                {
-                    Fetched::Stored(len) => {
-                        fetched += 1;
-                        len
+                    // Streamed into the replica, never held whole.
+                    None => {
+                        let expect = (!encoded).then_some(server_digest.as_str());
+                        match super::attachment::fetch(ctx, &doc.id, name, &rev, expect)
+                            .await
+                            .map_err(AttachmentProblem::Fatal)?
+                        {
+                            Fetched::Stored(digest, len) => {
+                                fetched += 1;
+                                (digest, len)
+                            }
+                            Fetched::Refused(reason) => return Err(AttachmentProblem::Doc(reason)),
+                        }
                     }
-                    Fetched::Refused(reason) => return Err(AttachmentProblem::Doc(reason)),
-                },
-            };
-            if entry.get("length").is_none() {
-                entry.insert("length".into(), Value::from(len));
+                };
+                (digest, Some(len))
             }
+        };
+        entry.insert("digest".into(), Value::String(digest));
+        if let (None, Some(len)) = (entry.get("length"), len) {
+            entry.insert("length".into(), Value::from(len));
         }
         entry.insert("stub".into(), Value::Bool(true));
         stubs.insert(name.clone(), Value::Object(entry));
     }
     Ok((stubs, fetched))
+}
+
+/// The digest and length under which the replica holds attachment `name`
+/// of `entry`'s `revpos`, as a leaf revision that the incoming one descends
+/// from (at or after that `revpos`) has it, when its bytes are held.
+///
+/// The same name and revpos on the same history are the same attachment:
+/// it was last written by the revision at generation `revpos`, which both
+/// revisions share. CouchDB itself matches stubs by name and revpos only
+/// (`couch_att:merge_stubs`). Without this an encoded attachment would be
+/// fetched again with every new revision of its document.
+fn held_by_ancestor(
+    ctx: &PullContext,
+    doc: &DocParts,
+    name: &str,
+    entry: &Map<String, Value>,
+) -> Result<Option<(String, Option<u64>)>, StoreError> {
+    let Some(revpos) = entry.get("revpos").and_then(Value::as_u64) else {
+        return Ok(None);
+    };
+    for leaf in ctx.replica.leaves(&doc.id)? {
+        let (pos, hash) = (leaf.rev.pos, leaf.rev.hash.as_str());
+        let on_path = pos <= doc.path.start
+            && doc
+                .path
+                .ids
+                .get((doc.path.start - pos) as usize)
+                .is_some_and(|h| h == hash);
+        if !on_path || revpos > pos {
+            continue;
+        }
+        let Some(held) = ctx.replica.get_rev(&doc.id, &leaf.rev)? else {
+            continue;
+        };
+        let Some(stub) = held
+            .body
+            .get("_attachments")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        if stub.get("revpos").and_then(Value::as_u64) != Some(revpos) {
+            continue;
+        }
+        let Some(digest) = stub.get("digest").and_then(Value::as_str) else {
+            continue;
+        };
+        if ctx.replica.has_attachment(digest)? {
+            let len = stub.get("length").and_then(Value::as_u64);
+            return Ok(Some((digest.to_owned(), len)));
+        }
+    }
+    Ok(None)
+}
+
+/// `md5-<base64 MD5 of bytes>`, the digest a replica holds bytes under.
+fn md5_digest(bytes: &[u8]) -> String {
+    format!(
+        "md5-{}",
+        base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
+    )
 }
 
 /// Checks bytes against a CouchDB digest (`md5-<base64>`); other digest

@@ -152,6 +152,14 @@ impl Replica {
         }
     }
 
+    /// A writer staging bytes whose digest is not known before they arrive:
+    /// [`AttachmentWriter::finish_digested`] stages them under the `md5-`
+    /// digest of the bytes themselves. A pull uses it for an attachment the
+    /// server stored encoded, whose reported digest is of other bytes.
+    pub(crate) fn attachment_writer_digesting(&self) -> AttachmentWriter {
+        self.attachment_writer("", false)
+    }
+
     /// The file and length `att_chunked` names for `digest`, if any.
     fn chunked(&self, digest: &str) -> Result<Option<(PathBuf, u64)>, StoreError> {
         match self.trees().att_chunked.get(digest.as_bytes())? {
@@ -331,17 +339,36 @@ impl AttachmentWriter {
                 return Ok(Staged::Mismatch);
             }
         }
+        self.publish().map(Staged::Stored)
+    }
+
+    /// Ends the body of a [`Replica::attachment_writer_digesting`] writer:
+    /// stages the bytes under `md5-<base64 MD5 of the bytes>`, as
+    /// [`AttachmentWriter::finish`] does, and returns that digest with the
+    /// length.
+    pub(crate) fn finish_digested(mut self) -> Result<(String, u64), StoreError> {
+        let md5 = std::mem::take(&mut self.md5).finalize();
+        self.digest = format!(
+            "md5-{}",
+            base64::engine::general_purpose::STANDARD.encode(md5)
+        );
+        let digest = self.digest.clone();
+        Ok((digest, self.publish()?))
+    }
+
+    /// Stages the bytes under `self.digest`; their length.
+    fn publish(mut self) -> Result<u64, StoreError> {
         let len = self.len;
         if self.file.is_none() {
             let bytes = std::mem::take(&mut self.buf);
             self.replica.stage_attachment(&self.digest, &bytes)?;
-            return Ok(Staged::Stored(len));
+            return Ok(len);
         }
         if !self.buf.is_empty() {
             self.write_chunk()?;
         }
         let Some((stream, file)) = &self.file else {
-            return Ok(Staged::Stored(len));
+            return Ok(len);
         };
         let stream = *stream;
         let path = self.replica.stream_path(stream);
@@ -370,7 +397,7 @@ impl AttachmentWriter {
         } else {
             self.abandon();
         }
-        Ok(Staged::Stored(len))
+        Ok(len)
     }
 
     /// Deletes the file written so far, if any.
@@ -465,6 +492,22 @@ mod tests {
         stage_in_pieces(&r, &d1, &one, 4096);
         assert_eq!(files(&r), 1);
         assert_eq!(r.attachment(&d1).unwrap().unwrap(), one);
+    }
+
+    #[test]
+    fn a_digesting_writer_stages_under_the_md5_of_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        for bytes in [b"hello".to_vec(), big(2 * CHUNK_BYTES + 9)] {
+            let mut w = r.attachment_writer_digesting();
+            for p in bytes.chunks(70_000) {
+                w.write(p).unwrap();
+            }
+            let (digest, len) = w.finish_digested().unwrap();
+            assert_eq!(digest, md5_digest(&bytes));
+            assert_eq!(len, bytes.len() as u64);
+            assert_eq!(r.attachment(&digest).unwrap().unwrap(), bytes);
+        }
     }
 
     #[test]

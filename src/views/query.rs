@@ -46,7 +46,9 @@ pub struct QueryOptions {
     pub key: Option<Value>,
     /// Only rows with these keys, in this order (each key's rows in
     /// collation order of their doc ids); with `descending`, the reverse
-    /// of that whole answer, as CouchDB 3.2+ gives it.
+    /// of that whole answer, as CouchDB 3.2+ gives it. A key listed more
+    /// than once is answered each time, whole, as PouchDB does (a sharded
+    /// CouchDB merges the repetitions' rows in shard order instead).
     pub keys: Option<Vec<Value>>,
     /// First key of the range (the highest with `descending`).
     pub start_key: Option<Value>,

@@ -23,16 +23,25 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct TestDb {
     pub name: String,
     http: reqwest::Client,
+    /// The server it lives on: [`server()`] but for the quirks layer's own
+    /// tests ([`server::layer_upstream`]).
+    server: &'static server::Server,
 }
 
 impl TestDb {
     /// Creates an empty database named after the test.
     pub async fn new(tag: &str) -> TestDb {
+        TestDb::new_on(server(), tag).await
+    }
+
+    /// Creates an empty database named after the test on `server`.
+    pub async fn new_on(server: &'static server::Server, tag: &str) -> TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("settee-t{}-{n}-{tag}", std::process::id()).to_lowercase();
         let db = TestDb {
             name,
             http: reqwest::Client::new(),
+            server,
         };
         let (status, body) = db.request(reqwest::Method::PUT, "", None).await;
         assert!(
@@ -54,7 +63,7 @@ impl TestDb {
     pub fn seed(&self, args: &[&str]) {
         let out = Command::new("node")
             .arg(server::repo_root().join("fixtures/seed-course.mjs"))
-            .args(["--url", &server().authed_base(), "--db", &self.name])
+            .args(["--url", &self.server.authed_base(), "--db", &self.name])
             .args(args)
             .output()
             .expect("run node fixtures/seed-course.mjs");
@@ -69,12 +78,12 @@ impl TestDb {
 
     /// `http://admin:pw@host/db`.
     pub fn url(&self) -> String {
-        format!("{}/{}", server().authed_base(), enc(&self.name))
+        format!("{}/{}", self.server.authed_base(), enc(&self.name))
     }
 
     /// The database URL through another server root (a proxy), with credentials.
     pub fn url_via(&self, base: &str) -> String {
-        let s = server();
+        let s = self.server;
         format!(
             "{}/{}",
             server::with_userinfo(base, &server::userinfo(&s.user, &s.password)),
@@ -105,7 +114,7 @@ impl TestDb {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let s = server();
+        let s = self.server;
         let url = if path.is_empty() {
             format!("{}/{}", s.base, enc(&self.name))
         } else {
@@ -156,7 +165,7 @@ impl TestDb {
 
     /// The server's URL of attachment `name` of document `id`.
     fn attachment_url(&self, id: &str, name: &str) -> String {
-        let s = server();
+        let s = self.server;
         format!(
             "{}/{}/{}/{}",
             s.base,
@@ -168,7 +177,7 @@ impl TestDb {
 
     /// Attachment bytes straight from the server.
     pub async fn attachment(&self, id: &str, name: &str) -> Vec<u8> {
-        let s = server();
+        let s = self.server;
         let url = self.attachment_url(id, name);
         let resp = self
             .http
@@ -181,10 +190,66 @@ impl TestDb {
         resp.bytes().await.expect("attachment body").to_vec()
     }
 
+    /// Attachment bytes of revision `rev` straight from the server.
+    pub async fn attachment_at(&self, id: &str, name: &str, rev: &str) -> Vec<u8> {
+        let s = self.server;
+        let url = format!("{}?rev={}", self.attachment_url(id, name), enc(rev));
+        let resp = self
+            .http
+            .get(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .send()
+            .await
+            .expect("attachment GET");
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        resp.bytes().await.expect("attachment body").to_vec()
+    }
+
+    /// A document as the server shows it (`path`, relative to the database,
+    /// with or without a query), its attachment stubs as a replica holds
+    /// them: the digest of an attachment the server stored encoded is the
+    /// MD5 of its identity bytes, read back from the server.
+    ///
+    /// CouchDB stores compressible attachments (`text/*`, JSON, …) gzipped
+    /// and digests the gzip bytes; a replica digests the bytes it holds
+    /// (docs/design.md, "Attachment digests"). The server says which are
+    /// encoded when asked with `att_encoding_info=true`; PouchDB Server
+    /// never encodes, and there this is plain `GET`.
+    pub async fn get_doc_as_held(&self, path: &str) -> Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut doc = self
+            .get_json(&format!("{path}{sep}att_encoding_info=true"))
+            .await;
+        self.digests_as_held(&mut doc).await;
+        doc
+    }
+
+    /// Rewrites the stubs of one revision as [`TestDb::get_doc_as_held`]
+    /// describes, dropping `encoding` and `encoded_length`.
+    pub async fn digests_as_held(&self, doc: &mut Value) {
+        let (Some(id), Some(rev)) = (doc["_id"].as_str(), doc["_rev"].as_str()) else {
+            return;
+        };
+        let (id, rev) = (id.to_owned(), rev.to_owned());
+        let Some(atts) = doc.get_mut("_attachments").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for (name, stub) in atts.iter_mut() {
+            let Some(stub) = stub.as_object_mut() else {
+                continue;
+            };
+            stub.remove("encoded_length");
+            if stub.remove("encoding").is_some() {
+                let bytes = self.attachment_at(&id, name, &rev).await;
+                stub.insert("digest".into(), Value::String(md5_digest(&bytes)));
+            }
+        }
+    }
+
     /// Stores `bytes` as attachment `name` of a new document `id`, straight
     /// on the server (a raw PUT: no base64 copy in a JSON body).
     pub async fn put_attachment(&self, id: &str, name: &str, bytes: &[u8]) {
-        let s = server();
+        let s = self.server;
         let url = self.attachment_url(id, name);
         let resp = self
             .http
@@ -214,7 +279,9 @@ impl TestDb {
 
     /// What the server holds, one value per id of `_changes`, as CouchDB
     /// shows it with `?conflicts=true&deleted_conflicts=true`: read from the
-    /// server, never computed by settee. PouchDB Server has no
+    /// server, never computed by settee. The digest of an attachment the
+    /// server stored encoded is that of its identity bytes, as a replica
+    /// holds it ([`TestDb::digests_as_held`]). PouchDB Server has no
     /// `deleted_conflicts` and orders `_conflicts` its own way, so there the
     /// lists come from `open_revs=all` and CouchDB's documented order
     /// (generation, then revision hash, descending).
@@ -245,7 +312,10 @@ impl TestDb {
         for id in ids {
             let (winner, deleted) = winners[&id].clone();
             let leaves = self
-                .get_json(&format!("{}?open_revs=all", enc_id(&id)))
+                .get_json(&format!(
+                    "{}?open_revs=all&att_encoding_info=true",
+                    enc_id(&id)
+                ))
                 .await;
             let mut leaves: Vec<(u64, String, bool, Value)> = leaves
                 .as_array()
@@ -280,14 +350,17 @@ impl TestDb {
                     .clone()
             } else {
                 self.get_json(&format!(
-                    "{}?conflicts=true&deleted_conflicts=true",
+                    "{}?conflicts=true&deleted_conflicts=true&att_encoding_info=true",
                     enc_id(&id)
                 ))
                 .await
             };
+            // The CouchDB fact, not a PouchDB habit: an attachment stored
+            // encoded is digested by a replica from its identity bytes.
+            self.digests_as_held(&mut doc).await;
             let obj = doc.as_object_mut().expect("doc object");
             // CouchDB reports both lists for live documents; trust it there.
-            if !server().is_couchdb || deleted {
+            if !self.server.is_couchdb || deleted {
                 obj.remove("_conflicts");
                 obj.remove("_deleted_conflicts");
                 for (field, list) in [
@@ -305,9 +378,115 @@ impl TestDb {
     }
 }
 
+/// A user of the test server with a long random password, member of one
+/// test database: a credential that no document, log line or answer holds
+/// by chance (a real server's admin password may be `admin`, a substring of
+/// every security object's `admins` field). Deleted when dropped.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+    server: &'static server::Server,
+}
+
+impl TestDb {
+    /// Creates a user (`PUT /_users/org.couchdb.user:NAME`, as CouchDB and
+    /// PouchDB Server both take it) and makes it the database's only member
+    /// (`_security`; CouchDB 3 databases are admin-only by default).
+    pub async fn member(&self) -> TestUser {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("settee-u{}-{n}", std::process::id());
+        let password = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let s = self.server;
+        let url = format!(
+            "{}/_users/{}",
+            s.base,
+            enc(&format!("org.couchdb.user:{name}"))
+        );
+        let resp = self
+            .http
+            .put(&url)
+            .basic_auth(&s.user, Some(&s.password))
+            .json(&json!({"name": name, "password": password, "roles": [], "type": "user"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        assert!(
+            status == 201 || status == 202,
+            "create user {name}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let user = TestUser {
+            name,
+            password,
+            server: s,
+        };
+        let security = json!({
+            "admins": {"names": [], "roles": []},
+            "members": {"names": [user.name], "roles": []},
+        });
+        let (status, body) = self
+            .request(reqwest::Method::PUT, "_security", Some(security))
+            .await;
+        assert_eq!(status, 200, "_security: {body}");
+        user
+    }
+
+    /// The database's URL under `base`, with `user`'s credentials.
+    pub fn url_as(&self, base: &str, user: &TestUser) -> String {
+        format!(
+            "{}/{}",
+            server::with_userinfo(base, &server::userinfo(&user.name, &user.password)),
+            enc(&self.name)
+        )
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let s = self.server;
+        let url = format!(
+            "{}/_users/{}",
+            s.base,
+            enc(&format!("org.couchdb.user:{}", self.name))
+        );
+        let (user, pw) = (s.user.clone(), s.password.clone());
+        // Best effort, on a thread of its own: Drop may run inside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                let doc: Value = http
+                    .get(&url)
+                    .basic_auth(&user, Some(&pw))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let rev = doc["_rev"].as_str()?;
+                http.delete(format!("{url}?rev={rev}"))
+                    .basic_auth(&user, Some(&pw))
+                    .send()
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let s = server();
+        let s = self.server;
         let url = format!("{}/{}", s.base, enc(&self.name));
         let (user, pw) = (s.user.clone(), s.password.clone());
         // Best effort, on a thread of its own: Drop may run inside a runtime.
@@ -336,6 +515,17 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// `md5-<base64 MD5 of bytes>`: a CouchDB digest of unencoded bytes, and
+/// the one a replica gives the bytes it holds.
+pub fn md5_digest(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    format!(
+        "md5-{}",
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+    )
+}
 
 /// Percent-encodes one path segment (a database name, a query value).
 pub fn enc(s: &str) -> String {

@@ -19,16 +19,44 @@
 //!   delivered so far, and is safe to resume from, as CouchDB's are.
 //! - **Opaque sequences.** `update_seq`, `last_seq` and `seq` are strings
 //!   that grow with the rows delivered ahead of the rest (`op<hex>-g1AAAAB`
-//!   then `-<hex>` per row ahead); a `since=` of that form maps back.
+//!   then `-<hex>` per row ahead, then `-i<hex>`, the database instance);
+//!   a `since=` of that form maps back. A `since` from another instance of
+//!   the database (deleted and created again) is not refused: CouchDB 3
+//!   rewinds every shard whose uuid differs to 0, so the feed starts over
+//!   from the first row.
+//! - **Gzip digests.** CouchDB stores attachments of compressible types
+//!   (`text/*`, `application/javascript`, `application/json`,
+//!   `application/xml`: its default `compressible_types`) gzip-encoded and
+//!   reports the MD5 of the gzip bytes as their `digest`. In every answer
+//!   that carries documents (`GET /db/{id}`, `open_revs`, `_bulk_get`,
+//!   `_changes` and `_all_docs` with `include_docs`) such an attachment's
+//!   digest is replaced by a stand-in for that (see [`gzip_digest`]) and,
+//!   when the request said `att_encoding_info=true`, gets
+//!   `"encoding":"gzip"` and an `encoded_length`. Inline `data` stays the
+//!   identity bytes, as CouchDB decodes it. A stub sent back with such a
+//!   digest (a client that read a document and writes it again) gets the
+//!   server's own digest on its way upstream: CouchDB matches stubs by name
+//!   and `revpos` and ignores their digest, PouchDB Server looks them up by
+//!   digest.
+//! - **Repeated `keys` in a view query** (`POST …/_view/v` with `keys`, or
+//!   `GET` with `keys=`): a sharded CouchDB merges the rows of a key asked
+//!   for several times from its shards' streams, rather than answering
+//!   each repetition whole (measured on CouchDB 3.4.3, q=2). The layer
+//!   answers every repetition's rows of such a key together, sorted by
+//!   document id (each row as many times as the key was asked), at the
+//!   key's first place, and applies `skip` and `limit` after that.
 //! - **`possible_ancestors`** in `_revs_diff` answers: the remote's leaves
 //!   of a lower generation, on any branch (`super::ancestors`).
 //! - **`instance_start_time`** in `GET /db` is the database's creation time
-//!   (microseconds, as a string), one per database, new when it is
-//!   recreated; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
+//!   in whole seconds, as a string, as CouchDB 3.4.3 reports it (the shard
+//!   suffix, `mem3:generate_shard_suffix`, is `os:system_time(second)`): a
+//!   database deleted and created again within the same second keeps it; and `GET /` welcomes like CouchDB 3.4.3 (keeping the uuid),
 //!   so a client takes its CouchDB 3 paths.
 //!
 //! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
-//! after a node restart, no shard-level `since` rules), no `q`/`n`, no CouchDB
+//! after a node restart, no shard-level `since` rules beyond the rewind of
+//! another instance's `since`), no real gzip (its digests and
+//! `encoded_length` are stand-ins), no `q`/`n`, no CouchDB
 //! auth database, `_users` or security objects, no Mango, no partitioned
 //! databases; everything else is PouchDB Server's own behaviour. It must not
 //! hide a server answer: only the fields above change.
@@ -63,38 +91,67 @@ pub fn enabled() -> bool {
 /// The layer's state: when each database was created, as it reports it.
 #[derive(Debug, Default)]
 pub struct Couch3 {
-    created: Mutex<HashMap<String, String>>,
+    created: Mutex<HashMap<String, Instance>>,
+    /// Every "gzip" digest the layer reported, and the server's own digest
+    /// it stands for (see [`gzip_digest`]).
+    gzip_digests: Mutex<HashMap<String, String>>,
+}
+
+/// One instance of a database, from its creation to its deletion.
+#[derive(Debug, Clone)]
+struct Instance {
+    /// Its creation time, in whole seconds.
+    start_time: String,
+    /// Unique among the layer's instances (CouchDB's shard uuids), carried
+    /// by every sequence of its feed.
+    id: u64,
+}
+
+impl Instance {
+    fn new() -> Instance {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Instance {
+            start_time: now_s(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl Couch3 {
-    /// The creation time of `db`; a database first seen now is dated now.
-    fn instance_start_time(&self, db: &str) -> String {
+    /// The instance of `db`; a database first seen now was created now.
+    fn instance(&self, db: &str) -> Instance {
         self.lock()
             .entry(db.to_owned())
-            .or_insert_with(now_us)
+            .or_insert_with(Instance::new)
             .clone()
     }
 
     fn created(&self, db: &str) {
-        self.lock().insert(db.to_owned(), now_us());
+        self.lock().insert(db.to_owned(), Instance::new());
     }
 
     fn deleted(&self, db: &str) {
         self.lock().remove(db);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
         self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn gzip_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.gzip_digests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Microseconds since the epoch, as a string.
-fn now_us() -> String {
+/// Whole seconds since the epoch, as a string.
+fn now_s() -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
+        .map(|d| d.as_secs())
         .unwrap_or(0)
         .to_string()
 }
@@ -150,8 +207,18 @@ enum Kind {
     EncodedId,
     /// `POST /db/_revs_diff`: answered with `possible_ancestors`.
     RevsDiff,
+    /// An answer that carries documents, and so attachment stubs.
+    Docs,
+    /// A view query (`…/_design/{d}/_view/{v}`).
+    View,
     /// Anything else: forwarded untouched.
     Other,
+}
+
+/// The decoded database name of a request target.
+fn db_of(target: &str) -> String {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    decode(path.trim_start_matches('/').split('/').next().unwrap_or(""))
 }
 
 fn decode(seg: &str) -> String {
@@ -192,7 +259,25 @@ fn classify(method: &str, target: &str) -> Kind {
     if segs.len() == 2 && segs[1] == "_changes" && !streaming {
         return Kind::Changes;
     }
+    if carries_docs(method, &segs) {
+        return Kind::Docs;
+    }
+    if matches!(segs.as_slice(), [_, "_design", _, "_view", _]) {
+        return Kind::View;
+    }
     Kind::Other
+}
+
+/// Whether the answer to `method` on the path `segs` carries documents:
+/// `GET /db/{id}` (with or without `open_revs`), `_bulk_get`, `_all_docs`.
+fn carries_docs(method: &str, segs: &[&str]) -> bool {
+    match segs {
+        [_, "_bulk_get"] => method == "POST",
+        [_, "_all_docs"] => method == "GET" || method == "POST",
+        [_, "_design", _] => method == "GET",
+        [_, id] => method == "GET" && !id.starts_with('_'),
+        _ => false,
+    }
 }
 
 /// Serves one request (see the module doc).
@@ -207,6 +292,17 @@ pub(super) async fn serve(
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let kind = classify(method, target);
+    let unmasked = match writes_docs(method, target) {
+        true => unmask_stubs(&mut client, fwd_head, body_start, quirks).await,
+        false => None,
+    };
+    let (fwd_head, body_start) = match &unmasked {
+        Some((head, body)) => (head.as_slice(), body.as_slice()),
+        None => (fwd_head, body_start),
+    };
+    if kind == Kind::View {
+        return view_query(client, upstream, target, fwd_head, body_start).await;
+    }
     match kind {
         Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
         Kind::RevsDiff => {
@@ -220,10 +316,10 @@ pub(super) async fn serve(
             let headers = [("Location", target), ("Content-Type", "application/json")];
             return canned(client, 301, &headers, body.as_bytes()).await;
         }
-        Kind::Welcome | Kind::Db(_) | Kind::Changes => {}
+        Kind::Welcome | Kind::Db(_) | Kind::Changes | Kind::Docs | Kind::View => {}
     }
     let plan = match kind {
-        Kind::Changes => FeedPlan::of(target),
+        Kind::Changes => FeedPlan::of(target, quirks.instance(&db_of(target)).id),
         _ => None,
     };
     let fwd_head = match &plan {
@@ -234,7 +330,8 @@ pub(super) async fn serve(
         return;
     };
     let raw = whole_response(&mut client, up).await;
-    let out = rewrite(&raw, method, &kind, plan.as_ref(), quirks);
+    let encoding_info = query_param(target, "att_encoding_info") == Some("true");
+    let out = rewrite(&raw, method, &kind, plan.as_ref(), encoding_info, quirks);
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
@@ -246,6 +343,7 @@ fn rewrite(
     method: &str,
     kind: &Kind,
     plan: Option<&FeedPlan>,
+    encoding_info: bool,
     quirks: &Couch3,
 ) -> Vec<u8> {
     let Some(pos) = find(raw, b"\r\n\r\n") else {
@@ -277,14 +375,27 @@ fn rewrite(
         body_raw.to_vec()
     };
     let edited = match serde_json::from_slice::<Value>(&body) {
+        // `open_revs` answers an array of documents.
+        Ok(mut docs @ Value::Array(_)) if ok && *kind == Kind::Docs => {
+            gzip_digests(&mut docs, encoding_info, quirks);
+            serde_json::to_vec(&docs).unwrap_or(body)
+        }
         Ok(Value::Object(mut obj)) if ok => {
             match kind {
                 Kind::Welcome => welcome(&mut obj),
                 Kind::Db(db) if method == "GET" => {
-                    opaque(obj.get_mut("update_seq"));
+                    let instance = quirks.instance(db);
+                    if let Some(n) = obj.get("update_seq").and_then(Value::as_u64) {
+                        let pos = Pos {
+                            base: n,
+                            instance: Some(instance.id),
+                            ..Pos::default()
+                        };
+                        obj.insert("update_seq".into(), Value::String(pos.encode()));
+                    }
                     obj.insert(
                         "instance_start_time".into(),
-                        Value::String(quirks.instance_start_time(db)),
+                        Value::String(instance.start_time),
                     );
                 }
                 Kind::Changes => match plan {
@@ -293,12 +404,321 @@ fn rewrite(
                 },
                 _ => {}
             }
+            let mut obj = Value::Object(obj);
+            if matches!(kind, Kind::Changes | Kind::Docs) {
+                gzip_digests(&mut obj, encoding_info, quirks);
+            }
             serde_json::to_vec(&obj).unwrap_or(body)
         }
         _ => body,
     };
     let mut out = head_for_body(head, edited.len());
     out.extend_from_slice(&edited);
+    out
+}
+
+/// Whether CouchDB stores attachments of `content_type` gzip-encoded: its
+/// default `[attachments] compressible_types`.
+fn compressible(content_type: &str) -> bool {
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    base.starts_with("text/")
+        || [
+            "application/javascript",
+            "application/json",
+            "application/xml",
+        ]
+        .contains(&base.as_str())
+}
+
+/// The layer's stand-in for CouchDB's digest of the gzip-encoded bytes of
+/// an attachment whose identity digest is `digest`: the MD5 of a fixed tag
+/// and that digest's 16 bytes. The layer never sees the bytes (stubs carry
+/// none) and the exact gzip bytes are CouchDB's own; what matters is what
+/// CouchDB's digest is: stable for the same bytes, and not the MD5 of the
+/// bytes a client sent or reads back. `None` for a digest that is not
+/// `md5-`.
+fn gzip_digest(digest: &str) -> Option<String> {
+    use base64::Engine;
+    use md5::Digest;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64.decode(digest.strip_prefix("md5-")?).ok()?;
+    let mut md5 = md5::Md5::new();
+    md5.update(b"settee quirks layer: gzip of ");
+    md5.update(&raw);
+    Some(format!("md5-{}", b64.encode(md5.finalize())))
+}
+
+/// Gives every compressible attachment of every document in `v` its
+/// "gzip" digest and, with `encoding_info`, `encoding` and
+/// `encoded_length` (a stand-in too: the identity length plus gzip's 18
+/// bytes of header and trailer, as for bytes that do not compress).
+fn gzip_digests(v: &mut Value, encoding_info: bool, quirks: &Couch3) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                gzip_digests(item, encoding_info, quirks);
+            }
+        }
+        Value::Object(obj) => {
+            for (key, value) in obj.iter_mut() {
+                if key != "_attachments" {
+                    gzip_digests(value, encoding_info, quirks);
+                    continue;
+                }
+                let Some(atts) = value.as_object_mut() else {
+                    continue;
+                };
+                for att in atts.values_mut().filter_map(Value::as_object_mut) {
+                    let ct = att.get("content_type").and_then(Value::as_str);
+                    if !ct.is_some_and(compressible) || att.contains_key("encoding") {
+                        continue;
+                    }
+                    let Some(digest) = att.get("digest").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let Some(gzip) = gzip_digest(digest) else {
+                        continue;
+                    };
+                    quirks.gzip_lock().insert(gzip.clone(), digest.to_owned());
+                    att.insert("digest".into(), Value::String(gzip));
+                    if encoding_info {
+                        let len = att.get("length").and_then(Value::as_u64).unwrap_or(0);
+                        att.insert("encoding".into(), json!("gzip"));
+                        att.insert("encoded_length".into(), json!(len + 18));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether the request writes documents whose stubs may carry a digest the
+/// layer reported: `PUT /db/{id}`, `POST /db`, `POST /db/_bulk_docs`.
+fn writes_docs(method: &str, target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        ("POST", [db]) => !db.is_empty() && !db.starts_with('_'),
+        ("POST", [_, "_bulk_docs"]) => true,
+        ("PUT", [_, id]) => !id.starts_with('_'),
+        ("PUT", [_, "_design", _]) => true,
+        _ => false,
+    }
+}
+
+/// Reads the rest of a JSON request body and gives each stub whose digest
+/// the layer reported the server's own one back (see the module doc):
+/// the new head and whole body, or `None` (forwarded as it is) for a body
+/// that is not JSON with a `Content-Length`.
+async fn unmask_stubs(
+    client: &mut TcpStream,
+    head: &[u8],
+    body_start: &[u8],
+    quirks: &Couch3,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let body = read_json_body(client, head, body_start).await?;
+    let mut doc: Value = match serde_json::from_slice(&body) {
+        Ok(doc) => doc,
+        Err(_) => return Some((head.to_vec(), body)),
+    };
+    let known = quirks.gzip_lock();
+    let mut changed = false;
+    let mut stack = vec![&mut doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(obj) => {
+                if let Some(Value::Object(atts)) = obj.get_mut("_attachments") {
+                    for att in atts.values_mut().filter_map(Value::as_object_mut) {
+                        let own = att
+                            .get("digest")
+                            .and_then(Value::as_str)
+                            .and_then(|d| known.get(d));
+                        if let Some(own) = own.cloned() {
+                            att.insert("digest".into(), Value::String(own));
+                            att.remove("encoding");
+                            att.remove("encoded_length");
+                            changed = true;
+                        }
+                    }
+                }
+                if let Some(Value::Array(docs)) = obj.get_mut("docs") {
+                    stack.extend(docs.iter_mut());
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(known);
+    if !changed {
+        return Some((head.to_vec(), body));
+    }
+    let body = serde_json::to_vec(&doc).ok()?;
+    Some((head_for_body(head, body.len()), body))
+}
+
+/// The whole body of a JSON request with a `Content-Length` (the rest read
+/// from `client`); `None` for any other body.
+async fn read_json_body(client: &mut TcpStream, head: &[u8], body_start: &[u8]) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let header = |name: &[u8]| {
+        lines(head).skip(1).find_map(|h| {
+            let value = h.splitn(2, |&b| b == b':').nth(1)?;
+            header_name(h)
+                .eq_ignore_ascii_case(name)
+                .then(|| String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+        })
+    };
+    if !header(b"content-type")?.starts_with("application/json") {
+        return None;
+    }
+    let len: usize = header(b"content-length")?.parse().ok()?;
+    let mut body = body_start.to_vec();
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        client.read_exact(&mut rest).await.ok()?;
+        body.extend_from_slice(&rest);
+    }
+    Some(body)
+}
+
+/// A view query: answered as upstream does, but for repeated `keys` (see
+/// the module doc), whose rows are merged as a sharded server does.
+async fn view_query(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    target: &str,
+    head: &[u8],
+    body_start: &[u8],
+) {
+    let body = read_json_body(&mut client, head, body_start).await;
+    let (head, body_start) = match &body {
+        Some(body) => (head_for_body(head, body.len()), body.as_slice()),
+        None => (head.to_vec(), body_start),
+    };
+    let keys: Option<Vec<Value>> = match &body {
+        Some(body) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| serde_json::from_value(b.get("keys")?.clone()).ok()),
+        None => query_param(target, "keys").and_then(|k| serde_json::from_str(&decode(k)).ok()),
+    };
+    let repeated = keys.as_ref().is_some_and(|keys| {
+        let distinct: std::collections::HashSet<String> =
+            keys.iter().map(Value::to_string).collect();
+        distinct.len() < keys.len()
+    });
+    let Some(keys) = keys.filter(|_| repeated) else {
+        return forward(client, upstream, &head, body_start).await;
+    };
+    let skip: usize = query_param(target, "skip")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: Option<usize> = query_param(target, "limit").and_then(|v| v.parse().ok());
+    let head = without_params(&head, &["skip", "limit"]);
+    let Some(up) = connect(upstream, &head, body_start).await else {
+        return;
+    };
+    let raw = whole_response(&mut client, up).await;
+    let out = merged_view_answer(&raw, &keys, skip, limit);
+    if client.write_all(&out).await.is_ok() {
+        finish(client).await;
+    }
+}
+
+/// The request head with the query parameters named in `drop` removed.
+fn without_params(head: &[u8], drop: &[&str]) -> Vec<u8> {
+    let Some(eol) = find(head, b"\r\n") else {
+        return head.to_vec();
+    };
+    let line = String::from_utf8_lossy(&head[..eol]);
+    let mut parts = line.splitn(3, ' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let Some((path, query)) = target.split_once('?') else {
+        return head.to_vec();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !drop.contains(&kv.split('=').next().unwrap_or("")))
+        .collect();
+    let mut out = format!("{method} {path}?{} {version}", kept.join("&")).into_bytes();
+    out.extend_from_slice(&head[eol..]);
+    out
+}
+
+/// Upstream's answer to a view query with repeated `keys` (each
+/// repetition's rows whole, in `keys` order, without skip or limit), its
+/// rows merged as [`merge_repeated`] does and then cut by `skip` and
+/// `limit`.
+fn merged_view_answer(raw: &[u8], keys: &[Value], skip: usize, limit: Option<usize>) -> Vec<u8> {
+    let Some(pos) = find(raw, b"\r\n\r\n") else {
+        return raw.to_vec();
+    };
+    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
+    let chunked = lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
+    } else {
+        body_raw.to_vec()
+    };
+    let edited = match serde_json::from_slice::<Value>(&body) {
+        Ok(mut answer) if answer["rows"].is_array() => {
+            let rows = match answer["rows"].take() {
+                Value::Array(rows) => rows,
+                _ => Vec::new(),
+            };
+            let rows = merge_repeated(rows, keys);
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .skip(skip)
+                .take(limit.unwrap_or(usize::MAX))
+                .collect();
+            answer["rows"] = Value::Array(rows);
+            serde_json::to_vec(&answer).unwrap_or(body)
+        }
+        _ => body,
+    };
+    let mut out = head_for_body(head, edited.len());
+    out.extend_from_slice(&edited);
+    out
+}
+
+/// Rows answered for `keys` one repetition after another, as a sharded
+/// server merges them: every row of a key asked for more than once comes
+/// at the key's first place, all repetitions together, sorted by id.
+fn merge_repeated(rows: Vec<Value>, keys: &[Value]) -> Vec<Value> {
+    let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+    for row in rows {
+        by_key.entry(row["key"].to_string()).or_default().push(row);
+    }
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for k in keys {
+        *times.entry(k.to_string()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for k in keys {
+        let Some(mut rows) = by_key.remove(&k.to_string()) else {
+            continue;
+        };
+        if times[&k.to_string()] > 1 {
+            rows.sort_by_cached_key(|r| r["id"].as_str().unwrap_or("").to_owned());
+        }
+        out.extend(rows);
+    }
     out
 }
 
@@ -370,6 +790,8 @@ fn shard_of(id: &str) -> u64 {
 struct Pos {
     base: u64,
     ahead: std::collections::BTreeSet<u64>,
+    /// The database instance whose feed this is a position in.
+    instance: Option<u64>,
 }
 
 impl Pos {
@@ -379,6 +801,9 @@ impl Pos {
         let mut s = opaque_seq(self.base);
         for d in &self.ahead {
             s.push_str(&format!("-{d:x}"));
+        }
+        if let Some(i) = self.instance {
+            s.push_str(&format!("-i{i:x}"));
         }
         s
     }
@@ -396,10 +821,21 @@ impl Pos {
         if parts.next()? != "g1AAAAB" {
             return None;
         }
-        let ahead = parts
-            .map(|p| u64::from_str_radix(p, 16).ok())
-            .collect::<Option<_>>()?;
-        Some(Pos { base, ahead })
+        let mut ahead = std::collections::BTreeSet::new();
+        let mut instance = None;
+        for p in parts {
+            match p.strip_prefix('i') {
+                Some(i) => instance = Some(u64::from_str_radix(i, 16).ok()?),
+                None => {
+                    ahead.insert(u64::from_str_radix(p, 16).ok()?);
+                }
+            }
+        }
+        Some(Pos {
+            base,
+            ahead,
+            instance,
+        })
     }
 
     /// Moves `base` over the delivered rows at the start of `fetched` (every
@@ -436,16 +872,23 @@ fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl FeedPlan {
-    /// The plan for `target`; `None` (rows only reordered in the page) for
-    /// `since=now`, `descending=true` or a `since` the layer did not make.
-    fn of(target: &str) -> Option<FeedPlan> {
+    /// The plan for `target` in the feed of database instance `instance`;
+    /// `None` (rows only reordered in the page) for `since=now`,
+    /// `descending=true` or a `since` the layer did not make. A `since` of
+    /// another instance starts from the beginning, as CouchDB 3 rewinds a
+    /// shard whose uuid differs.
+    fn of(target: &str, instance: u64) -> Option<FeedPlan> {
         if query_param(target, "descending") == Some("true") {
             return None;
         }
-        let pos = match query_param(target, "since") {
+        let mut pos = match query_param(target, "since") {
             None => Pos::default(),
             Some(s) => Pos::decode(&decode(s))?,
         };
+        if pos.instance.is_some_and(|i| i != instance) {
+            pos = Pos::default();
+        }
+        pos.instance = Some(instance);
         let limit = match query_param(target, "limit") {
             None => None,
             Some(l) => Some(l.parse::<usize>().ok().filter(|&l| l > 0)?),
@@ -564,11 +1007,63 @@ mod tests {
         assert_eq!(classify("GET", "/db/_design%2Felo"), Kind::EncodedId);
         assert_eq!(classify("GET", "/db/%5Fdesign%2Felo"), Kind::EncodedId);
         assert_eq!(classify("PUT", "/db/_local%2Fx?rev=1"), Kind::EncodedId);
-        assert_eq!(classify("GET", "/db/_design/elo"), Kind::Other);
+        assert_eq!(classify("GET", "/db/_design/elo"), Kind::Docs);
+        assert_eq!(classify("GET", "/db/_design/elo/_view/v"), Kind::View);
+        assert_eq!(classify("GET", "/db/_design/elo/_info"), Kind::Other);
+        assert_eq!(classify("GET", "/db/a%2Fb?open_revs=all"), Kind::Docs);
+        assert_eq!(classify("POST", "/db/_bulk_get?revs=true"), Kind::Docs);
+        assert_eq!(classify("GET", "/db/doc/att.txt"), Kind::Other);
+        assert!(writes_docs("POST", "/db/_bulk_docs"));
+        assert!(writes_docs("PUT", "/db/doc?rev=1-a"));
+        assert!(!writes_docs("PUT", "/db"));
+        assert!(!writes_docs("PUT", "/db/doc/att.txt"));
         assert_eq!(classify("GET", "/a%2Fb"), Kind::Db("a/b".into()));
         assert_eq!(classify("GET", "/db/_changes?since=3"), Kind::Changes);
         assert_eq!(classify("GET", "/db/_changes?feed=continuous"), Kind::Other);
         assert_eq!(classify("GET", "/"), Kind::Welcome);
+    }
+
+    #[test]
+    fn rows_of_a_repeated_key_are_merged_at_its_first_place() {
+        let row = |k: &str, id: &str| json!({"key": k, "id": id, "value": null});
+        let keys = [json!("c10"), json!("missing"), json!("c0"), json!("c0")];
+        let rows = vec![
+            row("c10", "x"),
+            row("c0", "chords"),
+            row("c0", "logic"),
+            row("c0", "chords"),
+            row("c0", "logic"),
+        ];
+        let ids: Vec<Value> = merge_repeated(rows, &keys)
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                json!("x"),
+                json!("chords"),
+                json!("chords"),
+                json!("logic"),
+                json!("logic")
+            ]
+        );
+        let head = b"GET /db/_design/d/_view/v?keys=%5B1%5D&skip=1&limit=2&x=y HTTP/1.1\r\nHost: h\r\n\r\n";
+        let out = without_params(head, &["skip", "limit"]);
+        assert!(out.starts_with(b"GET /db/_design/d/_view/v?keys=%5B1%5D&x=y HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn only_compressible_types_get_a_stable_gzip_digest() {
+        assert!(compressible("text/plain; charset=utf-8"));
+        assert!(compressible("Application/JSON"));
+        assert!(!compressible("application/octet-stream"));
+        assert!(!compressible("image/png"));
+        let d = "md5-XUFAKrxLKna5cZ2REBfFkg==";
+        let g = gzip_digest(d).unwrap();
+        assert!(g.starts_with("md5-") && g != d);
+        assert_eq!(gzip_digest(d), Some(g));
+        assert_eq!(gzip_digest("sha1-x"), None);
     }
 
     #[test]
@@ -577,6 +1072,10 @@ mod tests {
         assert_eq!(pos.encode(), opaque_seq(7));
         pos.ahead.extend([9, 12]);
         assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        pos.instance = Some(0x1f);
+        assert!(pos.encode().ends_with("-i1f"), "{}", pos.encode());
+        assert_eq!(Pos::decode(&pos.encode()), Some(pos.clone()));
+        pos.instance = None;
         // 8 is not delivered: nothing moves.
         pos.advance(&[8, 9, 12, 13]);
         assert_eq!((pos.base, pos.ahead.len()), (7, 2));
@@ -584,5 +1083,15 @@ mod tests {
         pos.advance(&[8, 9, 12, 13]);
         assert_eq!((pos.base, pos.ahead.len()), (12, 0));
         assert_eq!(Pos::decode("now"), None);
+        // A position in another instance's feed starts over.
+        let old = Pos {
+            base: 20,
+            instance: Some(1),
+            ..Pos::default()
+        };
+        let target = format!("/db/_changes?since={}", old.encode());
+        assert_eq!(FeedPlan::of(&target, 1).unwrap().pos.base, 20);
+        let plan = FeedPlan::of(&target, 2).unwrap();
+        assert_eq!((plan.pos.base, plan.pos.instance), (0, Some(2)));
     }
 }

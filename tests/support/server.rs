@@ -94,6 +94,30 @@ pub fn server() -> &'static Server {
     })
 }
 
+/// The server a test's own quirks proxy stands in front of (the layer's
+/// own tests, `tests/quirks.rs`): the test server when it is not CouchDB,
+/// else a PouchDB Server started for them. The layer imitates CouchDB in
+/// front of PouchDB Server; in front of a real CouchDB its tests would
+/// test nothing.
+pub fn layer_upstream() -> &'static Server {
+    static OWN: OnceLock<Server> = OnceLock::new();
+    if server().is_couchdb {
+        OWN.get_or_init(start_pouchdb_server)
+    } else {
+        server()
+    }
+}
+
+/// The address of [`layer_upstream`], behind the process's quirks proxy if
+/// there is one (two layers in a row would each deal the other's pages).
+pub fn layer_upstream_addr() -> std::net::SocketAddr {
+    if server().is_couchdb {
+        addr_of(layer_upstream())
+    } else {
+        super::quirks::real_server_addr()
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
