@@ -26,6 +26,7 @@ use std::io::Read;
 use std::ops::Bound;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn crash_loops() -> usize {
@@ -84,6 +85,9 @@ struct Ran {
     stderr: String,
     /// From the spawn to the exit, or to the kill.
     took: Duration,
+    /// From the spawn to the first and the last time the probe saw the
+    /// work going on.
+    seen: Option<(Duration, Duration)>,
 }
 
 impl Ran {
@@ -113,24 +117,51 @@ fn settee_cmd(args: &[&str]) -> Command {
     cmd
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
+/// Reads a pipe to its end into a string shared with the caller.
+fn drain(
+    mut pipe: impl Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
         let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+            *sink.lock().unwrap() = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    });
+    (text, reader)
 }
 
 /// Runs `cmd` to its end, or SIGKILLs it `kill_at` after its spawn.
-async fn run(mut cmd: Command, kill_at: Option<Duration>) -> Ran {
+async fn run(cmd: Command, kill_at: Option<Duration>) -> Ran {
+    run_probed(cmd, kill_at, &|_| false).await
+}
+
+/// [`run`], noting the first and last time `probe` (given the stderr so
+/// far) sees the work going on.
+async fn run_probed(
+    mut cmd: Command,
+    kill_at: Option<Duration>,
+    probe: &(dyn Fn(&str) -> bool + Sync),
+) -> Ran {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn settee");
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
+    let (stdout, out_reader) = drain(child.stdout.take().expect("stdout"));
+    let (stderr, err_reader) = drain(child.stderr.take().expect("stderr"));
+    let mut seen: Option<(Duration, Duration)> = None;
     let exited = loop {
+        if probe(&stderr.lock().unwrap()) {
+            let now = start.elapsed();
+            seen = Some((seen.map_or(now, |s| s.0), now));
+        }
         if child.try_wait().expect("try_wait").is_some() {
             break true;
         }
@@ -148,27 +179,61 @@ async fn run(mut cmd: Command, kill_at: Option<Duration>) -> Ran {
         child.kill().expect("SIGKILL"); // no destructors, no flush
     }
     let status = child.wait().expect("wait");
+    out_reader.join().expect("stdout reader");
+    err_reader.join().expect("stderr reader");
+    let take = |s: Arc<Mutex<String>>| std::mem::take(&mut *s.lock().unwrap());
     Ran {
         exited,
         status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        stdout: take(stdout),
+        stderr: take(stderr),
         took,
+        seen,
+    }
+}
+
+/// An uninterrupted run: where the kills go.
+struct Measured {
+    /// When the work began and ended, from the spawn.
+    begins: Duration,
+    ends: Duration,
+    ran: Ran,
+}
+
+impl Measured {
+    fn work(&self) -> Duration {
+        self.ends - self.begins
+    }
+
+    /// When to kill: `fraction` of the way through the work.
+    fn at(&self, fraction: f64) -> Duration {
+        self.begins + self.work().mul_f64(fraction)
     }
 }
 
 /// Runs `cmd` uninterrupted, asserting it succeeds: the duration the kills
-/// are placed in.
-async fn measure(op: &str, cmd: Command) -> Ran {
-    let ran = run(cmd, None).await;
+/// are placed in, from the spawn to the exit.
+async fn measure(op: &str, cmd: Command) -> Measured {
+    measure_probed(op, cmd, &|_| false).await
+}
+
+/// [`measure`], where the work is from the first to the last time `probe`
+/// saw it going on (when it did): before, the process starts and opens the
+/// replica, which leaves nothing to see; after, it closes and exits.
+async fn measure_probed(op: &str, cmd: Command, probe: &(dyn Fn(&str) -> bool + Sync)) -> Measured {
+    let ran = run_probed(cmd, None, probe).await;
     assert!(
         ran.status.success(),
         "{op}: the uninterrupted run failed: {:?}\n{}",
         ran.status,
         ran.stderr
     );
-    eprintln!("crash: {op}: the uninterrupted run took {:?}", ran.took);
-    ran
+    let (begins, ends) = ran.seen.unwrap_or((Duration::ZERO, ran.took));
+    eprintln!(
+        "crash: {op}: the uninterrupted run took {:?}, its work from {begins:?} to {ends:?}",
+        ran.took
+    );
+    Measured { begins, ends, ran }
 }
 
 /// Counts the kills that landed mid-operation.
@@ -195,7 +260,7 @@ impl Tally {
     fn record(&mut self, fraction: f64, mid: bool, what: String) {
         self.mid += usize::from(mid);
         let line = format!(
-            "kill at {:.0}% ({:?}): {} ({what})",
+            "kill at {:.0}% ({:?} into the work): {} ({what})",
             fraction * 100.0,
             self.measured.mul_f64(fraction),
             if mid {
@@ -411,10 +476,10 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let measured = measure("pull", pull_cmd(&tmp.path().join("measured"))).await;
     assert_same_dump(&cli_dump(&tmp.path().join("measured")), &want);
-    let mut tally = Tally::new("pull", measured.took);
+    let mut tally = Tally::new("pull", measured.work());
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
         let rep = tmp.path().join(format!("rep-{round}"));
-        let ran = run(pull_cmd(&rep), Some(measured.took.mul_f64(fraction))).await;
+        let ran = run(pull_cmd(&rep), Some(measured.at(fraction))).await;
         let what = format!("round {round}");
         if rep.join("db").exists() {
             check_clean(&rep, &[], &what);
@@ -484,16 +549,12 @@ async fn killed_write_burst_loses_no_acknowledged_write() {
         burst(&tmp.path().join("measured"), "m-", writes),
     )
     .await;
-    assert_eq!(acknowledged(&measured).len(), writes);
-    let mut tally = Tally::new("write burst", measured.took);
+    assert_eq!(acknowledged(&measured.ran).len(), writes);
+    let mut tally = Tally::new("write burst", measured.work());
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
         let dir = tmp.path().join(format!("r-{round}"));
         let prefix = format!("w{round}-");
-        let ran = run(
-            burst(&dir, &prefix, writes),
-            Some(measured.took.mul_f64(fraction)),
-        )
-        .await;
+        let ran = run(burst(&dir, &prefix, writes), Some(measured.at(fraction))).await;
         // Every line printed before the kill was a promise.
         let told = acknowledged(&ran);
         // It prints as it goes: it had finished once it printed the last.
@@ -607,13 +668,13 @@ async fn killed_push_loses_no_queued_write() {
         assert_eq!(server_revs(&db, "q-").await, queued);
         ran
     };
-    let mut tally = Tally::new("push", measured.took);
+    let mut tally = Tally::new("push", measured.work());
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
         // A database of its own: each run starts with nothing pushed.
         let db = TestDb::new("crash-push").await;
         let dir = tmp.path().join(format!("r-{round}"));
         copy_dir(&template, &dir);
-        let ran = run(push(&dir, &db), Some(measured.took.mul_f64(fraction))).await;
+        let ran = run(push(&dir, &db), Some(measured.at(fraction))).await;
         let on_server = server_revs(&db, "q-").await;
         tally.record(
             fraction,
@@ -653,4 +714,206 @@ async fn killed_push_loses_no_queued_write() {
     }
     tally.assert_mostly_mid();
     eprintln!("crash: push: the test took {:?}", started.elapsed());
+}
+
+// ---- compaction ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_compaction_keeps_the_replica_as_it_was() {
+    use crate::compact::{checkpoint_of, pull_json, stage, update_cards};
+    let _turn = SERIAL.lock().await;
+    let started = Instant::now();
+    let cards = sized(200).to_string();
+    let db = TestDb::seeded(
+        "crash-compact",
+        &["--cards", &cards, "--realistic", "--extras"],
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    pull_json(&db.url(), &dir, &["--compact-above", "0"]);
+    update_cards(&db, 0, 50, 1).await;
+    let first = pull_json(&db.url(), &dir, &["--compact-above", "0"]);
+    let rep_id = first["replication_id"].as_str().unwrap().to_owned();
+    let want = cli_dump(&dir);
+    let checkpoint = checkpoint_of(&dir, &rep_id);
+    // The swap pauses 150 ms after each of its steps (copy flushed, copy
+    // closed, commit, old files aside), so that the compaction takes long
+    // enough and kills land in every stage, before and after the commit
+    // point.
+    let compact = || {
+        settee_cmd(&[
+            "compact",
+            path_str(&dir),
+            "--step-pause-ms",
+            "250",
+            "--json",
+        ])
+    };
+    // Before its first file (`compact.tmp`) the process starts and opens
+    // the replica; after its last (`compact.old`) it closes and exits.
+    let busy = |_: &str| stage(&dir) != "before or after";
+    let measured = measure_probed("compaction", compact(), &busy).await;
+    assert!(
+        measured.ran.seen.is_some(),
+        "the compaction was seen at work"
+    );
+    assert_same_dump(&cli_dump(&dir), &want);
+    let mut tally = Tally::new("compaction", measured.work());
+    let mut stages = Vec::new();
+    for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
+        let ran = run(compact(), Some(measured.at(fraction))).await;
+        // Where the kill left it, before anything opens the replica.
+        let at = stage(&dir);
+        stages.push(at);
+        tally.record(
+            fraction,
+            !ran.finished() && at != "before or after",
+            format!("killed while {at}"),
+        );
+        let what = format!("round {round}, killed while {at}");
+        // `check` opens the replica, which finishes or discards the swap.
+        check_clean(&dir, &[], &what);
+        for left in [
+            "compact.tmp",
+            "compact.ready",
+            "compact.swap",
+            "compact.old",
+        ] {
+            assert!(!dir.join(left).exists(), "{what}: {left} left behind");
+        }
+        {
+            let replica = Replica::open(&dir, ReplicaConfig::default()).expect("reopens");
+            check_store_invariants(&replica);
+        }
+        // The content is what it was before; so is the checkpoint.
+        assert_same_dump(&cli_dump(&dir), &want);
+        assert_eq!(checkpoint_of(&dir, &rep_id), checkpoint, "{what}");
+        // And the compaction run again completes, changing nothing.
+        let again = run(compact(), None).await;
+        assert!(again.status.success(), "{what}: {}", again.stderr);
+        let report: Value = serde_json::from_str(&again.stdout).unwrap();
+        assert!(report["entries"].as_u64().unwrap() > 0, "{report}");
+        check_clean(&dir, &[], &what);
+        assert_same_dump(&cli_dump(&dir), &want);
+        assert_eq!(checkpoint_of(&dir, &rep_id), checkpoint, "{what}");
+    }
+    tally.assert_mostly_mid();
+    eprintln!("crash: compaction: kills landed while {stages:?}");
+    if crash_loops() >= 4 {
+        assert!(
+            stages.contains(&"copying"),
+            "no kill landed before the commit point: {stages:?}"
+        );
+        assert!(
+            stages.iter().any(|s| *s == "committed" || *s == "swapping"),
+            "no kill landed after the commit point: {stages:?}"
+        );
+    }
+    // And the replica still pulls incrementally from its checkpoint.
+    update_cards(&db, 60, 3, 2).await;
+    let next = pull_json(&db.url(), &dir, &["--compact-above", "0"]);
+    assert_eq!(next["docs_written"], json!(3), "{next}");
+    assert_same_dump(&cli_dump(&dir), &db.server_dump().await);
+    eprintln!("crash: compaction: the test took {:?}", started.elapsed());
+}
+
+// ---- view indexing ---------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_view_indexing_is_never_ahead_and_catches_up() {
+    use crate::views::{compare_without, index_rows, rows_covering, server_query};
+    use settee::views::{self, QueryOptions, Views};
+    let _turn = SERIAL.lock().await;
+    let started = Instant::now();
+    let cards = sized(1500).to_string();
+    let db = TestDb::seeded("crash-views", &["--cards", &cards, "--tags", "10"]).await;
+    // One pulled replica, never indexed, copied for every run.
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let update_seq = {
+        let replica = Replica::open(&template, ReplicaConfig::default()).unwrap();
+        pull(&replica, &db.remote(), 500, 2).await;
+        replica.update_seq().unwrap()
+    };
+    let server_elo = server_query(&db, "elo", &QueryOptions::default()).await;
+    // `settee query` indexes the view before answering (one row, so that
+    // indexing is nearly all it does); tiny chunks make it commit many
+    // times, two threads read and map ahead of the chunks being committed.
+    let query = |dir: &Path, limit: &str| {
+        let mut cmd = settee_cmd(&["query", path_str(dir), "elo", "--json", "--limit", limit]);
+        cmd.env("RUST_LOG", "settee::views=debug")
+            .env("SETTEE_VIEW_CHUNK_DOCS", "3")
+            .env("SETTEE_VIEW_THREADS", "2")
+            .env("SETTEE_VIEW_PARALLEL_BACKLOG", "1");
+        cmd
+    };
+    let measured = {
+        let dir = tmp.path().join("measured");
+        copy_dir(&template, &dir);
+        // The work: from the first chunk committed (the debug log says so)
+        // to the exit.
+        let indexing = |stderr: &str| stderr.contains("view chunk committed");
+        let mut measured = measure_probed("view indexing", query(&dir, "1"), &indexing).await;
+        measured.ends = measured.ran.took;
+        measured
+    };
+    let mut tally = Tally::new("view indexing", measured.work());
+    let mut last = None;
+    for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
+        let dir = tmp.path().join(format!("r-{round}"));
+        copy_dir(&template, &dir);
+        let ran = run(query(&dir, "1"), Some(measured.at(fraction))).await;
+        let what = format!("round {round}");
+        // `settee check` checks the killed index's rows against the map.
+        let report = check_clean(&dir, &[], &what);
+        let replica = Replica::open(&dir, ReplicaConfig::default()).expect("reopens");
+        check_store_invariants(&replica);
+        let views = Views::open(&replica).unwrap();
+        let state = views.state("elo").unwrap();
+        let (seq, rows) = state.as_ref().map_or((0, 0), |s| (s.seq, s.rows));
+        tally.record(
+            fraction,
+            !ran.finished() && rows > 0 && seq < update_seq,
+            format!("index at seq {seq} of {update_seq}, {rows} rows"),
+        );
+        if state.is_some() {
+            let elo = report["views"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == "elo"))
+                .unwrap_or_else(|| panic!("{what}: no elo in {report:#}"));
+            assert_eq!(elo["mapped"], true, "{what}");
+            assert!(elo["docs_checked"].as_u64().unwrap() > 0, "{report:#}");
+        }
+        // Never ahead, never behind what it claims: exactly the rows of
+        // the changes it covers.
+        assert!(seq <= update_seq);
+        let want = rows_covering(&replica, &views::elo(), seq);
+        assert_eq!(index_rows(&views, "elo"), want, "{what} at seq {seq}");
+        assert_eq!(rows as usize, want.len(), "{what}");
+        drop(views);
+        drop(replica);
+        // The query run again catches up and answers as the server does.
+        let again = run(query(&dir, "100000"), None).await;
+        assert!(again.status.success(), "{what}: {}", again.stderr);
+        let answer: Value = serde_json::from_str(&again.stdout).unwrap();
+        assert_eq!(answer["rows"], server_elo["rows"], "{what}");
+        assert_eq!(answer["total_rows"], server_elo["total_rows"], "{what}");
+        last = Some(dir);
+    }
+    tally.assert_mostly_mid();
+    if let Some(dir) = last {
+        let replica = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+        let views = Views::open(&replica).unwrap();
+        let report = views.warm().unwrap();
+        let docs = replica.changes(0).count() as u64;
+        assert_eq!(report.view("elo").unwrap().docs_indexed, 0, "caught up");
+        assert_eq!(report.view("getTags").unwrap().docs_indexed, docs);
+        compare_without(&db, &views, "elo", &[]).await;
+        compare_without(&db, &views, "getTags", &[]).await;
+    }
+    eprintln!(
+        "crash: view indexing: the test took {:?}",
+        started.elapsed()
+    );
 }
