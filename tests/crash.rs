@@ -137,16 +137,25 @@ fn drain(
     (text, reader)
 }
 
+/// When to SIGKILL a run.
+#[derive(Clone, Copy)]
+enum Kill {
+    /// This long after the spawn.
+    After(Duration),
+    /// This long after the probe first saw the work going on.
+    AfterSeen(Duration),
+}
+
 /// Runs `cmd` to its end, or SIGKILLs it `kill_at` after its spawn.
 async fn run(cmd: Command, kill_at: Option<Duration>) -> Ran {
-    run_probed(cmd, kill_at, &|_| false).await
+    run_probed(cmd, kill_at.map(Kill::After), &|_| false).await
 }
 
 /// [`run`], noting the first and last time `probe` (given the stderr so
 /// far) sees the work going on.
 async fn run_probed(
     mut cmd: Command,
-    kill_at: Option<Duration>,
+    kill_at: Option<Kill>,
     probe: &(dyn Fn(&str) -> bool + Sync),
 ) -> Ran {
     cmd.stdin(Stdio::null())
@@ -165,7 +174,12 @@ async fn run_probed(
         if child.try_wait().expect("try_wait").is_some() {
             break true;
         }
-        if kill_at.is_some_and(|at| start.elapsed() >= at) {
+        let due = match kill_at {
+            Some(Kill::After(at)) => Some(at),
+            Some(Kill::AfterSeen(at)) => seen.map(|(first, _)| first + at),
+            None => None,
+        };
+        if due.is_some_and(|at| start.elapsed() >= at) {
             break false;
         }
         assert!(
@@ -826,7 +840,7 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
     use settee::views::{self, QueryOptions, Views};
     let _turn = SERIAL.lock().await;
     let started = Instant::now();
-    let cards = sized(1500).to_string();
+    let cards = sized(1000).to_string();
     let db = TestDb::seeded("crash-views", &["--cards", &cards, "--tags", "10"]).await;
     // One pulled replica, never indexed, copied for every run.
     let tmp = tempfile::tempdir().unwrap();
@@ -848,12 +862,12 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
             .env("SETTEE_VIEW_PARALLEL_BACKLOG", "1");
         cmd
     };
+    let indexing = |stderr: &str| stderr.contains("view chunk committed");
     let measured = {
         let dir = tmp.path().join("measured");
         copy_dir(&template, &dir);
         // The work: from the first chunk committed (the debug log says so)
         // to the exit.
-        let indexing = |stderr: &str| stderr.contains("view chunk committed");
         let mut measured = measure_probed("view indexing", query(&dir, "1"), &indexing).await;
         measured.ends = measured.ran.took;
         measured
@@ -863,7 +877,11 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
         let dir = tmp.path().join(format!("r-{round}"));
         copy_dir(&template, &dir);
-        let ran = run(query(&dir, "1"), Some(measured.at(fraction))).await;
+        // Opening a replica takes from a tenth of a second to most of one
+        // on a loaded machine: the kill is timed from this run's first
+        // committed chunk.
+        let kill = Kill::AfterSeen(measured.work().mul_f64(fraction));
+        let ran = run_probed(query(&dir, "1"), Some(kill), &indexing).await;
         let what = format!("round {round}");
         // `settee check` checks the killed index's rows against the map.
         let report = check_clean(&dir, &[], &what);
@@ -916,4 +934,202 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
         "crash: view indexing: the test took {:?}",
         started.elapsed()
     );
+}
+
+// ---- carry-over at a swap --------------------------------------------------
+
+/// Local writes queued on the live replica of a sync root when its remote
+/// database is recreated: the rebuild carries them to the new replica.
+const CARRIED_WRITES: usize = 800;
+
+/// Deletes and recreates the database on the server, seeded anew with
+/// another epoch: the sync service's next run rebuilds its replica.
+async fn recreate_with_new_epoch(db: &TestDb) {
+    let (status, body) = db.request(reqwest::Method::DELETE, "", None).await;
+    assert!(status == 200 || status == 202, "delete: {body}");
+    db.seed(&["--cards", "30", "--seed", "6", "--epoch", "2"]);
+}
+
+/// The generation directories of `db` under a sync root, sorted.
+fn generations(root: &Path, db: &str) -> Vec<String> {
+    let mut gens: Vec<String> = std::fs::read_dir(settee::SyncRoot::new(root).db_dir(db))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("gen-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    gens.sort();
+    gens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_rebuild_carries_every_local_write_once() {
+    let _turn = SERIAL.lock().await;
+    let started = Instant::now();
+    let db = TestDb::seeded(
+        "crash-carry",
+        &["--cards", "30", "--seed", "6", "--epoch", "1"],
+    )
+    .await;
+    let base = server().authed_base();
+    let sync = |root: &Path| {
+        settee_cmd(&[
+            "sync",
+            &base,
+            path_str(root),
+            "--db",
+            &db.name,
+            "--force",
+            "--json",
+        ])
+    };
+    // A sync root whose live replica holds queued local writes: new
+    // documents written in a burst, and edits of three pulled cards.
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let first = run(sync(&template), None).await;
+    assert!(first.status.success(), "{}", first.stderr);
+    let live = settee::SyncRoot::new(&template)
+        .current(&db.name)
+        .unwrap()
+        .expect("a live replica");
+    let old_gen = live.file_name().unwrap().to_str().unwrap().to_owned();
+    let writes = sized(CARRIED_WRITES);
+    let wrote = run(
+        settee_cmd(&[
+            "__write-loop",
+            path_str(&live),
+            "--count",
+            &writes.to_string(),
+            "--prefix",
+            "carry-",
+        ]),
+        None,
+    )
+    .await;
+    assert!(wrote.status.success(), "{}", wrote.stderr);
+    let edited = ["c-000001", "c-000002", "c-000003"];
+    for id in edited {
+        let out = settee(&["put", path_str(&live), id, r#"{"elo": 4242}"#]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    // What the live replica owes the server: id -> body.
+    let owed: BTreeMap<String, Value> = {
+        let replica = Replica::open(&live, ReplicaConfig::default()).unwrap();
+        let ids = owed_ids(&replica);
+        assert_eq!(ids.len(), writes + edited.len());
+        ids.into_iter()
+            .map(|id| {
+                let body = Value::Object(replica.get(&id).unwrap().unwrap().body);
+                (id, body)
+            })
+            .collect()
+    };
+    // The work: from the first sight of the rebuild's new generation to
+    // the exit (pull the recreated database, warm the views, carry the
+    // writes over, swap, retire the old replica).
+    let rebuilding = |root: &Path| {
+        let root = root.to_path_buf();
+        let (old_gen, name) = (old_gen.clone(), db.name.clone());
+        move |_: &str| generations(&root, &name).iter().any(|g| *g != old_gen)
+    };
+    let measured = {
+        let root = tmp.path().join("measured");
+        copy_dir(&template, &root);
+        recreate_with_new_epoch(&db).await;
+        measure_probed("carry-over", sync(&root), &rebuilding(&root)).await
+    };
+    let mut measured = measured;
+    measured.ends = measured.ran.took;
+    let mut tally = Tally::new("carry-over", measured.work());
+    for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
+        let root = tmp.path().join(format!("r-{round}"));
+        copy_dir(&template, &root);
+        recreate_with_new_epoch(&db).await;
+        let kill = Kill::AfterSeen(measured.work().mul_f64(fraction));
+        let ran = run_probed(sync(&root), Some(kill), &rebuilding(&root)).await;
+        let what = format!("round {round}");
+        // Where the kill left the root, before anything opens it.
+        let gens = generations(&root, &db.name);
+        let current = settee::SyncRoot::new(&root).current(&db.name).unwrap();
+        let current = current.expect("a live replica");
+        let swapped = current.file_name().unwrap().to_str().unwrap() != old_gen;
+        let new_gen = gens.iter().find(|g| **g != old_gen).cloned();
+        let carried = match &new_gen {
+            Some(g) => {
+                let path = settee::SyncRoot::new(&root).db_dir(&db.name).join(g);
+                let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
+                owed_ids(&replica)
+                    .iter()
+                    .filter(|id| owed.contains_key(*id))
+                    .count()
+            }
+            None => 0,
+        };
+        tally.record(
+            fraction,
+            !ran.finished() && new_gen.is_some(),
+            format!(
+                "generations {gens:?}, {} live, {carried} of {} writes carried",
+                if swapped { "new" } else { "old" },
+                owed.len()
+            ),
+        );
+        check_clean(&root, &["--db", &db.name], &what);
+        {
+            // Whichever replica is live holds every write, queued.
+            let replica = Replica::open(&current, ReplicaConfig::default()).expect("reopens");
+            check_store_invariants(&replica);
+            let queued = owed_ids(&replica);
+            for (id, body) in &owed {
+                let doc = replica.get(id).unwrap();
+                let doc = doc.unwrap_or_else(|| panic!("{what}: {id} is lost"));
+                assert_eq!(&Value::Object(doc.body), body, "{what}: {id}");
+                assert!(queued.contains(id), "{what}: {id} is no longer queued");
+            }
+        }
+        // The sync run again completes the rebuild and the carry; a push
+        // then delivers every write to the recreated database, once.
+        let again = run(sync(&root), None).await;
+        assert!(again.status.success(), "{what}: {}", again.stderr);
+        let status: Value = serde_json::from_str(again.lines()[0]).unwrap();
+        assert_eq!(status["state"], "ready", "{what}: {status}");
+        let live = settee::SyncRoot::new(&root)
+            .current(&db.name)
+            .unwrap()
+            .unwrap();
+        assert_ne!(live.file_name().unwrap().to_str().unwrap(), old_gen);
+        let out = settee(&["push", path_str(&live), "--remote", &db.url(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{what}: push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let replica = Replica::open(&live, ReplicaConfig::default()).unwrap();
+        assert_eq!(replica.outbox_len().unwrap(), 0, "{what}");
+        let local = local_revs(&replica);
+        for (id, body) in &owed {
+            let doc = replica.get(id).unwrap().unwrap();
+            assert_eq!(&Value::Object(doc.body), body, "{what}: {id}");
+            assert_eq!(replica.leaves(id).unwrap().len(), 1, "{what}: {id}");
+        }
+        let on_server = server_revs(&db, "carry-").await;
+        assert_eq!(on_server.len(), writes, "{what}");
+        for (id, rev) in &on_server {
+            assert_eq!(local.get(id), Some(rev), "{what}: {id}");
+            assert!(rev.starts_with("1-"), "{what}: {id} carried once: {rev}");
+        }
+        for id in edited {
+            let doc = db.get_json(&enc_id(id)).await;
+            assert_eq!(doc["elo"], 4242, "{what}: {id}");
+            assert!(
+                doc["_rev"].as_str().unwrap().starts_with("2-"),
+                "{what}: {id} edited once on the recreated database: {doc}"
+            );
+            assert_eq!(local.get(id).map(String::as_str), doc["_rev"].as_str());
+        }
+    }
+    tally.assert_mostly_mid();
+    eprintln!("crash: carry-over: the test took {:?}", started.elapsed());
 }
