@@ -1,22 +1,13 @@
 //! `settee compact` (issue 10, point 6): a replica rewritten into a fresh
 //! database keeps its content, checkpoint, outbox and views; the next pull
 //! transfers only new changes; a kill at any step leaves a replica that
-//! opens and passes `settee check`; a held replica is refused.
-//! `SETTEE_COMPACT_KILLS` sets how many kills (default 4 for CI).
+//! opens and passes `settee check` (the kill loop is in `tests/crash.rs`);
+//! a held replica is refused.
 
 use crate::support::*;
 use serde_json::{json, Value};
 use settee::{Replica, ReplicaConfig};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn compact_kills() -> usize {
-    std::env::var("SETTEE_COMPACT_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
-}
 
 fn ok(out: &std::process::Output, what: &str) {
     assert!(
@@ -27,7 +18,7 @@ fn ok(out: &std::process::Output, what: &str) {
     );
 }
 
-fn pull_json(url: &str, dir: &Path, extra: &[&str]) -> Value {
+pub(crate) fn pull_json(url: &str, dir: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["pull", url, dir.to_str().unwrap(), "--json", "--quiet"];
     args.extend_from_slice(extra);
     let out = settee(&args);
@@ -49,7 +40,7 @@ fn query(dir: &Path, view: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn checkpoint_of(dir: &Path, replication_id: &str) -> Option<String> {
+pub(crate) fn checkpoint_of(dir: &Path, replication_id: &str) -> Option<String> {
     let replica = Replica::open(dir, ReplicaConfig::default()).unwrap();
     replica
         .checkpoint(replication_id)
@@ -59,7 +50,7 @@ fn checkpoint_of(dir: &Path, replication_id: &str) -> Option<String> {
 
 /// Rewrites `n` cards on the server (a new revision each), so that a pull
 /// leaves old pages behind.
-async fn update_cards(db: &TestDb, from: usize, n: usize, round: u64) {
+pub(crate) async fn update_cards(db: &TestDb, from: usize, n: usize, round: u64) {
     let ids: Vec<String> = (from..from + n).map(|i| format!("c-{i:06}")).collect();
     let body = json!({ "keys": ids });
     let (status, rows) = db
@@ -267,7 +258,7 @@ async fn a_held_replica_is_refused_with_a_clear_error() {
 }
 
 /// Where a kill left the compaction, from the work directories.
-fn stage(dir: &Path) -> &'static str {
+pub(crate) fn stage(dir: &Path) -> &'static str {
     if dir.join("compact.swap").exists() {
         "swapping"
     } else if dir.join("compact.ready").exists() {
@@ -279,86 +270,6 @@ fn stage(dir: &Path) -> &'static str {
     } else {
         "before or after"
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_compaction_leaves_a_replica_that_opens_and_checks() {
-    let db = TestDb::seeded(
-        "compact-kill",
-        &["--cards", "200", "--realistic", "--extras"],
-    )
-    .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("r");
-    pull_json(&db.url(), &dir, &["--compact-above", "0"]);
-    update_cards(&db, 0, 50, 1).await;
-    let first = pull_json(&db.url(), &dir, &["--compact-above", "0"]);
-    let rep_id = first["replication_id"].as_str().unwrap().to_owned();
-    let want = cli_dump(&dir);
-    let checkpoint = checkpoint_of(&dir, &rep_id);
-    // The swap pauses 250 ms after each step (copy flushed, copy closed,
-    // commit, old files aside), so kills spread over the rounds land in
-    // every stage, before and after the commit point.
-    let pause = 250u64;
-    let mut stages = Vec::new();
-    for round in 0..compact_kills() {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_settee"))
-            .args(["compact", dir.to_str().unwrap()])
-            .args(["--step-pause-ms", &pause.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the copy has started, then kill inside one of the
-        // four pauses, moving on by one pause per round.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !dir.join("compact.tmp").exists()
-            && child.try_wait().unwrap().is_none()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let offset = pause / 2 + (round as u64 % 4) * pause;
-        tokio::time::sleep(Duration::from_millis(offset)).await;
-        child.kill().unwrap(); // SIGKILL: no destructors, no flush
-        child.wait().unwrap();
-        stages.push(stage(&dir));
-
-        // `check` opens the replica, which finishes or discards the swap.
-        check_ok(
-            &dir,
-            &format!("round {round}, killed while {}", stages[round]),
-        );
-        for left in [
-            "compact.tmp",
-            "compact.ready",
-            "compact.swap",
-            "compact.old",
-        ] {
-            assert!(
-                !dir.join(left).exists(),
-                "round {round}: {left} left behind"
-            );
-        }
-        assert_same_dump(&cli_dump(&dir), &want);
-        assert_eq!(checkpoint_of(&dir, &rep_id), checkpoint, "round {round}");
-    }
-    eprintln!("compact kills landed while: {stages:?}");
-    if compact_kills() >= 4 {
-        assert!(
-            stages.contains(&"copying"),
-            "no kill landed before the commit point: {stages:?}"
-        );
-        assert!(
-            stages.iter().any(|s| *s == "committed" || *s == "swapping"),
-            "no kill landed after the commit point: {stages:?}"
-        );
-    }
-    // And the replica still pulls incrementally from its checkpoint.
-    update_cards(&db, 60, 3, 2).await;
-    let next = pull_json(&db.url(), &dir, &["--compact-above", "0"]);
-    assert_eq!(next["docs_written"], json!(3), "{next}");
-    assert_same_dump(&cli_dump(&dir), &db.server_dump().await);
 }
 
 #[tokio::test]

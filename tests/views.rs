@@ -2,8 +2,8 @@
 //! query option exactly as the server's own views do (`_design/elo`,
 //! `_design/getTags` of the fixture corpus), stay right after a second pull
 //! that updates, deletes and conflicts documents (re-indexing only those),
-//! and catch up after a kill -9 in the middle of indexing.
-//! `SETTEE_VIEW_KILL_LOOPS` sets how many kills (default 2 for CI).
+//! and catch up after a kill -9 in the middle of indexing (in
+//! `tests/crash.rs`, with the helpers here).
 
 use crate::support::*;
 use serde_json::{json, Value};
@@ -11,11 +11,9 @@ use settee::views::{self, collate, collate_str, QueryOptions, Update, View, View
 use settee::{Replica, ReplicaConfig};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 /// The server's answer to the same query, through its own view.
-async fn server_query(db: &TestDb, view: &str, q: &QueryOptions) -> Value {
+pub(crate) async fn server_query(db: &TestDb, view: &str, q: &QueryOptions) -> Value {
     let json_param = |name: &str, v: &Value| format!("{name}={}", enc(&v.to_string()));
     let mut params = Vec::new();
     if let Some(k) = &q.key {
@@ -487,7 +485,7 @@ async fn second_pull_reindexes_only_what_changed_and_matches_again() {
 
 /// Full results of a view with some documents' rows left out on both
 /// sides (cards without elo: the server's key for them is random).
-async fn compare_without(db: &TestDb, views: &Views, view: &str, ids: &[&str]) {
+pub(crate) async fn compare_without(db: &TestDb, views: &Views, view: &str, ids: &[&str]) {
     let keep = |rows: &Value| -> Vec<Value> {
         rows["rows"]
             .as_array()
@@ -591,16 +589,13 @@ async fn settee_query_prints_couchdb_shape_and_a_table() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("getTags"));
 }
 
-fn kill_loops() -> usize {
-    std::env::var("SETTEE_VIEW_KILL_LOOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
-}
-
 /// The rows a view must hold when it says it covers `seq`: the map of
 /// every live document whose latest change is at or before `seq`.
-fn rows_covering(replica: &Replica, view: &View, seq: u64) -> Vec<(Value, String, Value)> {
+pub(crate) fn rows_covering(
+    replica: &Replica,
+    view: &View,
+    seq: u64,
+) -> Vec<(Value, String, Value)> {
     let mut rows = Vec::new();
     for c in replica.changes(0) {
         let c = c.unwrap();
@@ -616,7 +611,7 @@ fn rows_covering(replica: &Replica, view: &View, seq: u64) -> Vec<(Value, String
     rows
 }
 
-fn index_rows(views: &Views, name: &str) -> Vec<(Value, String, Value)> {
+pub(crate) fn index_rows(views: &Views, name: &str) -> Vec<(Value, String, Value)> {
     views
         .query(name, &QueryOptions::default().update(Update::False))
         .unwrap()
@@ -624,90 +619,6 @@ fn index_rows(views: &Views, name: &str) -> Vec<(Value, String, Value)> {
         .into_iter()
         .map(|r| (r.key, r.id, r.value))
         .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_during_indexing_then_catch_up() {
-    let db = TestDb::seeded("viewskill", &["--cards", "1500", "--tags", "10"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r");
-    let update_seq = {
-        let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
-        pull(&replica, &db.remote(), 500, 2).await;
-        replica.update_seq().unwrap()
-    };
-    let mut mid = 0;
-    for round in 0..kill_loops() {
-        // `settee query` indexes before answering; tiny chunks make it
-        // commit many times, and its debug log says when each one lands.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_settee"))
-            .args(["query", path.to_str().unwrap(), "elo", "--limit", "1"])
-            .env("RUST_LOG", "settee::views=debug")
-            .env("SETTEE_VIEW_CHUNK_DOCS", "3")
-            // Two threads read and map ahead of the chunks being committed.
-            .env("SETTEE_VIEW_THREADS", "2")
-            .env("SETTEE_VIEW_PARALLEL_BACKLOG", "1")
-            .env_remove("SETTEE_PASSWORD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut committed = 0;
-        for line in stderr.lines() {
-            if line.unwrap().contains("view chunk committed") {
-                committed += 1;
-                if committed == 5 + round * 40 {
-                    break;
-                }
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-
-        // `settee check` checks the killed index's rows against the map.
-        let out = settee(&["check", path.to_str().unwrap(), "--json"]);
-        let report: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("round {round}: check --json: {e}: {out:?}"));
-        assert_eq!(out.status.code(), Some(0), "round {round}: {report:#}");
-        assert_eq!(report["violations"], serde_json::json!([]));
-        let elo = report["views"]
-            .as_array()
-            .and_then(|v| v.iter().find(|v| v["name"] == "elo"))
-            .unwrap_or_else(|| panic!("round {round}: no elo in {report:#}"));
-        assert_eq!(elo["mapped"], true);
-        assert!(elo["docs_checked"].as_u64().unwrap() > 0, "{report:#}");
-
-        let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
-        let views = Views::open(&replica).unwrap();
-        let state = views.state("elo").unwrap().expect("some chunks committed");
-        assert!(state.seq <= update_seq);
-        if state.seq < update_seq {
-            mid += 1;
-        }
-        // Never ahead, never behind what it claims: exactly the rows of the
-        // changes it covers.
-        let want = rows_covering(&replica, &views::elo(), state.seq);
-        assert_eq!(
-            index_rows(&views, "elo"),
-            want,
-            "round {round} at seq {}",
-            state.seq
-        );
-        assert_eq!(state.rows as usize, want.len());
-    }
-    assert!(mid > 0, "no kill landed in the middle of indexing");
-
-    let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
-    let views = Views::open(&replica).unwrap();
-    let report = views.warm().unwrap();
-    let docs = replica.changes(0).count() as u64;
-    assert!(report.view("elo").unwrap().docs_indexed < docs);
-    assert_eq!(report.view("getTags").unwrap().docs_indexed, docs);
-    let all_elo = server_query(&db, "elo", &QueryOptions::default()).await;
-    assert_orders_agree(&all_elo);
-    compare_without(&db, &views, "elo", &[]).await;
-    compare_without(&db, &views, "getTags", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

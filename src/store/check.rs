@@ -438,9 +438,15 @@ impl Replica {
             let (k, v) = item?;
             r.checkpoints += 1;
             let key = format!("checkpoints/{}", String::from_utf8_lossy(&k));
+            // The push checkpoint counts outbox keys, not remote sequences.
+            let field = if *k == *super::outbox::PUSH_CHECKPOINT {
+                "last_key"
+            } else {
+                "last_seq"
+            };
             match serde_json::from_slice::<serde_json::Value>(&v) {
-                Ok(cp) if cp.get("last_seq").is_some() => {}
-                Ok(_) => r.violation("checkpoint", key.clone(), "no last_seq"),
+                Ok(cp) if cp.get(field).is_some() => {}
+                Ok(_) => r.violation("checkpoint", key.clone(), format!("no {field}")),
                 Err(e) => r.violation("checkpoint", key.clone(), e),
             }
             if !bound {

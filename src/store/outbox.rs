@@ -17,7 +17,7 @@ use std::ops::Bound;
 
 /// The `checkpoints` key of the push checkpoint (pull checkpoints are keyed
 /// by 32-hex replication ids, so the names cannot clash).
-const PUSH_CHECKPOINT: &[u8] = b"_push";
+pub(super) const PUSH_CHECKPOINT: &[u8] = b"_push";
 
 /// One queued local edit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
