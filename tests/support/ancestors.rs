@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{
-    connect, dechunk, find, finish, head_for_body, header_name, lines, whole_response,
+    connect, finish, head_for_body, header_name, lines, split_response, whole_response,
 };
 
 /// Forwards a `POST /db/_revs_diff` and adds `possible_ancestors` to the
@@ -70,26 +70,10 @@ async fn with_ancestors(
     db: &str,
     auth: &[(String, String)],
 ) -> Option<Vec<u8>> {
-    let pos = find(raw, b"\r\n\r\n")?;
-    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
-    let status_ok = String::from_utf8_lossy(lines(head).next().unwrap_or_default())
-        .split(' ')
-        .nth(1)
-        == Some("200");
-    if !status_ok {
+    let (head, status, body) = split_response(raw)?;
+    if status != 200 {
         return None;
     }
-    let chunked = lines(head).skip(1).any(|h| {
-        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
-            && String::from_utf8_lossy(h)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body_raw)?
-    } else {
-        body_raw.to_vec()
-    };
     let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&body) else {
         return None;
     };

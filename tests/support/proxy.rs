@@ -810,6 +810,31 @@ async fn whole_body(client: &mut TcpStream, head: &[u8], body_start: &[u8]) -> O
     Some(body)
 }
 
+/// A whole raw HTTP response split into its head (without the blank
+/// line), its status and its body, de-chunked when it came chunked (left
+/// as it came if the chunks do not parse). `None` when there is no head.
+pub(super) fn split_response(raw: &[u8]) -> Option<(&[u8], u16, Vec<u8>)> {
+    let pos = find(raw, b"\r\n\r\n")?;
+    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
+    let status = String::from_utf8_lossy(lines(head).next().unwrap_or_default())
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
+    } else {
+        body_raw.to_vec()
+    };
+    Some((head, status, body))
+}
+
 /// Records `line` and picks the fault to apply, if any.
 fn decide(state: &Mutex<State>, line: &str) -> Option<Fault> {
     let mut st = lock(state);

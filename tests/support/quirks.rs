@@ -70,8 +70,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{
-    canned, connect, dechunk, find, finish, forward, head_for_body, header_name, lines, opaque_seq,
-    plain_seq, plain_since, whole_response, FaultProxy, Rule,
+    canned, connect, find, finish, forward, head_for_body, header_name, lines, opaque_seq,
+    plain_seq, plain_since, split_response, whole_response, FaultProxy, Rule,
 };
 
 /// The env knob that turns the layer on, and its one accepted value.
@@ -346,15 +346,9 @@ fn rewrite(
     encoding_info: bool,
     quirks: &Couch3,
 ) -> Vec<u8> {
-    let Some(pos) = find(raw, b"\r\n\r\n") else {
+    let Some((head, status, body)) = split_response(raw) else {
         return raw.to_vec();
     };
-    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
-    let status: u16 = String::from_utf8_lossy(lines(head).next().unwrap_or_default())
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
     let ok = (200..300).contains(&status);
     if let (Kind::Db(db), true) = (kind, ok) {
         match method {
@@ -363,17 +357,6 @@ fn rewrite(
             _ => {}
         }
     }
-    let chunked = lines(head).skip(1).any(|h| {
-        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
-            && String::from_utf8_lossy(h)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
-    } else {
-        body_raw.to_vec()
-    };
     let edited = match serde_json::from_slice::<Value>(&body) {
         // `open_revs` answers an array of documents.
         Ok(mut docs @ Value::Array(_)) if ok && *kind == Kind::Docs => {
@@ -660,20 +643,8 @@ fn without_params(head: &[u8], drop: &[&str]) -> Vec<u8> {
 /// rows merged as [`merge_repeated`] does and then cut by `skip` and
 /// `limit`.
 fn merged_view_answer(raw: &[u8], keys: &[Value], skip: usize, limit: Option<usize>) -> Vec<u8> {
-    let Some(pos) = find(raw, b"\r\n\r\n") else {
+    let Some((head, _, body)) = split_response(raw) else {
         return raw.to_vec();
-    };
-    let (head, body_raw) = (&raw[..pos], &raw[pos + 4..]);
-    let chunked = lines(head).skip(1).any(|h| {
-        header_name(h).eq_ignore_ascii_case(b"transfer-encoding")
-            && String::from_utf8_lossy(h)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body_raw).unwrap_or_else(|| body_raw.to_vec())
-    } else {
-        body_raw.to_vec()
     };
     let edited = match serde_json::from_slice::<Value>(&body) {
         Ok(mut answer) if answer["rows"].is_array() => {
