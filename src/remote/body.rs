@@ -153,6 +153,16 @@ impl AttachmentStream {
         self.resp.content_length()
     }
 
+    /// True when the body comes gzip-encoded (`Content-Encoding: gzip`):
+    /// the bytes as the server stores them, not the attachment's own.
+    pub fn is_gzip(&self) -> bool {
+        self.resp
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
+    }
+
     /// Checks the announced length against the cap before any byte is read.
     pub(crate) fn check_declared(&self) -> Result<(), RemoteError> {
         match (self.limit, self.content_length()) {

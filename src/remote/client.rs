@@ -12,7 +12,9 @@ use super::retry::Pace;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, RETRY_AFTER, USER_AGENT,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -408,7 +410,7 @@ impl Remote {
         accept_any: bool,
     ) -> Result<Result<Bytes, RemoteError>, Expired> {
         let resp = match self
-            .open_authorized(method.clone(), url, body, accept_any, false)
+            .open_authorized(method.clone(), url, body, accept_any, false, false)
             .await?
         {
             Ok(resp) => resp,
@@ -433,6 +435,7 @@ impl Remote {
         body: Option<&Value>,
         accept_any: bool,
         streaming: bool,
+        accept_gzip: bool,
     ) -> Result<Result<reqwest::Response, RemoteError>, Expired> {
         let req = if streaming {
             self.streaming_request(method.clone(), url.clone())
@@ -451,6 +454,9 @@ impl Remote {
             let mut any = HeaderMap::new();
             any.insert(ACCEPT, HeaderValue::from_static("*/*"));
             req = req.headers(any);
+        }
+        if accept_gzip {
+            req = req.header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         }
         let transport = |e: reqwest::Error| transport_error(&method, url, e);
         let resp = match req.send().await {
@@ -833,7 +839,7 @@ impl Remote {
         self.inner
             .retry
             .run_paced(&self.inner.pace, &what, || async {
-                let stream = self.open_attachment(&url).await?;
+                let stream = self.open_attachment(&url, false).await?;
                 let limit = self.inner.max_attachment_bytes.unwrap_or(u64::MAX);
                 body::read_capped(stream, limit, ATTACHMENT_SETTING, &Method::GET, &url).await
             })
@@ -856,7 +862,24 @@ impl Remote {
         rev: &str,
     ) -> Result<AttachmentStream, RemoteError> {
         let url = self.attachment_url(id, name, rev);
-        let resp = self.open_attachment(&url).await?;
+        let resp = self.open_attachment(&url, false).await?;
+        let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
+        stream.check_declared()?;
+        Ok(stream)
+    }
+
+    /// [`Remote::attachment_stream`] asking for the bytes as the server
+    /// stores them (`Accept-Encoding: gzip`): CouchDB then answers an
+    /// attachment it keeps gzip-encoded as is, with `Content-Encoding:
+    /// gzip` ([`AttachmentStream::is_gzip`]), the bytes its digest covers.
+    pub(crate) async fn attachment_stream_as_stored(
+        &self,
+        id: &str,
+        name: &str,
+        rev: &str,
+    ) -> Result<AttachmentStream, RemoteError> {
+        let url = self.attachment_url(id, name, rev);
+        let resp = self.open_attachment(&url, true).await?;
         let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
         stream.check_declared()?;
         Ok(stream)
@@ -869,8 +892,12 @@ impl Remote {
     }
 
     /// One attachment GET (a session renewed once on 401), answer unread.
-    async fn open_attachment(&self, url: &Url) -> Result<reqwest::Response, RemoteError> {
-        let get = || self.open_authorized(Method::GET, url, None, true, true);
+    async fn open_attachment(
+        &self,
+        url: &Url,
+        accept_gzip: bool,
+    ) -> Result<reqwest::Response, RemoteError> {
+        let get = || self.open_authorized(Method::GET, url, None, true, true, accept_gzip);
         match get().await {
             Ok(r) => r,
             Err(Expired) => get().await.unwrap_or_else(|Expired| {

@@ -3,7 +3,7 @@
 //! attachment bytes the replica lacks, and turn each revision into an
 //! [`IncomingRev`]. Nothing here writes to the store.
 
-use super::attachment::Fetched;
+use super::attachment::{Expect, Fetched};
 use super::doc::DocParts;
 use super::{DocFailure, PullContext};
 use crate::remote::{endpoint, ChangeRow, ChangesPage, FetchedRev, Seq};
@@ -361,7 +361,11 @@ async fn resolve_attachments(
                     }
                     // Streamed into the replica, never held whole.
                     None => {
-                        let expect = (!encoded).then_some(server_digest.as_str());
+                        let expect = if encoded {
+                            Expect::Encoded(&server_digest)
+                        } else {
+                            Expect::Identity(&server_digest)
+                        };
                         match super::attachment::fetch(ctx, &doc.id, name, &rev, expect)
                             .await
                             .map_err(AttachmentProblem::Fatal)?

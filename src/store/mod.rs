@@ -12,7 +12,7 @@
 
 mod attachment_refs;
 mod attachment_stream;
-pub(crate) use attachment_stream::Staged;
+pub(crate) use attachment_stream::{AttachmentWriter, Staged};
 mod check;
 mod commit;
 mod compact;
