@@ -37,18 +37,7 @@ pub(super) async fn serve(
         .next()
         .unwrap_or("")
         .to_owned();
-    let auth: Vec<(String, String)> = lines(fwd_head)
-        .skip(1)
-        .filter(|h| {
-            let name = header_name(h);
-            name.eq_ignore_ascii_case(b"authorization") || name.eq_ignore_ascii_case(b"cookie")
-        })
-        .filter_map(|h| {
-            let h = String::from_utf8_lossy(h);
-            let (k, v) = h.split_once(':')?;
-            Some((k.trim().to_owned(), v.trim().to_owned()))
-        })
-        .collect();
+    let auth = credentials(fwd_head);
     let Some(up) = connect(upstream, fwd_head, body_start).await else {
         return;
     };
@@ -60,6 +49,23 @@ pub(super) async fn serve(
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
+}
+
+/// The client's credentials in a request head (`Authorization`, `Cookie`),
+/// for the proxy's own requests upstream on its behalf.
+pub(super) fn credentials(head: &[u8]) -> Vec<(String, String)> {
+    lines(head)
+        .skip(1)
+        .filter(|h| {
+            let name = header_name(h);
+            name.eq_ignore_ascii_case(b"authorization") || name.eq_ignore_ascii_case(b"cookie")
+        })
+        .filter_map(|h| {
+            let h = String::from_utf8_lossy(h);
+            let (k, v) = h.split_once(':')?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// The response with `possible_ancestors` added, or `None` to relay it as

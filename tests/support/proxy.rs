@@ -1201,7 +1201,7 @@ pub(super) fn head_for_body(head: &[u8], len: usize) -> Vec<u8> {
 /// Rebuilds a head (given without its final blank line): keeps the start
 /// line, drops headers named in `remove` (lowercase), appends `add`, and
 /// terminates it with `\r\n\r\n`.
-fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
+pub(super) fn rewrite_head(head: &[u8], remove: &[&str], add: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 64);
     let mut it = lines(head);
     out.extend_from_slice(it.next().unwrap_or_default());

@@ -30,14 +30,21 @@
 //!   reports the MD5 of the gzip bytes as their `digest`. In every answer
 //!   that carries documents (`GET /db/{id}`, `open_revs`, `_bulk_get`,
 //!   `_changes` and `_all_docs` with `include_docs`) such an attachment's
-//!   digest is replaced by a stand-in for that (see [`gzip_digest`]) and,
-//!   when the request said `att_encoding_info=true`, gets
-//!   `"encoding":"gzip"` and an `encoded_length`. Inline `data` stays the
-//!   identity bytes, as CouchDB decodes it. A stub sent back with such a
-//!   digest (a client that read a document and writes it again) gets the
-//!   server's own digest on its way upstream: CouchDB matches stubs by name
-//!   and `revpos` and ignores their digest, PouchDB Server looks them up by
-//!   digest.
+//!   digest is the MD5 of real gzip bytes: the layer reads the identity
+//!   bytes (`GET /{db}/{id}/{att}?rev=` upstream with the client's
+//!   credentials, or the inline `data`), gzips them deterministically
+//!   (see [`gzip`]) once per identity digest, and remembers the result
+//!   (see [`resolve_gzip`]). With `att_encoding_info=true` the stub also
+//!   gets `"encoding":"gzip"` and the gzip length as `encoded_length`;
+//!   `length` stays the identity length. Inline `data` stays the identity
+//!   bytes, as CouchDB decodes it. `GET /{db}/{id}/{att}` of such an
+//!   attachment with `Accept-Encoding: gzip` is answered with those gzip
+//!   bytes and `Content-Encoding: gzip` (so a client can check them
+//!   against the digest, then gunzip them); without it, the identity
+//!   bytes. A stub sent back with such a digest (a client that read a
+//!   document and writes it again) gets the server's own digest on its
+//!   way upstream: CouchDB matches stubs by name and `revpos` and ignores
+//!   their digest, PouchDB Server looks them up by digest.
 //! - **Repeated `keys` in a view query** (`POST …/_view/v` with `keys`, or
 //!   `GET` with `keys=`): a sharded CouchDB merges the rows of a key asked
 //!   for several times from its shards' streams, rather than answering
@@ -55,8 +62,10 @@
 //!
 //! What it cannot imitate: it is not CouchDB. No real sharding (no rewinds
 //! after a node restart, no shard-level `since` rules beyond the rewind of
-//! another instance's `since`), no real gzip (its digests and
-//! `encoded_length` are stand-ins), no `q`/`n`, no CouchDB
+//! another instance's `since`), no CouchDB's own gzip bytes (the layer's
+//! are flate2's at the default level, so digests and `encoded_length`
+//! differ from a real CouchDB's for the same bytes; a client must not
+//! expect either), no `q`/`n`, no CouchDB
 //! auth database, `_users` or security objects, no Mango, no partitioned
 //! databases; everything else is PouchDB Server's own behaviour. It must not
 //! hide a server answer: only the fields above change.
@@ -71,7 +80,7 @@ use tokio::net::TcpStream;
 
 use super::proxy::{
     canned, connect, find, finish, forward, head_for_body, header_name, lines, opaque_seq,
-    plain_seq, plain_since, split_response, whole_response, FaultProxy, Rule,
+    plain_seq, plain_since, rewrite_head, split_response, whole_response, FaultProxy, Rule,
 };
 
 /// The env knob that turns the layer on, and its one accepted value.
@@ -92,9 +101,20 @@ pub fn enabled() -> bool {
 #[derive(Debug, Default)]
 pub struct Couch3 {
     created: Mutex<HashMap<String, Instance>>,
-    /// Every "gzip" digest the layer reported, and the server's own digest
-    /// it stands for (see [`gzip_digest`]).
-    gzip_digests: Mutex<HashMap<String, String>>,
+    /// The gzip encoding of every compressible attachment the layer saw
+    /// (see [`resolve_gzip`]).
+    gzip: Mutex<GzipCache>,
+}
+
+/// Compressible attachments, each gzipped once: by the server's own
+/// (identity) digest, and back.
+#[derive(Debug, Default)]
+struct GzipCache {
+    /// Identity digest → (digest of the gzip bytes, their length).
+    by_identity: HashMap<String, (String, u64)>,
+    /// Digest of the gzip bytes → identity digest: a stub written back
+    /// with the layer's digest gets the server's own one.
+    by_gzip: HashMap<String, String>,
 }
 
 /// One instance of a database, from its creation to its deletion.
@@ -140,10 +160,25 @@ impl Couch3 {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn gzip_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.gzip_digests
+    fn gzip_lock(&self) -> std::sync::MutexGuard<'_, GzipCache> {
+        self.gzip
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The digest and length of the gzip bytes of the attachment whose
+    /// identity digest is `identity`, once resolved.
+    fn gzip_of(&self, identity: &str) -> Option<(String, u64)> {
+        self.gzip_lock().by_identity.get(identity).cloned()
+    }
+
+    fn remember_gzip(&self, identity: &str, gzip: &[u8]) {
+        let digest = super::md5_digest(gzip);
+        let mut cache = self.gzip_lock();
+        cache.by_gzip.insert(digest.clone(), identity.to_owned());
+        cache
+            .by_identity
+            .insert(identity.to_owned(), (digest, gzip.len() as u64));
     }
 }
 
@@ -211,6 +246,8 @@ enum Kind {
     Docs,
     /// A view query (`…/_design/{d}/_view/{v}`).
     View,
+    /// `GET /db/{id}/{att}`: gzip-encoded when the client accepts it.
+    Attachment,
     /// Anything else: forwarded untouched.
     Other,
 }
@@ -265,7 +302,20 @@ fn classify(method: &str, target: &str) -> Kind {
     if matches!(segs.as_slice(), [_, "_design", _, "_view", _]) {
         return Kind::View;
     }
+    if method == "GET" && is_attachment(&segs) {
+        return Kind::Attachment;
+    }
     Kind::Other
+}
+
+/// Whether the path `segs` names an attachment: `/db/{id}/{att…}` or
+/// `/db/_design/{d}/{att…}` (an attachment name may hold slashes).
+fn is_attachment(segs: &[&str]) -> bool {
+    match segs {
+        [_, "_design", _, att, ..] => !att.is_empty() && !att.starts_with('_'),
+        [_, id, att, ..] => !id.is_empty() && !id.starts_with('_') && !att.is_empty(),
+        _ => false,
+    }
 }
 
 /// Whether the answer to `method` on the path `segs` carries documents:
@@ -305,6 +355,10 @@ pub(super) async fn serve(
     }
     match kind {
         Kind::Other => return forward(client, upstream, fwd_head, body_start).await,
+        Kind::Attachment if accepts_gzip(fwd_head) => {
+            return attachment(client, upstream, fwd_head, body_start).await
+        }
+        Kind::Attachment => return forward(client, upstream, fwd_head, body_start).await,
         Kind::RevsDiff => {
             return super::ancestors::serve(client, upstream, line, fwd_head, body_start).await
         }
@@ -331,21 +385,63 @@ pub(super) async fn serve(
     };
     let raw = whole_response(&mut client, up).await;
     let encoding_info = query_param(target, "att_encoding_info") == Some("true");
-    let out = rewrite(&raw, method, &kind, plan.as_ref(), encoding_info, quirks);
+    let origin = Origin {
+        upstream,
+        db: target
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        auth: super::ancestors::credentials(&fwd_head),
+    };
+    let gzip = Gzip {
+        encoding_info,
+        origin: &origin,
+        quirks,
+    };
+    let out = rewrite(&raw, method, &kind, plan.as_ref(), &gzip).await;
     if client.write_all(&out).await.is_ok() {
         finish(client).await;
     }
 }
 
+/// Where the documents of an answer live: upstream, the database (as the
+/// request named it, encoded) and the client's credentials.
+struct Origin {
+    upstream: SocketAddr,
+    db: String,
+    auth: Vec<(String, String)>,
+}
+
+/// What the gzip digests of an answer need.
+struct Gzip<'a> {
+    /// Whether the request said `att_encoding_info=true`.
+    encoding_info: bool,
+    origin: &'a Origin,
+    quirks: &'a Couch3,
+}
+
+impl Gzip<'_> {
+    /// Resolves, then reports, the gzip digests of the attachments in `v`.
+    async fn apply(&self, v: &mut Value) {
+        resolve_gzip(v, self.origin, self.quirks).await;
+        gzip_digests(v, self.encoding_info, self.quirks);
+    }
+}
+
 /// Upstream's raw response, with the layer's changes.
-fn rewrite(
+async fn rewrite(
     raw: &[u8],
     method: &str,
     kind: &Kind,
     plan: Option<&FeedPlan>,
-    encoding_info: bool,
-    quirks: &Couch3,
+    gzip: &Gzip<'_>,
 ) -> Vec<u8> {
+    let quirks = gzip.quirks;
     let Some((head, status, body)) = split_response(raw) else {
         return raw.to_vec();
     };
@@ -360,7 +456,7 @@ fn rewrite(
     let edited = match serde_json::from_slice::<Value>(&body) {
         // `open_revs` answers an array of documents.
         Ok(mut docs @ Value::Array(_)) if ok && *kind == Kind::Docs => {
-            gzip_digests(&mut docs, encoding_info, quirks);
+            gzip.apply(&mut docs).await;
             serde_json::to_vec(&docs).unwrap_or(body)
         }
         Ok(Value::Object(mut obj)) if ok => {
@@ -389,7 +485,7 @@ fn rewrite(
             }
             let mut obj = Value::Object(obj);
             if matches!(kind, Kind::Changes | Kind::Docs) {
-                gzip_digests(&mut obj, encoding_info, quirks);
+                gzip.apply(&mut obj).await;
             }
             serde_json::to_vec(&obj).unwrap_or(body)
         }
@@ -418,28 +514,132 @@ fn compressible(content_type: &str) -> bool {
         .contains(&base.as_str())
 }
 
-/// The layer's stand-in for CouchDB's digest of the gzip-encoded bytes of
-/// an attachment whose identity digest is `digest`: the MD5 of a fixed tag
-/// and that digest's 16 bytes. The layer never sees the bytes (stubs carry
-/// none) and the exact gzip bytes are CouchDB's own; what matters is what
-/// CouchDB's digest is: stable for the same bytes, and not the MD5 of the
-/// bytes a client sent or reads back. `None` for a digest that is not
-/// `md5-`.
-fn gzip_digest(digest: &str) -> Option<String> {
-    use base64::Engine;
-    use md5::Digest;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let raw = b64.decode(digest.strip_prefix("md5-")?).ok()?;
-    let mut md5 = md5::Md5::new();
-    md5.update(b"settee quirks layer: gzip of ");
-    md5.update(&raw);
-    Some(format!("md5-{}", b64.encode(md5.finalize())))
+/// The gzip encoding of `bytes`, the same every time (no file name,
+/// mtime 0, the default level), as CouchDB stores a compressible
+/// attachment.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::default());
+    // Writing to a `Vec` cannot fail.
+    let _ = gz.write_all(bytes);
+    gz.finish().unwrap_or_default()
 }
 
-/// Gives every compressible attachment of every document in `v` its
-/// "gzip" digest and, with `encoding_info`, `encoding` and
-/// `encoded_length` (a stand-in too: the identity length plus gzip's 18
-/// bytes of header and trailer, as for bytes that do not compress).
+/// A compressible attachment of an answer whose gzip encoding the layer
+/// does not know yet.
+struct Unresolved {
+    id: String,
+    rev: String,
+    name: String,
+    /// The server's own digest, of the identity bytes.
+    digest: String,
+    /// Its inline `data` (base64), when the answer carries it.
+    data: Option<String>,
+}
+
+/// The compressible attachments in `v` (every document in it) whose gzip
+/// encoding the layer does not know yet, each digest once.
+fn unresolved(v: &Value, quirks: &Couch3, out: &mut Vec<Unresolved>) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                unresolved(item, quirks, out);
+            }
+        }
+        Value::Object(obj) => {
+            for (key, value) in obj {
+                if key != "_attachments" {
+                    unresolved(value, quirks, out);
+                    continue;
+                }
+                let Some(atts) = value.as_object() else {
+                    continue;
+                };
+                let id = obj.get("_id").and_then(Value::as_str).unwrap_or("");
+                let rev = obj.get("_rev").and_then(Value::as_str).unwrap_or("");
+                for (name, att) in atts {
+                    let ct = att.get("content_type").and_then(Value::as_str);
+                    if !ct.is_some_and(compressible) || att.get("encoding").is_some() {
+                        continue;
+                    }
+                    let Some(digest) = att.get("digest").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let data = att.get("data").and_then(Value::as_str).map(str::to_owned);
+                    if (data.is_none() && (id.is_empty() || rev.is_empty()))
+                        || out.iter().any(|u| u.digest == digest)
+                        || quirks.gzip_of(digest).is_some()
+                    {
+                        continue;
+                    }
+                    out.push(Unresolved {
+                        id: id.to_owned(),
+                        rev: rev.to_owned(),
+                        name: name.clone(),
+                        digest: digest.to_owned(),
+                        data,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Learns the gzip encoding of every compressible attachment in `v` the
+/// layer has not seen yet: its identity bytes (the inline `data`, or
+/// `GET /{db}/{id}/{att}?rev=` upstream with the client's credentials),
+/// gzipped, remembered by the server's digest. Bytes that do not match the
+/// server's digest (or that could not be read) are left unresolved: such a
+/// stub keeps the server's digest.
+async fn resolve_gzip(v: &Value, origin: &Origin, quirks: &Couch3) {
+    use base64::Engine;
+    let mut todo = Vec::new();
+    unresolved(v, quirks, &mut todo);
+    if todo.is_empty() {
+        return;
+    }
+    let http = reqwest::Client::new();
+    for u in todo {
+        let bytes = match &u.data {
+            Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).ok(),
+            None => attachment_bytes(&http, origin, &u).await,
+        };
+        let Some(bytes) = bytes.filter(|b| super::md5_digest(b) == u.digest) else {
+            continue;
+        };
+        quirks.remember_gzip(&u.digest, &gzip(&bytes));
+    }
+}
+
+/// The identity bytes of an attachment, read from upstream.
+async fn attachment_bytes(
+    http: &reqwest::Client,
+    origin: &Origin,
+    u: &Unresolved,
+) -> Option<Vec<u8>> {
+    let url = format!(
+        "http://{}/{}/{}/{}?rev={}",
+        origin.upstream,
+        origin.db,
+        super::enc_id(&u.id),
+        super::enc_att(&u.name),
+        super::enc(&u.rev)
+    );
+    let mut req = http.get(&url).header("Accept-Encoding", "identity");
+    for (k, v) in &origin.auth {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.bytes().await.ok().map(|b| b.to_vec())
+}
+
+/// Gives every compressible attachment of every document in `v` whose
+/// gzip encoding the layer knows (see [`resolve_gzip`]) the digest of its
+/// gzip bytes and, with `encoding_info`, `encoding` and `encoded_length`.
 fn gzip_digests(v: &mut Value, encoding_info: bool, quirks: &Couch3) {
     match v {
         Value::Array(items) => {
@@ -464,21 +664,72 @@ fn gzip_digests(v: &mut Value, encoding_info: bool, quirks: &Couch3) {
                     let Some(digest) = att.get("digest").and_then(Value::as_str) else {
                         continue;
                     };
-                    let Some(gzip) = gzip_digest(digest) else {
+                    let Some((gzip, gzip_len)) = quirks.gzip_of(digest) else {
                         continue;
                     };
-                    quirks.gzip_lock().insert(gzip.clone(), digest.to_owned());
                     att.insert("digest".into(), Value::String(gzip));
                     if encoding_info {
-                        let len = att.get("length").and_then(Value::as_u64).unwrap_or(0);
                         att.insert("encoding".into(), json!("gzip"));
-                        att.insert("encoded_length".into(), json!(len + 18));
+                        att.insert("encoded_length".into(), json!(gzip_len));
                     }
                 }
             }
         }
         _ => {}
     }
+}
+
+/// Whether the request head accepts a gzip-encoded answer.
+fn accepts_gzip(head: &[u8]) -> bool {
+    lines(head).skip(1).any(|h| {
+        header_name(h).eq_ignore_ascii_case(b"accept-encoding")
+            && String::from_utf8_lossy(h)
+                .to_ascii_lowercase()
+                .contains("gzip")
+    })
+}
+
+/// `GET /db/{id}/{att}` from a client that accepts gzip: a compressible
+/// attachment is answered gzip-encoded (`Content-Encoding: gzip`, the
+/// bytes whose MD5 the layer reports as its digest), as CouchDB answers
+/// the bytes it stores; anything else as upstream answers it. Upstream is
+/// asked for the identity bytes; its `Content-MD5` (of those) and
+/// `Accept-Ranges` are dropped from a gzip answer.
+async fn attachment(mut client: TcpStream, upstream: SocketAddr, head: &[u8], body_start: &[u8]) {
+    let head = rewrite_head(head, &["accept-encoding"], &[]);
+    let Some(up) = connect(upstream, &head, body_start).await else {
+        return;
+    };
+    let raw = whole_response(&mut client, up).await;
+    let out = match split_response(&raw) {
+        Some((head, 200, body)) if content_type(head).is_some_and(|ct| compressible(&ct)) => {
+            let gz = gzip(&body);
+            let head = rewrite_head(
+                head,
+                &["content-encoding", "content-md5", "accept-ranges"],
+                &[],
+            );
+            let mut out = head_for_body(&head[..head.len() - 4], gz.len());
+            out.truncate(out.len() - 2);
+            out.extend_from_slice(b"Content-Encoding: gzip\r\n\r\n");
+            out.extend_from_slice(&gz);
+            out
+        }
+        _ => raw,
+    };
+    if client.write_all(&out).await.is_ok() {
+        finish(client).await;
+    }
+}
+
+/// The `Content-Type` of a response head.
+fn content_type(head: &[u8]) -> Option<String> {
+    lines(head).skip(1).find_map(|h| {
+        let value = h.splitn(2, |&b| b == b':').nth(1)?;
+        header_name(h)
+            .eq_ignore_ascii_case(b"content-type")
+            .then(|| String::from_utf8_lossy(value).trim().to_owned())
+    })
 }
 
 /// Whether the request writes documents whose stubs may carry a digest the
@@ -522,7 +773,7 @@ async fn unmask_stubs(
                         let own = att
                             .get("digest")
                             .and_then(Value::as_str)
-                            .and_then(|d| known.get(d));
+                            .and_then(|d| known.by_gzip.get(d));
                         if let Some(own) = own.cloned() {
                             att.insert("digest".into(), Value::String(own));
                             att.remove("encoding");
@@ -983,7 +1234,11 @@ mod tests {
         assert_eq!(classify("GET", "/db/_design/elo/_info"), Kind::Other);
         assert_eq!(classify("GET", "/db/a%2Fb?open_revs=all"), Kind::Docs);
         assert_eq!(classify("POST", "/db/_bulk_get?revs=true"), Kind::Docs);
-        assert_eq!(classify("GET", "/db/doc/att.txt"), Kind::Other);
+        assert_eq!(classify("GET", "/db/doc/att.txt"), Kind::Attachment);
+        assert_eq!(classify("GET", "/db/doc/a/b.txt"), Kind::Attachment);
+        assert_eq!(classify("GET", "/db/_design/elo/a.js"), Kind::Attachment);
+        assert_eq!(classify("PUT", "/db/doc/att.txt"), Kind::Other);
+        assert_eq!(classify("GET", "/db/_local/x"), Kind::Other);
         assert!(writes_docs("POST", "/db/_bulk_docs"));
         assert!(writes_docs("PUT", "/db/doc?rev=1-a"));
         assert!(!writes_docs("PUT", "/db"));
@@ -1030,11 +1285,26 @@ mod tests {
         assert!(compressible("Application/JSON"));
         assert!(!compressible("application/octet-stream"));
         assert!(!compressible("image/png"));
+        // The same bytes, the same gzip bytes; and they gunzip back.
+        let gz = gzip(b"hello");
+        assert_eq!(gz, gzip(b"hello"));
+        assert_eq!(&gz[..4], b"\x1f\x8b\x08\x00", "no file name");
+        assert_eq!(&gz[4..8], [0, 0, 0, 0], "mtime 0");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
+        assert_eq!(back, b"hello");
+        let quirks = Couch3::default();
         let d = "md5-XUFAKrxLKna5cZ2REBfFkg==";
-        let g = gzip_digest(d).unwrap();
-        assert!(g.starts_with("md5-") && g != d);
-        assert_eq!(gzip_digest(d), Some(g));
-        assert_eq!(gzip_digest("sha1-x"), None);
+        quirks.remember_gzip(d, &gz);
+        let (g, len) = quirks.gzip_of(d).unwrap();
+        assert_eq!(
+            (g.as_str(), len),
+            (super::super::md5_digest(&gz).as_str(), gz.len() as u64)
+        );
+        assert_eq!(
+            quirks.gzip_lock().by_gzip.get(&g).map(String::as_str),
+            Some(d)
+        );
     }
 
     #[test]
