@@ -861,11 +861,7 @@ impl Remote {
         name: &str,
         rev: &str,
     ) -> Result<AttachmentStream, RemoteError> {
-        let url = self.attachment_url(id, name, rev);
-        let resp = self.open_attachment(&url, false).await?;
-        let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
-        stream.check_declared()?;
-        Ok(stream)
+        self.open_stream(id, name, rev, false).await
     }
 
     /// [`Remote::attachment_stream`] asking for the bytes as the server
@@ -878,8 +874,20 @@ impl Remote {
         name: &str,
         rev: &str,
     ) -> Result<AttachmentStream, RemoteError> {
+        self.open_stream(id, name, rev, true).await
+    }
+
+    /// One attachment GET answered as a stream, its announced length
+    /// checked against the cap.
+    async fn open_stream(
+        &self,
+        id: &str,
+        name: &str,
+        rev: &str,
+        accept_gzip: bool,
+    ) -> Result<AttachmentStream, RemoteError> {
         let url = self.attachment_url(id, name, rev);
-        let resp = self.open_attachment(&url, true).await?;
+        let resp = self.open_attachment(&url, accept_gzip).await?;
         let stream = AttachmentStream::new(resp, Method::GET, url, self.inner.max_attachment_bytes);
         stream.check_declared()?;
         Ok(stream)
