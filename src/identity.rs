@@ -79,7 +79,19 @@ pub(crate) async fn changed(
         return Ok(None);
     }
     let facts = facts(remote, epoch_doc_id).await?;
-    if let Some(reason) = check(replica, remote, &facts, epoch_doc_id)? {
+    judge(replica, remote, &facts, epoch_doc_id, probe).await
+}
+
+/// Every signal given the remote's `facts`: signals 1 to 4 ([`check`]),
+/// then the revisions probe of `probe` documents.
+pub(crate) async fn judge(
+    replica: &Replica,
+    remote: &Remote,
+    facts: &RemoteFacts,
+    epoch_doc_id: Option<&str>,
+    probe: usize,
+) -> Result<Option<RebuildReason>> {
+    if let Some(reason) = check(replica, remote, facts, epoch_doc_id)? {
         return Ok(Some(reason));
     }
     if revisions_unknown(replica, remote, probe).await? {

@@ -400,12 +400,7 @@ async fn push_docs(
             Ok(refused) => refused,
             Err(e) => {
                 match config.policy.for_request(&e) {
-                    PushAction::Split if range.len() > 1 => {
-                        let mid = range.start + range.len() / 2;
-                        // Pushed in order: the first half is popped first.
-                        work.push(mid..range.end);
-                        work.push(range.start..mid);
-                    }
+                    PushAction::Split if range.len() > 1 => halve(&mut work, range),
                     PushAction::Split | PushAction::DeadLetter => {
                         let (status, error, reason) = describe(&e);
                         if retry_inline(replica, &mut docs[range.clone()], &error)? {
@@ -433,9 +428,7 @@ async fn push_docs(
             .iter()
             .any(|r| !slice.iter().any(|d| groups[d.group].id == r.id));
         if unattributed && range.len() > 1 {
-            let mid = range.start + range.len() / 2;
-            work.push(mid..range.end);
-            work.push(range.start..mid);
+            halve(&mut work, range);
             continue;
         }
         let mut refused_groups: HashSet<usize> = HashSet::new();
@@ -494,6 +487,13 @@ async fn push_docs(
         }
     }
     Ok(doc_stop)
+}
+
+/// Queues the two halves of `range`, the first to be sent first.
+fn halve(work: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>) {
+    let mid = range.start + range.len() / 2;
+    work.push(mid..range.end);
+    work.push(range.start..mid);
 }
 
 /// After a `missing_stub` refusal of one document not yet retried: its

@@ -715,12 +715,14 @@ impl SyncService {
             return Ok(None);
         }
         let config = &self.inner.config;
-        let mut reason = stale::check(target, remote, facts, Some(&config.epoch_doc_id))?;
-        if reason.is_none()
-            && stale::revisions_unknown(target, remote, config.revs_probe_docs).await?
-        {
-            reason = Some(RebuildReason::UnknownRevisions);
-        }
+        let reason = stale::judge(
+            target,
+            remote,
+            facts,
+            Some(&config.epoch_doc_id),
+            config.revs_probe_docs,
+        )
+        .await?;
         if let Some(reason) = &reason {
             tracing::info!(db = %entry.db, ?reason, "the remote database was recreated; rebuilding the replica");
         }

@@ -2,9 +2,7 @@
 //! deleted and recreated since? The signals are `crate::identity`'s (the
 //! push worker asks them too); the service adds what only it needs.
 
-pub(crate) use crate::identity::{
-    check, facts, revisions_unknown, Identity, RemoteFacts, IDENTITY_DOC,
-};
+pub(crate) use crate::identity::{facts, judge, Identity, RemoteFacts, IDENTITY_DOC};
 use crate::{Replica, Result};
 
 /// True when the replica holds nothing yet (nothing to protect).
