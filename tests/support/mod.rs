@@ -177,23 +177,18 @@ impl TestDb {
 
     /// Attachment bytes straight from the server.
     pub async fn attachment(&self, id: &str, name: &str) -> Vec<u8> {
-        let s = self.server;
-        let url = self.attachment_url(id, name);
-        let resp = self
-            .http
-            .get(&url)
-            .basic_auth(&s.user, Some(&s.password))
-            .send()
-            .await
-            .expect("attachment GET");
-        assert_eq!(resp.status().as_u16(), 200, "{url}");
-        resp.bytes().await.expect("attachment body").to_vec()
+        self.attachment_bytes(self.attachment_url(id, name)).await
     }
 
     /// Attachment bytes of revision `rev` straight from the server.
     pub async fn attachment_at(&self, id: &str, name: &str, rev: &str) -> Vec<u8> {
-        let s = self.server;
         let url = format!("{}?rev={}", self.attachment_url(id, name), enc(rev));
+        self.attachment_bytes(url).await
+    }
+
+    /// The body of a `GET url` that must answer 200, as admin.
+    async fn attachment_bytes(&self, url: String) -> Vec<u8> {
+        let s = self.server;
         let resp = self
             .http
             .get(&url)
