@@ -111,6 +111,7 @@ mod replicate;
 mod revtree;
 mod store;
 mod sync;
+pub mod query;
 pub mod views;
 
 pub use error::{Error, Result};
