@@ -36,6 +36,8 @@ mod sync;
 mod outbox;
 // Views (elo, getTags) answer as the server's own views do.
 mod views;
+// Issue 18: the app's reads on the real go-course export, answered like the server.
+mod go_course;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
 // Issue 11: the public library API on its own.

@@ -18,6 +18,8 @@ const NO_DEADLINE: u64 = u64::MAX;
 pub(crate) struct Sandbox {
     // Field order: the context must go before its runtime.
     context: Context,
+    // Read only by tests (memory use); the context keeps its runtime alive.
+    #[cfg_attr(not(test), allow(dead_code))]
     runtime: Runtime,
     /// Nanoseconds after `epoch` at which the running call is stopped.
     deadline: Arc<AtomicU64>,
@@ -133,7 +135,8 @@ impl Sandbox {
         })
     }
 
-    /// Bytes the runtime holds (for tests and logs).
+    /// Bytes the runtime holds.
+    #[cfg(test)]
     pub(crate) fn memory_used(&self) -> i64 {
         self.runtime.memory_usage().memory_used_size
     }

@@ -5,10 +5,11 @@
 //! ```text
 //!  store (docs, by_seq, _design/* documents)
 //!     │
-//!     ├── design.rs   the replica's design docs → view definitions (signature per view)
+//!     ├── design.rs   the replica's design docs → view definitions (a signature per view)
 //!     │      └── crate::js  sandboxed QuickJS: map, reduce, require
-//!     ├── views (crate::views)  one index per view, kept current from the local sequence
-//!     ├── view.rs     a design-doc view query: rows, reduce/group (reduce.rs)
+//!     ├── crate::views      one index per view, kept current from the local sequence
+//!     ├── view.rs     a design-doc view query; reduce.rs groups and reduces
+//!     ├── warm.rs     every index brought up to date; indexes of gone design docs dropped
 //!     ├── mango/      `_find`, `_index`, `_explain`
 //!     ├── all_docs.rs `_all_docs`
 //!     └── get.rs      `GET /db/{id}` with its options
@@ -17,29 +18,102 @@
 //! Everything here reads the store through `Replica`'s public reads and
 //! writes nothing but index trees (and, for `_index`, a design document
 //! through the replica's local-write path).
+//!
+//! ```
+//! use serde_json::json;
+//! use settee::query::Query;
+//! use settee::views::QueryOptions;
+//! use settee::{Replica, ReplicaConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+//! replica.put_blocking("_design/cards", &json!({
+//!     "views": {"byScore": {
+//!         "map": "function (doc) { if (doc.docType === 'CARD') emit(doc.score, null); }",
+//!         "reduce": "_count"
+//!     }}
+//! }))?;
+//! replica.put_blocking("c1", &json!({"docType": "CARD", "score": 1010}))?;
+//! replica.put_blocking("c2", &json!({"docType": "CARD", "score": 990}))?;
+//!
+//! let query = Query::open(&replica)?;
+//! let map = query.view("cards", "byScore", &QueryOptions::default().reduce(false))?;
+//! assert_eq!(map.rows()[0].id, "c2");
+//! let count = query.view("cards", "byScore", &QueryOptions::default())?;
+//! assert_eq!(count.to_json(), json!({"rows": [{"key": null, "value": 2}]}));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod design;
 mod error;
+mod reduce;
+mod view;
+mod warm;
 
+pub use crate::js::Limits as ScriptLimits;
 pub use error::QueryError;
+pub use reduce::ReducedRow;
+pub use view::ViewResponse;
+pub use warm::{QueryWarm, ViewFailure};
 
 use crate::store::Replica;
+use crate::views::{QueryOptions, View};
 
 /// The query engine of one replica: cheap to clone, safe to share.
 #[derive(Debug, Clone)]
 pub struct Query {
     replica: Replica,
+    limits: ScriptLimits,
 }
 
 impl Query {
-    /// The query engine of `replica`.
+    /// The query engine of `replica`, with the default limits on design
+    /// documents' JavaScript.
     pub fn open(replica: &Replica) -> Result<Query, QueryError> {
         Ok(Query {
             replica: replica.clone(),
+            limits: ScriptLimits::default(),
         })
+    }
+
+    /// With these limits on design documents' JavaScript.
+    pub fn with_limits(mut self, limits: ScriptLimits) -> Query {
+        self.limits = limits;
+        self
     }
 
     /// The replica it reads.
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// `GET /db/_design/{ddoc}/_view/{view}`: `ddoc` with or without its
+    /// `_design/` prefix. Brings the view's index up to date first (unless
+    /// `update` says otherwise); 404 `missing`/`deleted` for the design
+    /// document, `missing_named_view` for the view, as CouchDB answers.
+    pub fn view(
+        &self,
+        ddoc: &str,
+        view: &str,
+        options: &QueryOptions,
+    ) -> Result<ViewResponse, QueryError> {
+        view::query(&self.replica, self.limits, ddoc, view, options)
+    }
+
+    /// Brings the index of every view of the replica's design documents
+    /// up to date (what the sync service does before `ready`, so the first
+    /// query does not wait), and drops the indexes of views that are gone
+    /// or changed. A view whose code fails does not stop the others: it is
+    /// listed in [`QueryWarm::failed`].
+    ///
+    /// Blocking: from async code call it in `spawn_blocking`.
+    pub fn warm(&self) -> Result<QueryWarm, QueryError> {
+        warm::warm(&self.replica, self.limits)
+    }
+
+    /// The index-engine views of the replica's design documents (for
+    /// `settee check`).
+    pub fn index_views(&self) -> Result<Vec<View>, QueryError> {
+        warm::index_views(&self.replica, self.limits)
     }
 }

@@ -470,6 +470,7 @@ mod tests {
         let raw = RawDocument::new("c-1", &rev, body.as_bytes());
         let rows = raw_view
             .map_parsed_or_raw(&raw, None)
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, Arc::unwrap_or_clone(v)))
             .collect();

@@ -29,6 +29,19 @@ pub enum ViewError {
         reason: String,
     },
 
+    /// A view's map function could not run (a design document's
+    /// JavaScript ran out of time or memory): its update stopped at the
+    /// last committed chunk. Other views are not affected.
+    #[error("view {view:?} cannot index document {id:?}: {reason}")]
+    MapFailed {
+        /// The view.
+        view: String,
+        /// The document it failed on.
+        id: String,
+        /// What happened; fix the map function.
+        reason: String,
+    },
+
     /// An index entry could not be decoded: the index is damaged. Views
     /// are derived data; delete the replica's view trees (or bump the
     /// view's version) to rebuild it.

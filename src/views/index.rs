@@ -323,6 +323,36 @@ impl Index {
         }
     }
 
+    /// The names of the views that have an index, in name order.
+    pub(crate) fn names(&self) -> Result<Vec<String>, ViewError> {
+        indexed_names(&self.tree)
+    }
+
+    /// Deletes a view's index: rows and back-index first, its state last,
+    /// so a kill part way leaves the state and the next drop finishes.
+    pub(crate) fn drop_view(&self, name: &str) -> Result<(), ViewError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for prefix in [view_prefix(name), back_prefix(name)] {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in self.tree.scan_prefix(&prefix).keys() {
+                batch.remove(key?);
+                n += 1;
+                if n % 10_000 == 0 {
+                    self.tree.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        self.replica.flush()?;
+        self.tree.remove(state_key(name))?;
+        self.replica.flush()?;
+        Ok(())
+    }
+
     /// Brings `views` up to the replica's durable update sequence.
     ///
     /// # Durability
@@ -670,15 +700,15 @@ fn prepare(
     behind: &[(&View, u64)],
     keys: &mut KeyCache,
 ) -> Result<Pending, ViewError> {
-    let live = !change.deleted && !change.id.starts_with("_design/");
+    let live = !change.deleted;
+    let design = change.id.starts_with("_design/");
     let raw = RawDocument::new(&change.id, &change.rev, &change.body)
         .with_conflicts(&change.conflicts, &change.deleted_conflicts);
     // Parsed once, and only if a view behind this change needs it.
     let parsed = if live
-        && behind
-            .iter()
-            .any(|(view, seq)| *seq < change.seq && view.needs_parsed())
-    {
+        && behind.iter().any(|(view, seq)| {
+            *seq < change.seq && view.needs_parsed() && (!design || view.sees_design_docs())
+        }) {
         Some(
             raw.to_document()
                 .map_err(|e| StoreError::corrupt("revision body", change.id.as_bytes(), e))?,
@@ -690,17 +720,24 @@ fn prepare(
     let per_view = behind
         .iter()
         .map(|(view, seq)| {
-            (*seq < change.seq).then(|| {
-                if !live {
-                    return Vec::new();
-                }
-                let mapped = view.map_parsed_or_raw(&raw, parsed.as_ref());
-                let rows = encode_mapped(raw.id, &mapped, keys);
-                emitted += rows.len();
-                rows
-            })
+            if *seq >= change.seq {
+                return Ok(None);
+            }
+            if !live || (design && !view.sees_design_docs()) {
+                return Ok(Some(Vec::new()));
+            }
+            let mapped = view
+                .map_parsed_or_raw(&raw, parsed.as_ref())
+                .map_err(|reason| ViewError::MapFailed {
+                    view: view.name().to_owned(),
+                    id: raw.id.to_owned(),
+                    reason,
+                })?;
+            let rows = encode_mapped(raw.id, &mapped, keys);
+            emitted += rows.len();
+            Ok(Some(rows))
         })
-        .collect();
+        .collect::<Result<_, ViewError>>()?;
     Ok(Pending {
         seq: change.seq,
         id: change.id,

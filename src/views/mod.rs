@@ -198,6 +198,18 @@ impl Views {
         }
     }
 
+    /// The names of every view with an index in the replica (registered
+    /// here or not).
+    pub(crate) fn indexed(&self) -> Result<Vec<String>, ViewError> {
+        self.inner.index.names()
+    }
+
+    /// Deletes the index of a view (registered here or not): its rows,
+    /// back-index and state.
+    pub(crate) fn drop_index(&self, name: &str) -> Result<(), ViewError> {
+        self.inner.index.drop_view(name)
+    }
+
     /// Checks the replica's view indexes against its documents with the
     /// registered views' map functions: [`check()`].
     pub fn check(&self) -> Result<ViewCheckReport, ViewError> {
@@ -233,6 +245,7 @@ impl Views {
     /// `update: Lazy` the background update starts at once and rows read
     /// later may already reflect it.
     pub fn rows<'a>(&'a self, name: &'a str, q: &QueryOptions) -> Result<Rows<'a>, ViewError> {
+        map_only(q)?;
         self.before_read(name, q.update)?;
         let ranges = query::ranges(q)?;
         if !self.inner.index.readable(name)? {
@@ -250,6 +263,7 @@ impl Views {
     /// Runs a query with CouchDB's options and collects CouchDB's response
     /// shape. `offset` costs a walk over the rows before the first one.
     pub fn query(&self, name: &str, q: &QueryOptions) -> Result<ViewResult, ViewError> {
+        map_only(q)?;
         let read = QueryOptions {
             update: match q.update {
                 Update::True => Update::True,
@@ -267,6 +281,7 @@ impl Views {
                 total_rows: 0,
                 offset: 0,
                 rows: Vec::new(),
+                update_seq: q.update_seq.then_some(0),
             });
         }
         let offset = match (&q.keys, ranges.first()) {
@@ -276,7 +291,9 @@ impl Views {
             }
             _ => 0,
         };
-        let total_rows = self.inner.index.state(name)?.map_or(0, |s| s.rows);
+        let state = self.inner.index.state(name)?;
+        let total_rows = state.as_ref().map_or(0, |s| s.rows);
+        let update_seq = q.update_seq.then(|| state.as_ref().map_or(0, |s| s.seq));
         let rows = query::walk(&self.inner.index.tree, &self.inner.replica, name, ranges, q)
             .collect::<Result<Vec<_>, _>>()?;
         if q.update == Update::Lazy {
@@ -286,8 +303,25 @@ impl Views {
             total_rows,
             offset: offset.min(total_rows),
             rows,
+            update_seq,
         })
     }
+}
+
+/// These views have no reduce function: CouchDB's answers to reduce
+/// options on a map-only view.
+fn map_only(q: &QueryOptions) -> Result<(), ViewError> {
+    if q.reduce == Some(true) {
+        return Err(ViewError::InvalidQuery(
+            "Reduce is invalid for map-only views.".into(),
+        ));
+    }
+    if q.group || q.group_level.is_some() {
+        return Err(ViewError::InvalidQuery(
+            "Invalid use of grouping on a map view.".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Brings the built-in views of `replica` up to date: [`Views::warm`] for

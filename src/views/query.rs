@@ -70,6 +70,17 @@ pub struct QueryOptions {
     pub include_docs: bool,
     /// When to bring the index up to date.
     pub update: Update,
+    /// With `include_docs`: add `_conflicts` to each document.
+    pub conflicts: bool,
+    /// Reduce the rows (`None`: if the view has a reduce function). Only
+    /// design-document views reduce (`settee::query`).
+    pub reduce: Option<bool>,
+    /// Group reduced rows by key (`group=true`).
+    pub group: bool,
+    /// Group reduced rows by the first N elements of array keys.
+    pub group_level: Option<usize>,
+    /// Add the sequence the index covers to the response (`update_seq`).
+    pub update_seq: bool,
 }
 
 impl Default for QueryOptions {
@@ -87,6 +98,11 @@ impl Default for QueryOptions {
             skip: 0,
             include_docs: false,
             update: Update::True,
+            conflicts: false,
+            reduce: None,
+            group: false,
+            group_level: None,
+            update_seq: false,
         }
     }
 }
@@ -152,6 +168,141 @@ impl QueryOptions {
         self.update = update;
         self
     }
+    /// Sets `conflicts`.
+    pub fn conflicts(mut self, conflicts: bool) -> Self {
+        self.conflicts = conflicts;
+        self
+    }
+    /// Sets `reduce`.
+    pub fn reduce(mut self, reduce: bool) -> Self {
+        self.reduce = Some(reduce);
+        self
+    }
+    /// Sets `group`.
+    pub fn group(mut self, group: bool) -> Self {
+        self.group = group;
+        self
+    }
+    /// Sets `group_level`.
+    pub fn group_level(mut self, level: usize) -> Self {
+        self.group_level = Some(level);
+        self
+    }
+    /// Sets `update_seq`.
+    pub fn update_seq(mut self, update_seq: bool) -> Self {
+        self.update_seq = update_seq;
+        self
+    }
+
+    /// The options of a query string (`startkey=%22a%22&limit=10`), values
+    /// JSON as CouchDB reads them, but doc ids bare (`startkey_docid=c-1`)
+    /// and `update`/`stale` words bare too.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use settee::views::QueryOptions;
+    ///
+    /// let q = QueryOptions::from_query_string("startkey=%5B1%2C2%5D&descending=true&limit=5")?;
+    /// assert_eq!(q.start_key, Some(json!([1, 2])));
+    /// assert!(q.descending);
+    /// # Ok::<(), settee::views::ViewError>(())
+    /// ```
+    pub fn from_query_string(query: &str) -> Result<QueryOptions, ViewError> {
+        let mut params = Map::new();
+        for (k, v) in url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes()) {
+            // CouchDB reads doc ids bare (`startkey_docid=c-1`), every
+            // other value as JSON.
+            let bare = matches!(
+                &*k,
+                "startkey_docid" | "start_key_doc_id" | "endkey_docid" | "end_key_doc_id"
+            );
+            let value = match serde_json::from_str::<Value>(&v) {
+                Ok(json) if !bare => json,
+                _ => Value::String(v.into_owned()),
+            };
+            params.insert(k.into_owned(), value);
+        }
+        QueryOptions::from_params(&params)
+    }
+
+    /// The options of a JSON object of CouchDB's parameters, as the body
+    /// of `POST /db/_design/d/_view/v` or a parsed query string gives them.
+    pub fn from_params(params: &Map<String, Value>) -> Result<QueryOptions, ViewError> {
+        let bad = |name: &str, want: &str, v: &Value| {
+            ViewError::InvalidQuery(format!("invalid value for {name}: {v} (expected {want})"))
+        };
+        let boolean = |name: &str, v: &Value| match v {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) if s == "true" => Ok(true),
+            Value::String(s) if s == "false" => Ok(false),
+            _ => Err(bad(name, "true or false", v)),
+        };
+        let count = |name: &str, v: &Value| match v {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(name, "a non-negative integer", v)),
+            Value::String(s) => s
+                .parse::<usize>()
+                .map_err(|_| bad(name, "a non-negative integer", v)),
+            _ => Err(bad(name, "a non-negative integer", v)),
+        };
+        let text = |name: &str, v: &Value| match v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(bad(name, "a string", v)),
+        };
+        let mut q = QueryOptions::default();
+        for (name, v) in params {
+            match name.as_str() {
+                "key" => q.key = Some(v.clone()),
+                "keys" => match v {
+                    Value::Array(keys) => q.keys = Some(keys.clone()),
+                    _ => return Err(bad(name, "a JSON array", v)),
+                },
+                "startkey" | "start_key" => q.start_key = Some(v.clone()),
+                "endkey" | "end_key" => q.end_key = Some(v.clone()),
+                "startkey_docid" | "start_key_doc_id" => q.start_key_doc_id = Some(text(name, v)?),
+                "endkey_docid" | "end_key_doc_id" => q.end_key_doc_id = Some(text(name, v)?),
+                "inclusive_end" => q.inclusive_end = boolean(name, v)?,
+                "descending" => q.descending = boolean(name, v)?,
+                "limit" => q.limit = Some(count(name, v)?),
+                "skip" => q.skip = count(name, v)?,
+                "include_docs" => q.include_docs = boolean(name, v)?,
+                "conflicts" => q.conflicts = boolean(name, v)?,
+                "reduce" => q.reduce = Some(boolean(name, v)?),
+                "group" => q.group = boolean(name, v)?,
+                "group_level" => q.group_level = Some(count(name, v)?),
+                "update_seq" => q.update_seq = boolean(name, v)?,
+                "update" => {
+                    q.update = match v {
+                        Value::Bool(true) => Update::True,
+                        Value::Bool(false) => Update::False,
+                        Value::String(s) if s == "true" => Update::True,
+                        Value::String(s) if s == "false" => Update::False,
+                        Value::String(s) if s == "lazy" => Update::Lazy,
+                        _ => return Err(bad(name, "true, false or lazy", v)),
+                    }
+                }
+                // CouchDB 3 still takes `stale`: ok = update=false,
+                // update_after = update=lazy.
+                "stale" => {
+                    q.update = match v.as_str() {
+                        Some("ok") => Update::False,
+                        Some("update_after") => Update::Lazy,
+                        _ => return Err(bad(name, "ok or update_after", v)),
+                    }
+                }
+                // Accepted and without effect on one replica.
+                "sorted" | "stable" | "att_encoding_info" | "attachments" | "partition" => {}
+                other => {
+                    return Err(ViewError::InvalidQuery(format!(
+                        "unknown query parameter {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// One row of a view.
@@ -193,16 +344,22 @@ pub struct ViewResult {
     pub offset: u64,
     /// The rows.
     pub rows: Vec<ViewRow>,
+    /// With `update_seq`: the local sequence the index covers.
+    pub update_seq: Option<u64>,
 }
 
 impl ViewResult {
     /// `{"total_rows": …, "offset": …, "rows": […]}`.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut body = json!({
             "total_rows": self.total_rows,
             "offset": self.offset,
             "rows": self.rows.iter().map(ViewRow::to_json).collect::<Vec<_>>(),
-        })
+        });
+        if let (Some(seq), Some(m)) = (self.update_seq, body.as_object_mut()) {
+            m.insert("update_seq".into(), json!(seq));
+        }
+        body
     }
 }
 
@@ -350,6 +507,7 @@ pub(crate) fn walk<'a>(
 ) -> Rows<'a> {
     let descending = q.descending;
     let include_docs = q.include_docs;
+    let conflicts = q.conflicts;
     let prefix = view_prefix(view);
     let raw = ranges.into_iter().flat_map(move |r| {
         let it: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), ViewError>>> =
@@ -373,7 +531,7 @@ pub(crate) fn walk<'a>(
                     replica
                         .get(&data.id)?
                         .filter(|d| !d.deleted)
-                        .map(|d| d.to_json())
+                        .map(|d| doc_json(&d, conflicts))
                         .unwrap_or(Value::Null),
                 )
             } else {
@@ -387,4 +545,16 @@ pub(crate) fn walk<'a>(
             })
         });
     Box::new(rows)
+}
+
+/// A row's document: `_conflicts` (live ones only) when asked.
+fn doc_json(doc: &crate::store::Document, conflicts: bool) -> Value {
+    let mut json = doc.to_json();
+    if conflicts && !doc.conflicts.is_empty() {
+        if let Some(m) = json.as_object_mut() {
+            let revs = doc.conflicts.iter().map(|r| json!(r.to_string())).collect();
+            m.insert("_conflicts".into(), Value::Array(revs));
+        }
+    }
+    json
 }

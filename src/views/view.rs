@@ -23,6 +23,9 @@ pub struct Emitter {
     /// Values are shared: [`Emitter::emit_each`] gives many rows one value
     /// (a tag's, for each of its cards), so the indexer serializes it once.
     rows: Vec<(Value, Arc<Value>)>,
+    /// Why the map function could not run at all (a design document's
+    /// JavaScript out of time or memory): the view's update fails.
+    failed: Option<String>,
 }
 
 impl Emitter {
@@ -53,6 +56,17 @@ impl Emitter {
 
     pub(crate) fn take(&mut self) -> Vec<(Value, Arc<Value>)> {
         std::mem::take(&mut self.rows)
+    }
+
+    /// The map function cannot index this document, and no later one
+    /// either: the view's update stops with [`super::ViewError::MapFailed`]
+    /// and commits nothing of the chunk.
+    pub(crate) fn fail(&mut self, reason: String) {
+        self.failed.get_or_insert(reason);
+    }
+
+    pub(crate) fn failure(&mut self) -> Option<String> {
+        self.failed.take()
     }
 }
 
@@ -165,6 +179,12 @@ pub struct View {
     name: String,
     version: u64,
     map: MapKind,
+    /// Whether design documents are mapped too (a design document's
+    /// `options.include_design`).
+    design_docs: bool,
+    /// Whether `settee check` may compare stored rows with a new run of
+    /// the map function (not for one that calls `Math.random()`).
+    checkable: bool,
 }
 
 impl fmt::Debug for View {
@@ -190,6 +210,8 @@ impl View {
             name: name.into(),
             version,
             map: MapKind::Parsed(Arc::new(map)),
+            design_docs: false,
+            checkable: true,
         }
     }
 
@@ -224,7 +246,34 @@ impl View {
             name: name.into(),
             version,
             map: MapKind::Raw(Arc::new(map)),
+            design_docs: false,
+            checkable: true,
         }
+    }
+
+    /// The same view over design documents too (CouchDB's
+    /// `options.include_design`); by default they are left out.
+    pub fn including_design_docs(mut self) -> Self {
+        self.design_docs = true;
+        self
+    }
+
+    /// A view whose map function may emit differently for the same
+    /// document (it calls `Math.random()`): `settee check` then checks its
+    /// index's structure, not its rows against a new run.
+    pub(crate) fn nondeterministic(mut self) -> Self {
+        self.checkable = false;
+        self
+    }
+
+    /// Whether a new run of the map function must give the stored rows.
+    pub(crate) fn map_is_checkable(&self) -> bool {
+        self.checkable
+    }
+
+    /// Whether the map function sees design documents.
+    pub fn sees_design_docs(&self) -> bool {
+        self.design_docs
     }
 
     /// The view's name.
@@ -274,7 +323,7 @@ impl View {
         &self,
         raw: &RawDocument<'_>,
         parsed: Option<&Document>,
-    ) -> Vec<(Value, Arc<Value>)> {
+    ) -> Result<Vec<(Value, Arc<Value>)>, String> {
         let mut emitter = Emitter::default();
         match &self.map {
             MapKind::Parsed(map) => {
@@ -284,6 +333,9 @@ impl View {
             }
             MapKind::Raw(map) => map(raw, &mut emitter),
         }
-        emitter.take()
+        match emitter.failure() {
+            Some(reason) => Err(reason),
+            None => Ok(emitter.take()),
+        }
     }
 }
