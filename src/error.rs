@@ -21,6 +21,11 @@ pub enum Error {
     #[error(transparent)]
     View(#[from] crate::views::ViewError),
 
+    /// A query (design-doc view, `_find`, `_all_docs`, `get`) failed; it
+    /// carries CouchDB's status, `error` and `reason`.
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
+
     /// The replica mirrors another database than the one asked for.
     #[error("replica {path} mirrors {bound}, not {requested}; pull into a new directory or use the original URL")]
     WrongRemote {

@@ -873,8 +873,53 @@ async fn killed_compaction_keeps_the_replica_as_it_was() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_view_indexing_is_never_ahead_and_catches_up() {
+    killed_indexing(false).await;
+}
+
+/// The same kills while a design document's view is indexed in
+/// JavaScript (`settee query DIR elo/elo`): its sandboxes on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_javascript_view_indexing_is_never_ahead_and_catches_up() {
+    killed_indexing(true).await;
+}
+
+/// Kills `settee query` while it indexes the built-in `elo` view, or with
+/// `js` the app's `_design/elo` view run in JavaScript.
+async fn killed_indexing(js: bool) {
     use crate::views::{compare_without, index_rows, rows_covering, server_query};
+    use settee::query::Query;
     use settee::views::{self, QueryOptions, Views};
+    let (view_arg, name, op) = if js {
+        (
+            "elo/elo",
+            "_design/elo/_view/elo",
+            "JavaScript view indexing",
+        )
+    } else {
+        ("elo", "elo", "view indexing")
+    };
+    // The index-engine view of `name` on a replica: the built-in, or the
+    // design document's JavaScript.
+    let view_of = |replica: &Replica| {
+        if js {
+            Query::open(replica)
+                .unwrap()
+                .index_views()
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name() == name)
+                .expect("the _design/elo view")
+        } else {
+            views::elo()
+        }
+    };
+    let views_of = |replica: &Replica| {
+        if js {
+            Views::with_views(replica, [view_of(replica)]).unwrap()
+        } else {
+            Views::open(replica).unwrap()
+        }
+    };
     let _turn = SERIAL.lock().await;
     let started = Instant::now();
     let cards = sized(1000).to_string();
@@ -892,7 +937,7 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
     // indexing is nearly all it does); tiny chunks make it commit many
     // times, two threads read and map ahead of the chunks being committed.
     let query = |dir: &Path, limit: &str| {
-        let mut cmd = settee_cmd(&["query", path_str(dir), "elo", "--json", "--limit", limit]);
+        let mut cmd = settee_cmd(&["query", path_str(dir), view_arg, "--json", "--limit", limit]);
         cmd.env("RUST_LOG", "settee::views=debug")
             .env("SETTEE_VIEW_CHUNK_DOCS", "3")
             .env("SETTEE_VIEW_THREADS", "2")
@@ -915,10 +960,10 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
         let dir = tmp.path().join(format!("measured-{n}"));
         copy_dir(&template, &dir);
         let cmd = query(&dir, "1");
-        async move { measure_probed("view indexing", cmd, &indexing()).await }
+        async move { measure_probed(op, cmd, &indexing()).await }
     };
     let measured = measure_indexing(0).await;
-    let mut tally = Tally::new("view indexing", measured.work());
+    let mut tally = Tally::new(op, measured.work());
     let mut last = None;
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
         let dir = tmp.path().join(format!("r-{round}"));
@@ -935,8 +980,8 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
         let report = check_clean(&dir, &[], &what);
         let replica = Replica::open(&dir, ReplicaConfig::default()).expect("reopens");
         check_store_invariants(&replica);
-        let views = Views::open(&replica).unwrap();
-        let state = views.state("elo").unwrap();
+        let views = views_of(&replica);
+        let state = views.state(name).unwrap();
         let (seq, rows) = state.as_ref().map_or((0, 0), |s| (s.seq, s.rows));
         tally.record(
             fraction,
@@ -946,16 +991,16 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
         if state.is_some() {
             let elo = report["views"]
                 .as_array()
-                .and_then(|v| v.iter().find(|v| v["name"] == "elo"))
-                .unwrap_or_else(|| panic!("{what}: no elo in {report:#}"));
+                .and_then(|v| v.iter().find(|v| v["name"] == name))
+                .unwrap_or_else(|| panic!("{what}: no {name} in {report:#}"));
             assert_eq!(elo["mapped"], true, "{what}");
             assert!(elo["docs_checked"].as_u64().unwrap() > 0, "{report:#}");
         }
         // Never ahead, never behind what it claims: exactly the rows of
         // the changes it covers.
         assert!(seq <= update_seq);
-        let want = rows_covering(&replica, &views::elo(), seq);
-        assert_eq!(index_rows(&views, "elo"), want, "{what} at seq {seq}");
+        let want = rows_covering(&replica, &view_of(&replica), seq);
+        assert_eq!(index_rows(&views, name), want, "{what} at seq {seq}");
         assert_eq!(rows as usize, want.len(), "{what}");
         drop(views);
         drop(replica);
@@ -970,18 +1015,17 @@ async fn killed_view_indexing_is_never_ahead_and_catches_up() {
     tally.assert_mostly_mid();
     if let Some(dir) = last {
         let replica = Replica::open(&dir, ReplicaConfig::default()).unwrap();
-        let views = Views::open(&replica).unwrap();
+        let views = views_of(&replica);
         let report = views.warm().unwrap();
-        let docs = replica.changes(0).count() as u64;
-        assert_eq!(report.view("elo").unwrap().docs_indexed, 0, "caught up");
-        assert_eq!(report.view("getTags").unwrap().docs_indexed, docs);
-        compare_without(&db, &views, "elo", &[]).await;
-        compare_without(&db, &views, "getTags", &[]).await;
+        assert_eq!(report.view(name).unwrap().docs_indexed, 0, "caught up");
+        if !js {
+            let docs = replica.changes(0).count() as u64;
+            assert_eq!(report.view("getTags").unwrap().docs_indexed, docs);
+            compare_without(&db, &views, "elo", &[]).await;
+            compare_without(&db, &views, "getTags", &[]).await;
+        }
     }
-    eprintln!(
-        "crash: view indexing: the test took {:?}",
-        started.elapsed()
-    );
+    eprintln!("crash: {op}: the test took {:?}", started.elapsed());
 }
 
 // ---- carry-over at a swap --------------------------------------------------

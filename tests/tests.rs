@@ -38,6 +38,8 @@ mod outbox;
 mod views;
 // Issue 18: the app's reads on the real go-course export, answered like the server.
 mod go_course;
+// Issue 18: design-document views in sandboxed JavaScript, reduce, signatures.
+mod design_views;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
 // Issue 11: the public library API on its own.

@@ -48,7 +48,7 @@ pub enum Command {
     Push(PushArgs),
     /// List queued writes and dead letters; retry or discard a dead letter.
     Outbox(OutboxArgs),
-    /// Query a view (`elo`, `getTags`) of a replica, with CouchDB's options.
+    /// Query a view of a replica (a design document's, or the built-in `elo`, `getTags`) with CouchDB's options.
     Query(QueryArgs),
     /// Rewrite a replica into a fresh database and swap it in (crash-safe),
     /// reclaiming the space old page versions take; or, with --usage, show
@@ -429,7 +429,9 @@ mod tests {
 pub struct QueryArgs {
     #[command(flatten)]
     pub replica: ReplicaLocation,
-    /// The view: `elo` or `getTags`.
+    /// The view: a design document's, as `DDOC/VIEW` or
+    /// `_design/DDOC/_view/VIEW` (e.g. `elo/elo`), or a built-in (`elo`,
+    /// `getTags`).
     pub view: String,
     /// Only rows with this key (JSON, e.g. '"c-000001"' or 1000).
     #[arg(long, value_name = "JSON")]
@@ -455,7 +457,28 @@ pub struct QueryArgs {
     /// Add each row's document.
     #[arg(long)]
     pub include_docs: bool,
-    /// Print CouchDB's response shape as JSON instead of a table.
+    /// With --include-docs: add each document's `_conflicts`.
+    #[arg(long)]
+    pub conflicts: bool,
+    /// Whether rows equal to --end are included.
+    #[arg(long, value_name = "BOOL")]
+    pub inclusive_end: Option<bool>,
+    /// Reduce (default: when the view has a reduce function).
+    #[arg(long, value_name = "BOOL")]
+    pub reduce: Option<bool>,
+    /// Group reduced rows by key.
+    #[arg(long)]
+    pub group: bool,
+    /// Group reduced rows by the first N elements of array keys.
+    #[arg(long, value_name = "N")]
+    pub group_level: Option<usize>,
+    /// Answer from the index as it is (`false`), or then update it (`lazy`).
+    #[arg(long, value_name = "true|false|lazy")]
+    pub update: Option<String>,
+    /// Add the local sequence the index covers.
+    #[arg(long)]
+    pub update_seq: bool,
+    /// Print CouchDB's response body as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,6 +1,6 @@
 //! `settee check`: prints [`crate::Replica::check`]'s report, then that of
-//! [`crate::views::check`] (the built-in views' indexes, when the replica
-//! has any); the exit code says whether both are consistent. No checking
+//! [`crate::views::check`] (the indexes of the built-in views and of the
+//! design documents' views, when the replica has any); the exit code says whether both are consistent. No checking
 //! logic lives here.
 
 use super::{print_json, CliError, CliResult, Outcome};
@@ -10,8 +10,15 @@ use std::io::Write;
 pub(crate) fn run(args: CheckArgs) -> CliResult {
     let replica = args.replica.open()?;
     let report = replica.check()?;
-    let views =
-        crate::views::check(&replica, &crate::views::builtin()).map_err(crate::Error::from)?;
+    // The built-in views and every design document's views: each index
+    // is checked against its own map function.
+    let mut registered = crate::views::builtin();
+    registered.extend(
+        crate::query::Query::open(&replica)
+            .and_then(|q| q.index_views())
+            .map_err(crate::Error::from)?,
+    );
+    let views = crate::views::check(&replica, &registered).map_err(crate::Error::from)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         // The store's report, its `violations` joined by the views' (same

@@ -11,9 +11,11 @@ use std::collections::HashMap;
 /// Sandboxes a thread keeps; past that the oldest is dropped.
 const PER_THREAD: usize = 16;
 
+/// A use counter, and by signature the functions with their last use.
+type Kept = (u64, HashMap<u64, (u64, Functions)>);
+
 thread_local! {
-    static SANDBOXES: RefCell<(u64, HashMap<u64, (u64, Functions)>)> =
-        RefCell::new((0, HashMap::new()));
+    static SANDBOXES: RefCell<Kept> = RefCell::new((0, HashMap::new()));
 }
 
 /// Runs `f` with this thread's compiled functions for signature `sig`,

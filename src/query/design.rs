@@ -313,9 +313,8 @@ mod tests {
 
     #[test]
     fn a_map_sees_id_and_rev_first_then_the_body() {
-        let rev: Rev = match "2-abc".parse() {
-            Ok(r) => r,
-            Err(e) => panic!("{e}"),
+        let Ok(rev) = "2-abc".parse::<Rev>() else {
+            unreachable!("a valid revision")
         };
         let doc = RawDocument::new("a\"b", &rev, br#"{"n":1,"_attachments":{}}"#);
         assert_eq!(

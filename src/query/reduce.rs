@@ -48,7 +48,8 @@ impl ReducedRow {
 
 fn group_key(key: &Value, grouping: Grouping) -> Value {
     match (grouping, key) {
-        (Grouping::All, _) => Value::Null,
+        // group_level=0 is one group, as group=false.
+        (Grouping::All | Grouping::Level(0), _) => Value::Null,
         (Grouping::Level(n), Value::Array(items)) => {
             Value::Array(items.iter().take(n).cloned().collect())
         }
@@ -89,7 +90,10 @@ pub(crate) fn reduce_rows(
         let row = row?;
         let key = group_key(&row.key, grouping);
         let same = match &current {
-            Some((k, _)) => grouping == Grouping::All || collate(k, &key) == Ordering::Equal,
+            Some((k, _)) => {
+                matches!(grouping, Grouping::All | Grouping::Level(0))
+                    || collate(k, &key) == Ordering::Equal
+            }
             None => false,
         };
         if !same {

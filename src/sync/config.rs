@@ -80,6 +80,11 @@ pub struct SyncConfig {
     /// out by [`SyncService::views`](super::SyncService::views); the
     /// built-in `elo` and `getTags` by default.
     pub views: Vec<View>,
+    /// Whether the views of the replica's design documents (and its Mango
+    /// indexes) are warmed too, after `views` ([`crate::query::Query::warm`]);
+    /// true by default. A design document whose code fails is logged and
+    /// left behind; the replica still becomes ready.
+    pub warm_design_docs: bool,
     /// The push worker run for each ready replica, pushing its local writes
     /// ([`Replica::put`](crate::Replica::put) and friends); `None` runs
     /// none (a read-only app).
@@ -110,6 +115,7 @@ impl Default for SyncConfig {
             replica: ReplicaConfig::default(),
             remote: RemoteConfig::default(),
             views: crate::views::builtin(),
+            warm_design_docs: true,
             push: Some(OutboxConfig::default()),
             shutdown_drain: Duration::from_secs(5),
             compact_above: Some(crate::DEFAULT_COMPACT_ABOVE),
@@ -171,6 +177,12 @@ impl SyncConfig {
     /// [`views::builtin`](crate::views::builtin) to keep the built-ins).
     pub fn with_views(mut self, views: Vec<View>) -> Self {
         self.views = views;
+        self
+    }
+
+    /// Whether design documents' views are warmed before `ready`.
+    pub fn with_design_doc_warm(mut self, warm: bool) -> Self {
+        self.warm_design_docs = warm;
         self
     }
 

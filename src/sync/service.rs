@@ -578,9 +578,16 @@ impl SyncService {
         let warm_started = Instant::now();
         let views = {
             let (replica, defs) = (target.clone(), config.views.clone());
+            let design = config.warm_design_docs;
             blocking(move || {
                 let views = Views::with_views(&replica, defs)?;
                 views.warm()?;
+                if design {
+                    let warmed = crate::query::Query::open(&replica)?.warm()?;
+                    for f in &warmed.failed {
+                        tracing::warn!(view = %f.view, error = %f.error, "design-doc view not warmed");
+                    }
+                }
                 Ok(views)
             })
             .await?
