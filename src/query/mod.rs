@@ -18,11 +18,17 @@
 //! writes nothing but index trees (and, for `_index`, a design document
 //! through the replica's local-write path).
 
+mod all_docs;
 mod error;
+mod get;
+mod params;
 
+pub use all_docs::{AllDocsQuery, AllDocsResponse, AllDocsRow};
 pub use error::QueryError;
+pub use get::{GetOptions, OpenRevs};
 
 use crate::store::Replica;
+use serde_json::Value;
 
 /// The query engine of one replica: cheap to clone, safe to share.
 #[derive(Debug, Clone)]
@@ -41,5 +47,17 @@ impl Query {
     /// The replica it reads.
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// `GET /db/_all_docs` (or `POST` with `keys`): CouchDB 3.4's answer
+    /// from the replica; its body is [`AllDocsResponse::to_json`].
+    pub fn all_docs(&self, query: &AllDocsQuery) -> Result<AllDocsResponse, QueryError> {
+        all_docs::all_docs(&self.replica, query)
+    }
+
+    /// `GET /db/{id}` with CouchDB 3.4's options: the body CouchDB sends
+    /// (an array for `open_revs`), or its 404 (`missing`, `deleted`) or 400.
+    pub fn get(&self, id: &str, options: &GetOptions) -> Result<Value, QueryError> {
+        get::get(&self.replica, id, options)
     }
 }
