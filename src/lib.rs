@@ -106,12 +106,12 @@ pub mod fuzz_hooks;
 mod identity;
 mod outbox;
 pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
+pub mod query;
 mod remote;
 mod replicate;
 mod revtree;
 mod store;
 mod sync;
-pub mod query;
 pub mod views;
 
 pub use error::{Error, Result};
