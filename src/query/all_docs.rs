@@ -294,6 +294,28 @@ impl AllDocsQuery {
 }
 
 /// The answer to an `_all_docs` query.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde_json::json;
+/// use settee::query::{AllDocsQuery, Query};
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+/// let a = replica.put("a", json!({})).await?;
+/// replica.put("b", json!({})).await?;
+/// let answer = Query::open(&replica)?.all_docs(&AllDocsQuery::default().skip(1).update_seq(true))?;
+/// assert_eq!(
+///     answer.to_json(),
+///     json!({"total_rows": 2, "offset": 1, "update_seq": 2, "rows": [
+///         {"id": "b", "key": "b", "value": {"rev": answer.rows[0].to_json()["value"]["rev"]}}
+///     ]})
+/// );
+/// assert_eq!(a.seq, 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct AllDocsResponse {
@@ -328,6 +350,28 @@ impl AllDocsResponse {
 }
 
 /// One row of `_all_docs`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde_json::json;
+/// use settee::query::{AllDocsQuery, AllDocsRow, Query};
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+/// replica.put("gone", json!({})).await?;
+/// let tombstone = replica.delete("gone", None).await?;
+/// let keys = AllDocsQuery::default().keys(vec![json!("gone"), json!("never")]).include_docs(true);
+/// let rows = Query::open(&replica)?.all_docs(&keys)?.rows;
+/// let AllDocsRow::Doc { rev, deleted, doc, .. } = &rows[0] else {
+///     unreachable!("a deleted document named by `keys` keeps its row");
+/// };
+/// assert_eq!((rev.as_str(), *deleted), (tombstone.rev.to_string().as_str(), true));
+/// assert_eq!(doc, &Some(serde_json::Value::Null));
+/// assert_eq!(rows[1].to_json(), json!({"key": "never", "error": "not_found"}));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum AllDocsRow {

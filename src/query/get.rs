@@ -25,6 +25,29 @@ use serde_json::{json, Map, Value};
 use std::ops::Bound;
 
 /// Which revisions `open_revs` asks for.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde_json::json;
+/// use settee::query::{GetOptions, OpenRevs, Query};
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+/// let w = replica.put("a", json!({"n": 1})).await?;
+/// let query = Query::open(&replica)?;
+/// let unknown = "9-0123456789abcdef0123456789abcdef".parse()?;
+/// let asked = GetOptions::default().open_revs(OpenRevs::Revs(vec![unknown, w.rev.clone()]));
+/// assert_eq!(
+///     query.get("a", &asked)?,
+///     json!([
+///         {"ok": {"_id": "a", "_rev": w.rev.to_string(), "n": 1}},
+///         {"missing": "9-0123456789abcdef0123456789abcdef"},
+///     ])
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpenRevs {
