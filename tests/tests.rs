@@ -54,3 +54,5 @@ mod examples;
 mod compact;
 // Issue 12: the CouchDB 3 quirks layer imitates what it claims.
 mod quirks;
+// `_all_docs` and `get` with CouchDB 3.4's options, answered from a replica.
+mod all_docs;

@@ -50,6 +50,8 @@ pub enum Command {
     Outbox(OutboxArgs),
     /// Query a view of a replica (a design document's, or the built-in `elo`, `getTags`) with CouchDB's options.
     Query(QueryArgs),
+    /// List documents by id (CouchDB's `_all_docs`, with its options).
+    AllDocs(AllDocsArgs),
     /// Rewrite a replica into a fresh database and swap it in (crash-safe),
     /// reclaiming the space old page versions take; or, with --usage, show
     /// where its bytes are.
@@ -230,6 +232,80 @@ pub struct GetArgs {
     /// Include `_conflicts` and `_deleted_conflicts`.
     #[arg(long)]
     pub conflicts: bool,
+    /// Include `_deleted_conflicts` (without `_conflicts`).
+    #[arg(long)]
+    pub deleted_conflicts: bool,
+    /// Attachments inline (base64 `data`) instead of stubs.
+    #[arg(long, conflicts_with = "attachment")]
+    pub attachments: bool,
+    /// Inline only attachments changed since these revisions (a JSON array).
+    #[arg(long, value_name = "JSON_ARRAY", conflicts_with = "attachment")]
+    pub atts_since: Option<String>,
+    /// Include `_revisions`, the revision's history.
+    #[arg(long)]
+    pub revs: bool,
+    /// Include `_revs_info` (non-leaf revisions are `missing`: a replica
+    /// keeps leaf bodies only, like a compacted CouchDB).
+    #[arg(long)]
+    pub revs_info: bool,
+    /// Print several leaves as CouchDB's `open_revs` array: `all`, or a
+    /// JSON array of revisions.
+    #[arg(long, value_name = "all|JSON_ARRAY", conflicts_with_all = ["rev", "attachment"])]
+    pub open_revs: Option<String>,
+    /// With --open-revs: the leaves that descend from the revisions given;
+    /// with --rev: the winner (as CouchDB 3.4 answers `rev` with `latest`).
+    #[arg(long)]
+    pub latest: bool,
+    /// Include `_local_seq`, the replica's sequence of the last change.
+    #[arg(long)]
+    pub local_seq: bool,
+}
+
+/// `settee all-docs`.
+#[derive(Args)]
+pub struct AllDocsArgs {
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
+    /// Only these ids, in this order (a JSON array; missing ones are
+    /// `not_found` rows, deleted ones are listed as deleted).
+    #[arg(long, value_name = "JSON_ARRAY")]
+    pub keys: Option<String>,
+    /// Only this id (JSON, e.g. '"card-1"').
+    #[arg(long, value_name = "JSON")]
+    pub key: Option<String>,
+    /// First id of the range (JSON, e.g. '"TAG-"').
+    #[arg(long, value_name = "JSON")]
+    pub start: Option<String>,
+    /// Last id of the range (JSON, e.g. '"TAG-\ufff0"').
+    #[arg(long, value_name = "JSON")]
+    pub end: Option<String>,
+    /// Whether the last id itself is in the range.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub inclusive_end: bool,
+    /// Highest id first (then --start is the high end).
+    #[arg(long)]
+    pub descending: bool,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Add each row's document.
+    #[arg(long)]
+    pub include_docs: bool,
+    /// With --include-docs: `_conflicts` in each document.
+    #[arg(long)]
+    pub conflicts: bool,
+    /// With --include-docs: attachments inline.
+    #[arg(long)]
+    pub attachments: bool,
+    /// Add the replica's local sequence (`update_seq`).
+    #[arg(long)]
+    pub update_seq: bool,
+    /// Print exactly CouchDB's response body instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `settee status`.

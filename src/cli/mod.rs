@@ -9,6 +9,7 @@
 //! conflict (a stale `_rev`); 130 interrupted (a pull resumes where it
 //! stopped when run again).
 
+mod all_docs;
 mod args;
 mod bench;
 mod check;
@@ -69,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Outbox(args) => outbox::run(args).await,
             Command::WriteLoop(args) => put::write_loop(args).await,
             Command::Query(args) => query::run(args),
+            Command::AllDocs(args) => all_docs::run(args),
             Command::Compact(args) => compact::run(args),
         }
     });
@@ -100,6 +102,8 @@ pub(crate) enum CliError {
     Settee(#[from] crate::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     #[error("cannot write output: {0}")]
     Io(io::Error),
     #[error("broken pipe")]

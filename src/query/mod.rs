@@ -12,7 +12,8 @@
 //!     ├── warm.rs     every index brought up to date; indexes of gone design docs dropped
 //!     ├── mango/      `_find`, `_index`, `_explain`
 //!     ├── all_docs.rs `_all_docs`
-//!     └── get.rs      `GET /db/{id}` with its options
+//!     ├── get.rs      `GET /db/{id}` with its options
+//!     └── params.rs   CouchDB's query parameters, from a query string or JSON
 //! ```
 //!
 //! Everything here reads the store through `Replica`'s public reads and
@@ -44,20 +45,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod all_docs;
 mod design;
 mod error;
+mod get;
+mod params;
 mod reduce;
 mod view;
 mod warm;
 
 pub use crate::js::Limits as ScriptLimits;
+pub use all_docs::{AllDocsQuery, AllDocsResponse, AllDocsRow};
 pub use error::QueryError;
+pub use get::{GetOptions, OpenRevs};
 pub use reduce::ReducedRow;
 pub use view::ViewResponse;
 pub use warm::{QueryWarm, ViewFailure};
 
 use crate::store::Replica;
 use crate::views::{QueryOptions, View};
+use serde_json::Value;
 
 /// The query engine of one replica: cheap to clone, safe to share.
 #[derive(Debug, Clone)]
@@ -98,6 +105,18 @@ impl Query {
         options: &QueryOptions,
     ) -> Result<ViewResponse, QueryError> {
         view::query(&self.replica, self.limits, ddoc, view, options)
+    }
+
+    /// `GET /db/_all_docs` (or `POST` with `keys`): CouchDB 3.4's answer
+    /// from the replica; its body is [`AllDocsResponse::to_json`].
+    pub fn all_docs(&self, query: &AllDocsQuery) -> Result<AllDocsResponse, QueryError> {
+        all_docs::all_docs(&self.replica, query)
+    }
+
+    /// `GET /db/{id}` with CouchDB 3.4's options: the body CouchDB sends
+    /// (an array for `open_revs`), or its 404 (`missing`, `deleted`) or 400.
+    pub fn get(&self, id: &str, options: &GetOptions) -> Result<Value, QueryError> {
+        get::get(&self.replica, id, options)
     }
 
     /// Brings the index of every view of the replica's design documents

@@ -398,12 +398,13 @@ impl Replica {
     }
 
     /// Every document in id order within `range` (inclusive bounds on ids),
-    /// tombstones included.
+    /// tombstones included; `.rev()` walks it from the high end (a
+    /// descending `_all_docs`).
     pub fn docs(
         &self,
         start: Bound<&str>,
         end: Bound<&str>,
-    ) -> impl Iterator<Item = Result<DocInfo, StoreError>> + '_ {
+    ) -> impl DoubleEndedIterator<Item = Result<DocInfo, StoreError>> + '_ {
         let map = |b: Bound<&str>| match b {
             Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
             Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
