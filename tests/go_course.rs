@@ -276,3 +276,95 @@ async fn a_missing_design_doc_or_view_is_couchdbs_404() {
     assert_eq!(err.status(), 400);
     assert_eq!(err.error(), "query_parse_error");
 }
+
+/// `_all_docs` on the server, `keys` in a POST body as the app's PouchDB
+/// sends them.
+async fn server_all_docs(db: &TestDb, params: &Value) -> Value {
+    let mut qs = Vec::new();
+    let mut keys = None;
+    for (k, v) in params.as_object().unwrap() {
+        if k == "keys" {
+            keys = Some(v.clone());
+        } else {
+            qs.push(format!("{k}={}", support::enc(&v.to_string())));
+        }
+    }
+    let path = format!("_all_docs?{}", qs.join("&"));
+    let (status, body) = match keys {
+        Some(keys) => {
+            db.request(reqwest::Method::POST, &path, Some(json!({"keys": keys})))
+                .await
+        }
+        None => db.request(reqwest::Method::GET, &path, None).await,
+    };
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn every_all_docs_and_get_read_of_the_app_answers_like_the_server() {
+    use settee::query::{AllDocsQuery, GetOptions};
+    let (db, _dir, replica) = course("gc-docs").await;
+    let query = Query::open(&replica).unwrap();
+    let cards: Vec<Value> = fixture("chunks/CARD-0000.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["_id"].clone())
+        .collect();
+    let dd = fixture("chunks/DISPLAYABLE_DATA-0000.json")[0]["_id"].clone();
+    let mut some: Vec<Value> = cards.iter().step_by(7).cloned().collect();
+    some.push(json!("not-a-card"));
+    some.push(dd.clone());
+    let reads = [
+        // getCardEloData, getCardDisplayableDataIDs, getCourseDocs.
+        json!({"keys": some, "include_docs": true}),
+        json!({"keys": cards, "include_docs": true}),
+        json!({"keys": some}),
+        // getAllCardIds, getAllNavigationStrategies, getCourseTagStubs,
+        // getChildTagStubs: prefix ranges in raw id order.
+        json!({"startkey": "c-", "endkey": "c-\u{fff0}", "include_docs": false}),
+        json!({"startkey": "NAVIGATION_STRATEGY", "endkey": "NAVIGATION_STRATEGY\u{fff0}", "include_docs": true}),
+        json!({"startkey": "TAG-", "endkey": "TAG-\u{fff0}", "include_docs": true}),
+        json!({"startkey": "TAG-go>", "endkey": "TAG-go>\u{fff0}", "include_docs": true}),
+        // The whole database, and a page of it.
+        json!({}),
+        json!({"limit": 10, "skip": 5, "descending": true}),
+    ];
+    for params in reads {
+        let got = query
+            .all_docs(&AllDocsQuery::from_json(&params).unwrap())
+            .unwrap()
+            .to_json();
+        let want = server_all_docs(&db, &params).await;
+        assert_eq!(got["rows"], want["rows"], "_all_docs {params}");
+        assert_eq!(got["total_rows"], want["total_rows"], "_all_docs {params}");
+    }
+    // get: cards, DISPLAYABLE_DATA with attachments inline (none in this
+    // export), CourseConfig at its exact revision, db-epoch missing.
+    for (id, opts) in [
+        (cards[0].as_str().unwrap(), json!({})),
+        (dd.as_str().unwrap(), json!({"attachments": true})),
+        ("CourseConfig", json!({})),
+        ("TAG-array", json!({"revs": true})),
+        ("_design/elo", json!({})),
+    ] {
+        let got = query
+            .get(id, &GetOptions::from_json(&opts).unwrap())
+            .unwrap();
+        let qs: Vec<String> = opts
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let path = format!("{}?{}", support::enc_id(id), qs.join("&"));
+        let want = db.get_json(&path).await;
+        assert_eq!(got, want, "get {id} {opts}");
+    }
+    let missing = query.get("db-epoch", &GetOptions::default()).unwrap_err();
+    assert_eq!(
+        missing.to_json(),
+        json!({"error": "not_found", "reason": "missing"})
+    );
+}
