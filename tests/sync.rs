@@ -1164,3 +1164,53 @@ async fn a_schedule_stopped_during_a_swap_leaves_the_push_worker_running() {
     assert_eq!(pushed.pending, 0, "{pushed:?}");
     assert_eq!(db.get_json("after-swap").await["v"], 1);
 }
+
+/// Issue 18: a replica is `ready` with its design documents' views
+/// already indexed (the app's `warmViewIndices`, done before `ready`), and
+/// a design document that cannot run does not keep it from `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_replicas_have_their_design_doc_views_warmed() {
+    use settee::query::Query;
+    use settee::views::{QueryOptions, Update};
+    let db = TestDb::seeded("sync-warm-ddocs", &["--cards", "60"]).await;
+    db.bulk_docs(
+        vec![json!({"_id": "_design/broken", "views": {"v": {"map": "function (doc) { emit(("}}})],
+        true,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&server().base, dir.path(), small_batches());
+    let status = svc.ensure_synced(&db.name, false).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+    let replica = svc.local(&db.name).expect("a ready replica");
+    let query = Query::open(&replica).unwrap();
+    // Answered from the index as it is: already complete.
+    let q = QueryOptions::default().update(Update::False);
+    let elo = query.view("elo", "elo", &q).unwrap().to_json();
+    let (_, want) = db
+        .request(reqwest::Method::GET, "_design/elo/_view/elo", None)
+        .await;
+    assert_eq!(elo["rows"], want["rows"]);
+    let err = query
+        .view("broken", "v", &QueryOptions::default())
+        .unwrap_err();
+    assert_eq!(err.error(), "compilation_error", "{err}");
+
+    // And with the warm-up turned off, nothing is indexed before `ready`.
+    let off = tempfile::tempdir().unwrap();
+    let svc = service(
+        &server().base,
+        off.path(),
+        small_batches().with_design_doc_warm(false),
+    );
+    assert_eq!(
+        svc.ensure_synced(&db.name, false).await.state,
+        SyncState::Ready
+    );
+    let replica = svc.local(&db.name).unwrap();
+    let cold = Query::open(&replica)
+        .unwrap()
+        .view("elo", "elo", &q)
+        .unwrap();
+    assert!(cold.rows().is_empty());
+}
