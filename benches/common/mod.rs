@@ -3,9 +3,13 @@
 //! and the `--probe` child-process protocol that lets each measured run
 //! start from a fresh allocator and fresh sled threads.
 //!
-//! Each bench includes this with `mod common;` and uses part of it.
+//! Each bench includes this with `mod common;` and uses part of it;
+//! `corpus` is the app-shaped course corpus the query benchmarks share
+//! with PouchDB (`scripts/bench-query.sh`).
 
 #![allow(dead_code)]
+
+pub mod corpus;
 
 /// The environment variable `name`, or `default`.
 pub fn env_or(name: &str, default: &str) -> String {
