@@ -17,10 +17,11 @@
 //! of generation order (the ids are uuid-like: generation order is a
 //! random id order).
 //!
-//! What exists today is the built-in views (engine `builtin`); the
-//! design-document JavaScript views (engine `js`) and Mango `_find`
-//! (engine `mango`) add their lines under the same bench names as
-//! `pouch-query.js` (see the list in `scripts/bench-query.sh`).
+//! Engines: the app's design documents in JavaScript (`js`, first), the
+//! built-in Rust views (`builtin`), Mango `_find` (`mango`), under the same
+//! bench names as `pouch-query.js` (see the list in
+//! `scripts/bench-query.sh`). `SETTEE_QUERY_BENCH_ONLY_JS=1` stops after
+//! the JavaScript views.
 //!
 //! - `load`: the corpus committed into a fresh replica (batches of 1000);
 //! - `view_build_elo`, `view_build_getTags`: one view built from nothing
@@ -48,6 +49,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use common::corpus::{self, Corpus};
 use common::{cpu_seconds, env_or};
 use serde_json::{json, Value};
+use settee::query::Query;
 use settee::views::{QueryOptions, Views};
 use std::time::Instant;
 
@@ -122,9 +124,74 @@ fn main() {
     let (replica, ms, cpu) = timed(|| corpus::build_replica(&dir.path().join("a"), &c.docs));
     line(&c, "load", "commit", ms, json!({"cpu_ms": cpu.round()}));
 
+    // The app's design documents run in JavaScript (engine `js`): each
+    // view built from nothing by its first `{limit: 1}` query, as PouchDB
+    // builds it, then warm queries.
+    let query = Query::open(&replica).unwrap();
+    let js_rows = |name: &str, q: &QueryOptions| query.view(name, name, q).unwrap().rows().len();
+    let limit1 = QueryOptions::default().limit(1);
+    for name in ["elo", "getTags"] {
+        let (n, ms, cpu) = timed(|| js_rows(name, &limit1));
+        line(
+            &c,
+            &format!("view_build_{name}"),
+            "js",
+            ms,
+            json!({"cpu_ms": cpu.round(), "reps": 1, "rows": n}),
+        );
+    }
+    for name in ["elo", "getTags"] {
+        let reps = 20;
+        let (n, ms, _) = timed(|| (0..reps).map(|_| js_rows(name, &limit1)).sum::<usize>());
+        line(
+            &c,
+            &format!("view_query_{name}"),
+            "js",
+            ms / f64::from(reps),
+            json!({"reps": reps, "rows": n}),
+        );
+    }
+    let reps = 200u32;
+    let (n, ms, _) = timed(|| {
+        (0..u64::from(reps))
+            .map(|k| {
+                let q = QueryOptions::default()
+                    .start_key(json!(700 + (k * 37) % 600))
+                    .limit(20);
+                js_rows("elo", &q)
+            })
+            .sum::<usize>()
+    });
+    line(
+        &c,
+        "view_query_elo_page",
+        "js",
+        ms / f64::from(reps),
+        json!({"reps": reps, "rows": n}),
+    );
+    let (n, ms, _) = timed(|| {
+        (0..u64::from(reps))
+            .map(|k| {
+                let keys = (0..20)
+                    .map(|j| json!(corpus::pick_card(&c.card_ids, k * 20 + j)))
+                    .collect();
+                js_rows("getTags", &QueryOptions::default().keys(keys))
+            })
+            .sum::<usize>()
+    });
+    line(
+        &c,
+        "view_query_getTags_keys",
+        "js",
+        ms / f64::from(reps),
+        json!({"reps": reps, "rows": n}),
+    );
+    if std::env::var_os("SETTEE_QUERY_BENCH_ONLY_JS").is_some() {
+        return;
+    }
+
     // One view at a time, as PouchDB builds them (on each one's first query).
     let views = Views::open(&replica).unwrap();
-    let limit1 = QueryOptions::default().limit(1);
     for name in ["elo", "getTags"] {
         let (n, ms, cpu) = timed(|| {
             views.update(name).unwrap();

@@ -188,7 +188,8 @@ function __map(i, key, json) {
     }
     return "!" + __errstr(e);
   }
-  var out = JSON.stringify(__rows);
+  // Most documents emit nothing for most views: no stringify for those.
+  var out = __rows.length === 0 ? "[]" : JSON.stringify(__rows);
   __rows = null;
   return out;
 }
