@@ -106,12 +106,12 @@ pub mod fuzz_hooks;
 mod identity;
 mod outbox;
 pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
+pub mod query;
 mod remote;
 mod replicate;
 mod revtree;
 mod store;
 mod sync;
-pub mod query;
 pub mod views;
 
 pub use error::{Error, Result};
@@ -135,7 +135,7 @@ pub use store::{
     DocumentChange, DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint,
     RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
-pub use store::{RawDocumentChange, RawDocumentChanges};
+pub use store::{RawDocumentChange, RawDocumentChanges, RawDocuments};
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
     SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,
