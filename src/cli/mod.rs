@@ -15,6 +15,7 @@ mod check;
 mod compact;
 mod connect;
 mod dump;
+mod find;
 mod get;
 mod outbox;
 mod pull;
@@ -69,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Outbox(args) => outbox::run(args).await,
             Command::WriteLoop(args) => put::write_loop(args).await,
             Command::Query(args) => query::run(args),
+            Command::Find(args) => find::run(args),
             Command::Compact(args) => compact::run(args),
         }
     });
@@ -104,6 +106,8 @@ pub(crate) enum CliError {
     Io(io::Error),
     #[error("broken pipe")]
     BrokenPipe,
+    #[error("{} ({}): {}", .0.error(), .0.status(), .0.reason())]
+    Query(#[from] crate::query::QueryError),
 }
 
 impl From<io::Error> for CliError {
