@@ -36,6 +36,8 @@ mod sync;
 mod outbox;
 // Views (elo, getTags) answer as the server's own views do.
 mod views;
+// Mango `_find`, `_index` and `_explain` answer as the server's do.
+mod find;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
 // Issue 11: the public library API on its own.
