@@ -532,9 +532,9 @@ fn arb_selector(couchdb: bool) -> impl Strategy<Value = Value> {
     .boxed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_selectors_match_the_server() {
-    let (db, _dir, replica) = seeded_replica("find-prop").await;
+/// Runs `cases` random selectors (with a random sort when `sorts`)
+/// against the server and the replica.
+fn run_random(db: &TestDb, replica: &Replica, sorts: bool) {
     let cases: u32 = std::env::var("SETTEE_FIND_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -544,24 +544,83 @@ async fn random_selectors_match_the_server() {
         failure_persistence: None,
         ..Config::default()
     });
+    let couchdb = server().is_couchdb;
+    let sort = prop::sample::select(vec![
+        json!(null),
+        json!(["elo.global.score"]),
+        json!([{"elo.global.score": "desc"}]),
+        json!(["docType", "elo.global.count"]),
+        json!([{"_id": "desc"}]),
+        json!(["tags"]),
+    ]);
+    let limit = prop::sample::select(vec![1000usize, 5]);
     let handle = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
-        runner.run(&arb_selector(server().is_couchdb), |selector| {
-            let body = json!({"selector": selector, "limit": 1000});
-            let (status, want) = handle.block_on(server_find(&db, &body));
-            let (got_status, got) = settee_find(&replica, &body);
-            if status != 200 && server().is_couchdb {
+        runner.run(&(arb_selector(couchdb), sort, limit), |(selector, sort, limit)| {
+            let mut body = json!({"selector": selector, "limit": limit});
+            if sorts && couchdb && !sort.is_null() {
+                body["sort"] = sort;
+            }
+            let (status, want) = handle.block_on(server_find(db, &body));
+            let (got_status, got) = settee_find(replica, &body);
+            // CouchDB 3.4.3 crashes (500) on a few odd selectors: `$in: [[]]`
+            // over an index (`function_clause`), `$beginsWith` after an
+            // empty range (`badmatch`). settee answers them; not compared.
+            prop_assume!(status < 500);
+            if status != 200 && couchdb {
                 // CouchDB refuses it: settee must refuse it the same way.
                 prop_assert_eq!((got_status, &got), (status, &want), "{}", body);
                 return Ok(());
             }
             prop_assume!(status == 200);
             prop_assert_eq!(got_status, 200, "{}", got);
-            prop_assert_eq!(ids(&got), ids(&want), "{}", body);
+            if couchdb {
+                prop_assert_eq!(ids(&got), ids(&want), "{}", body);
+                // The scan-ratio warning depends on how far the read went:
+                // CouchDB's shards read ahead of a small limit, settee stops.
+                if limit > 200 {
+                    prop_assert_eq!(&got.get("warning"), &want.get("warning"), "{}", body);
+                }
+            } else if sorts {
+                // pouchdb-find picks indexes its own way (and so an order
+                // of its own): the same documents.
+                let (mut g, mut w) = (ids(&got), ids(&want));
+                g.sort();
+                w.sort();
+                prop_assert_eq!(g, w, "{}", body);
+            } else {
+                prop_assert_eq!(ids(&got), ids(&want), "{}", body);
+            }
             Ok(())
         })
     });
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_selectors_match_the_server() {
+    let (db, _dir, replica) = seeded_replica("find-prop").await;
+    run_random(&db, &replica, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_selectors_over_indexes_match_the_server() {
+    let db = TestDb::seeded("find-prop-idx", &["--cards", "200", "--extras"]).await;
+    for index in [
+        json!({"index": {"fields": ["elo.global.score"]}}),
+        json!({"index": {"fields": ["docType", "elo.global.count"]}}),
+        json!({"index": {"fields": ["docType"]}}),
+        json!({"index": {"fields": ["tags"]}}),
+        json!({"index": {"fields": ["v"], "partial_filter_selector": {"docType": "EXTRA"}}}),
+    ] {
+        let (status, body) = db
+            .request(reqwest::Method::POST, "_index", Some(index))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 100, 8).await;
+    run_random(&db, &replica, true);
 }
