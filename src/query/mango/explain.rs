@@ -5,7 +5,7 @@
 //! arguments. `selector_hints` lists fields sorted (CouchDB's order comes
 //! from an Erlang set and is unspecified).
 
-use super::find::covers;
+use super::find::{covers, covers_fields};
 use super::index;
 use super::plan::{self, indexable_fields, End, Plan};
 use super::request::{Dir, FindRequest};
@@ -78,7 +78,8 @@ pub(crate) fn explain(replica: &Replica, db: &str, req: &FindRequest) -> Result<
             let covering = if c.index.is_all_docs() {
                 Value::Null
             } else {
-                Value::Bool(covers(&c.index, req))
+                // CouchDB checks the candidates against `fields` alone.
+                Value::Bool(covers_fields(&c.index, req.fields.as_deref()))
             };
             json!({
                 "index": c.index.to_json(),

@@ -267,19 +267,28 @@ fn scan_ids(
     Ok(())
 }
 
-/// `mango_idx_view:covers`: every field the query needs is in the key.
-pub(crate) fn covers(idx: &Index, req: &FindRequest) -> bool {
+/// `mango_idx_view:covers`: every one of `fields` (`None`: the whole
+/// document) is `_id` or an indexed field.
+pub(crate) fn covers_fields(idx: &Index, fields: Option<&[String]>) -> bool {
+    let Some(fields) = fields else {
+        return false;
+    };
     if idx.is_all_docs() {
         return false;
     }
+    let cols = idx.columns();
+    fields.iter().all(|f| f == "_id" || cols.contains(f))
+}
+
+/// Whether the index answers the query from its keys alone: the
+/// requested fields and the selector's (`required_fields`) are covered.
+pub(crate) fn covers(idx: &Index, req: &FindRequest) -> bool {
     let Some(fields) = &req.fields else {
         return false;
     };
-    let cols = idx.columns();
-    fields
-        .iter()
-        .chain(req.selector.fields().iter())
-        .all(|f| f == "_id" || cols.contains(f))
+    let mut needed = fields.clone();
+    needed.extend(req.selector.fields());
+    covers_fields(idx, Some(&needed))
 }
 
 /// The view query for a json index's range, in the sort's direction.
