@@ -121,8 +121,14 @@ fn missing_field_selectors() -> Vec<(Value, &'static str)> {
         (json!({"docType": {"$ne": "CARD"}}), "docType"),
         (json!({"docType": {"$nin": ["TAG", "CARD"]}}), "docType"),
         (json!({"v": {"$ne": 1}}), "v"),
-        (json!({"$nor": [{"docType": "CARD"}, {"docType": "TAG"}]}), "docType"),
-        (json!({"$not": {"elo.global.score": {"$gt": 1000}}}), "elo.global.score"),
+        (
+            json!({"$nor": [{"docType": "CARD"}, {"docType": "TAG"}]}),
+            "docType",
+        ),
+        (
+            json!({"$not": {"elo.global.score": {"$gt": 1000}}}),
+            "elo.global.score",
+        ),
     ]
 }
 
@@ -158,7 +164,10 @@ async fn full_scans_match_the_server() {
             server_find(&db, &paged).await.1["docs"].clone()
         } else {
             let all = json!({"selector": selector, "limit": 1000, "fields": fields});
-            let docs = server_find(&db, &all).await.1["docs"].as_array().cloned().unwrap();
+            let docs = server_find(&db, &all).await.1["docs"]
+                .as_array()
+                .cloned()
+                .unwrap();
             Value::Array(docs.into_iter().skip(3).take(7).collect())
         };
         assert_eq!(settee_find(&replica, &paged).1["docs"], want, "{paged}");
@@ -173,21 +182,28 @@ async fn full_scans_match_the_server() {
     let pouch_fails: Vec<(Value, Box<dyn Fn(&Value) -> bool>)> = vec![
         (
             json!({"elo.global": {"score": {"$gt": 1200}}}),
-            Box::new(|d: &Value| d["elo"]["global"]["score"].as_f64().is_some_and(|s| s > 1200.0)),
+            Box::new(|d: &Value| {
+                d["elo"]["global"]["score"]
+                    .as_f64()
+                    .is_some_and(|s| s > 1200.0)
+            }),
         ),
         (
             json!({"id_displayable_data": {"$elemMatch": {"$regex": "^DISPLAYABLE_DATA-a"}}}),
             Box::new(move |d: &Value| {
-                arr(d, "id_displayable_data")
-                    .iter()
-                    .any(|v| v.as_str().is_some_and(|s| s.starts_with("DISPLAYABLE_DATA-a")))
+                arr(d, "id_displayable_data").iter().any(|v| {
+                    v.as_str()
+                        .is_some_and(|s| s.starts_with("DISPLAYABLE_DATA-a"))
+                })
             }),
         ),
         (
             json!({"docType": "CARD", "elo.global.score": {"$not": {"$gt": 1000}}}),
             Box::new(|d: &Value| {
                 d["docType"] == "CARD"
-                    && d["elo"]["global"]["score"].as_f64().is_some_and(|s| s <= 1000.0)
+                    && d["elo"]["global"]["score"]
+                        .as_f64()
+                        .is_some_and(|s| s <= 1000.0)
             }),
         ),
     ];
@@ -195,12 +211,25 @@ async fn full_scans_match_the_server() {
     for (selector, holds) in &pouch_fails {
         let body = json!({"selector": selector, "limit": 1000});
         let want: Vec<Value> = if server().is_couchdb {
-            server_find(&db, &body).await.1["docs"].as_array().cloned().unwrap_or_default()
+            server_find(&db, &body).await.1["docs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
         } else {
-            everything["docs"].as_array().unwrap().iter().filter(|d| holds(d)).cloned().collect()
+            everything["docs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| holds(d))
+                .cloned()
+                .collect()
         };
         assert!(!want.is_empty(), "{body}");
-        assert_eq!(settee_find(&replica, &body).1["docs"], Value::Array(want), "{body}");
+        assert_eq!(
+            settee_find(&replica, &body).1["docs"],
+            Value::Array(want),
+            "{body}"
+        );
     }
     // The go-course app's queries (APP-OPERATIONS.md §1.4).
     let cards = json!({"selector": {"docType": "CARD"}, "limit": 1000});
@@ -218,9 +247,15 @@ async fn full_scans_match_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn design_documents_are_never_found() {
     let (_db, _dir, replica) = seeded_replica("find-design").await;
-    let (_, got) = settee_find(&replica, &json!({"selector": {"_id": {"$gt": null}}, "limit": 10000}));
+    let (_, got) = settee_find(
+        &replica,
+        &json!({"selector": {"_id": {"$gt": null}}, "limit": 10000}),
+    );
     assert!(ids(&got).iter().all(|id| !id.starts_with("_design/")));
-    let (_, got) = settee_find(&replica, &json!({"selector": {"language": {"$exists": true}}}));
+    let (_, got) = settee_find(
+        &replica,
+        &json!({"selector": {"language": {"$exists": true}}}),
+    );
     assert_eq!(ids(&got), Vec::<String>::new());
 }
 
@@ -234,15 +269,22 @@ async fn default_limit_is_couchdbs_25() {
         assert_same_docs(&db, &replica, &body).await;
     } else {
         // pouchdb-find 7 returns every match without a limit.
-        assert_same_docs(&db, &replica, &json!({"selector": {"docType": "CARD"}, "limit": 25}))
-            .await;
+        assert_same_docs(
+            &db,
+            &replica,
+            &json!({"selector": {"docType": "CARD"}, "limit": 25}),
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookmarks_page_through_everything() {
     let (db, _dir, replica) = seeded_replica("find-pages").await;
-    let (_, all) = settee_find(&replica, &json!({"selector": {"docType": "CARD"}, "limit": 1000}));
+    let (_, all) = settee_find(
+        &replica,
+        &json!({"selector": {"docType": "CARD"}, "limit": 1000}),
+    );
     let mut paged = Vec::new();
     let mut bookmark = Value::Null;
     loop {
@@ -335,7 +377,8 @@ async fn indexes_from_the_server_serve_sorts() {
         assert_eq!(server_find(&db, &body).await, (400, got));
     }
     // `_id` alone sorts with `_all_docs` when the selector constrains it.
-    let body = json!({"selector": {"_id": {"$gt": "c-000150"}}, "sort": [{"_id": "desc"}], "limit": 1000});
+    let body =
+        json!({"selector": {"_id": {"$gt": "c-000150"}}, "sort": [{"_id": "desc"}], "limit": 1000});
     assert_same_docs(&db, &replica, &body).await;
 }
 
@@ -453,8 +496,24 @@ fn arb_selector(couchdb: bool) -> impl Strategy<Value = Value> {
     };
     let ops = if couchdb {
         vec![
-            "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$type", "$size",
-            "$mod", "$regex", "$all", "$elemMatch", "$allMatch", "$not", "$beginsWith",
+            "$eq",
+            "$ne",
+            "$gt",
+            "$gte",
+            "$lt",
+            "$lte",
+            "$in",
+            "$nin",
+            "$exists",
+            "$type",
+            "$size",
+            "$mod",
+            "$regex",
+            "$all",
+            "$elemMatch",
+            "$allMatch",
+            "$not",
+            "$beginsWith",
         ]
     } else {
         // pouchdb-find 7 lets `$ne`/`$nin` match missing fields, lacks
@@ -556,43 +615,46 @@ fn run_random(db: &TestDb, replica: &Replica, sorts: bool) {
     let limit = prop::sample::select(vec![1000usize, 5]);
     let handle = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
-        runner.run(&(arb_selector(couchdb), sort, limit), |(selector, sort, limit)| {
-            let mut body = json!({"selector": selector, "limit": limit});
-            if sorts && couchdb && !sort.is_null() {
-                body["sort"] = sort;
-            }
-            let (status, want) = handle.block_on(server_find(db, &body));
-            let (got_status, got) = settee_find(replica, &body);
-            // CouchDB 3.4.3 crashes (500) on a few odd selectors: `$in: [[]]`
-            // over an index (`function_clause`), `$beginsWith` after an
-            // empty range (`badmatch`). settee answers them; not compared.
-            prop_assume!(status < 500);
-            if status != 200 && couchdb {
-                // CouchDB refuses it: settee must refuse it the same way.
-                prop_assert_eq!((got_status, &got), (status, &want), "{}", body);
-                return Ok(());
-            }
-            prop_assume!(status == 200);
-            prop_assert_eq!(got_status, 200, "{}", got);
-            if couchdb {
-                prop_assert_eq!(ids(&got), ids(&want), "{}", body);
-                // The scan-ratio warning depends on how far the read went:
-                // CouchDB's shards read ahead of a small limit, settee stops.
-                if limit > 200 {
-                    prop_assert_eq!(&got.get("warning"), &want.get("warning"), "{}", body);
+        runner.run(
+            &(arb_selector(couchdb), sort, limit),
+            |(selector, sort, limit)| {
+                let mut body = json!({"selector": selector, "limit": limit});
+                if sorts && couchdb && !sort.is_null() {
+                    body["sort"] = sort;
                 }
-            } else if sorts {
-                // pouchdb-find picks indexes its own way (and so an order
-                // of its own): the same documents.
-                let (mut g, mut w) = (ids(&got), ids(&want));
-                g.sort();
-                w.sort();
-                prop_assert_eq!(g, w, "{}", body);
-            } else {
-                prop_assert_eq!(ids(&got), ids(&want), "{}", body);
-            }
-            Ok(())
-        })
+                let (status, want) = handle.block_on(server_find(db, &body));
+                let (got_status, got) = settee_find(replica, &body);
+                // CouchDB 3.4.3 crashes (500) on a few odd selectors: `$in: [[]]`
+                // over an index (`function_clause`), `$beginsWith` after an
+                // empty range (`badmatch`). settee answers them; not compared.
+                prop_assume!(status < 500);
+                if status != 200 && couchdb {
+                    // CouchDB refuses it: settee must refuse it the same way.
+                    prop_assert_eq!((got_status, &got), (status, &want), "{}", body);
+                    return Ok(());
+                }
+                prop_assume!(status == 200);
+                prop_assert_eq!(got_status, 200, "{}", got);
+                if couchdb {
+                    prop_assert_eq!(ids(&got), ids(&want), "{}", body);
+                    // The scan-ratio warning depends on how far the read went:
+                    // CouchDB's shards read ahead of a small limit, settee stops.
+                    if limit > 200 {
+                        prop_assert_eq!(&got.get("warning"), &want.get("warning"), "{}", body);
+                    }
+                } else if sorts {
+                    // pouchdb-find picks indexes its own way (and so an order
+                    // of its own): the same documents.
+                    let (mut g, mut w) = (ids(&got), ids(&want));
+                    g.sort();
+                    w.sort();
+                    prop_assert_eq!(g, w, "{}", body);
+                } else {
+                    prop_assert_eq!(ids(&got), ids(&want), "{}", body);
+                }
+                Ok(())
+            },
+        )
     });
     if let Err(e) = result {
         panic!("{e}");
@@ -635,10 +697,15 @@ async fn explain_is_couchdbs() {
                "partial_filter_selector": {"docType": "TAG"}}),
     ] {
         let mut index = index;
-        if let Some(p) = index.as_object_mut().and_then(|m| m.remove("partial_filter_selector")) {
+        if let Some(p) = index
+            .as_object_mut()
+            .and_then(|m| m.remove("partial_filter_selector"))
+        {
             index["index"]["partial_filter_selector"] = p;
         }
-        let (status, body) = db.request(reqwest::Method::POST, "_index", Some(index)).await;
+        let (status, body) = db
+            .request(reqwest::Method::POST, "_index", Some(index))
+            .await;
         assert_eq!(status, 200, "{body}");
     }
     let (_dir, replica) = temp_replica();
@@ -656,13 +723,18 @@ async fn explain_is_couchdbs() {
         json!({"selector": {"elo.global.score": {"$gt": 5, "$lt": 3}}}),
         json!({"selector": {"$or": []}, "stale": "ok", "bookmark": "abc"}),
     ] {
-        let mut got = query.explain(&FindRequest::from_json(body.clone()).unwrap()).unwrap();
+        let mut got = query
+            .explain(&FindRequest::from_json(body.clone()).unwrap())
+            .unwrap();
         let (status, mut want) = db
             .request(reqwest::Method::POST, "_explain", Some(body.clone()))
             .await;
         if !server().is_couchdb {
             // pouchdb-find 7 explains in a shape of its own.
-            assert_eq!(got["selector"], FindRequest::from_json(body.clone()).unwrap().selector());
+            assert_eq!(
+                got["selector"],
+                FindRequest::from_json(body.clone()).unwrap().selector()
+            );
             continue;
         }
         assert_eq!(status, 200, "{want}");

@@ -14,7 +14,7 @@
 use super::index::{self, full_doc, Index};
 use super::plan::{self, Range};
 use super::request::{Dir, ExecutionStats, FindRequest, FindResponse};
-use super::selector::{get_field, parse_field, Field};
+use super::selector::{get_field, parse_field, Field, Selector};
 use crate::query::QueryError;
 use crate::store::{RawDocumentChange, Replica};
 use crate::views::{collate, QueryOptions, Update, Views};
@@ -126,7 +126,15 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     /// Offers one document read from the index; `Ok(false)` stops the read.
-    fn offer(&mut self, key: Value, id: &str, doc: Value) -> Result<bool, QueryError> {
+    /// `doc` is what the selector is matched against; `whole` gives the
+    /// document to return when `doc` was read in part.
+    fn offer(
+        &mut self,
+        key: Value,
+        id: &str,
+        doc: Value,
+        whole: impl FnOnce(Value) -> Result<Value, QueryError>,
+    ) -> Result<bool, QueryError> {
         if !self.req.selector.matches(&doc)? {
             return Ok(true);
         }
@@ -140,7 +148,8 @@ impl Cursor<'_> {
         if self.limit == 0 {
             return Ok(false);
         }
-        self.docs.push(project(doc, self.req.fields.as_deref())?);
+        self.docs
+            .push(project(whole(doc)?, self.req.fields.as_deref())?);
         self.limit -= 1;
         self.stats.results_returned += 1;
         Ok(self.limit > 0)
@@ -157,18 +166,106 @@ impl Cursor<'_> {
     }
 }
 
-/// A stored body parsed whole (bodies nest up to `MAX_NESTING` levels).
-fn parse_body(raw: &RawDocumentChange) -> Result<Map<String, Value>, QueryError> {
+/// The top-level fields of a stored body the scan has to parse: `None`
+/// for all of them.
+type Wanted = Option<std::collections::HashSet<String>>;
+
+/// The top-level body fields a selector can look at: the first part of
+/// each field path outside `$elemMatch` and friends (whose fields are
+/// relative to an element). `None` (everything) when a condition is on
+/// the document itself (an empty field name) or a path is invalid.
+fn wanted_fields(s: &Selector) -> Wanted {
+    fn walk(s: &Selector, out: &mut std::collections::HashSet<String>) -> bool {
+        match s {
+            Selector::And(a) | Selector::Or(a) | Selector::Nor(a) => a.iter().all(|x| walk(x, out)),
+            Selector::Not(x) => walk(x, out),
+            Selector::Field(f, _) => match f.path() {
+                Ok([first, ..]) if !f.name.is_empty() => {
+                    out.insert(first.clone());
+                    true
+                }
+                _ => false,
+            },
+            Selector::Empty | Selector::Default(_) => true,
+            // An operator straight on the document.
+            _ => false,
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk(s, &mut out).then_some(out)
+}
+
+/// Deserializes a JSON object keeping only the wanted members (the others
+/// are skipped without being built).
+struct Members<'a>(&'a std::collections::HashSet<String>);
+
+/// A member name, kept only when wanted.
+struct MemberName<'a>(&'a std::collections::HashSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for MemberName<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for MemberName<'_> {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.contains(v).then(|| v.to_owned()))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Members<'_> {
+    type Value = Map<String, Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Members<'_> {
+    type Value = Map<String, Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(name) = a.next_key_seed(MemberName(self.0))? {
+            match name {
+                Some(name) => {
+                    m.insert(name, a.next_value()?);
+                }
+                None => {
+                    a.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// A stored body parsed (bodies nest up to `MAX_NESTING` levels), whole
+/// or only the `wanted` members.
+fn parse_body(
+    raw: &RawDocumentChange,
+    wanted: Option<&std::collections::HashSet<String>>,
+) -> Result<Map<String, Value>, QueryError> {
     let mut de = serde_json::Deserializer::from_slice(&raw.body);
     de.disable_recursion_limit();
-    let body = serde::Deserialize::deserialize(&mut de).map_err(|e| {
+    let body = match wanted {
+        None => serde::Deserialize::deserialize(&mut de),
+        Some(w) => serde::de::DeserializeSeed::deserialize(Members(w), &mut de),
+    };
+    body.map_err(|e| {
         QueryError::Store(crate::store::StoreError::corrupt(
             "revision body",
             raw.id.as_bytes(),
             e,
         ))
-    })?;
-    Ok(body)
+    })
 }
 
 fn with_conflicts(mut doc: Value, conflicts: &[crate::Rev], want: bool) -> Value {
@@ -247,6 +344,11 @@ fn scan_ids(
     } else {
         Box::new(docs)
     };
+    // Most documents of a scan do not match: only the members the
+    // selector looks at are parsed, the rest of a body only for a
+    // document that is returned.
+    let wanted = wanted_fields(&cur.req.selector);
+    let conflicts = cur.req.conflicts;
     for raw in docs {
         let raw = raw?;
         if raw.id.starts_with("_design/") {
@@ -254,13 +356,21 @@ fn scan_ids(
         }
         cur.stats.total_keys_examined += 1;
         cur.count_doc();
-        let body = parse_body(&raw)?;
-        let doc = with_conflicts(
-            full_doc(&raw.id, &raw.rev.to_string(), body),
-            &raw.conflicts,
-            cur.req.conflicts,
-        );
-        if !cur.offer(Value::String(raw.id.clone()), &raw.id, doc)? {
+        let rev = raw.rev.to_string();
+        let body = parse_body(&raw, wanted.as_ref())?;
+        let doc = with_conflicts(full_doc(&raw.id, &rev, body), &raw.conflicts, conflicts);
+        let whole = |doc: Value| {
+            if wanted.is_none() {
+                return Ok(doc);
+            }
+            let body = parse_body(&raw, None)?;
+            Ok(with_conflicts(
+                full_doc(&raw.id, &rev, body),
+                &raw.conflicts,
+                conflicts,
+            ))
+        };
+        if !cur.offer(Value::String(raw.id.clone()), &raw.id, doc, whole)? {
             break;
         }
     }
@@ -355,7 +465,7 @@ fn scan_index(
                 _ => continue,
             }
         };
-        if !cur.offer(row.key, &row.id, doc)? {
+        if !cur.offer(row.key, &row.id, doc, Ok)? {
             break;
         }
     }

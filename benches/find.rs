@@ -1,0 +1,203 @@
+//! Mango `_find` on a large replica, with the network taken out:
+//! `cargo bench --bench find`.
+//!
+//! Builds `SETTEE_FIND_BENCH_DOCS` synthetic cards (default 100000, about
+//! 500 bytes each, as `benches/views.rs` writes them) through the store's
+//! commit path, then measures (wall time, best and mean of several runs):
+//!
+//! - full scans (`_all_docs`, every document read and matched): a
+//!   selector matching 20 documents, and one matching none;
+//! - a full-scan page that stops early (`docType: CARD`, limit 25);
+//! - `_index` on `elo.global.score` and its first use (the index build);
+//! - 25-document pages through that index at many starting scores, and
+//!   the same pages resumed from their bookmarks.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use common::env_or;
+use serde_json::{json, Value};
+use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::query::{FindRequest, Query};
+use settee::{Replica, ReplicaConfig, RevPath};
+use std::time::{Duration, Instant};
+
+fn rev(id: &str, seed: u64, body: Value) -> IncomingRev {
+    IncomingRev {
+        id: id.into(),
+        path: RevPath {
+            start: 1,
+            ids: vec![format!("{seed:032x}")],
+        },
+        deleted: false,
+        body: serde_json::value::to_raw_value(&body).unwrap(),
+    }
+}
+
+fn build(replica: &Replica, n: u64) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let revs = (i..end)
+            .map(|j| {
+                let score = 600 + next() % 800;
+                let tags: Vec<String> = (0..2 + next() % 4).map(|_| format!("tag-{}", next() % 20)).collect();
+                rev(
+                    &format!("c-{j:06}"),
+                    j,
+                    json!({
+                        "docType": "CARD",
+                        "id_displayable_data": [format!("DISPLAYABLE_DATA-{:016x}", next())],
+                        "elo": {"global": {"score": score, "count": j % 50}, "tags": {}, "misc": {}},
+                        "tags": tags,
+                        "question": "x".repeat(300),
+                    }),
+                )
+            })
+            .collect();
+        internals::commit_blocking(
+            replica,
+            &WriteBatch {
+                revs,
+                ..WriteBatch::default()
+            },
+        )
+        .unwrap();
+        i = end;
+    }
+    let revs = (0..20)
+        .map(|t| {
+            rev(
+                &format!("TAG-tag-{t}"),
+                n + t,
+                json!({"docType": "TAG", "name": format!("tag-{t}")}),
+            )
+        })
+        .collect();
+    internals::commit_blocking(
+        replica,
+        &WriteBatch {
+            revs,
+            ..WriteBatch::default()
+        },
+    )
+    .unwrap();
+}
+
+fn find(query: &Query, body: Value) -> (usize, Option<String>) {
+    let found = query.find(&FindRequest::from_json(body).unwrap()).unwrap();
+    (found.docs.len(), found.bookmark)
+}
+
+/// Best and mean wall time of `runs` runs of `f`.
+fn time(runs: u32, mut f: impl FnMut(u32)) -> (Duration, Duration) {
+    let mut best = Duration::MAX;
+    let mut total = Duration::ZERO;
+    for i in 0..runs {
+        let t = Instant::now();
+        f(i);
+        let e = t.elapsed();
+        best = best.min(e);
+        total += e;
+    }
+    (best, total / runs)
+}
+
+fn report(what: &str, (best, mean): (Duration, Duration)) {
+    println!(
+        "{what:<58} best {:>9.3} ms   mean {:>9.3} ms",
+        best.as_secs_f64() * 1e3,
+        mean.as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: u64 = env_or("SETTEE_FIND_BENCH_DOCS", "100000").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    let t = Instant::now();
+    build(&replica, n);
+    println!(
+        "built {n} cards + 20 tags in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let query = Query::open(&replica).unwrap();
+
+    let tags = json!({"selector": {"docType": "TAG"}, "limit": 25});
+    assert_eq!(find(&query, tags.clone()).0, 20);
+    report(
+        "full scan, 20 of all match (docType: TAG)",
+        time(5, |_| {
+            find(&query, tags.clone());
+        }),
+    );
+    let none = json!({"selector": {"elo.global.score": {"$gt": 5000}}});
+    report(
+        "full scan, none match (score > 5000)",
+        time(5, |_| {
+            assert_eq!(find(&query, none.clone()).0, 0);
+        }),
+    );
+    let cards = json!({"selector": {"docType": "CARD"}});
+    report(
+        "full scan page that stops early (docType: CARD, 25)",
+        time(20, |_| {
+            assert_eq!(find(&query, cards.clone()).0, 25);
+        }),
+    );
+
+    let t = Instant::now();
+    query
+        .create_index(&json!({"index": {"fields": ["elo.global.score"]}}))
+        .unwrap();
+    let page = |score: u64| json!({"selector": {"elo.global.score": {"$gte": score}}, "limit": 25});
+    assert_eq!(find(&query, page(700)).0, 25);
+    println!(
+        "_index on elo.global.score + first query (the build): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    report(
+        "indexed 25-document page (score >= X, 200 Xs)",
+        time(200, |i| {
+            assert_eq!(find(&query, page(600 + u64::from(i) * 3)).0, 25);
+        }),
+    );
+    let sorted = |score: u64| {
+        json!({"selector": {"elo.global.score": {"$lte": score}}, "limit": 25,
+               "sort": [{"elo.global.score": "desc"}], "fields": ["_id", "elo.global.score"]})
+    };
+    report(
+        "indexed 25-document page, sorted desc, projected",
+        time(200, |i| {
+            assert_eq!(find(&query, sorted(1390 - u64::from(i) * 3)).0, 25);
+        }),
+    );
+    let bookmarks: Vec<Value> = (0..200u64)
+        .map(|i| {
+            let mut body = page(600 + i * 3);
+            body["bookmark"] = json!(find(&query, body.clone()).1);
+            body
+        })
+        .collect();
+    report(
+        "indexed 25-document page resumed from a bookmark",
+        time(200, |i| {
+            assert_eq!(find(&query, bookmarks[i as usize].clone()).0, 25);
+        }),
+    );
+}
