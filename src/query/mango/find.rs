@@ -130,7 +130,7 @@ impl Cursor<'_> {
     /// document to return when `doc` was read in part.
     fn offer(
         &mut self,
-        key: Value,
+        key: impl FnOnce() -> Value,
         id: &str,
         doc: Value,
         whole: impl FnOnce(Value) -> Result<Value, QueryError>,
@@ -139,7 +139,7 @@ impl Cursor<'_> {
             return Ok(true);
         }
         if self.limit > 0 {
-            self.last = Some((key, id.to_owned()));
+            self.last = Some((key(), id.to_owned()));
         }
         if self.skip > 0 {
             self.skip -= 1;
@@ -356,21 +356,37 @@ fn scan_ids(
         }
         cur.stats.total_keys_examined += 1;
         cur.count_doc();
-        let rev = raw.rev.to_string();
-        let body = parse_body(&raw, wanted.as_ref())?;
-        let doc = with_conflicts(full_doc(&raw.id, &rev, body), &raw.conflicts, conflicts);
+        let doc = match &wanted {
+            None => with_conflicts(
+                full_doc(&raw.id, &raw.rev.to_string(), parse_body(&raw, None)?),
+                &raw.conflicts,
+                conflicts,
+            ),
+            Some(w) => {
+                // `_id` and `_rev` are not in the body: added when looked at.
+                let mut m = Map::with_capacity(w.len());
+                if w.contains("_id") {
+                    m.insert("_id".into(), Value::String(raw.id.clone()));
+                }
+                if w.contains("_rev") {
+                    m.insert("_rev".into(), Value::String(raw.rev.to_string()));
+                }
+                m.extend(parse_body(&raw, Some(w))?);
+                with_conflicts(Value::Object(m), &raw.conflicts, conflicts && w.contains("_conflicts"))
+            }
+        };
         let whole = |doc: Value| {
             if wanted.is_none() {
                 return Ok(doc);
             }
             let body = parse_body(&raw, None)?;
             Ok(with_conflicts(
-                full_doc(&raw.id, &rev, body),
+                full_doc(&raw.id, &raw.rev.to_string(), body),
                 &raw.conflicts,
                 conflicts,
             ))
         };
-        if !cur.offer(Value::String(raw.id.clone()), &raw.id, doc, whole)? {
+        if !cur.offer(|| Value::String(raw.id.clone()), &raw.id, doc, whole)? {
             break;
         }
     }
@@ -465,7 +481,8 @@ fn scan_index(
                 _ => continue,
             }
         };
-        if !cur.offer(row.key, &row.id, doc, Ok)? {
+        let key = row.key;
+        if !cur.offer(|| key, &row.id, doc, Ok)? {
             break;
         }
     }
