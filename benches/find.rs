@@ -148,21 +148,27 @@ fn main() {
     );
     let query = Query::open(&replica).unwrap();
 
-    report("store alone: every raw winner in id order", time(5, |_| {
-        let n = replica
-            .documents_with_raw_bodies(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-            .count();
-        assert!(n > 0);
-    }));
-    report("store alone: every document (record + body) by get", time(3, |_| {
-        let ids: Vec<String> = replica
-            .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-            .map(|d| d.unwrap().id)
-            .collect();
-        for id in ids {
-            replica.get(&id).unwrap();
-        }
-    }));
+    report(
+        "store alone: every raw winner in id order",
+        time(5, |_| {
+            let n = replica
+                .documents_with_raw_bodies(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+                .count();
+            assert!(n > 0);
+        }),
+    );
+    report(
+        "store alone: every document (record + body) by get",
+        time(3, |_| {
+            let ids: Vec<String> = replica
+                .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+                .map(|d| d.unwrap().id)
+                .collect();
+            for id in ids {
+                replica.get(&id).unwrap();
+            }
+        }),
+    );
     let tags = json!({"selector": {"docType": "TAG"}, "limit": 25});
     assert_eq!(find(&query, tags.clone()).0, 20);
     report(

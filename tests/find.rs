@@ -179,7 +179,8 @@ async fn full_scans_match_the_server() {
     // document filtered by the predicate each stands for, written here
     // independently of settee.
     let arr = |d: &Value, f: &str| d[f].as_array().cloned().unwrap_or_default();
-    let pouch_fails: Vec<(Value, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Holds = Box<dyn Fn(&Value) -> bool>;
+    let pouch_fails: Vec<(Value, Holds)> = vec![
         (
             json!({"elo.global": {"score": {"$gt": 1200}}}),
             Box::new(|d: &Value| {
@@ -593,6 +594,7 @@ fn arb_selector(couchdb: bool) -> impl Strategy<Value = Value> {
 
 /// Runs `cases` random selectors (with a random sort when `sorts`)
 /// against the server and the replica.
+#[allow(clippy::result_large_err)] // proptest's own error type
 fn run_random(db: &TestDb, replica: &Replica, sorts: bool) {
     let cases: u32 = std::env::var("SETTEE_FIND_CASES")
         .ok()

@@ -372,7 +372,11 @@ fn scan_ids(
                     m.insert("_rev".into(), Value::String(raw.rev.to_string()));
                 }
                 m.extend(parse_body(&raw, Some(w))?);
-                with_conflicts(Value::Object(m), &raw.conflicts, conflicts && w.contains("_conflicts"))
+                with_conflicts(
+                    Value::Object(m),
+                    &raw.conflicts,
+                    conflicts && w.contains("_conflicts"),
+                )
             }
         };
         let whole = |doc: Value| {
@@ -565,6 +569,7 @@ pub(crate) fn find(replica: &Replica, req: &FindRequest) -> Result<FindResponse,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     #[test]

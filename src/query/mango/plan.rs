@@ -520,6 +520,7 @@ pub(crate) fn end_key(ranges: &[Range]) -> Vec<Option<Value>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
     use serde_json::json;
 
@@ -533,7 +534,7 @@ mod tests {
         assert_eq!(r.len(), 2);
         let a = r[0].1.clone().unwrap_or_else(|| panic!("empty"));
         assert_eq!((a.lcmp, a.hcmp), (Cmp::Gt, Cmp::Lte));
-        assert_eq!(start_key(&[a.clone()]), vec![json!(1)]);
+        assert_eq!(start_key(std::slice::from_ref(&a)), vec![json!(1)]);
         assert_eq!(end_key(&[a]), vec![Some(json!(5)), None]);
         let r = ranges(json!({"a": {"$gt": 5, "$lt": 3}}));
         assert_eq!(r, vec![("a".to_owned(), None)]);

@@ -421,6 +421,7 @@ impl FindResponse {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     fn err(v: Value) -> (String, String) {
