@@ -166,22 +166,40 @@ impl Cursor<'_> {
     }
 }
 
-/// The top-level fields of a stored body the scan has to parse: `None`
-/// for all of them.
-type Wanted = Option<std::collections::HashSet<String>>;
+/// The parts of a stored body the scan has to parse: for each member
+/// name, either the whole value or some of its members. `None` stands for
+/// the whole body.
+type Wanted = Option<Want>;
 
-/// The top-level body fields a selector can look at: the first part of
-/// each field path outside `$elemMatch` and friends (whose fields are
-/// relative to an element). `None` (everything) when a condition is on
-/// the document itself (an empty field name) or a path is invalid.
+#[derive(Debug, Default)]
+struct Want {
+    /// The value is wanted whole.
+    whole: bool,
+    /// Otherwise these members of it (when it is an object).
+    members: std::collections::HashMap<String, Want>,
+}
+
+impl Want {
+    fn add(&mut self, path: &[String]) {
+        match path.split_first() {
+            None => self.whole = true,
+            Some((first, rest)) => self.members.entry(first.clone()).or_default().add(rest),
+        }
+    }
+}
+
+/// What a selector can look at: each field path outside `$elemMatch`
+/// and friends (whose fields are relative to an element). `None`
+/// (everything) when a condition is on the document itself (an empty
+/// field name) or a path is invalid.
 fn wanted_fields(s: &Selector) -> Wanted {
-    fn walk(s: &Selector, out: &mut std::collections::HashSet<String>) -> bool {
+    fn walk(s: &Selector, out: &mut Want) -> bool {
         match s {
             Selector::And(a) | Selector::Or(a) | Selector::Nor(a) => a.iter().all(|x| walk(x, out)),
             Selector::Not(x) => walk(x, out),
             Selector::Field(f, _) => match f.path() {
-                Ok([first, ..]) if !f.name.is_empty() => {
-                    out.insert(first.clone());
+                Ok(path) if !f.name.is_empty() => {
+                    out.add(path);
                     true
                 }
                 _ => false,
@@ -191,16 +209,12 @@ fn wanted_fields(s: &Selector) -> Wanted {
             _ => false,
         }
     }
-    let mut out = std::collections::HashSet::new();
+    let mut out = Want::default();
     walk(s, &mut out).then_some(out)
 }
 
-/// Deserializes a JSON object keeping only the wanted members (the others
-/// are skipped without being built).
-struct Members<'a>(&'a std::collections::HashSet<String>);
-
 /// A member name, kept only when wanted.
-struct MemberName<'a>(&'a std::collections::HashSet<String>);
+struct MemberName<'a>(&'a std::collections::HashMap<String, Want>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for MemberName<'_> {
     type Value = Option<String>;
@@ -215,49 +229,94 @@ impl serde::de::Visitor<'_> for MemberName<'_> {
         f.write_str("a member name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.contains(v).then(|| v.to_owned()))
+        Ok(self.0.contains_key(v).then(|| v.to_owned()))
     }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Members<'_> {
-    type Value = Map<String, Value>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+/// The wanted members of an object (the others skipped without being
+/// built); any other value whole.
+struct Partial<'a>(&'a Want);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Partial<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.whole {
+            serde::Deserialize::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Members<'_> {
-    type Value = Map<String, Value>;
+impl<'de> serde::de::Visitor<'de> for Partial<'_> {
+    type Value = Value;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
+        f.write_str("a JSON value")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
-        while let Some(name) = a.next_key_seed(MemberName(self.0))? {
-            match name {
-                Some(name) => {
-                    m.insert(name, a.next_value()?);
+        while let Some(name) = a.next_key_seed(MemberName(&self.0.members))? {
+            match name.as_deref().and_then(|n| self.0.members.get(n)) {
+                Some(want) => {
+                    let v = a.next_value_seed(Partial(want))?;
+                    m.insert(name.unwrap_or_default(), v);
                 }
                 None => {
                     a.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
         }
-        Ok(m)
+        Ok(Value::Object(m))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        // Paths into arrays go by index and `$elemMatch` looks at every
+        // element: an array is kept whole.
+        let mut items = Vec::new();
+        while let Some(v) = a.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 }
 
 /// A stored body parsed (bodies nest up to `MAX_NESTING` levels), whole
-/// or only the `wanted` members.
+/// or only the `wanted` parts.
 fn parse_body(
     raw: &RawDocumentChange,
-    wanted: Option<&std::collections::HashSet<String>>,
+    wanted: Option<&Want>,
 ) -> Result<Map<String, Value>, QueryError> {
     let mut de = serde_json::Deserializer::from_slice(&raw.body);
     de.disable_recursion_limit();
     let body = match wanted {
         None => serde::Deserialize::deserialize(&mut de),
-        Some(w) => serde::de::DeserializeSeed::deserialize(Members(w), &mut de),
+        Some(w) => serde::de::DeserializeSeed::deserialize(Partial(w), &mut de).map(|v| match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }),
     };
     body.map_err(|e| {
         QueryError::Store(crate::store::StoreError::corrupt(
@@ -364,18 +423,18 @@ fn scan_ids(
             ),
             Some(w) => {
                 // `_id` and `_rev` are not in the body: added when looked at.
-                let mut m = Map::with_capacity(w.len());
-                if w.contains("_id") {
+                let mut m = Map::with_capacity(w.members.len());
+                if w.members.contains_key("_id") {
                     m.insert("_id".into(), Value::String(raw.id.clone()));
                 }
-                if w.contains("_rev") {
+                if w.members.contains_key("_rev") {
                     m.insert("_rev".into(), Value::String(raw.rev.to_string()));
                 }
                 m.extend(parse_body(&raw, Some(w))?);
                 with_conflicts(
                     Value::Object(m),
                     &raw.conflicts,
-                    conflicts && w.contains("_conflicts"),
+                    conflicts && w.members.contains_key("_conflicts"),
                 )
             }
         };
@@ -571,6 +630,34 @@ pub(crate) fn find(replica: &Replica, req: &FindRequest) -> Result<FindResponse,
 mod tests {
     #![allow(clippy::panic)]
     use super::*;
+
+    #[test]
+    fn scans_parse_what_the_selector_reads() {
+        let sel = |v: Value| Selector::parse(&v).unwrap_or_else(|e| panic!("{e}"));
+        let w = wanted_fields(&sel(
+            json!({"elo.global.score": {"$gt": 1}, "tags": {"$elemMatch": {"x": 1}}}),
+        ))
+        .unwrap_or_else(|| panic!("everything"));
+        assert!(w.members["elo"].members["global"].members["score"].whole);
+        assert!(w.members["tags"].whole);
+        assert!(wanted_fields(&sel(json!({"$and": [1]}))).is_none());
+        let raw = RawDocumentChange {
+            seq: 1,
+            id: "c".into(),
+            rev: "1-a".parse().unwrap_or_else(|e| panic!("{e}")),
+            deleted: false,
+            conflicts: Vec::new(),
+            deleted_conflicts: Vec::new(),
+            body: bytes::Bytes::from_static(
+                br#"{"elo":{"global":{"score":5,"n":[1]},"x":2},"tags":[{"x":1}],"q":"long"}"#,
+            ),
+        };
+        let body = parse_body(&raw, Some(&w)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Value::Object(body),
+            json!({"elo": {"global": {"score": 5}}, "tags": [{"x": 1}]})
+        );
+    }
 
     #[test]
     fn bookmarks_round_trip() {
