@@ -175,16 +175,31 @@ type Wanted = Option<Want>;
 struct Want {
     /// The value is wanted whole.
     whole: bool,
-    /// Otherwise these members of it (when it is an object).
-    members: std::collections::HashMap<String, Want>,
+    /// Otherwise these members of it (when it is an object); a few, so a
+    /// list beats hashing every member name of every document.
+    members: Vec<(String, Want)>,
 }
 
 impl Want {
     fn add(&mut self, path: &[String]) {
-        match path.split_first() {
-            None => self.whole = true,
-            Some((first, rest)) => self.members.entry(first.clone()).or_default().add(rest),
+        let Some((first, rest)) = path.split_first() else {
+            self.whole = true;
+            return;
+        };
+        let i = match self.members.iter().position(|(n, _)| n == first) {
+            Some(i) => i,
+            None => {
+                self.members.push((first.clone(), Want::default()));
+                self.members.len() - 1
+            }
+        };
+        if let Some((_, w)) = self.members.get_mut(i) {
+            w.add(rest);
         }
+    }
+
+    fn member(&self, name: &str) -> Option<&Want> {
+        self.members.iter().find(|(n, _)| n == name).map(|(_, w)| w)
     }
 }
 
@@ -214,7 +229,7 @@ fn wanted_fields(s: &Selector) -> Wanted {
 }
 
 /// A member name, kept only when wanted.
-struct MemberName<'a>(&'a std::collections::HashMap<String, Want>);
+struct MemberName<'a>(&'a Want);
 
 impl<'de> serde::de::DeserializeSeed<'de> for MemberName<'_> {
     type Value = Option<String>;
@@ -229,7 +244,7 @@ impl serde::de::Visitor<'_> for MemberName<'_> {
         f.write_str("a member name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.contains_key(v).then(|| v.to_owned()))
+        Ok(self.0.member(v).is_some().then(|| v.to_owned()))
     }
 }
 
@@ -255,8 +270,8 @@ impl<'de> serde::de::Visitor<'de> for Partial<'_> {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
-        while let Some(name) = a.next_key_seed(MemberName(&self.0.members))? {
-            match name.as_deref().and_then(|n| self.0.members.get(n)) {
+        while let Some(name) = a.next_key_seed(MemberName(self.0))? {
+            match name.as_deref().and_then(|n| self.0.member(n)) {
                 Some(want) => {
                     let v = a.next_value_seed(Partial(want))?;
                     m.insert(name.unwrap_or_default(), v);
@@ -424,17 +439,17 @@ fn scan_ids(
             Some(w) => {
                 // `_id` and `_rev` are not in the body: added when looked at.
                 let mut m = Map::with_capacity(w.members.len());
-                if w.members.contains_key("_id") {
+                if w.member("_id").is_some() {
                     m.insert("_id".into(), Value::String(raw.id.clone()));
                 }
-                if w.members.contains_key("_rev") {
+                if w.member("_rev").is_some() {
                     m.insert("_rev".into(), Value::String(raw.rev.to_string()));
                 }
                 m.extend(parse_body(&raw, Some(w))?);
                 with_conflicts(
                     Value::Object(m),
                     &raw.conflicts,
-                    conflicts && w.members.contains_key("_conflicts"),
+                    conflicts && w.member("_conflicts").is_some(),
                 )
             }
         };
@@ -638,8 +653,12 @@ mod tests {
             json!({"elo.global.score": {"$gt": 1}, "tags": {"$elemMatch": {"x": 1}}}),
         ))
         .unwrap_or_else(|| panic!("everything"));
-        assert!(w.members["elo"].members["global"].members["score"].whole);
-        assert!(w.members["tags"].whole);
+        let score = w
+            .member("elo")
+            .and_then(|e| e.member("global"))
+            .and_then(|g| g.member("score"));
+        assert!(score.is_some_and(|s| s.whole));
+        assert!(w.member("tags").is_some_and(|t| t.whole));
         assert!(wanted_fields(&sel(json!({"$and": [1]}))).is_none());
         let raw = RawDocumentChange {
             seq: 1,
