@@ -751,3 +751,42 @@ async fn explain_is_couchdbs() {
         assert_eq!(got, want, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_couchdbs_body() {
+    let db = TestDb::seeded("find-cli", &["--cards", "30"]).await;
+    let (dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 100, 8).await;
+    let body = json!({"selector": {"docType": "CARD", "elo.global.score": {"$gt": 900}},
+                      "fields": ["_id", "elo.global.score"], "limit": 5});
+    let (_, want) = settee_find(&replica, &body);
+    // The CLI opens the replica itself.
+    drop(replica);
+    let path = dir.path().join("replica");
+    let path = path.to_str().unwrap();
+    let out = settee(&["find", path, &body.to_string(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, want);
+    if server().is_couchdb {
+        assert_eq!(got["docs"], server_find(&db, &body).await.1["docs"]);
+    }
+    // Without --json: one document a line, then the bookmark and warning.
+    let out = settee(&["find", path, &body.to_string()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("(5 documents)"), "{text}");
+    assert!(text.contains("warning: No matching index found"), "{text}");
+    // An error: CouchDB's body on stdout, exit code 2.
+    let out = settee(&["find", path, r#"{"selector": []}"#, "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"], "invalid_selector_json");
+    // --explain prints the plan.
+    let out = settee(&["find", path, &body.to_string(), "--explain"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["index"]["name"], "_all_docs");
+}
