@@ -644,13 +644,6 @@ fn run_random(db: &TestDb, replica: &Replica, sorts: bool) {
                     if limit > 200 {
                         prop_assert_eq!(&got.get("warning"), &want.get("warning"), "{}", body);
                     }
-                } else if sorts {
-                    // pouchdb-find picks indexes its own way (and so an order
-                    // of its own): the same documents.
-                    let (mut g, mut w) = (ids(&got), ids(&want));
-                    g.sort();
-                    w.sort();
-                    prop_assert_eq!(g, w, "{}", body);
                 } else {
                     prop_assert_eq!(ids(&got), ids(&want), "{}", body);
                 }
@@ -671,6 +664,12 @@ async fn random_selectors_match_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_selectors_over_indexes_match_the_server() {
+    if !server().is_couchdb {
+        // pouchdb-find 7 answers wrongly through its own indexes
+        // (`{"docType": {"$gt": null}}` over a `docType` index returns
+        // only the CARD documents), so it is no oracle here: CouchDB only.
+        return;
+    }
     let db = TestDb::seeded("find-prop-idx", &["--cards", "200", "--extras"]).await;
     for index in [
         json!({"index": {"fields": ["elo.global.score"]}}),
