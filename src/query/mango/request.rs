@@ -336,7 +336,20 @@ impl FindRequest {
     }
 }
 
-/// `execution_stats` of a `_find` response.
+/// `execution_stats` of a `_find` response (with `execution_stats: true`).
+///
+/// ```
+/// use serde_json::json;
+/// use settee::query::{FindRequest, Query};
+/// # let dir = tempfile::tempdir()?;
+/// # let replica = settee::Replica::open(dir.path(), settee::ReplicaConfig::default())?;
+/// replica.put_blocking("a", &json!({"n": 1}))?;
+/// replica.put_blocking("b", &json!({"n": 2}))?;
+/// let req = FindRequest::from_json(json!({"selector": {"n": 2}, "execution_stats": true}))?;
+/// let stats = Query::open(&replica)?.find(&req)?.execution_stats.unwrap_or_default();
+/// assert_eq!((stats.total_docs_examined, stats.results_returned), (2, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ExecutionStats {
