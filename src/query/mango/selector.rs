@@ -312,7 +312,9 @@ impl Selector {
             Selector::All(args) => match v {
                 Value::Array(values) if !args.is_empty() => {
                     let has = args.iter().all(|a| values.iter().any(|x| erlang_eq(a, x)));
-                    let is = matches!(args.as_slice(), [Value::Array(a)] if erlang_eq(&Value::Array(a.clone()), v));
+                    // `A == Values`: Erlang's `==`, where `1 == 1.0`.
+                    let is = matches!(args.as_slice(), [Value::Array(a)] if a.len() == values.len()
+                        && a.iter().zip(values).all(|(p, q)| erlang_cmp(p, q) == Ordering::Equal));
                     has || is
                 }
                 _ => false,

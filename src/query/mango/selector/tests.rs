@@ -151,6 +151,7 @@ fn arrays() {
     assert!(!m(json!({"arr": {"$all": [3, 1.0]}}), doc.clone()));
     assert!(!m(json!({"arr": {"$all": []}}), doc.clone()));
     assert!(m(json!({"one": {"$all": [[2]]}}), doc.clone()));
+    assert!(m(json!({"one": {"$all": [[2.0]]}}), doc.clone()));
     assert!(m(json!({"arr": {"$size": 3}}), doc.clone()));
     assert!(!m(json!({"one": {"$size": 3}}), doc.clone()));
     assert!(m(json!({"arr": {"$elemMatch": {"$gt": 2}}}), doc.clone()));
