@@ -444,6 +444,21 @@ async fn errors_are_couchdbs() {
         json!({"selector": {}, "foo": 1}),
         json!({"selector": {}, "bookmark": "xx"}),
         json!({"selector": {"a": {"$regex": "("}}}),
+        json!({"selector": {}, "partition": "x"}),
+        json!({"selector": {}, "sort": [""]}),
+        json!({"selector": {}, "sort": [{"a": "asc", "b": "asc"}]}),
+        json!({"selector": {}, "use_index": "a/b/c"}),
+        json!({"selector": {}, "limit": 2.0}),
+        json!({"selector": {}, "conflicts": "yes"}),
+        json!({"selector": {}, "fields": [1]}),
+        json!({"selector": {}, "r": 0}),
+        json!({"selector": {"a": {"$text": "x"}}}),
+        json!({"selector": {"a": {"$where": "x"}}}),
+        json!({"selector": {"$and": {}}}),
+        json!({"selector": {"a": {"$size": 1.5}}}),
+        json!({"selector": {"a": {"$elemMatch": 1}}}),
+        json!({"selector": {}, "sort": ["a", {"b": "desc"}]}),
+        json!({"selector": {}, "sort": ["question"]}),
     ] {
         let (status, got) = settee_find(&replica, &body);
         assert_eq!(status, 400, "{body}: {got}");

@@ -27,7 +27,7 @@ pub(crate) fn p(v: &Value) -> String {
 }
 
 fn write_bin(s: &str, out: &mut String, pretty: bool) {
-    if pretty && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    if pretty && !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         out.push_str("<<\"");
         for c in s.chars() {
             if c == '"' || c == '\\' {
@@ -305,6 +305,7 @@ mod tests {
         assert_eq!(w(&json!({})), "{[]}");
         assert_eq!(p(&json!({"a": "up"})), "{[{<<\"a\">>,<<\"up\">>}]}");
         assert_eq!(w(&json!([1.5, 1])), "[1.5,1]");
+        assert_eq!(p(&json!("")), "<<>>");
         assert_eq!(w(&json!(1e20)), "1.0e20");
     }
 

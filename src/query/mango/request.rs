@@ -208,10 +208,14 @@ impl FindRequest {
             Some(Value::String(s)) if s.is_empty() => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
+                // CouchDB has no message for it: its catch-all (a 500 there).
                 return Err(QueryError::bad(
-                    "invalid_bookmark",
-                    format!("Invalid bookmark value: {other}"),
-                ))
+                    "unknown_error",
+                    format!(
+                        "Unknown Error: mango_opts :: {{invalid_bookmark,{}}}",
+                        erl::w(&other)
+                    ),
+                ));
             }
         };
         let limit = take("limit").map_or(Ok(DEFAULT_LIMIT), |v| non_neg(&v))?;
@@ -224,7 +228,7 @@ impl FindRequest {
             Some(_) => {
                 return Err(QueryError::bad(
                     "bad_request",
-                    "`partition` parameter is not supported in this db.",
+                    "partition specified on non-partitioned db",
                 ))
             }
         }
@@ -246,14 +250,14 @@ impl FindRequest {
             Some(Value::String(s)) if s == "false" => false,
             Some(Value::String(s)) if s == "ok" => true,
             Some(other) => {
-                // CouchDB has no message for it: its catch-all 500.
-                return Err(QueryError::BadRequest {
-                    error: "unknown_error".into(),
-                    reason: format!(
+                // CouchDB has no message for it: its catch-all (a 500 there).
+                return Err(QueryError::bad(
+                    "unknown_error",
+                    format!(
                         "Unknown Error: mango_opts :: {{invalid_ok_or_false_value,{}}}",
                         erl::w(&other)
                     ),
-                });
+                ));
             }
         };
         let update = take("update").map_or(Ok(true), |v| boolean(&v))?;
