@@ -804,3 +804,39 @@ async fn the_cli_prints_couchdbs_body() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["index"]["name"], "_all_docs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_errors_are_couchdbs() {
+    let db = TestDb::new("find-index-errors").await;
+    let (_dir, replica) = temp_replica();
+    pull(&replica, &db.remote(), 100, 8).await;
+    let query = Query::open(&replica).unwrap();
+    for body in [
+        json!({}),
+        json!({"index": "x"}),
+        json!({"index": {}}),
+        json!({"index": {"fields": ["a"], "foo": 1}}),
+        json!({"index": {"fields": ["a"]}, "name": ""}),
+        json!({"index": {"fields": ["a"]}, "ddoc": 5}),
+        json!({"index": {"fields": ["a"]}, "type": "geo"}),
+        json!({"index": {"fields": ["a"]}, "w": 0}),
+        json!({"index": {"fields": ["a"]}, "bar": 0}),
+        json!({"index": {"fields": "a"}}),
+        json!({"index": {"fields": ["a", {"b": "desc"}]}}),
+        json!({"index": {"fields": ["a"], "partial_filter_selector": {"$foo": 1}}}),
+    ] {
+        let e = query.create_index(&body).unwrap_err();
+        assert_eq!(e.status(), 400, "{body}: {e}");
+        if server().is_couchdb {
+            let (status, want) = db
+                .request(reqwest::Method::POST, "_index", Some(body.clone()))
+                .await;
+            assert_eq!((e.status(), e.to_json()), (status, want), "{body}");
+        }
+    }
+    let e = query.delete_index("nope", "nope").unwrap_err();
+    assert_eq!(
+        (e.status(), e.to_json()),
+        (404, json!({"error": "not_found", "reason": "missing"}))
+    );
+}
