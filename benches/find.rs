@@ -3,7 +3,8 @@
 //!
 //! Builds `SETTEE_FIND_BENCH_DOCS` synthetic cards (default 100000, about
 //! 500 bytes each, as `benches/views.rs` writes them) through the store's
-//! commit path (page cache `SETTEE_FIND_BENCH_CACHE_MB`, default the
+//! commit path (ids in write order, or shuffled with
+//! `SETTEE_FIND_BENCH_SHUFFLE=1` as a pull writes them; page cache `SETTEE_FIND_BENCH_CACHE_MB`, default the
 //! replica's 8 MiB), then measures (wall time, best and mean of several runs):
 //!
 //! - full scans (`_all_docs`, every document read and matched): a
@@ -42,7 +43,7 @@ fn rev(id: &str, seed: u64, body: Value) -> IncomingRev {
     }
 }
 
-fn build(replica: &Replica, n: u64) {
+fn build(replica: &Replica, n: u64, shuffled: bool) {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         x ^= x >> 12;
@@ -57,8 +58,11 @@ fn build(replica: &Replica, n: u64) {
             .map(|j| {
                 let score = 600 + next() % 800;
                 let tags: Vec<String> = (0..2 + next() % 4).map(|_| format!("tag-{}", next() % 20)).collect();
+                // Ids in another order than the writes (`SETTEE_FIND_BENCH_SHUFFLE`),
+                // as a pull from CouchDB writes them (by sequence, not id).
+                let id = if shuffled { (j * 7919) % n } else { j };
                 rev(
-                    &format!("c-{j:06}"),
+                    &format!("c-{id:06}"),
                     j,
                     json!({
                         "docType": "CARD",
@@ -144,7 +148,8 @@ fn main() {
     )
     .unwrap();
     let t = Instant::now();
-    build(&replica, n);
+    let shuffled = env_or("SETTEE_FIND_BENCH_SHUFFLE", "0") == "1";
+    build(&replica, n, shuffled);
     println!(
         "built {n} cards + 20 tags in {:.1} s (page cache {cache_mb} MiB)",
         t.elapsed().as_secs_f64()
