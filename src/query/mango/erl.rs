@@ -7,7 +7,6 @@
 //! Pure: no I/O, no knowledge of selectors or indexes.
 
 use serde_json::{Number, Value};
-use std::fmt::Write;
 
 /// `io_lib:format("~w", [V])` of a JSON value decoded by CouchDB (jiffy):
 /// strings are binaries printed as byte lists, objects `{[{K,V}]}`.
@@ -43,7 +42,7 @@ fn write_bin(s: &str, out: &mut String, pretty: bool) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{b}");
+        out.push_str(&b.to_string());
     }
     out.push_str(">>");
 }
