@@ -136,7 +136,7 @@ pub use store::{
     DocumentChange, DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint,
     RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
 };
-pub use store::{RawDocumentChange, RawDocumentChanges};
+pub use store::{RawDocumentChange, RawDocumentChanges, RawDocuments};
 pub use sync::{
     FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
     SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,

@@ -40,6 +40,8 @@ mod views;
 mod go_course;
 // Issue 18: design-document views in sandboxed JavaScript, reduce, signatures.
 mod design_views;
+// Mango `_find`, `_index` and `_explain` answer as the server's do.
+mod find;
 // The cold-load fast path; every wanted revision answered or retried.
 mod pull_fast;
 // Issue 11: the public library API on its own.

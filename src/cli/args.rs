@@ -52,6 +52,8 @@ pub enum Command {
     Query(QueryArgs),
     /// List documents by id (CouchDB's `_all_docs`, with its options).
     AllDocs(AllDocsArgs),
+    /// Run a Mango query (the JSON body of `POST /db/_find`) on a replica.
+    Find(FindArgs),
     /// Rewrite a replica into a fresh database and swap it in (crash-safe),
     /// reclaiming the space old page versions take; or, with --usage, show
     /// where its bytes are.
@@ -306,6 +308,21 @@ pub struct AllDocsArgs {
     /// Print exactly CouchDB's response body instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `settee find`.
+#[derive(Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
+    /// The body of `POST /db/_find`, e.g. '{"selector": {"docType": "CARD"}, "limit": 10}'.
+    pub body: String,
+    /// Print exactly CouchDB's response body (errors too, as `{"error", "reason"}`).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the plan (`POST /db/_explain`) instead of running the query.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// `settee status`.

@@ -16,6 +16,7 @@ mod check;
 mod compact;
 mod connect;
 mod dump;
+mod find;
 mod get;
 mod outbox;
 mod pull;
@@ -71,6 +72,7 @@ pub fn main() -> ExitCode {
             Command::WriteLoop(args) => put::write_loop(args).await,
             Command::Query(args) => query::run(args),
             Command::AllDocs(args) => all_docs::run(args),
+            Command::Find(args) => find::run(args),
             Command::Compact(args) => compact::run(args),
         }
     });
@@ -102,12 +104,12 @@ pub(crate) enum CliError {
     Settee(#[from] crate::Error),
     #[error("{0}")]
     Usage(String),
-    #[error(transparent)]
-    Query(#[from] crate::query::QueryError),
     #[error("cannot write output: {0}")]
     Io(io::Error),
     #[error("broken pipe")]
     BrokenPipe,
+    #[error("{} ({}): {}", .0.error(), .0.status(), .0.reason())]
+    Query(#[from] crate::query::QueryError),
 }
 
 impl From<io::Error> for CliError {

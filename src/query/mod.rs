@@ -49,6 +49,7 @@ mod all_docs;
 mod design;
 mod error;
 mod get;
+mod mango;
 mod params;
 mod reduce;
 mod view;
@@ -61,6 +62,8 @@ pub use get::{GetOptions, OpenRevs};
 pub use reduce::ReducedRow;
 pub use view::ViewResponse;
 pub use warm::{QueryWarm, ViewFailure};
+
+pub use mango::{ExecutionStats, FindRequest, FindResponse, DEFAULT_LIMIT};
 
 use crate::store::Replica;
 use crate::views::{QueryOptions, View};
@@ -134,5 +137,78 @@ impl Query {
     /// `settee check`).
     pub fn index_views(&self) -> Result<Vec<View>, QueryError> {
         warm::index_views(&self.replica, self.limits)
+    }
+
+    /// Mango `_find` (CouchDB 3.4's semantics, errors and body): the
+    /// matching live documents, in the index's order.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use settee::query::{FindRequest, Query};
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// for (id, elo) in [("a", 900), ("b", 1100), ("c", 1300)] {
+    ///     replica.put_blocking(id, &json!({"docType": "CARD", "elo": elo}))?;
+    /// }
+    /// let query = Query::open(&replica)?;
+    /// query.create_index(&json!({"index": {"fields": ["elo"]}}))?;
+    /// let req = FindRequest::from_json(json!({
+    ///     "selector": {"elo": {"$gt": 1000}}, "sort": [{"elo": "desc"}], "fields": ["_id"]
+    /// }))?;
+    /// let found = query.find(&req)?;
+    /// assert_eq!(found.docs, vec![json!({"_id": "c"}), json!({"_id": "b"})]);
+    /// assert_eq!(found.warning, None); // served by the index
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn find(&self, req: &FindRequest) -> Result<FindResponse, QueryError> {
+        mango::find(&self.replica, req)
+    }
+
+    /// Mango `_explain`: how [`Query::find`] would answer `req`, in
+    /// CouchDB's shape (`dbname` is the replica's remote database name,
+    /// if bound).
+    pub fn explain(&self, req: &FindRequest) -> Result<Value, QueryError> {
+        let db = self
+            .replica
+            .remote()?
+            .map(|r| r.db_name)
+            .unwrap_or_default();
+        mango::explain(&self.replica, &db, req)
+    }
+
+    /// `POST /db/_index`: creates a json index (a view of a design
+    /// document with `"language": "query"`, written as CouchDB writes it
+    /// and pushed like any local edit). Returns CouchDB's
+    /// `{"result": "created" | "exists", "id", "name"}`.
+    ///
+    /// # Durability
+    /// The design document is written with [`Replica::put_blocking`]: after
+    /// `Ok` it and its queued push survive a crash.
+    pub fn create_index(&self, body: &Value) -> Result<Value, QueryError> {
+        mango::create_index(&self.replica, body)
+    }
+
+    /// `GET /db/_index`: `{"total_rows", "indexes"}`, `_all_docs` first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let replica = settee::Replica::open(dir.path(), settee::ReplicaConfig::default())?;
+    /// let query = settee::query::Query::open(&replica)?;
+    /// let listed = query.indexes()?;
+    /// assert_eq!(listed["indexes"][0]["name"], "_all_docs");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn indexes(&self) -> Result<Value, QueryError> {
+        mango::list_indexes(&self.replica)
+    }
+
+    /// `DELETE /db/_index/{ddoc}/json/{name}`: `{"ok": true}`, or a 404.
+    ///
+    /// # Durability
+    /// As [`Query::create_index`].
+    pub fn delete_index(&self, ddoc: &str, name: &str) -> Result<Value, QueryError> {
+        mango::delete_index(&self.replica, ddoc, name)
     }
 }

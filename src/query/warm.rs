@@ -1,6 +1,7 @@
-//! Every index of the replica's design documents brought up to date at
-//! once (each changed document read once for all of them), and the
-//! indexes of views that no longer exist dropped.
+//! Every index of the replica's design documents (JavaScript views and
+//! Mango json indexes) brought up to date at once (each changed document
+//! read once for all of them), and the indexes of views that no longer
+//! exist dropped.
 
 use super::design::{self, DesignDoc};
 use super::error::QueryError;
@@ -51,6 +52,8 @@ fn collect(replica: &Replica, limits: Limits) -> Result<(Vec<View>, Vec<ViewFail
         }
         views.extend(index_views_of(&dd));
     }
+    // Mango's json indexes (design documents with "language": "query").
+    views.extend(super::mango::index_views(replica)?);
     Ok((views, failed))
 }
 

@@ -41,7 +41,7 @@ pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
 pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
 pub use reads::{
-    DocumentChange, DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges,
+    DocumentChange, DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges, RawDocuments,
 };
 
 use crate::revtree::{Leaf, Rev, RevTree};

@@ -50,6 +50,91 @@ impl Iterator for Documents {
     }
 }
 
+/// Live documents with their winners' raw bodies, in id order; from
+/// [`Replica::documents_with_raw_bodies`].
+#[must_use = "iterators do nothing unless consumed"]
+pub struct RawDocuments {
+    replica: Replica,
+    records: sled::Iter,
+}
+
+impl std::fmt::Debug for RawDocuments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawDocuments")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawDocuments {
+    /// The document of one `docs` entry; `None` for a tombstone or a
+    /// document gone since the entry was read.
+    fn read(
+        &self,
+        item: Result<(sled::IVec, sled::IVec), sled::Error>,
+    ) -> Option<Result<RawDocumentChange, StoreError>> {
+        let (key, bytes) = match item {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let id = match std::str::from_utf8(&key) {
+            Ok(id) => id,
+            Err(e) => return Some(Err(StoreError::corrupt("document id", &key, e))),
+        };
+        let read = self.replica.read_record_from(id, bytes, |record| {
+            let Some(winner) = record.tree.winner() else {
+                return Ok(None);
+            };
+            if winner.deleted {
+                return Ok(None);
+            }
+            let rev_text = winner.rev.to_string();
+            let body = self
+                .replica
+                .raw_body(record, id, &rev_text)?
+                .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
+            Ok(Some(RawDocumentChange {
+                seq: record.seq,
+                id: id.to_owned(),
+                conflicts: record.tree.conflicts(),
+                deleted_conflicts: record.tree.deleted_conflicts(),
+                rev: winner.rev,
+                deleted: false,
+                body,
+            }))
+        });
+        match read {
+            Ok(Some(Some(doc))) => Some(Ok(doc)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Iterator for RawDocuments {
+    type Item = Result<RawDocumentChange, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = self.records.next()?;
+            if let Some(doc) = self.read(item) {
+                return Some(doc);
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for RawDocuments {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = self.records.next_back()?;
+            if let Some(doc) = self.read(item) {
+                return Some(doc);
+            }
+        }
+    }
+}
+
 /// One entry of the local changes feed with the whole winning revision
 /// (a tombstone for a deletion).
 #[derive(Debug, Clone, PartialEq)]
@@ -246,13 +331,24 @@ impl Replica {
     pub(super) fn read_record<T>(
         &self,
         id: &str,
+        read: impl FnMut(&DocRecord) -> Result<T, ReadError>,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.trees().docs.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.read_record_from(id, bytes, read)
+    }
+
+    /// [`Replica::read_record`] starting from the record's bytes as an
+    /// iterator over `docs` just read them (saves reading them again).
+    fn read_record_from<T>(
+        &self,
+        id: &str,
+        mut bytes: sled::IVec,
         mut read: impl FnMut(&DocRecord) -> Result<T, ReadError>,
     ) -> Result<Option<T>, StoreError> {
         let key = id.as_bytes();
         let docs = &self.trees().docs;
-        let Some(mut bytes) = docs.get(key)? else {
-            return Ok(None);
-        };
         loop {
             let record = DocRecord::decode(key, &bytes)?;
             match read(&record) {
@@ -264,6 +360,46 @@ impl Replica {
                     None => return Ok(None),
                 },
             }
+        }
+    }
+
+    /// Live documents whose ids are within `start`..`end`, in id order
+    /// (`_all_docs` order), each with its winner's stored JSON text as
+    /// [`Replica::changes_with_raw_bodies`] gives it (`seq` is the
+    /// document's latest local sequence): for readers that test every
+    /// document against a predicate (Mango's full scan) and would
+    /// otherwise pay for a parsed map per document.
+    ///
+    /// ```
+    /// use std::ops::Bound;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("b", serde_json::json!({"n": 2})).await?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// replica.delete("b", None).await?;
+    /// let docs: Vec<_> = replica
+    ///     .documents_with_raw_bodies(Bound::Unbounded, Bound::Unbounded)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(docs.len(), 1);
+    /// assert_eq!(serde_json::from_slice::<serde_json::Value>(&docs[0].body)?["n"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn documents_with_raw_bodies(&self, start: Bound<&str>, end: Bound<&str>) -> RawDocuments {
+        let owned = |b: Bound<&str>| match b {
+            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
+            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        RawDocuments {
+            replica: self.clone(),
+            records: self
+                .trees()
+                .docs
+                .range::<Vec<u8>, _>((owned(start), owned(end))),
         }
     }
 
