@@ -20,8 +20,8 @@
 //! Engines: the app's design documents in JavaScript (`js`, first), the
 //! built-in Rust views (`builtin`), Mango `_find` (`mango`), under the same
 //! bench names as `pouch-query.js` (see the list in
-//! `scripts/bench-query.sh`). `SETTEE_QUERY_BENCH_ONLY_JS=1` stops after
-//! the JavaScript views.
+//! `scripts/bench-query.sh`). `SETTEE_QUERY_BENCH_SKIP_BUILTIN=1` stops
+//! after the JavaScript views and Mango.
 //!
 //! - `load`: the corpus committed into a fresh replica (batches of 1000);
 //! - `view_build_elo`, `view_build_getTags`: one view built from nothing
@@ -49,7 +49,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use common::corpus::{self, Corpus};
 use common::{cpu_seconds, env_or};
 use serde_json::{json, Value};
-use settee::query::Query;
+use settee::query::{FindRequest, Query};
 use settee::views::{QueryOptions, Views};
 use std::time::Instant;
 
@@ -186,7 +186,69 @@ fn main() {
         ms / f64::from(reps),
         json!({"reps": reps, "rows": n}),
     );
-    if std::env::var_os("SETTEE_QUERY_BENCH_ONLY_JS").is_some() {
+
+    // Mango `_find` (engine `mango`), the same requests as pouch-query.js.
+    let find = |body: Value| {
+        query
+            .find(&FindRequest::from_json(body).unwrap())
+            .unwrap()
+            .docs
+            .len()
+    };
+    let mean3 = |bench: &str, body: Value| {
+        let (n, ms, cpu) = timed(|| (0..3).map(|_| find(body.clone())).sum::<usize>());
+        line(
+            &c,
+            bench,
+            "mango",
+            ms / 3.0,
+            json!({"cpu_ms": (cpu / 3.0).round(), "reps": 3, "rows": n}),
+        );
+    };
+    mean3(
+        "find_scan",
+        json!({"selector": {"elo.global.count": {"$gt": corpus::SCAN_COUNT_GT}}, "limit": 25}),
+    );
+    mean3(
+        "find_regex",
+        json!({"selector": {"docType": "DISPLAYABLE_DATA",
+               "data.0.data": {"$regex": format!(".*{}.*", corpus::SEARCH_WORD)}}}),
+    );
+    mean3(
+        "find_cards_1000",
+        json!({"selector": {"docType": "CARD"}, "limit": 1000}),
+    );
+    let indexed = |x: u64| {
+        json!({"selector": {"docType": "CARD", "elo.global.score": {"$gt": x}}, "limit": 25})
+    };
+    let (_, ms, cpu) = timed(|| {
+        query
+            .create_index(&json!({"index": {"fields": ["docType", "elo.global.score"]}}))
+            .unwrap();
+        // settee builds an index on its first use (or a warm-up), as CouchDB does.
+        query.warm().unwrap();
+    });
+    line(&c, "find_index_create", "mango", ms, json!({"cpu_ms": cpu.round()}));
+    let (n, ms, _) = timed(|| find(indexed(1000)));
+    line(&c, "find_indexed_first", "mango", ms, json!({"reps": 1, "rows": n}));
+    let reps = 50u32;
+    let (n, ms, _) = timed(|| {
+        (0..u64::from(reps))
+            .map(|k| find(indexed(700 + (k * 53) % 600)))
+            .sum::<usize>()
+    });
+    line(
+        &c,
+        "find_indexed",
+        "mango",
+        ms / f64::from(reps),
+        json!({"reps": reps, "rows": n}),
+    );
+    mean3(
+        "find_cards_1000_indexed",
+        json!({"selector": {"docType": "CARD"}, "limit": 1000}),
+    );
+    if std::env::var_os("SETTEE_QUERY_BENCH_SKIP_BUILTIN").is_some() {
         return;
     }
 

@@ -90,6 +90,14 @@ fn run_query(args: &QueryArgs, q: &QueryOptions) -> Result<ViewResponse, CliErro
     }
 }
 
+/// A table column's width: its widest cell, at least `min`, at most 40.
+fn width(cells: impl Iterator<Item = String>, min: usize) -> usize {
+    cells
+        .map(|c| c.chars().count())
+        .fold(min, usize::max)
+        .min(40)
+}
+
 pub(crate) fn run(args: QueryArgs) -> CliResult {
     let q = options(&args)?;
     let response = run_query(&args, &q)?;
@@ -102,13 +110,7 @@ pub(crate) fn run(args: QueryArgs) -> CliResult {
     let result = match response {
         ViewResponse::Map(result) => result,
         ViewResponse::Reduce { rows, .. } => {
-            let key_w = rows
-                .iter()
-                .map(|r| cell(&r.key).chars().count())
-                .chain([3])
-                .max()
-                .unwrap_or(3)
-                .min(40);
+            let key_w = width(rows.iter().map(|r| cell(&r.key)), 3);
             writeln!(out, "{:<key_w$}  value", "key")?;
             for row in &rows {
                 writeln!(out, "{:<key_w$}  {}", cell(&row.key), cell(&row.value))?;
@@ -117,22 +119,8 @@ pub(crate) fn run(args: QueryArgs) -> CliResult {
             return Ok(Outcome::Ok);
         }
     };
-    let key_w = result
-        .rows
-        .iter()
-        .map(|r| cell(&r.key).chars().count())
-        .chain([3])
-        .max()
-        .unwrap_or(3)
-        .min(40);
-    let id_w = result
-        .rows
-        .iter()
-        .map(|r| r.id.chars().count())
-        .chain([2])
-        .max()
-        .unwrap_or(2)
-        .min(40);
+    let key_w = width(result.rows.iter().map(|r| cell(&r.key)), 3);
+    let id_w = width(result.rows.iter().map(|r| r.id.clone()), 2);
     writeln!(out, "{:<key_w$}  {:<id_w$}  value", "key", "id")?;
     for row in &result.rows {
         writeln!(

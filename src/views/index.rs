@@ -335,6 +335,15 @@ impl Index {
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.clear_rows(name)?;
+        self.tree.remove(state_key(name))?;
+        self.replica.flush()?;
+        Ok(())
+    }
+
+    /// Deletes a view's rows and back-index (in batches of 10 000 keys),
+    /// flushed; its state is the caller's to change.
+    fn clear_rows(&self, name: &str) -> Result<(), ViewError> {
         for prefix in [view_prefix(name), back_prefix(name)] {
             let mut batch = sled::Batch::default();
             let mut n = 0;
@@ -347,8 +356,6 @@ impl Index {
             }
             self.tree.apply_batch(batch)?;
         }
-        self.replica.flush()?;
-        self.tree.remove(state_key(name))?;
         self.replica.flush()?;
         Ok(())
     }
@@ -584,19 +591,7 @@ impl Index {
         }
         // Clear first, record the new version last: a crash in between
         // leaves the old version recorded, so the next update clears again.
-        for prefix in [view_prefix(view.name()), back_prefix(view.name())] {
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for key in self.tree.scan_prefix(&prefix).keys() {
-                batch.remove(key?);
-                n += 1;
-                if n % 10_000 == 0 {
-                    self.tree.apply_batch(std::mem::take(&mut batch))?;
-                }
-            }
-            self.tree.apply_batch(batch)?;
-        }
-        self.replica.flush()?;
+        self.clear_rows(view.name())?;
         let state = ViewState {
             version: view.version(),
             seq: 0,
