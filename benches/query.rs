@@ -218,9 +218,7 @@ fn main() {
         "find_cards_1000",
         json!({"selector": {"docType": "CARD"}, "limit": 1000}),
     );
-    let indexed = |x: u64| {
-        json!({"selector": {"docType": "CARD", "elo.global.score": {"$gt": x}}, "limit": 25})
-    };
+    let indexed = |x: u64| json!({"selector": {"docType": "CARD", "elo.global.score": {"$gt": x}}, "limit": 25});
     let (_, ms, cpu) = timed(|| {
         query
             .create_index(&json!({"index": {"fields": ["docType", "elo.global.score"]}}))
@@ -228,9 +226,21 @@ fn main() {
         // settee builds an index on its first use (or a warm-up), as CouchDB does.
         query.warm().unwrap();
     });
-    line(&c, "find_index_create", "mango", ms, json!({"cpu_ms": cpu.round()}));
+    line(
+        &c,
+        "find_index_create",
+        "mango",
+        ms,
+        json!({"cpu_ms": cpu.round()}),
+    );
     let (n, ms, _) = timed(|| find(indexed(1000)));
-    line(&c, "find_indexed_first", "mango", ms, json!({"reps": 1, "rows": n}));
+    line(
+        &c,
+        "find_indexed_first",
+        "mango",
+        ms,
+        json!({"reps": 1, "rows": n}),
+    );
     let reps = 50u32;
     let (n, ms, _) = timed(|| {
         (0..u64::from(reps))
