@@ -218,7 +218,7 @@ impl DesignDoc {
                     // CouchDB logs it and indexes the document with no rows.
                     tracing::info!(view = %label, id = doc.id, "map function raised exception {e}");
                 }
-                Err(e) => emit.fail(format!("{}: {e}", e.couch_error())),
+                Err(e) => emit.fail(e.couch_error(), e.to_string()),
             }
         };
         let mut v = View::new_raw(view.index_name.clone(), view.signature, map);

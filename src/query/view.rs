@@ -71,18 +71,17 @@ fn find_view<'d>(dd: &'d DesignDoc, view: &str) -> Result<&'d DesignView, QueryE
 /// document's fault (500, as CouchDB's os_process_error).
 pub(crate) fn update_error(e: ViewError, ddoc: &str) -> QueryError {
     match e {
-        ViewError::MapFailed { view, id, reason } => {
-            let (error, reason) = match reason.split_once(": ") {
-                Some((error, rest)) => (error.to_owned(), rest.to_owned()),
-                None => ("os_process_error".to_owned(), reason),
-            };
-            QueryError::Script {
-                ddoc: ddoc.to_owned(),
-                error,
-                reason: format!("{reason} (view {view}, document {id:?})"),
-                status: 500,
-            }
-        }
+        ViewError::MapFailed {
+            view,
+            id,
+            error,
+            reason,
+        } => QueryError::Script {
+            ddoc: ddoc.to_owned(),
+            error,
+            reason: format!("{reason} (view {view}, document {id:?})"),
+            status: 500,
+        },
         other => other.into(),
     }
 }

@@ -102,13 +102,24 @@ pub(crate) fn warm(replica: &Replica, limits: Limits) -> Result<QueryWarm, Query
                 out.report = report;
                 break;
             }
-            Err(ViewError::MapFailed { view, id, reason }) => {
+            Err(ViewError::MapFailed {
+                view,
+                id,
+                error,
+                reason,
+            }) => {
                 let ddoc = view.split("/_view/").next().unwrap_or_default().to_owned();
-                tracing::warn!(view = %view, id = %id, "view not warmed: {reason}");
+                tracing::warn!(view = %view, id = %id, "view not warmed: {error}: {reason}");
                 views.retain(|v| v.name() != view);
-                failed.push(ViewFailure {
+                let failed_view = ViewError::MapFailed {
                     view: view.clone(),
-                    error: update_error(ViewError::MapFailed { view, id, reason }, &ddoc),
+                    id,
+                    error,
+                    reason,
+                };
+                failed.push(ViewFailure {
+                    view,
+                    error: update_error(failed_view, &ddoc),
                 });
             }
             Err(e) => return Err(e.into()),

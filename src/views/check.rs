@@ -297,7 +297,8 @@ fn check_view(
         };
         let mapped = match view.map_parsed_or_raw(&raw, parsed.as_ref()) {
             Ok(rows) => rows,
-            Err(reason) => {
+            Err(failure) => {
+                let reason = format!("{}: {}", failure.error, failure.reason);
                 report.violation("view_map", name, &doc.id, reason);
                 continue;
             }

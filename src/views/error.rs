@@ -32,12 +32,14 @@ pub enum ViewError {
     /// A view's map function could not run (a design document's
     /// JavaScript ran out of time or memory): its update stopped at the
     /// last committed chunk. Other views are not affected.
-    #[error("view {view:?} cannot index document {id:?}: {reason}")]
+    #[error("view {view:?} cannot index document {id:?}: {error}: {reason}")]
     MapFailed {
         /// The view.
         view: String,
         /// The document it failed on.
         id: String,
+        /// CouchDB's word for it (`os_process_error`, `map_runtime_error`…).
+        error: String,
         /// What happened; fix the map function.
         reason: String,
     },

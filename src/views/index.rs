@@ -723,10 +723,11 @@ fn prepare(
             }
             let mapped = view
                 .map_parsed_or_raw(&raw, parsed.as_ref())
-                .map_err(|reason| ViewError::MapFailed {
+                .map_err(|failure| ViewError::MapFailed {
                     view: view.name().to_owned(),
                     id: raw.id.to_owned(),
-                    reason,
+                    error: failure.error,
+                    reason: failure.reason,
                 })?;
             let rows = encode_mapped(raw.id, &mapped, keys);
             emitted += rows.len();

@@ -25,7 +25,7 @@ pub struct Emitter {
     rows: Vec<(Value, Arc<Value>)>,
     /// Why the map function could not run at all (a design document's
     /// JavaScript out of time or memory): the view's update fails.
-    failed: Option<String>,
+    failed: Option<MapFailure>,
 }
 
 impl Emitter {
@@ -61,13 +61,24 @@ impl Emitter {
     /// The map function cannot index this document, and no later one
     /// either: the view's update stops with [`super::ViewError::MapFailed`]
     /// and commits nothing of the chunk.
-    pub(crate) fn fail(&mut self, reason: String) {
-        self.failed.get_or_insert(reason);
+    pub(crate) fn fail(&mut self, error: &str, reason: String) {
+        self.failed.get_or_insert(MapFailure {
+            error: error.to_owned(),
+            reason,
+        });
     }
 
-    pub(crate) fn failure(&mut self) -> Option<String> {
+    pub(crate) fn failure(&mut self) -> Option<MapFailure> {
         self.failed.take()
     }
+}
+
+/// Why a map function could not run: CouchDB's `error` word for it
+/// (`os_process_error`, …) and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapFailure {
+    pub(crate) error: String,
+    pub(crate) reason: String,
 }
 
 type MapFn = dyn Fn(&Document, &mut Emitter) + Send + Sync;
@@ -323,7 +334,7 @@ impl View {
         &self,
         raw: &RawDocument<'_>,
         parsed: Option<&Document>,
-    ) -> Result<Vec<(Value, Arc<Value>)>, String> {
+    ) -> Result<Vec<(Value, Arc<Value>)>, MapFailure> {
         let mut emitter = Emitter::default();
         match &self.map {
             MapKind::Parsed(map) => {
