@@ -62,23 +62,8 @@ async fn seeded_with_ddoc(tag: &str) -> (TestDb, tempfile::TempDir, Replica) {
 
 /// The server's answer to a view query given as CouchDB parameters.
 async fn server_view(db: &TestDb, view: &str, params: &Value) -> (u16, Value) {
-    let mut qs = Vec::new();
-    let mut keys = None;
-    for (k, v) in params.as_object().unwrap() {
-        if k == "keys" {
-            keys = Some(v.clone());
-        } else {
-            qs.push(format!("{k}={}", support::enc(&v.to_string())));
-        }
-    }
-    let path = format!("_design/stats/_view/{view}?{}", qs.join("&"));
-    match keys {
-        Some(keys) => {
-            db.request(reqwest::Method::POST, &path, Some(json!({"keys": keys})))
-                .await
-        }
-        None => db.request(reqwest::Method::GET, &path, None).await,
-    }
+    db.query_with(&format!("_design/stats/_view/{view}"), params)
+        .await
 }
 
 fn settee_view(

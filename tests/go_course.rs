@@ -63,18 +63,10 @@ fn view_q(params: &Value) -> QueryOptions {
 
 /// `GET /db/_design/{ddoc}/_view/{view}?params` on the server.
 async fn server_view(db: &TestDb, ddoc: &str, view: &str, params: &Value) -> Value {
-    let qs: Vec<String> = params
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| match (k.ends_with("docid"), v) {
-            // Doc ids go bare in a query string; every other value as JSON.
-            (true, Value::String(id)) => format!("{k}={}", support::enc(id)),
-            _ => format!("{k}={}", support::enc(&v.to_string())),
-        })
-        .collect();
-    db.get_json(&format!("_design/{ddoc}/_view/{view}?{}", qs.join("&")))
-        .await
+    let path = format!("_design/{ddoc}/_view/{view}");
+    let (status, body) = db.query_with(&path, params).await;
+    assert_eq!(status, 200, "{path} {params}: {body}");
+    body
 }
 
 #[tokio::test]
@@ -280,24 +272,8 @@ async fn a_missing_design_doc_or_view_is_couchdbs_404() {
 /// `_all_docs` on the server, `keys` in a POST body as the app's PouchDB
 /// sends them.
 async fn server_all_docs(db: &TestDb, params: &Value) -> Value {
-    let mut qs = Vec::new();
-    let mut keys = None;
-    for (k, v) in params.as_object().unwrap() {
-        if k == "keys" {
-            keys = Some(v.clone());
-        } else {
-            qs.push(format!("{k}={}", support::enc(&v.to_string())));
-        }
-    }
-    let path = format!("_all_docs?{}", qs.join("&"));
-    let (status, body) = match keys {
-        Some(keys) => {
-            db.request(reqwest::Method::POST, &path, Some(json!({"keys": keys})))
-                .await
-        }
-        None => db.request(reqwest::Method::GET, &path, None).await,
-    };
-    assert_eq!(status, 200, "{path}: {body}");
+    let (status, body) = db.query_with("_all_docs", params).await;
+    assert_eq!(status, 200, "_all_docs {params}: {body}");
     body
 }
 

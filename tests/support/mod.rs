@@ -137,6 +137,31 @@ impl TestDb {
         )
     }
 
+    /// A query with CouchDB's parameters given as a JSON object, as a
+    /// client sends them: `keys` in a POST body, doc ids bare and every
+    /// other value as JSON in the query string. The status and the body.
+    pub async fn query_with(&self, path: &str, params: &Value) -> (u16, Value) {
+        let mut qs = Vec::new();
+        let mut keys = None;
+        for (k, v) in params.as_object().expect("params object") {
+            match (k.as_str(), v) {
+                ("keys", _) => keys = Some(v.clone()),
+                (k, Value::String(id)) if k.ends_with("docid") => {
+                    qs.push(format!("{k}={}", enc(id)))
+                }
+                _ => qs.push(format!("{k}={}", enc(&v.to_string()))),
+            }
+        }
+        let path = format!("{path}?{}", qs.join("&"));
+        match keys {
+            Some(keys) => {
+                self.request(reqwest::Method::POST, &path, Some(json!({ "keys": keys })))
+                    .await
+            }
+            None => self.request(reqwest::Method::GET, &path, None).await,
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let (status, body) = self.request(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
