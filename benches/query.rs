@@ -15,13 +15,15 @@
 //! writes it as NDJSON for `pouch-query.js --docs FILE` and exits.
 //! `SETTEE_QUERY_BENCH_ORDER=id` commits the documents in id order instead
 //! of generation order (the ids are uuid-like: generation order is a
-//! random id order).
+//! random id order). `SETTEE_QUERY_BENCH_DIR=DIR` builds the replicas in
+//! `DIR/a` and `DIR/b` and keeps them (for a profiler to open).
 //!
 //! Engines: the app's design documents in JavaScript (`js`, first), the
 //! built-in Rust views (`builtin`), Mango `_find` (`mango`), under the same
 //! bench names as `pouch-query.js` (see the list in
-//! `scripts/bench-query.sh`). `SETTEE_QUERY_BENCH_SKIP_BUILTIN=1` stops
-//! after the JavaScript views and Mango.
+//! `scripts/bench-query.sh`). `SETTEE_QUERY_BENCH_ENGINES` picks which run
+//! (comma-separated, default `js,mango,builtin`);
+//! `SETTEE_QUERY_BENCH_SKIP_BUILTIN=1` is `js,mango`.
 //!
 //! - `load`: the corpus committed into a fresh replica (batches of 1000);
 //! - `view_build_elo`, `view_build_getTags`: one view built from nothing
@@ -120,14 +122,34 @@ fn main() {
         c.docs.sort_by(|a, b| a.id.cmp(&b.id));
         eprintln!("query: documents committed in id order");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (replica, ms, cpu) = timed(|| corpus::build_replica(&dir.path().join("a"), &c.docs));
+    // SETTEE_QUERY_BENCH_DIR keeps the replicas (for a profiler or a
+    // probe to open afterwards) instead of a temporary directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("SETTEE_QUERY_BENCH_DIR")
+        .map_or_else(|| tmp.path().to_owned(), std::path::PathBuf::from);
+    let (replica, ms, cpu) = timed(|| corpus::build_replica(&dir.join("a"), &c.docs));
     line(&c, "load", "commit", ms, json!({"cpu_ms": cpu.round()}));
 
     // The app's design documents run in JavaScript (engine `js`): each
     // view built from nothing by its first `{limit: 1}` query, as PouchDB
     // builds it, then warm queries.
     let query = Query::open(&replica).unwrap();
+    let engines = env_or("SETTEE_QUERY_BENCH_ENGINES", "js,mango,builtin");
+    let run = |engine: &str| engines.split(',').any(|e| e.trim() == engine);
+    if run("js") {
+        bench_js(&c, &query);
+    }
+    if run("mango") {
+        bench_mango(&c, &query);
+    }
+    if !run("builtin") || std::env::var_os("SETTEE_QUERY_BENCH_SKIP_BUILTIN").is_some() {
+        return;
+    }
+    bench_builtin(&c, replica, &dir);
+}
+
+/// The app's design documents in JavaScript (engine `js`).
+fn bench_js(c: &Corpus, query: &Query) {
     let js_rows = |name: &str, q: &QueryOptions| query.view(name, name, q).unwrap().rows().len();
     let limit1 = QueryOptions::default().limit(1);
     for name in ["elo", "getTags"] {
@@ -186,8 +208,10 @@ fn main() {
         ms / f64::from(reps),
         json!({"reps": reps, "rows": n}),
     );
+}
 
-    // Mango `_find` (engine `mango`), the same requests as pouch-query.js.
+/// Mango `_find` (engine `mango`), the same requests as pouch-query.js.
+fn bench_mango(c: &Corpus, query: &Query) {
     let find = |body: Value| {
         query
             .find(&FindRequest::from_json(body).unwrap())
@@ -258,10 +282,12 @@ fn main() {
         "find_cards_1000_indexed",
         json!({"selector": {"docType": "CARD"}, "limit": 1000}),
     );
-    if std::env::var_os("SETTEE_QUERY_BENCH_SKIP_BUILTIN").is_some() {
-        return;
-    }
+}
 
+/// The built-in Rust views (engine `builtin`); consumes the replica, then
+/// builds a second one in `dir` for the one-warm-up measurement.
+fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
+    let limit1 = QueryOptions::default().limit(1);
     // One view at a time, as PouchDB builds them (on each one's first query).
     let views = Views::open(&replica).unwrap();
     for name in ["elo", "getTags"] {
@@ -351,7 +377,7 @@ fn main() {
     drop(replica);
 
     // Both views in one warm-up, on a second fresh replica.
-    let replica = corpus::build_replica(&dir.path().join("b"), &c.docs);
+    let replica = corpus::build_replica(&dir.join("b"), &c.docs);
     let views = Views::open(&replica).unwrap();
     let (n, ms, cpu) = timed(|| {
         views.warm().unwrap();
