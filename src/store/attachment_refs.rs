@@ -13,13 +13,11 @@
 //! the mark. Bytes still marked when the replica is next opened belong to a
 //! batch that never committed (a crash, a failed pull) and are deleted then.
 
-use super::{decode_u64, Replica, StoreError};
+use super::error::StoreError;
+use super::Replica;
 use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+use sled::transaction::Transactional;
 use std::collections::HashMap;
-
-/// A transaction step's result, as the write path's transactions take it.
-type TxResult<T> = Result<T, super::commit::Abort>;
 
 #[derive(Deserialize)]
 struct Stubs {
@@ -47,40 +45,6 @@ pub(crate) fn stub_digests(body: &[u8]) -> Result<Vec<String>, serde_json::Error
         .flatten()
         .filter_map(|(_, stub)| stub.digest)
         .collect())
-}
-
-fn count(refs: &TransactionalTree, digest: &str) -> TxResult<u64> {
-    match refs.get(digest.as_bytes())? {
-        Some(v) => decode_u64(digest.as_bytes(), &v).map_err(ConflictableTransactionError::Abort),
-        None => Ok(0),
-    }
-}
-
-/// Counts one more stub for `digest`.
-pub(crate) fn add(refs: &TransactionalTree, digest: &str) -> TxResult<()> {
-    let n = count(refs, digest)? + 1;
-    refs.insert(digest.as_bytes(), &n.to_be_bytes())?;
-    Ok(())
-}
-
-/// Counts one stub less for `digest`; the last one takes the bytes along.
-pub(crate) fn release(
-    refs: &TransactionalTree,
-    attachments: &TransactionalTree,
-    digest: &str,
-) -> TxResult<()> {
-    match count(refs, digest)? {
-        // Nothing counted: leave bytes alone that this count does not cover.
-        0 => {}
-        1 => {
-            refs.remove(digest.as_bytes())?;
-            attachments.remove(digest.as_bytes())?;
-        }
-        n => {
-            refs.insert(digest.as_bytes(), &(n - 1).to_be_bytes())?;
-        }
-    }
-    Ok(())
 }
 
 impl Replica {

@@ -14,7 +14,11 @@
 //! can show as a violation).
 
 use super::attachment_refs::stub_digests;
-use super::{decode_u64, keys, nesting, DocRecord, Replica, StoreError};
+use super::document::{DocRecord, LeafBodies};
+use super::error::StoreError;
+use super::keys::{self, decode_u64};
+use super::{nesting, Replica};
+use crate::revtree::Rev;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -63,7 +67,7 @@ impl CheckReport {
     }
 
     /// Counts a stored leaf body and checks that it reads back.
-    fn check_body(&mut self, key: &str, rev: &str, body: &[u8]) {
+    fn check_body(&mut self, key: &str, rev: &Rev, body: &[u8]) {
         self.bodies += 1;
         if let Err(e) = nesting::parse_body(body) {
             self.violation(
@@ -148,16 +152,9 @@ impl Replica {
                 live += 1;
             }
             // A leaf's body lives in `bodies`, in the record itself
-            // (`inline`) or in the record's `by_seq` entry (`logged`).
-            let single_leaf_body = record
-                .inline
-                .as_ref()
-                .map(|(rev, _)| rev)
-                .or(record.logged.as_ref().map(|(rev, _)| rev));
-            let has_body = |rev: &str| {
-                record.bodies.contains_key(rev) || single_leaf_body.is_some_and(|r| r == rev)
-            };
-            if !has_body(&winner.rev.to_string()) {
+            // (`Inline`) or in the record's `by_seq` entry (`Logged`).
+            let has_body = |rev: &Rev| record.body_at(rev).is_some();
+            if !has_body(&winner.rev) {
                 r.violation(
                     "winner",
                     key.clone(),
@@ -171,8 +168,13 @@ impl Replica {
                     format!("shares sequence {} with {other:?}", record.seq),
                 );
             }
-            let leaf_revs: HashSet<String> = leaves.iter().map(|l| l.rev.to_string()).collect();
-            for (rev, body_id) in &record.bodies {
+            let leaf_revs: HashSet<&Rev> = leaves.iter().map(|l| &l.rev).collect();
+            let no_stored = BTreeMap::new();
+            let stored = match &record.bodies {
+                LeafBodies::Stored(stored) => stored,
+                _ => &no_stored,
+            };
+            for (rev, body_id) in stored {
                 if !leaf_revs.contains(rev) {
                     r.violation(
                         "leaf_body",
@@ -198,9 +200,9 @@ impl Replica {
                 };
                 r.check_body(&key, rev, &body);
             }
-            let kept_here = match (&record.inline, &record.logged) {
-                (Some((rev, body)), None) => Some((rev, Some(body.clone()))),
-                (None, Some((rev, _))) => {
+            let kept_here = match &record.bodies {
+                LeafBodies::Inline { rev, body } => Some((rev, Some(body.clone()))),
+                LeafBodies::Logged { rev, .. } => {
                     let entry = t.by_seq.get(keys::seq_key(record.seq))?;
                     let body = entry
                         .as_deref()
@@ -209,15 +211,7 @@ impl Replica {
                         .filter(|body| !body.is_empty());
                     Some((rev, body))
                 }
-                (None, None) => None,
-                (Some(_), Some(_)) => {
-                    r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        "a body both in the record and in its sequence entry",
-                    );
-                    None
-                }
+                LeafBodies::Stored(_) => None,
             };
             if let Some((rev, body)) = kept_here {
                 if !leaf_revs.contains(rev) || leaves.len() != 1 {
@@ -253,7 +247,7 @@ impl Replica {
                 }
             }
             for leaf in &leaves {
-                if !has_body(&leaf.rev.to_string()) {
+                if !has_body(&leaf.rev) {
                     r.violation(
                         "leaf_body",
                         key.clone(),
@@ -536,7 +530,11 @@ mod tests {
         let v = damaged(|r| {
             let v = r.trees().docs.get("a").unwrap().unwrap();
             let mut rec = DocRecord::decode(b"a", &v).unwrap();
-            assert!(rec.inline.take().is_some(), "a small body is inline");
+            let was = std::mem::take(&mut rec.bodies);
+            assert!(
+                matches!(was, LeafBodies::Inline { .. }),
+                "a small body is inline"
+            );
             r.trees().docs.insert("a", rec.encode()).unwrap();
         });
         assert!(v.contains(&"leaf_body"), "{v:?}");

@@ -4,13 +4,17 @@
 //! caller hears `Ok`. The bytes themselves are staged ahead of the batch
 //! (`Replica::stage_attachment`); this transaction claims them.
 
+use super::attachment_refs;
+use super::document::{DocRecord, LeafBodies};
+use super::error::StoreError;
 use super::keys::{self, meta};
-use super::{attachment_refs, decode_u64, local_write, DocRecord, Replica, StoreError};
+use super::tx::{self, abort, Abort, Counters, Expect};
+use super::Replica;
 use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+use sled::transaction::{Transactional, TransactionalTree};
 use std::collections::{BTreeMap, HashSet};
 
 /// One revision arriving from a remote, with its ancestry.
@@ -81,78 +85,250 @@ pub struct BatchOutcome {
 /// (`benches/store_write.rs`, see design.md).
 const INLINE_MAX: usize = 256;
 
-pub(super) type Abort = ConflictableTransactionError<StoreError>;
+/// A revision of the batch with its body's text.
+type Arrival<'a> = (&'a IncomingRev, &'a [u8]);
 
-fn abort(e: StoreError) -> Abort {
-    ConflictableTransactionError::Abort(e)
-}
-
-/// The counter after `n`; a counter at `u64::MAX` can only come from a
-/// damaged replica, and wrapping it would overwrite entry 0.
-fn next(n: u64, key: &'static [u8]) -> Result<u64, Abort> {
-    n.checked_add(1)
-        .ok_or_else(|| abort(StoreError::corrupt("counter", key, "at its maximum")))
-}
-
-/// Takes a document's old winner state (`Some(deleted)`) off the counters.
-/// A counter that would go below zero proves the counters and the records
-/// disagree: the replica is damaged, and clamping would hide it.
-fn uncount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
-    let (counter, key) = match state {
-        Some(false) => (live, meta::DOC_COUNT),
-        Some(true) => (dead, meta::DEL_COUNT),
-        None => return Ok(()),
-    };
-    *counter = counter.checked_sub(1).ok_or_else(|| {
-        abort(StoreError::corrupt(
-            "counter",
-            key,
-            "a document it counts is not counted (below zero)",
-        ))
-    })?;
-    Ok(())
-}
-
-/// Adds a document's new winner state to the counters.
-fn recount(state: Option<bool>, live: &mut u64, dead: &mut u64) -> Result<(), Abort> {
-    match state {
-        Some(false) => *live = next(*live, meta::DOC_COUNT)?,
-        Some(true) => *dead = next(*dead, meta::DEL_COUNT)?,
-        None => {}
-    }
-    Ok(())
-}
-
-/// Counts the attachment stubs of a body being stored. Every stub's bytes
-/// must be in the batch or already in the replica: a body is never stored
-/// with a stub the replica cannot serve.
-fn count_stubs(
-    inc: &IncomingRev,
-    body: &[u8],
-    batch_digests: &HashSet<&str>,
-    atts: &TransactionalTree,
-    refs: &TransactionalTree,
-    staged: &TransactionalTree,
-) -> Result<(), Abort> {
-    let invalid = |reason: String| {
-        abort(StoreError::InvalidDocument {
+/// Groups the batch's revisions by document, in id order (records are read
+/// and written in key order), refusing the whole batch for a revision
+/// without a path or a body that is not an object.
+fn group_by_document(revs: &[IncomingRev]) -> Result<BTreeMap<&str, Vec<Arrival<'_>>>, StoreError> {
+    let mut grouped: BTreeMap<&str, Vec<Arrival<'_>>> = BTreeMap::new();
+    for inc in revs {
+        let invalid = |reason: &str| StoreError::InvalidDocument {
             id: inc.id.clone(),
-            reason,
-        })
-    };
-    let digests = attachment_refs::stub_digests(body)
-        .map_err(|e| invalid(format!("malformed _attachments: {e}")))?;
-    for digest in digests {
-        if !batch_digests.contains(digest.as_str()) && atts.get(digest.as_bytes())?.is_none() {
-            return Err(invalid(format!(
-                "attachment {digest} is neither in the batch nor in the replica"
-            )));
+            reason: reason.into(),
+        };
+        if inc.path.leaf().is_none() {
+            return Err(invalid("revision path is empty"));
         }
-        attachment_refs::add(refs, &digest)?;
-        // Claimed: staged bytes are now kept by their count.
-        staged.remove(digest.as_bytes())?;
+        if !inc.body.get().starts_with('{') {
+            return Err(invalid("the body is not a JSON object"));
+        }
+        grouped
+            .entry(inc.id.as_str())
+            .or_default()
+            .push((inc, inc.body.get().as_bytes()));
     }
-    Ok(())
+    Ok(grouped)
+}
+
+/// The trees one document's merge writes, inside the commit's transaction.
+struct DocTx<'a> {
+    docs: &'a TransactionalTree,
+    bodies: &'a TransactionalTree,
+    garbage: &'a TransactionalTree,
+    by_seq: &'a TransactionalTree,
+    atts: &'a TransactionalTree,
+    refs: &'a TransactionalTree,
+    staged: &'a TransactionalTree,
+    /// Digests whose bytes the batch brings.
+    batch_digests: &'a HashSet<&'a str>,
+    revs_limit: usize,
+}
+
+impl DocTx<'_> {
+    /// Merges one document's arriving revisions into its record: the
+    /// number of revisions new to the replica, or `None` when its tree did
+    /// not change (nothing written).
+    fn merge_document(
+        &self,
+        id: &str,
+        incoming: &[Arrival<'_>],
+        counters: &mut Counters,
+    ) -> Result<Option<u64>, Abort> {
+        let key = id.as_bytes();
+        let old = tx::read_record(self.docs, id)?;
+        let was = old
+            .as_ref()
+            .and_then(|r| r.tree.winner())
+            .map(|w| w.deleted);
+        let old_seq = old.as_ref().map(|r| r.seq);
+        let mut record = old.unwrap_or_default();
+        let mut arrived = Vec::new();
+        for &(inc, body) in incoming {
+            let outcome = record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
+                abort(StoreError::InvalidDocument {
+                    id: inc.id.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
+            if outcome != MergeOutcome::AlreadyKnown {
+                if let Some(leaf) = inc.path.leaf() {
+                    arrived.push((leaf, inc, body));
+                }
+            }
+        }
+        if arrived.is_empty() {
+            return Ok(None);
+        }
+        let written = arrived.len() as u64;
+        record.tree.stem(self.revs_limit);
+        let leaves: HashSet<Rev> = record.tree.leaves().into_iter().map(|l| l.rev).collect();
+        // Only leaves keep bodies: a revision this batch brought and
+        // already superseded stores none.
+        arrived.retain(|(rev, _, _)| leaves.contains(rev));
+        // Count the new bodies' stubs before any old body releases its
+        // own: bytes both name stay.
+        for (_, inc, body) in &arrived {
+            self.count_stubs(inc, body)?;
+        }
+        let kept = self.drop_superseded_bodies(key, &mut record, &leaves, old_seq)?;
+        let entry_body = self.place_bodies(&mut record, &leaves, &arrived, kept, counters)?;
+        counters.recount(was, record.tree.winner().map(|w| w.deleted))?;
+        if let Some(old_seq) = old_seq {
+            self.by_seq.remove(&keys::seq_key(old_seq))?;
+        }
+        record.seq = counters.next_seq()?;
+        self.by_seq
+            .insert(&keys::seq_key(record.seq), keys::seq_entry(key, entry_body))?;
+        self.docs.insert(key, record.encode())?;
+        Ok(Some(written))
+    }
+
+    /// Counts the attachment stubs of a body being stored. Every stub's
+    /// bytes must be in the batch or already in the replica: a body is
+    /// never stored with a stub the replica cannot serve.
+    fn count_stubs(&self, inc: &IncomingRev, body: &[u8]) -> Result<(), Abort> {
+        let invalid = |reason: String| {
+            abort(StoreError::InvalidDocument {
+                id: inc.id.clone(),
+                reason,
+            })
+        };
+        let digests = attachment_refs::stub_digests(body)
+            .map_err(|e| invalid(format!("malformed _attachments: {e}")))?;
+        for digest in digests {
+            if !self.batch_digests.contains(digest.as_str())
+                && self.atts.get(digest.as_bytes())?.is_none()
+            {
+                return Err(invalid(format!(
+                    "attachment {digest} is neither in the batch nor in the replica"
+                )));
+            }
+            tx::claim_attachment(self.refs, self.staged, &digest)?;
+        }
+        Ok(())
+    }
+
+    /// Lets go of the bodies of revisions that are no longer leaves, and
+    /// returns a single leaf's body that must move to the `bodies` tree
+    /// (the document now has several leaves). In `bodies`, a superseded
+    /// body becomes garbage, deleted later by `sweep` in small
+    /// transactions; inline, it goes with the old record, and so do its
+    /// stubs' counts; in the old sequence entry, it leaves with that entry
+    /// (removed by the caller), stubs and all. Only a logged body still a
+    /// leaf, or one with stubs to release, reads the old entry.
+    fn drop_superseded_bodies(
+        &self,
+        key: &[u8],
+        record: &mut DocRecord,
+        leaves: &HashSet<Rev>,
+        old_seq: Option<u64>,
+    ) -> Result<Option<(Rev, Vec<u8>)>, Abort> {
+        match std::mem::take(&mut record.bodies) {
+            LeafBodies::Stored(mut stored) => {
+                let mut gone = Vec::new();
+                stored.retain(|rev, body_id| {
+                    let keep = leaves.contains(rev);
+                    if !keep {
+                        gone.push(*body_id);
+                    }
+                    keep
+                });
+                for body_id in gone {
+                    self.garbage.insert(&keys::seq_key(body_id), &[])?;
+                }
+                record.bodies = LeafBodies::Stored(stored);
+                Ok(None)
+            }
+            LeafBodies::Inline { rev, body } if leaves.contains(&rev) => Ok(Some((rev, body))),
+            LeafBodies::Inline { body, .. } => {
+                self.release_stubs(key, &body)?;
+                Ok(None)
+            }
+            LeafBodies::Logged { rev, stubs } => {
+                let still_leaf = leaves.contains(&rev);
+                if !still_leaf && !stubs {
+                    return Ok(None);
+                }
+                let body = logged_body(self.by_seq, key, old_seq)?;
+                if still_leaf {
+                    return Ok(Some((rev, body)));
+                }
+                self.release_stubs(key, &body)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Puts the arrived leaves' bodies where they live now; the body the
+    /// document's new sequence entry carries (empty for none).
+    fn place_bodies<'b>(
+        &self,
+        record: &mut DocRecord,
+        leaves: &HashSet<Rev>,
+        arrived: &[(Rev, &IncomingRev, &'b [u8])],
+        kept: Option<(Rev, Vec<u8>)>,
+        counters: &mut Counters,
+    ) -> Result<&'b [u8], Abort> {
+        let nothing_stored = matches!(&record.bodies, LeafBodies::Stored(s) if s.is_empty());
+        match arrived {
+            // The only leaf, just arrived, and small: its body lives in the
+            // record, one write for the whole document and no garbage when
+            // it changes.
+            [(rev, _, body)] if leaves.len() == 1 && nothing_stored && body.len() <= INLINE_MAX => {
+                record.bodies = LeafBodies::Inline {
+                    rev: rev.clone(),
+                    body: body.to_vec(),
+                };
+                Ok(&[])
+            }
+            // The only leaf, just arrived: its body goes in the document's
+            // new sequence entry, one append for both, and leaves with it
+            // when the document changes again.
+            [(rev, _, body)] if leaves.len() == 1 && nothing_stored => {
+                let stubs = attachment_refs::stub_digests(body)
+                    .map(|d| !d.is_empty())
+                    .unwrap_or(true);
+                record.bodies = LeafBodies::Logged {
+                    rev: rev.clone(),
+                    stubs,
+                };
+                Ok(body)
+            }
+            _ => {
+                // Several leaves: every leaf body in `bodies`, under
+                // ever-growing ids, so a batch appends to the end of the tree.
+                let mut stored = match std::mem::take(&mut record.bodies) {
+                    LeafBodies::Stored(stored) => stored,
+                    // `drop_superseded_bodies` left `Stored`.
+                    _ => BTreeMap::new(),
+                };
+                let moved = kept.iter().map(|(r, b)| (r, &b[..]));
+                let new = arrived.iter().map(|(r, _, b)| (r, *b));
+                for (rev, body) in moved.chain(new) {
+                    let body_id = counters.next_body_id()?;
+                    self.bodies.insert(&keys::seq_key(body_id), body)?;
+                    stored.insert(rev.clone(), body_id);
+                }
+                record.bodies = LeafBodies::Stored(stored);
+                Ok(&[])
+            }
+        }
+    }
+
+    /// Uncounts the stubs of a single leaf's body that leaves with its
+    /// record or sequence entry.
+    fn release_stubs(&self, key: &[u8], body: &[u8]) -> Result<(), Abort> {
+        // The commit that stored this body parsed its stubs; failing now
+        // means the disk changed.
+        let digests = attachment_refs::stub_digests(body)
+            .map_err(|e| abort(StoreError::corrupt("inline body", key, e)))?;
+        for digest in digests {
+            tx::release_attachment(self.refs, self.atts, &digest)?;
+        }
+        Ok(())
+    }
 }
 
 /// The body a document's old sequence entry carries.
@@ -177,23 +353,6 @@ fn logged_body(
     Ok(body.to_vec())
 }
 
-/// Uncounts the stubs of an inline body that leaves with its record.
-fn release_stubs(
-    key: &[u8],
-    body: &[u8],
-    refs: &TransactionalTree,
-    atts: &TransactionalTree,
-) -> Result<(), Abort> {
-    // The commit that stored this body parsed its stubs; failing now means
-    // the disk changed.
-    let digests = attachment_refs::stub_digests(body)
-        .map_err(|e| abort(StoreError::corrupt("inline body", key, e)))?;
-    for digest in digests {
-        attachment_refs::release(refs, atts, &digest)?;
-    }
-    Ok(())
-}
-
 impl Replica {
     /// Commits a batch: merges every revision into its document's tree,
     /// stores leaf bodies and attachments, moves each changed document to a
@@ -215,39 +374,17 @@ impl Replica {
 
     /// [`Replica::commit`] for callers outside an async runtime.
     pub(crate) fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
-        let mut grouped: BTreeMap<&str, Vec<(&IncomingRev, &[u8])>> = BTreeMap::new();
-        for inc in &batch.revs {
-            if inc.path.leaf().is_none() {
-                return Err(StoreError::InvalidDocument {
-                    id: inc.id.clone(),
-                    reason: "revision path is empty".into(),
-                });
-            }
-            if !inc.body.get().starts_with('{') {
-                return Err(StoreError::InvalidDocument {
-                    id: inc.id.clone(),
-                    reason: "the body is not a JSON object".into(),
-                });
-            }
-            grouped
-                .entry(inc.id.as_str())
-                .or_default()
-                .push((inc, inc.body.get().as_bytes()));
-        }
-        let checkpoint = batch
-            .checkpoint
-            .as_ref()
-            .map(|(id, cp)| (id.as_bytes(), serde_json::to_vec(cp).unwrap_or_default()));
+        let grouped = group_by_document(&batch.revs)?;
+        let checkpoint = match &batch.checkpoint {
+            Some((id, cp)) => Some((id.as_bytes(), tx::encode_json(id.as_bytes(), cp)?)),
+            None => None,
+        };
         let batch_digests: HashSet<&str> =
             batch.attachments.iter().map(|(d, _)| d.as_str()).collect();
         let revs_limit = self.config().revs_limit;
         let t = self.trees();
-        let _writer = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let outcome = (
+        let _writer = self.write_lock();
+        let trees = (
             &t.docs,
             &t.bodies,
             &t.garbage,
@@ -259,202 +396,57 @@ impl Replica {
             &t.att_refs,
             &t.att_staged,
             &t.outbox,
-        )
-            .transaction(
-                |(
+        );
+        let outcome = trees.transaction(
+            |(docs, bodies, garbage, by_seq, atts, cps, meta_t, retry, refs, staged, outbox)| {
+                for (id, rev) in &batch.expect_leaves {
+                    tx::expect(docs, id, rev.as_ref(), Expect::Leaf)?;
+                }
+                for (id, rev) in &batch.expect_winners {
+                    tx::expect(docs, id, rev.as_ref(), Expect::Winner)?;
+                }
+                let doc_tx = DocTx {
                     docs,
                     bodies,
                     garbage,
                     by_seq,
                     atts,
-                    cps,
-                    meta_t,
-                    retry,
                     refs,
                     staged,
-                    outbox,
-                )| {
-                    local_write::check_preconditions(
-                        docs,
-                        &batch.expect_leaves,
-                        &batch.expect_winners,
-                    )?;
-                    let counter = |key: &'static [u8]| -> Result<u64, Abort> {
-                        match meta_t.get(key)? {
-                            Some(v) => decode_u64(key, &v).map_err(abort),
-                            None => Ok(0),
-                        }
-                    };
-                    let mut seq = counter(meta::SEQ)?;
-                    let mut next_body = counter(meta::BODY_ID)?;
-                    let mut live = counter(meta::DOC_COUNT)?;
-                    let mut dead = counter(meta::DEL_COUNT)?;
-                    let mut out = BatchOutcome::default();
-                    for (id, incoming) in &grouped {
-                        let key = id.as_bytes();
-                        let old = match docs.get(key)? {
-                            Some(bytes) => Some(DocRecord::decode(key, &bytes).map_err(abort)?),
-                            None => None,
-                        };
-                        let was = old
-                            .as_ref()
-                            .and_then(|r| r.tree.winner())
-                            .map(|w| w.deleted);
-                        let old_seq = old.as_ref().map(|r| r.seq);
-                        let mut record = old.unwrap_or_default();
-                        let mut arrived = Vec::new();
-                        for (inc, body) in incoming {
-                            let outcome =
-                                record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
-                                    abort(StoreError::InvalidDocument {
-                                        id: inc.id.clone(),
-                                        reason: e.to_string(),
-                                    })
-                                })?;
-                            if outcome != MergeOutcome::AlreadyKnown {
-                                if let Some(leaf) = inc.path.leaf() {
-                                    arrived.push((leaf, *inc, *body));
-                                }
-                            }
-                        }
-                        if arrived.is_empty() {
-                            continue;
-                        }
-                        out.revs_written += arrived.len() as u64;
-                        record.tree.stem(revs_limit);
-                        let leaves: HashSet<Rev> =
-                            record.tree.leaves().into_iter().map(|l| l.rev).collect();
-                        // Only leaves keep bodies: a revision this batch
-                        // brought and already superseded stores none.
-                        arrived.retain(|(rev, _, _)| leaves.contains(rev));
-                        // Count the new bodies' stubs before any old body
-                        // releases its own: bytes both name stay.
-                        for (_, inc, body) in &arrived {
-                            count_stubs(inc, body, &batch_digests, atts, refs, staged)?;
-                        }
-                        // Bodies of revisions that are no longer leaves: in
-                        // `bodies`, they become garbage, deleted later by
-                        // `sweep` in small transactions; inline, they go
-                        // with the old record, and so do their stubs' counts.
-                        let mut gone = Vec::new();
-                        record.bodies.retain(|rev, body_id| {
-                            let keep = rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
-                            if !keep {
-                                gone.push(*body_id);
-                            }
-                            keep
-                        });
-                        for body_id in gone {
-                            garbage.insert(&keys::seq_key(body_id), &[])?;
-                        }
-                        let kept_inline = match record.inline.take() {
-                            Some((rev, body))
-                                if rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r)) =>
-                            {
-                                Some((rev, body))
-                            }
-                            Some((_, body)) => {
-                                release_stubs(key, &body, refs, atts)?;
-                                None
-                            }
-                            None => None,
-                        };
-                        // A body kept in the old sequence entry leaves with
-                        // that entry (removed below), stubs and all, unless
-                        // its revision is still a leaf: then it moves to
-                        // `bodies` with the others. Only these cases read
-                        // the old entry.
-                        let kept_logged = match record.logged.take() {
-                            Some((rev, stubs)) => {
-                                let still_leaf =
-                                    rev.parse::<Rev>().is_ok_and(|r| leaves.contains(&r));
-                                if still_leaf || stubs {
-                                    let body = logged_body(by_seq, key, old_seq)?;
-                                    if still_leaf {
-                                        Some((rev, body))
-                                    } else {
-                                        release_stubs(key, &body, refs, atts)?;
-                                        None
-                                    }
-                                } else {
-                                    None
-                                }
-                            }
-                            None => None,
-                        };
-                        let mut entry_body: &[u8] = &[];
-                        match arrived.as_slice() {
-                            // The only leaf, just arrived, and small: its
-                            // body lives in the record, one write for the
-                            // whole document and no garbage when it changes.
-                            [(rev, _, body)] if leaves.len() == 1 && body.len() <= INLINE_MAX => {
-                                record.inline = Some((rev.to_string(), body.to_vec()));
-                            }
-                            // The only leaf, just arrived: its body goes in
-                            // the document's new sequence entry, one append
-                            // for both, and leaves with it when the document
-                            // changes again.
-                            [(rev, _, body)] if leaves.len() == 1 => {
-                                let stubs = attachment_refs::stub_digests(body)
-                                    .map(|d| !d.is_empty())
-                                    .unwrap_or(true);
-                                record.logged = Some((rev.to_string(), stubs));
-                                entry_body = body;
-                            }
-                            _ => {
-                                // Several leaves: every leaf body in `bodies`,
-                                // under ever-growing ids, so a batch appends to
-                                // the end of the tree.
-                                let moved = kept_inline
-                                    .iter()
-                                    .chain(&kept_logged)
-                                    .map(|(r, b)| (r.clone(), &b[..]));
-                                let new = arrived.iter().map(|(r, _, b)| (r.to_string(), *b));
-                                for (rev, body) in moved.chain(new) {
-                                    next_body = next(next_body, meta::BODY_ID)?;
-                                    bodies.insert(&keys::seq_key(next_body), body)?;
-                                    record.bodies.insert(rev, next_body);
-                                }
-                            }
-                        }
-                        let now = record.tree.winner().map(|w| w.deleted);
-                        uncount(was, &mut live, &mut dead)?;
-                        recount(now, &mut live, &mut dead)?;
-                        if let Some(old_seq) = old_seq {
-                            by_seq.remove(&keys::seq_key(old_seq))?;
-                        }
-                        seq = next(seq, meta::SEQ)?;
-                        record.seq = seq;
-                        by_seq.insert(&keys::seq_key(seq), keys::seq_entry(key, entry_body))?;
-                        docs.insert(key, record.encode())?;
+                    batch_digests: &batch_digests,
+                    revs_limit,
+                };
+                let mut counters = Counters::load(meta_t)?;
+                let mut out = BatchOutcome::default();
+                for (id, incoming) in &grouped {
+                    if let Some(written) = doc_tx.merge_document(id, incoming, &mut counters)? {
+                        out.revs_written += written;
                         out.docs_changed += 1;
                     }
-                    for (digest, bytes) in &batch.attachments {
-                        if atts.get(digest.as_bytes())?.is_none() {
-                            atts.insert(digest.as_bytes(), bytes.as_ref())?;
-                        }
+                }
+                for (digest, bytes) in &batch.attachments {
+                    if atts.get(digest.as_bytes())?.is_none() {
+                        atts.insert(digest.as_bytes(), bytes.as_ref())?;
                     }
-                    if let Some((id, cp)) = &checkpoint {
-                        cps.insert(*id, cp.as_slice())?;
-                    }
-                    if let Some((source, key)) = &batch.carried {
-                        meta_t.insert(meta::carried(source), &key.to_be_bytes())?;
-                    }
-                    for id in &batch.retry_done {
-                        retry.remove(id.as_bytes())?;
-                    }
-                    for id in &batch.retry_later {
-                        retry.insert(id.as_bytes(), &[])?;
-                    }
-                    local_write::append_outbox(outbox, meta_t, &batch.outbox)?;
-                    meta_t.insert(meta::SEQ, &seq.to_be_bytes())?;
-                    meta_t.insert(meta::BODY_ID, &next_body.to_be_bytes())?;
-                    meta_t.insert(meta::DOC_COUNT, &live.to_be_bytes())?;
-                    meta_t.insert(meta::DEL_COUNT, &dead.to_be_bytes())?;
-                    out.update_seq = seq;
-                    Ok(out)
-                },
-            )?;
+                }
+                if let Some((id, cp)) = &checkpoint {
+                    cps.insert(*id, cp.as_slice())?;
+                }
+                if let Some((source, key)) = &batch.carried {
+                    meta_t.insert(meta::carried(source), &key.to_be_bytes())?;
+                }
+                for id in &batch.retry_done {
+                    retry.remove(id.as_bytes())?;
+                }
+                for id in &batch.retry_later {
+                    retry.insert(id.as_bytes(), &[])?;
+                }
+                tx::enqueue_pushes(outbox, meta_t, &batch.outbox)?;
+                counters.save(meta_t)?;
+                out.update_seq = counters.seq;
+                Ok(out)
+            },
+        )?;
         self.inner.db.flush()?;
         self.notify_committed(outcome.update_seq);
         Ok(outcome)
@@ -494,11 +486,7 @@ impl Replica {
             if ids.is_empty() {
                 return Ok(swept);
             }
-            let _writer = self
-                .inner
-                .write_lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _writer = self.write_lock();
             (&t.bodies, &t.garbage, &t.att_refs, &t.attachments).transaction(
                 |(bodies, garbage, refs, atts)| {
                     for id in &ids {
@@ -508,7 +496,7 @@ impl Replica {
                             let digests = attachment_refs::stub_digests(&body)
                                 .map_err(|e| abort(StoreError::corrupt("body", id, e)))?;
                             for digest in digests {
-                                attachment_refs::release(refs, atts, &digest)?;
+                                tx::release_attachment(refs, atts, &digest)?;
                             }
                         }
                         garbage.remove(id)?;

@@ -465,7 +465,7 @@ impl Replica {
     /// replica's size after its last compaction, or when first recorded.
     pub fn disk_baseline(&self) -> Result<Option<u64>, StoreError> {
         match self.inner.trees.meta.get(keys::meta::DISK_BASELINE)? {
-            Some(v) => super::decode_u64(keys::meta::DISK_BASELINE, &v).map(Some),
+            Some(v) => keys::decode_u64(keys::meta::DISK_BASELINE, &v).map(Some),
             None => Ok(None),
         }
     }

@@ -114,26 +114,61 @@ pub struct DocInfo {
 
 /// The `docs` tree record: a document's revision tree, its local sequence
 /// and where the body of each leaf is.
-///
-/// A document with a single leaf keeps that leaf's body in the record
-/// itself when it is small (`inline`), else in the document's own `by_seq`
-/// entry (`logged`): a cold pull writes a record and one append per
-/// document instead of a record, a body and a sequence entry, and an
-/// update drops the old body with the old record or entry instead of
-/// leaving garbage for the sweep. A document with several leaves keeps
-/// every leaf body in the `bodies` tree, named by `bodies`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct DocRecord {
     pub(crate) tree: RevTree,
     pub(crate) seq: u64,
-    /// Leaf revision → key of its body in the `bodies` tree.
-    pub(crate) bodies: BTreeMap<String, u64>,
-    /// The body of the only leaf, `(revision, JSON text)`, when it is kept
-    /// in the record.
-    pub(crate) inline: Option<(String, Vec<u8>)>,
-    /// The only leaf, `(revision, whether its body has attachment stubs)`,
-    /// when its body is kept in the record's own `by_seq` entry.
-    pub(crate) logged: Option<(String, bool)>,
+    /// Where the leaves' bodies are.
+    pub(crate) bodies: LeafBodies,
+}
+
+/// Where the bodies of a document's leaves are kept.
+///
+/// A document with a single leaf keeps that leaf's body in the record
+/// itself when it is small ([`LeafBodies::Inline`]), else in the document's
+/// own `by_seq` entry ([`LeafBodies::Logged`]): a cold pull writes a record
+/// and one append per document instead of a record, a body and a sequence
+/// entry, and an update drops the old body with the old record or entry
+/// instead of leaving garbage for the sweep. A document with several leaves
+/// keeps every leaf body in the `bodies` tree ([`LeafBodies::Stored`]).
+/// Readers ask [`DocRecord::body_at`]; only the commit changes this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeafBodies {
+    /// Leaf revision → key of its body in the `bodies` tree (empty for a
+    /// record being built).
+    Stored(BTreeMap<Rev, u64>),
+    /// The only leaf's body, in the record.
+    Inline {
+        /// The leaf.
+        rev: Rev,
+        /// Its JSON text.
+        body: Vec<u8>,
+    },
+    /// The only leaf's body, in the record's own `by_seq` entry.
+    Logged {
+        /// The leaf.
+        rev: Rev,
+        /// Whether the body has attachment stubs (only then must the
+        /// commit that replaces it read it, to release their counts).
+        stubs: bool,
+    },
+}
+
+impl Default for LeafBodies {
+    fn default() -> Self {
+        LeafBodies::Stored(BTreeMap::new())
+    }
+}
+
+/// Where one revision's body is, from [`DocRecord::body_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyAt<'a> {
+    /// In the record: these bytes.
+    Inline(&'a [u8]),
+    /// In the `by_seq` entry of this local sequence (the record's own).
+    Entry(u64),
+    /// In the `bodies` tree under this key.
+    Stored(u64),
 }
 
 /// First byte of an encoded record: the layout's version, so a later
@@ -195,6 +230,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn parse_rev(s: &str) -> Result<Rev, String> {
+    s.parse()
+        .map_err(|e: crate::revtree::InvalidRev| e.to_string())
+}
+
 impl DocRecord {
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, crate::StoreError> {
         Self::decode_v1(bytes).map_err(|e| crate::StoreError::corrupt("document record", key, e))
@@ -219,30 +259,33 @@ impl DocRecord {
             nodes.push((pos, hash, parent, deleted));
         }
         let tree = RevTree::from_node_parts(nodes)?;
-        let mut bodies = BTreeMap::new();
+        let mut stored = BTreeMap::new();
         for _ in 0..r.varint()? {
-            let rev = r.string()?;
-            bodies.insert(rev, r.varint()?);
+            let rev = parse_rev(&r.string()?)?;
+            stored.insert(rev, r.varint()?);
         }
-        let (inline, logged) = match r.byte()? {
-            0 => (None, None),
+        let bodies = match r.byte()? {
+            0 => LeafBodies::Stored(stored),
+            _ if !stored.is_empty() => {
+                return Err("a single leaf's body beside stored bodies".to_owned())
+            }
             1 => {
-                let rev = r.string()?;
-                (Some((rev, std::mem::take(&mut r.0).to_vec())), None)
+                let rev = parse_rev(&r.string()?)?;
+                LeafBodies::Inline {
+                    rev,
+                    body: std::mem::take(&mut r.0).to_vec(),
+                }
             }
             2 => {
-                let rev = r.string()?;
-                (None, Some((rev, r.byte()? != 0)))
+                let rev = parse_rev(&r.string()?)?;
+                LeafBodies::Logged {
+                    rev,
+                    stubs: r.byte()? != 0,
+                }
             }
             _ => return Err("unknown body placement".to_owned()),
         };
-        Ok(DocRecord {
-            tree,
-            seq,
-            bodies,
-            inline,
-            logged,
-        })
+        Ok(DocRecord { tree, seq, bodies })
     }
 
     /// The record as stored: a compact binary layout (version byte, `seq`,
@@ -250,7 +293,10 @@ impl DocRecord {
     /// any, as the record's last bytes). JSON (format 2) cost a parse of
     /// every node on each read and write of a document.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let inline_len = self.inline.as_ref().map_or(0, |(r, b)| r.len() + b.len());
+        let inline_len = match &self.bodies {
+            LeafBodies::Inline { body, .. } => body.len() + 40,
+            _ => 0,
+        };
         let mut out = Vec::with_capacity(16 + self.tree.len() * 40 + inline_len);
         out.push(RECORD_V1);
         put_varint(&mut out, self.seq);
@@ -261,25 +307,40 @@ impl DocRecord {
             put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
             out.push(u8::from(deleted));
         }
-        put_varint(&mut out, self.bodies.len() as u64);
-        for (rev, id) in &self.bodies {
-            put_bytes(&mut out, rev.as_bytes());
-            put_varint(&mut out, *id);
-        }
-        match (&self.inline, &self.logged) {
-            (Some((rev, body)), _) => {
+        match &self.bodies {
+            LeafBodies::Stored(stored) => {
+                put_varint(&mut out, stored.len() as u64);
+                for (rev, id) in stored {
+                    put_bytes(&mut out, rev.to_string().as_bytes());
+                    put_varint(&mut out, *id);
+                }
+                out.push(0);
+            }
+            LeafBodies::Inline { rev, body } => {
+                out.push(0);
                 out.push(1);
-                put_bytes(&mut out, rev.as_bytes());
+                put_bytes(&mut out, rev.to_string().as_bytes());
                 out.extend_from_slice(body);
             }
-            (None, Some((rev, stubs))) => {
+            LeafBodies::Logged { rev, stubs } => {
+                out.push(0);
                 out.push(2);
-                put_bytes(&mut out, rev.as_bytes());
+                put_bytes(&mut out, rev.to_string().as_bytes());
                 out.push(u8::from(*stubs));
             }
-            (None, None) => out.push(0),
         }
         out
+    }
+
+    /// Where the body of leaf `rev` is; `None` when the replica keeps no
+    /// body for it (not a leaf).
+    pub(crate) fn body_at(&self, rev: &Rev) -> Option<BodyAt<'_>> {
+        match &self.bodies {
+            LeafBodies::Inline { rev: r, body } if r == rev => Some(BodyAt::Inline(body)),
+            LeafBodies::Logged { rev: r, .. } if r == rev => Some(BodyAt::Entry(self.seq)),
+            LeafBodies::Stored(stored) => stored.get(rev).map(|&id| BodyAt::Stored(id)),
+            _ => None,
+        }
     }
 
     pub(crate) fn info(&self, id: &str) -> Option<DocInfo> {
@@ -312,12 +373,15 @@ mod tests {
             seq: 300,
             ..DocRecord::default()
         };
-        if inline {
-            r.inline = Some(("3-c".into(), br#"{"v":"\u00e9"}"#.to_vec()));
+        let rev = |s: &str| s.parse::<Rev>().unwrap();
+        r.bodies = if inline {
+            LeafBodies::Inline {
+                rev: rev("3-c"),
+                body: br#"{"v":"\u00e9"}"#.to_vec(),
+            }
         } else {
-            r.bodies.insert("3-c".into(), 1 << 40);
-            r.bodies.insert("2-x".into(), 7);
-        }
+            LeafBodies::Stored(BTreeMap::from([(rev("3-c"), 1 << 40), (rev("2-x"), 7)]))
+        };
         r
     }
 
@@ -328,9 +392,22 @@ mod tests {
             assert_eq!(DocRecord::decode(b"k", &r.encode()).unwrap(), r);
         }
         let mut logged = record(false);
-        logged.bodies.clear();
-        logged.logged = Some(("3-c".into(), true));
+        logged.bodies = LeafBodies::Logged {
+            rev: "3-c".parse().unwrap(),
+            stubs: true,
+        };
         assert_eq!(DocRecord::decode(b"k", &logged.encode()).unwrap(), logged);
+        fn at<'r>(r: &'r DocRecord, rev: &str) -> Option<BodyAt<'r>> {
+            r.body_at(&rev.parse().unwrap())
+        }
+        assert_eq!(at(&logged, "3-c"), Some(BodyAt::Entry(300)));
+        assert_eq!(at(&logged, "2-x"), None);
+        let (stored, inline) = (record(false), record(true));
+        assert_eq!(at(&stored, "2-x"), Some(BodyAt::Stored(7)));
+        assert_eq!(
+            at(&inline, "3-c"),
+            Some(BodyAt::Inline(br#"{"v":"\u00e9"}"#))
+        );
         let empty = DocRecord::default();
         assert_eq!(DocRecord::decode(b"k", &empty.encode()).unwrap(), empty);
     }
@@ -346,5 +423,11 @@ mod tests {
         // The first node's parent index (after version, seq, count, pos, hash).
         bad_parent[1 + 2 + 1 + 1 + 2] = 9;
         assert!(DocRecord::decode(b"k", &bad_parent).is_err());
+        // Format 3 never stores a single leaf's body beside stored ones.
+        let mut both = record(false).encode();
+        let last = both.len() - 1;
+        both[last] = 2;
+        both.extend_from_slice(b"\x033-c\x01");
+        assert!(DocRecord::decode(b"k", &both).is_err());
     }
 }

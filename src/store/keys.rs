@@ -5,6 +5,16 @@
 //! ids are big-endian `u64`s, so byte order is numeric order and new
 //! entries append at the end of their tree.
 
+use super::error::StoreError;
+
+/// A `u64` stored big-endian (counters, `meta` values); anything but 8
+/// bytes is a damaged replica.
+pub(crate) fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::corrupt("counter", key, "not 8 bytes"))
+}
+
 /// `by_seq`, `bodies` and `garbage` key: a `u64`, big-endian so byte order
 /// is numeric order.
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {

@@ -6,21 +6,21 @@
 //! precondition (the revision it edits must still be a leaf) and an outbox
 //! entry, all committed by [`Replica::commit_blocking`] in one transaction.
 //! This file owns what is particular to local edits (validating the body,
-//! the deterministic revision id, inline attachments, the precondition and
-//! the outbox append); merging, stemming, sequences and counters stay in
-//! `commit.rs`. It knows nothing of HTTP or of the push worker.
+//! the deterministic revision id, inline attachments); merging, stemming,
+//! sequences and counters stay in `commit.rs`, the precondition and the
+//! outbox append are steps of `tx.rs`. It knows nothing of HTTP or of the push worker.
 
-use super::commit::Abort;
-use super::keys::{self, meta};
+use super::commit::{IncomingRev, WriteBatch};
+use super::document::Document;
+use super::error::StoreError;
+use super::keys::{self, decode_u64};
 use super::nesting::{nesting_depth, MAX_NESTING};
-use super::{decode_u64, outbox, DocRecord, Document, Replica, StoreError, WriteBatch};
+use super::Replica;
 use crate::revtree::{Rev, RevPath};
-use crate::store::IncomingRev;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 /// What a local write stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -576,77 +576,6 @@ fn write_canonical(v: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-/// The preconditions of local edits, inside the commit's transaction: each
-/// revision of `leaves` is still a leaf of its document, each of `winners`
-/// still its document's winner (`None`: the document is unknown). Checked
-/// under the writer lock, so no write slips in between.
-pub(super) fn check_preconditions(
-    docs: &TransactionalTree,
-    leaves: &[(String, Option<Rev>)],
-    winners: &[(String, Option<Rev>)],
-) -> Result<(), Abort> {
-    let all = leaves
-        .iter()
-        .map(|e| (e, false))
-        .chain(winners.iter().map(|e| (e, true)));
-    for ((id, rev), winner) in all {
-        let key = id.as_bytes();
-        let record = match docs.get(key)? {
-            Some(bytes) => {
-                Some(DocRecord::decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?)
-            }
-            None => None,
-        };
-        let ok = match (&record, rev) {
-            (None, None) => true,
-            (Some(r), Some(rev)) if winner => r.tree.winner().is_some_and(|w| &w.rev == rev),
-            (Some(r), Some(rev)) => r.tree.is_leaf(rev),
-            _ => false,
-        };
-        if !ok {
-            let current = record
-                .and_then(|r| r.tree.winner())
-                .map_or_else(|| "none".to_owned(), |w| w.rev.to_string());
-            return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
-                id: id.clone(),
-                expected: rev
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), Rev::to_string),
-                current,
-            }));
-        }
-    }
-    Ok(())
-}
-
-/// Appends outbox entries under fresh keys from `meta/outbox_id`, inside
-/// the commit's transaction.
-pub(super) fn append_outbox(
-    outbox_t: &TransactionalTree,
-    meta_t: &TransactionalTree,
-    entries: &[(String, Rev)],
-) -> Result<(), Abort> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut last = match meta_t.get(meta::OUTBOX_ID)? {
-        Some(v) => decode_u64(meta::OUTBOX_ID, &v).map_err(ConflictableTransactionError::Abort)?,
-        None => 0,
-    };
-    for (id, rev) in entries {
-        last = last.checked_add(1).ok_or_else(|| {
-            ConflictableTransactionError::Abort(StoreError::corrupt(
-                "counter",
-                meta::OUTBOX_ID,
-                "at its maximum",
-            ))
-        })?;
-        outbox_t.insert(&keys::seq_key(last), outbox::encode_entry(id, rev))?;
-    }
-    meta_t.insert(meta::OUTBOX_ID, &last.to_be_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

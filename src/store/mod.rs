@@ -24,6 +24,7 @@ mod lock;
 mod nesting;
 mod outbox;
 mod reads;
+mod tx;
 
 pub use check::{CheckReport, Violation};
 #[cfg(feature = "internals")]
@@ -45,6 +46,7 @@ pub use reads::{
 };
 
 use crate::revtree::{Leaf, Rev, RevTree};
+use keys::decode_u64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::ops::Bound;
@@ -306,6 +308,14 @@ impl Replica {
         &self.inner.trees
     }
 
+    /// The writer lock: one write transaction at a time (see `Inner`).
+    pub(crate) fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn record(&self, id: &str) -> Result<Option<DocRecord>, StoreError> {
         match self.inner.trees.docs.get(id.as_bytes())? {
             Some(bytes) => Ok(Some(DocRecord::decode(id.as_bytes(), &bytes)?)),
@@ -334,7 +344,7 @@ impl Replica {
         id: &str,
         rev: &Rev,
     ) -> Result<Option<Map<String, Value>>, reads::ReadError> {
-        let Some(bytes) = self.raw_body(record, id, &rev.to_string())? else {
+        let Some(bytes) = self.raw_body(record, id, rev)? else {
             return Ok(None);
         };
         let body = nesting::parse_body(&bytes)
@@ -733,12 +743,6 @@ impl Replica {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
     }
-}
-
-fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
-    v.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::corrupt("counter", key, "not 8 bytes"))
 }
 
 /// An attachment's bytes from [`Replica::attachment_reader`]: from sled

@@ -7,12 +7,13 @@
 //! rows, not the protocol: deciding what an answer means is the push
 //! worker's job (`src/outbox/`).
 
-use super::commit::Abort;
-use super::keys::{self, meta};
-use super::{local_write, Replica, StoreError};
+use super::error::StoreError;
+use super::keys;
+use super::tx::{self, Abort, OutboxRow};
+use super::Replica;
 use crate::revtree::Rev;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, Transactional};
+use sled::transaction::Transactional;
 use std::ops::Bound;
 
 /// The `checkpoints` key of the push checkpoint (pull checkpoints are keyed
@@ -29,20 +30,6 @@ pub struct OutboxEntry {
     pub id: String,
     /// The revision the edit created.
     pub rev: Rev,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EntryRow {
-    id: String,
-    rev: Rev,
-}
-
-pub(super) fn encode_entry(id: &str, rev: &Rev) -> Vec<u8> {
-    serde_json::to_vec(&EntryRow {
-        id: id.to_owned(),
-        rev: rev.clone(),
-    })
-    .unwrap_or_default()
 }
 
 /// A document the remote refused for good (forbidden, invalid, too large):
@@ -145,7 +132,7 @@ impl Replica {
                 let (k, v) = item?;
                 let key = keys::seq_from_key(&k)
                     .ok_or_else(|| StoreError::corrupt("outbox key", &k, "not 8 bytes"))?;
-                let row: EntryRow = serde_json::from_slice(&v)
+                let row: OutboxRow = serde_json::from_slice(&v)
                     .map_err(|e| StoreError::corrupt("outbox entry", &k, e))?;
                 Ok(OutboxEntry {
                     key,
@@ -194,34 +181,25 @@ impl Replica {
     /// After an `Err` the acknowledgement may or may not be durable.
     pub(crate) fn acknowledge_push(&self, ack: &PushAck) -> Result<(), StoreError> {
         let t = self.trees();
-        let dead: Vec<(u64, Vec<u8>)> = ack
-            .dead
-            .iter()
-            .map(|d| (d.key, serde_json::to_vec(d).unwrap_or_default()))
-            .collect();
         let max_key = ack.remove.iter().copied().max();
-        let writer = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writer = self.write_lock();
         (&t.outbox, &t.outbox_dead, &t.checkpoints).transaction(|(outbox, dead_t, cps)| {
             for key in &ack.remove {
                 outbox.remove(&keys::seq_key(*key))?;
             }
-            for (key, row) in &dead {
-                dead_t.insert(&keys::seq_key(*key), row.as_slice())?;
+            for letter in &ack.dead {
+                tx::put_json(dead_t, &keys::seq_key(letter.key), letter)?;
             }
-            let mut cp: PushCheckpoint = match cps.get(PUSH_CHECKPOINT)? {
-                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-                None => PushCheckpoint::default(),
-            };
+            // A damaged checkpoint fails the acknowledgement (the entries
+            // stay queued) instead of restarting its totals from zero.
+            let mut cp: PushCheckpoint =
+                tx::get_json(cps, PUSH_CHECKPOINT, "push checkpoint")?.unwrap_or_default();
             cp.remote.clone_from(&ack.remote);
             cp.last_key = cp.last_key.max(max_key.unwrap_or(0));
             cp.revs_pushed += ack.revs_pushed;
             cp.dead_lettered += ack.dead.len() as u64;
             cp.updated_at_ms = now_ms();
-            cps.insert(PUSH_CHECKPOINT, serde_json::to_vec(&cp).unwrap_or_default())?;
+            tx::put_json(cps, PUSH_CHECKPOINT, &cp)?;
             Ok::<(), Abort>(())
         })?;
         drop(writer);
@@ -238,29 +216,20 @@ impl Replica {
     /// dead or queued again, never both or neither.
     pub fn retry_dead_letter(&self, key: u64) -> Result<bool, StoreError> {
         let t = self.trees();
-        let writer = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writer = self.write_lock();
         let found =
             (&t.outbox_dead, &t.outbox, &t.meta).transaction(|(dead_t, outbox, meta_t)| {
-                let Some(v) = dead_t.remove(&keys::seq_key(key))? else {
+                let k = keys::seq_key(key);
+                let Some(letter) = tx::get_json::<DeadLetter>(dead_t, &k, "dead letter")? else {
                     return Ok(false);
                 };
-                let letter: DeadLetter = serde_json::from_slice(&v).map_err(|e| {
-                    ConflictableTransactionError::Abort(StoreError::corrupt(
-                        "dead letter",
-                        meta::OUTBOX_ID,
-                        e,
-                    ))
-                })?;
+                dead_t.remove(&k)?;
                 let entries: Vec<(String, Rev)> = letter
                     .revs
                     .iter()
                     .map(|r| (letter.id.clone(), r.clone()))
                     .collect();
-                local_write::append_outbox(outbox, meta_t, &entries)?;
+                tx::enqueue_pushes(outbox, meta_t, &entries)?;
                 Ok::<bool, Abort>(true)
             })?;
         drop(writer);

@@ -6,7 +6,9 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::{keys, nesting, DocRecord, Document, Replica, StoreError};
+use super::document::{BodyAt, DocRecord, Document};
+use super::error::StoreError;
+use super::{keys, nesting, Replica};
 use crate::revtree::Rev;
 use bytes::Bytes;
 use std::ops::Bound;
@@ -88,10 +90,9 @@ impl RawDocuments {
             if winner.deleted {
                 return Ok(None);
             }
-            let rev_text = winner.rev.to_string();
             let body = self
                 .replica
-                .raw_body(record, id, &rev_text)?
+                .raw_body(record, id, &winner.rev)?
                 .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
             Ok(Some(RawDocumentChange {
                 seq: record.seq,
@@ -418,17 +419,12 @@ impl Replica {
             let Some(winner) = record.tree.winner() else {
                 return Ok(None);
             };
-            let rev_text = winner.rev.to_string();
-            let carried = !logged.is_empty()
-                && record.seq == seq
-                && record
-                    .logged
-                    .as_ref()
-                    .is_some_and(|(rev, _)| *rev == rev_text);
+            let carried =
+                !logged.is_empty() && record.body_at(&winner.rev) == Some(BodyAt::Entry(seq));
             let body = if carried {
                 Some(logged.clone())
             } else {
-                self.raw_body(record, id, &rev_text)?
+                self.raw_body(record, id, &winner.rev)?
             };
             let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
             Ok(Some(RawDocumentChange {
@@ -444,52 +440,38 @@ impl Replica {
         Ok(change.flatten())
     }
 
-    /// The stored JSON text of revision `rev_text` of a document: inline
-    /// in the record, in the record's `by_seq` entry, or in the `bodies`
-    /// tree; `None` when the revision has no body kept. Call it inside
-    /// [`Replica::read_record`], which retries a [`ReadError::BodyGone`].
+    /// The stored JSON text of leaf `rev` of a document, from where
+    /// [`DocRecord::body_at`] says it is; `None` when the revision has no
+    /// body kept. Call it inside [`Replica::read_record`], which retries a
+    /// [`ReadError::BodyGone`].
     pub(super) fn raw_body(
         &self,
         record: &DocRecord,
         id: &str,
-        rev_text: &str,
+        rev: &Rev,
     ) -> Result<Option<Bytes>, ReadError> {
-        if let Some((inline_rev, bytes)) = &record.inline {
-            if inline_rev == rev_text {
-                return Ok(Some(Bytes::copy_from_slice(bytes)));
-            }
-        }
-        if let Some((logged_rev, _)) = &record.logged {
-            if logged_rev == rev_text {
-                let entry = self.trees().by_seq.get(keys::seq_key(record.seq))?;
-                let body = entry
+        let gone = |detail: String| {
+            ReadError::BodyGone(StoreError::corrupt("revision body", id.as_bytes(), detail))
+        };
+        match record.body_at(rev) {
+            None => Ok(None),
+            Some(BodyAt::Inline(bytes)) => Ok(Some(Bytes::copy_from_slice(bytes))),
+            Some(BodyAt::Entry(seq)) => {
+                let entry = self.trees().by_seq.get(keys::seq_key(seq))?;
+                entry
                     .as_deref()
                     .and_then(keys::split_seq_entry)
                     .map(|(_, body)| Bytes::copy_from_slice(body))
                     .filter(|body| !body.is_empty())
-                    .ok_or_else(|| {
-                        ReadError::BodyGone(StoreError::corrupt(
-                            "revision body",
-                            id.as_bytes(),
-                            format!(
-                                "the body of {rev_text} (sequence {}) is missing",
-                                record.seq
-                            ),
-                        ))
-                    })?;
-                return Ok(Some(body));
+                    .map(Some)
+                    .ok_or_else(|| gone(format!("the body of {rev} (sequence {seq}) is missing")))
             }
-        }
-        let Some(&body_id) = record.bodies.get(rev_text) else {
-            return Ok(None);
-        };
-        match self.trees().bodies.get(keys::seq_key(body_id))? {
-            Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
-            None => Err(ReadError::BodyGone(StoreError::corrupt(
-                "revision body",
-                id.as_bytes(),
-                format!("the body of {rev_text} (#{body_id}) is missing"),
-            ))),
+            Some(BodyAt::Stored(body_id)) => {
+                match self.trees().bodies.get(keys::seq_key(body_id))? {
+                    Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
+                    None => Err(gone(format!("the body of {rev} (#{body_id}) is missing"))),
+                }
+            }
         }
     }
 
