@@ -155,7 +155,7 @@ fn bench_js(c: &Corpus, query: &Query) {
     for name in ["elo", "getTags"] {
         let (n, ms, cpu) = timed(|| js_rows(name, &limit1));
         line(
-            &c,
+            c,
             &format!("view_build_{name}"),
             "js",
             ms,
@@ -166,7 +166,7 @@ fn bench_js(c: &Corpus, query: &Query) {
         let reps = 20;
         let (n, ms, _) = timed(|| (0..reps).map(|_| js_rows(name, &limit1)).sum::<usize>());
         line(
-            &c,
+            c,
             &format!("view_query_{name}"),
             "js",
             ms / f64::from(reps),
@@ -185,7 +185,7 @@ fn bench_js(c: &Corpus, query: &Query) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "view_query_elo_page",
         "js",
         ms / f64::from(reps),
@@ -202,7 +202,7 @@ fn bench_js(c: &Corpus, query: &Query) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "view_query_getTags_keys",
         "js",
         ms / f64::from(reps),
@@ -222,7 +222,7 @@ fn bench_mango(c: &Corpus, query: &Query) {
     let mean3 = |bench: &str, body: Value| {
         let (n, ms, cpu) = timed(|| (0..3).map(|_| find(body.clone())).sum::<usize>());
         line(
-            &c,
+            c,
             bench,
             "mango",
             ms / 3.0,
@@ -251,7 +251,7 @@ fn bench_mango(c: &Corpus, query: &Query) {
         query.warm().unwrap();
     });
     line(
-        &c,
+        c,
         "find_index_create",
         "mango",
         ms,
@@ -259,7 +259,7 @@ fn bench_mango(c: &Corpus, query: &Query) {
     );
     let (n, ms, _) = timed(|| find(indexed(1000)));
     line(
-        &c,
+        c,
         "find_indexed_first",
         "mango",
         ms,
@@ -272,7 +272,7 @@ fn bench_mango(c: &Corpus, query: &Query) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "find_indexed",
         "mango",
         ms / f64::from(reps),
@@ -296,7 +296,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
             rows(&views, name, &limit1)
         });
         line(
-            &c,
+            c,
             &format!("view_build_{name}"),
             "builtin",
             ms,
@@ -311,7 +311,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
                 .sum::<usize>()
         });
         line(
-            &c,
+            c,
             &format!("view_query_{name}"),
             "builtin",
             ms / f64::from(reps),
@@ -330,7 +330,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "view_query_elo_page",
         "builtin",
         ms / f64::from(reps),
@@ -350,7 +350,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "view_query_elo_page",
         "builtin-rows",
         ms / f64::from(reps),
@@ -367,7 +367,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
             .sum::<usize>()
     });
     line(
-        &c,
+        c,
         "view_query_getTags_keys",
         "builtin",
         ms / f64::from(reps),
@@ -384,7 +384,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
         rows(&views, "elo", &limit1) + rows(&views, "getTags", &limit1)
     });
     line(
-        &c,
+        c,
         "view_build_all",
         "builtin",
         ms,
