@@ -14,7 +14,7 @@
 //! batch that never committed (a crash, a failed pull) and are deleted then.
 
 use super::error::StoreError;
-use super::Replica;
+use super::replica::Replica;
 use serde::Deserialize;
 use sled::transaction::Transactional;
 use std::collections::HashMap;

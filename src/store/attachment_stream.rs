@@ -27,7 +27,8 @@
 //! an in-memory counter is enough), and a file that exists anyway is
 //! skipped rather than fatal.
 
-use super::{Replica, StoreError};
+use super::error::StoreError;
+use super::replica::Replica;
 use base64::Engine;
 use md5::{Digest, Md5};
 use sled::transaction::ConflictableTransactionError;

@@ -17,7 +17,9 @@ use super::attachment_refs::stub_digests;
 use super::document::{DocRecord, LeafBodies};
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
-use super::{nesting, Replica};
+use super::nesting;
+use super::open::FORMAT_VERSION;
+use super::replica::Replica;
 use crate::revtree::Rev;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -464,7 +466,7 @@ impl Replica {
             }
         }
         match t.meta.get(keys::meta::FORMAT)? {
-            Some(v) if decode_u64(keys::meta::FORMAT, &v).ok() == Some(super::FORMAT_VERSION) => {}
+            Some(v) if decode_u64(keys::meta::FORMAT, &v).ok() == Some(FORMAT_VERSION) => {}
             _ => r.violation("meta", "meta/format".into(), "missing or not this format"),
         }
         Ok(r)

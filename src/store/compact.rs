@@ -23,7 +23,9 @@
 //! the replica is open (it holds sled's lock and the directory gate for the
 //! whole run).
 
-use super::{keys, lock, Replica, StoreError};
+use super::error::StoreError;
+use super::replica::{Replica, ReplicaConfig};
+use super::{keys, lock};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -283,7 +285,7 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
     }
     let cache = options
         .cache_capacity
-        .unwrap_or(super::ReplicaConfig::default().cache_capacity);
+        .unwrap_or(ReplicaConfig::default().cache_capacity);
     let pause = || {
         if let Some(p) = options.step_pause {
             std::thread::sleep(p);
@@ -291,7 +293,7 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
     };
     // The gate stays held to the end: no other process opens the replica
     // while its files move, and none starts a second compaction.
-    let (old, gate) = lock::open_gated(dir, cache)?;
+    let (old, gate) = lock::open_gated(dir, cache, recover)?;
     let bytes_before = dir_size(dir);
     let format = old.open_tree("meta")?.get(keys::meta::FORMAT)?;
     if format.is_none() {
@@ -405,7 +407,7 @@ impl Replica {
     /// As [`compact`]: a crash leaves the old replica or the new one.
     pub fn open_compacted(
         path: impl AsRef<Path>,
-        config: super::ReplicaConfig,
+        config: ReplicaConfig,
         factor: Option<f64>,
     ) -> Result<(Replica, Option<CompactReport>), StoreError> {
         let path = path.as_ref();

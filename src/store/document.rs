@@ -236,8 +236,9 @@ fn parse_rev(s: &str) -> Result<Rev, String> {
 }
 
 impl DocRecord {
-    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, crate::StoreError> {
-        Self::decode_v1(bytes).map_err(|e| crate::StoreError::corrupt("document record", key, e))
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, super::error::StoreError> {
+        Self::decode_v1(bytes)
+            .map_err(|e| super::error::StoreError::corrupt("document record", key, e))
     }
 
     fn decode_v1(bytes: &[u8]) -> Result<Self, String> {

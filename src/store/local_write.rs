@@ -15,7 +15,7 @@ use super::document::Document;
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
 use super::nesting::{nesting_depth, MAX_NESTING};
-use super::Replica;
+use super::replica::Replica;
 use crate::revtree::{Rev, RevPath};
 use base64::Engine;
 use bytes::Bytes;

@@ -1,21 +1,19 @@
-//! Who may use a replica, and who is using it now.
+//! Who may open a replica directory.
 //!
 //! Across processes, sled's file lock on `db` keeps a replica to one
 //! process; this module turns a refused lock into a clear
 //! [`StoreError::Locked`] naming the holder (from the `owner` file the
-//! holder writes on open) instead of sled's raw I/O error. Inside a
-//! process, pulls on one replica are serialized ([`Replica::lock_pull`]):
-//! one pull's closing sweep must not delete what another is counting on.
-//! It also tracks the blocking tasks a pull spawns, so a stopped pull can
-//! wait until none of them holds the replica any more. An open also holds
-//! the directory's gate (an exclusive `flock` on the directory) until
-//! sled's lock is taken, and finishes a compaction a crash interrupted
-//! first (`compact.rs`); a compaction holds the gate for its whole run.
+//! holder writes on open) instead of sled's raw I/O error. An open also
+//! holds the directory's gate (an exclusive `flock` on the directory) until
+//! sled's lock is taken, and first runs what the caller must finish before
+//! sled opens (a compaction a crash interrupted, `compact.rs`); a
+//! compaction holds the gate for its whole run. Inside a process, who uses
+//! an open replica is `usage.rs`'s.
 //!
 //! It must not decide anything about the data: it only says who holds the
 //! replica and waits.
 
-use super::{Replica, StoreError};
+use super::error::StoreError;
 use std::path::Path;
 
 /// The file in a replica directory naming the process that opened it last.
@@ -100,14 +98,23 @@ impl Gate {
 /// [`StoreError::Locked`] when another process holds the replica (after
 /// half a second) or this process still does after 3 s, [`StoreError::Open`]
 /// otherwise.
-pub(crate) fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
-    open_gated(path, cache_capacity).map(|(db, _gate)| db)
+pub(crate) fn open_db(
+    path: &Path,
+    cache_capacity: u64,
+    before_open: fn(&Path) -> Result<(), StoreError>,
+) -> Result<sled::Db, StoreError> {
+    open_gated(path, cache_capacity, before_open).map(|(db, _gate)| db)
 }
 
 /// [`open_db`], returning with the directory gate still held (compaction
-/// keeps it for its whole run). First finishes or discards a compaction a
-/// crash interrupted (`compact::recover`).
-pub(crate) fn open_gated(path: &Path, cache_capacity: u64) -> Result<(sled::Db, Gate), StoreError> {
+/// keeps it for its whole run). Runs `before_open` under the gate before
+/// sled opens the directory (the opener passes `compact::recover`, which
+/// finishes or discards a compaction a crash interrupted).
+pub(crate) fn open_gated(
+    path: &Path,
+    cache_capacity: u64,
+    before_open: fn(&Path) -> Result<(), StoreError>,
+) -> Result<(sled::Db, Gate), StoreError> {
     if path.exists() && !path.is_dir() {
         return Err(StoreError::NotADirectory {
             path: path.to_path_buf(),
@@ -135,7 +142,7 @@ pub(crate) fn open_gated(path: &Path, cache_capacity: u64) -> Result<(sled::Db, 
                     + " (compacting or opening it)",
             });
         };
-        super::compact::recover(path)?;
+        before_open(path)?;
         let opened = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
@@ -167,99 +174,6 @@ pub(crate) fn open_gated(path: &Path, cache_capacity: u64) -> Result<(sled::Db, 
     }
 }
 
-/// Holds a replica's pull lock; dropping it lets the next pull start.
-#[derive(Debug)]
-pub(crate) struct PullGuard {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    holder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Drop for PullGuard {
-    fn drop(&mut self) {
-        if let Ok(mut h) = self.holder.lock() {
-            *h = None;
-        }
-    }
-}
-
-/// Counts a blocking task while it runs.
-struct Running(tokio::sync::watch::Sender<usize>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-/// The per-replica state of this module, kept in the replica's `Inner`.
-#[derive(Debug)]
-pub(crate) struct Usage {
-    pull: std::sync::Arc<tokio::sync::Mutex<()>>,
-    holder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    blocking: tokio::sync::watch::Sender<usize>,
-}
-
-impl Default for Usage {
-    fn default() -> Self {
-        Usage {
-            pull: Default::default(),
-            holder: Default::default(),
-            blocking: tokio::sync::watch::Sender::new(0),
-        }
-    }
-}
-
-impl Replica {
-    /// Takes the replica's pull lock for `who` (e.g. the remote's URL,
-    /// without credentials), waiting while another pull holds it.
-    pub(crate) async fn lock_pull(&self, who: &str) -> PullGuard {
-        let usage = &self.inner.usage;
-        let guard = match usage.pull.clone().try_lock_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                let holder = self.pull_holder().unwrap_or_default();
-                tracing::info!(%holder, "another pull holds this replica; waiting for it");
-                usage.pull.clone().lock_owned().await
-            }
-        };
-        if let Ok(mut h) = usage.holder.lock() {
-            *h = Some(format!("{who} since {}", unix_ms()));
-        }
-        PullGuard {
-            _guard: guard,
-            holder: usage.holder.clone(),
-        }
-    }
-
-    /// The pull running on this replica in this process, if any: what it
-    /// pulls from and since when (Unix ms).
-    pub fn pull_holder(&self) -> Option<String> {
-        self.inner.usage.holder.lock().ok()?.clone()
-    }
-
-    /// Runs `f` on tokio's blocking pool, counted until it returns, so that
-    /// [`Replica::blocking_idle`] can wait for it even after the task that
-    /// spawned it was aborted.
-    pub(crate) fn spawn_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> tokio::task::JoinHandle<T> {
-        let blocking = self.inner.usage.blocking.clone();
-        blocking.send_modify(|n| *n += 1);
-        let running = Running(blocking);
-        tokio::task::spawn_blocking(move || {
-            let _running = running;
-            f()
-        })
-    }
-
-    /// Waits until no task spawned with [`Replica::spawn_blocking`] runs.
-    pub(crate) async fn blocking_idle(&self) {
-        let mut rx = self.inner.usage.blocking.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -270,7 +184,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        let e = open_db(&file, 1 << 20).unwrap_err();
+        let e = open_db(&file, 1 << 20, |_| Ok(())).unwrap_err();
         assert!(matches!(e, StoreError::NotADirectory { .. }), "{e:?}");
         assert!(e.to_string().contains("not a directory"), "{e}");
     }

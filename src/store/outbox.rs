@@ -9,8 +9,8 @@
 
 use super::error::StoreError;
 use super::keys;
+use super::replica::Replica;
 use super::tx::{self, Abort, OutboxRow};
-use super::Replica;
 use crate::revtree::Rev;
 use serde::{Deserialize, Serialize};
 use sled::transaction::Transactional;

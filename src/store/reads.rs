@@ -6,9 +6,10 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::document::{BodyAt, DocRecord, Document};
+use super::document::{BodyAt, DocInfo, DocRecord, Document};
 use super::error::StoreError;
-use super::{keys, nesting, Replica};
+use super::replica::Replica;
+use super::{keys, nesting};
 use crate::revtree::Rev;
 use bytes::Bytes;
 use std::ops::Bound;
@@ -308,7 +309,88 @@ impl From<sled::Error> for ReadError {
     }
 }
 
+/// One entry of the local changes feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Change {
+    /// The local sequence of this change.
+    pub seq: u64,
+    /// The document and its winner now.
+    pub doc: DocInfo,
+}
+
 impl Replica {
+    /// Every document in id order within `range` (inclusive bounds on ids),
+    /// tombstones included; `.rev()` walks it from the high end (a
+    /// descending `_all_docs`).
+    pub fn docs(
+        &self,
+        start: Bound<&str>,
+        end: Bound<&str>,
+    ) -> impl DoubleEndedIterator<Item = Result<DocInfo, StoreError>> + '_ {
+        let map = |b: Bound<&str>| match b {
+            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
+            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.inner
+            .trees
+            .docs
+            .range::<Vec<u8>, _>((map(start), map(end)))
+            .filter_map(|item| {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let id = match std::str::from_utf8(&k) {
+                    Ok(id) => id,
+                    Err(e) => return Some(Err(StoreError::corrupt("document id", &k, e))),
+                };
+                match DocRecord::decode(&k, &v) {
+                    Ok(r) => r.info(id).map(Ok),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+    }
+
+    /// Live documents in id order within a range, like `_all_docs`.
+    pub fn all_docs(
+        &self,
+        start: Bound<&str>,
+        end: Bound<&str>,
+    ) -> impl Iterator<Item = Result<DocInfo, StoreError>> + '_ {
+        self.docs(start, end)
+            .filter(|d| !matches!(d, Ok(info) if info.deleted))
+    }
+
+    /// Documents changed after local sequence `since`, oldest first; each
+    /// document appears once, at its latest change.
+    pub fn changes(&self, since: u64) -> impl Iterator<Item = Result<Change, StoreError>> + '_ {
+        self.inner
+            .trees
+            .by_seq
+            .range(keys::seq_key(since.saturating_add(1))..)
+            .filter_map(move |item| {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let (seq, id) = match decode_seq_entry(&k, &v) {
+                    Ok((seq, id, _)) => (seq, id.to_owned()),
+                    Err(e) => return Some(Err(e)),
+                };
+                match self.record(&id) {
+                    Ok(Some(r)) => r.info(&id).map(|doc| Ok(Change { seq, doc })),
+                    Ok(None) => Some(Err(StoreError::corrupt(
+                        "sequence entry",
+                        &k,
+                        "document missing",
+                    ))),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+    }
+
     /// Reads `id`'s record and, with `read`, the bodies it names, as one
     /// consistent read; `None` when the replica has never seen `id`.
     ///

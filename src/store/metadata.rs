@@ -1,0 +1,96 @@
+//! The replica's metadata records: the remote it mirrors, the last pull's
+//! summary, pull checkpoints (as stored; `replicate/` reads them typed),
+//! and `_local` documents.
+
+use super::error::StoreError;
+use super::keys;
+use super::replica::{RemoteBinding, Replica};
+use serde_json::Value;
+
+impl Replica {
+    /// A `_local` document (not replicated), by id without the `_local/` prefix.
+    pub fn get_local(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        self.get_json(&self.inner.trees.local, id.as_bytes(), "local document")
+    }
+
+    /// Writes a `_local` document.
+    ///
+    /// # Durability
+    /// Flushed before `Ok` is returned: the document survives a kill -9
+    /// from then on. After an `Err` it may or may not have been written.
+    pub async fn put_local(&self, id: &str, doc: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::InvalidDocument {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.inner.trees.local.insert(id.as_bytes(), bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The checkpoint stored under a replication id, as stored (the store
+    /// does not know its shape: `Replica::checkpoint` in `replicate/` reads
+    /// it typed).
+    pub(crate) fn checkpoint_json(
+        &self,
+        replication_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        self.get_json(
+            &self.inner.trees.checkpoints,
+            replication_id.as_bytes(),
+            "checkpoint",
+        )
+    }
+
+    /// The remote this replica mirrors, once a pull has recorded it.
+    pub fn remote(&self) -> Result<Option<RemoteBinding>, StoreError> {
+        match self.get_json(&self.inner.trees.meta, keys::meta::REMOTE, "remote binding")? {
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt("remote binding", keys::meta::REMOTE, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the remote this replica mirrors.
+    ///
+    /// # Durability
+    /// Flushed before `Ok`.
+    pub(crate) async fn set_remote(&self, binding: &RemoteBinding) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(binding).unwrap_or_default();
+        self.inner.trees.meta.insert(keys::meta::REMOTE, bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The summary the last completed pull left (opaque to the store;
+    /// `Replica::last_pull` in `replicate/` reads it typed).
+    pub(crate) fn last_pull_json(&self) -> Result<Option<Value>, StoreError> {
+        self.get_json(&self.inner.trees.meta, keys::meta::LAST_PULL, "last pull")
+    }
+
+    /// Records the summary of a completed pull.
+    ///
+    /// # Durability
+    /// Flushed before `Ok`.
+    pub(crate) async fn set_last_pull(&self, summary: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(summary).unwrap_or_default();
+        self.inner.trees.meta.insert(keys::meta::LAST_PULL, bytes)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn get_json(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<Value>, StoreError> {
+        match tree.get(key)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(what, key, e)),
+            None => Ok(None),
+        }
+    }
+}
