@@ -31,7 +31,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use common::{env_or, invocation, peak_rss_kb, Invocation};
 use serde_json::json;
-use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::internals::{self, CheckpointRecord, IncomingRev, WriteBatch};
 use settee::{Replica, ReplicaConfig, RevPath};
 use sled::Transactional;
 use std::process::Command;
@@ -77,7 +77,7 @@ fn probe_replica(dir: &std::path::Path, n: u64, batch: u64, cache: u64) {
             .collect();
         let write = WriteBatch {
             revs,
-            checkpoint: Some(("probe".into(), json!({ "last_seq": end }))),
+            checkpoint: Some(CheckpointRecord::new("probe", &json!({ "last_seq": end })).unwrap()),
             ..WriteBatch::default()
         };
         internals::commit_blocking(&replica, &write).unwrap();

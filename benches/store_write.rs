@@ -27,7 +27,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use common::{cpu_seconds, env_or, invocation, Invocation};
 use serde_json::json;
-use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::internals::{self, CheckpointRecord, IncomingRev, WriteBatch};
 use settee::{Replica, ReplicaConfig, RevPath};
 use std::process::Command;
 use std::time::Instant;
@@ -105,7 +105,7 @@ fn run_probe(order: &str, n: u64) {
         .enumerate()
         .map(|(b, chunk)| WriteBatch {
             revs: chunk.iter().map(|&i| card(i)).collect(),
-            checkpoint: Some(("bench".into(), json!({"last_seq": b}))),
+            checkpoint: Some(CheckpointRecord::new("bench", &json!({"last_seq": b})).unwrap()),
             ..WriteBatch::default()
         })
         .collect();

@@ -29,7 +29,7 @@
 //! The identity record is written when a replica is first bound: by the
 //! sync service (with the epoch) or by the first pull.
 
-use crate::{replication_id, Checkpoint, DbInfo, Remote, Replica, Result, ServerInfo};
+use crate::{replication_id, DbInfo, Remote, Replica, Result, ServerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -204,10 +204,7 @@ pub(crate) fn check(
         }
     }
     let rep_id = replication_id(&facts.server, remote.endpoint());
-    if let Some(cp) = replica
-        .checkpoint_json(&rep_id)?
-        .and_then(|v| serde_json::from_value::<Checkpoint>(v).ok())
-    {
+    if let Some(cp) = replica.checkpoint(&rep_id).ok().flatten() {
         if let (Some(cp), Some(now)) = (cp.last_seq.0.as_u64(), facts.info.update_seq.0.as_u64()) {
             if cp > now {
                 return Ok(Some(RebuildReason::Checkpoint));

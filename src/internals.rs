@@ -7,7 +7,7 @@
 //! Dev builds turn the feature on through the crate's dev-dependency on
 //! itself (`Cargo.toml`); applications must not.
 
-pub use crate::store::{BatchOutcome, IncomingRev, WriteBatch};
+pub use crate::store::{BatchOutcome, CheckpointRecord, IncomingRev, WriteBatch};
 use crate::store::{Replica, StoreError};
 
 /// Commits one batch (revisions, attachments, checkpoint) in one sled

@@ -35,7 +35,7 @@ pub use retry_mode::{PullState, RetryMode};
 pub use status::ReplicaStatus;
 
 use crate::remote::{Remote, Seq};
-use crate::store::{RemoteBinding, Replica};
+use crate::store::{CheckpointRecord, RemoteBinding, Replica};
 use crate::{Error, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -517,15 +517,13 @@ async fn run<F: std::future::Future<Output = ()>>(
         None => replica.set_remote(&binding).await?,
     }
     let rep_id = replication_id(&server, endpoint);
-    let start_seq = match replica.checkpoint_json(&rep_id)? {
-        Some(v) => match serde_json::from_value::<Checkpoint>(v) {
-            Ok(cp) => cp.last_seq,
-            Err(e) => {
-                tracing::warn!(%e, "unreadable checkpoint; starting from the beginning");
-                Seq::zero()
-            }
-        },
-        None => Seq::zero(),
+    let start_seq = match replica.checkpoint(&rep_id) {
+        Ok(Some(cp)) => cp.last_seq,
+        Ok(None) => Seq::zero(),
+        Err(e) => {
+            tracing::warn!(%e, "unreadable checkpoint; starting from the beginning");
+            Seq::zero()
+        }
     };
     let session_id = uuid::Uuid::new_v4().to_string();
     tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
@@ -669,10 +667,7 @@ async fn run<F: std::future::Future<Output = ()>>(
         refuse_oversized(&mut fetched, config.max_doc_bytes);
         if let Some(seq) = &fetched.last_seq {
             let cp = Checkpoint::new(seq.clone(), &session_id);
-            fetched.write.checkpoint = Some((
-                rep_id.clone(),
-                serde_json::to_value(&cp).unwrap_or_default(),
-            ));
+            fetched.write.checkpoint = Some(CheckpointRecord::new(&rep_id, &cp)?);
             result.last_seq = seq.clone();
         }
         let commit_start = Instant::now();
@@ -717,9 +712,7 @@ async fn run<F: std::future::Future<Output = ()>>(
     tracing::debug!(swept, "superseded bodies deleted");
     timings.total_ms = started.elapsed().as_millis() as u64;
     result.timings = timings;
-    replica
-        .set_last_pull(&serde_json::to_value(&result).unwrap_or_default())
-        .await?;
+    replica.set_last_pull(&result).await?;
     tracing::info!(docs_read = result.docs_read, docs_written = result.docs_written,
         failures = result.doc_write_failures, last_seq = %result.last_seq,
         ms = result.timings.total_ms, "pull complete");

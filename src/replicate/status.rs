@@ -59,12 +59,7 @@ impl Replica {
     /// [`StoreError::Corrupt`] when the stored checkpoint cannot be read
     /// (a pull then starts over from the beginning, which is safe).
     pub fn checkpoint(&self, replication_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        self.checkpoint_json(replication_id)?
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StoreError::corrupt("checkpoint", replication_id.as_bytes(), e))
-            })
-            .transpose()
+        self.stored_checkpoint(replication_id)
     }
 
     /// What the last completed pull into this replica did, once one has.
@@ -72,12 +67,7 @@ impl Replica {
     /// # Errors
     /// [`StoreError::Corrupt`] when the stored summary cannot be read.
     pub fn last_pull(&self) -> Result<Option<PullResult>, StoreError> {
-        self.last_pull_json()?
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StoreError::corrupt("last pull", b"last_pull", e))
-            })
-            .transpose()
+        self.stored_last_pull()
     }
 
     /// Counts, size, remote and last pull in one value (`settee status`).

@@ -12,8 +12,8 @@ use super::replica::Replica;
 use super::tx::{self, abort, Abort, Counters, Expect};
 use crate::revtree::{MergeOutcome, Rev, RevPath};
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use sled::transaction::{Transactional, TransactionalTree};
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,6 +31,30 @@ pub struct IncomingRev {
     pub body: Box<RawValue>,
 }
 
+/// A pull checkpoint as the store keeps it: the replication id it is
+/// stored under and its JSON, encoded once from the caller's typed value
+/// (the store does not know its shape; `replicate/` reads it back typed
+/// with [`Replica::checkpoint`](crate::Replica::checkpoint)).
+#[derive(Debug, Clone)]
+pub struct CheckpointRecord {
+    replication_id: String,
+    json: Vec<u8>,
+}
+
+impl CheckpointRecord {
+    /// Encodes `checkpoint` to store under `replication_id`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the value cannot be serialized (a map
+    /// with non-string keys, a failing `Serialize`): never stored as `null`.
+    pub fn new<T: Serialize>(replication_id: &str, checkpoint: &T) -> Result<Self, StoreError> {
+        Ok(CheckpointRecord {
+            replication_id: replication_id.to_owned(),
+            json: tx::encode_json(replication_id.as_bytes(), checkpoint)?,
+        })
+    }
+}
+
 /// Everything one replication batch writes, atomically.
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
@@ -38,8 +62,8 @@ pub struct WriteBatch {
     pub revs: Vec<IncomingRev>,
     /// Attachment bytes by digest (only those the replica lacks).
     pub attachments: Vec<(String, Bytes)>,
-    /// The checkpoint this batch moves to: `(replication id, checkpoint)`.
-    pub checkpoint: Option<(String, Value)>,
+    /// The checkpoint this batch moves to, stored with it.
+    pub checkpoint: Option<CheckpointRecord>,
     /// Documents that could not be stored and should be fetched again by
     /// the next pull (see [`Replica::pending_retries`]).
     pub retry_later: Vec<String>,
@@ -375,10 +399,6 @@ impl Replica {
     /// [`Replica::commit`] for callers outside an async runtime.
     pub(crate) fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
         let grouped = group_by_document(&batch.revs)?;
-        let checkpoint = match &batch.checkpoint {
-            Some((id, cp)) => Some((id.as_bytes(), tx::encode_json(id.as_bytes(), cp)?)),
-            None => None,
-        };
         let batch_digests: HashSet<&str> =
             batch.attachments.iter().map(|(d, _)| d.as_str()).collect();
         let revs_limit = self.config().revs_limit;
@@ -429,8 +449,8 @@ impl Replica {
                         atts.insert(digest.as_bytes(), bytes.as_ref())?;
                     }
                 }
-                if let Some((id, cp)) = &checkpoint {
-                    cps.insert(*id, cp.as_slice())?;
+                if let Some(cp) = &batch.checkpoint {
+                    cps.insert(cp.replication_id.as_bytes(), cp.json.as_slice())?;
                 }
                 if let Some((source, key)) = &batch.carried {
                     meta_t.insert(meta::carried(source), &key.to_be_bytes())?;
@@ -515,7 +535,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::ReplicaConfig;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn cp(v: Value) -> Option<CheckpointRecord> {
+        Some(CheckpointRecord::new("rep", &v).unwrap())
+    }
 
     fn inc(id: &str, start: u64, ids: &[&str], deleted: bool, body: Value) -> IncomingRev {
         IncomingRev {
@@ -623,14 +647,14 @@ mod tests {
         {
             let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
             let mut b = batch(vec![inc("a", 1, &["x"], false, json!({"v": 1}))]);
-            b.checkpoint = Some(("rep".into(), json!({"last_seq": "7-abc"})));
+            b.checkpoint = cp(json!({"last_seq": "7-abc"}));
             b.attachments
                 .push(("md5-x".into(), Bytes::from_static(b"hello")));
             r.commit_blocking(&b).unwrap();
         }
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         assert_eq!(
-            r.checkpoint_json("rep").unwrap(),
+            r.stored_checkpoint::<Value>("rep").unwrap(),
             Some(json!({"last_seq": "7-abc"}))
         );
         assert_eq!(
@@ -646,11 +670,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         let mut b = batch(vec![inc("a", 1, &["x"], false, json!({})), bad]);
-        b.checkpoint = Some(("rep".into(), json!(1)));
+        b.checkpoint = cp(json!(1));
         let err = r.commit_blocking(&b).unwrap_err();
         assert!(matches!(err, StoreError::InvalidDocument { .. }), "{err:?}");
         assert!(r.get("a").unwrap().is_none());
-        assert!(r.checkpoint_json("rep").unwrap().is_none());
+        assert!(r.stored_checkpoint::<Value>("rep").unwrap().is_none());
         err
     }
 
@@ -877,7 +901,7 @@ mod tests {
             .insert(meta::DOC_COUNT, &0u64.to_be_bytes())
             .unwrap();
         let mut b = batch(vec![inc("a", 2, &["y", "x"], true, json!({}))]);
-        b.checkpoint = Some(("rep".into(), json!(1)));
+        b.checkpoint = cp(json!(1));
         let err = r.commit_blocking(&b).unwrap_err();
         assert!(
             matches!(
@@ -890,7 +914,7 @@ mod tests {
             "{err:?}"
         );
         assert!(
-            r.checkpoint_json("rep").unwrap().is_none(),
+            r.stored_checkpoint::<Value>("rep").unwrap().is_none(),
             "nothing committed"
         );
         assert!(!r.get("a").unwrap().unwrap().deleted);

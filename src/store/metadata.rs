@@ -5,6 +5,9 @@
 use super::error::StoreError;
 use super::keys;
 use super::replica::{RemoteBinding, Replica};
+use super::tx;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 impl Replica {
@@ -28,13 +31,13 @@ impl Replica {
         Ok(())
     }
 
-    /// The checkpoint stored under a replication id, as stored (the store
-    /// does not know its shape: `Replica::checkpoint` in `replicate/` reads
-    /// it typed).
-    pub(crate) fn checkpoint_json(
+    /// The checkpoint stored under a replication id, decoded as `T` (the
+    /// store does not know its shape: `Replica::checkpoint` in `replicate/`
+    /// names it).
+    pub(crate) fn stored_checkpoint<T: DeserializeOwned>(
         &self,
         replication_id: &str,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<T>, StoreError> {
         self.get_json(
             &self.inner.trees.checkpoints,
             replication_id.as_bytes(),
@@ -44,12 +47,7 @@ impl Replica {
 
     /// The remote this replica mirrors, once a pull has recorded it.
     pub fn remote(&self) -> Result<Option<RemoteBinding>, StoreError> {
-        match self.get_json(&self.inner.trees.meta, keys::meta::REMOTE, "remote binding")? {
-            Some(v) => serde_json::from_value(v)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt("remote binding", keys::meta::REMOTE, e)),
-            None => Ok(None),
-        }
+        self.get_json(&self.inner.trees.meta, keys::meta::REMOTE, "remote binding")
     }
 
     /// Records the remote this replica mirrors.
@@ -57,15 +55,16 @@ impl Replica {
     /// # Durability
     /// Flushed before `Ok`.
     pub(crate) async fn set_remote(&self, binding: &RemoteBinding) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(binding).unwrap_or_default();
+        let bytes = tx::encode_json(keys::meta::REMOTE, binding)?;
         self.inner.trees.meta.insert(keys::meta::REMOTE, bytes)?;
         self.inner.db.flush_async().await?;
         Ok(())
     }
 
-    /// The summary the last completed pull left (opaque to the store;
-    /// `Replica::last_pull` in `replicate/` reads it typed).
-    pub(crate) fn last_pull_json(&self) -> Result<Option<Value>, StoreError> {
+    /// The summary the last completed pull left, decoded as `T` (the store
+    /// does not know its shape: `Replica::last_pull` in `replicate/` names
+    /// it).
+    pub(crate) fn stored_last_pull<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         self.get_json(&self.inner.trees.meta, keys::meta::LAST_PULL, "last pull")
     }
 
@@ -73,19 +72,21 @@ impl Replica {
     ///
     /// # Durability
     /// Flushed before `Ok`.
-    pub(crate) async fn set_last_pull(&self, summary: &Value) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(summary).unwrap_or_default();
+    pub(crate) async fn set_last_pull<T: Serialize>(&self, summary: &T) -> Result<(), StoreError> {
+        let bytes = tx::encode_json(keys::meta::LAST_PULL, summary)?;
         self.inner.trees.meta.insert(keys::meta::LAST_PULL, bytes)?;
         self.inner.db.flush_async().await?;
         Ok(())
     }
 
-    fn get_json(
+    /// A typed record stored as JSON; one that does not decode as `T` is
+    /// [`StoreError::Corrupt`], never a default.
+    fn get_json<T: DeserializeOwned>(
         &self,
         tree: &sled::Tree,
         key: &[u8],
         what: &'static str,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<T>, StoreError> {
         match tree.get(key)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

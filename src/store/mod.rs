@@ -54,7 +54,7 @@ pub(crate) use attachment_stream::{AttachmentWriter, Staged};
 pub use check::{CheckReport, Violation};
 #[cfg(feature = "internals")]
 pub use commit::BatchOutcome;
-pub use commit::{IncomingRev, WriteBatch};
+pub use commit::{CheckpointRecord, IncomingRev, WriteBatch};
 pub use compact::{
     compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
 };

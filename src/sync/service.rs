@@ -703,7 +703,9 @@ impl SyncService {
         }
         // A replica that completed a pull before (in an earlier process) is
         // a consistent copy to read even if this sync fails.
-        let completed = replica.last_pull_json()?.is_some();
+        let completed = replica
+            .stored_last_pull::<serde::de::IgnoredAny>()?
+            .is_some();
         let mut st = lock(&entry.state);
         st.served |= completed;
         st.live = Some(replica.clone());
