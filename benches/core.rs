@@ -10,7 +10,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
-use settee::{Replica, ReplicaConfig, RevPath, RevTree};
+use settee::revtree::{RevPath, RevTree};
+use settee::{Replica, ReplicaConfig};
 
 fn hash(i: u64) -> String {
     format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))

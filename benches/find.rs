@@ -28,7 +28,8 @@ use common::{cpu_seconds, env_or};
 use serde_json::{json, Value};
 use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::query::{FindRequest, Query};
-use settee::{Replica, ReplicaConfig, RevPath};
+use settee::revtree::RevPath;
+use settee::{Replica, ReplicaConfig};
 use std::time::{Duration, Instant};
 
 fn rev(id: &str, seed: u64, body: Value) -> IncomingRev {

@@ -16,7 +16,8 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
-use settee::{Endpoint, Outbox, OutboxConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
+use settee::outbox::{Outbox, OutboxConfig};
+use settee::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

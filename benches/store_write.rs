@@ -28,7 +28,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use common::{cpu_seconds, env_or, invocation, Invocation};
 use serde_json::json;
 use settee::internals::{self, CheckpointRecord, IncomingRev, WriteBatch};
-use settee::{Replica, ReplicaConfig, RevPath};
+use settee::revtree::RevPath;
+use settee::{Replica, ReplicaConfig};
 use std::process::Command;
 use std::time::Instant;
 
@@ -123,7 +124,7 @@ fn run_probe(order: &str, n: u64) {
     println!(
         "{} {cpu:.2} {}",
         wall.as_millis(),
-        settee::dir_size(dir.path())
+        settee::maintenance::dir_size(dir.path())
     );
 }
 

@@ -28,8 +28,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use common::cpu_seconds;
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
+use settee::revtree::RevPath;
 use settee::views::{QueryOptions, Views};
-use settee::{Replica, ReplicaConfig, RevPath};
+use settee::{Replica, ReplicaConfig};
 use std::time::{Duration, Instant};
 
 const TAGS: u64 = 20;

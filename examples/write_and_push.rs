@@ -7,7 +7,8 @@
 //! ```
 
 use serde_json::json;
-use settee::{Endpoint, Outbox, OutboxConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
+use settee::outbox::{Outbox, OutboxConfig};
+use settee::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig};
 use std::process::ExitCode;
 use std::time::Duration;
 

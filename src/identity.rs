@@ -29,7 +29,9 @@
 //! The identity record is written when a replica is first bound: by the
 //! sync service (with the epoch) or by the first pull.
 
-use crate::{replication_id, DbInfo, Remote, Replica, Result, ServerInfo};
+use crate::remote::{DbInfo, ServerInfo};
+use crate::replicate::replication_id;
+use crate::{Remote, Replica, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};

@@ -22,20 +22,28 @@
 //! ```
 //!
 //! - `remote/`: [`Endpoint`] (URL, credentials, id encoding), [`Remote`]
-//!   (the protocol requests), [`RetryPolicy`], [`RemoteError`].
-//! - `revtree.rs`: [`RevTree`], CouchDB's revision forest and winner rule.
-//! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`].
-//! - `replicate/`: [`pull`], its [`PullConfig`], [`PullResult`] and checkpoints.
-//! - `sync/`: [`SyncService`], many replicas of one server kept in sync
-//!   (gate, db-epoch staleness and recreation detection, rebuild and swap,
-//!   schedule), with [`SyncHooks`] for view warm-up and push workers.
-//! - `outbox/`: [`Outbox`], the push worker: local edits
-//!   ([`Replica::put`], [`Replica::update`], [`Replica::delete`]) go
+//!   (the protocol requests), [`RetryPolicy`], [`RemoteError`]; the wire
+//!   types it reads are public under [`protocol`].
+//! - `revtree.rs` ([`revtree`]): [`revtree::RevTree`], CouchDB's revision
+//!   forest and winner rule.
+//! - `store/`: [`Replica`], the sled-backed store, and [`StoreError`]; what
+//!   a replica hands out is under [`replica`], compaction and the check
+//!   under [`maintenance`].
+//! - `replicate/` ([`replicate`]): [`pull`], its [`PullConfig`],
+//!   [`PullResult`] and checkpoints.
+//! - `sync/` ([`sync`]): [`sync::SyncService`], many replicas of one server
+//!   kept in sync (gate, db-epoch staleness and recreation detection,
+//!   rebuild and swap, schedule), with [`sync::SyncHooks`] for view warm-up
+//!   and push workers.
+//! - `outbox/` ([`outbox`]): [`outbox::Outbox`], the push worker: local
+//!   edits ([`Replica::put`], [`Replica::update`], [`Replica::delete`]) go
 //!   app → store (revision + outbox entry, one transaction) → worker →
 //!   remote (`_revs_diff`, `_bulk_docs` with `new_edits: false`).
 //! - `views/`: [`views::Views`], indexes of the replica in CouchDB view
 //!   collation (the app's `elo` and `getTags`), kept current from the local
 //!   sequence; typed reads and the local changes stream.
+//! - `query/` ([`query`]): design-doc views in JavaScript, Mango `_find`,
+//!   `_all_docs` and `get` with CouchDB's options, answered from the replica.
 //! - `cli/` and `src/bin/settee.rs`: the `settee` command, a thin layer.
 //!
 //! Durability in three lines: every pull batch is one sled transaction
@@ -105,42 +113,56 @@ mod error;
 pub mod fuzz_hooks;
 mod identity;
 mod js;
-mod outbox;
-pub use outbox::{Outbox, OutboxConfig, OutboxHandle, OutboxStatus, PushAction, StatusPolicy};
+pub mod outbox;
 pub mod query;
 mod remote;
-mod replicate;
-mod revtree;
+pub mod replicate;
+pub mod revtree;
 mod store;
-mod sync;
+pub mod sync;
 pub mod views;
 
+// The root holds what every program uses: open a replica, point a remote
+// at a database, pull, read and write documents, and the errors. The rest
+// lives in the module of its subject (`replica`, `maintenance`,
+// `protocol`, `replicate`, `revtree`, `outbox`, `sync`, `query`, `views`).
 pub use error::{Error, Result};
-pub use remote::AttachmentStream;
-pub use remote::Auth;
 pub use remote::{
-    BulkDocsError, ChangeRev, ChangeRow, ChangesPage, Credentials, DbInfo, Endpoint, FetchedRev,
-    Remote, RemoteConfig, RemoteError, RetryPolicy, RevsDiffEntry, Seq, ServerInfo,
+    Auth, Credentials, Endpoint, Remote, RemoteConfig, RemoteError, RetryPolicy, Seq,
 };
-pub use replicate::{
-    pull, pull_until, pull_with_progress, replication_id, Checkpoint, DocFailure, PullConfig,
-    PullConfigBuilder, PullProgress, PullResult, PullTimings, ReplicaStatus,
-};
-pub use replicate::{PullState, RetryMode};
-pub use revtree::{InvalidPath, InvalidRev, Leaf, MergeOutcome, Rev, RevPath, RevTree};
-pub use store::{
-    compact, dir_size, CompactOptions, CompactReport, DiskUsage, TreeUsage, DEFAULT_COMPACT_ABOVE,
-};
-pub use store::{
-    AttachmentReader, AttachmentStub, Change, CheckReport, DeadLetter, DocInfo, Document,
-    DocumentChange, DocumentChanges, Documents, LocalWrite, OutboxEntry, PushCheckpoint,
-    RemoteBinding, Replica, ReplicaConfig, StoreError, Violation, FORMAT_VERSION, MAX_NESTING,
-};
-pub use store::{RawDocumentChange, RawDocumentChanges, RawDocuments};
-pub use sync::{
-    FailurePolicy, GateConfig, RebuildReason, ScheduleConfig, ScheduleHandle, SyncConfig,
-    SyncError, SyncHooks, SyncReport, SyncRoot, SyncRun, SyncService, SyncState, SyncStatus,
-};
+pub use replicate::{pull, PullConfig, PullResult};
+pub use revtree::Rev;
+pub use store::{Document, LocalWrite, Replica, ReplicaConfig, StoreError};
+
+/// What a [`Replica`] hands out besides [`Document`]s: document summaries,
+/// change streams (typed and raw), attachments, the remote it mirrors, and
+/// the store's format constants.
+pub mod replica {
+    pub use crate::store::{
+        AttachmentReader, AttachmentStub, Change, DocInfo, DocumentChange, DocumentChanges,
+        Documents, RawDocumentChange, RawDocumentChanges, RawDocuments, RemoteBinding,
+        FORMAT_VERSION, MAX_NESTING,
+    };
+}
+
+/// Keeping a replica small and sound: compaction, disk usage, and the
+/// consistency check (`settee check`).
+pub mod maintenance {
+    pub use crate::store::{
+        compact, dir_size, CheckReport, CompactOptions, CompactReport, DiskUsage, TreeUsage,
+        Violation, DEFAULT_COMPACT_ABOVE,
+    };
+}
+
+/// CouchDB's wire types as settee reads them: server and database
+/// information, `_changes` rows, `_bulk_get` results, `_revs_diff` and
+/// `_bulk_docs` answers, and streamed attachment bodies.
+pub mod protocol {
+    pub use crate::remote::{
+        AttachmentStream, BulkDocsError, ChangeRev, ChangeRow, ChangesPage, DbInfo, FetchedRev,
+        RevsDiffEntry, ServerInfo,
+    };
+}
 
 #[cfg(feature = "internals")]
 #[doc(hidden)]

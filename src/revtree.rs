@@ -142,7 +142,7 @@ impl RevPath {
     /// below 1.
     ///
     /// ```
-    /// use settee::RevPath;
+    /// use settee::revtree::RevPath;
     /// let ok = RevPath { start: 2, ids: vec!["b".into(), "a".into()] };
     /// assert!(ok.validate().is_ok());
     /// let too_long = RevPath { start: 1, ids: vec!["b".into(), "a".into()] };
@@ -215,7 +215,8 @@ fn is_false(b: &bool) -> bool {
 /// A document's revision forest.
 ///
 /// ```
-/// use settee::{Rev, RevPath, RevTree};
+/// use settee::Rev;
+/// use settee::revtree::{RevPath, RevTree};
 ///
 /// let mut tree = RevTree::default();
 /// tree.merge(&RevPath { start: 2, ids: vec!["b".into(), "a".into()] }, false).unwrap();

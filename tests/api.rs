@@ -3,9 +3,8 @@
 //! iterators and attachments by (document, name).
 
 use crate::support::*;
-use settee::{
-    Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig, ReplicaStatus, RetryPolicy,
-};
+use settee::replicate::ReplicaStatus;
+use settee::{Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -32,7 +31,8 @@ async fn the_public_api_pulls_and_reads_typed_results_and_whole_documents() {
     assert!(result.batches >= 2, "{} batches of 7", result.batches);
 
     // Typed checkpoint and last pull.
-    let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
+    let rep_id =
+        settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     let checkpoint = replica.checkpoint(&rep_id).unwrap().expect("a checkpoint");
     assert_eq!(checkpoint.last_seq, result.last_seq);
     assert_eq!(replica.last_pull().unwrap().as_ref(), Some(&result));

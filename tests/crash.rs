@@ -471,7 +471,7 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
     let url = db.url_via(&proxy.url());
     let rep_id = {
         let remote = remote_for(&url, settee::RetryPolicy::none());
-        settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint())
+        settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint())
     };
     let pull_cmd = |rep: &Path| {
         settee_cmd(&[
@@ -1044,7 +1044,7 @@ async fn recreate_with_new_epoch(db: &TestDb) {
 
 /// The generation directories of `db` under a sync root, sorted.
 fn generations(root: &Path, db: &str) -> Vec<String> {
-    let mut gens: Vec<String> = std::fs::read_dir(settee::SyncRoot::new(root).db_dir(db))
+    let mut gens: Vec<String> = std::fs::read_dir(settee::sync::SyncRoot::new(root).db_dir(db))
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .filter(|n| n.starts_with("gen-"))
@@ -1082,7 +1082,7 @@ async fn killed_rebuild_carries_every_local_write_once() {
     let template = tmp.path().join("template");
     let first = run(sync(&template), None).await;
     assert!(first.status.success(), "{}", first.stderr);
-    let live = settee::SyncRoot::new(&template)
+    let live = settee::sync::SyncRoot::new(&template)
         .current(&db.name)
         .unwrap()
         .expect("a live replica");
@@ -1132,7 +1132,10 @@ async fn killed_rebuild_carries_every_local_write_once() {
         let root = root.to_path_buf();
         let (old_gen, name) = (old_gen.clone(), db.name.clone());
         move |_: &str| {
-            let current = settee::SyncRoot::new(&root).current(&name).ok().flatten();
+            let current = settee::sync::SyncRoot::new(&root)
+                .current(&name)
+                .ok()
+                .flatten();
             let swapped = current.is_some_and(|c| !c.ends_with(&old_gen));
             !swapped && generations(&root, &name).iter().any(|g| *g != old_gen)
         }
@@ -1154,13 +1157,15 @@ async fn killed_rebuild_carries_every_local_write_once() {
         let what = format!("round {round}");
         // Where the kill left the root, before anything opens it.
         let gens = generations(&root, &db.name);
-        let current = settee::SyncRoot::new(&root).current(&db.name).unwrap();
+        let current = settee::sync::SyncRoot::new(&root)
+            .current(&db.name)
+            .unwrap();
         let current = current.expect("a live replica");
         let swapped = current.file_name().unwrap().to_str().unwrap() != old_gen;
         let new_gen = gens.iter().find(|g| **g != old_gen).cloned();
         let carried = match &new_gen {
             Some(g) => {
-                let path = settee::SyncRoot::new(&root).db_dir(&db.name).join(g);
+                let path = settee::sync::SyncRoot::new(&root).db_dir(&db.name).join(g);
                 let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
                 owed_ids(&replica)
                     .iter()
@@ -1197,7 +1202,7 @@ async fn killed_rebuild_carries_every_local_write_once() {
         assert!(again.status.success(), "{what}: {}", again.stderr);
         let status: Value = serde_json::from_str(again.lines()[0]).unwrap();
         assert_eq!(status["state"], "ready", "{what}: {status}");
-        let live = settee::SyncRoot::new(&root)
+        let live = settee::sync::SyncRoot::new(&root)
             .current(&db.name)
             .unwrap()
             .unwrap();

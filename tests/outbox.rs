@@ -7,9 +7,8 @@
 use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
 use serde_json::{json, Value};
-use settee::{
-    Endpoint, Outbox, OutboxConfig, OutboxHandle, Remote, RemoteConfig, Replica, ReplicaConfig,
-};
+use settee::outbox::{Outbox, OutboxConfig, OutboxHandle};
+use settee::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -51,7 +50,7 @@ fn without_revpos(mut dump: Vec<Value>) -> Vec<Value> {
     dump
 }
 
-async fn drained(outbox: &OutboxHandle) -> settee::OutboxStatus {
+async fn drained(outbox: &OutboxHandle) -> settee::outbox::OutboxStatus {
     let status = outbox.drain(Duration::from_secs(30)).await.unwrap();
     assert_eq!(status.pending, 0, "everything pushed: {status:?}");
     status

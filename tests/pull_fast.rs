@@ -60,7 +60,7 @@ async fn a_revision_left_out_of_the_answer_is_fetched_again() {
 }
 
 /// Every document's full revision tree, for comparing two replicas.
-fn trees(replica: &settee::Replica) -> Vec<(String, Option<settee::RevTree>)> {
+fn trees(replica: &settee::Replica) -> Vec<(String, Option<settee::revtree::RevTree>)> {
     replica
         .docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
         .map(|d| {
@@ -210,7 +210,7 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
     let run = {
         let (replica, remote, committed) = (replica.clone(), remote.clone(), committed.clone());
         tokio::spawn(async move {
-            settee::pull_with_progress(
+            settee::replicate::pull_with_progress(
                 &replica,
                 &remote,
                 &settee::PullConfig::new(1, 1).unwrap(),

@@ -171,7 +171,7 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
         let gate = gate.clone();
         async move { gate.wait_held(1).await }
     };
-    let result = settee::pull_until(
+    let result = settee::replicate::pull_until(
         &replica,
         &remote,
         &PullConfig::new(10, 3).unwrap(),
@@ -182,9 +182,10 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
     .unwrap();
     assert!(result.interrupted);
     assert!(result.batches <= 2, "stopped before the held batch");
-    let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
+    let rep_id =
+        settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     if result.batches > 0 {
-        let cp: settee::Checkpoint = replica.checkpoint(&rep_id).unwrap().unwrap();
+        let cp: settee::replicate::Checkpoint = replica.checkpoint(&rep_id).unwrap().unwrap();
         assert_eq!(cp.last_seq, result.last_seq, "what it reports is committed");
     }
     assert_eq!(replica.handle_count(), 1, "no task holds the replica");
@@ -246,8 +247,8 @@ async fn deep_documents_read_back_and_too_deep_ones_fail_alone() {
     db.bulk_docs(
         vec![
             nested_doc("deep-200", 200),
-            nested_doc("deep-max", settee::MAX_NESTING),
-            nested_doc("deep-over", settee::MAX_NESTING + 1),
+            nested_doc("deep-max", settee::replica::MAX_NESTING),
+            nested_doc("deep-over", settee::replica::MAX_NESTING + 1),
         ],
         true,
     )
@@ -261,7 +262,10 @@ async fn deep_documents_read_back_and_too_deep_ones_fail_alone() {
         "says why: {:?}",
         result.failures[0]
     );
-    for (id, levels) in [("deep-200", 200), ("deep-max", settee::MAX_NESTING)] {
+    for (id, levels) in [
+        ("deep-200", 200),
+        ("deep-max", settee::replica::MAX_NESTING),
+    ] {
         let doc = replica.get(id).unwrap().expect("stored");
         assert_eq!(doc.to_json()["d"], nested_doc(id, levels)["d"], "{id}");
     }
@@ -344,7 +348,7 @@ async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
     db.bulk_docs(vec![serde_json::json!({"_id": "late"})], true)
         .await;
     let before = replica_dump(&replica);
-    let rep_id = settee::replication_id(
+    let rep_id = settee::replicate::replication_id(
         &db.remote().server_info().await.unwrap(),
         db.remote().endpoint(),
     );

@@ -23,7 +23,7 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
         tokio::spawn(async move {
-            settee::pull_with_progress(
+            settee::replicate::pull_with_progress(
                 &replica,
                 &remote,
                 &PullConfig::new(20, 2).unwrap(),
@@ -56,7 +56,8 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
         "batches committed before the abort are in the replica"
     );
 
-    let rep_id = settee::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
+    let rep_id =
+        settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
     proxy.clear_rules();
     let resumed = pull(&replica, &remote, 20, 2).await;
@@ -96,7 +97,8 @@ async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
         matches!(err, Error::Remote(RemoteError::Transport { .. })),
         "a transport error, got {err:?}"
     );
-    let rep_id = settee::replication_id(&flaky.server_info().await.unwrap(), flaky.endpoint());
+    let rep_id =
+        settee::replicate::replication_id(&flaky.server_info().await.unwrap(), flaky.endpoint());
     let saved = checkpoint_seq(&replica, &rep_id).expect("a checkpoint was committed");
     // Three batches of 25 were committed before the drop, and the
     // checkpoint covers exactly what the replica holds of the server's feed.

@@ -7,10 +7,8 @@
 
 use crate::support::proxy::{Rule, Storm};
 use crate::support::*;
-use settee::{
-    Endpoint, Error, PullConfig, PullState, Remote, RemoteConfig, RemoteError, RetryMode,
-    RetryPolicy,
-};
+use settee::replicate::{PullState, RetryMode};
+use settee::{Endpoint, Error, PullConfig, Remote, RemoteConfig, RemoteError, RetryPolicy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -57,7 +55,7 @@ async fn a_pull_in_retry_mode_completes_through_storms_of_every_fault() {
             .with_retry_mode(quick_retry_mode());
         proxy.clear_requests();
         let mut paused = 0;
-        let result = settee::pull_with_progress(&replica, &remote, &config, |p| {
+        let result = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
             if matches!(p.state, PullState::Paused { .. }) {
                 paused += 1;
             }
@@ -114,7 +112,7 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
 
     proxy.set_rules(vec![Rule::corrupt_body("_changes").times(3)]);
     let mut states = Vec::new();
-    let result = settee::pull_with_progress(
+    let result = settee::replicate::pull_with_progress(
         &replica,
         &remote,
         &plain.clone().with_retry_mode(quick_retry_mode()),
@@ -151,7 +149,7 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
         .expect("config")
         .with_retry_mode(quick_retry_mode().with_max_attempts(2));
     let mut paused = Vec::new();
-    let err = settee::pull_with_progress(&replica, &remote, &config, |p| {
+    let err = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
         if let PullState::Paused { attempt, .. } = &p.state {
             paused.push(*attempt);
         }
@@ -194,7 +192,7 @@ async fn shutdown_ends_a_paused_pull() {
     let stop = async move {
         let _ = rx.await;
     };
-    let err = settee::pull_until(
+    let err = settee::replicate::pull_until(
         &replica,
         &remote,
         &config,

@@ -5,10 +5,11 @@
 use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
 use serde_json::{json, Value};
-use settee::{
-    FailurePolicy, PullConfig, RebuildReason, Remote, RemoteConfig, Replica, RetryPolicy,
-    ScheduleConfig, SyncConfig, SyncHooks, SyncRoot, SyncService, SyncState,
+use settee::sync::{
+    FailurePolicy, RebuildReason, ScheduleConfig, SyncConfig, SyncHooks, SyncRoot, SyncService,
+    SyncState,
 };
+use settee::{PullConfig, Remote, RemoteConfig, Replica, RetryPolicy};
 use std::time::{Duration, Instant};
 
 /// A service over the test server (or a proxy in front of it), small batches.
@@ -1106,7 +1107,7 @@ async fn remote_doc_with_conflicts(db: &TestDb, id: &str) -> Value {
 /// time doing so: a schedule stopped in the middle of a swap.
 #[derive(Default)]
 struct StopsTheScheduleOnRetire {
-    schedule: std::sync::Mutex<Option<settee::ScheduleHandle>>,
+    schedule: std::sync::Mutex<Option<settee::sync::ScheduleHandle>>,
     retired: std::sync::atomic::AtomicUsize,
 }
 

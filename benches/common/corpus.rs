@@ -40,7 +40,8 @@
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use settee::internals::{self, IncomingRev, WriteBatch};
-use settee::{Replica, ReplicaConfig, RevPath};
+use settee::revtree::RevPath;
+use settee::{Replica, ReplicaConfig};
 use std::io::Write;
 use std::path::Path;
 

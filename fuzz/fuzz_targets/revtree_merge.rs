@@ -3,7 +3,7 @@
 //! nothing, and the winner is one of the leaves.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use settee::{MergeOutcome, RevPath, RevTree};
+use settee::revtree::{MergeOutcome, RevPath, RevTree};
 
 fuzz_target!(|data: &[u8]| {
     let mut tree = RevTree::default();

@@ -204,7 +204,7 @@ pub struct PullArgs {
     /// After a completed pull, compact the replica (`settee compact`) when
     /// its size on disk is above FACTOR times its size after the last
     /// compaction or first pull; 0 turns it off.
-    #[arg(long, value_name = "FACTOR", default_value_t = crate::DEFAULT_COMPACT_ABOVE)]
+    #[arg(long, value_name = "FACTOR", default_value_t = crate::maintenance::DEFAULT_COMPACT_ABOVE)]
     pub compact_above: f64,
 }
 

@@ -46,7 +46,7 @@ pub(crate) fn run(args: CheckArgs) -> CliResult {
 fn summarize(
     out: &mut impl Write,
     args: &CheckArgs,
-    r: &crate::CheckReport,
+    r: &crate::maintenance::CheckReport,
     views: &crate::views::ViewCheckReport,
 ) -> Result<(), CliError> {
     let verdict = if r.is_ok() && views.is_ok() {

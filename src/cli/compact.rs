@@ -1,5 +1,5 @@
 //! `settee compact`: rewrite a replica into a fresh database
-//! ([`crate::compact`]) and print what it took, or with `--usage` where the
+//! ([`crate::maintenance::compact`]) and print what it took, or with `--usage` where the
 //! replica's bytes are ([`crate::Replica::disk_usage`]). No storage logic
 //! lives here.
 
@@ -41,11 +41,11 @@ pub(crate) fn run(args: CompactArgs) -> CliResult {
         }
         return Ok(Outcome::Ok);
     }
-    let options = crate::CompactOptions {
+    let options = crate::maintenance::CompactOptions {
         step_pause: args.step_pause_ms.map(std::time::Duration::from_millis),
         ..Default::default()
     };
-    let report = crate::compact(&dir, &options)?;
+    let report = crate::maintenance::compact(&dir, &options)?;
     if args.json {
         print_json(&mut out, &report)?;
     } else {

@@ -3,7 +3,8 @@
 //! three commands cannot drift apart. No request is sent here.
 
 use super::args::{RemoteArgs, RetryModeArgs};
-use crate::{Auth, RemoteConfig, RetryMode, RetryPolicy};
+use crate::replicate::RetryMode;
+use crate::{Auth, RemoteConfig, RetryPolicy};
 use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;

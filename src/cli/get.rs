@@ -13,7 +13,7 @@ use std::io::Write;
 
 fn parse_rev(text: &str) -> Result<Rev, CliError> {
     text.parse()
-        .map_err(|e: crate::InvalidRev| CliError::Usage(e.to_string()))
+        .map_err(|e: crate::revtree::InvalidRev| CliError::Usage(e.to_string()))
 }
 
 fn parse_revs(flag: &str, text: &str) -> Result<Vec<Rev>, CliError> {

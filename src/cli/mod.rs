@@ -165,7 +165,7 @@ pub(crate) fn print_json(
 fn replica_path(dir: &std::path::Path, db: Option<&str>) -> Result<std::path::PathBuf, CliError> {
     match db {
         None => Ok(dir.to_path_buf()),
-        Some(db) => crate::SyncRoot::new(dir)
+        Some(db) => crate::sync::SyncRoot::new(dir)
             .current(db)
             .map_err(crate::Error::from)?
             .ok_or_else(|| {

@@ -2,7 +2,8 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
-use crate::{Endpoint, PullConfig, PullResult, PullState, Remote, Replica, ReplicaConfig};
+use crate::replicate::PullState;
+use crate::{Endpoint, PullConfig, PullResult, Remote, Replica, ReplicaConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 
@@ -46,7 +47,7 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
             std::future::pending::<()>().await;
         }
     };
-    let result = crate::pull_until(
+    let result = crate::replicate::pull_until(
         &replica,
         &remote,
         &config,
@@ -120,7 +121,10 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
 /// it is larger than `--compact-above` times its baseline
 /// ([`Replica::should_compact`]). A failure is a warning: the pull itself
 /// succeeded, and a compaction is crash-safe at every step.
-async fn auto_compact(replica: Replica, args: &PullArgs) -> Option<crate::CompactReport> {
+async fn auto_compact(
+    replica: Replica,
+    args: &PullArgs,
+) -> Option<crate::maintenance::CompactReport> {
     if args.compact_above <= 0.0 {
         return None;
     }
@@ -134,11 +138,11 @@ async fn auto_compact(replica: Replica, args: &PullArgs) -> Option<crate::Compac
         // The pull has returned, so this is the last handle: dropping it
         // lets the compaction take the replica.
         drop(replica);
-        let options = crate::CompactOptions {
+        let options = crate::maintenance::CompactOptions {
             cache_capacity: Some(cache),
             ..Default::default()
         };
-        crate::compact(&dir, &options).map(Some)
+        crate::maintenance::compact(&dir, &options).map(Some)
     })
     .await;
     match outcome {

@@ -4,9 +4,9 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PushArgs;
-use crate::{
-    Endpoint, Outbox, OutboxConfig, OutboxStatus, Remote, RemoteBinding, Replica, ReplicaConfig,
-};
+use crate::outbox::{Outbox, OutboxConfig, OutboxStatus};
+use crate::replica::RemoteBinding;
+use crate::{Endpoint, Remote, Replica, ReplicaConfig};
 use std::io::Write;
 use std::time::Duration;
 

@@ -4,7 +4,8 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::SyncArgs;
-use crate::{PullConfig, ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus};
+use crate::sync::{ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus};
+use crate::PullConfig;
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;

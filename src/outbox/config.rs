@@ -18,7 +18,7 @@ pub enum PushAction {
     /// Stop this round and retry the same entries later, in order:
     /// exponential backoff with jitter, or the server's `Retry-After`.
     Backoff,
-    /// Stop pushing until [`crate::OutboxHandle::resume`] (or a restart),
+    /// Stop pushing until [`crate::outbox::OutboxHandle::resume`] (or a restart),
     /// and show the error in the status: it needs a person (credentials,
     /// permissions, a missing database).
     Pause,

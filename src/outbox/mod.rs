@@ -22,9 +22,9 @@ mod config;
 mod round;
 mod worker;
 
+pub use crate::store::{DeadLetter, OutboxEntry, PushCheckpoint};
 pub use config::{OutboxConfig, PushAction, StatusPolicy};
 
-use crate::store::DeadLetter;
 use crate::{Remote, Replica, StoreError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -44,7 +44,8 @@ impl Outbox {
     ///
     /// ```no_run
     /// # async fn demo() -> settee::Result<()> {
-    /// use settee::{Endpoint, Outbox, OutboxConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
+    /// use settee::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig};
+    /// use settee::outbox::{Outbox, OutboxConfig};
     /// use std::time::Duration;
     ///
     /// let replica = Replica::open("./replicas/course", ReplicaConfig::default())?;

@@ -564,7 +564,7 @@ impl Remote {
     }
 
     /// [`Remote::changes`] with `include_docs=true`: each row also carries
-    /// its winning revision ([`crate::ChangeRow::doc`]), attachments as
+    /// its winning revision ([`crate::protocol::ChangeRow::doc`]), attachments as
     /// stubs.
     pub async fn changes_with_docs(
         &self,

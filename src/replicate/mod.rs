@@ -101,7 +101,8 @@ impl PullConfig {
     /// shutdown future of [`pull_until`] completes.
     ///
     /// ```
-    /// use settee::{PullConfig, RetryMode};
+    /// use settee::PullConfig;
+    /// use settee::replicate::RetryMode;
     /// let config = PullConfig::default().with_retry_mode(RetryMode::default().with_max_attempts(20));
     /// assert!(config.retry_mode.is_some());
     /// ```
@@ -275,7 +276,7 @@ pub async fn pull(replica: &Replica, remote: &Remote, config: &PullConfig) -> Re
 /// ```no_run
 /// # async fn demo(replica: settee::Replica, remote: settee::Remote) -> settee::Result<()> {
 /// let stop = async { let _ = tokio::signal::ctrl_c().await; };
-/// let result = settee::pull_until(&replica, &remote, &Default::default(), |_| {}, stop).await?;
+/// let result = settee::replicate::pull_until(&replica, &remote, &Default::default(), |_| {}, stop).await?;
 /// if result.interrupted {
 ///     println!("stopped at {}; run again to resume", result.last_seq);
 /// }

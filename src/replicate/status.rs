@@ -51,7 +51,7 @@ fn path_lossy<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::O
 
 impl Replica {
     /// The checkpoint a pull keeps under `replication_id` (see
-    /// [`replication_id`](crate::replication_id)): everything up to its
+    /// [`replication_id`](crate::replicate::replication_id)): everything up to its
     /// `last_seq` is in the replica. Read-only: only a pull writes it, with
     /// the batch it covers.
     ///

@@ -90,7 +90,7 @@ pub enum StoreError {
     },
 
     /// A local write's body nests objects and arrays deeper than the store
-    /// keeps ([`MAX_NESTING`](crate::MAX_NESTING)); nothing was written.
+    /// keeps ([`MAX_NESTING`](crate::replica::MAX_NESTING)); nothing was written.
     /// Every settee replica refuses such a document when it pulls it.
     #[error("document {id:?} nests {depth} levels deep; settee stores at most {max} levels: flatten the document")]
     TooDeep {
@@ -98,7 +98,7 @@ pub enum StoreError {
         id: String,
         /// The body's deepest nesting of objects and arrays.
         depth: usize,
-        /// The limit, [`MAX_NESTING`](crate::MAX_NESTING).
+        /// The limit, [`MAX_NESTING`](crate::replica::MAX_NESTING).
         max: usize,
     },
 

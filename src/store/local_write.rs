@@ -75,7 +75,7 @@ impl Replica {
     /// push worker. Its id is deterministic: the MD5 of the parent
     /// revision, the deleted flag and the canonical body, so the same edit
     /// of the same parent gives the same revision. A body nested deeper
-    /// than [`MAX_NESTING`](crate::MAX_NESTING) is a
+    /// than [`MAX_NESTING`](crate::replica::MAX_NESTING) is a
     /// [`StoreError::TooDeep`] (every replica would refuse it on a pull).
     ///
     /// ```

@@ -2,8 +2,9 @@
 //! database), the sync gate, concurrency, failure policy, staleness probes.
 //! Plain data, validated once when the service is opened.
 
+use crate::outbox::OutboxConfig;
 use crate::views::View;
-use crate::{Error, OutboxConfig, PullConfig, RemoteConfig, ReplicaConfig, Result};
+use crate::{Error, PullConfig, RemoteConfig, ReplicaConfig, Result};
 use std::time::Duration;
 
 /// Where the remote says whether a database may be synced (the seed's
@@ -118,7 +119,7 @@ impl Default for SyncConfig {
             warm_design_docs: true,
             push: Some(OutboxConfig::default()),
             shutdown_drain: Duration::from_secs(5),
-            compact_above: Some(crate::DEFAULT_COMPACT_ABOVE),
+            compact_above: Some(crate::maintenance::DEFAULT_COMPACT_ABOVE),
         }
     }
 }

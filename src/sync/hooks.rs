@@ -11,7 +11,8 @@ use std::path::Path;
 /// do-nothing default.
 ///
 /// ```
-/// use settee::{Remote, Replica, SyncHooks};
+/// use settee::{Remote, Replica};
+/// use settee::sync::SyncHooks;
 ///
 /// struct LogReady;
 /// impl SyncHooks for LogReady {

@@ -25,7 +25,7 @@ const GEN_PREFIX: &str = "gen-";
 /// Where a sync service keeps its replicas; cheap to clone.
 ///
 /// ```
-/// use settee::SyncRoot;
+/// use settee::sync::SyncRoot;
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let root = SyncRoot::new(dir.path());

@@ -15,12 +15,10 @@ use super::{
     gate, FailurePolicy, RebuildReason, SyncConfig, SyncError, SyncHooks, SyncReport, SyncRun,
     SyncState, SyncStatus,
 };
-use crate::replicate::now_ms;
+use crate::outbox::{Outbox, OutboxHandle};
+use crate::replicate::{now_ms, pull_with_progress};
 use crate::views::Views;
-use crate::{
-    pull_with_progress, Endpoint, Error, Outbox, OutboxHandle, PullConfig, Remote, RemoteError,
-    Replica, Result,
-};
+use crate::{Endpoint, Error, PullConfig, Remote, RemoteError, Replica, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;

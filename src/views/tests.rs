@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::revtree::RevPath;
 use crate::store::{IncomingRev, WriteBatch};
-use crate::{ReplicaConfig, RevPath};
+use crate::ReplicaConfig;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 

@@ -124,7 +124,7 @@ impl<'a> RawDocument<'a> {
 
     /// Deserializes what `T` names from the body; serde skips every other
     /// field without building it. Strings and `RawValue`s can borrow from
-    /// the body. Bodies nest up to [`crate::MAX_NESTING`] levels, so
+    /// the body. Bodies nest up to [`crate::replica::MAX_NESTING`] levels, so
     /// serde_json's recursion limit is lifted.
     ///
     /// ```
