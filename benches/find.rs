@@ -160,19 +160,14 @@ fn main() {
     report(
         "store alone: every raw winner in id order",
         time(5, |_| {
-            let n = replica
-                .documents_with_raw_bodies(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-                .count();
+            let n = replica.documents_with_raw_bodies(..).count();
             assert!(n > 0);
         }),
     );
     report(
         "store alone: every document (record + body) by get",
         time(3, |_| {
-            let ids: Vec<String> = replica
-                .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-                .map(|d| d.unwrap().id)
-                .collect();
+            let ids: Vec<String> = replica.all_docs(..).map(|d| d.unwrap().id).collect();
             for id in ids {
                 replica.get(&id).unwrap();
             }

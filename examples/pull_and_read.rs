@@ -6,7 +6,6 @@
 //! ```
 
 use settee::{pull, Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig};
-use std::ops::Bound;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -41,10 +40,7 @@ async fn run(url: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     let status = replica.status()?;
     println!("{}", serde_json::to_string_pretty(&status)?);
 
-    for doc in replica
-        .documents(Bound::Unbounded, Bound::Unbounded)
-        .take(3)
-    {
+    for doc in replica.documents(..).take(3) {
         let doc = doc?;
         println!(
             "{} {} {}",

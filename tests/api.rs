@@ -5,7 +5,6 @@
 use crate::support::*;
 use settee::replicate::ReplicaStatus;
 use settee::{Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy};
-use std::ops::Bound;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +47,7 @@ async fn the_public_api_pulls_and_reads_typed_results_and_whole_documents() {
 
     // Every live document with its body, as `get` reads it.
     let mut n = 0;
-    for doc in replica.documents(Bound::Unbounded, Bound::Unbounded) {
+    for doc in replica.documents(..) {
         let doc = doc.unwrap();
         assert!(!doc.deleted);
         assert_eq!(Some(&doc), replica.get(&doc.id).unwrap().as_ref());

@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 use settee::{Replica, ReplicaConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::ops::Bound;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -368,7 +367,7 @@ fn owed_ids(replica: &Replica) -> BTreeSet<String> {
 /// Id -> winning revision of every document of the replica.
 fn local_revs(replica: &Replica) -> BTreeMap<String, String> {
     replica
-        .docs(Bound::Unbounded, Bound::Unbounded)
+        .docs(..)
         .map(|d| {
             let d = d.unwrap();
             (d.id, d.rev.to_string())
@@ -406,7 +405,7 @@ fn path_str(p: &Path) -> &str {
 /// The store's own invariants: counters, sequence index and bodies agree.
 fn check_store_invariants(replica: &Replica) {
     let docs: Vec<_> = replica
-        .docs(Bound::Unbounded, Bound::Unbounded)
+        .docs(..)
         .map(|d| d.expect("readable record"))
         .collect();
     let live = docs.iter().filter(|d| !d.deleted).count() as u64;
@@ -510,7 +509,7 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
         let replica =
             Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
         check_store_invariants(&replica);
-        let pulled = replica.docs(Bound::Unbounded, Bound::Unbounded).count();
+        let pulled = replica.docs(..).count();
         let checkpoint = replica.checkpoint(&rep_id).unwrap().map(|cp| cp.last_seq.0);
         let covered = match &checkpoint {
             Some(seq) => db.check_checkpoint_not_ahead(&replica, seq).await,

@@ -380,7 +380,7 @@ async fn a_changed_view_rebuilds_alone_and_a_deleted_design_doc_drops_its_indexe
         .unwrap()
         .to_json();
     let not_design = replica
-        .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .all_docs(..)
         .filter(|d| !d.as_ref().unwrap().id.starts_with("_design/"))
         .count();
     assert_eq!(count["rows"][0]["value"], json!(not_design));

@@ -62,7 +62,7 @@ async fn a_revision_left_out_of_the_answer_is_fetched_again() {
 /// Every document's full revision tree, for comparing two replicas.
 fn trees(replica: &settee::Replica) -> Vec<(String, Option<settee::revtree::RevTree>)> {
     replica
-        .docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .docs(..)
         .map(|d| {
             let id = d.unwrap().id;
             let tree = replica.rev_tree(&id).unwrap();

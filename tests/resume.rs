@@ -124,7 +124,7 @@ trait LeavesTotal {
 impl LeavesTotal for settee::Replica {
     /// Leaves stored across all documents.
     fn leaves_total_for_test(&self) -> u64 {
-        self.docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        self.docs(..)
             .map(|d| self.leaves(&d.unwrap().id).unwrap().len() as u64)
             .sum()
     }

@@ -906,7 +906,7 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
     );
     let old = service.local(&db.name).unwrap();
     let card = old
-        .all_docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .all_docs(..)
         .filter_map(Result::ok)
         .find(|d| d.id.starts_with("c-"))
         .expect("a card")

@@ -3,7 +3,6 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::DumpArgs;
 use std::io::{BufWriter, Write};
-use std::ops::Bound;
 
 pub(crate) fn run(args: DumpArgs) -> CliResult {
     let replica = args.replica.open()?;
@@ -12,7 +11,7 @@ pub(crate) fn run(args: DumpArgs) -> CliResult {
     // A document that cannot be read is named on stderr; the others are
     // still printed, and the exit code says the dump is incomplete.
     let mut unreadable = 0u64;
-    for info in replica.docs(Bound::Unbounded, Bound::Unbounded) {
+    for info in replica.docs(..) {
         let info = info?;
         match replica.get(&info.id) {
             Ok(Some(doc)) => print_json(&mut out, &doc.to_json_with_conflicts())?,

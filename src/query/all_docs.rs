@@ -482,7 +482,7 @@ pub(crate) fn all_docs(replica: &Replica, q: &AllDocsQuery) -> Result<AllDocsRes
     let limit = q.limit.unwrap_or(usize::MAX);
     if limit > 0 {
         if let Some((lo, hi)) = range.bounds(q.descending) {
-            let walk = replica.docs(as_ref(&lo), as_ref(&hi));
+            let walk = replica.docs((as_ref(&lo), as_ref(&hi)));
             let walk: Box<dyn Iterator<Item = Result<DocInfo, StoreError>>> = if q.descending {
                 Box::new(walk.rev())
             } else {
@@ -690,16 +690,16 @@ fn live_on_start_side(
 ) -> Result<u64, QueryError> {
     let (before, rest) = if descending {
         (
-            Box::new(replica.docs(Bound::Excluded(start), Bound::Unbounded))
+            Box::new(replica.docs((Bound::Excluded(start), Bound::Unbounded)))
                 as Box<dyn Iterator<Item = Result<DocInfo, StoreError>>>,
-            Box::new(replica.docs(Bound::Unbounded, Bound::Included(start)))
+            Box::new(replica.docs((Bound::Unbounded, Bound::Included(start))))
                 as Box<dyn Iterator<Item = Result<DocInfo, StoreError>>>,
         )
     } else {
         (
-            Box::new(replica.docs(Bound::Unbounded, Bound::Excluded(start)))
+            Box::new(replica.docs((Bound::Unbounded, Bound::Excluded(start))))
                 as Box<dyn Iterator<Item = Result<DocInfo, StoreError>>>,
-            Box::new(replica.docs(Bound::Included(start), Bound::Unbounded))
+            Box::new(replica.docs((Bound::Included(start), Bound::Unbounded)))
                 as Box<dyn Iterator<Item = Result<DocInfo, StoreError>>>,
         )
     };

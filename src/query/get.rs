@@ -22,7 +22,6 @@ use super::QueryError;
 use crate::revtree::{Rev, RevTree};
 use crate::store::{Document, Replica, StoreError};
 use serde_json::{json, Map, Value};
-use std::ops::Bound;
 
 /// Which revisions `open_revs` asks for.
 ///
@@ -354,10 +353,7 @@ fn needs_tree(
 
 /// The local sequence of `id`'s last change.
 fn local_seq_of(replica: &Replica, id: &str) -> Result<u64, QueryError> {
-    match replica
-        .docs(Bound::Included(id), Bound::Included(id))
-        .next()
-    {
+    match replica.docs(id..=id).next() {
         Some(info) => Ok(info?.seq),
         None => Err(QueryError::not_found("missing")),
     }

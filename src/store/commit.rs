@@ -614,10 +614,7 @@ mod tests {
             .collect();
         assert_eq!(changes, vec![(3, "a".to_string()), (4, "b".to_string())]);
         assert_eq!(r.changes(3).count(), 1);
-        let all: Vec<_> = r
-            .all_docs(Bound::Unbounded, Bound::Unbounded)
-            .map(|d| d.unwrap().id)
-            .collect();
+        let all: Vec<_> = r.all_docs(..).map(|d| d.unwrap().id).collect();
         assert_eq!(all, vec!["a"]);
         // a's leaves keep their bodies in `bodies`; extending one branch
         // makes its old leaf's body garbage.
@@ -883,8 +880,6 @@ mod tests {
         let err = refused_with_its_batch(inc("b", 1, &["y"], false, with_att("md5-missing", 1)));
         assert!(err.to_string().contains("md5-missing"), "{err}");
     }
-
-    use std::ops::Bound;
 
     /// Review bug: counters were computed as `i64` and clamped at 0, so a
     /// counter that had drifted below its records went unnoticed. A commit

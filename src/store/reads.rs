@@ -12,7 +12,7 @@ use super::replica::Replica;
 use super::{keys, nesting};
 use crate::revtree::Rev;
 use bytes::Bytes;
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 /// Live documents with their bodies, in id order; from
 /// [`Replica::documents`] or [`Replica::documents_with_prefix`].
@@ -320,23 +320,17 @@ pub struct Change {
 }
 
 impl Replica {
-    /// Every document in id order within `range` (inclusive bounds on ids),
-    /// tombstones included; `.rev()` walks it from the high end (a
+    /// Every document in id order within `range` (`..`, `"a".."b"`,
+    /// `id..=id`, or a pair of `Bound<&str>`), tombstones included; `.rev()` walks it from the high end (a
     /// descending `_all_docs`).
-    pub fn docs(
+    pub fn docs<'a>(
         &self,
-        start: Bound<&str>,
-        end: Bound<&str>,
+        range: impl RangeBounds<&'a str>,
     ) -> impl DoubleEndedIterator<Item = Result<DocInfo, StoreError>> + '_ {
-        let map = |b: Bound<&str>| match b {
-            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
-            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
         self.inner
             .trees
             .docs
-            .range::<Vec<u8>, _>((map(start), map(end)))
+            .range::<Vec<u8>, _>(id_range(&range))
             .filter_map(|item| {
                 let (k, v) = match item {
                     Ok(kv) => kv,
@@ -354,12 +348,11 @@ impl Replica {
     }
 
     /// Live documents in id order within a range, like `_all_docs`.
-    pub fn all_docs(
+    pub fn all_docs<'a>(
         &self,
-        start: Bound<&str>,
-        end: Bound<&str>,
+        range: impl RangeBounds<&'a str>,
     ) -> impl Iterator<Item = Result<DocInfo, StoreError>> + '_ {
-        self.docs(start, end)
+        self.docs(range)
             .filter(|d| !matches!(d, Ok(info) if info.deleted))
     }
 
@@ -446,7 +439,7 @@ impl Replica {
         }
     }
 
-    /// Live documents whose ids are within `start`..`end`, in id order
+    /// Live documents whose ids are within `range`, in id order
     /// (`_all_docs` order), each with its winner's stored JSON text as
     /// [`Replica::changes_with_raw_bodies`] gives it (`seq` is the
     /// document's latest local sequence): for readers that test every
@@ -454,7 +447,6 @@ impl Replica {
     /// otherwise pay for a parsed map per document.
     ///
     /// ```
-    /// use std::ops::Bound;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use settee::{Replica, ReplicaConfig};
@@ -465,24 +457,16 @@ impl Replica {
     /// replica.put("a", serde_json::json!({"n": 1})).await?;
     /// replica.delete("b", None).await?;
     /// let docs: Vec<_> = replica
-    ///     .documents_with_raw_bodies(Bound::Unbounded, Bound::Unbounded)
+    ///     .documents_with_raw_bodies(..)
     ///     .collect::<Result<_, _>>()?;
     /// assert_eq!(docs.len(), 1);
     /// assert_eq!(serde_json::from_slice::<serde_json::Value>(&docs[0].body)?["n"], 1);
     /// # Ok(()) }
     /// ```
-    pub fn documents_with_raw_bodies(&self, start: Bound<&str>, end: Bound<&str>) -> RawDocuments {
-        let owned = |b: Bound<&str>| match b {
-            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
-            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+    pub fn documents_with_raw_bodies<'a>(&self, range: impl RangeBounds<&'a str>) -> RawDocuments {
         RawDocuments {
             replica: self.clone(),
-            records: self
-                .trees()
-                .docs
-                .range::<Vec<u8>, _>((owned(start), owned(end))),
+            records: self.trees().docs.range::<Vec<u8>, _>(id_range(&range)),
         }
     }
 
@@ -619,11 +603,10 @@ impl Replica {
     }
 
     /// Live documents (winning revisions, bodies included) whose ids are
-    /// within `start`..`end`, in id order; the iterator owns a handle on
+    /// within `range`, in id order; the iterator owns a handle on
     /// the replica.
     ///
     /// ```
-    /// use std::ops::Bound;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use settee::{Replica, ReplicaConfig};
@@ -636,22 +619,14 @@ impl Replica {
     /// let cards: Vec<_> = replica.documents_with_prefix("card-").collect::<Result<_, _>>()?;
     /// assert_eq!(cards.len(), 2);
     /// assert_eq!(cards[1].body["front"], "b");
-    /// let from_2 = replica.documents(Bound::Included("card-2"), Bound::Unbounded).count();
+    /// let from_2 = replica.documents("card-2"..).count();
     /// assert_eq!(from_2, 2);
     /// # Ok(()) }
     /// ```
-    pub fn documents(&self, start: Bound<&str>, end: Bound<&str>) -> Documents {
-        let owned = |b: Bound<&str>| match b {
-            Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
-            Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+    pub fn documents<'a>(&self, range: impl RangeBounds<&'a str>) -> Documents {
         Documents {
             replica: self.clone(),
-            ids: self
-                .trees()
-                .docs
-                .range::<Vec<u8>, _>((owned(start), owned(end))),
+            ids: self.trees().docs.range::<Vec<u8>, _>(id_range(&range)),
         }
     }
 
@@ -679,6 +654,13 @@ impl Replica {
             other => Ok(other.map(Bytes::from_owner)),
         }
     }
+}
+
+/// A range of ids as the byte bounds sled's `range` takes (owned: the
+/// iterators outlive the caller's borrowed bounds).
+fn id_range<'a>(range: &impl RangeBounds<&'a str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let owned = |b: Bound<&&str>| b.map(|s| s.as_bytes().to_vec());
+    (owned(range.start_bound()), owned(range.end_bound()))
 }
 
 #[cfg(test)]

@@ -604,7 +604,7 @@ pub async fn pull(
 /// The replica as `settee dump` prints it, computed through the library.
 pub fn replica_dump(replica: &Replica) -> Vec<Value> {
     replica
-        .docs(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .docs(..)
         .map(|d| {
             let d = d.expect("doc info");
             replica
