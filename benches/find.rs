@@ -160,7 +160,7 @@ fn main() {
     report(
         "store alone: every raw winner in id order",
         time(5, |_| {
-            let n = replica.documents_with_raw_bodies(..).count();
+            let n = replica.documents(..).with_raw_bodies().count();
             assert!(n > 0);
         }),
     );

@@ -139,9 +139,9 @@ pub use store::{Document, LocalWrite, Replica, ReplicaConfig, StoreError};
 /// the store's format constants.
 pub mod replica {
     pub use crate::store::{
-        AttachmentReader, AttachmentStub, Change, DocInfo, DocumentChange, DocumentChanges,
-        Documents, RawDocumentChange, RawDocumentChanges, RawDocuments, RemoteBinding,
-        FORMAT_VERSION, MAX_NESTING,
+        AttachmentReader, AttachmentStub, Change, Changes, DocInfo, DocumentChange,
+        DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges, RawDocuments,
+        RemoteBinding, FORMAT_VERSION, MAX_NESTING,
     };
 }
 

@@ -69,7 +69,7 @@ pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
 pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
 pub use reads::{
-    Change, DocumentChange, DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges,
-    RawDocuments,
+    Change, Changes, DocumentChange, DocumentChanges, Documents, RawDocumentChange,
+    RawDocumentChanges, RawDocuments,
 };
 pub use replica::{RemoteBinding, Replica, ReplicaConfig};

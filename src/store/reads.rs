@@ -30,6 +30,35 @@ impl std::fmt::Debug for Documents {
     }
 }
 
+impl Documents {
+    /// The same documents with their winners' bodies as stored JSON text,
+    /// not parsed (see [`RawDocumentChange::body`]): for readers that test
+    /// every document against a predicate (Mango's full scan) and would
+    /// otherwise pay for a parsed map per document. Walks both ways.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("b", serde_json::json!({"n": 2})).await?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// replica.delete("b", None).await?;
+    /// let docs: Vec<_> = replica.documents(..).with_raw_bodies().collect::<Result<_, _>>()?;
+    /// assert_eq!(docs.len(), 1);
+    /// assert_eq!(serde_json::from_slice::<serde_json::Value>(&docs[0].body)?["n"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_raw_bodies(self) -> RawDocuments {
+        RawDocuments {
+            replica: self.replica,
+            records: self.ids,
+        }
+    }
+}
+
 impl Iterator for Documents {
     type Item = Result<Document, StoreError>;
 
@@ -54,7 +83,7 @@ impl Iterator for Documents {
 }
 
 /// Live documents with their winners' raw bodies, in id order; from
-/// [`Replica::documents_with_raw_bodies`].
+/// [`Documents::with_raw_bodies`].
 #[must_use = "iterators do nothing unless consumed"]
 pub struct RawDocuments {
     replica: Replica,
@@ -149,7 +178,7 @@ pub struct DocumentChange {
 }
 
 /// Local changes with bodies, oldest first; from
-/// [`Replica::changes_with_documents`].
+/// [`Changes::with_documents`].
 #[must_use = "iterators do nothing unless consumed"]
 pub struct DocumentChanges {
     replica: Replica,
@@ -200,7 +229,7 @@ pub struct RawDocumentChange {
 }
 
 impl RawDocumentChange {
-    /// The change with its body parsed, as [`Replica::changes_with_documents`]
+    /// The change with its body parsed, as [`Changes::with_documents`]
     /// yields it.
     pub fn parse(self) -> Result<DocumentChange, StoreError> {
         let body = nesting::parse_body(&self.body)
@@ -220,7 +249,7 @@ impl RawDocumentChange {
 }
 
 /// Local changes with unparsed bodies, oldest first; from
-/// [`Replica::changes_with_raw_bodies`].
+/// [`Changes::with_raw_bodies`].
 #[must_use = "iterators do nothing unless consumed"]
 pub struct RawDocumentChanges {
     replica: Replica,
@@ -309,6 +338,104 @@ impl From<sled::Error> for ReadError {
     }
 }
 
+/// The local changes feed, oldest first, each document once at its latest
+/// change; from [`Replica::changes`]. Yields each document's metadata;
+/// [`Changes::with_documents`] and [`Changes::with_raw_bodies`] turn it
+/// into the same feed with bodies. Owns a handle on the replica.
+#[must_use = "iterators do nothing unless consumed"]
+pub struct Changes {
+    replica: Replica,
+    entries: sled::Iter,
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Changes {
+    /// The same feed with each winning revision whole, body parsed
+    /// (deletions as tombstones).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// let b = replica.put("b", serde_json::json!({"n": 2})).await?;
+    /// replica.delete("a", None).await?;
+    /// let changes: Vec<_> = replica.changes(0).with_documents().collect::<Result<_, _>>()?;
+    /// assert_eq!(changes.len(), 2);
+    /// assert_eq!((changes[0].doc.id.as_str(), changes[0].doc.body["n"].as_i64()), ("b", Some(2)));
+    /// assert!(changes[1].doc.deleted);
+    /// assert_eq!(replica.changes(b.seq).with_documents().count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_documents(self) -> DocumentChanges {
+        DocumentChanges {
+            replica: self.replica,
+            entries: self.entries,
+        }
+    }
+
+    /// The same feed with each winner's body as stored JSON text, not
+    /// parsed (see [`RawDocumentChange::body`]), shared with sled's cache
+    /// where it can be rather than copied: for readers that need a few
+    /// fields of many documents (view indexing).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use settee::{Replica, ReplicaConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+    /// replica.put("a", serde_json::json!({"n": 1})).await?;
+    /// let changes: Vec<_> = replica.changes(0).with_raw_bodies().collect::<Result<_, _>>()?;
+    /// let body: serde_json::Value = serde_json::from_slice(&changes[0].body)?;
+    /// assert_eq!(body["n"], 1);
+    /// assert_eq!(changes[0].clone().parse()?.doc.body["n"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_raw_bodies(self) -> RawDocumentChanges {
+        RawDocumentChanges {
+            replica: self.replica,
+            entries: self.entries,
+        }
+    }
+}
+
+impl Iterator for Changes {
+    type Item = Result<Change, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.entries.next()?;
+        let (k, v) = match item {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let (seq, id) = match decode_seq_entry(&k, &v) {
+            Ok((seq, id, _)) => (seq, id),
+            Err(e) => return Some(Err(e)),
+        };
+        match self.replica.record(id) {
+            Ok(Some(r)) => r.info(id).map(|doc| Ok(Change { seq, doc })),
+            Ok(None) => Some(Err(StoreError::corrupt(
+                "sequence entry",
+                &k,
+                "document missing",
+            ))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
 /// One entry of the local changes feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -357,31 +484,16 @@ impl Replica {
     }
 
     /// Documents changed after local sequence `since`, oldest first; each
-    /// document appears once, at its latest change.
-    pub fn changes(&self, since: u64) -> impl Iterator<Item = Result<Change, StoreError>> + '_ {
-        self.inner
-            .trees
-            .by_seq
-            .range(keys::seq_key(since.saturating_add(1))..)
-            .filter_map(move |item| {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                let (seq, id) = match decode_seq_entry(&k, &v) {
-                    Ok((seq, id, _)) => (seq, id.to_owned()),
-                    Err(e) => return Some(Err(e)),
-                };
-                match self.record(&id) {
-                    Ok(Some(r)) => r.info(&id).map(|doc| Ok(Change { seq, doc })),
-                    Ok(None) => Some(Err(StoreError::corrupt(
-                        "sequence entry",
-                        &k,
-                        "document missing",
-                    ))),
-                    Err(e) => Some(Err(e)),
-                }
-            })
+    /// document appears once, at its latest change. With bodies:
+    /// [`Changes::with_documents`], [`Changes::with_raw_bodies`].
+    pub fn changes(&self, since: u64) -> Changes {
+        Changes {
+            replica: self.clone(),
+            entries: self
+                .trees()
+                .by_seq
+                .range(keys::seq_key(since.saturating_add(1))..),
+        }
     }
 
     /// Reads `id`'s record and, with `read`, the bodies it names, as one
@@ -439,34 +551,38 @@ impl Replica {
         }
     }
 
-    /// Live documents whose ids are within `range`, in id order
-    /// (`_all_docs` order), each with its winner's stored JSON text as
-    /// [`Replica::changes_with_raw_bodies`] gives it (`seq` is the
-    /// document's latest local sequence): for readers that test every
-    /// document against a predicate (Mango's full scan) and would
-    /// otherwise pay for a parsed map per document.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use settee::{Replica, ReplicaConfig};
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
-    /// replica.put("b", serde_json::json!({"n": 2})).await?;
-    /// replica.put("a", serde_json::json!({"n": 1})).await?;
-    /// replica.delete("b", None).await?;
-    /// let docs: Vec<_> = replica
-    ///     .documents_with_raw_bodies(..)
-    ///     .collect::<Result<_, _>>()?;
-    /// assert_eq!(docs.len(), 1);
-    /// assert_eq!(serde_json::from_slice::<serde_json::Value>(&docs[0].body)?["n"], 1);
-    /// # Ok(()) }
-    /// ```
-    pub fn documents_with_raw_bodies<'a>(&self, range: impl RangeBounds<&'a str>) -> RawDocuments {
-        RawDocuments {
-            replica: self.clone(),
-            records: self.trees().docs.range::<Vec<u8>, _>(id_range(&range)),
+    /// The stored JSON text of leaf `rev` of a document, from where
+    /// [`DocRecord::body_at`] says it is; `None` when the revision has no
+    /// body kept. Call it inside [`Replica::read_record`], which retries a
+    /// [`ReadError::BodyGone`].
+    pub(super) fn raw_body(
+        &self,
+        record: &DocRecord,
+        id: &str,
+        rev: &Rev,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let gone = |detail: String| {
+            ReadError::BodyGone(StoreError::corrupt("revision body", id.as_bytes(), detail))
+        };
+        match record.body_at(rev) {
+            None => Ok(None),
+            Some(BodyAt::Inline(bytes)) => Ok(Some(Bytes::copy_from_slice(bytes))),
+            Some(BodyAt::Entry(seq)) => {
+                let entry = self.trees().by_seq.get(keys::seq_key(seq))?;
+                entry
+                    .as_deref()
+                    .and_then(keys::split_seq_entry)
+                    .map(|(_, body)| Bytes::copy_from_slice(body))
+                    .filter(|body| !body.is_empty())
+                    .map(Some)
+                    .ok_or_else(|| gone(format!("the body of {rev} (sequence {seq}) is missing")))
+            }
+            Some(BodyAt::Stored(body_id)) => {
+                match self.trees().bodies.get(keys::seq_key(body_id))? {
+                    Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
+                    None => Err(gone(format!("the body of {rev} (#{body_id}) is missing"))),
+                }
+            }
         }
     }
 
@@ -504,102 +620,6 @@ impl Replica {
             }))
         })?;
         Ok(change.flatten())
-    }
-
-    /// The stored JSON text of leaf `rev` of a document, from where
-    /// [`DocRecord::body_at`] says it is; `None` when the revision has no
-    /// body kept. Call it inside [`Replica::read_record`], which retries a
-    /// [`ReadError::BodyGone`].
-    pub(super) fn raw_body(
-        &self,
-        record: &DocRecord,
-        id: &str,
-        rev: &Rev,
-    ) -> Result<Option<Bytes>, ReadError> {
-        let gone = |detail: String| {
-            ReadError::BodyGone(StoreError::corrupt("revision body", id.as_bytes(), detail))
-        };
-        match record.body_at(rev) {
-            None => Ok(None),
-            Some(BodyAt::Inline(bytes)) => Ok(Some(Bytes::copy_from_slice(bytes))),
-            Some(BodyAt::Entry(seq)) => {
-                let entry = self.trees().by_seq.get(keys::seq_key(seq))?;
-                entry
-                    .as_deref()
-                    .and_then(keys::split_seq_entry)
-                    .map(|(_, body)| Bytes::copy_from_slice(body))
-                    .filter(|body| !body.is_empty())
-                    .map(Some)
-                    .ok_or_else(|| gone(format!("the body of {rev} (sequence {seq}) is missing")))
-            }
-            Some(BodyAt::Stored(body_id)) => {
-                match self.trees().bodies.get(keys::seq_key(body_id))? {
-                    Some(bytes) => Ok(Some(Bytes::from_owner(bytes))),
-                    None => Err(gone(format!("the body of {rev} (#{body_id}) is missing"))),
-                }
-            }
-        }
-    }
-
-    /// Documents changed after local sequence `since`, oldest first, each
-    /// once at its latest change, with the whole winning revision (what
-    /// [`Replica::changes`] lists, plus bodies); the iterator owns a handle
-    /// on the replica. Deletions come as tombstones.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use settee::{Replica, ReplicaConfig};
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
-    /// replica.put("a", serde_json::json!({"n": 1})).await?;
-    /// let b = replica.put("b", serde_json::json!({"n": 2})).await?;
-    /// replica.delete("a", None).await?;
-    /// let changes: Vec<_> = replica.changes_with_documents(0).collect::<Result<_, _>>()?;
-    /// assert_eq!(changes.len(), 2);
-    /// assert_eq!((changes[0].doc.id.as_str(), changes[0].doc.body["n"].as_i64()), ("b", Some(2)));
-    /// assert!(changes[1].doc.deleted);
-    /// assert_eq!(replica.changes_with_documents(b.seq).count(), 1);
-    /// # Ok(()) }
-    /// ```
-    pub fn changes_with_documents(&self, since: u64) -> DocumentChanges {
-        DocumentChanges {
-            replica: self.clone(),
-            entries: self
-                .trees()
-                .by_seq
-                .range(keys::seq_key(since.saturating_add(1))..),
-        }
-    }
-
-    /// [`Replica::changes_with_documents`] without parsing the bodies:
-    /// each change carries its winner's stored JSON text (see
-    /// [`RawDocumentChange::body`]), shared with sled's cache where it can
-    /// be rather than copied.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use settee::{Replica, ReplicaConfig};
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
-    /// replica.put("a", serde_json::json!({"n": 1})).await?;
-    /// let changes: Vec<_> = replica.changes_with_raw_bodies(0).collect::<Result<_, _>>()?;
-    /// let body: serde_json::Value = serde_json::from_slice(&changes[0].body)?;
-    /// assert_eq!(body["n"], 1);
-    /// assert_eq!(changes[0].clone().parse()?.doc.body["n"], 1);
-    /// # Ok(()) }
-    /// ```
-    pub fn changes_with_raw_bodies(&self, since: u64) -> RawDocumentChanges {
-        RawDocumentChanges {
-            replica: self.clone(),
-            entries: self
-                .trees()
-                .by_seq
-                .range(keys::seq_key(since.saturating_add(1))..),
-        }
     }
 
     /// Live documents (winning revisions, bodies included) whose ids are
@@ -707,7 +727,7 @@ mod tests {
                                 r.get_rev(id, &doc.rev).map_err(|e| e.to_string())?;
                             }
                             if k == 1 {
-                                for change in r.changes_with_documents(0) {
+                                for change in r.changes(0).with_documents() {
                                     change.map_err(|e| e.to_string())?;
                                 }
                             }

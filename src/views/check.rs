@@ -260,7 +260,7 @@ fn check_view(
 
     // Documents: rows only of live documents, and what the map emits.
     let mut keys = KeyCache::with_capacity(0);
-    for change in replica.changes_with_raw_bodies(0) {
+    for change in replica.changes(0).with_raw_bodies() {
         let change = change?;
         let doc = &change;
         let has = listed.remove(&doc.id);

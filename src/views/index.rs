@@ -2,7 +2,7 @@
 //! follows the replica's local sequence to keep them current.
 //!
 //! ```text
-//!  Replica::changes_with_raw_bodies(since) ──► chunk of changes (≤ durable update seq)
+//!  Changes::with_raw_bodies(since) ──► chunk of changes (≤ durable update seq)
 //!        │                         │ winner's raw body (live, non-design docs),
 //!        │                         │ parsed once only if a view needs it
 //!        │                         ▼
@@ -444,7 +444,7 @@ impl Index {
         let capacity = |docs: u64| usize::try_from(docs).unwrap_or(usize::MAX);
         let one_thread = |active: &mut [Active<'_>]| {
             // Bodies come with the feed: one record read per document.
-            let mut feed = self.replica.changes_with_raw_bodies(since);
+            let mut feed = self.replica.changes(since).with_raw_bodies();
             let mut keys = KeyCache::with_capacity(capacity(backlog));
             let mut source = std::iter::from_fn(|| match feed.next()? {
                 Err(e) => Some(Err(e.into())),
@@ -480,7 +480,8 @@ impl Index {
                             keys,
                             |keys, part| {
                                 let mut out = Vec::new();
-                                for change in self.replica.changes_with_raw_bodies(part.start() - 1)
+                                for change in
+                                    self.replica.changes(part.start() - 1).with_raw_bodies()
                                 {
                                     let change = change?;
                                     if change.seq > *part.end() {

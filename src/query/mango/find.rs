@@ -409,10 +409,12 @@ fn scan_ids(
     desc: bool,
     cur: &mut Cursor<'_>,
 ) -> Result<(), QueryError> {
-    let docs = replica.documents_with_raw_bodies((
-        lo.as_ref().map(String::as_str),
-        hi.as_ref().map(String::as_str),
-    ));
+    let docs = replica
+        .documents((
+            lo.as_ref().map(String::as_str),
+            hi.as_ref().map(String::as_str),
+        ))
+        .with_raw_bodies();
     let docs: Box<dyn Iterator<Item = _>> = if desc {
         Box::new(docs.rev())
     } else {
