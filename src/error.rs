@@ -41,9 +41,18 @@ pub enum Error {
     #[error(transparent)]
     Sync(#[from] SyncError),
 
-    /// An option was out of range.
-    #[error("invalid setting: {0}")]
-    Config(String),
+    /// A setting was out of range: fix the value in the configuration
+    /// (nothing was read or written).
+    #[error("invalid setting {setting} = {value}: {expected}")]
+    InvalidSetting {
+        /// The setting's name as the configuration spells it
+        /// (`batch_size`, `gate.field_path`).
+        setting: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
 }
 
 /// `Result` with settee's [`Error`].

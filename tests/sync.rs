@@ -742,7 +742,9 @@ impl SyncHooks for CountingHooks {
                 .unwrap()
                 .push(replica.path().to_path_buf());
             if self.fail_warm.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(settee::Error::Config("warm-up refused".into()));
+                return Err(
+                    settee::views::ViewError::InvalidQuery("warm-up refused".into()).into(),
+                );
             }
             Ok(())
         })

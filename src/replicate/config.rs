@@ -57,7 +57,7 @@ impl PullConfigBuilder {
     /// The settings, checked.
     ///
     /// # Errors
-    /// [`Error::Config`](crate::Error::Config) when a setting is out of range.
+    /// [`Error::InvalidSetting`](crate::Error::InvalidSetting) when a setting is out of range.
     pub fn build(self) -> Result<PullConfig> {
         self.config.validate()?;
         Ok(self.config)

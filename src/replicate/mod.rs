@@ -113,16 +113,18 @@ impl PullConfig {
 
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.batch_size > 100_000 {
-            return Err(Error::Config(format!(
-                "batch_size must be between 1 and 100000, not {}",
-                self.batch_size
-            )));
+            return Err(Error::InvalidSetting {
+                setting: "batch_size",
+                value: self.batch_size.to_string(),
+                expected: "between 1 and 100000",
+            });
         }
         if self.batches_limit == 0 || self.batches_limit > 64 {
-            return Err(Error::Config(format!(
-                "batches_limit must be between 1 and 64, not {}",
-                self.batches_limit
-            )));
+            return Err(Error::InvalidSetting {
+                setting: "batches_limit",
+                value: self.batches_limit.to_string(),
+                expected: "between 1 and 64",
+            });
         }
         Ok(())
     }

@@ -151,6 +151,10 @@ mod tests {
                 detail: "expected value".into(),
             }
         )));
-        assert!(!worth_retrying(&Error::Config("x".into())));
+        assert!(!worth_retrying(&Error::InvalidSetting {
+            setting: "x",
+            value: "0".into(),
+            expected: "1",
+        }));
     }
 }

@@ -195,20 +195,25 @@ impl SyncConfig {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_concurrent_pulls == 0 {
-            return Err(Error::Config(
-                "max_concurrent_pulls must be at least 1".to_owned(),
-            ));
+            return Err(Error::InvalidSetting {
+                setting: "max_concurrent_pulls",
+                value: "0".to_owned(),
+                expected: "at least 1",
+            });
         }
-        if self.gate.doc_id.is_empty() || self.gate.field_path.is_empty() {
-            return Err(Error::Config(
-                "the sync gate needs a document id and a field path".to_owned(),
-            ));
+        if self.gate.doc_id.is_empty() {
+            return Err(Error::InvalidSetting {
+                setting: "gate.doc_id",
+                value: "\"\"".to_owned(),
+                expected: "a document id",
+            });
         }
         if self.gate.field_path.split('.').any(str::is_empty) {
-            return Err(Error::Config(format!(
-                "gate field path {:?} has an empty segment",
-                self.gate.field_path
-            )));
+            return Err(Error::InvalidSetting {
+                setting: "gate.field_path",
+                value: format!("{:?}", self.gate.field_path),
+                expected: "a dotted path without empty segments",
+            });
         }
         Ok(())
     }
@@ -261,10 +266,31 @@ mod tests {
         assert_eq!(c.gate.doc_id, "CourseConfig");
         assert_eq!(c.gate.field_path, "localSync.enabled");
         assert!(c.validate().is_ok());
-        assert!(c.clone().with_max_concurrent_pulls(0).validate().is_err());
-        assert!(c
-            .with_gate(GateConfig::new("x", "a..b"))
-            .validate()
-            .is_err());
+        let setting = |c: SyncConfig| match c.validate() {
+            Err(Error::InvalidSetting { setting, .. }) => Some(setting),
+            _ => None,
+        };
+        assert_eq!(
+            setting(c.clone().with_max_concurrent_pulls(0)),
+            Some("max_concurrent_pulls")
+        );
+        assert_eq!(
+            setting(c.clone().with_gate(GateConfig::new("", "a"))),
+            Some("gate.doc_id")
+        );
+        for path in ["a..b", "", ".a"] {
+            assert_eq!(
+                setting(c.clone().with_gate(GateConfig::new("x", path))),
+                Some("gate.field_path"),
+                "{path:?}"
+            );
+        }
+        let e = c.with_gate(GateConfig::new("x", "a..b")).validate();
+        assert_eq!(
+            e.map_err(|e| e.to_string()).err().as_deref(),
+            Some(
+                r#"invalid setting gate.field_path = "a..b": a dotted path without empty segments"#
+            )
+        );
     }
 }
