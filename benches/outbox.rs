@@ -63,7 +63,7 @@ fn into_outbox(n: usize) {
         n / 2,
         t.elapsed(),
     );
-    assert_eq!(replica.outbox_len().unwrap() as usize, n + n / 2);
+    assert_eq!(replica.outbox().len().unwrap() as usize, n + n / 2);
 }
 
 /// A PouchDB Server started for the bench; stopped when dropped (serve.js

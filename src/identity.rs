@@ -240,12 +240,12 @@ pub(crate) async fn revisions_unknown(
     let mut owed: HashSet<String> = HashSet::new();
     let mut after = None;
     loop {
-        let page = replica.outbox_entries(after, 1000)?;
+        let page = replica.outbox().entries(after, 1000)?;
         let Some(last) = page.last() else { break };
         after = Some(last.key);
         owed.extend(page.into_iter().map(|e| e.id));
     }
-    owed.extend(replica.dead_letters()?.into_iter().map(|d| d.id));
+    owed.extend(replica.outbox().dead_letters()?.into_iter().map(|d| d.id));
     let mut asked: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for change in replica.changes(0) {
         if asked.len() >= sample {

@@ -355,12 +355,19 @@ fn owed_ids(replica: &Replica) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     let mut after = None;
     loop {
-        let page = replica.outbox_entries(after, 1000).unwrap();
+        let page = replica.outbox().entries(after, 1000).unwrap();
         let Some(last) = page.last() else { break };
         after = Some(last.key);
         ids.extend(page.into_iter().map(|e| e.id));
     }
-    ids.extend(replica.dead_letters().unwrap().into_iter().map(|d| d.id));
+    ids.extend(
+        replica
+            .outbox()
+            .dead_letters()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id),
+    );
     ids
 }
 
@@ -613,7 +620,7 @@ async fn killed_write_burst_loses_no_acknowledged_write() {
             local.keys().cloned().collect::<BTreeSet<_>>(),
             "{what}: one outbox entry per write"
         );
-        assert_eq!(replica.outbox_len().unwrap(), local.len() as u64);
+        assert_eq!(replica.outbox().len().unwrap(), local.len() as u64);
         drop(replica);
 
         // Writing goes on, and a push delivers every write exactly once.
@@ -628,7 +635,7 @@ async fn killed_write_burst_loses_no_acknowledged_write() {
         let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(pushed["pending"], 0, "{what}: {pushed}");
         let replica = Replica::open(&dir, ReplicaConfig::default()).unwrap();
-        assert_eq!(replica.outbox_len().unwrap(), 0);
+        assert_eq!(replica.outbox().len().unwrap(), 0);
         let local = local_revs(&replica);
         assert_eq!(local.len(), told.len().max(local.len()));
         assert_eq!(
@@ -719,7 +726,7 @@ async fn killed_push_loses_no_queued_write() {
         check_clean(&dir, &[], &what);
         let still_queued = {
             let replica = Replica::open(&dir, ReplicaConfig::default()).expect("reopens");
-            replica.outbox_len().unwrap()
+            replica.outbox().len().unwrap()
         };
         // Started: it sent a batch. Not done: writes were missing from the
         // server or their answers not yet recorded.
@@ -760,7 +767,7 @@ async fn killed_push_loses_no_queued_write() {
         assert_eq!(report["dead_lettered"], 0, "{what}: {report}");
         assert_eq!(server_revs(&db, "q-").await, queued, "{what}");
         let replica = Replica::open(&dir, ReplicaConfig::default()).unwrap();
-        assert_eq!(replica.outbox_len().unwrap(), 0, "{what}");
+        assert_eq!(replica.outbox().len().unwrap(), 0, "{what}");
     }
     tally.assert_mostly_mid();
     eprintln!("crash: push: the test took {:?}", started.elapsed());
@@ -1213,7 +1220,7 @@ async fn killed_rebuild_carries_every_local_write_once() {
             String::from_utf8_lossy(&out.stderr)
         );
         let replica = Replica::open(&live, ReplicaConfig::default()).unwrap();
-        assert_eq!(replica.outbox_len().unwrap(), 0, "{what}");
+        assert_eq!(replica.outbox().len().unwrap(), 0, "{what}");
         let local = local_revs(&replica);
         for (id, body) in &owed {
             let doc = replica.get(id).unwrap().unwrap();

@@ -425,7 +425,7 @@ async fn local_indexes_are_couchdbs_design_documents() {
     assert_eq!(query.delete_index(ddoc, name).unwrap(), json!({"ok": true}));
     assert_eq!(query.delete_index(ddoc, name).unwrap_err().status(), 404);
     // The index document is a local write, queued for the push.
-    assert!(replica.outbox_len().unwrap() >= 2);
+    assert!(replica.outbox().len().unwrap() >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,7 +148,7 @@ async fn push_sends_local_writes_with_their_history_and_a_pull_then_transfers_no
     } else {
         assert_eq!(on_server["digest"], held, "{on_server}");
     }
-    let cp = replica.push_checkpoint().unwrap().unwrap();
+    let cp = replica.outbox().push_checkpoint().unwrap().unwrap();
     assert_eq!(cp.last_key, 6);
     let closed = outbox.close(Duration::from_secs(5)).await.unwrap();
     assert!(!closed.running);
@@ -170,7 +170,7 @@ async fn a_thousand_queued_updates_of_one_document_cost_one_request() {
     })
     .await
     .unwrap();
-    assert_eq!(replica.outbox_len().unwrap(), 1000);
+    assert_eq!(replica.outbox().len().unwrap(), 1000);
     let outbox = Outbox::spawn(
         replica.clone(),
         via(&db, &proxy, Duration::from_secs(30)),
@@ -717,13 +717,13 @@ async fn kill_9_during_writes_loses_nothing_the_writer_was_told() {
         }
         let local_docs = replica.doc_count().unwrap();
         assert_eq!(
-            replica.outbox_len().unwrap(),
+            replica.outbox().len().unwrap(),
             local_docs,
             "one entry per write"
         );
         let outbox = Outbox::spawn(replica.clone(), remote.clone(), test_config());
         outbox.close(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(replica.outbox_len().unwrap(), 0);
+        assert_eq!(replica.outbox().len().unwrap(), 0);
 
         let all = db
             .get_json(&format!(

@@ -921,7 +921,7 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
     .await
     .unwrap();
     old.put("note-1", json!({"text": "kept"})).await.unwrap();
-    assert_eq!(old.outbox_len().unwrap(), 2);
+    assert_eq!(old.outbox().len().unwrap(), 2);
     drop(old);
 
     recreate(&db).await;
@@ -952,7 +952,7 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
             + 1
     );
     assert_eq!(new.get("note-1").unwrap().unwrap().body["text"], "kept");
-    assert_eq!(new.outbox_len().unwrap(), 2);
+    assert_eq!(new.outbox().len().unwrap(), 2);
 }
 
 /// Panics in its first warm-up, as a buggy app hook would.
@@ -1024,7 +1024,7 @@ async fn unpushed_documents_do_not_make_a_small_replica_look_stale() {
     assert_eq!(status.last.unwrap().rebuilt, None, "not rebuilt");
     let replica = service.local(&db.name).unwrap();
     assert_eq!(
-        replica.outbox_len().unwrap(),
+        replica.outbox().len().unwrap(),
         6,
         "the offline writes stay queued"
     );

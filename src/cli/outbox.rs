@@ -13,17 +13,17 @@ pub(crate) async fn run(args: OutboxArgs) -> CliResult {
     let replica = open_replica(&args.dir, None)?;
     let mut out = std::io::stdout().lock();
     if let Some(key) = args.retry {
-        let found = replica.retry_dead_letter(key)?;
+        let found = replica.outbox().retry_dead_letter(key)?;
         return done(found, key, "queued again");
     }
     if let Some(key) = args.discard {
-        let found = replica.discard_dead_letter(key)?;
+        let found = replica.outbox().discard_dead_letter(key)?;
         return done(found, key, "discarded");
     }
-    let pending = replica.outbox_len()?;
-    let entries = replica.outbox_entries(None, LIST_LIMIT)?;
-    let dead = replica.dead_letters()?;
-    let checkpoint = replica.push_checkpoint()?;
+    let pending = replica.outbox().len()?;
+    let entries = replica.outbox().entries(None, LIST_LIMIT)?;
+    let dead = replica.outbox().dead_letters()?;
+    let checkpoint = replica.outbox().push_checkpoint()?;
     if args.json {
         let value = json!({
             "pending": pending,

@@ -22,7 +22,7 @@ mod config;
 mod round;
 mod worker;
 
-pub use crate::store::{DeadLetter, OutboxEntry, PushCheckpoint};
+pub use crate::store::{DeadLetter, OutboxEntry, OutboxQueue, PushCheckpoint};
 pub use config::{OutboxConfig, PushAction, StatusPolicy};
 
 use crate::{Remote, Replica, StoreError};
@@ -166,8 +166,8 @@ impl OutboxHandle {
     /// The queue and the worker's state.
     pub fn status(&self) -> Result<OutboxStatus, StoreError> {
         let shared = &self.inner.shared;
-        let pending = shared.replica.outbox_len()?;
-        let dead_letters = shared.replica.dead_letters()?;
+        let pending = shared.replica.outbox().len()?;
+        let dead_letters = shared.replica.outbox().dead_letters()?;
         let st = shared.state();
         Ok(OutboxStatus {
             remote: shared.remote_url.clone(),
@@ -209,10 +209,10 @@ impl OutboxHandle {
     /// is no dead letter `key`.
     ///
     /// # Durability
-    /// As [`Replica::retry_dead_letter`].
+    /// As [`OutboxQueue::retry_dead_letter`].
     pub async fn retry(&self, key: u64) -> Result<bool, StoreError> {
         let replica = self.inner.shared.replica.clone();
-        let found = tokio::task::spawn_blocking(move || replica.retry_dead_letter(key))
+        let found = tokio::task::spawn_blocking(move || replica.outbox().retry_dead_letter(key))
             .await
             .map_err(|e| StoreError::Cancelled(e.to_string()))??;
         self.flush_now();
@@ -222,10 +222,10 @@ impl OutboxHandle {
     /// Drops a dead letter for good; false if there is none with `key`.
     ///
     /// # Durability
-    /// As [`Replica::discard_dead_letter`].
+    /// As [`OutboxQueue::discard_dead_letter`].
     pub async fn discard(&self, key: u64) -> Result<bool, StoreError> {
         let replica = self.inner.shared.replica.clone();
-        tokio::task::spawn_blocking(move || replica.discard_dead_letter(key))
+        tokio::task::spawn_blocking(move || replica.outbox().discard_dead_letter(key))
             .await
             .map_err(|e| StoreError::Cancelled(e.to_string()))?
     }

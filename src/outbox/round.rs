@@ -86,7 +86,7 @@ pub(super) async fn run(
     config: &OutboxConfig,
     stats: &mut RoundStats,
 ) -> Result<RoundEnd, StoreError> {
-    let entries = replica.outbox_entries(None, config.scan_limit.max(1))?;
+    let entries = replica.outbox().entries(None, config.scan_limit.max(1))?;
     if entries.is_empty() {
         return Ok(RoundEnd::Idle);
     }

@@ -85,7 +85,7 @@ impl Replica {
     /// let w = replica.put_blocking("card-1", &serde_json::json!({"elo": 1200})).unwrap();
     /// assert_eq!(w.rev.pos, 1);
     /// assert_eq!(replica.get("card-1").unwrap().unwrap().body["elo"], 1200);
-    /// assert_eq!(replica.outbox_len().unwrap(), 1);
+    /// assert_eq!(replica.outbox().len().unwrap(), 1);
     /// // Without its `_rev`, a second put of the card is a conflict.
     /// let again = replica.put_blocking("card-1", &serde_json::json!({"elo": 1216}));
     /// assert!(matches!(again, Err(settee::StoreError::Conflict { .. })));
@@ -613,7 +613,7 @@ mod tests {
         let d = r.delete_blocking("a", None).unwrap();
         assert!(d.deleted && r.get("a").unwrap().unwrap().deleted);
         assert_eq!((r.doc_count().unwrap(), r.deleted_count().unwrap()), (0, 1));
-        let entries = r.outbox_entries(None, 100).unwrap();
+        let entries = r.outbox().entries(None, 100).unwrap();
         let revs: Vec<_> = entries.iter().map(|e| e.rev.pos).collect();
         assert_eq!(revs, vec![1, 2, 3, 4]);
         assert_eq!(
@@ -635,7 +635,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         assert_eq!(r.get("a").unwrap().unwrap().body["v"], 2);
-        assert_eq!(r.outbox_len().unwrap(), 2);
+        assert_eq!(r.outbox().len().unwrap(), 2);
         let err = r.delete_blocking("nope", None).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         let err = r
@@ -685,7 +685,7 @@ mod tests {
         let doc = r.get("a").unwrap().unwrap();
         assert_eq!((doc.rev, doc.body["v"].as_i64()), (a.rev, Some(1)));
         assert!(r.get("new").unwrap().is_none());
-        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (1, 1));
+        assert_eq!((r.outbox().len().unwrap(), r.update_seq().unwrap()), (1, 1));
         // The limit itself stores, and reads back.
         r.put_blocking("max", &Value::Object(nested_body(MAX_NESTING)))
             .unwrap();
@@ -732,7 +732,7 @@ mod tests {
         }
         let doc = r.get("max").unwrap().unwrap();
         assert_eq!((doc.rev, doc.deleted), (top, false));
-        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (0, 1));
+        assert_eq!((r.outbox().len().unwrap(), r.update_seq().unwrap()), (0, 1));
     }
 
     /// Issue 17, defect 11: `put` without `_rev` of a document with a live
@@ -754,7 +754,7 @@ mod tests {
         );
         let doc = r.get("a").unwrap().unwrap();
         assert_eq!((doc.rev, doc.body["v"].as_i64()), (a.rev.clone(), Some(1)));
-        assert_eq!((r.outbox_len().unwrap(), r.update_seq().unwrap()), (1, 1));
+        assert_eq!((r.outbox().len().unwrap(), r.update_seq().unwrap()), (1, 1));
         // A null `_rev` is no `_rev`.
         let err = r
             .put_blocking("a", &json!({"_rev": null, "v": 2}))
@@ -813,7 +813,7 @@ mod tests {
             1,
             "the older local branch stays a conflict"
         );
-        assert_eq!(r.outbox_len().unwrap(), 3);
+        assert_eq!(r.outbox().len().unwrap(), 3);
     }
 
     /// An edit based on the winner commits only while that revision is
@@ -848,7 +848,7 @@ mod tests {
         assert!(r.leaves("a").unwrap().iter().any(|l| l.rev == a.rev));
         let err = r.commit_blocking(&batch).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
-        assert_eq!(r.outbox_len().unwrap(), 1);
+        assert_eq!(r.outbox().len().unwrap(), 1);
         // The write itself retries on the new winner; a plain put refuses.
         let err = r.put_blocking("a", &json!({"v": 2})).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
@@ -892,7 +892,7 @@ mod tests {
             let err = r.put_blocking(id, &doc).unwrap_err();
             assert!(matches!(err, StoreError::InvalidDocument { .. }), "{err:?}");
         }
-        assert_eq!(r.outbox_len().unwrap(), 0);
+        assert_eq!(r.outbox().len().unwrap(), 0);
         r.put_blocking("_design/v", &json!({"views": {}})).unwrap();
     }
 

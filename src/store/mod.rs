@@ -67,7 +67,7 @@ pub use nesting::{nesting_depth, MAX_NESTING};
 pub use open::FORMAT_VERSION;
 pub(crate) use outbox::now_ms;
 pub(crate) use outbox::PushAck;
-pub use outbox::{DeadLetter, OutboxEntry, PushCheckpoint};
+pub use outbox::{DeadLetter, OutboxEntry, OutboxQueue, PushCheckpoint};
 pub use reads::{
     Change, Changes, DocumentChange, DocumentChanges, Documents, RawDocumentChange,
     RawDocumentChanges, RawDocuments,

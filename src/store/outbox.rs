@@ -112,63 +112,33 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The replica's queue of local edits waiting to be pushed, the edits the
+/// remote refused for good (dead letters) and the push checkpoint; from
+/// [`Replica::outbox`]. The push worker (`outbox::Outbox`) drains it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use settee::{Replica, ReplicaConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let replica = Replica::open(dir.path(), ReplicaConfig::default())?;
+/// replica.put("a", serde_json::json!({"n": 1})).await?;
+/// let queue = replica.outbox();
+/// assert_eq!(queue.len()?, 1);
+/// assert_eq!(queue.entries(None, 10)?[0].id, "a");
+/// assert!(queue.dead_letters()?.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxQueue<'a> {
+    replica: &'a Replica,
+}
+
 impl Replica {
-    /// At most `limit` outbox entries after key `after` (from the start with
-    /// `None`), oldest first.
-    pub fn outbox_entries(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let from = match after {
-            Some(k) => Bound::Excluded(keys::seq_key(k)),
-            None => Bound::Unbounded,
-        };
-        self.trees()
-            .outbox
-            .range::<[u8; 8], _>((from, Bound::Unbounded))
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                let key = keys::seq_from_key(&k)
-                    .ok_or_else(|| StoreError::corrupt("outbox key", &k, "not 8 bytes"))?;
-                let row: OutboxRow = serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::corrupt("outbox entry", &k, e))?;
-                Ok(OutboxEntry {
-                    key,
-                    id: row.id,
-                    rev: row.rev,
-                })
-            })
-            .collect()
-    }
-
-    /// Queued edits not yet acknowledged by the remote. Counts the tree
-    /// (linear in its size): meant for status, not for hot loops.
-    pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        Ok(self.trees().outbox.len() as u64)
-    }
-
-    /// The dead-letter list, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.trees()
-            .outbox_dead
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::corrupt("dead letter", &k, e))
-            })
-            .collect()
-    }
-
-    /// The push checkpoint, once a push has been acknowledged.
-    pub fn push_checkpoint(&self) -> Result<Option<PushCheckpoint>, StoreError> {
-        match self.trees().checkpoints.get(PUSH_CHECKPOINT)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt("push checkpoint", PUSH_CHECKPOINT, e)),
-            None => Ok(None),
-        }
+    /// The queue of local edits waiting to be pushed.
+    pub fn outbox(&self) -> OutboxQueue<'_> {
+        OutboxQueue { replica: self }
     }
 
     /// Records the remote's answer to a push round: removes the entries
@@ -206,6 +176,73 @@ impl Replica {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+impl OutboxQueue<'_> {
+    /// At most `limit` outbox entries after key `after` (from the start with
+    /// `None`), oldest first.
+    pub fn entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let from = match after {
+            Some(k) => Bound::Excluded(keys::seq_key(k)),
+            None => Bound::Unbounded,
+        };
+        self.replica
+            .trees()
+            .outbox
+            .range::<[u8; 8], _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                let key = keys::seq_from_key(&k)
+                    .ok_or_else(|| StoreError::corrupt("outbox key", &k, "not 8 bytes"))?;
+                let row: OutboxRow = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::corrupt("outbox entry", &k, e))?;
+                Ok(OutboxEntry {
+                    key,
+                    id: row.id,
+                    rev: row.rev,
+                })
+            })
+            .collect()
+    }
+
+    /// Queued edits not yet acknowledged by the remote. Counts the tree
+    /// (linear in its size): meant for status, not for hot loops.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        Ok(self.replica.trees().outbox.len() as u64)
+    }
+
+    /// True when no edit is waiting to be pushed.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.replica.trees().outbox.is_empty())
+    }
+
+    /// The dead-letter list, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.replica
+            .trees()
+            .outbox_dead
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::corrupt("dead letter", &k, e))
+            })
+            .collect()
+    }
+
+    /// The push checkpoint, once a push has been acknowledged.
+    pub fn push_checkpoint(&self) -> Result<Option<PushCheckpoint>, StoreError> {
+        match self.replica.trees().checkpoints.get(PUSH_CHECKPOINT)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt("push checkpoint", PUSH_CHECKPOINT, e)),
+            None => Ok(None),
+        }
+    }
 
     /// Puts a dead letter back in the queue (new keys, at the end): after
     /// fixing the cause, e.g. a permission. Returns false if there is no
@@ -215,8 +252,8 @@ impl Replica {
     /// One transaction, flushed before `Ok`: the letter is either still
     /// dead or queued again, never both or neither.
     pub fn retry_dead_letter(&self, key: u64) -> Result<bool, StoreError> {
-        let t = self.trees();
-        let writer = self.write_lock();
+        let t = self.replica.trees();
+        let writer = self.replica.write_lock();
         let found =
             (&t.outbox_dead, &t.outbox, &t.meta).transaction(|(dead_t, outbox, meta_t)| {
                 let k = keys::seq_key(key);
@@ -233,7 +270,7 @@ impl Replica {
                 Ok::<bool, Abort>(true)
             })?;
         drop(writer);
-        self.inner.db.flush()?;
+        self.replica.inner.db.flush()?;
         Ok(found)
     }
 
@@ -244,11 +281,12 @@ impl Replica {
     /// Flushed before `Ok`.
     pub fn discard_dead_letter(&self, key: u64) -> Result<bool, StoreError> {
         let found = self
+            .replica
             .trees()
             .outbox_dead
             .remove(keys::seq_key(key))?
             .is_some();
-        self.inner.db.flush()?;
+        self.replica.inner.db.flush()?;
         Ok(found)
     }
 }
@@ -267,9 +305,9 @@ mod tests {
         r.put_blocking("a", &json!({"v": 1})).unwrap();
         r.put_blocking("b", &json!({"v": 1})).unwrap();
         r.put_overwrite_blocking("a", &json!({"v": 2})).unwrap();
-        let entries = r.outbox_entries(None, 10).unwrap();
+        let entries = r.outbox().entries(None, 10).unwrap();
         assert_eq!(entries.iter().map(|e| e.key).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(r.outbox_entries(Some(1), 1).unwrap()[0].id, "b");
+        assert_eq!(r.outbox().entries(Some(1), 1).unwrap()[0].id, "b");
         let dead = DeadLetter::new(
             2,
             "b".into(),
@@ -285,18 +323,18 @@ mod tests {
             revs_pushed: 1,
         })
         .unwrap();
-        assert_eq!(r.outbox_len().unwrap(), 0);
-        let cp = r.push_checkpoint().unwrap().unwrap();
+        assert_eq!(r.outbox().len().unwrap(), 0);
+        let cp = r.outbox().push_checkpoint().unwrap().unwrap();
         assert_eq!((cp.last_key, cp.revs_pushed, cp.dead_lettered), (3, 1, 1));
-        assert_eq!(r.dead_letters().unwrap()[0].error, "forbidden");
-        assert!(r.retry_dead_letter(2).unwrap());
-        assert!(!r.retry_dead_letter(2).unwrap());
-        let again = r.outbox_entries(None, 10).unwrap();
+        assert_eq!(r.outbox().dead_letters().unwrap()[0].error, "forbidden");
+        assert!(r.outbox().retry_dead_letter(2).unwrap());
+        assert!(!r.outbox().retry_dead_letter(2).unwrap());
+        let again = r.outbox().entries(None, 10).unwrap();
         assert_eq!((again[0].key, again[0].id.as_str()), (4, "b"));
-        assert!(r.dead_letters().unwrap().is_empty());
+        assert!(r.outbox().dead_letters().unwrap().is_empty());
         drop(r);
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-        assert_eq!(r.outbox_len().unwrap(), 1, "survives a reopen");
-        assert!(!r.discard_dead_letter(9).unwrap());
+        assert_eq!(r.outbox().len().unwrap(), 1, "survives a reopen");
+        assert!(!r.outbox().discard_dead_letter(9).unwrap());
     }
 }

@@ -49,14 +49,14 @@ pub(crate) fn carry_local_writes(from: &Replica, to: &Replica) -> Result<usize, 
     };
     let mut after = None;
     loop {
-        let page = from.outbox_entries(after, PAGE)?;
+        let page = from.outbox().entries(after, PAGE)?;
         let Some(tail) = page.last() else { break };
         after = Some(tail.key);
         for e in page {
             note(e.id, e.key);
         }
     }
-    for d in from.dead_letters()? {
+    for d in from.outbox().dead_letters()? {
         note(d.id, d.key);
     }
     let mut order: Vec<(u64, String)> = last

@@ -918,7 +918,7 @@ fn reap(st: &mut DbState) -> Vec<Replica> {
 fn carry_and_delete(old: Replica, live: Option<&Replica>) -> Result<()> {
     if let Some(live) = live {
         carry_local_writes(&old, live)?;
-    } else if old.outbox_len()? > 0 {
+    } else if old.outbox().len()? > 0 {
         return Err(SyncError::io(
             old.path(),
             std::io::Error::other(
