@@ -140,8 +140,8 @@ pub use store::{Document, LocalWrite, Replica, ReplicaConfig, StoreError};
 pub mod replica {
     pub use crate::store::{
         AttachmentReader, AttachmentStub, Change, Changes, DocInfo, DocumentChange,
-        DocumentChanges, Documents, RawDocumentChange, RawDocumentChanges, RawDocuments,
-        RemoteBinding, FORMAT_VERSION, MAX_NESTING,
+        DocumentChanges, Documents, LiveChanges, RawDocumentChange, RawDocumentChanges,
+        RawDocuments, RemoteBinding, FORMAT_VERSION, MAX_NESTING,
     };
 }
 

@@ -626,7 +626,7 @@ async fn local_changes_stream_sees_a_pull() {
     use futures::StreamExt;
     let db = TestDb::seeded("viewsfollow", &["--cards", "20", "--tags", "3"]).await;
     let (_dir, replica) = temp_replica();
-    let mut stream = replica.local_changes(0);
+    let mut stream = replica.changes(0).follow();
     pull(&replica, &db.remote(), 10, 2).await;
     let total = replica.doc_count().unwrap() + replica.deleted_count().unwrap();
     let mut ids = BTreeSet::new();

@@ -102,6 +102,17 @@ pub enum StoreError {
         max: usize,
     },
 
+    /// A document could not be deserialized into the type asked for
+    /// ([`Replica::get_as`](crate::Replica::get_as)): the type does not
+    /// match the document's JSON.
+    #[error("document {id:?} does not fit the type asked for: {reason}")]
+    Decode {
+        /// The document id.
+        id: String,
+        /// serde's message.
+        reason: String,
+    },
+
     /// A local edit of a revision whose generation is `u64::MAX` (only a
     /// replicated revision can have one): its child cannot be numbered, so
     /// the document cannot be edited; nothing was written.

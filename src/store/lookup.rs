@@ -8,6 +8,7 @@ use super::nesting;
 use super::reads::ReadError;
 use super::replica::Replica;
 use crate::revtree::{Leaf, Rev, RevTree};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::ops::Bound;
 
@@ -70,6 +71,32 @@ impl Replica {
             }))
         })?;
         Ok(doc.flatten())
+    }
+
+    /// The winning revision of a live document, deserialized into `T` from
+    /// the JSON `GET /db/{id}` gives (`_id`, `_rev` and the body).
+    /// `None` when the document is missing or deleted;
+    /// [`StoreError::Decode`] when it does not fit `T`.
+    ///
+    /// ```
+    /// # use settee::{Replica, ReplicaConfig};
+    /// #[derive(serde::Deserialize)]
+    /// struct CourseConfig { name: String }
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+    /// let config: Option<CourseConfig> = replica.get_as("CourseConfig").unwrap();
+    /// assert!(config.is_none());
+    /// ```
+    pub fn get_as<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        let Some(doc) = self.get(id)?.filter(|d| !d.deleted) else {
+            return Ok(None);
+        };
+        serde_json::from_value(doc.to_json())
+            .map(Some)
+            .map_err(|e| StoreError::Decode {
+                id: id.to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     /// A specific revision. Only leaves keep their bodies (like a compacted

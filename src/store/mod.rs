@@ -18,7 +18,8 @@
 //!   ├── commit.rs    the one write path of documents (pulls and local edits)
 //!   │    └── local_write.rs   put/update/delete → a commit with a precondition
 //!   ├── outbox.rs    the push queue, dead letters, push checkpoint
-//!   ├── reads.rs     iterators (documents, changes); lookup.rs: point reads;
+//!   ├── reads.rs     iterators (documents, changes); follow.rs: the live feed;
+//!   │                lookup.rs: point reads;
 //!   │                metadata.rs: remote, last pull, checkpoints, `_local`
 //!   ├── attachment_refs.rs, attachment_stream.rs   attachment bytes
 //!   ├── check.rs, compact.rs   maintenance
@@ -37,6 +38,7 @@ mod commit;
 mod compact;
 mod document;
 mod error;
+mod follow;
 mod keys;
 mod local_write;
 mod lock;
@@ -61,6 +63,7 @@ pub use compact::{
 pub(crate) use document::DocRecord;
 pub use document::{AttachmentStub, DocInfo, Document};
 pub use error::StoreError;
+pub use follow::LiveChanges;
 pub use local_write::LocalWrite;
 pub use lookup::AttachmentReader;
 pub use nesting::{nesting_depth, MAX_NESTING};

@@ -341,10 +341,14 @@ impl From<sled::Error> for ReadError {
 /// The local changes feed, oldest first, each document once at its latest
 /// change; from [`Replica::changes`]. Yields each document's metadata;
 /// [`Changes::with_documents`] and [`Changes::with_raw_bodies`] turn it
-/// into the same feed with bodies. Owns a handle on the replica.
+/// into the same feed with bodies, [`Changes::follow`] into a stream that
+/// waits for the next commit. Owns a handle on the replica.
 #[must_use = "iterators do nothing unless consumed"]
 pub struct Changes {
-    replica: Replica,
+    pub(super) replica: Replica,
+    /// The sequence the feed starts after ([`Changes::follow`] resumes
+    /// from it).
+    pub(super) since: u64,
     entries: sled::Iter,
 }
 
@@ -489,6 +493,7 @@ impl Replica {
     pub fn changes(&self, since: u64) -> Changes {
         Changes {
             replica: self.clone(),
+            since,
             entries: self
                 .trees()
                 .by_seq

@@ -20,15 +20,6 @@ pub enum ViewError {
     #[error("invalid view query: {0}")]
     InvalidQuery(String),
 
-    /// A document could not be deserialized into the type asked for.
-    #[error("document {id:?} does not fit the type asked for: {reason}")]
-    Decode {
-        /// The document id.
-        id: String,
-        /// serde's message.
-        reason: String,
-    },
-
     /// A view's map function could not run (a design document's
     /// JavaScript ran out of time or memory): its update stopped at the
     /// last committed chunk. Other views are not affected.

@@ -20,7 +20,6 @@
 //!   entry: their format, edits and scans.
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
 //! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
-//! - `follow.rs`: [`Replica::get_as`] and [`Replica::local_changes`].
 //! - `check.rs`: [`check`], the view half of `settee check`: rows against
 //!   back-index, live documents and the map functions.
 //!
@@ -50,7 +49,6 @@ mod builtin;
 mod check;
 mod collate;
 mod error;
-mod follow;
 mod fx;
 mod index;
 mod parallel;
@@ -61,7 +59,6 @@ pub use builtin::{builtin, default_elo, elo, get_tags, CardTag, RatedCard, ELO, 
 pub use check::{check, ViewCheck, ViewCheckReport, ViewViolation};
 pub use collate::{collate, collate_str, encode_key};
 pub use error::ViewError;
-pub use follow::LocalChanges;
 pub use index::{ViewState, ViewWarm, WarmReport};
 pub use query::{QueryOptions, Rows, Update, ViewResult, ViewRow};
 pub use view::{Emitter, RawDocument, View};

@@ -436,7 +436,7 @@ fn typed_reads_and_the_local_changes_stream() {
     assert!(replica.get_as::<Card>("nope").unwrap().is_none());
     assert!(matches!(
         replica.get_as::<u32>("c-1"),
-        Err(ViewError::Decode { .. })
+        Err(crate::StoreError::Decode { .. })
     ));
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -444,7 +444,7 @@ fn typed_reads_and_the_local_changes_stream() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut stream = replica.local_changes(0);
+        let mut stream = replica.changes(0).follow();
         assert_eq!(stream.next().await.unwrap().unwrap().doc.id, "c-1");
         let writer = replica.clone();
         let handle = tokio::task::spawn_blocking(move || {
