@@ -213,7 +213,11 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
             settee::replicate::pull_with_progress(
                 &replica,
                 &remote,
-                &settee::PullConfig::new(1, 1).unwrap(),
+                &settee::PullConfig::builder()
+                    .batch_size(1)
+                    .batches_limit(1)
+                    .build()
+                    .unwrap(),
                 |p| committed.store(p.batches, Ordering::SeqCst),
             )
             .await

@@ -174,7 +174,11 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
     let result = settee::replicate::pull_until(
         &replica,
         &remote,
-        &PullConfig::new(10, 3).unwrap(),
+        &PullConfig::builder()
+            .batch_size(10)
+            .batches_limit(3)
+            .build()
+            .unwrap(),
         |_| {},
         stop,
     )
@@ -416,7 +420,7 @@ async fn a_document_over_the_size_limit_fails_alone_until_the_limit_allows_it() 
     )
     .await;
     let (_dir, replica) = temp_replica();
-    let limited = PullConfig::new(1000, 5).unwrap().with_max_doc_bytes(10_000);
+    let limited = PullConfig::builder().max_doc_bytes(10_000).build().unwrap();
     let first = settee::pull(&replica, &db.remote(), &limited)
         .await
         .unwrap();
@@ -622,9 +626,17 @@ async fn an_answer_over_the_response_cap_is_a_typed_error_naming_the_setting() {
         .with_max_response_bytes(512);
     let remote = remote_with_config(&db, &proxy, config);
     let (_dir, replica) = temp_replica();
-    let err = settee::pull(&replica, &remote, &PullConfig::new(100, 2).unwrap())
-        .await
-        .expect_err("the first page is larger than 512 bytes");
+    let err = settee::pull(
+        &replica,
+        &remote,
+        &PullConfig::builder()
+            .batch_size(100)
+            .batches_limit(2)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .expect_err("the first page is larger than 512 bytes");
     assert!(
         matches!(
             err,

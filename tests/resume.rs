@@ -26,7 +26,11 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
             settee::replicate::pull_with_progress(
                 &replica,
                 &remote,
-                &PullConfig::new(20, 2).unwrap(),
+                &PullConfig::builder()
+                    .batch_size(20)
+                    .batches_limit(2)
+                    .build()
+                    .unwrap(),
                 move |p| {
                     let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
                 },
@@ -90,9 +94,17 @@ async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
     ]);
     let (_dir, replica) = temp_replica();
     let flaky = db.remote_via(&proxy, RetryPolicy::with_retries(1));
-    let err = settee::pull(&replica, &flaky, &PullConfig::new(25, 1).unwrap())
-        .await
-        .expect_err("the pull must fail when the connection drops");
+    let err = settee::pull(
+        &replica,
+        &flaky,
+        &PullConfig::builder()
+            .batch_size(25)
+            .batches_limit(1)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .expect_err("the pull must fail when the connection drops");
     assert!(
         matches!(err, Error::Remote(RemoteError::Transport { .. })),
         "a transport error, got {err:?}"

@@ -50,9 +50,12 @@ async fn a_pull_in_retry_mode_completes_through_storms_of_every_fault() {
         let (_dir, replica) = temp_replica();
         let remote = impatient_remote(&db.url_via(&proxy.url()));
         // Small pages: many requests, so every seed's storm hits.
-        let config = PullConfig::new(5, 3)
-            .expect("config")
-            .with_retry_mode(quick_retry_mode());
+        let config = PullConfig::builder()
+            .batch_size(5)
+            .batches_limit(3)
+            .retry_mode(quick_retry_mode())
+            .build()
+            .expect("config");
         proxy.clear_requests();
         let mut paused = 0;
         let result = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
@@ -100,7 +103,11 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
     proxy.set_rules(vec![Rule::corrupt_body("_changes").times(3)]);
     let (_dir, replica) = temp_replica();
     let remote = impatient_remote(&db.url_via(&proxy.url()));
-    let plain = PullConfig::new(10, 2).expect("config");
+    let plain = PullConfig::builder()
+        .batch_size(10)
+        .batches_limit(2)
+        .build()
+        .expect("config");
     let err = settee::pull(&replica, &remote, &plain)
         .await
         .expect_err("corrupt JSON is not retried by a request");
@@ -115,7 +122,12 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
     let result = settee::replicate::pull_with_progress(
         &replica,
         &remote,
-        &plain.clone().with_retry_mode(quick_retry_mode()),
+        &PullConfig::builder()
+            .batch_size(10)
+            .batches_limit(2)
+            .retry_mode(quick_retry_mode())
+            .build()
+            .expect("config"),
         |p| states.push(p.state.clone()),
     )
     .await
@@ -145,9 +157,12 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
         r#"{"error":"unavailable","reason":"down"}"#,
     )
     .skip(1)]);
-    let config = PullConfig::new(10, 1)
-        .expect("config")
-        .with_retry_mode(quick_retry_mode().with_max_attempts(2));
+    let config = PullConfig::builder()
+        .batch_size(10)
+        .batches_limit(1)
+        .retry_mode(quick_retry_mode().with_max_attempts(2))
+        .build()
+        .expect("config");
     let mut paused = Vec::new();
     let err = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
         if let PullState::Paused { attempt, .. } = &p.state {
@@ -163,9 +178,17 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
 
     // The outage ends: the same pull resumes after the kept batch.
     proxy.clear_rules();
-    let result = settee::pull(&replica, &remote, &PullConfig::new(10, 1).expect("config"))
-        .await
-        .expect("resumes");
+    let result = settee::pull(
+        &replica,
+        &remote,
+        &PullConfig::builder()
+            .batch_size(10)
+            .batches_limit(1)
+            .build()
+            .expect("config"),
+    )
+    .await
+    .expect("resumes");
     assert_ne!(result.start_seq, settee::Seq::zero());
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }
@@ -182,9 +205,14 @@ async fn shutdown_ends_a_paused_pull() {
     let (_dir, replica) = temp_replica();
     let remote = impatient_remote(&db.url_via(&proxy.url()));
     // Unbounded attempts and long pauses: only the shutdown ends it.
-    let config = PullConfig::new(10, 1).expect("config").with_retry_mode(
-        RetryMode::default().with_pauses(Duration::from_secs(600), Duration::from_secs(600)),
-    );
+    let config = PullConfig::builder()
+        .batch_size(10)
+        .batches_limit(1)
+        .retry_mode(
+            RetryMode::default().with_pauses(Duration::from_secs(600), Duration::from_secs(600)),
+        )
+        .build()
+        .expect("config");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut tx = Some(tx);
     let stop = async move {

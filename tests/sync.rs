@@ -20,7 +20,13 @@ fn service(base: &str, root: &std::path::Path, config: SyncConfig) -> SyncServic
 }
 
 fn small_batches() -> SyncConfig {
-    SyncConfig::default().with_pull(PullConfig::new(25, 2).unwrap())
+    SyncConfig::default().with_pull(
+        PullConfig::builder()
+            .batch_size(25)
+            .batches_limit(2)
+            .build()
+            .unwrap(),
+    )
 }
 
 fn quick_failures() -> RemoteConfig {
@@ -261,7 +267,14 @@ async fn different_databases_sync_independently() {
             .with_remote(quick_failures()),
     );
     // b has settings of its own: batches of 5.
-    service.set_pull_config(&b.name, PullConfig::new(5, 1).unwrap());
+    service.set_pull_config(
+        &b.name,
+        PullConfig::builder()
+            .batch_size(5)
+            .batches_limit(1)
+            .build()
+            .unwrap(),
+    );
     let (sa, sb) = tokio::join!(
         service.ensure_synced(&a.name, false),
         service.ensure_synced(&b.name, false)
@@ -370,7 +383,13 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
         &proxy.url(),
         dir.path(),
         SyncConfig::default()
-            .with_pull(PullConfig::new(20, 1).unwrap())
+            .with_pull(
+                PullConfig::builder()
+                    .batch_size(20)
+                    .batches_limit(1)
+                    .build()
+                    .unwrap(),
+            )
             .with_remote(quick_failures()),
     );
     let status = service.ensure_synced(&db.name, false).await;
@@ -422,7 +441,13 @@ async fn destroy_on_failure_leaves_no_partial_replica() {
         &proxy.url(),
         dir.path(),
         SyncConfig::default()
-            .with_pull(PullConfig::new(20, 1).unwrap())
+            .with_pull(
+                PullConfig::builder()
+                    .batch_size(20)
+                    .batches_limit(1)
+                    .build()
+                    .unwrap(),
+            )
             .with_remote(quick_failures())
             .with_failure_policy(FailurePolicy::Destroy),
     );

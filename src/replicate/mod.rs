@@ -75,42 +75,6 @@ impl Default for PullConfig {
 }
 
 impl PullConfig {
-    /// Settings with the given batch size and batches limit; the
-    /// [`PullConfig::builder`] names them.
-    pub fn new(batch_size: usize, batches_limit: usize) -> Result<Self> {
-        let config = PullConfig {
-            batch_size,
-            batches_limit,
-            max_doc_bytes: None,
-            retry_mode: None,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// The same settings with a limit on document size (see
-    /// [`PullConfig::max_doc_bytes`]).
-    pub fn with_max_doc_bytes(mut self, limit: usize) -> Self {
-        self.max_doc_bytes = Some(limit);
-        self
-    }
-
-    /// The same settings in retry mode: the pull outlives outages,
-    /// reporting [`PullState::Paused`] and [`PullState::Active`] progress
-    /// events, until it completes, `mode`'s attempts run out or the
-    /// shutdown future of [`pull_until`] completes.
-    ///
-    /// ```
-    /// use settee::PullConfig;
-    /// use settee::replicate::RetryMode;
-    /// let config = PullConfig::default().with_retry_mode(RetryMode::default().with_max_attempts(20));
-    /// assert!(config.retry_mode.is_some());
-    /// ```
-    pub fn with_retry_mode(mut self, mode: RetryMode) -> Self {
-        self.retry_mode = Some(mode);
-        self
-    }
-
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.batch_size > 100_000 {
             return Err(Error::InvalidSetting {
@@ -788,13 +752,30 @@ fn same_remote(bound: &RemoteBinding, requested: &RemoteBinding) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     #[test]
     fn validates_settings() {
-        assert!(PullConfig::new(1, 1).is_ok());
-        assert!(PullConfig::new(0, 1).is_err());
-        assert!(PullConfig::new(10, 0).is_err());
+        let build = |rows, batches| {
+            PullConfig::builder()
+                .batch_size(rows)
+                .batches_limit(batches)
+                .build()
+        };
+        assert!(build(1, 1).is_ok());
+        assert!(build(100_000, 64).is_ok());
+        for (rows, batches, setting) in [
+            (0, 1, "batch_size"),
+            (100_001, 1, "batch_size"),
+            (10, 0, "batches_limit"),
+            (10, 65, "batches_limit"),
+        ] {
+            match build(rows, batches) {
+                Err(Error::InvalidSetting { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("{rows}/{batches}: {other:?}"),
+            }
+        }
         assert_eq!(
             PullConfig::default(),
             PullConfig {

@@ -17,7 +17,7 @@ use crate::Error;
 use serde::Serialize;
 use std::time::Duration;
 
-/// Settings of the retry mode (see [`crate::PullConfig::with_retry_mode`]).
+/// Settings of the retry mode (see [`PullConfigBuilder::retry_mode`](super::PullConfigBuilder::retry_mode)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryMode {

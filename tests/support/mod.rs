@@ -595,7 +595,11 @@ pub async fn pull(
     settee::pull(
         replica,
         remote,
-        &PullConfig::new(batch_size, batches_limit).expect("config"),
+        &PullConfig::builder()
+            .batch_size(batch_size)
+            .batches_limit(batches_limit)
+            .build()
+            .expect("config"),
     )
     .await
     .unwrap_or_else(|e| panic!("pull failed: {e}"))
