@@ -34,7 +34,7 @@ mod status;
 pub use retry_mode::{PullState, RetryMode};
 pub use status::ReplicaStatus;
 
-use crate::remote::{Remote, Seq};
+use crate::remote::{Remote, Seq, ServerInfo};
 use crate::store::{CheckpointRecord, RemoteBinding, Replica};
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -281,62 +281,110 @@ async fn run_retrying<F: std::future::Future<Output = ()>>(
     remote: &Remote,
     config: &PullConfig,
     mode: &RetryMode,
-    mut on_progress: impl FnMut(&PullProgress) + Send,
+    on_progress: impl FnMut(&PullProgress) + Send,
     stop: &mut Stop<F>,
 ) -> Result<PullResult> {
-    let started = Instant::now();
-    let mut base = Carried::default();
-    let mut last: Option<PullProgress> = None;
-    let mut failed = 0u32;
-    let mut passes = 0u32;
+    let mut attempts = Attempts {
+        started: Instant::now(),
+        base: Carried::default(),
+        last: None,
+        failed: 0,
+        passes: 0,
+        on_progress,
+    };
     loop {
-        let outcome = {
-            let base = &base;
-            let last = &mut last;
-            let on_progress = &mut on_progress;
-            run(
-                replica,
-                remote,
-                config,
-                move |p: &PullProgress| {
-                    let mut p = p.clone();
-                    base.add_to(&mut p);
-                    p.elapsed_ms = started.elapsed().as_millis() as u64;
-                    on_progress(&p);
-                    *last = Some(p);
-                },
-                stop,
-            )
-            .await
-        };
-        let error = match outcome {
-            Ok(mut r) => {
-                base.add_to_result(&mut r);
-                if r.interrupted || r.doc_write_failures == 0 || passes >= mode.failure_passes {
+        match attempts.run_once(replica, remote, config, stop).await {
+            Ok(r) => {
+                if let Some(r) = attempts.completed(r, mode) {
                     return Ok(r);
                 }
-                passes += 1;
-                tracing::warn!(
-                    failures = r.doc_write_failures,
-                    pass = passes,
-                    "pull completed with per-document failures; retry mode fetches them again"
-                );
-                base = Carried::from_result(&r);
-                continue;
             }
-            Err(e) => e,
-        };
-        if !retry_mode::worth_retrying(&error) || !mode.allows(failed + 1) || stop.requested() {
+            Err(error) => attempts.pause_or_fail(error, mode, stop).await?,
+        }
+    }
+}
+
+/// The attempts of a pull in retry mode, and what they add up to.
+struct Attempts<P> {
+    started: Instant,
+    /// Counters of the attempts before the current one.
+    base: Carried,
+    /// The last progress event reported, counters added up.
+    last: Option<PullProgress>,
+    /// Attempts that failed.
+    failed: u32,
+    /// Passes made again for per-document failures.
+    passes: u32,
+    on_progress: P,
+}
+
+impl<P: FnMut(&PullProgress) + Send> Attempts<P> {
+    /// One [`run`], its progress events counting the earlier attempts too.
+    async fn run_once<F: std::future::Future<Output = ()>>(
+        &mut self,
+        replica: &Replica,
+        remote: &Remote,
+        config: &PullConfig,
+        stop: &mut Stop<F>,
+    ) -> Result<PullResult> {
+        let started = self.started;
+        let base = &self.base;
+        let last = &mut self.last;
+        let on_progress = &mut self.on_progress;
+        run(
+            replica,
+            remote,
+            config,
+            move |p: &PullProgress| {
+                let mut p = p.clone();
+                base.add_to(&mut p);
+                p.elapsed_ms = started.elapsed().as_millis() as u64;
+                on_progress(&p);
+                *last = Some(p);
+            },
+            stop,
+        )
+        .await
+    }
+
+    /// The result of a completed attempt, counters added up; `None` when
+    /// its per-document failures are worth another pass.
+    fn completed(&mut self, mut r: PullResult, mode: &RetryMode) -> Option<PullResult> {
+        self.base.add_to_result(&mut r);
+        if r.interrupted || r.doc_write_failures == 0 || self.passes >= mode.failure_passes {
+            return Some(r);
+        }
+        self.passes += 1;
+        tracing::warn!(
+            failures = r.doc_write_failures,
+            pass = self.passes,
+            "pull completed with per-document failures; retry mode fetches them again"
+        );
+        self.base = Carried::from_result(&r);
+        None
+    }
+
+    /// After a failed attempt: a paused event, the pause, an active event;
+    /// `Err(error)` instead when the failure is not worth retrying, the
+    /// attempts ran out or shutdown was asked for.
+    async fn pause_or_fail<F: std::future::Future<Output = ()>>(
+        &mut self,
+        error: Error,
+        mode: &RetryMode,
+        stop: &mut Stop<F>,
+    ) -> Result<()> {
+        if !retry_mode::worth_retrying(&error) || !mode.allows(self.failed + 1) || stop.requested()
+        {
             return Err(error);
         }
-        failed += 1;
-        if let Some(p) = &last {
-            base = Carried::from_progress(p);
+        self.failed += 1;
+        if let Some(p) = &self.last {
+            self.base = Carried::from_progress(p);
         }
-        let pause = mode.pause(failed);
-        tracing::warn!(%error, attempt = failed, ?pause,
+        let pause = mode.pause(self.failed);
+        tracing::warn!(%error, attempt = self.failed, ?pause,
             "pull failed; retry mode starts over from the last checkpoint after a pause");
-        let mut event = last.clone().unwrap_or_else(|| PullProgress {
+        let mut event = self.last.clone().unwrap_or_else(|| PullProgress {
             batches: 0,
             changes_read: 0,
             docs_read: 0,
@@ -347,20 +395,21 @@ async fn run_retrying<F: std::future::Future<Output = ()>>(
             elapsed_ms: 0,
             state: PullState::Active,
         });
-        event.elapsed_ms = started.elapsed().as_millis() as u64;
+        event.elapsed_ms = self.started.elapsed().as_millis() as u64;
         event.state = PullState::Paused {
             error: error.to_string(),
-            attempt: failed,
+            attempt: self.failed,
             retry_in_ms: pause.as_millis() as u64,
         };
-        on_progress(&event);
+        (self.on_progress)(&event);
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = stop.wait() => return Err(error),
         }
         event.state = PullState::Active;
-        event.elapsed_ms = started.elapsed().as_millis() as u64;
-        on_progress(&event);
+        event.elapsed_ms = self.started.elapsed().as_millis() as u64;
+        (self.on_progress)(&event);
+        Ok(())
     }
 }
 
@@ -455,6 +504,9 @@ pub async fn pull_with_progress(
     pull_until(replica, remote, config, on_progress, std::future::pending()).await
 }
 
+/// One attempt: binds (or verifies) the remote, fetches again what earlier
+/// pulls could not store, then pipelines the feed (see the module doc)
+/// until it ends or `stop` completes, and finishes with the sweep.
 async fn run<F: std::future::Future<Output = ()>>(
     replica: &Replica,
     remote: &Remote,
@@ -462,10 +514,27 @@ async fn run<F: std::future::Future<Output = ()>>(
     mut on_progress: impl FnMut(&PullProgress) + Send,
     stop: &mut Stop<F>,
 ) -> Result<PullResult> {
-    let started = Instant::now();
-    let started_at_ms = checkpoint::now_ms();
-    let server = remote.server_info().await?;
-    let info = remote.db_info().await?;
+    let mut pass = Pass::start(replica, remote, config).await?;
+    pass.retry_failed_docs(stop).await?;
+    if pass.result.interrupted {
+        return Ok(pass.result);
+    }
+    let (mut rx, producer) = spawn_fetches(&pass.ctx, pass.result.start_seq.clone(), config);
+    pass.commit_in_order(&mut rx, stop, &mut on_progress)
+        .await?;
+    drop(producer);
+    if stop.requested() {
+        // The tasks still queued are aborted as `rx` drops; `pull_until`
+        // waits for their blocking work. The sweep is left to the next pull.
+        drop(rx);
+        return Ok(pass.interrupted());
+    }
+    pass.finish().await
+}
+
+/// Checks that `replica` mirrors `remote`'s database, binding it on its
+/// first pull.
+async fn bind_remote(replica: &Replica, remote: &Remote, server: &ServerInfo) -> Result<()> {
     let endpoint = remote.endpoint();
     let binding = RemoteBinding::new(
         endpoint.to_string(),
@@ -473,217 +542,315 @@ async fn run<F: std::future::Future<Output = ()>>(
         server.uuid.clone(),
     );
     match replica.remote()? {
-        Some(bound) if !same_remote(&bound, &binding) => {
-            return Err(Error::WrongRemote {
-                path: replica.path().display().to_string(),
-                bound: bound.url,
-                requested: binding.url,
-            })
-        }
-        Some(_) => {}
-        None => replica.set_remote(&binding).await?,
+        Some(bound) if !same_remote(&bound, &binding) => Err(Error::WrongRemote {
+            path: replica.path().display().to_string(),
+            bound: bound.url,
+            requested: binding.url,
+        }),
+        Some(_) => Ok(()),
+        None => Ok(replica.set_remote(&binding).await?),
     }
-    let rep_id = replication_id(&server, endpoint);
-    let start_seq = match replica.checkpoint(&rep_id) {
+}
+
+/// The remote sequence to resume after: the checkpoint's, or the start.
+fn start_seq(replica: &Replica, rep_id: &str) -> Seq {
+    match replica.checkpoint(rep_id) {
         Ok(Some(cp)) => cp.last_seq,
         Ok(None) => Seq::zero(),
         Err(e) => {
             tracing::warn!(%e, "unreadable checkpoint; starting from the beginning");
             Seq::zero()
         }
-    };
-    let session_id = uuid::Uuid::new_v4().to_string();
-    tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
-        batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
-    let mut timings = PullTimings {
-        connect_ms: started.elapsed().as_millis() as u64,
-        ..PullTimings::default()
-    };
+    }
+}
 
-    let ctx = PullContext {
-        replica: replica.clone(),
-        remote: remote.clone(),
-    };
-    let mut result = PullResult {
-        replication_id: rep_id.clone(),
-        start_seq: start_seq.clone(),
-        last_seq: start_seq.clone(),
-        batches: 0,
-        changes_read: 0,
-        docs_read: 0,
-        docs_written: 0,
-        doc_write_failures: 0,
-        failures: Vec::new(),
-        attachments_fetched: 0,
-        remote_doc_count: info.doc_count,
-        started_at_ms,
-        timings: PullTimings::default(),
-        interrupted: false,
-    };
-    // Documents an earlier pull could not store come first: fetched again
-    // with all their leaves, committed without moving the checkpoint.
-    // A page at a time, in id order: an id that fails again goes back on
-    // the list behind the cursor and waits for the next pull.
-    // A page the server cannot answer is fetched again one id at a time,
-    // and an id that still fails is a failure of that document: it stays on
-    // the list, and the feed is read all the same.
-    let mut after: Option<String> = None;
-    loop {
-        if stop.requested() {
-            result.interrupted = true;
-            return Ok(result);
+/// Spawns the producer: it walks the changes feed from `since` and spawns
+/// one fetch task per page, each holding a batch permit, queued in feed
+/// order. Dropping the returned task (or the receiver) aborts them.
+fn spawn_fetches(
+    ctx: &PullContext,
+    since: Seq,
+    config: &PullConfig,
+) -> (mpsc::Receiver<FetchTask>, AbortOnDrop<()>) {
+    let (tx, rx) = mpsc::channel::<FetchTask>(config.batches_limit);
+    let permits = Arc::new(Semaphore::new(config.batches_limit));
+    let pages = ctx.remote.changes_pages(since, config.batch_size);
+    let ctx = ctx.clone();
+    let producer = AbortOnDrop(tokio::spawn(async move {
+        futures::pin_mut!(pages);
+        loop {
+            // Take the permit before asking for the page: the feed is
+            // read no further ahead than the batches that fit in memory
+            // (and the one page `changes_pages` asks for early).
+            let waiting = Instant::now();
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            tracing::debug!(
+                waited_us = waiting.elapsed().as_micros() as u64,
+                "feed reader took a batch permit"
+            );
+            let Some(page) = pages.next().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            let task = tokio::spawn(async move {
+                let page = page?;
+                let fetched = batch::fetch(&ctx, page).await?;
+                Ok((fetched, permit))
+            });
+            if tx.send(AbortOnDrop(task)).await.is_err() {
+                return;
+            }
         }
-        let ids = replica.pending_retries_after(after.as_deref(), config.batch_size)?;
-        let Some(last) = ids.last() else { break };
-        after = Some(last.clone());
-        let page = match batch::fetch_retries(&ctx, ids.clone()).await {
-            Ok(fetched) => vec![fetched],
+    }));
+    (rx, producer)
+}
+
+/// One attempt of a pull under way: what it needs, and what it did so far.
+struct Pass<'a> {
+    ctx: PullContext,
+    config: &'a PullConfig,
+    started: Instant,
+    /// Names this attempt in its checkpoints.
+    session_id: String,
+    result: PullResult,
+    /// Kept apart from `result.timings` until the attempt ends.
+    timings: PullTimings,
+}
+
+impl<'a> Pass<'a> {
+    /// Reads the server and database info, binds the remote and finds the
+    /// checkpoint to resume from.
+    async fn start(replica: &Replica, remote: &Remote, config: &'a PullConfig) -> Result<Self> {
+        let started = Instant::now();
+        let started_at_ms = checkpoint::now_ms();
+        let server = remote.server_info().await?;
+        let info = remote.db_info().await?;
+        bind_remote(replica, remote, &server).await?;
+        let endpoint = remote.endpoint();
+        let rep_id = replication_id(&server, endpoint);
+        let start_seq = start_seq(replica, &rep_id);
+        let session_id = uuid::Uuid::new_v4().to_string();
+        tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
+            batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
+        let timings = PullTimings {
+            connect_ms: started.elapsed().as_millis() as u64,
+            ..PullTimings::default()
+        };
+        let result = PullResult {
+            replication_id: rep_id,
+            start_seq: start_seq.clone(),
+            last_seq: start_seq,
+            batches: 0,
+            changes_read: 0,
+            docs_read: 0,
+            docs_written: 0,
+            doc_write_failures: 0,
+            failures: Vec::new(),
+            attachments_fetched: 0,
+            remote_doc_count: info.doc_count,
+            started_at_ms,
+            timings: PullTimings::default(),
+            interrupted: false,
+        };
+        let ctx = PullContext {
+            replica: replica.clone(),
+            remote: remote.clone(),
+        };
+        Ok(Pass {
+            ctx,
+            config,
+            started,
+            session_id,
+            result,
+            timings,
+        })
+    }
+
+    /// Documents an earlier pull could not store come first: fetched again
+    /// with all their leaves, committed without moving the checkpoint.
+    /// A page at a time, in id order: an id that fails again goes back on
+    /// the list behind the cursor and waits for the next pull. Sets
+    /// `result.interrupted` when `stop` completed first.
+    async fn retry_failed_docs<F: std::future::Future<Output = ()>>(
+        &mut self,
+        stop: &mut Stop<F>,
+    ) -> Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            if stop.requested() {
+                self.result.interrupted = true;
+                return Ok(());
+            }
+            let ids = self
+                .ctx
+                .replica
+                .pending_retries_after(after.as_deref(), self.config.batch_size)?;
+            let Some(last) = ids.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for mut fetched in self.fetch_retry_page(&ids).await? {
+                refuse_oversized(&mut fetched, self.config.max_doc_bytes);
+                let written = self.commit(&mut fetched).await?;
+                self.result.absorb(fetched, written);
+            }
+            tracing::info!(
+                retried = ids.len(),
+                "documents from earlier failures fetched again"
+            );
+        }
+    }
+
+    /// One page of the retry list. A page the server cannot answer is
+    /// fetched again one id at a time (see [`Pass::fetch_one_by_one`]).
+    async fn fetch_retry_page(&mut self, ids: &[String]) -> Result<Vec<batch::FetchedBatch>> {
+        match batch::fetch_retries(&self.ctx, ids.to_vec()).await {
+            Ok(fetched) => Ok(vec![fetched]),
             // An answer about documents: find out which. Anything else (the
             // connection, auth, overload) fails the pull as the feed would.
             Err(Error::Remote(e)) if e.document_failure().is_some() => {
                 tracing::warn!(%e, "fetching failed documents again failed; trying them one by one");
-                let mut each = Vec::new();
-                for id in &ids {
-                    match batch::fetch_retries(&ctx, vec![id.clone()]).await {
-                        Ok(fetched) => each.push(fetched),
-                        Err(Error::Remote(e)) => match e.document_failure() {
-                            Some((error, reason)) => {
-                                tracing::warn!(%id, %error, %reason, "document still failing; it stays on the retry list");
-                                result.record_failure(DocFailure::new(
-                                    id,
-                                    None,
-                                    "retry_failed",
-                                    &format!("{error}: {reason}"),
-                                ));
-                            }
-                            None => return Err(e.into()),
-                        },
-                        Err(e) => return Err(e),
-                    }
-                }
-                each
+                self.fetch_one_by_one(ids).await
             }
-            Err(e) => return Err(e),
-        };
-        for mut fetched in page {
-            refuse_oversized(&mut fetched, config.max_doc_bytes);
-            let commit_start = Instant::now();
-            let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
-            timings.commit_ms += commit_start.elapsed().as_millis() as u64;
-            result.absorb(fetched, outcome.revs_written);
+            Err(e) => Err(e),
         }
-        tracing::info!(
-            retried = ids.len(),
-            "documents from earlier failures fetched again"
-        );
     }
 
-    let (tx, mut rx) = mpsc::channel::<FetchTask>(config.batches_limit);
-    let permits = Arc::new(Semaphore::new(config.batches_limit));
-    let producer = {
-        let pages = remote.changes_pages(start_seq.clone(), config.batch_size);
-        let ctx = ctx.clone();
-        AbortOnDrop(tokio::spawn(async move {
-            futures::pin_mut!(pages);
-            loop {
-                // Take the permit before asking for the page: the feed is
-                // read no further ahead than the batches that fit in memory
-                // (and the one page `changes_pages` asks for early).
-                let waiting = Instant::now();
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                tracing::debug!(
-                    waited_us = waiting.elapsed().as_micros() as u64,
-                    "feed reader took a batch permit"
-                );
-                let Some(page) = pages.next().await else {
-                    return;
-                };
-                let ctx = ctx.clone();
-                let task = tokio::spawn(async move {
-                    let page = page?;
-                    let fetched = batch::fetch(&ctx, page).await?;
-                    Ok((fetched, permit))
-                });
-                if tx.send(AbortOnDrop(task)).await.is_err() {
-                    return;
-                }
+    /// An id that still fails alone is a failure of that document: it
+    /// stays on the list, and the feed is read all the same.
+    async fn fetch_one_by_one(&mut self, ids: &[String]) -> Result<Vec<batch::FetchedBatch>> {
+        let mut each = Vec::new();
+        for id in ids {
+            match batch::fetch_retries(&self.ctx, vec![id.clone()]).await {
+                Ok(fetched) => each.push(fetched),
+                Err(Error::Remote(e)) => match e.document_failure() {
+                    Some((error, reason)) => {
+                        tracing::warn!(%id, %error, %reason, "document still failing; it stays on the retry list");
+                        self.result.record_failure(DocFailure::new(
+                            id,
+                            None,
+                            "retry_failed",
+                            &format!("{error}: {reason}"),
+                        ));
+                    }
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e),
             }
-        }))
-    };
-
-    loop {
-        // Batch boundaries: waiting for the next batch or its fetch, never
-        // inside a commit.
-        let next = tokio::select! {
-            biased;
-            () = stop.wait() => None,
-            task = rx.recv() => task,
-        };
-        let Some(mut task) = next else { break };
-        let wait = Instant::now();
-        let joined = tokio::select! {
-            biased;
-            () = stop.wait() => break,
-            joined = &mut task.0 => joined,
-        };
-        timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
-        let (mut fetched, permit) = joined
-            .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
-        refuse_oversized(&mut fetched, config.max_doc_bytes);
-        if let Some(seq) = &fetched.last_seq {
-            let cp = Checkpoint::new(seq.clone(), &session_id);
-            fetched.write.checkpoint = Some(CheckpointRecord::new(&rep_id, &cp)?);
-            result.last_seq = seq.clone();
         }
-        let commit_start = Instant::now();
-        let outcome = replica.commit(std::mem::take(&mut fetched.write)).await?;
-        timings.commit_ms += commit_start.elapsed().as_millis() as u64;
-        drop(permit);
+        Ok(each)
+    }
 
+    /// Commits the fetched batches in feed order until the feed ends or
+    /// `stop` completes.
+    async fn commit_in_order<F: std::future::Future<Output = ()>>(
+        &mut self,
+        rx: &mut mpsc::Receiver<FetchTask>,
+        stop: &mut Stop<F>,
+        on_progress: &mut impl FnMut(&PullProgress),
+    ) -> Result<()> {
+        loop {
+            // Batch boundaries: waiting for the next batch or its fetch, never
+            // inside a commit.
+            let next = tokio::select! {
+                biased;
+                () = stop.wait() => None,
+                task = rx.recv() => task,
+            };
+            let Some(mut task) = next else {
+                return Ok(());
+            };
+            let wait = Instant::now();
+            let joined = tokio::select! {
+                biased;
+                () = stop.wait() => return Ok(()),
+                joined = &mut task.0 => joined,
+            };
+            self.timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
+            let (fetched, permit) = joined
+                .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
+            self.commit_batch(fetched, permit, on_progress).await?;
+        }
+    }
+
+    /// Commits one batch of the feed with its page's checkpoint, frees its
+    /// permit and reports progress.
+    async fn commit_batch(
+        &mut self,
+        mut fetched: batch::FetchedBatch,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        on_progress: &mut impl FnMut(&PullProgress),
+    ) -> Result<()> {
+        refuse_oversized(&mut fetched, self.config.max_doc_bytes);
+        if let Some(seq) = &fetched.last_seq {
+            let cp = Checkpoint::new(seq.clone(), &self.session_id);
+            fetched.write.checkpoint =
+                Some(CheckpointRecord::new(&self.result.replication_id, &cp)?);
+            self.result.last_seq = seq.clone();
+        }
+        let written = self.commit(&mut fetched).await?;
+        drop(permit);
         let changes = fetched.changes;
-        result.absorb(fetched, outcome.revs_written);
-        tracing::debug!(batch = result.batches, changes, written = outcome.revs_written,
-            last_seq = %result.last_seq, "batch committed");
+        self.result.absorb(fetched, written);
+        tracing::debug!(batch = self.result.batches, changes, written,
+            last_seq = %self.result.last_seq, "batch committed");
         on_progress(&PullProgress {
-            batches: result.batches,
-            changes_read: result.changes_read,
-            docs_read: result.docs_read,
-            docs_written: result.docs_written,
-            doc_write_failures: result.doc_write_failures,
-            last_seq: result.last_seq.clone(),
-            remote_doc_count: info.doc_count,
-            elapsed_ms: started.elapsed().as_millis() as u64,
+            batches: self.result.batches,
+            changes_read: self.result.changes_read,
+            docs_read: self.result.docs_read,
+            docs_written: self.result.docs_written,
+            doc_write_failures: self.result.doc_write_failures,
+            last_seq: self.result.last_seq.clone(),
+            remote_doc_count: self.result.remote_doc_count,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
             state: PullState::Active,
         });
+        Ok(())
     }
-    drop(producer);
-    if stop.requested() {
-        // The tasks still queued are aborted as `rx` drops; `pull_until`
-        // waits for their blocking work. The sweep is left to the next pull.
-        drop(rx);
-        result.interrupted = true;
-        timings.total_ms = started.elapsed().as_millis() as u64;
-        result.timings = timings;
-        tracing::info!(last_seq = %result.last_seq, "pull interrupted at a batch boundary");
-        return Ok(result);
+
+    /// Commits a batch's write (timed); returns the revisions written.
+    async fn commit(&mut self, fetched: &mut batch::FetchedBatch) -> Result<u64> {
+        let commit_start = Instant::now();
+        let outcome = self
+            .ctx
+            .replica
+            .commit(std::mem::take(&mut fetched.write))
+            .await?;
+        self.timings.commit_ms += commit_start.elapsed().as_millis() as u64;
+        Ok(outcome.revs_written)
     }
-    // Superseded bodies were only listed as garbage during the pull, so
-    // that random deletes never inflate a batch's transaction.
-    let sweeper = replica.clone();
-    let swept = replica
-        .spawn_blocking(move || sweeper.sweep())
-        .await
-        .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
-    tracing::debug!(swept, "superseded bodies deleted");
-    timings.total_ms = started.elapsed().as_millis() as u64;
-    result.timings = timings;
-    replica.set_last_pull(&result).await?;
-    tracing::info!(docs_read = result.docs_read, docs_written = result.docs_written,
-        failures = result.doc_write_failures, last_seq = %result.last_seq,
-        ms = result.timings.total_ms, "pull complete");
-    Ok(result)
+
+    /// The result of an attempt stopped at a batch boundary.
+    fn interrupted(mut self) -> PullResult {
+        self.result.interrupted = true;
+        self.timings.total_ms = self.started.elapsed().as_millis() as u64;
+        self.result.timings = self.timings;
+        tracing::info!(last_seq = %self.result.last_seq, "pull interrupted at a batch boundary");
+        self.result
+    }
+
+    /// Ends a completed attempt: deletes superseded bodies and records the
+    /// result as the last pull.
+    async fn finish(mut self) -> Result<PullResult> {
+        // Superseded bodies were only listed as garbage during the pull, so
+        // that random deletes never inflate a batch's transaction.
+        let replica = &self.ctx.replica;
+        let sweeper = replica.clone();
+        let swept = replica
+            .spawn_blocking(move || sweeper.sweep())
+            .await
+            .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
+        tracing::debug!(swept, "superseded bodies deleted");
+        self.timings.total_ms = self.started.elapsed().as_millis() as u64;
+        self.result.timings = self.timings;
+        replica.set_last_pull(&self.result).await?;
+        tracing::info!(docs_read = self.result.docs_read, docs_written = self.result.docs_written,
+            failures = self.result.doc_write_failures, last_seq = %self.result.last_seq,
+            ms = self.result.timings.total_ms, "pull complete");
+        Ok(self.result)
+    }
 }
 
 impl PullResult {

@@ -20,7 +20,7 @@ use super::keys::{self, decode_u64};
 use super::nesting;
 use super::open::FORMAT_VERSION;
 use super::replica::Replica;
-use crate::revtree::Rev;
+use crate::revtree::{Leaf, Rev};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -103,164 +103,169 @@ impl Replica {
     /// Only when the storage itself fails to read
     /// ([`StoreError::Storage`]); damaged data is a violation, not an error.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let t = self.trees();
         let mut r = CheckReport::default();
-        let mut named_bodies: HashSet<u64> = HashSet::new();
-        let mut stub_counts: HashMap<String, u64> = HashMap::new();
-        let mut record_seqs: BTreeMap<u64, String> = BTreeMap::new();
-        let (mut live, mut deleted) = (0u64, 0u64);
+        let mut tally = Tally::default();
+        self.check_records(&mut r, &mut tally)?;
+        self.check_bodies(&mut r, &mut tally.stub_counts, &tally.named_bodies)?;
+        self.check_garbage(&mut r)?;
+        self.check_stubs_have_bytes(&mut r, &tally.stub_counts)?;
+        self.check_att_refs(&mut r, &tally.stub_counts)?;
+        self.check_attachment_bytes(&mut r)?;
+        self.check_by_seq(&mut r, &tally.record_seqs)?;
+        self.check_counters(&mut r, tally.live, tally.deleted);
+        self.check_checkpoints(&mut r)?;
+        self.check_retry(&mut r)?;
+        self.check_format(&mut r)?;
+        Ok(r)
+    }
 
-        for item in t.docs.iter() {
+    /// Every record, one at a time (see [`Replica::check_record`]).
+    fn check_records(&self, r: &mut CheckReport, tally: &mut Tally) -> Result<(), StoreError> {
+        for item in self.trees().docs.iter() {
             let (k, v) = item?;
-            r.docs += 1;
-            let key = format!("docs/{}", String::from_utf8_lossy(&k));
-            let Ok(id) = std::str::from_utf8(&k) else {
-                r.violation("records", key, "the id is not UTF-8");
-                continue;
-            };
-            let record = match DocRecord::decode(&k, &v) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    r.violation("records", key, e);
-                    continue;
-                }
-            };
-            let leaves = record.tree.leaves();
-            let Some(winner) = leaves.first() else {
-                r.violation("winner", key, "the revision tree has no leaf");
-                continue;
-            };
-            for leaf in &leaves {
-                match record.tree.path_to(&leaf.rev) {
-                    Some(path) => {
-                        if let Err(e) = path.validate() {
-                            r.violation("records", key.clone(), format!("{}: {e}", leaf.rev));
-                        }
-                    }
-                    None => r.violation(
-                        "records",
-                        key.clone(),
-                        format!("leaf {} has no path", leaf.rev),
-                    ),
-                }
-            }
-            let revs: Vec<_> = record.tree.revs().collect();
-            if revs.iter().collect::<HashSet<_>>().len() != revs.len() {
-                r.violation("records", key.clone(), "a revision appears twice");
-            }
-            if winner.deleted {
-                deleted += 1;
-            } else {
-                live += 1;
-            }
-            // A leaf's body lives in `bodies`, in the record itself
-            // (`Inline`) or in the record's `by_seq` entry (`Logged`).
-            let has_body = |rev: &Rev| record.body_at(rev).is_some();
-            if !has_body(&winner.rev) {
+            self.check_record(r, tally, &k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// One record: it decodes, its tree is well formed, it owns its
+    /// sequence, and each leaf, and only a leaf, has a body.
+    fn check_record(
+        &self,
+        r: &mut CheckReport,
+        tally: &mut Tally,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(), StoreError> {
+        r.docs += 1;
+        let key = format!("docs/{}", String::from_utf8_lossy(k));
+        let Some((id, record)) = decode_record(r, &key, k, v) else {
+            return Ok(());
+        };
+        let leaves = record.tree.leaves();
+        let Some(winner) = leaves.first() else {
+            r.violation("winner", key, "the revision tree has no leaf");
+            return Ok(());
+        };
+        check_tree_shape(r, &key, &record, &leaves);
+        if winner.deleted {
+            tally.deleted += 1;
+        } else {
+            tally.live += 1;
+        }
+        // A leaf's body lives in `bodies`, in the record itself
+        // (`Inline`) or in the record's `by_seq` entry (`Logged`).
+        let has_body = |rev: &Rev| record.body_at(rev).is_some();
+        if !has_body(&winner.rev) {
+            r.violation(
+                "winner",
+                key.clone(),
+                format!("winner {} has no body", winner.rev),
+            );
+        }
+        if let Some(other) = tally.record_seqs.insert(record.seq, id.to_owned()) {
+            r.violation(
+                "by_seq",
+                key.clone(),
+                format!("shares sequence {} with {other:?}", record.seq),
+            );
+        }
+        let leaf_revs: HashSet<&Rev> = leaves.iter().map(|l| &l.rev).collect();
+        self.check_stored_bodies(r, &mut tally.named_bodies, &key, &record, &leaf_revs)?;
+        if let Some(KeptBody { rev, body }) = self.kept_body(&record)? {
+            if !leaf_revs.contains(rev) || leaves.len() != 1 {
                 r.violation(
-                    "winner",
+                    "leaf_body",
                     key.clone(),
-                    format!("winner {} has no body", winner.rev),
+                    format!("keeps a body for {rev}, which is not its only leaf"),
                 );
             }
-            if let Some(other) = record_seqs.insert(record.seq, id.to_owned()) {
+            check_kept_body(r, &mut tally.stub_counts, &key, rev, body);
+        }
+        for leaf in &leaves {
+            if !has_body(&leaf.rev) {
                 r.violation(
-                    "by_seq",
+                    "leaf_body",
                     key.clone(),
-                    format!("shares sequence {} with {other:?}", record.seq),
+                    format!("leaf {} has no body", leaf.rev),
                 );
-            }
-            let leaf_revs: HashSet<&Rev> = leaves.iter().map(|l| &l.rev).collect();
-            let no_stored = BTreeMap::new();
-            let stored = match &record.bodies {
-                LeafBodies::Stored(stored) => stored,
-                _ => &no_stored,
-            };
-            for (rev, body_id) in stored {
-                if !leaf_revs.contains(rev) {
-                    r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        format!("names a body for {rev}, which is not a leaf"),
-                    );
-                }
-                named_bodies.insert(*body_id);
-                if t.garbage.contains_key(keys::seq_key(*body_id))? {
-                    r.violation(
-                        "garbage",
-                        key.clone(),
-                        format!("names body #{body_id}, which is listed as garbage"),
-                    );
-                }
-                let Some(body) = t.bodies.get(keys::seq_key(*body_id))? else {
-                    r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        format!("the body of {rev} (#{body_id}) is missing"),
-                    );
-                    continue;
-                };
-                r.check_body(&key, rev, &body);
-            }
-            let kept_here = match &record.bodies {
-                LeafBodies::Inline { rev, body } => Some((rev, Some(body.clone()))),
-                LeafBodies::Logged { rev, .. } => {
-                    let entry = t.by_seq.get(keys::seq_key(record.seq))?;
-                    let body = entry
-                        .as_deref()
-                        .and_then(keys::split_seq_entry)
-                        .map(|(_, body)| body.to_vec())
-                        .filter(|body| !body.is_empty());
-                    Some((rev, body))
-                }
-                LeafBodies::Stored(_) => None,
-            };
-            if let Some((rev, body)) = kept_here {
-                if !leaf_revs.contains(rev) || leaves.len() != 1 {
-                    r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        format!("keeps a body for {rev}, which is not its only leaf"),
-                    );
-                }
-                match body {
-                    None => r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        format!("the body of {rev} is missing from its sequence entry"),
-                    ),
-                    Some(body) => {
-                        // Bodies in `bodies` get their stubs counted below,
-                        // with the garbage ones; this one is counted here.
-                        r.check_body(&key, rev, &body);
-                        match stub_digests(&body) {
-                            Ok(digests) => {
-                                for d in digests {
-                                    *stub_counts.entry(d).or_default() += 1;
-                                }
-                            }
-                            Err(e) => r.violation(
-                                "stub_bytes",
-                                key.clone(),
-                                format!("unreadable stubs: {e}"),
-                            ),
-                        }
-                    }
-                }
-            }
-            for leaf in &leaves {
-                if !has_body(&leaf.rev) {
-                    r.violation(
-                        "leaf_body",
-                        key.clone(),
-                        format!("leaf {} has no body", leaf.rev),
-                    );
-                }
             }
         }
+        Ok(())
+    }
 
-        // Bodies: every one is named by a record or listed as garbage, and
-        // every stub in them (garbage included, until swept) is counted.
+    /// The bodies a record names in the `bodies` tree: each for a leaf,
+    /// not garbage, there, and readable.
+    fn check_stored_bodies(
+        &self,
+        r: &mut CheckReport,
+        named_bodies: &mut HashSet<u64>,
+        key: &str,
+        record: &DocRecord,
+        leaf_revs: &HashSet<&Rev>,
+    ) -> Result<(), StoreError> {
+        let LeafBodies::Stored(stored) = &record.bodies else {
+            return Ok(());
+        };
+        let t = self.trees();
+        for (rev, body_id) in stored {
+            if !leaf_revs.contains(rev) {
+                r.violation(
+                    "leaf_body",
+                    key.to_owned(),
+                    format!("names a body for {rev}, which is not a leaf"),
+                );
+            }
+            named_bodies.insert(*body_id);
+            if t.garbage.contains_key(keys::seq_key(*body_id))? {
+                r.violation(
+                    "garbage",
+                    key.to_owned(),
+                    format!("names body #{body_id}, which is listed as garbage"),
+                );
+            }
+            let Some(body) = t.bodies.get(keys::seq_key(*body_id))? else {
+                r.violation(
+                    "leaf_body",
+                    key.to_owned(),
+                    format!("the body of {rev} (#{body_id}) is missing"),
+                );
+                continue;
+            };
+            r.check_body(key, rev, &body);
+        }
+        Ok(())
+    }
+
+    /// The body a record keeps outside `bodies` (`Inline` or `Logged`).
+    fn kept_body<'a>(&self, record: &'a DocRecord) -> Result<Option<KeptBody<'a>>, StoreError> {
+        Ok(match &record.bodies {
+            LeafBodies::Inline { rev, body } => Some(KeptBody {
+                rev,
+                body: Some(body.clone()),
+            }),
+            LeafBodies::Logged { rev, .. } => {
+                let entry = self.trees().by_seq.get(keys::seq_key(record.seq))?;
+                let body = entry
+                    .as_deref()
+                    .and_then(keys::split_seq_entry)
+                    .map(|(_, body)| body.to_vec())
+                    .filter(|body| !body.is_empty());
+                Some(KeptBody { rev, body })
+            }
+            LeafBodies::Stored(_) => None,
+        })
+    }
+
+    /// Bodies: every one is named by a record or listed as garbage, and
+    /// every stub in them (garbage included, until swept) is counted.
+    fn check_bodies(
+        &self,
+        r: &mut CheckReport,
+        stub_counts: &mut HashMap<String, u64>,
+        named_bodies: &HashSet<u64>,
+    ) -> Result<(), StoreError> {
+        let t = self.trees();
         let max_body_id = self.meta_u64(keys::meta::BODY_ID).unwrap_or(u64::MAX);
         for item in t.bodies.iter() {
             let (k, v) = item?;
@@ -283,15 +288,14 @@ impl Replica {
                     "no record names this body and it is not listed as garbage",
                 );
             }
-            match stub_digests(&v) {
-                Ok(digests) => {
-                    for d in digests {
-                        *stub_counts.entry(d).or_default() += 1;
-                    }
-                }
-                Err(e) => r.violation("stub_bytes", key, format!("unreadable stubs: {e}")),
-            }
+            count_stubs(r, stub_counts, key, &v);
         }
+        Ok(())
+    }
+
+    /// The garbage list names bodies that exist.
+    fn check_garbage(&self, r: &mut CheckReport) -> Result<(), StoreError> {
+        let t = self.trees();
         for item in t.garbage.iter() {
             let (k, _) = item?;
             if let Some(id) = keys::seq_from_key(&k) {
@@ -304,11 +308,17 @@ impl Replica {
                 }
             }
         }
+        Ok(())
+    }
 
-        // Attachments: stubs have bytes, counts equal stubs, no bytes
-        // without a count (staged marks are cleared by `open`).
-        for (digest, n) in &stub_counts {
-            if !t.attachments.contains_key(digest.as_bytes())? {
+    /// Attachments, 1/3: every stub's bytes are there.
+    fn check_stubs_have_bytes(
+        &self,
+        r: &mut CheckReport,
+        stub_counts: &HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        for (digest, n) in stub_counts {
+            if !self.trees().attachments.contains_key(digest.as_bytes())? {
                 r.violation(
                     "stub_bytes",
                     format!("attachments/{digest}"),
@@ -316,6 +326,41 @@ impl Replica {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Attachments, 3/3: no bytes without a count (staged marks are
+    /// cleared by `open`), and a large attachment's file is whole.
+    fn check_attachment_bytes(&self, r: &mut CheckReport) -> Result<(), StoreError> {
+        let t = self.trees();
+        for item in t.attachments.iter() {
+            let (k, v) = item?;
+            r.attachments += 1;
+            if !t.att_refs.contains_key(&k)? && !t.att_staged.contains_key(&k)? {
+                r.violation(
+                    "att_refs",
+                    format!("attachments/{}", String::from_utf8_lossy(&k)),
+                    "bytes no stored body names",
+                );
+            }
+            // A large attachment's bytes are in a file (`attachment_stream.rs`).
+            if v.is_empty() {
+                let digest = String::from_utf8_lossy(&k).into_owned();
+                if let Err(e) = self.check_chunks(&digest) {
+                    r.violation("stub_bytes", format!("attachment_file/{digest}"), e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attachments, 2/3: the `att_refs` counts equal the stubs, both ways.
+    fn check_att_refs(
+        &self,
+        r: &mut CheckReport,
+        stub_counts: &HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let t = self.trees();
         for item in t.att_refs.iter() {
             let (k, v) = item?;
             let digest = String::from_utf8_lossy(&k).into_owned();
@@ -345,29 +390,19 @@ impl Replica {
                 );
             }
         }
-        for item in t.attachments.iter() {
-            let (k, v) = item?;
-            r.attachments += 1;
-            if !t.att_refs.contains_key(&k)? && !t.att_staged.contains_key(&k)? {
-                r.violation(
-                    "att_refs",
-                    format!("attachments/{}", String::from_utf8_lossy(&k)),
-                    "bytes no stored body names",
-                );
-            }
-            // A large attachment's bytes are in a file (`attachment_stream.rs`).
-            if v.is_empty() {
-                let digest = String::from_utf8_lossy(&k).into_owned();
-                if let Err(e) = self.check_chunks(&digest) {
-                    r.violation("stub_bytes", format!("attachment_file/{digest}"), e);
-                }
-            }
-        }
+        Ok(())
+    }
 
-        // The sequence index against the records.
+    /// The sequence index against the records, and `meta/seq` not behind
+    /// either.
+    fn check_by_seq(
+        &self,
+        r: &mut CheckReport,
+        record_seqs: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
         let mut by_seq_len = 0u64;
         let mut max_seq = 0u64;
-        for item in t.by_seq.iter() {
+        for item in self.trees().by_seq.iter() {
             let (k, v) = item?;
             by_seq_len += 1;
             let key = format!("by_seq/{}", hex(&k));
@@ -376,24 +411,7 @@ impl Replica {
                 continue;
             };
             max_seq = max_seq.max(seq);
-            let Some((id, _)) = keys::split_seq_entry(&v) else {
-                r.violation("by_seq", key, "the entry is damaged");
-                continue;
-            };
-            let id = String::from_utf8_lossy(id);
-            match record_seqs.get(&seq) {
-                Some(owner) if *owner == id => {}
-                Some(owner) => r.violation(
-                    "by_seq",
-                    key,
-                    format!("names {id:?}, but sequence {seq} is {owner:?}'s"),
-                ),
-                None => r.violation(
-                    "by_seq",
-                    key,
-                    format!("names {id:?}, whose record is not at sequence {seq}"),
-                ),
-            }
+            check_seq_entry(r, record_seqs, key, seq, &v);
         }
         if by_seq_len != r.docs {
             r.violation(
@@ -411,8 +429,11 @@ impl Replica {
                 format!("{seq}, behind sequence {}", highest.max(max_seq)),
             );
         }
+        Ok(())
+    }
 
-        // Counters.
+    /// The document counters against the winners.
+    fn check_counters(&self, r: &mut CheckReport, live: u64, deleted: u64) {
         for (name, key, want) in [
             ("doc_count", keys::meta::DOC_COUNT, live),
             ("doc_del_count", keys::meta::DEL_COUNT, deleted),
@@ -427,8 +448,11 @@ impl Replica {
                 Err(e) => r.violation("counters", format!("meta/{name}"), e),
             }
         }
+    }
 
-        // Checkpoints: decodable, and only for a replica bound to a remote.
+    /// Checkpoints: decodable, and only for a replica bound to a remote.
+    fn check_checkpoints(&self, r: &mut CheckReport) -> Result<(), StoreError> {
+        let t = self.trees();
         let bound = t.meta.contains_key(keys::meta::REMOTE)?;
         for item in t.checkpoints.iter() {
             let (k, v) = item?;
@@ -453,9 +477,12 @@ impl Replica {
                 );
             }
         }
+        Ok(())
+    }
 
-        // The retry list: document ids.
-        for item in t.retry.iter() {
+    /// The retry list: document ids.
+    fn check_retry(&self, r: &mut CheckReport) -> Result<(), StoreError> {
+        for item in self.trees().retry.iter() {
             let (k, _) = item?;
             if k.is_empty() || std::str::from_utf8(&k).is_err() {
                 r.violation(
@@ -465,11 +492,147 @@ impl Replica {
                 );
             }
         }
-        match t.meta.get(keys::meta::FORMAT)? {
+        Ok(())
+    }
+
+    /// `meta/format` is this format.
+    fn check_format(&self, r: &mut CheckReport) -> Result<(), StoreError> {
+        match self.trees().meta.get(keys::meta::FORMAT)? {
             Some(v) if decode_u64(keys::meta::FORMAT, &v).ok() == Some(FORMAT_VERSION) => {}
             _ => r.violation("meta", "meta/format".into(), "missing or not this format"),
         }
-        Ok(r)
+        Ok(())
+    }
+}
+
+/// What the pass over the records learns, for the passes over the other
+/// trees to compare with.
+#[derive(Default)]
+struct Tally {
+    /// Body ids some record names.
+    named_bodies: HashSet<u64>,
+    /// Stubs per attachment digest, over every body checked so far.
+    stub_counts: HashMap<String, u64>,
+    /// Each record's sequence and document id.
+    record_seqs: BTreeMap<u64, String>,
+    /// Documents whose winner is live.
+    live: u64,
+    /// Documents whose winner is a tombstone.
+    deleted: u64,
+}
+
+/// A leaf body kept in the record or its `by_seq` entry.
+struct KeptBody<'a> {
+    rev: &'a Rev,
+    /// `None` when the `by_seq` entry lacks it.
+    body: Option<Vec<u8>>,
+}
+
+/// The record's id and the record, or `None` (with its violation).
+fn decode_record<'k>(
+    r: &mut CheckReport,
+    key: &str,
+    k: &'k [u8],
+    v: &[u8],
+) -> Option<(&'k str, DocRecord)> {
+    let Ok(id) = std::str::from_utf8(k) else {
+        r.violation("records", key.to_owned(), "the id is not UTF-8");
+        return None;
+    };
+    match DocRecord::decode(k, v) {
+        Ok(record) => Some((id, record)),
+        Err(e) => {
+            r.violation("records", key.to_owned(), e);
+            None
+        }
+    }
+}
+
+/// Every leaf has a valid path from a root, and no revision appears twice.
+fn check_tree_shape(r: &mut CheckReport, key: &str, record: &DocRecord, leaves: &[Leaf]) {
+    for leaf in leaves {
+        match record.tree.path_to(&leaf.rev) {
+            Some(path) => {
+                if let Err(e) = path.validate() {
+                    r.violation("records", key.to_owned(), format!("{}: {e}", leaf.rev));
+                }
+            }
+            None => r.violation(
+                "records",
+                key.to_owned(),
+                format!("leaf {} has no path", leaf.rev),
+            ),
+        }
+    }
+    let revs: Vec<_> = record.tree.revs().collect();
+    if revs.iter().collect::<HashSet<_>>().len() != revs.len() {
+        r.violation("records", key.to_owned(), "a revision appears twice");
+    }
+}
+
+/// A body kept outside `bodies` is there and readable. Its stubs are
+/// counted here: [`Replica::check_bodies`] counts only those in `bodies`.
+fn check_kept_body(
+    r: &mut CheckReport,
+    stub_counts: &mut HashMap<String, u64>,
+    key: &str,
+    rev: &Rev,
+    body: Option<Vec<u8>>,
+) {
+    let Some(body) = body else {
+        r.violation(
+            "leaf_body",
+            key.to_owned(),
+            format!("the body of {rev} is missing from its sequence entry"),
+        );
+        return;
+    };
+    r.check_body(key, rev, &body);
+    count_stubs(r, stub_counts, key.to_owned(), &body);
+}
+
+/// Adds a body's attachment stubs to `stub_counts`.
+fn count_stubs(
+    r: &mut CheckReport,
+    stub_counts: &mut HashMap<String, u64>,
+    key: String,
+    body: &[u8],
+) {
+    match stub_digests(body) {
+        Ok(digests) => {
+            for d in digests {
+                *stub_counts.entry(d).or_default() += 1;
+            }
+        }
+        Err(e) => r.violation("stub_bytes", key, format!("unreadable stubs: {e}")),
+    }
+}
+
+/// One `by_seq` entry names the document whose record is at its sequence.
+fn check_seq_entry(
+    r: &mut CheckReport,
+    record_seqs: &BTreeMap<u64, String>,
+    key: String,
+    seq: u64,
+    entry: &[u8],
+) {
+    let Some((id, _)) = keys::split_seq_entry(entry) else {
+        r.violation("by_seq", key, "the entry is damaged");
+        return;
+    };
+    let id = String::from_utf8_lossy(id);
+    match record_seqs.get(&seq) {
+        Some(owner) if *owner == id => {}
+        Some(owner) => r.violation(
+            "by_seq",
+            key,
+            format!("names {id:?}, but sequence {seq} is {owner:?}'s"),
+        ),
+        None => r.violation(
+            "by_seq",
+            key,
+            format!("names {id:?}, whose record is not at sequence {seq}"),
+        ),
     }
 }
 

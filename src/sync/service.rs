@@ -18,7 +18,7 @@ use super::{
 use crate::outbox::{Outbox, OutboxHandle};
 use crate::replicate::{now_ms, pull_with_progress};
 use crate::views::Views;
-use crate::{Endpoint, Error, PullConfig, Remote, RemoteError, Replica, Result};
+use crate::{Endpoint, Error, PullConfig, PullResult, Remote, RemoteError, Replica, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;
@@ -455,26 +455,56 @@ impl SyncService {
         mode: Mode,
         started_at_ms: u64,
     ) -> Result<Option<SyncReport>> {
-        let db = entry.db.as_str();
-        let config = &self.inner.config;
-        let (was_ready, remote) = {
-            let mut st = lock(&entry.state);
-            let remote = match &st.remote {
-                Some(r) => r.clone(),
-                None => {
-                    let r = self.remote_for(db)?;
-                    st.remote = Some(r.clone());
-                    r
-                }
-            };
-            (st.status.state == SyncState::Ready, remote)
+        let (was_ready, remote) = self.remote_of(entry)?;
+        if !self.pass_gate(entry, &remote, mode).await? {
+            return Ok(None);
+        }
+        if !was_ready {
+            set_state(entry, SyncState::Syncing);
+        }
+        let just_checking = was_ready && !mode.force && !mode.refresh;
+        let Some(checked) = self.check_remote(entry, &remote, just_checking).await? else {
+            return Ok(None);
         };
+        set_state(entry, SyncState::Syncing);
+        let pulled = self.pull(entry, &remote, checked).await?;
+        let report = pulled.report(&entry.db, started_at_ms)?;
+        let warmed = self.warm(entry, &pulled.target).await?;
+        carry_outgoing(entry, &pulled.target).await?;
+        let (became_live, dead) = self.go_live(entry, &pulled, &remote, warmed)?;
+        if became_live {
+            self.inner
+                .hooks
+                .replica_ready(&entry.db, &pulled.target, &remote);
+        }
+        self.retire(entry, dead).await;
+        Ok(Some(report))
+    }
+
+    /// Whether `entry`'s replica was ready, and its remote (made once).
+    fn remote_of(&self, entry: &Entry) -> Result<(bool, Remote)> {
+        let mut st = lock(&entry.state);
+        let remote = match &st.remote {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.remote_for(&entry.db)?;
+                st.remote = Some(r.clone());
+                r
+            }
+        };
+        Ok((st.status.state == SyncState::Ready, remote))
+    }
+
+    /// Asks the gate, unless forced or it said yes before: `Ok(false)` when
+    /// it says disabled (the state is then `disabled`).
+    async fn pass_gate(&self, entry: &Entry, remote: &Remote, mode: Mode) -> Result<bool> {
         let gate_passed = mode.force || lock(&entry.state).gate_passed;
         if !gate_passed {
+            let config = &self.inner.config;
             set_state(entry, SyncState::CheckingConfig);
-            match gate::check(&remote, &config.gate).await {
+            match gate::check(remote, &config.gate).await {
                 gate::Answer::Enabled => {}
-                gate::Answer::Unreachable(e) if self.has_replica(db) => {
+                gate::Answer::Unreachable(e) if self.has_replica(&entry.db) => {
                     // Offline with a replica on disk: an error, not a
                     // "disabled", so the replica can still be read.
                     self.target(entry).await?;
@@ -488,46 +518,66 @@ impl SyncService {
                         gate::Answer::Disabled(reason) => reason,
                         gate::Answer::Enabled => String::new(),
                     };
-                    tracing::info!(db, %reason, "local sync disabled");
-                    let mut st = lock(&entry.state);
-                    st.status.state = SyncState::Disabled;
-                    st.status.error = Some(reason);
-                    st.disabled_at = Some(Instant::now());
-                    return Ok(None);
+                    disable(entry, reason);
+                    return Ok(false);
                 }
             }
         }
         lock(&entry.state).gate_passed = true;
-        if !was_ready {
-            set_state(entry, SyncState::Syncing);
-        }
+        Ok(true)
+    }
+
+    /// Reads the remote's identity facts, opens the target and judges it
+    /// against them, starting a rebuild if the remote was recreated.
+    /// `Ok(None)` when there is nothing to pull: `just_checking` a ready
+    /// replica that is not stale, or whose check cannot reach the remote.
+    async fn check_remote(
+        &self,
+        entry: &Entry,
+        remote: &Remote,
+        just_checking: bool,
+    ) -> Result<Option<Checked>> {
         let checked = async {
-            let facts = stale::facts(&remote, Some(&config.epoch_doc_id)).await?;
+            let facts = stale::facts(remote, Some(&self.inner.config.epoch_doc_id)).await?;
             let target = self.target(entry).await?;
-            let rebuilt = self.staleness(entry, &target, &remote, &facts).await?;
-            Ok::<_, Error>((facts, target, rebuilt))
+            let rebuilt = self.staleness(entry, &target, remote, &facts).await?;
+            Ok::<_, Error>(Checked {
+                facts,
+                target,
+                rebuilt,
+            })
         }
         .await;
-        let just_checking = was_ready && !mode.force && !mode.refresh;
-        let (facts, mut target, mut rebuilt) = match checked {
+        let mut checked = match checked {
             Ok(checked) => checked,
             // As in the seed, a ready replica whose check cannot reach the
             // remote stays ready: it is the best copy there is.
             Err(e) if just_checking => {
-                tracing::warn!(db, error = %e, "cannot check the remote; the replica stays ready");
+                tracing::warn!(db = entry.db.as_str(), error = %e, "cannot check the remote; the replica stays ready");
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        if rebuilt.is_some() {
+        if checked.rebuilt.is_some() {
             // Old revisions must not reach the recreated database: stop
             // pushing them now; what is queued is carried over at the swap.
             retire_worker(entry);
-            target = self.start_rebuild(entry).await?;
+            checked.target = self.start_rebuild(entry).await?;
         } else if just_checking {
             return Ok(None);
         }
-        set_state(entry, SyncState::Syncing);
+        Ok(Some(checked))
+    }
+
+    /// Pulls into the checked target, within the service's pull
+    /// concurrency. A remote that refuses the replica's past (see
+    /// [`recreation_error`]) turns the sync into a rebuild, once.
+    async fn pull(&self, entry: &Entry, remote: &Remote, checked: Checked) -> Result<Pulled> {
+        let Checked {
+            facts,
+            mut target,
+            mut rebuilt,
+        } = checked;
         let permit = self
             .inner
             .permits
@@ -538,42 +588,44 @@ impl SyncService {
         let pull_config = lock(&entry.state)
             .pull
             .clone()
-            .unwrap_or(config.pull.clone());
-        let pulled = loop {
+            .unwrap_or(self.inner.config.pull.clone());
+        loop {
             if stale::is_empty(&target)? {
                 let identity = serde_json::to_value(Identity::of(&facts)).unwrap_or_default();
                 target.put_local(IDENTITY_DOC, &identity).await?;
             }
             let before = Counts::of(&target)?;
-            let progress_entry = entry;
-            let result = pull_with_progress(&target, &remote, &pull_config, |p| {
-                lock(&progress_entry.state).status.docs_replicated = Some(p.docs_written);
+            let result = pull_with_progress(&target, remote, &pull_config, |p| {
+                lock(&entry.state).status.docs_replicated = Some(p.docs_written);
             })
             .await;
             match result {
-                Ok(result) => break (result, before),
+                Ok(result) => {
+                    drop(permit);
+                    return Ok(Pulled {
+                        result,
+                        before,
+                        target,
+                        rebuilt,
+                    });
+                }
                 Err(e) if rebuilt.is_none() && recreation_error(&e).is_some() => {
-                    tracing::warn!(db, error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
+                    tracing::warn!(db = entry.db.as_str(), error = %e, "the remote refuses the replica's checkpoint or binding; rebuilding");
                     rebuilt = recreation_error(&e);
                     retire_worker(entry);
                     target = self.start_rebuild(entry).await?;
                 }
                 Err(e) => return Err(e),
             }
-        };
-        drop(permit);
-        let (result, before) = pulled;
-        for failure in &result.failures {
-            tracing::warn!(db, id = %failure.id, error = %failure.error, reason = %failure.reason, "document skipped");
         }
-        let mut report = before.report(&target)?;
-        report.skipped = result.doc_write_failures;
-        report.docs_written = result.docs_written;
-        report.rebuilt = rebuilt;
-        report.started_at_ms = started_at_ms;
+    }
 
+    /// Builds and warms the views of `target` (and the app's, through
+    /// [`SyncHooks::warm`]), timed.
+    async fn warm(&self, entry: &Entry, target: &Replica) -> Result<Warmed> {
         set_state(entry, SyncState::WarmingViews);
         let warm_started = Instant::now();
+        let config = &self.inner.config;
         let views = {
             let (replica, defs) = (target.clone(), config.views.clone());
             let design = config.warm_design_docs;
@@ -590,61 +642,70 @@ impl SyncService {
             })
             .await?
         };
-        self.inner.hooks.warm(&target).await?;
-        let warm_ms = warm_started.elapsed().as_millis() as u64;
-        let building = lock(&entry.state).building.is_some();
-        let outgoing = lock(&entry.state).live.clone().filter(|_| building);
-        if let Some(old) = outgoing {
-            // Edits made on the replica being replaced go with the swap.
-            let (from, to) = (old, target.clone());
-            blocking(move || Ok(carry_local_writes(&from, &to)?)).await?;
-        }
+        self.inner.hooks.warm(target).await?;
+        Ok(Warmed {
+            views,
+            ms: warm_started.elapsed().as_millis() as u64,
+        })
+    }
 
-        // From the swap to the new push worker, no `.await`: a sync
-        // stopped at an await point (the schedule's stop, a shutdown) can
-        // then never leave a live replica announced without its worker.
-        let (became_live, dead) = {
-            let mut st = lock(&entry.state);
-            let swapped = if st.building.is_some() {
-                self.inner.root.make_current(db, target.path())?;
-                st.building = None;
-                if let Some(old) = st.live.replace(target.clone()) {
-                    st.retired.push(old);
-                }
-                tracing::info!(db, path = %target.path().display(), "rebuilt replica swapped in");
-                true
-            } else {
-                false
-            };
-            let became_live = swapped || !st.announced;
-            if became_live || st.worker.is_none() {
-                if let Some(push) = &config.push {
-                    let push = push.clone().with_identity_checks(
-                        Some(config.epoch_doc_id.clone()),
-                        config.revs_probe_docs,
-                    );
-                    let worker = Outbox::spawn(target.clone(), remote.clone(), push);
-                    if let Some(old) = st.worker.replace(worker) {
-                        // Every clone of the old handle stops with it.
-                        old.retire();
-                    }
-                }
+    /// Makes the pulled replica the one served: swaps a rebuild in, starts
+    /// its push worker if needed, and marks it ready. Returns whether it
+    /// became live (to be announced) and the retired replicas to delete.
+    ///
+    /// Not `async` on purpose: a sync stopped at an await point (the
+    /// schedule's stop, a shutdown) can then never leave a live replica
+    /// announced without its worker.
+    fn go_live(
+        &self,
+        entry: &Entry,
+        pulled: &Pulled,
+        remote: &Remote,
+        warmed: Warmed,
+    ) -> Result<(bool, Vec<Replica>)> {
+        let target = &pulled.target;
+        let mut st = lock(&entry.state);
+        let swapped = if st.building.is_some() {
+            self.inner.root.make_current(&entry.db, target.path())?;
+            st.building = None;
+            if let Some(old) = st.live.replace(target.clone()) {
+                st.retired.push(old);
             }
-            st.views = Some(views);
-            st.served = true;
-            st.announced = true;
-            st.status.state = SyncState::Ready;
-            st.status.error = None;
-            st.status.docs_replicated = Some(result.docs_written);
-            st.status.sync_time_ms = Some(result.timings.total_ms);
-            st.status.view_warm_time_ms = Some(warm_ms);
-            (became_live, reap(&mut st))
+            tracing::info!(db = entry.db.as_str(), path = %target.path().display(), "rebuilt replica swapped in");
+            true
+        } else {
+            false
         };
-        if became_live {
-            self.inner.hooks.replica_ready(db, &target, &remote);
+        let became_live = swapped || !st.announced;
+        if became_live || st.worker.is_none() {
+            self.spawn_worker(&mut st, target, remote);
         }
-        self.retire(entry, dead).await;
-        Ok(Some(report))
+        st.views = Some(warmed.views);
+        st.served = true;
+        st.announced = true;
+        st.status.state = SyncState::Ready;
+        st.status.error = None;
+        st.status.docs_replicated = Some(pulled.result.docs_written);
+        st.status.sync_time_ms = Some(pulled.result.timings.total_ms);
+        st.status.view_warm_time_ms = Some(warmed.ms);
+        Ok((became_live, reap(&mut st)))
+    }
+
+    /// Starts the push worker of `target` ([`SyncConfig::push`]), retiring
+    /// the one before it.
+    fn spawn_worker(&self, st: &mut DbState, target: &Replica, remote: &Remote) {
+        let config = &self.inner.config;
+        let Some(push) = &config.push else {
+            return;
+        };
+        let push = push
+            .clone()
+            .with_identity_checks(Some(config.epoch_doc_id.clone()), config.revs_probe_docs);
+        let worker = Outbox::spawn(target.clone(), remote.clone(), push);
+        if let Some(old) = st.worker.replace(worker) {
+            // Every clone of the old handle stops with it.
+            old.retire();
+        }
     }
 
     /// The replica a sync pulls into: the rebuild in progress if there is
@@ -808,6 +869,43 @@ impl SyncService {
     }
 }
 
+/// What [`SyncService::check_remote`] found: the sync pulls into `target`.
+struct Checked {
+    facts: RemoteFacts,
+    target: Replica,
+    /// Why `target` is a rebuild, if it is.
+    rebuilt: Option<RebuildReason>,
+}
+
+/// A completed pull, and what it is compared with for the report.
+struct Pulled {
+    result: PullResult,
+    before: Counts,
+    target: Replica,
+    rebuilt: Option<RebuildReason>,
+}
+
+impl Pulled {
+    /// The sync's report (its duration is added when the task ends).
+    fn report(&self, db: &str, started_at_ms: u64) -> Result<SyncReport> {
+        for failure in &self.result.failures {
+            tracing::warn!(db, id = %failure.id, error = %failure.error, reason = %failure.reason, "document skipped");
+        }
+        let mut report = self.before.report(&self.target)?;
+        report.skipped = self.result.doc_write_failures;
+        report.docs_written = self.result.docs_written;
+        report.rebuilt = self.rebuilt.clone();
+        report.started_at_ms = started_at_ms;
+        Ok(report)
+    }
+}
+
+/// The warmed views of a pulled replica, and the time it took.
+struct Warmed {
+    views: Views,
+    ms: u64,
+}
+
 /// Live and deleted counts and the update sequence before a pull, to
 /// classify what it changed.
 struct Counts {
@@ -874,6 +972,27 @@ fn retire_worker(entry: &Entry) {
     if let Some(worker) = lock(&entry.state).worker.take() {
         worker.retire();
     }
+}
+
+/// Records the gate's "disabled" and why.
+fn disable(entry: &Entry, reason: String) {
+    tracing::info!(db = entry.db.as_str(), %reason, "local sync disabled");
+    let mut st = lock(&entry.state);
+    st.status.state = SyncState::Disabled;
+    st.status.error = Some(reason);
+    st.disabled_at = Some(Instant::now());
+}
+
+/// Carries the edits made on the live replica a rebuild replaces over to
+/// the rebuild, before the swap.
+async fn carry_outgoing(entry: &Entry, target: &Replica) -> Result<()> {
+    let building = lock(&entry.state).building.is_some();
+    let outgoing = lock(&entry.state).live.clone().filter(|_| building);
+    if let Some(old) = outgoing {
+        let (from, to) = (old, target.clone());
+        blocking(move || Ok(carry_local_writes(&from, &to)?)).await?;
+    }
+    Ok(())
 }
 
 fn set_state(entry: &Entry, state: SyncState) {

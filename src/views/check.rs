@@ -22,7 +22,7 @@ use super::block::Scan;
 use super::error::ViewError;
 use super::index::{self, KeyCache};
 use super::view::{RawDocument, View};
-use crate::store::{Replica, StoreError};
+use crate::store::{RawDocumentChange, Replica, StoreError};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
@@ -135,19 +135,9 @@ fn check_view(
     update_seq: u64,
     report: &mut ViewCheckReport,
 ) -> Result<(), ViewError> {
-    let state = match index::read_state(tree, name) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(()),
-        Err(detail) => {
-            report.violation("view_state", name, "", detail);
-            return Ok(());
-        }
-    };
-    // An index of another layout is not read, and is rebuilt on its next
-    // update: nothing to check.
-    if state.layout != index::LAYOUT {
+    let Some(state) = checkable_state(tree, name, report) else {
         return Ok(());
-    }
+    };
     let mut summary = ViewCheck {
         name: name.to_owned(),
         mapped: view.is_some_and(|v| v.version() == state.version),
@@ -165,18 +155,68 @@ fn check_view(
             ),
         );
     }
+    let back = read_back_index(tree, name, report)?;
+    let rows = check_rows(tree, name, back.owner, &mut summary, report)?;
+    if summary.rows != state.rows {
+        report.violation(
+            "view_count",
+            name,
+            "",
+            format!(
+                "the state counts {} rows, the index holds {}",
+                state.rows, summary.rows
+            ),
+        );
+    }
+    check_documents(replica, view, back.listed, &rows, &mut summary, report)?;
+    report.views.push(summary);
+    Ok(())
+}
 
-    // Back-index: document id → the row keys it lists.
-    let mut listed: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    let mut owner: HashMap<Vec<u8>, String> = HashMap::new();
-    let back = Scan::new(
+/// The view's state, when there is one to check against: `None` when there
+/// is none, it does not decode (a violation), or it is of another layout
+/// (not read, and rebuilt on its next update: nothing to check).
+fn checkable_state(
+    tree: &sled::Tree,
+    name: &str,
+    report: &mut ViewCheckReport,
+) -> Option<index::StoredState> {
+    match index::read_state(tree, name) {
+        Ok(Some(state)) if state.layout == index::LAYOUT => Some(state),
+        Ok(_) => None,
+        Err(detail) => {
+            report.violation("view_state", name, "", detail);
+            None
+        }
+    }
+}
+
+/// A view's back-index as read.
+struct BackIndex {
+    /// Document id → the row keys it lists.
+    listed: HashMap<String, Vec<Vec<u8>>>,
+    /// Row key → the document listing it.
+    owner: HashMap<Vec<u8>, String>,
+}
+
+/// Reads the back-index; each entry decodes and lists rows no other lists.
+fn read_back_index(
+    tree: &sled::Tree,
+    name: &str,
+    report: &mut ViewCheckReport,
+) -> Result<BackIndex, ViewError> {
+    let mut back = BackIndex {
+        listed: HashMap::new(),
+        owner: HashMap::new(),
+    };
+    let entries = Scan::new(
         tree,
         index::back_prefix(name),
         Bound::Unbounded,
         Bound::Unbounded,
         false,
     )?;
-    for entry in back {
+    for entry in entries {
         let (id, value) = match entry {
             Ok(e) => e,
             Err(ViewError::Corrupt { detail, .. }) => {
@@ -191,14 +231,24 @@ fn check_view(
             continue;
         };
         for s in &suffixes {
-            if owner.insert(s.clone(), id.clone()).is_some() {
+            if back.owner.insert(s.clone(), id.clone()).is_some() {
                 report.violation("view_back", name, &id, "a row listed twice".into());
             }
         }
-        listed.insert(id, suffixes);
+        back.listed.insert(id, suffixes);
     }
+    Ok(back)
+}
 
-    // Rows: each decodes and is listed by its own document.
+/// Rows: each decodes and is listed by its own document, and every row the
+/// back-index lists (`owner`) exists. Returns the rows by key.
+fn check_rows(
+    tree: &sled::Tree,
+    name: &str,
+    mut owner: HashMap<Vec<u8>, String>,
+    summary: &mut ViewCheck,
+    report: &mut ViewCheckReport,
+) -> Result<HashMap<Vec<u8>, sled::IVec>, ViewError> {
     let mut rows: HashMap<Vec<u8>, sled::IVec> = HashMap::with_capacity(owner.len());
     let scan = Scan::new(
         tree,
@@ -246,25 +296,25 @@ fn check_view(
             "the back-index lists a row that is missing".into(),
         );
     }
-    if summary.rows != state.rows {
-        report.violation(
-            "view_count",
-            name,
-            "",
-            format!(
-                "the state counts {} rows, the index holds {}",
-                state.rows, summary.rows
-            ),
-        );
-    }
+    Ok(rows)
+}
 
-    // Documents: rows only of live documents, and what the map emits.
+/// Documents: rows only of live documents, and (for a mapped view) what the
+/// map emits. `listed` is the back-index, each document's row keys.
+fn check_documents(
+    replica: &Replica,
+    view: Option<&View>,
+    mut listed: HashMap<String, Vec<Vec<u8>>>,
+    rows: &HashMap<Vec<u8>, sled::IVec>,
+    summary: &mut ViewCheck,
+    report: &mut ViewCheckReport,
+) -> Result<(), ViewError> {
+    let name = summary.name.as_str();
     let mut keys = KeyCache::with_capacity(0);
     for change in replica.changes(0).with_raw_bodies() {
-        let change = change?;
-        let doc = &change;
+        let doc = change?;
         let has = listed.remove(&doc.id);
-        if change.seq > state.seq {
+        if doc.seq > summary.seq {
             summary.docs_behind += 1;
             continue;
         }
@@ -285,42 +335,9 @@ fn check_view(
         let Some(view) = view.filter(|v| summary.mapped && v.map_is_checkable()) else {
             continue;
         };
-        let raw = RawDocument::new(&doc.id, &doc.rev, &doc.body)
-            .with_conflicts(&doc.conflicts, &doc.deleted_conflicts);
-        let parsed = if view.needs_parsed() {
-            Some(
-                raw.to_document()
-                    .map_err(|e| StoreError::corrupt("revision body", doc.id.as_bytes(), e))?,
-            )
-        } else {
-            None
-        };
-        let mapped = match view.map_parsed_or_raw(&raw, parsed.as_ref()) {
-            Ok(rows) => rows,
-            Err(failure) => {
-                let reason = format!("{}: {}", failure.error, failure.reason);
-                report.violation("view_map", name, &doc.id, reason);
-                continue;
-            }
-        };
-        let want = index::encode_mapped(&doc.id, &mapped, &mut keys);
         let have = has.unwrap_or_default();
-        let same = want.len() == have.len()
-            && want.iter().zip(&have).all(|((k, _, v), listed)| {
-                k == listed && rows.get(k).is_some_and(|stored| stored[..] == v[..])
-            });
-        if !same {
-            report.violation(
-                "view_map",
-                name,
-                &doc.id,
-                format!(
-                    "{} rows stored, the map emits {} for {} (or with other keys or values)",
-                    have.len(),
-                    want.len(),
-                    doc.rev
-                ),
-            );
+        if let Some(reason) = map_mismatch(view, &doc, &have, rows, &mut keys)? {
+            report.violation("view_map", name, &doc.id, reason);
         }
     }
     for id in listed.into_keys() {
@@ -331,6 +348,44 @@ fn check_view(
             "rows of a document the replica does not have".into(),
         );
     }
-    report.views.push(summary);
     Ok(())
+}
+
+/// Why the rows stored for `doc` (`have`, its listed row keys) are not what
+/// `view` emits for its current winner, if they are not.
+fn map_mismatch(
+    view: &View,
+    doc: &RawDocumentChange,
+    have: &[Vec<u8>],
+    rows: &HashMap<Vec<u8>, sled::IVec>,
+    keys: &mut KeyCache,
+) -> Result<Option<String>, ViewError> {
+    let raw = RawDocument::new(&doc.id, &doc.rev, &doc.body)
+        .with_conflicts(&doc.conflicts, &doc.deleted_conflicts);
+    let parsed = if view.needs_parsed() {
+        Some(
+            raw.to_document()
+                .map_err(|e| StoreError::corrupt("revision body", doc.id.as_bytes(), e))?,
+        )
+    } else {
+        None
+    };
+    let mapped = match view.map_parsed_or_raw(&raw, parsed.as_ref()) {
+        Ok(rows) => rows,
+        Err(failure) => return Ok(Some(format!("{}: {}", failure.error, failure.reason))),
+    };
+    let want = index::encode_mapped(&doc.id, &mapped, keys);
+    let same = want.len() == have.len()
+        && want.iter().zip(have).all(|((k, _, v), listed)| {
+            k == listed && rows.get(k).is_some_and(|stored| stored[..] == v[..])
+        });
+    if same {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} rows stored, the map emits {} for {} (or with other keys or values)",
+        have.len(),
+        want.len(),
+        doc.rev
+    )))
 }
