@@ -210,7 +210,7 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
     let run = {
         let (replica, remote, committed) = (replica.clone(), remote.clone(), committed.clone());
         tokio::spawn(async move {
-            settee::replicate::pull_with_progress(
+            settee::pull(
                 &replica,
                 &remote,
                 &settee::PullConfig::builder()
@@ -218,8 +218,8 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
                     .batches_limit(1)
                     .build()
                     .unwrap(),
-                |p| committed.store(p.batches, Ordering::SeqCst),
             )
+            .on_progress(|p| committed.store(p.batches, Ordering::SeqCst))
             .await
         })
     };

@@ -171,7 +171,7 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
         let gate = gate.clone();
         async move { gate.wait_held(1).await }
     };
-    let result = settee::replicate::pull_until(
+    let result = settee::pull(
         &replica,
         &remote,
         &PullConfig::builder()
@@ -179,9 +179,9 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
             .batches_limit(3)
             .build()
             .unwrap(),
-        |_| {},
-        stop,
     )
+    .on_progress(|_| {})
+    .until(stop)
     .await
     .unwrap();
     assert!(result.interrupted);

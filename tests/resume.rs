@@ -23,7 +23,7 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
         tokio::spawn(async move {
-            settee::replicate::pull_with_progress(
+            settee::pull(
                 &replica,
                 &remote,
                 &PullConfig::builder()
@@ -31,10 +31,10 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
                     .batches_limit(2)
                     .build()
                     .unwrap(),
-                move |p| {
-                    let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
-                },
             )
+            .on_progress(move |p| {
+                let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
+            })
             .await
         })
     };

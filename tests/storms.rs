@@ -58,13 +58,14 @@ async fn a_pull_in_retry_mode_completes_through_storms_of_every_fault() {
             .expect("config");
         proxy.clear_requests();
         let mut paused = 0;
-        let result = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
-            if matches!(p.state, PullState::Paused { .. }) {
-                paused += 1;
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("seed {seed}: the pull failed: {e}"));
+        let result = settee::pull(&replica, &remote, &config)
+            .on_progress(|p| {
+                if matches!(p.state, PullState::Paused { .. }) {
+                    paused += 1;
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: the pull failed: {e}"));
         let fired = proxy.storm_fired();
         proxy.set_storm(None);
         requests += proxy.requests().len();
@@ -119,7 +120,7 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
 
     proxy.set_rules(vec![Rule::corrupt_body("_changes").times(3)]);
     let mut states = Vec::new();
-    let result = settee::replicate::pull_with_progress(
+    let result = settee::pull(
         &replica,
         &remote,
         &PullConfig::builder()
@@ -128,8 +129,8 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
             .retry_mode(quick_retry_mode())
             .build()
             .expect("config"),
-        |p| states.push(p.state.clone()),
     )
+    .on_progress(|p| states.push(p.state.clone()))
     .await
     .expect("retry mode gets through");
     let paused = states
@@ -164,13 +165,14 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
         .build()
         .expect("config");
     let mut paused = Vec::new();
-    let err = settee::replicate::pull_with_progress(&replica, &remote, &config, |p| {
-        if let PullState::Paused { attempt, .. } = &p.state {
-            paused.push(*attempt);
-        }
-    })
-    .await
-    .expect_err("the outage outlasts the retry mode's attempts");
+    let err = settee::pull(&replica, &remote, &config)
+        .on_progress(|p| {
+            if let PullState::Paused { attempt, .. } = &p.state {
+                paused.push(*attempt);
+            }
+        })
+        .await
+        .expect_err("the outage outlasts the retry mode's attempts");
     assert_eq!(paused, vec![1, 2]);
     assert!(err.to_string().contains("503"), "{err}");
     let kept = replica.docs(..).count();
@@ -218,21 +220,17 @@ async fn shutdown_ends_a_paused_pull() {
     let stop = async move {
         let _ = rx.await;
     };
-    let err = settee::replicate::pull_until(
-        &replica,
-        &remote,
-        &config,
-        |p| {
+    let err = settee::pull(&replica, &remote, &config)
+        .on_progress(|p| {
             if matches!(p.state, PullState::Paused { .. }) {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(());
                 }
             }
-        },
-        stop,
-    )
-    .await
-    .expect_err("stopped while paused after a failure");
+        })
+        .until(stop)
+        .await
+        .expect_err("stopped while paused after a failure");
     assert!(err.to_string().contains("503"), "{err}");
 }
 

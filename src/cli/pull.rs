@@ -1,4 +1,4 @@
-//! `settee pull`: a progress bar and a summary around [`crate::pull_with_progress`].
+//! `settee pull`: a progress bar and a summary around [`crate::pull`] with its progress option.
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::PullArgs;
@@ -47,11 +47,8 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
             std::future::pending::<()>().await;
         }
     };
-    let result = crate::replicate::pull_until(
-        &replica,
-        &remote,
-        &config,
-        |p| {
+    let result = crate::pull(&replica, &remote, &config)
+        .on_progress(|p| {
             bar.set_length(p.remote_doc_count.max(p.docs_written));
             bar.set_position(p.docs_written);
             match &p.state {
@@ -72,10 +69,9 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
                 }
                 _ => bar.set_message(format!("pulling {}", remote.endpoint())),
             }
-        },
-        ctrl_c,
-    )
-    .await;
+        })
+        .until(ctrl_c)
+        .await;
     let result = match result {
         Ok(r) if r.interrupted => {
             bar.abandon_with_message("interrupted");

@@ -12,7 +12,7 @@
 //! commits batches strictly in feed order, each with the checkpoint of its
 //! page's `last_seq`.
 //!
-//! Stopping: [`pull_until`] takes a shutdown future. When it completes the
+//! Stopping: [`Pull::until`] takes a shutdown future. When it completes the
 //! pull stops at the next batch boundary (never inside a commit), aborts
 //! the producer and the fetches, waits until none of their blocking tasks
 //! still holds the replica, and returns what it committed with
@@ -216,39 +216,129 @@ impl<T> Drop for AbortOnDrop<T> {
 
 type FetchTask = AbortOnDrop<Result<(batch::FetchedBatch, tokio::sync::OwnedSemaphorePermit)>>;
 
-/// Pulls everything the remote has that the replica lacks.
+/// Pulls everything the remote has that the replica lacks: the one entry
+/// point of a pull. Await it as it is, or first add options:
+/// [`Pull::on_progress`] (called after every committed batch) and
+/// [`Pull::until`] (a stop signal: the pull ends at the next batch
+/// boundary with [`PullResult::interrupted`] set).
 ///
 /// Resumes from the replica's checkpoint for this remote. Returns when the
-/// changes feed is exhausted. See [`pull_with_progress`].
-pub async fn pull(replica: &Replica, remote: &Remote, config: &PullConfig) -> Result<PullResult> {
-    pull_with_progress(replica, remote, config, |_| {}).await
-}
-
-/// [`pull_with_progress`] until `shutdown` completes (Ctrl-C, an app going
-/// to the background): then the pull stops at the next batch boundary and
-/// returns its result with [`PullResult::interrupted`] set.
-///
-/// When it returns (either way) no task of the pull runs any more and none
-/// holds a clone of the replica, so the replica can be closed and reopened
-/// at once.
+/// changes feed is exhausted (or, in retry mode, when the pull completes
+/// or its attempts run out). When it returns, either way, no task of the
+/// pull runs any more and none holds a clone of the replica, so the
+/// replica can be closed and reopened at once.
 ///
 /// # Durability
-/// As [`pull_with_progress`]: every batch committed before the stop is
-/// durable with its checkpoint; the next pull resumes after it.
+/// Each batch and its checkpoint are one atomic, flushed commit. If the
+/// pull fails, is stopped or its future is dropped, the batches committed
+/// so far stay and the next pull resumes after the last of them.
 ///
 /// # Errors
-/// As [`pull_with_progress`].
+/// Before any batch: [`Error::InvalidSetting`] for a config out of range;
+/// [`Error::Remote`] for a bad URL, refused connection, 401/403/404, a
+/// server that is not CouchDB or an invalid answer (the replica is left as
+/// it was); [`Error::WrongRemote`] if the replica mirrors another database.
+/// During the pull: the first remote or store error that retries could not
+/// overcome. Per-document problems are not errors: they are counted in
+/// [`PullResult::doc_write_failures`].
 ///
 /// ```no_run
 /// # async fn demo(replica: settee::Replica, remote: settee::Remote) -> settee::Result<()> {
+/// use settee::{pull, PullConfig};
+///
+/// let config = PullConfig::default();
+/// let result = pull(&replica, &remote, &config).await?;
+///
 /// let stop = async { let _ = tokio::signal::ctrl_c().await; };
-/// let result = settee::replicate::pull_until(&replica, &remote, &Default::default(), |_| {}, stop).await?;
+/// let result = pull(&replica, &remote, &config)
+///     .on_progress(|p| println!("{} documents", p.docs_written))
+///     .until(stop)
+///     .await?;
 /// if result.interrupted {
 ///     println!("stopped at {}; run again to resume", result.last_seq);
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn pull_until(
+pub fn pull<'a>(replica: &'a Replica, remote: &'a Remote, config: &'a PullConfig) -> Pull<'a> {
+    Pull {
+        replica,
+        remote,
+        config,
+        on_progress: no_progress,
+        shutdown: std::future::pending(),
+    }
+}
+
+/// A pull with its options; from [`pull`]. Await it to run it.
+#[must_use = "a pull does nothing until it is awaited"]
+pub struct Pull<'a, P = fn(&PullProgress), S = std::future::Pending<()>> {
+    replica: &'a Replica,
+    remote: &'a Remote,
+    config: &'a PullConfig,
+    on_progress: P,
+    shutdown: S,
+}
+
+impl<P, S> std::fmt::Debug for Pull<'_, P, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pull")
+            .field("replica", &self.replica)
+            .field("remote", &self.remote.endpoint().to_string())
+            .field("config", self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn no_progress(_: &PullProgress) {}
+
+impl<'a, P, S> Pull<'a, P, S> {
+    /// Calls `on_progress` after every committed batch (and, in retry mode,
+    /// on each pause and resumption).
+    pub fn on_progress<Q: FnMut(&PullProgress) + Send>(self, on_progress: Q) -> Pull<'a, Q, S> {
+        Pull {
+            replica: self.replica,
+            remote: self.remote,
+            config: self.config,
+            on_progress,
+            shutdown: self.shutdown,
+        }
+    }
+
+    /// Stops the pull when `shutdown` completes (Ctrl-C, an app going to
+    /// the background): at the next batch boundary, with
+    /// [`PullResult::interrupted`] set; every batch committed before is
+    /// durable with its checkpoint.
+    pub fn until<T: std::future::Future<Output = ()> + Send>(self, shutdown: T) -> Pull<'a, P, T> {
+        Pull {
+            replica: self.replica,
+            remote: self.remote,
+            config: self.config,
+            on_progress: self.on_progress,
+            shutdown,
+        }
+    }
+}
+
+impl<'a, P, S> std::future::IntoFuture for Pull<'a, P, S>
+where
+    P: FnMut(&PullProgress) + Send + 'a,
+    S: std::future::Future<Output = ()> + Send + 'a,
+{
+    type Output = Result<PullResult>;
+    type IntoFuture = futures::future::BoxFuture<'a, Result<PullResult>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(run_pull(
+            self.replica,
+            self.remote,
+            self.config,
+            self.on_progress,
+            self.shutdown,
+        ))
+    }
+}
+
+async fn run_pull(
     replica: &Replica,
     remote: &Remote,
     config: &PullConfig,
@@ -481,29 +571,6 @@ impl<F: std::future::Future<Output = ()>> Stop<F> {
     }
 }
 
-/// [`pull`], calling `on_progress` after every committed batch.
-///
-/// # Durability
-/// Each batch and its checkpoint are one atomic, flushed commit. If the
-/// pull fails or its future is dropped, the batches committed so far stay
-/// and the next pull resumes after the last of them.
-///
-/// # Errors
-/// Before any batch: [`Error::Remote`] for a bad URL, refused connection,
-/// 401/403/404, a server that is not CouchDB or an invalid answer (the
-/// replica is left as it was); [`Error::WrongRemote`] if the replica mirrors
-/// another database. During the pull: the first remote or store error that
-/// retries could not overcome. Per-document problems are not errors: they
-/// are counted in [`PullResult::doc_write_failures`].
-pub async fn pull_with_progress(
-    replica: &Replica,
-    remote: &Remote,
-    config: &PullConfig,
-    on_progress: impl FnMut(&PullProgress) + Send,
-) -> Result<PullResult> {
-    pull_until(replica, remote, config, on_progress, std::future::pending()).await
-}
-
 /// One attempt: binds (or verifies) the remote, fetches again what earlier
 /// pulls could not store, then pipelines the feed (see the module doc)
 /// until it ends or `stop` completes, and finishes with the sweep.
@@ -524,7 +591,7 @@ async fn run<F: std::future::Future<Output = ()>>(
         .await?;
     drop(producer);
     if stop.requested() {
-        // The tasks still queued are aborted as `rx` drops; `pull_until`
+        // The tasks still queued are aborted as `rx` drops; `run_pull`
         // waits for their blocking work. The sweep is left to the next pull.
         drop(rx);
         return Ok(pass.interrupted());

@@ -16,7 +16,7 @@ use super::{
     SyncState, SyncStatus,
 };
 use crate::outbox::{Outbox, OutboxHandle};
-use crate::replicate::{now_ms, pull_with_progress};
+use crate::replicate::{now_ms, pull};
 use crate::views::Views;
 use crate::{Endpoint, Error, PullConfig, PullResult, Remote, RemoteError, Replica, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -595,10 +595,11 @@ impl SyncService {
                 target.put_local(IDENTITY_DOC, &identity).await?;
             }
             let before = Counts::of(&target)?;
-            let result = pull_with_progress(&target, remote, &pull_config, |p| {
-                lock(&entry.state).status.docs_replicated = Some(p.docs_written);
-            })
-            .await;
+            let result = pull(&target, remote, &pull_config)
+                .on_progress(|p| {
+                    lock(&entry.state).status.docs_replicated = Some(p.docs_written);
+                })
+                .await;
             match result {
                 Ok(result) => {
                     drop(permit);
