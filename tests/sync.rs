@@ -6,8 +6,8 @@ use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
 use serde_json::{json, Value};
 use settee::sync::{
-    FailurePolicy, RebuildReason, ScheduleConfig, SyncConfig, SyncHooks, SyncRoot, SyncService,
-    SyncState,
+    FailurePolicy, RebuildReason, Refresh, ScheduleConfig, SyncConfig, SyncHooks, SyncRoot,
+    SyncService, SyncState,
 };
 use settee::{PullConfig, Remote, RemoteConfig, Replica, RetryPolicy};
 use std::time::{Duration, Instant};
@@ -75,14 +75,14 @@ async fn recreated_database_with_new_epoch_is_rebuilt_and_swapped() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(&server().base, dir.path(), small_batches());
 
-    let first = service.ensure_synced(&db.name, false).await;
+    let first = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(first.state, SyncState::Ready, "{first:?}");
     let old = service.local(&db.name).unwrap();
     let old_dump = replica_dump(&old);
     assert_same_dump(&old_dump, &db.server_dump().await);
 
     // Nothing changed: ready stays ready without a rebuild.
-    let again = service.ensure_synced(&db.name, false).await;
+    let again = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(again.state, SyncState::Ready);
     assert!(again.last.unwrap().rebuilt.is_none());
 
@@ -90,7 +90,7 @@ async fn recreated_database_with_new_epoch_is_rebuilt_and_swapped() {
     db.seed(&["--cards", "40", "--seed", "2", "--epoch", "222"]);
     db.bulk_docs(fixed_rev_docs("new"), false).await;
 
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_eq!(
         status.last.as_ref().unwrap().rebuilt,
@@ -106,7 +106,7 @@ async fn recreated_database_with_new_epoch_is_rebuilt_and_swapped() {
     assert_eq!(old.get("fixed-0").unwrap().unwrap().body["version"], "old");
     let old_path = old.path().to_path_buf();
     drop(old);
-    service.ensure_synced(&db.name, false).await;
+    service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert!(
         !old_path.exists(),
         "the retired replica is deleted once nobody holds it"
@@ -166,7 +166,10 @@ async fn recreation_without_epoch_is_caught_by_the_servers_signals() {
             let dir = tempfile::tempdir().unwrap();
             let service = service(&server().base, dir.path(), small_batches());
             assert_eq!(
-                service.ensure_synced(&db.name, false).await.state,
+                service
+                    .ensure_synced(&db.name, Refresh::IfNeeded)
+                    .await
+                    .state,
                 SyncState::Ready
             );
             let created = db.get_json("").await["instance_start_time"].clone();
@@ -177,7 +180,7 @@ async fn recreation_without_epoch_is_caught_by_the_servers_signals() {
             recreate(&db).await;
             db.bulk_docs(cards("new", n_after), true).await;
             let recreated = db.get_json("").await["instance_start_time"].clone();
-            let status = service.ensure_synced(&db.name, false).await;
+            let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
             assert_eq!(status.state, SyncState::Ready, "{status:?}");
             let rebuilt = status.last.unwrap().rebuilt;
             let case = format!("{n_after} documents after, waited: {wait}, instance_start_time {created} then {recreated}");
@@ -223,7 +226,10 @@ async fn concurrent_calls_for_one_database_make_one_replication() {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference = service(&proxy.url(), reference_dir.path(), small_batches());
     assert_eq!(
-        reference.ensure_synced(&db.name, false).await.state,
+        reference
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     let one_sync = proxy.count("/_changes");
@@ -235,7 +241,7 @@ async fn concurrent_calls_for_one_database_make_one_replication() {
 
     let dir = tempfile::tempdir().unwrap();
     let service = service(&proxy.url(), dir.path(), small_batches());
-    let calls = (0..100).map(|_| service.ensure_synced(&db.name, false));
+    let calls = (0..100).map(|_| service.ensure_synced(&db.name, Refresh::IfNeeded));
     let statuses = futures::future::join_all(calls).await;
     assert!(statuses.iter().all(|s| s.state == SyncState::Ready));
     assert_eq!(
@@ -276,8 +282,8 @@ async fn different_databases_sync_independently() {
             .unwrap(),
     );
     let (sa, sb) = tokio::join!(
-        service.ensure_synced(&a.name, false),
-        service.ensure_synced(&b.name, false)
+        service.ensure_synced(&a.name, Refresh::IfNeeded),
+        service.ensure_synced(&b.name, Refresh::IfNeeded)
     );
     assert_eq!(sa.state, SyncState::Error);
     assert_eq!(sb.state, SyncState::Ready);
@@ -314,10 +320,12 @@ async fn gate_disabled_missing_and_forced() {
         small_batches().with_recheck_disabled_after(Duration::from_secs(3600)),
     );
 
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Disabled);
     assert!(status.error.unwrap().contains("not true"));
-    let status = service.ensure_synced(&missing.name, false).await;
+    let status = service
+        .ensure_synced(&missing.name, Refresh::IfNeeded)
+        .await;
     assert_eq!(status.state, SyncState::Disabled);
     assert!(status.error.unwrap().contains("no CourseConfig"));
     assert_eq!(proxy.count("/_changes"), 0, "nothing pulled");
@@ -336,13 +344,16 @@ async fn gate_disabled_missing_and_forced() {
     .await;
     proxy.clear_requests();
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Disabled
     );
     assert_eq!(proxy.count(""), 0, "no request before the interval");
 
     // ...and force skips the gate.
-    let status = service.ensure_synced(&missing.name, true).await;
+    let status = service.ensure_synced(&missing.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_replica_equals_server(&service, &missing).await;
 }
@@ -358,12 +369,18 @@ async fn disabled_database_is_checked_again_after_the_interval() {
         small_batches().with_recheck_disabled_after(Duration::ZERO),
     );
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Disabled
     );
     db.bulk_docs(vec![enabled_config()], true).await;
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     assert_replica_equals_server(&service, &db).await;
@@ -392,7 +409,7 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
             )
             .with_remote(quick_failures()),
     );
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Error, "{status:?}");
     let reason = status.error.unwrap();
     assert!(
@@ -408,7 +425,7 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
 
     proxy.clear_rules();
     proxy.clear_requests();
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert!(
         status.last.unwrap().rebuilt.is_none(),
@@ -452,7 +469,10 @@ async fn destroy_on_failure_leaves_no_partial_replica() {
             .with_failure_policy(FailurePolicy::Destroy),
     );
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Error
     );
     let root = SyncRoot::new(dir.path());
@@ -471,7 +491,10 @@ async fn destroy_on_failure_leaves_no_partial_replica() {
     );
     proxy.clear_rules();
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     assert_replica_equals_server(&service, &db).await;
@@ -486,7 +509,10 @@ async fn schedule_reports_runs_and_stops_promptly() {
     let service = service(&proxy.url(), dir.path(), small_batches());
     for db in [&a, &b] {
         assert_eq!(
-            service.ensure_synced(&db.name, false).await.state,
+            service
+                .ensure_synced(&db.name, Refresh::IfNeeded)
+                .await
+                .state,
             SyncState::Ready
         );
     }
@@ -559,7 +585,10 @@ async fn schedule_reports_runs_and_stops_promptly() {
     // The replica is intact and a later sync finishes the work.
     proxy.clear_rules();
     assert_eq!(
-        service.ensure_synced(&b.name, false).await.state,
+        service
+            .ensure_synced(&b.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     assert_replica_equals_server(&service, &b).await;
@@ -623,7 +652,10 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
         small_batches().with_remote(quick_failures()),
     );
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     let before = service.local(&db.name).unwrap();
@@ -631,7 +663,7 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
     // A refresh that cannot reach the server fails, but the ready replica
     // stays readable (offline first).
     proxy.set_rules(vec![Rule::drop_connection("")]);
-    let status = service.ensure_synced(&db.name, true).await;
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Error);
     assert_eq!(service.local(&db.name).unwrap().path(), before.path());
 
@@ -651,7 +683,7 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
         400,
         r#"{"error":"bad_request","reason":"Malformed sequence supplied in 'since' parameter."}"#,
     )]);
-    let status = service.ensure_synced(&db.name, true).await;
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_eq!(
         status.last.unwrap().rebuilt,
@@ -692,7 +724,7 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
             31,
             "every row from the start: {feed}"
         );
-        let status = service.ensure_synced(&db.name, true).await;
+        let status = service.ensure_synced(&db.name, Refresh::Force).await;
         assert_eq!(status.state, SyncState::Ready, "{status:?}");
         let rebuilt = status.last.unwrap().rebuilt;
         assert!(
@@ -716,14 +748,14 @@ async fn offline_the_replica_stays_readable() {
         small_batches().with_remote(quick_failures()),
     );
     assert_eq!(
-        first.ensure_synced(&db.name, false).await.state,
+        first.ensure_synced(&db.name, Refresh::IfNeeded).await.state,
         SyncState::Ready
     );
     let want = replica_dump(&first.local(&db.name).unwrap());
 
     proxy.set_rules(vec![Rule::drop_connection("")]);
     // The ready check cannot reach the server: still ready (the seed's rule).
-    let status = first.ensure_synced(&db.name, false).await;
+    let status = first.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     drop(first);
 
@@ -734,7 +766,7 @@ async fn offline_the_replica_stays_readable() {
         dir.path(),
         small_batches().with_remote(quick_failures()),
     );
-    let status = second.ensure_synced(&db.name, false).await;
+    let status = second.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Error, "{status:?}");
     assert!(status.error.unwrap().contains("CourseConfig"));
     let replica = second.local(&db.name).expect("readable offline");
@@ -742,7 +774,10 @@ async fn offline_the_replica_stays_readable() {
 
     proxy.clear_rules();
     assert_eq!(
-        second.ensure_synced(&db.name, false).await.state,
+        second
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
 }
@@ -792,7 +827,7 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
     let service =
         SyncService::open_with_hooks(&s.authed_base(), dir.path(), small_batches(), hooks.clone())
             .unwrap();
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready);
     assert!(
         status.view_warm_time_ms.unwrap() >= 30,
@@ -806,13 +841,13 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
     );
 
     // A ready check pulls nothing and warms nothing.
-    service.ensure_synced(&db.name, false).await;
+    service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(hooks.warmed.lock().unwrap().len(), 1);
 
     // A rebuild warms the new replica before the swap and announces it.
     recreate(&db).await;
     db.seed(&["--cards", "20", "--epoch", "2"]);
-    service.ensure_synced(&db.name, false).await;
+    service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     let second = service.local(&db.name).unwrap().path().to_path_buf();
     assert_ne!(first, second);
     assert_eq!(hooks.warmed.lock().unwrap().last(), Some(&second));
@@ -825,7 +860,7 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
     hooks
         .fail_warm
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let status = service.ensure_synced(&db.name, true).await;
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Error);
     assert!(status.error.unwrap().contains("warm-up refused"));
 }
@@ -896,7 +931,7 @@ async fn ready_means_views_warm_and_local_writes_pushed() {
     let db = TestDb::seeded("wired", &["--cards", "40", "--seed", "5"]).await;
     let dir = tempfile::tempdir().unwrap();
     let service = service(&server().base, dir.path(), small_batches());
-    let status = service.ensure_synced(&db.name, true).await;
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert!(status.view_warm_time_ms.is_some());
 
@@ -928,7 +963,7 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
     let config = small_batches().with_push(None);
     let service = service(&server().base, dir.path(), config);
     assert_eq!(
-        service.ensure_synced(&db.name, true).await.state,
+        service.ensure_synced(&db.name, Refresh::Force).await.state,
         SyncState::Ready
     );
     let old = service.local(&db.name).unwrap();
@@ -951,7 +986,7 @@ async fn a_rebuild_carries_unpushed_local_writes_to_the_new_replica() {
 
     recreate(&db).await;
     db.seed(&["--cards", "30", "--seed", "6", "--epoch", "2"]);
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_eq!(
         status.last.as_ref().unwrap().rebuilt,
@@ -1013,9 +1048,9 @@ async fn a_panicking_sync_does_not_wedge_later_syncs() {
         std::sync::Arc::new(PanicsOnce::default()),
     )
     .unwrap();
-    let first = service.ensure_synced(&db.name, false).await;
+    let first = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(first.state, SyncState::Error, "{first:?}");
-    let second = service.ensure_synced(&db.name, false).await;
+    let second = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(second.state, SyncState::Ready, "{second:?}");
     assert!(service.local(&db.name).unwrap().get("a").unwrap().is_some());
 }
@@ -1033,7 +1068,10 @@ async fn unpushed_documents_do_not_make_a_small_replica_look_stale() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(&server().base, dir.path(), small_batches().with_push(None));
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     let replica = service.local(&db.name).unwrap();
@@ -1044,7 +1082,7 @@ async fn unpushed_documents_do_not_make_a_small_replica_look_stale() {
             .unwrap();
     }
     drop(replica);
-    let status = service.ensure_synced(&db.name, true).await;
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     assert_eq!(status.last.unwrap().rebuilt, None, "not rebuilt");
     let replica = service.local(&db.name).unwrap();
@@ -1072,7 +1110,10 @@ async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(&server().base, dir.path(), small_batches());
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     let old_worker = service.outbox(&db.name).expect("a push worker");
@@ -1104,7 +1145,7 @@ async fn no_push_reaches_a_recreated_database_and_old_worker_handles_retire() {
 
     // The next sync rebuilds; the old handle's worker stops, the new one
     // pushes the carried edit on top of the new database's card.
-    let synced = service.ensure_synced(&db.name, false).await;
+    let synced = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(synced.state, SyncState::Ready, "{synced:?}");
     assert!(synced.last.unwrap().rebuilt.is_some());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1166,7 +1207,10 @@ async fn a_schedule_stopped_during_a_swap_leaves_the_push_worker_running() {
         SyncService::open_with_hooks(&s.authed_base(), dir.path(), small_batches(), hooks.clone())
             .unwrap();
     assert_eq!(
-        service.ensure_synced(&db.name, false).await.state,
+        service
+            .ensure_synced(&db.name, Refresh::IfNeeded)
+            .await
+            .state,
         SyncState::Ready
     );
     recreate(&db).await;
@@ -1181,7 +1225,7 @@ async fn a_schedule_stopped_during_a_swap_leaves_the_push_worker_running() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let status = service.ensure_synced(&db.name, false).await;
+    let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     let worker = service
         .outbox(&db.name)
@@ -1208,7 +1252,7 @@ async fn ready_replicas_have_their_design_doc_views_warmed() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&server().base, dir.path(), small_batches());
-    let status = svc.ensure_synced(&db.name, false).await;
+    let status = svc.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
     let replica = svc.local(&db.name).expect("a ready replica");
     let query = Query::open(&replica).unwrap();
@@ -1232,7 +1276,7 @@ async fn ready_replicas_have_their_design_doc_views_warmed() {
         small_batches().with_design_doc_warm(false),
     );
     assert_eq!(
-        svc.ensure_synced(&db.name, false).await.state,
+        svc.ensure_synced(&db.name, Refresh::IfNeeded).await.state,
         SyncState::Ready
     );
     let replica = svc.local(&db.name).unwrap();

@@ -4,7 +4,9 @@
 
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::SyncArgs;
-use crate::sync::{ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus};
+use crate::sync::{
+    Refresh, ScheduleConfig, SyncConfig, SyncRun, SyncService, SyncState, SyncStatus,
+};
 use crate::PullConfig;
 use serde_json::json;
 use std::io::Write;
@@ -33,11 +35,13 @@ pub(crate) async fn run(args: SyncArgs) -> CliResult {
     // loop turn misses a signal that arrives between two turns.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let syncs = futures::future::join_all(
-        args.dbs
-            .iter()
-            .map(|db| service.ensure_synced(db, args.force)),
-    );
+    let refresh = if args.force {
+        Refresh::Force
+    } else {
+        Refresh::IfNeeded
+    };
+    let syncs =
+        futures::future::join_all(args.dbs.iter().map(|db| service.ensure_synced(db, refresh)));
     let statuses = tokio::select! {
         s = syncs => s,
         _ = &mut ctrl_c => {

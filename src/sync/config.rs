@@ -255,6 +255,20 @@ impl ScheduleConfig {
     }
 }
 
+/// What [`SyncService::ensure_synced`](super::SyncService::ensure_synced)
+/// does with a database that is already `ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Refresh {
+    /// Sync only what is not ready yet: a ready replica is checked against
+    /// the remote (recreated? then rebuilt) but not pulled again, and the
+    /// sync gate decides whether a first sync happens.
+    #[default]
+    IfNeeded,
+    /// Pull again even when ready, and do not ask the sync gate.
+    Force,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

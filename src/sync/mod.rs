@@ -29,7 +29,7 @@ mod service;
 mod stale;
 mod status;
 
-pub use config::{FailurePolicy, GateConfig, ScheduleConfig, SyncConfig};
+pub use config::{FailurePolicy, GateConfig, Refresh, ScheduleConfig, SyncConfig};
 pub use hooks::SyncHooks;
 pub use root::SyncRoot;
 pub use schedule::ScheduleHandle;

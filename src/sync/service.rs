@@ -12,8 +12,8 @@ use super::hooks::NoHooks;
 use super::root::{remove_dir, SyncRoot};
 use super::stale::{self, Identity, RemoteFacts, IDENTITY_DOC};
 use super::{
-    gate, FailurePolicy, RebuildReason, SyncConfig, SyncError, SyncHooks, SyncReport, SyncRun,
-    SyncState, SyncStatus,
+    gate, FailurePolicy, RebuildReason, Refresh, SyncConfig, SyncError, SyncHooks, SyncReport,
+    SyncRun, SyncState, SyncStatus,
 };
 use crate::outbox::{Outbox, OutboxHandle};
 use crate::replicate::{now_ms, pull};
@@ -170,9 +170,10 @@ impl SyncService {
     /// returns its status; failures are a status with state `error`, never
     /// a panic or an `Err`.
     ///
-    /// - First call: checks the gate (unless `force`), pulls, warms, `ready`.
+    /// - First call: checks the gate (unless [`Refresh::Force`]), pulls,
+    ///   warms, `ready`.
     /// - While `ready`: checks the remote was not recreated (and rebuilds the
-    ///   replica if it was); pulls again only with `force`.
+    ///   replica if it was); pulls again only with [`Refresh::Force`].
     /// - While a sync of `db` runs: waits for it.
     /// - `disabled`: returns at once until `recheck_disabled_after` passed.
     /// - `error`: tries again, resuming from the replica's checkpoint.
@@ -183,11 +184,11 @@ impl SyncService {
     /// `CURRENT` ([`SyncRoot`]), after its pull and warm-up. Whatever the
     /// outcome, including `error` or a crash, the replica `CURRENT` names
     /// holds whole batches of one incarnation of the remote database.
-    pub async fn ensure_synced(&self, db: &str, force: bool) -> SyncStatus {
+    pub async fn ensure_synced(&self, db: &str, refresh: Refresh) -> SyncStatus {
         self.sync(
             db,
             Mode {
-                force,
+                force: refresh == Refresh::Force,
                 refresh: false,
             },
             None,
