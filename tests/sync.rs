@@ -6,8 +6,8 @@ use crate::support::proxy::{FaultProxy, Rule};
 use crate::support::*;
 use serde_json::{json, Value};
 use settee::sync::{
-    FailurePolicy, RebuildReason, Refresh, ScheduleConfig, SyncConfig, SyncHooks, SyncRoot,
-    SyncService, SyncState,
+    FailureKind, FailurePolicy, RebuildReason, Refresh, ScheduleConfig, SyncConfig, SyncHooks,
+    SyncRoot, SyncService, SyncState,
 };
 use settee::{PullConfig, Remote, RemoteConfig, Replica, RetryPolicy};
 use std::time::{Duration, Instant};
@@ -322,12 +322,14 @@ async fn gate_disabled_missing_and_forced() {
 
     let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Disabled);
-    assert!(status.error.unwrap().contains("not true"));
+    let failure = status.error.unwrap();
+    assert_eq!(failure.kind, FailureKind::Disabled);
+    assert!(failure.reason.contains("not true"));
     let status = service
         .ensure_synced(&missing.name, Refresh::IfNeeded)
         .await;
     assert_eq!(status.state, SyncState::Disabled);
-    assert!(status.error.unwrap().contains("no CourseConfig"));
+    assert!(status.error.unwrap().reason.contains("no CourseConfig"));
     assert_eq!(proxy.count("/_changes"), 0, "nothing pulled");
     assert!(service.local(&db.name).is_none());
     assert!(SyncRoot::new(dir.path())
@@ -411,7 +413,9 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
     );
     let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Error, "{status:?}");
-    let reason = status.error.unwrap();
+    let failure = status.error.unwrap();
+    assert_eq!(failure.kind, FailureKind::Remote, "{failure:?}");
+    let reason = failure.reason;
     assert!(
         reason.contains("_bulk_get") && reason.contains("connection"),
         "a readable reason: {reason}"
@@ -580,7 +584,7 @@ async fn schedule_reports_runs_and_stops_promptly() {
     assert!(stopping.elapsed() < Duration::from_secs(5));
     let status = service.status(&b.name);
     assert_eq!(status.state, SyncState::Error, "{status:?}");
-    assert!(status.error.unwrap().contains("stopped"));
+    assert!(status.error.unwrap().reason.contains("stopped"));
 
     // The replica is intact and a later sync finishes the work.
     proxy.clear_rules();
@@ -768,7 +772,7 @@ async fn offline_the_replica_stays_readable() {
     );
     let status = second.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Error, "{status:?}");
-    assert!(status.error.unwrap().contains("CourseConfig"));
+    assert!(status.error.unwrap().reason.contains("CourseConfig"));
     let replica = second.local(&db.name).expect("readable offline");
     assert_eq!(replica_dump(&replica), want);
 
@@ -862,7 +866,7 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Error);
-    assert!(status.error.unwrap().contains("warm-up refused"));
+    assert!(status.error.unwrap().reason.contains("warm-up refused"));
 }
 
 #[test]

@@ -169,7 +169,7 @@ fn print_status(out: &mut impl Write, s: &SyncStatus, as_json: bool) -> Result<(
             s.db,
             s.state,
             s.error
-                .as_deref()
+                .as_ref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         )?,
@@ -201,7 +201,7 @@ fn print_run(run: &SyncRun, as_json: bool) -> Result<(), CliError> {
                 out,
                 "  {}: error: {}",
                 s.db,
-                s.error.as_deref().unwrap_or("")
+                s.error.as_ref().map_or("", |e| e.reason.as_str())
             )?;
         }
     }

@@ -34,7 +34,9 @@ pub use hooks::SyncHooks;
 pub use root::SyncRoot;
 pub use schedule::ScheduleHandle;
 pub use service::SyncService;
-pub use status::{RebuildReason, SyncReport, SyncRun, SyncState, SyncStatus};
+pub use status::{
+    FailureKind, RebuildReason, SyncFailure, SyncReport, SyncRun, SyncState, SyncStatus,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -12,8 +12,8 @@ use super::hooks::NoHooks;
 use super::root::{remove_dir, SyncRoot};
 use super::stale::{self, Identity, RemoteFacts, IDENTITY_DOC};
 use super::{
-    gate, FailurePolicy, RebuildReason, Refresh, SyncConfig, SyncError, SyncHooks, SyncReport,
-    SyncRun, SyncState, SyncStatus,
+    gate, FailureKind, FailurePolicy, RebuildReason, Refresh, SyncConfig, SyncError, SyncFailure,
+    SyncHooks, SyncReport, SyncRun, SyncState, SyncStatus,
 };
 use crate::outbox::{Outbox, OutboxHandle};
 use crate::replicate::{now_ms, pull};
@@ -372,7 +372,10 @@ impl SyncService {
                     task.await.unwrap_or_else(|e| {
                         let mut s = SyncStatus::new(&db);
                         s.state = SyncState::Error;
-                        s.error = Some(format!("the sync task failed: {e}"));
+                        s.error = Some(SyncFailure::new(
+                            FailureKind::Task,
+                            format!("the sync task failed: {e}"),
+                        ));
                         s
                     })
                 }
@@ -436,10 +439,9 @@ impl SyncService {
             }
             Ok(None) => {}
             Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(db = %entry.db, error = %reason, "sync failed");
+                tracing::warn!(db = %entry.db, error = %e, "sync failed");
                 st.status.state = SyncState::Error;
-                st.status.error = Some(reason);
+                st.status.error = Some(SyncFailure::from(&e));
                 if self.inner.config.on_failure == FailurePolicy::Destroy {
                     destroy_unserved(&self.inner.root, &entry.db, &mut st);
                 }
@@ -963,8 +965,10 @@ impl Drop for InflightGuard {
         let mut st = lock(&self.entry.state);
         st.inflight = None;
         st.status.state = SyncState::Error;
-        st.status.error =
-            Some("the sync task panicked (see the log); the next sync starts afresh".to_owned());
+        st.status.error = Some(SyncFailure::new(
+            FailureKind::Task,
+            "the sync task panicked (see the log); the next sync starts afresh",
+        ));
     }
 }
 
@@ -981,7 +985,7 @@ fn disable(entry: &Entry, reason: String) {
     tracing::info!(db = entry.db.as_str(), %reason, "local sync disabled");
     let mut st = lock(&entry.state);
     st.status.state = SyncState::Disabled;
-    st.status.error = Some(reason);
+    st.status.error = Some(SyncFailure::new(FailureKind::Disabled, reason));
     st.disabled_at = Some(Instant::now());
 }
 

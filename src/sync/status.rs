@@ -61,7 +61,7 @@ pub struct SyncStatus {
     /// Time of the last warm-up, milliseconds.
     pub view_warm_time_ms: Option<u64>,
     /// Why the last sync failed (state `error`), or why it is disabled.
-    pub error: Option<String>,
+    pub error: Option<SyncFailure>,
     /// The last sync's report.
     pub last: Option<SyncReport>,
 }
@@ -77,6 +77,90 @@ impl SyncStatus {
             error: None,
             last: None,
         }
+    }
+}
+
+/// Why a database's last sync failed, or why its sync is disabled
+/// ([`SyncStatus::error`]): where it came from, CouchDB's status and
+/// `error` word when the remote answered with one, and a readable reason
+/// that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SyncFailure {
+    /// Where the failure came from.
+    pub kind: FailureKind,
+    /// The HTTP status, when the remote (or a query) answered with one.
+    pub status: Option<u16>,
+    /// CouchDB's `error` word (`unauthorized`, `not_found`, ...), when
+    /// there is one.
+    pub error: Option<String>,
+    /// What happened, and what to do about it.
+    pub reason: String,
+}
+
+/// Where a [`SyncFailure`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The sync gate: the remote's config does not enable local sync, or
+    /// could not be read for a first sync (state `disabled`).
+    Disabled,
+    /// Talking to the remote.
+    Remote,
+    /// The local replica.
+    Store,
+    /// Warming a view or a design-doc view.
+    View,
+    /// The sync root's files, or the sync was stopped.
+    Sync,
+    /// A setting, or a replica bound to another database.
+    Config,
+    /// The sync task itself died (a panic, see the log); the next sync
+    /// starts afresh.
+    Task,
+}
+
+impl SyncFailure {
+    pub(crate) fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        SyncFailure {
+            kind,
+            status: None,
+            error: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<&crate::Error> for SyncFailure {
+    fn from(e: &crate::Error) -> Self {
+        use crate::remote::RemoteError;
+        use crate::Error;
+        let mut failure = SyncFailure::new(FailureKind::Remote, e.to_string());
+        match e {
+            Error::Remote(r) => {
+                failure.status = r.status().map(|s| s.as_u16());
+                if let RemoteError::Http { error, .. } = r {
+                    failure.error = Some(error.clone());
+                }
+            }
+            Error::Store(_) => failure.kind = FailureKind::Store,
+            Error::View(_) => failure.kind = FailureKind::View,
+            Error::Query(q) => {
+                failure.kind = FailureKind::View;
+                failure.status = Some(q.status());
+                failure.error = Some(q.error().to_owned());
+            }
+            Error::Sync(_) => failure.kind = FailureKind::Sync,
+            _ => failure.kind = FailureKind::Config,
+        }
+        failure
+    }
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
     }
 }
 
