@@ -113,6 +113,7 @@ mod error;
 pub mod fuzz_hooks;
 mod identity;
 mod js;
+mod millis;
 pub mod outbox;
 pub mod query;
 mod remote;

@@ -834,7 +834,7 @@ async fn hooks_warm_before_ready_and_see_every_swap() {
     let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
     assert_eq!(status.state, SyncState::Ready);
     assert!(
-        status.view_warm_time_ms.unwrap() >= 30,
+        status.view_warm_time.unwrap() >= Duration::from_millis(30),
         "the warm-up is timed"
     );
     let first = service.local(&db.name).unwrap().path().to_path_buf();
@@ -937,7 +937,7 @@ async fn ready_means_views_warm_and_local_writes_pushed() {
     let service = service(&server().base, dir.path(), small_batches());
     let status = service.ensure_synced(&db.name, Refresh::Force).await;
     assert_eq!(status.state, SyncState::Ready, "{status:?}");
-    assert!(status.view_warm_time_ms.is_some());
+    assert!(status.view_warm_time.is_some());
 
     // The views were warmed before `ready`: nothing is left to index.
     let views = service.views(&db.name).expect("views of a ready replica");

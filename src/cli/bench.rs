@@ -50,7 +50,7 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
         drop(replica);
         let _ = std::fs::remove_dir_all(&dir);
         let result = result?;
-        let secs = result.timings.total_ms.max(1) as f64 / 1000.0;
+        let secs = result.timings.total.as_secs_f64().max(0.001);
         let rate = result.docs_written as f64 / secs;
         rates.push(rate);
         let cpu_us_per_doc = cpu
@@ -60,7 +60,7 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
         if args.json {
             print_json(
                 &mut out,
-                &json!({"run": run, "wall_ms": result.timings.total_ms, "docs_read": result.docs_read,
+                &json!({"run": run, "wall_ms": result.timings.total.as_millis() as u64, "docs_read": result.docs_read,
                         "docs_written": result.docs_written, "doc_write_failures": result.doc_write_failures,
                         "docs_per_s": rate.round(), "cpu_us_per_doc": cpu_us_per_doc,
                         "peak_rss_mb": rss_mb, "timings": result.timings}),
@@ -71,7 +71,9 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
             writeln!(
                 out,
                 "{run:>4} {:>10} {:>12} {:>10.0} {cpu:>12} {rss:>12}",
-                result.timings.total_ms, result.docs_written, rate
+                result.timings.total.as_millis(),
+                result.docs_written,
+                rate
             )?;
         }
     }

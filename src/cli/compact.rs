@@ -57,7 +57,7 @@ pub(crate) fn run(args: CompactArgs) -> CliResult {
             report.bytes_after as f64 / MB,
             report.entries,
             report.live_bytes as f64 / MB,
-            report.took_ms as f64 / 1000.0
+            report.took.as_secs_f64()
         )?;
     }
     Ok(Outcome::Ok)

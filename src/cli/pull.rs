@@ -55,11 +55,11 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
                 PullState::Paused {
                     error,
                     attempt,
-                    retry_in_ms,
+                    retry_in,
                 } => {
                     let msg = format!(
                         "paused after attempt {attempt}: {error}; retrying in {:.1} s",
-                        *retry_in_ms as f64 / 1000.0
+                        retry_in.as_secs_f64()
                     );
                     if show_bar {
                         bar.set_message(msg);
@@ -163,7 +163,7 @@ fn summarize(
     args: &PullArgs,
     r: &PullResult,
 ) -> Result<(), CliError> {
-    let secs = r.timings.total_ms as f64 / 1000.0;
+    let secs = r.timings.total.as_secs_f64();
     let rate = if secs > 0.0 {
         r.docs_written as f64 / secs
     } else {

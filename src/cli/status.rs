@@ -34,7 +34,11 @@ pub(crate) fn run(args: StatusArgs) -> CliResult {
         writeln!(
             out,
             "               {} read, {} written, {} failures, {} ms, last_seq {}",
-            p.docs_read, p.docs_written, p.doc_write_failures, p.timings.total_ms, p.last_seq.0
+            p.docs_read,
+            p.docs_written,
+            p.doc_write_failures,
+            p.timings.total.as_millis(),
+            p.last_seq.0
         )?;
     }
     Ok(Outcome::Ok)

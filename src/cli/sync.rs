@@ -134,8 +134,8 @@ fn print_status(out: &mut impl Write, s: &SyncStatus, as_json: bool) -> Result<(
                 "db": s.db,
                 "state": s.state,
                 "docs_replicated": s.docs_replicated,
-                "sync_time_ms": s.sync_time_ms,
-                "view_warm_time_ms": s.view_warm_time_ms,
+                "sync_time_ms": s.sync_time.map(|d| d.as_millis() as u64),
+                "view_warm_time_ms": s.view_warm_time.map(|d| d.as_millis() as u64),
                 "created": last.created,
                 "updated": last.updated,
                 "deleted": last.deleted,
@@ -156,7 +156,7 @@ fn print_status(out: &mut impl Write, s: &SyncStatus, as_json: bool) -> Result<(
                 last.updated,
                 last.deleted,
                 last.skipped,
-                s.sync_time_ms.unwrap_or(0),
+                s.sync_time.unwrap_or_default().as_millis(),
             )?;
             if let Some(reason) = &last.rebuilt {
                 write!(out, ", rebuilt ({reason:?})")?;
@@ -194,7 +194,7 @@ fn print_run(run: &SyncRun, as_json: bool) -> Result<(), CliError> {
             run.deleted,
             run.skipped,
             run.failed,
-            run.duration_ms
+            run.duration.as_millis()
         )?;
         for s in run.dbs.iter().filter(|s| s.state == SyncState::Error) {
             writeln!(

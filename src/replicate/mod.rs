@@ -40,7 +40,7 @@ use crate::{Error, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -139,26 +139,32 @@ pub struct PullProgress {
     pub last_seq: Seq,
     /// The remote's `doc_count` when the pull started (for progress bars).
     pub remote_doc_count: u64,
-    /// Time since the pull started, milliseconds.
-    pub elapsed_ms: u64,
+    /// Time since the pull started (`elapsed_ms` in JSON).
+    #[serde(rename = "elapsed_ms", with = "crate::millis")]
+    pub elapsed: Duration,
     /// Moving, or (in retry mode) waiting to start over; flattened into
     /// the JSON as `"state": "active"` or `"state": "paused"`.
     #[serde(flatten)]
     pub state: PullState,
 }
 
-/// Where a pull's time went, in milliseconds of wall time.
+/// Where a pull's time went, in wall time (milliseconds in JSON, as
+/// `connect_ms`, `fetch_wait_ms`, `commit_ms`, `total_ms`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PullTimings {
     /// Connecting and reading server and database info.
-    pub connect_ms: u64,
+    #[serde(rename = "connect_ms", with = "crate::millis")]
+    pub connect: Duration,
     /// Waiting for fetched batches (beyond what overlapped with commits).
-    pub fetch_wait_ms: u64,
+    #[serde(rename = "fetch_wait_ms", with = "crate::millis")]
+    pub fetch_wait: Duration,
     /// Committing batches to the replica (transaction + flush).
-    pub commit_ms: u64,
+    #[serde(rename = "commit_ms", with = "crate::millis")]
+    pub commit: Duration,
     /// The whole pull.
-    pub total_ms: u64,
+    #[serde(rename = "total_ms", with = "crate::millis")]
+    pub total: Duration,
 }
 
 /// What a finished pull did.
@@ -428,7 +434,7 @@ impl<P: FnMut(&PullProgress) + Send> Attempts<P> {
             move |p: &PullProgress| {
                 let mut p = p.clone();
                 base.add_to(&mut p);
-                p.elapsed_ms = started.elapsed().as_millis() as u64;
+                p.elapsed = started.elapsed();
                 on_progress(&p);
                 *last = Some(p);
             },
@@ -482,14 +488,14 @@ impl<P: FnMut(&PullProgress) + Send> Attempts<P> {
             doc_write_failures: 0,
             last_seq: Seq::zero(),
             remote_doc_count: 0,
-            elapsed_ms: 0,
+            elapsed: Duration::ZERO,
             state: PullState::Active,
         });
-        event.elapsed_ms = self.started.elapsed().as_millis() as u64;
+        event.elapsed = self.started.elapsed();
         event.state = PullState::Paused {
             error: error.to_string(),
             attempt: self.failed,
-            retry_in_ms: pause.as_millis() as u64,
+            retry_in: pause,
         };
         (self.on_progress)(&event);
         tokio::select! {
@@ -497,7 +503,7 @@ impl<P: FnMut(&PullProgress) + Send> Attempts<P> {
             () = stop.wait() => return Err(error),
         }
         event.state = PullState::Active;
-        event.elapsed_ms = self.started.elapsed().as_millis() as u64;
+        event.elapsed = self.started.elapsed();
         (self.on_progress)(&event);
         Ok(())
     }
@@ -702,7 +708,7 @@ impl<'a> Pass<'a> {
         tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
             batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
         let timings = PullTimings {
-            connect_ms: started.elapsed().as_millis() as u64,
+            connect: started.elapsed(),
             ..PullTimings::default()
         };
         let result = PullResult {
@@ -835,7 +841,7 @@ impl<'a> Pass<'a> {
                 () = stop.wait() => return Ok(()),
                 joined = &mut task.0 => joined,
             };
-            self.timings.fetch_wait_ms += wait.elapsed().as_millis() as u64;
+            self.timings.fetch_wait += wait.elapsed();
             let (fetched, permit) = joined
                 .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
             self.commit_batch(fetched, permit, on_progress).await?;
@@ -871,7 +877,7 @@ impl<'a> Pass<'a> {
             doc_write_failures: self.result.doc_write_failures,
             last_seq: self.result.last_seq.clone(),
             remote_doc_count: self.result.remote_doc_count,
-            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            elapsed: self.started.elapsed(),
             state: PullState::Active,
         });
         Ok(())
@@ -885,14 +891,14 @@ impl<'a> Pass<'a> {
             .replica
             .commit(std::mem::take(&mut fetched.write))
             .await?;
-        self.timings.commit_ms += commit_start.elapsed().as_millis() as u64;
+        self.timings.commit += commit_start.elapsed();
         Ok(outcome.revs_written)
     }
 
     /// The result of an attempt stopped at a batch boundary.
     fn interrupted(mut self) -> PullResult {
         self.result.interrupted = true;
-        self.timings.total_ms = self.started.elapsed().as_millis() as u64;
+        self.timings.total = self.started.elapsed();
         self.result.timings = self.timings;
         tracing::info!(last_seq = %self.result.last_seq, "pull interrupted at a batch boundary");
         self.result
@@ -910,12 +916,12 @@ impl<'a> Pass<'a> {
             .await
             .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
         tracing::debug!(swept, "superseded bodies deleted");
-        self.timings.total_ms = self.started.elapsed().as_millis() as u64;
+        self.timings.total = self.started.elapsed();
         self.result.timings = self.timings;
         replica.set_last_pull(&self.result).await?;
         tracing::info!(docs_read = self.result.docs_read, docs_written = self.result.docs_written,
             failures = self.result.doc_write_failures, last_seq = %self.result.last_seq,
-            ms = self.result.timings.total_ms, "pull complete");
+            ms = self.result.timings.total.as_millis(), "pull complete");
         Ok(self.result)
     }
 }

@@ -90,8 +90,10 @@ pub enum PullState {
         error: String,
         /// Failed attempts so far.
         attempt: u32,
-        /// How long the pull waits before the next attempt, milliseconds.
-        retry_in_ms: u64,
+        /// How long the pull waits before the next attempt (`retry_in_ms`
+        /// in JSON).
+        #[serde(rename = "retry_in_ms", with = "crate::millis")]
+        retry_in: std::time::Duration,
     },
 }
 

@@ -88,8 +88,8 @@ pub struct CompactReport {
     pub entries: u64,
     /// Bytes of keys and values copied.
     pub live_bytes: u64,
-    /// Wall time, milliseconds.
-    pub took_ms: u64,
+    /// Wall time.
+    pub took: Duration,
 }
 
 /// Keys and bytes of one tree.
@@ -355,7 +355,7 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
         trees,
         entries,
         live_bytes,
-        took_ms: started.elapsed().as_millis() as u64,
+        took: started.elapsed(),
     })
 }
 

@@ -24,7 +24,7 @@ use std::path::Path;
 pub trait SyncHooks: Send + Sync {
     /// Runs in state `warming-views`, after every successful pull and
     /// before the replica is handed out as ready (the seed's
-    /// `warmViewIndices`). Its time is reported as `view_warm_time_ms`. An
+    /// `warmViewIndices`). Its time is reported as `view_warm_time`. An
     /// `Err` fails the sync with state `error`.
     fn warm<'a>(&'a self, replica: &'a Replica) -> BoxFuture<'a, Result<()>> {
         let _ = replica;

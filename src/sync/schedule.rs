@@ -105,7 +105,7 @@ async fn run(
             deleted = summary.deleted,
             skipped = summary.skipped,
             failed = summary.failed,
-            ms = summary.duration_ms,
+            ms = summary.duration.as_millis(),
             "scheduled sync run done"
         );
         if runs.try_send(summary).is_err() {

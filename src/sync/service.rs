@@ -24,7 +24,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 
 /// Database names are one path segment of the server URL.
@@ -267,11 +267,7 @@ impl SyncService {
                 s
             })
             .collect();
-        SyncRun::from_statuses(
-            started_at_ms,
-            started.elapsed().as_millis() as u64,
-            statuses,
-        )
+        SyncRun::from_statuses(started_at_ms, started.elapsed(), statuses)
     }
 
     /// The warmed views of `db`'s replica, when [`SyncService::local`]
@@ -434,7 +430,7 @@ impl SyncService {
         st.inflight = None;
         match outcome {
             Ok(Some(mut report)) => {
-                report.duration_ms = started.elapsed().as_millis() as u64;
+                report.duration = started.elapsed();
                 st.status.last = Some(report);
             }
             Ok(None) => {}
@@ -649,7 +645,7 @@ impl SyncService {
         self.inner.hooks.warm(target).await?;
         Ok(Warmed {
             views,
-            ms: warm_started.elapsed().as_millis() as u64,
+            took: warm_started.elapsed(),
         })
     }
 
@@ -690,8 +686,8 @@ impl SyncService {
         st.status.state = SyncState::Ready;
         st.status.error = None;
         st.status.docs_replicated = Some(pulled.result.docs_written);
-        st.status.sync_time_ms = Some(pulled.result.timings.total_ms);
-        st.status.view_warm_time_ms = Some(warmed.ms);
+        st.status.sync_time = Some(pulled.result.timings.total);
+        st.status.view_warm_time = Some(warmed.took);
         Ok((became_live, reap(&mut st)))
     }
 
@@ -907,7 +903,7 @@ impl Pulled {
 /// The warmed views of a pulled replica, and the time it took.
 struct Warmed {
     views: Views,
-    ms: u64,
+    took: Duration,
 }
 
 /// Live and deleted counts and the update sequence before a pull, to

@@ -2,6 +2,7 @@
 //! sync's report, one scheduled run's summary. Plain serializable data.
 
 use serde::Serialize;
+use std::time::Duration;
 
 /// Where a database is in its sync (the seed's `CourseSyncState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,10 +57,12 @@ pub struct SyncStatus {
     pub state: SyncState,
     /// Revisions written by the last sync.
     pub docs_replicated: Option<u64>,
-    /// Time of the last sync's pull, milliseconds.
-    pub sync_time_ms: Option<u64>,
-    /// Time of the last warm-up, milliseconds.
-    pub view_warm_time_ms: Option<u64>,
+    /// Time of the last sync's pull (`sync_time_ms` in JSON).
+    #[serde(rename = "sync_time_ms", with = "crate::millis::option")]
+    pub sync_time: Option<Duration>,
+    /// Time of the last warm-up (`view_warm_time_ms` in JSON).
+    #[serde(rename = "view_warm_time_ms", with = "crate::millis::option")]
+    pub view_warm_time: Option<Duration>,
     /// Why the last sync failed (state `error`), or why it is disabled.
     pub error: Option<SyncFailure>,
     /// The last sync's report.
@@ -72,8 +75,8 @@ impl SyncStatus {
             db: db.to_owned(),
             state: SyncState::NotStarted,
             docs_replicated: None,
-            sync_time_ms: None,
-            view_warm_time_ms: None,
+            sync_time: None,
+            view_warm_time: None,
             error: None,
             last: None,
         }
@@ -182,8 +185,9 @@ pub struct SyncReport {
     pub docs_written: u64,
     /// The replica was rebuilt from scratch, and why.
     pub rebuilt: Option<RebuildReason>,
-    /// Whole sync, milliseconds (gate, checks, pull, warm-up).
-    pub duration_ms: u64,
+    /// Whole sync: gate, checks, pull, warm-up (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", with = "crate::millis")]
+    pub duration: Duration,
     /// When the sync started, Unix milliseconds.
     pub started_at_ms: u64,
 }
@@ -194,8 +198,9 @@ pub struct SyncReport {
 pub struct SyncRun {
     /// When the run started, Unix milliseconds.
     pub started_at_ms: u64,
-    /// Its duration, milliseconds.
-    pub duration_ms: u64,
+    /// Its duration (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", with = "crate::millis")]
+    pub duration: Duration,
     /// Sums over the databases.
     pub created: u64,
     /// Sums over the databases.
@@ -213,12 +218,12 @@ pub struct SyncRun {
 impl SyncRun {
     pub(crate) fn from_statuses(
         started_at_ms: u64,
-        duration_ms: u64,
+        duration: Duration,
         dbs: Vec<SyncStatus>,
     ) -> Self {
         let mut run = SyncRun {
             started_at_ms,
-            duration_ms,
+            duration,
             created: 0,
             updated: 0,
             deleted: 0,

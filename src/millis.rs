@@ -1,0 +1,70 @@
+//! `Duration`s stored and printed as whole milliseconds: the `*_ms` fields
+//! of settee's JSON (a stored pull summary, `--json` output) keep their
+//! names and numbers while the Rust fields are typed.
+
+use serde::{Deserialize, Deserializer, Serializer};
+use std::time::Duration;
+
+fn whole_ms(d: &Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `#[serde(with = "crate::millis")]` on a `Duration`.
+pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(whole_ms(d))
+}
+
+/// See [`serialize`].
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// `#[serde(with = "crate::millis::option")]` on an `Option<Duration>`.
+pub(crate) mod option {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&whole_ms(d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    // No optional duration is read back outside tests yet (statuses are
+    // only written); kept so `with` works for both directions.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Timed {
+        #[serde(rename = "took_ms", with = "super")]
+        took: Duration,
+        #[serde(rename = "warm_ms", with = "super::option")]
+        warm: Option<Duration>,
+    }
+
+    #[test]
+    fn durations_read_and_write_as_whole_milliseconds() {
+        let t = Timed {
+            took: Duration::from_micros(1_500_900),
+            warm: Some(Duration::from_millis(7)),
+        };
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json, serde_json::json!({"took_ms": 1500, "warm_ms": 7}));
+        let back: Timed = serde_json::from_value(json).unwrap();
+        assert_eq!(back.took, Duration::from_millis(1500));
+        let none: Timed = serde_json::from_str(r#"{"took_ms": 0, "warm_ms": null}"#).unwrap();
+        assert_eq!(none.warm, None);
+    }
+}
