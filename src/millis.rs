@@ -9,6 +9,12 @@ fn whole_ms(d: &Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `d` cut to whole milliseconds, as it is stored: a value kept in memory
+/// then equals the one read back.
+pub(crate) fn whole(d: Duration) -> Duration {
+    Duration::from_millis(whole_ms(&d))
+}
+
 /// `#[serde(with = "crate::millis")]` on a `Duration`.
 pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(whole_ms(d))

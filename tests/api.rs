@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use settee::replicate::ReplicaStatus;
-use settee::{Endpoint, PullConfig, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy};
+use settee::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig, RetryPolicy};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,11 +21,7 @@ async fn the_public_api_pulls_and_reads_typed_results_and_whole_documents() {
             .with_retry(RetryPolicy::with_retries(2)),
     )
     .unwrap();
-    let config = PullConfig::builder()
-        .batch_size(7)
-        .batches_limit(2)
-        .build()
-        .unwrap();
+    let config = pull_config(7, 2);
     let result = settee::pull(&replica, &remote, &config).await.unwrap();
     assert!(result.batches >= 2, "{} batches of 7", result.batches);
 

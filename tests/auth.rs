@@ -4,7 +4,7 @@
 
 use crate::support::proxy::Rule;
 use crate::support::*;
-use settee::{Auth, Endpoint, PullConfig, Remote, RemoteConfig, RemoteError, RetryPolicy};
+use settee::{Auth, Endpoint, Remote, RemoteConfig, RemoteError, RetryPolicy};
 
 fn remote_with(url: &str, auth: Auth) -> Remote {
     Remote::new(
@@ -63,17 +63,9 @@ async fn a_session_pull_logs_in_once_sends_only_the_cookie_and_renews_on_401() {
     let proxy = db.behind_proxy().await;
     let remote = remote_with(&db.url_via(&proxy.url()), Auth::Session);
     let (_dir, replica) = temp_replica();
-    let result = settee::pull(
-        &replica,
-        &remote,
-        &PullConfig::builder()
-            .batch_size(10)
-            .batches_limit(2)
-            .build()
-            .expect("config"),
-    )
-    .await
-    .expect("pull with a session");
+    let result = settee::pull(&replica, &remote, &pull_config(10, 2))
+        .await
+        .expect("pull with a session");
     assert_eq!(result.doc_write_failures, 0);
     assert_same_dump(&replica_dump(&replica), &want);
     assert_eq!(proxy.count("POST /_session"), 1, "{:?}", proxy.requests());
@@ -106,17 +98,9 @@ async fn a_session_pull_logs_in_once_sends_only_the_cookie_and_renews_on_401() {
         r#"{"error":"unauthorized","reason":"session expired"}"#,
     )
     .once()]);
-    settee::pull(
-        &replica,
-        &remote,
-        &PullConfig::builder()
-            .batch_size(10)
-            .batches_limit(2)
-            .build()
-            .expect("config"),
-    )
-    .await
-    .expect("renewed session");
+    settee::pull(&replica, &remote, &pull_config(10, 2))
+        .await
+        .expect("renewed session");
     assert_eq!(proxy.count("POST /_session"), 2);
     assert_same_dump(&replica_dump(&replica), &want);
 }

@@ -210,17 +210,9 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
     let run = {
         let (replica, remote, committed) = (replica.clone(), remote.clone(), committed.clone());
         tokio::spawn(async move {
-            settee::pull(
-                &replica,
-                &remote,
-                &settee::PullConfig::builder()
-                    .batch_size(1)
-                    .batches_limit(1)
-                    .build()
-                    .unwrap(),
-            )
-            .on_progress(|p| committed.store(p.batches, Ordering::SeqCst))
-            .await
+            settee::pull(&replica, &remote, &pull_config(1, 1))
+                .on_progress(|p| committed.store(p.batches, Ordering::SeqCst))
+                .await
         })
     };
     gate.wait_held(1).await;

@@ -171,19 +171,11 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
         let gate = gate.clone();
         async move { gate.wait_held(1).await }
     };
-    let result = settee::pull(
-        &replica,
-        &remote,
-        &PullConfig::builder()
-            .batch_size(10)
-            .batches_limit(3)
-            .build()
-            .unwrap(),
-    )
-    .on_progress(|_| {})
-    .until(stop)
-    .await
-    .unwrap();
+    let result = settee::pull(&replica, &remote, &pull_config(10, 3))
+        .on_progress(|_| {})
+        .until(stop)
+        .await
+        .unwrap();
     assert!(result.interrupted);
     assert!(result.batches <= 2, "stopped before the held batch");
     let rep_id =
@@ -626,17 +618,9 @@ async fn an_answer_over_the_response_cap_is_a_typed_error_naming_the_setting() {
         .with_max_response_bytes(512);
     let remote = remote_with_config(&db, &proxy, config);
     let (_dir, replica) = temp_replica();
-    let err = settee::pull(
-        &replica,
-        &remote,
-        &PullConfig::builder()
-            .batch_size(100)
-            .batches_limit(2)
-            .build()
-            .unwrap(),
-    )
-    .await
-    .expect_err("the first page is larger than 512 bytes");
+    let err = settee::pull(&replica, &remote, &pull_config(100, 2))
+        .await
+        .expect_err("the first page is larger than 512 bytes");
     assert!(
         matches!(
             err,

@@ -1,6 +1,6 @@
 use crate::support::proxy::{Gate, Rule};
 use crate::support::*;
-use settee::{Error, PullConfig, RemoteError, RetryPolicy, Seq};
+use settee::{Error, RemoteError, RetryPolicy, Seq};
 
 const CORPUS: &[&str] = &["--cards", "200", "--realistic", "--extras"];
 
@@ -23,19 +23,11 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
         tokio::spawn(async move {
-            settee::pull(
-                &replica,
-                &remote,
-                &PullConfig::builder()
-                    .batch_size(20)
-                    .batches_limit(2)
-                    .build()
-                    .unwrap(),
-            )
-            .on_progress(move |p| {
-                let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
-            })
-            .await
+            settee::pull(&replica, &remote, &pull_config(20, 2))
+                .on_progress(move |p| {
+                    let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
+                })
+                .await
         })
     };
     let mut committed = (0, 0, Seq::zero());
@@ -94,17 +86,9 @@ async fn dropped_connection_fails_the_pull_and_the_next_pull_resumes() {
     ]);
     let (_dir, replica) = temp_replica();
     let flaky = db.remote_via(&proxy, RetryPolicy::with_retries(1));
-    let err = settee::pull(
-        &replica,
-        &flaky,
-        &PullConfig::builder()
-            .batch_size(25)
-            .batches_limit(1)
-            .build()
-            .unwrap(),
-    )
-    .await
-    .expect_err("the pull must fail when the connection drops");
+    let err = settee::pull(&replica, &flaky, &pull_config(25, 1))
+        .await
+        .expect_err("the pull must fail when the connection drops");
     assert!(
         matches!(err, Error::Remote(RemoteError::Transport { .. })),
         "a transport error, got {err:?}"

@@ -104,11 +104,7 @@ async fn corrupt_json_on_the_feed_is_retried_never_stored() {
     proxy.set_rules(vec![Rule::corrupt_body("_changes").times(3)]);
     let (_dir, replica) = temp_replica();
     let remote = impatient_remote(&db.url_via(&proxy.url()));
-    let plain = PullConfig::builder()
-        .batch_size(10)
-        .batches_limit(2)
-        .build()
-        .expect("config");
+    let plain = pull_config(10, 2);
     let err = settee::pull(&replica, &remote, &plain)
         .await
         .expect_err("corrupt JSON is not retried by a request");
@@ -180,17 +176,9 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
 
     // The outage ends: the same pull resumes after the kept batch.
     proxy.clear_rules();
-    let result = settee::pull(
-        &replica,
-        &remote,
-        &PullConfig::builder()
-            .batch_size(10)
-            .batches_limit(1)
-            .build()
-            .expect("config"),
-    )
-    .await
-    .expect("resumes");
+    let result = settee::pull(&replica, &remote, &pull_config(10, 1))
+        .await
+        .expect("resumes");
     assert_ne!(result.start_seq, settee::Seq::zero());
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
 }

@@ -9,7 +9,7 @@ use settee::sync::{
     FailureKind, FailurePolicy, RebuildReason, Refresh, ScheduleConfig, SyncConfig, SyncHooks,
     SyncRoot, SyncService, SyncState,
 };
-use settee::{PullConfig, Remote, RemoteConfig, Replica, RetryPolicy};
+use settee::{Remote, RemoteConfig, Replica, RetryPolicy};
 use std::time::{Duration, Instant};
 
 /// A service over the test server (or a proxy in front of it), small batches.
@@ -20,13 +20,7 @@ fn service(base: &str, root: &std::path::Path, config: SyncConfig) -> SyncServic
 }
 
 fn small_batches() -> SyncConfig {
-    SyncConfig::default().with_pull(
-        PullConfig::builder()
-            .batch_size(25)
-            .batches_limit(2)
-            .build()
-            .unwrap(),
-    )
+    SyncConfig::default().with_pull(pull_config(25, 2))
 }
 
 fn quick_failures() -> RemoteConfig {
@@ -273,14 +267,7 @@ async fn different_databases_sync_independently() {
             .with_remote(quick_failures()),
     );
     // b has settings of its own: batches of 5.
-    service.set_pull_config(
-        &b.name,
-        PullConfig::builder()
-            .batch_size(5)
-            .batches_limit(1)
-            .build()
-            .unwrap(),
-    );
+    service.set_pull_config(&b.name, pull_config(5, 1));
     let (sa, sb) = tokio::join!(
         service.ensure_synced(&a.name, Refresh::IfNeeded),
         service.ensure_synced(&b.name, Refresh::IfNeeded)
@@ -402,13 +389,7 @@ async fn server_gone_mid_pull_then_resume_from_checkpoint() {
         &proxy.url(),
         dir.path(),
         SyncConfig::default()
-            .with_pull(
-                PullConfig::builder()
-                    .batch_size(20)
-                    .batches_limit(1)
-                    .build()
-                    .unwrap(),
-            )
+            .with_pull(pull_config(20, 1))
             .with_remote(quick_failures()),
     );
     let status = service.ensure_synced(&db.name, Refresh::IfNeeded).await;
@@ -462,13 +443,7 @@ async fn destroy_on_failure_leaves_no_partial_replica() {
         &proxy.url(),
         dir.path(),
         SyncConfig::default()
-            .with_pull(
-                PullConfig::builder()
-                    .batch_size(20)
-                    .batches_limit(1)
-                    .build()
-                    .unwrap(),
-            )
+            .with_pull(pull_config(20, 1))
             .with_remote(quick_failures())
             .with_failure_policy(FailurePolicy::Destroy),
     );

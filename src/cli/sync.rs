@@ -141,7 +141,10 @@ fn print_status(out: &mut impl Write, s: &SyncStatus, as_json: bool) -> Result<(
                 "deleted": last.deleted,
                 "skipped": last.skipped,
                 "rebuilt": last.rebuilt,
-                "error": s.error,
+                // The readable reason, as this line has always carried it;
+                // `failure` has where it came from and CouchDB's status.
+                "error": s.error.as_ref().map(|e| e.reason.as_str()),
+                "failure": s.error,
             }),
         );
     }

@@ -36,7 +36,7 @@ pub use status::ReplicaStatus;
 
 use crate::remote::{Remote, Seq, ServerInfo};
 use crate::store::{CheckpointRecord, RemoteBinding, Replica};
-use crate::{Error, Result};
+use crate::{millis, Error, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -708,7 +708,7 @@ impl<'a> Pass<'a> {
         tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
             batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
         let timings = PullTimings {
-            connect: started.elapsed(),
+            connect: millis::whole(started.elapsed()),
             ..PullTimings::default()
         };
         let result = PullResult {
@@ -841,7 +841,7 @@ impl<'a> Pass<'a> {
                 () = stop.wait() => return Ok(()),
                 joined = &mut task.0 => joined,
             };
-            self.timings.fetch_wait += wait.elapsed();
+            self.timings.fetch_wait += millis::whole(wait.elapsed());
             let (fetched, permit) = joined
                 .map_err(|e| crate::StoreError::Cancelled(format!("a fetch task failed: {e}")))??;
             self.commit_batch(fetched, permit, on_progress).await?;
@@ -891,14 +891,14 @@ impl<'a> Pass<'a> {
             .replica
             .commit(std::mem::take(&mut fetched.write))
             .await?;
-        self.timings.commit += commit_start.elapsed();
+        self.timings.commit += millis::whole(commit_start.elapsed());
         Ok(outcome.revs_written)
     }
 
     /// The result of an attempt stopped at a batch boundary.
     fn interrupted(mut self) -> PullResult {
         self.result.interrupted = true;
-        self.timings.total = self.started.elapsed();
+        self.timings.total = millis::whole(self.started.elapsed());
         self.result.timings = self.timings;
         tracing::info!(last_seq = %self.result.last_seq, "pull interrupted at a batch boundary");
         self.result
@@ -916,7 +916,7 @@ impl<'a> Pass<'a> {
             .await
             .map_err(|e| crate::StoreError::Cancelled(e.to_string()))??;
         tracing::debug!(swept, "superseded bodies deleted");
-        self.timings.total = self.started.elapsed();
+        self.timings.total = millis::whole(self.started.elapsed());
         self.result.timings = self.timings;
         replica.set_last_pull(&self.result).await?;
         tracing::info!(docs_read = self.result.docs_read, docs_written = self.result.docs_written,

@@ -54,23 +54,13 @@ impl Replica {
     /// The revision tree and the body are read as of one moment, however
     /// many writers commit meanwhile.
     pub fn get(&self, id: &str) -> Result<Option<Document>, StoreError> {
-        let doc = self.read_record(id, |record| {
-            let Some(winner) = record.tree.winner() else {
-                return Ok(None);
-            };
-            let body = self
-                .body(record, id, &winner.rev)?
-                .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
-            Ok(Some(Document {
-                id: id.to_owned(),
-                conflicts: record.tree.conflicts(),
-                deleted_conflicts: record.tree.deleted_conflicts(),
-                rev: winner.rev,
-                deleted: winner.deleted,
-                body,
-            }))
+        let change = self.read_record(id, |record| {
+            self.winner_change(record, id, record.seq, None)
         })?;
-        Ok(doc.flatten())
+        match change.flatten() {
+            Some(change) => Ok(Some(change.parse()?.doc)),
+            None => Ok(None),
+        }
     }
 
     /// The winning revision of a live document, deserialized into `T` from

@@ -87,11 +87,6 @@ impl Replica {
         key: &[u8],
         what: &'static str,
     ) -> Result<Option<T>, StoreError> {
-        match tree.get(key)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt(what, key, e)),
-            None => Ok(None),
-        }
+        tx::decode_json(key, tree.get(key)?.as_deref(), what)
     }
 }

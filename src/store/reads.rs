@@ -114,25 +114,11 @@ impl RawDocuments {
             Err(e) => return Some(Err(StoreError::corrupt("document id", &key, e))),
         };
         let read = self.replica.read_record_from(id, bytes, |record| {
-            let Some(winner) = record.tree.winner() else {
-                return Ok(None);
-            };
-            if winner.deleted {
+            // A tombstone is skipped before its body is read.
+            if record.tree.winner().is_none_or(|w| w.deleted) {
                 return Ok(None);
             }
-            let body = self
-                .replica
-                .raw_body(record, id, &winner.rev)?
-                .ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
-            Ok(Some(RawDocumentChange {
-                seq: record.seq,
-                id: id.to_owned(),
-                conflicts: record.tree.conflicts(),
-                deleted_conflicts: record.tree.deleted_conflicts(),
-                rev: winner.rev,
-                deleted: false,
-                body,
-            }))
+            self.replica.winner_change(record, id, record.seq, None)
         });
         match read {
             Ok(Some(Some(doc))) => Some(Ok(doc)),
@@ -602,29 +588,41 @@ impl Replica {
         seq: u64,
         logged: Bytes,
     ) -> Result<Option<RawDocumentChange>, StoreError> {
-        let change = self.read_record(id, |record| {
-            let Some(winner) = record.tree.winner() else {
-                return Ok(None);
-            };
-            let carried =
-                !logged.is_empty() && record.body_at(&winner.rev) == Some(BodyAt::Entry(seq));
-            let body = if carried {
-                Some(logged.clone())
-            } else {
-                self.raw_body(record, id, &winner.rev)?
-            };
-            let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
-            Ok(Some(RawDocumentChange {
-                seq,
-                id: id.to_owned(),
-                conflicts: record.tree.conflicts(),
-                deleted_conflicts: record.tree.deleted_conflicts(),
-                rev: winner.rev,
-                deleted: winner.deleted,
-                body,
-            }))
-        })?;
+        let carried = (!logged.is_empty()).then_some(&logged);
+        let change = self.read_record(id, |record| self.winner_change(record, id, seq, carried))?;
         Ok(change.flatten())
+    }
+
+    /// The winner of `record` as a change at `seq`, with its raw body;
+    /// `None` for a record without leaves. `carried` is a body already in
+    /// hand from the `by_seq` entry at `seq`, used when the record says the
+    /// winner's body lives there. Call it inside [`Replica::read_record`].
+    pub(super) fn winner_change(
+        &self,
+        record: &DocRecord,
+        id: &str,
+        seq: u64,
+        carried: Option<&Bytes>,
+    ) -> Result<Option<RawDocumentChange>, ReadError> {
+        let Some(winner) = record.tree.winner() else {
+            return Ok(None);
+        };
+        let body = match carried {
+            Some(body) if record.body_at(&winner.rev) == Some(BodyAt::Entry(seq)) => {
+                Some(body.clone())
+            }
+            _ => self.raw_body(record, id, &winner.rev)?,
+        };
+        let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
+        Ok(Some(RawDocumentChange {
+            seq,
+            id: id.to_owned(),
+            conflicts: record.tree.conflicts(),
+            deleted_conflicts: record.tree.deleted_conflicts(),
+            rev: winner.rev,
+            deleted: winner.deleted,
+            body,
+        }))
     }
 
     /// Live documents (winning revisions, bodies included) whose ids are

@@ -246,12 +246,19 @@ pub(crate) fn get_json<T: DeserializeOwned>(
     key: &[u8],
     what: &'static str,
 ) -> Result<Option<T>, Abort> {
-    match tree.get(key)? {
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| abort(StoreError::corrupt(what, key, e))),
-        None => Ok(None),
-    }
+    decode_json(key, tree.get(key)?.as_deref(), what).map_err(abort)
+}
+
+/// A typed record from its stored JSON (`None`: no record), inside a
+/// transaction or out of one.
+pub(crate) fn decode_json<T: DeserializeOwned>(
+    key: &[u8],
+    stored: Option<&[u8]>,
+    what: &'static str,
+) -> Result<Option<T>, StoreError> {
+    stored
+        .map(|bytes| serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, key, e)))
+        .transpose()
 }
 
 /// Stores a typed record as JSON.

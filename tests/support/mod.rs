@@ -592,17 +592,9 @@ pub async fn pull(
     batch_size: usize,
     batches_limit: usize,
 ) -> PullResult {
-    settee::pull(
-        replica,
-        remote,
-        &PullConfig::builder()
-            .batch_size(batch_size)
-            .batches_limit(batches_limit)
-            .build()
-            .expect("config"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("pull failed: {e}"))
+    settee::pull(replica, remote, &pull_config(batch_size, batches_limit))
+        .await
+        .unwrap_or_else(|e| panic!("pull failed: {e}"))
 }
 
 /// The replica as `settee dump` prints it, computed through the library.
@@ -723,4 +715,14 @@ impl TestDb {
             .unwrap()
             .len()
     }
+}
+
+/// Pull settings with `batch_size` rows per batch and `batches_limit`
+/// batches in flight, the rest default.
+pub fn pull_config(batch_size: usize, batches_limit: usize) -> PullConfig {
+    PullConfig::builder()
+        .batch_size(batch_size)
+        .batches_limit(batches_limit)
+        .build()
+        .expect("pull settings in range")
 }
