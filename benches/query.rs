@@ -52,7 +52,7 @@ use common::corpus::{self, Corpus};
 use common::{cpu_seconds, env_or};
 use serde_json::{json, Value};
 use settee::query::{FindRequest, Query};
-use settee::views::{QueryOptions, Views};
+use settee::views::{course, QueryOptions, Views};
 use std::time::Instant;
 
 /// Prints one measurement line.
@@ -289,7 +289,7 @@ fn bench_mango(c: &Corpus, query: &Query) {
 fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
     let limit1 = QueryOptions::default().limit(1);
     // One view at a time, as PouchDB builds them (on each one's first query).
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     for name in ["elo", "getTags"] {
         let (n, ms, cpu) = timed(|| {
             views.update(name).unwrap();
@@ -378,7 +378,7 @@ fn bench_builtin(c: &Corpus, replica: settee::Replica, dir: &std::path::Path) {
 
     // Both views in one warm-up, on a second fresh replica.
     let replica = corpus::build_replica(&dir.join("b"), &c.docs);
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     let (n, ms, cpu) = timed(|| {
         views.warm().unwrap();
         rows(&views, "elo", &limit1) + rows(&views, "getTags", &limit1)

@@ -29,7 +29,7 @@ use common::cpu_seconds;
 use serde_json::json;
 use settee::internals::{self, IncomingRev, WriteBatch};
 use settee::revtree::RevPath;
-use settee::views::{QueryOptions, Views};
+use settee::views::{course, QueryOptions, Views};
 use settee::{Replica, ReplicaConfig};
 use std::time::{Duration, Instant};
 
@@ -175,9 +175,9 @@ fn main() {
     );
 
     let views = match only.as_deref() {
-        Some("elo") => Views::with_views(&replica, [settee::views::elo()]).unwrap(),
-        Some("getTags") => Views::with_views(&replica, [settee::views::get_tags()]).unwrap(),
-        _ => Views::open(&replica).unwrap(),
+        Some("elo") => Views::open(&replica, [settee::views::course::elo()]).unwrap(),
+        Some("getTags") => Views::open(&replica, [settee::views::course::get_tags()]).unwrap(),
+        _ => Views::open(&replica, course::views()).unwrap(),
     };
     let cpu0 = cpu_seconds();
     let report = views.warm().unwrap();
@@ -206,12 +206,12 @@ fn main() {
     let mut rng = Rng(42);
     let reps = 2000u32;
     // Touch the paths once so the first timed call is not the first call.
-    views.cards_near_rating(1000.0, 20).unwrap();
+    course::cards_near_rating(&views, 1000.0, 20).unwrap();
     let t = Instant::now();
     let mut found = 0;
     for _ in 0..reps {
         let r = 600.0 + rng.below(800) as f64;
-        found += views.cards_near_rating(r, 20).unwrap().len();
+        found += course::cards_near_rating(&views, r, 20).unwrap().len();
     }
     assert_eq!(found, 20 * reps as usize);
     println!(
@@ -223,7 +223,7 @@ fn main() {
     let mut tags = 0;
     for _ in 0..reps {
         let ids: Vec<String> = (0..20).map(|_| format!("c-{:06}", rng.below(n))).collect();
-        tags += views.tags_for_cards(&ids).unwrap().len();
+        tags += course::tags_for_cards(&views, &ids).unwrap().len();
     }
     assert!(tags >= 40 * reps as usize);
     println!(

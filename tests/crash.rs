@@ -894,7 +894,7 @@ async fn killed_javascript_view_indexing_is_never_ahead_and_catches_up() {
 async fn killed_indexing(js: bool) {
     use crate::views::{compare_without, index_rows, rows_covering, server_query};
     use settee::query::Query;
-    use settee::views::{self, QueryOptions, Views};
+    use settee::views::{self, course, QueryOptions, Views};
     let (view_arg, name, op) = if js {
         (
             "elo/elo",
@@ -916,14 +916,14 @@ async fn killed_indexing(js: bool) {
                 .find(|v| v.name() == name)
                 .expect("the _design/elo view")
         } else {
-            views::elo()
+            views::course::elo()
         }
     };
     let views_of = |replica: &Replica| {
         if js {
-            Views::with_views(replica, [view_of(replica)]).unwrap()
+            Views::open(replica, [view_of(replica)]).unwrap()
         } else {
-            Views::open(replica).unwrap()
+            Views::open(replica, course::views()).unwrap()
         }
     };
     let _turn = SERIAL.lock().await;

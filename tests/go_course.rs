@@ -6,7 +6,7 @@
 use crate::support::{self, TestDb};
 use serde_json::{json, Value};
 use settee::query::{Query, QueryError};
-use settee::views::{QueryOptions, Views};
+use settee::views::{course, QueryOptions, Views};
 use settee::Replica;
 use std::path::PathBuf;
 
@@ -100,7 +100,7 @@ async fn the_three_design_doc_views_give_couchdbs_rows_and_the_builtins_agree() 
         );
     }
     // The built-in Rust views give the same rows as the app's JavaScript.
-    let builtin = Views::open(&replica).unwrap();
+    let builtin = Views::open(&replica, course::views()).unwrap();
     for name in ["elo", "getTags"] {
         let native = builtin
             .query(name, &QueryOptions::default())

@@ -7,7 +7,7 @@
 
 use crate::support::*;
 use serde_json::{json, Value};
-use settee::views::{self, collate, collate_str, QueryOptions, Update, View, Views};
+use settee::views::{self, collate, collate_str, course, QueryOptions, Update, View, Views};
 use settee::{Replica, ReplicaConfig};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -367,7 +367,7 @@ async fn every_query_option_matches_the_server() {
     add_edge_docs(&db).await;
     let (_dir, replica) = temp_replica();
     pull(&replica, &db.remote(), 100, 4).await;
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     let report = views.warm().unwrap();
     let docs = replica.doc_count().unwrap() + replica.deleted_count().unwrap();
     assert_eq!(report.view("elo").unwrap().docs_indexed, docs);
@@ -380,7 +380,7 @@ async fn second_pull_reindexes_only_what_changed_and_matches_again() {
     let (_dir, replica) = temp_replica();
     let remote = db.remote();
     pull(&replica, &remote, 50, 4).await;
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     views.warm().unwrap();
     compare_everything(&db, &views).await;
     let before = views
@@ -466,7 +466,7 @@ async fn second_pull_reindexes_only_what_changed_and_matches_again() {
     let no_elo = views
         .query(
             "elo",
-            &QueryOptions::default().keys(vec![json!(views::default_elo("c-no-elo"))]),
+            &QueryOptions::default().keys(vec![json!(views::course::default_elo("c-no-elo"))]),
         )
         .unwrap();
     assert!(no_elo.rows.iter().any(|r| r.id == "c-no-elo"));

@@ -12,7 +12,7 @@ pub(crate) fn run(args: CheckArgs) -> CliResult {
     let report = replica.check()?;
     // The built-in views and every design document's views: each index
     // is checked against its own map function.
-    let mut registered = crate::views::builtin();
+    let mut registered = crate::views::course::views();
     registered.extend(
         crate::query::Query::open(&replica)
             .and_then(|q| q.index_views())

@@ -9,7 +9,7 @@
 use super::{print_json, CliError, CliResult, Outcome};
 use crate::cli::args::QueryArgs;
 use crate::query::{Query, ViewResponse};
-use crate::views::{QueryOptions, Views};
+use crate::views::{course, QueryOptions, Views};
 use serde_json::{Map, Value};
 use std::io::Write;
 
@@ -83,7 +83,7 @@ fn run_query(args: &QueryArgs, q: &QueryOptions) -> Result<ViewResponse, CliErro
     match split(&args.view) {
         Some((ddoc, view)) => Ok(query.view(ddoc, view, q).map_err(crate::Error::from)?),
         None => {
-            let views = Views::open(&replica).map_err(crate::Error::from)?;
+            let views = Views::open(&replica, course::views()).map_err(crate::Error::from)?;
             let result = views.query(&args.view, q).map_err(crate::Error::from)?;
             Ok(ViewResponse::Map(result))
         }

@@ -132,7 +132,7 @@ pub(crate) fn query(
     }
     // Code that does not compile is the query's error, not each document's.
     dd.compile_check()?;
-    let views = Views::with_views(replica, [dd.index_view(v)])?;
+    let views = Views::open(replica, [dd.index_view(v)])?;
     let map_q = QueryOptions {
         reduce: None,
         group: false,

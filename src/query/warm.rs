@@ -85,7 +85,7 @@ pub(crate) fn warm(replica: &Replica, limits: Limits) -> Result<QueryWarm, Query
         .chain(failed.iter().map(|f| f.view.clone()))
         .collect();
     let mut out = QueryWarm::default();
-    let all = Views::with_views(replica, Vec::new())?;
+    let all = Views::open(replica, Vec::new())?;
     for name in all.indexed()? {
         // Only design documents' indexes: the built-in and registered
         // views belong to their own `Views`.
@@ -96,7 +96,7 @@ pub(crate) fn warm(replica: &Replica, limits: Limits) -> Result<QueryWarm, Query
         }
     }
     loop {
-        let engine = Views::with_views(replica, views.clone())?;
+        let engine = Views::open(replica, views.clone())?;
         match engine.warm() {
             Ok(report) => {
                 out.report = report;

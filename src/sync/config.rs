@@ -115,7 +115,7 @@ impl Default for SyncConfig {
             revs_probe_docs: 32,
             replica: ReplicaConfig::default(),
             remote: RemoteConfig::default(),
-            views: crate::views::builtin(),
+            views: crate::views::course::views(),
             warm_design_docs: true,
             push: Some(OutboxConfig::default()),
             shutdown_drain: Duration::from_secs(5),
@@ -175,7 +175,7 @@ impl SyncConfig {
     }
 
     /// The same settings with other views (add
-    /// [`views::builtin`](crate::views::builtin) to keep the built-ins).
+    /// [`views::course::views`](crate::views::course::views) to keep the built-ins).
     pub fn with_views(mut self, views: Vec<View>) -> Self {
         self.views = views;
         self

@@ -630,7 +630,7 @@ impl SyncService {
             let (replica, defs) = (target.clone(), config.views.clone());
             let design = config.warm_design_docs;
             blocking(move || {
-                let views = Views::with_views(&replica, defs)?;
+                let views = Views::open(&replica, defs)?;
                 views.warm()?;
                 if design {
                     let warmed = crate::query::Query::open(&replica)?.warm()?;

@@ -94,19 +94,19 @@ impl ViewCheckReport {
 }
 
 /// Checks every view index of `replica` (see the module doc); `views` are
-/// the map functions known to the caller (the built-ins, [`super::builtin`],
+/// the map functions known to the caller (the built-ins, [`super::course::views`],
 /// plus an app's own), whose rows are compared with what they emit. An
 /// indexed view not among them gets the structural checks only; a view
 /// among them that was never indexed is not listed.
 ///
 /// ```
-/// use settee::views::{self, Views};
+/// use settee::views::{self, course, Views};
 /// use settee::{Replica, ReplicaConfig};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-/// Views::open(&replica).unwrap().warm().unwrap();
-/// let report = views::check(&replica, &views::builtin()).unwrap();
+/// Views::open(&replica, course::views()).unwrap().warm().unwrap();
+/// let report = views::check(&replica, &views::course::views()).unwrap();
 /// assert!(report.is_ok(), "{:?}", report.violations);
 /// assert_eq!(report.views.len(), 2);
 /// ```

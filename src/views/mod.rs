@@ -19,7 +19,8 @@
 //! - `block.rs`: sorted blocks, many rows (or back-index entries) per sled
 //!   entry: their format, edits and scans.
 //! - `query.rs`: [`QueryOptions`], [`ViewRow`], [`ViewResult`].
-//! - `builtin.rs`: the app's `elo` and `getTags` views and their helpers.
+//! - `course.rs` ([`course`]): the course app's `elo` and `getTags` views
+//!   and their helpers: application code, registered by the app.
 //! - `check.rs`: [`check`], the view half of `settee check`: rows against
 //!   back-index, live documents and the map functions.
 //!
@@ -30,24 +31,24 @@
 //!
 //! ```
 //! use serde_json::json;
-//! use settee::views::{QueryOptions, Views};
+//! use settee::views::{course, QueryOptions, Views};
 //! use settee::{Replica, ReplicaConfig};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-//! let views = Views::open(&replica).unwrap();   // elo and getTags
+//! let views = Views::open(&replica, course::views()).unwrap();   // elo and getTags
 //! let report = views.warm().unwrap();            // after a pull: index what it brought
 //! assert_eq!(report.views.len(), 2);
-//! let near = views.cards_near_rating(1000.0, 10).unwrap();
+//! let near = course::cards_near_rating(&views, 1000.0, 10).unwrap();
 //! assert!(near.is_empty());
 //! let result = views.query("elo", &QueryOptions::default().start_key(json!(900))).unwrap();
 //! assert_eq!(result.total_rows, 0);
 //! ```
 
 mod block;
-mod builtin;
 mod check;
 mod collate;
+pub mod course;
 mod error;
 mod fx;
 mod index;
@@ -55,7 +56,6 @@ mod parallel;
 mod query;
 mod view;
 
-pub use builtin::{builtin, default_elo, elo, get_tags, CardTag, RatedCard, ELO, GET_TAGS};
 pub use check::{check, ViewCheck, ViewCheckReport, ViewViolation};
 pub use collate::{collate, collate_str, encode_key};
 pub use error::ViewError;
@@ -89,14 +89,10 @@ impl std::fmt::Debug for Views {
 }
 
 impl Views {
-    /// The built-in views (`elo`, `getTags`) of `replica`.
-    pub fn open(replica: &Replica) -> Result<Views, ViewError> {
-        Self::with_views(replica, builtin())
-    }
-
-    /// Exactly these views (add [`builtin()`] to keep the built-ins).
-    /// Names must be unique and at most 65535 bytes long.
-    pub fn with_views(
+    /// The indexes of `views` over `replica` (an app's own [`View`]s, e.g.
+    /// the course app's [`course::views`]). Names must be unique and at
+    /// most 65535 bytes long.
+    pub fn open(
         replica: &Replica,
         views: impl IntoIterator<Item = View>,
     ) -> Result<Views, ViewError> {
@@ -319,12 +315,6 @@ fn map_only(q: &QueryOptions) -> Result<(), ViewError> {
         ));
     }
     Ok(())
-}
-
-/// Brings the built-in views of `replica` up to date: [`Views::warm`] for
-/// callers that do not keep a [`Views`].
-pub fn warm(replica: &Replica) -> Result<WarmReport, ViewError> {
-    Views::open(replica)?.warm()
 }
 
 #[cfg(test)]

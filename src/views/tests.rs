@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::course::{self, elo, get_tags, ELO, GET_TAGS};
 use super::*;
 use crate::revtree::RevPath;
 use crate::store::{IncomingRev, WriteBatch};
@@ -92,7 +93,7 @@ fn incremental_updates_deletions_and_winner_changes() {
         false,
         json!({"docType": "TAG", "name": "a", "taggedCards": ["c-001", "c-002", "c-001"]}),
     );
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     let first = views.warm().unwrap();
     assert_eq!(first.view(ELO).unwrap().docs_indexed, 52);
     assert_eq!(all(&views, ELO), reference(&replica, &elo()));
@@ -132,7 +133,7 @@ fn incremental_updates_deletions_and_winner_changes() {
     drop(views);
     drop(replica);
     let replica = open(dir.path());
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     assert_eq!(views.warm().unwrap().docs_indexed(), 0);
     assert_eq!(all(&views, ELO), reference(&replica, &elo()));
 }
@@ -145,7 +146,7 @@ fn a_new_definition_version_rebuilds_the_index() {
         put(&replica, &format!("d{i}"), &["a"], false, json!({"n": i}));
     }
     let v1 = View::new("n", 1, |d, e| e.emit(d.body["n"].clone(), json!(null)));
-    let views = Views::with_views(&replica, [v1]).unwrap();
+    let views = Views::open(&replica, [v1]).unwrap();
     views.warm().unwrap();
     assert_eq!(all(&views, "n").len(), 10);
     let v2 = View::new("n", 2, |d, e| {
@@ -153,7 +154,7 @@ fn a_new_definition_version_rebuilds_the_index() {
             e.emit(json!(["even", d.body["n"].clone()]), json!(1));
         }
     });
-    let views = Views::with_views(&replica, [v2.clone()]).unwrap();
+    let views = Views::open(&replica, [v2.clone()]).unwrap();
     let report = views.warm().unwrap();
     assert!(report.views[0].rebuilt);
     assert_eq!(all(&views, "n"), reference(&replica, &v2));
@@ -164,7 +165,7 @@ fn a_new_definition_version_rebuilds_the_index() {
 fn unknown_views_and_bad_ranges_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path());
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     assert!(matches!(
         views.query("nope", &QueryOptions::default()),
         Err(ViewError::UnknownView(..))
@@ -176,7 +177,7 @@ fn unknown_views_and_bad_ranges_are_errors() {
         views.query(ELO, &q),
         Err(ViewError::InvalidQuery(_))
     ));
-    assert!(Views::with_views(&replica, [elo(), elo()]).is_err());
+    assert!(Views::open(&replica, [elo(), elo()]).is_err());
 }
 
 /// The reference answer of a query: filter the sorted rows as CouchDB's
@@ -277,7 +278,7 @@ fn every_query_option_matches_the_reference() {
     let view = View::new("k", 1, |d, e| {
         e.emit(d.body["k"].clone(), d.body["i"].clone())
     });
-    let views = Views::with_views(&replica, [view.clone()]).unwrap();
+    let views = Views::open(&replica, [view.clone()]).unwrap();
     let rows = reference(&replica, &view);
     assert_eq!(all(&views, "k"), rows);
     let mut queries = vec![
@@ -387,9 +388,8 @@ fn typed_helpers() {
         false,
         json!({"docType": "TAG", "name": "y", "taggedCards": ["c-2"]}),
     );
-    let views = Views::open(&replica).unwrap();
-    let near: Vec<(String, f64)> = views
-        .cards_near_rating(1000.0, 4)
+    let views = Views::open(&replica, course::views()).unwrap();
+    let near: Vec<(String, f64)> = course::cards_near_rating(&views, 1000.0, 4)
         .unwrap()
         .into_iter()
         .map(|c| (c.id, c.score))
@@ -403,10 +403,10 @@ fn typed_helpers() {
             ("c-5".to_string(), 1010.0)
         ]
     );
-    let near = views.cards_near_rating(1150.0, 2).unwrap();
+    let near = course::cards_near_rating(&views, 1150.0, 2).unwrap();
     assert_eq!(near.len(), 2);
     assert!(near.iter().all(|c| c.score == 1100.0 || c.score == 1200.0));
-    let tags = views.tags_for_cards(&["c-2", "c-0", "c-1"]).unwrap();
+    let tags = course::tags_for_cards(&views, &["c-2", "c-0", "c-1"]).unwrap();
     let got: Vec<(&str, &str)> = tags
         .iter()
         .map(|t| (t.card_id.as_str(), t.tag_id.as_str()))
@@ -464,7 +464,7 @@ fn update_false_reads_as_is_and_lazy_catches_up_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path());
     put(&replica, "c-1", &["a"], false, card(json!(1)));
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     views.warm().unwrap();
     put(&replica, "c-2", &["a"], false, card(json!(2)));
     let stale = QueryOptions::default().update(Update::False);
@@ -496,8 +496,8 @@ fn two_views_handles_on_one_replica_index_one_at_a_time() {
             card(json!(i % 13)),
         );
     }
-    let a = Views::open(&replica).unwrap();
-    let b = Views::open(&replica).unwrap();
+    let a = Views::open(&replica, course::views()).unwrap();
+    let b = Views::open(&replica, course::views()).unwrap();
     let (ra, rb) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.warm().unwrap());
         let tb = s.spawn(|| b.warm().unwrap());
@@ -532,7 +532,7 @@ fn many_blocks_build_update_and_query_like_the_reference() {
             json!({"n": i, "pad": pad}),
         );
     }
-    let views = Views::with_views(&replica, [view.clone()]).unwrap();
+    let views = Views::open(&replica, [view.clone()]).unwrap();
     views.warm().unwrap();
     assert_eq!(all(&views, "wide"), reference(&replica, &view));
     let blocks = views
@@ -616,7 +616,7 @@ fn an_index_of_the_old_layout_is_rebuilt() {
             card(json!(900 + i)),
         );
     }
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     let tree = &views.inner.index.tree;
     let mut state = vec![b's'];
     state.extend_from_slice(&3u16.to_be_bytes());
@@ -657,10 +657,10 @@ fn check_passes_a_healthy_index_and_reports_damage() {
         json!({"docType": "TAG", "name": "x", "taggedCards": cards[..10]}),
     );
     // No index yet: nothing to check, and the check creates no tree.
-    let none = check(&replica, &builtin()).unwrap();
+    let none = check(&replica, &course::views()).unwrap();
     assert!(none.is_ok() && none.views.is_empty());
     assert!(!replica.has_tree("views"));
-    let views = Views::open(&replica).unwrap();
+    let views = Views::open(&replica, course::views()).unwrap();
     views.warm().unwrap();
     let report = views.check().unwrap();
     assert!(report.is_ok(), "{:?}", report.violations);
@@ -810,11 +810,11 @@ fn threads_build_and_update_the_same_index_as_one_thread() {
             })
             .collect(),
     );
-    let mut all_views = builtin();
+    let mut all_views = course::views();
     all_views.push(parsed.clone());
     let views = [
-        Views::with_views(&replicas[0], all_views.clone()).unwrap(),
-        Views::with_views(&replicas[1], all_views).unwrap(),
+        Views::open(&replicas[0], all_views.clone()).unwrap(),
+        Views::open(&replicas[1], all_views).unwrap(),
     ];
     let one = index::ChunkLimits {
         threads: 1,

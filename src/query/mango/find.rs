@@ -524,7 +524,7 @@ fn scan_index(
 ) -> Result<(), QueryError> {
     let view = idx.view();
     let name = view.name().to_owned();
-    let views = Views::with_views(replica, [view])?;
+    let views = Views::open(replica, [view])?;
     let mut q = view_query(ranges, desc, cur.req.updates_index());
     if let Some((key, id)) = bookmark {
         q = q.start_key(key.clone()).start_key_doc_id(id.clone());

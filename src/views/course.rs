@@ -1,5 +1,9 @@
-//! The two views the study app queries, with the semantics of its design
-//! documents, and typed helpers for its two queries.
+//! The course app's views, an application's code on the library (not its
+//! defaults): the two views the study app queries, with the semantics of
+//! its design documents, and typed helpers for its two queries. An app
+//! registers them with `Views::open(&replica, course::views())`; the
+//! same app's design documents give the same rows through the JavaScript
+//! engine (`query::Query::view`), these are its native fast path.
 //!
 //! - `elo`: for `CARD` documents, `emit(doc.elo)` if it is a number, else
 //!   `emit(doc.elo.global.score)` if `doc.elo.global` is truthy, else
@@ -267,7 +271,7 @@ pub fn get_tags() -> View {
 }
 
 /// Both built-in views.
-pub fn builtin() -> Vec<View> {
+pub fn views() -> Vec<View> {
     vec![elo(), get_tags()]
 }
 
@@ -295,95 +299,98 @@ pub struct CardTag {
     pub value: Value,
 }
 
-impl Views {
-    /// The `limit` cards whose rating is nearest `rating`: the app's
-    /// two-sided query (up to `limit` rows at or below, up to `limit`
-    /// above), merged by distance; ties go to the lower rating, then the
-    /// id. Cards whose key is not a number are not candidates.
-    pub fn cards_near_rating(
-        &self,
-        rating: f64,
-        limit: usize,
-    ) -> Result<Vec<RatedCard>, ViewError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.update_if_needed(ELO)?;
-        let num = |f: f64| json!(f);
-        let below = QueryOptions::default()
-            .start_key(num(rating))
-            .end_key(num(f64::MIN))
-            .descending(true)
-            .limit(limit)
-            .update(Update::False);
-        let collect = |q: &QueryOptions| -> Result<Vec<RatedCard>, ViewError> {
-            self.rows(ELO, q)?
-                .filter_map(|r| match r {
-                    Ok(row) => row
-                        .key
-                        .as_f64()
-                        .map(|score| Ok(RatedCard { id: row.id, score })),
-                    Err(e) => Some(Err(e)),
-                })
-                .collect()
-        };
-        let below = collect(&below)?;
-        // Rows equal to `rating` sort first in both directions: `below`
-        // holds all of them unless it is already full of them.
-        let equal = below.iter().filter(|c| c.score == rating).count();
-        let above = if equal >= limit {
-            Vec::new()
-        } else {
-            let above = QueryOptions::default()
-                .start_key(num(rating))
-                .end_key(num(f64::MAX))
-                .skip(equal)
-                .limit(limit)
-                .update(Update::False);
-            collect(&above)?
-        };
-        let (mut i, mut j) = (0, 0);
-        let mut out = Vec::with_capacity(limit);
-        while out.len() < limit && (i < below.len() || j < above.len()) {
-            let take_below = match (below.get(i), above.get(j)) {
-                (Some(b), Some(a)) => rating - b.score <= a.score - rating,
-                (Some(_), None) => true,
-                _ => false,
-            };
-            if take_below {
-                out.push(below[i].clone());
-                i += 1;
-            } else {
-                out.push(above[j].clone());
-                j += 1;
-            }
-        }
-        Ok(out)
+/// The `limit` cards whose rating is nearest `rating`: the app's
+/// two-sided query (up to `limit` rows at or below, up to `limit`
+/// above), merged by distance; ties go to the lower rating, then the
+/// id. Cards whose key is not a number are not candidates.
+pub fn cards_near_rating(
+    views: &Views,
+    rating: f64,
+    limit: usize,
+) -> Result<Vec<RatedCard>, ViewError> {
+    if limit == 0 {
+        return Ok(Vec::new());
     }
-
-    /// The tags of each card, in the order of `card_ids` (each card's tags
-    /// in tag id order); cards without tags contribute nothing.
-    pub fn tags_for_cards<S: AsRef<str>>(&self, card_ids: &[S]) -> Result<Vec<CardTag>, ViewError> {
-        self.update_if_needed(GET_TAGS)?;
-        let q = QueryOptions::default()
-            .keys(card_ids.iter().map(|s| json!(s.as_ref())).collect())
-            .update(Update::False);
-        self.rows(GET_TAGS, &q)?
-            .map(|r| {
-                let row = r?;
-                Ok(CardTag {
-                    card_id: row.key.as_str().unwrap_or_default().to_owned(),
-                    tag_id: row.id,
-                    name: row
-                        .value
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    value: row.value,
-                })
+    views.update_if_needed(ELO)?;
+    let num = |f: f64| json!(f);
+    let below = QueryOptions::default()
+        .start_key(num(rating))
+        .end_key(num(f64::MIN))
+        .descending(true)
+        .limit(limit)
+        .update(Update::False);
+    let collect = |q: &QueryOptions| -> Result<Vec<RatedCard>, ViewError> {
+        views
+            .rows(ELO, q)?
+            .filter_map(|r| match r {
+                Ok(row) => row
+                    .key
+                    .as_f64()
+                    .map(|score| Ok(RatedCard { id: row.id, score })),
+                Err(e) => Some(Err(e)),
             })
             .collect()
+    };
+    let below = collect(&below)?;
+    // Rows equal to `rating` sort first in both directions: `below`
+    // holds all of them unless it is already full of them.
+    let equal = below.iter().filter(|c| c.score == rating).count();
+    let above = if equal >= limit {
+        Vec::new()
+    } else {
+        let above = QueryOptions::default()
+            .start_key(num(rating))
+            .end_key(num(f64::MAX))
+            .skip(equal)
+            .limit(limit)
+            .update(Update::False);
+        collect(&above)?
+    };
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(limit);
+    while out.len() < limit && (i < below.len() || j < above.len()) {
+        let take_below = match (below.get(i), above.get(j)) {
+            (Some(b), Some(a)) => rating - b.score <= a.score - rating,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_below {
+            out.push(below[i].clone());
+            i += 1;
+        } else {
+            out.push(above[j].clone());
+            j += 1;
+        }
     }
+    Ok(out)
+}
+
+/// The tags of each card, in the order of `card_ids` (each card's tags
+/// in tag id order); cards without tags contribute nothing.
+pub fn tags_for_cards<S: AsRef<str>>(
+    views: &Views,
+    card_ids: &[S],
+) -> Result<Vec<CardTag>, ViewError> {
+    views.update_if_needed(GET_TAGS)?;
+    let q = QueryOptions::default()
+        .keys(card_ids.iter().map(|s| json!(s.as_ref())).collect())
+        .update(Update::False);
+    views
+        .rows(GET_TAGS, &q)?
+        .map(|r| {
+            let row = r?;
+            Ok(CardTag {
+                card_id: row.key.as_str().unwrap_or_default().to_owned(),
+                tag_id: row.id,
+                name: row
+                    .value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                value: row.value,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
