@@ -37,7 +37,7 @@ async fn run(url: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
         result.docs_written, result.batches, result.last_seq
     );
 
-    let status = replica.status()?;
+    let status = settee::replicate::status(&replica)?;
     println!("{}", serde_json::to_string_pretty(&status)?);
 
     for doc in replica.documents(..).take(3) {

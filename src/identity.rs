@@ -206,7 +206,10 @@ pub(crate) fn check(
         }
     }
     let rep_id = replication_id(&facts.server, remote.endpoint());
-    if let Some(cp) = replica.checkpoint(&rep_id).ok().flatten() {
+    if let Some(cp) = crate::replicate::checkpoint(replica, &rep_id)
+        .ok()
+        .flatten()
+    {
         if let (Some(cp), Some(now)) = (cp.last_seq.0.as_u64(), facts.info.update_seq.0.as_u64()) {
             if cp > now {
                 return Ok(Some(RebuildReason::Checkpoint));

@@ -71,7 +71,7 @@
 //! ahead of its data, the next pull would skip documents for good. So the
 //! store's write path (the batch commit that carries checkpoints) is not
 //! public: a checkpoint is written by [`pull`], in the transaction of the
-//! batch it covers, and can only be read ([`Replica::checkpoint`]). This
+//! batch it covers, and can only be read ([`replicate::checkpoint`]). This
 //! does not compile:
 //!
 //! ```compile_fail,E0624

@@ -28,12 +28,17 @@ async fn the_public_api_pulls_and_reads_typed_results_and_whole_documents() {
     // Typed checkpoint and last pull.
     let rep_id =
         settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
-    let checkpoint = replica.checkpoint(&rep_id).unwrap().expect("a checkpoint");
+    let checkpoint = settee::replicate::checkpoint(&replica, &rep_id)
+        .unwrap()
+        .expect("a checkpoint");
     assert_eq!(checkpoint.last_seq, result.last_seq);
-    assert_eq!(replica.last_pull().unwrap().as_ref(), Some(&result));
+    assert_eq!(
+        settee::replicate::last_pull(&replica).unwrap().as_ref(),
+        Some(&result)
+    );
 
     // The status, typed and as JSON (what `settee status --json` prints).
-    let status: ReplicaStatus = replica.status().unwrap();
+    let status: ReplicaStatus = settee::replicate::status(&replica).unwrap();
     assert_eq!(status.doc_count, replica.doc_count().unwrap());
     assert_eq!(status.last_pull.as_ref(), Some(&result));
     assert_eq!(status.remote.as_ref().unwrap().db_name, db.name);

@@ -42,8 +42,7 @@ fn query(dir: &Path, view: &str) -> Value {
 
 pub(crate) fn checkpoint_of(dir: &Path, replication_id: &str) -> Option<String> {
     let replica = Replica::open(dir, ReplicaConfig::default()).unwrap();
-    replica
-        .checkpoint(replication_id)
+    settee::replicate::checkpoint(&replica, replication_id)
         .unwrap()
         .map(|c| c.last_seq.0.to_string())
 }

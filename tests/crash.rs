@@ -517,7 +517,9 @@ async fn killed_pull_leaves_a_consistent_replica_that_resumes() {
             Replica::open(&rep, ReplicaConfig::default()).expect("a killed replica reopens");
         check_store_invariants(&replica);
         let pulled = replica.docs(..).count();
-        let checkpoint = replica.checkpoint(&rep_id).unwrap().map(|cp| cp.last_seq.0);
+        let checkpoint = settee::replicate::checkpoint(&replica, &rep_id)
+            .unwrap()
+            .map(|cp| cp.last_seq.0);
         let covered = match &checkpoint {
             Some(seq) => db.check_checkpoint_not_ahead(&replica, seq).await,
             None => 0,

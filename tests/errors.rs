@@ -30,7 +30,7 @@ fn assert_untouched(
 ) {
     assert_eq!(replica_dump(replica), before, "the replica changed");
     assert_eq!(
-        &replica.last_pull().unwrap(),
+        &settee::replicate::last_pull(replica).unwrap(),
         last_pull,
         "the last pull record changed"
     );
@@ -40,7 +40,7 @@ fn assert_untouched(
 async fn bad_urls_and_servers_get_typed_errors_and_leave_the_replica_alone() {
     let db = TestDb::seeded("errors", &["--cards", "20", "--extras"]).await;
     let (_dir, replica, before) = existing_replica(&db).await;
-    let last = replica.last_pull().unwrap();
+    let last = settee::replicate::last_pull(&replica).unwrap();
     let s = server();
 
     let e = pull_err(&replica, "http//not a url").await;
@@ -92,7 +92,7 @@ fn remote_status(e: &Error) -> Option<u16> {
 async fn broken_answers_get_typed_errors_and_leave_the_replica_alone() {
     let db = TestDb::seeded("broken", &["--cards", "20", "--extras"]).await;
     let (_dir, replica, before) = existing_replica(&db).await;
-    let last = replica.last_pull().unwrap();
+    let last = settee::replicate::last_pull(&replica).unwrap();
     // New remote changes, so the pulls below have something to fetch.
     db.bulk_docs(
         (0..5)

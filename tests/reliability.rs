@@ -181,7 +181,9 @@ async fn a_stopped_pull_returns_with_nothing_left_running() {
     let rep_id =
         settee::replicate::replication_id(&remote.server_info().await.unwrap(), remote.endpoint());
     if result.batches > 0 {
-        let cp: settee::replicate::Checkpoint = replica.checkpoint(&rep_id).unwrap().unwrap();
+        let cp: settee::replicate::Checkpoint = settee::replicate::checkpoint(&replica, &rep_id)
+            .unwrap()
+            .unwrap();
         assert_eq!(cp.last_seq, result.last_seq, "what it reports is committed");
     }
     assert_eq!(replica.handle_count(), 1, "no task holds the replica");
@@ -348,7 +350,7 @@ async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
         &db.remote().server_info().await.unwrap(),
         db.remote().endpoint(),
     );
-    let checkpoint = replica.checkpoint(&rep_id).unwrap();
+    let checkpoint = settee::replicate::checkpoint(&replica, &rep_id).unwrap();
 
     // Addresses: an unknown scheme, a host that does not resolve.
     let e = Endpoint::parse("ftp://127.0.0.1/db").unwrap_err();
@@ -399,7 +401,10 @@ async fn more_bad_inputs_get_typed_errors_and_leave_the_replica_alone() {
         assert!(!e.to_string().contains(&server().password), "{what}: {e}");
     }
     assert_eq!(replica_dump(&replica), before, "documents untouched");
-    assert_eq!(replica.checkpoint(&rep_id).unwrap(), checkpoint);
+    assert_eq!(
+        settee::replicate::checkpoint(&replica, &rep_id).unwrap(),
+        checkpoint
+    );
     assert!(replica.check().unwrap().is_ok());
 }
 

@@ -5,7 +5,11 @@ use settee::{Error, RemoteError, RetryPolicy, Seq};
 const CORPUS: &[&str] = &["--cards", "200", "--realistic", "--extras"];
 
 fn checkpoint_seq(replica: &settee::Replica, rep_id: &str) -> Option<Seq> {
-    Some(replica.checkpoint(rep_id).unwrap()?.last_seq)
+    Some(
+        settee::replicate::checkpoint(replica, rep_id)
+            .unwrap()?
+            .last_seq,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -654,7 +654,13 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let checkpoint = seq_text(before.last_pull().unwrap().unwrap().last_seq.0);
+    let checkpoint = seq_text(
+        settee::replicate::last_pull(&before)
+            .unwrap()
+            .unwrap()
+            .last_seq
+            .0,
+    );
     db.bulk_docs(vec![json!({"_id": "late"})], true).await;
     let refused = format!("/_changes?style=all_docs&since={}&", enc(&checkpoint));
     proxy.set_rules(vec![Rule::respond(
@@ -684,7 +690,13 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
     // by another signal, and nothing old merges with new.
     if server().is_couchdb || quirks::enabled() {
         let old = service.local(&db.name).unwrap();
-        let old_since = seq_text(old.last_pull().unwrap().unwrap().last_seq.0);
+        let old_since = seq_text(
+            settee::replicate::last_pull(&old)
+                .unwrap()
+                .unwrap()
+                .last_seq
+                .0,
+        );
         drop(old);
         recreate(&db).await;
         let mut docs = vec![enabled_config()];

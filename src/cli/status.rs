@@ -6,7 +6,7 @@ use crate::cli::args::StatusArgs;
 
 pub(crate) fn run(args: StatusArgs) -> CliResult {
     let replica = args.replica.open()?;
-    let status = replica.status()?;
+    let status = crate::replicate::status(&replica)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         print_json(&mut out, &status)?;

@@ -32,7 +32,7 @@ mod config;
 pub use config::PullConfigBuilder;
 mod status;
 pub use retry_mode::{PullState, RetryMode};
-pub use status::ReplicaStatus;
+pub use status::{checkpoint, last_pull, status, ReplicaStatus};
 
 use crate::remote::{Remote, Seq, ServerInfo};
 use crate::store::{CheckpointRecord, RemoteBinding, Replica};
@@ -627,7 +627,7 @@ async fn bind_remote(replica: &Replica, remote: &Remote, server: &ServerInfo) ->
 
 /// The remote sequence to resume after: the checkpoint's, or the start.
 fn start_seq(replica: &Replica, rep_id: &str) -> Seq {
-    match replica.checkpoint(rep_id) {
+    match checkpoint(replica, rep_id) {
         Ok(Some(cp)) => cp.last_seq,
         Ok(None) => Seq::zero(),
         Err(e) => {

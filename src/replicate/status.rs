@@ -19,7 +19,7 @@ use std::path::PathBuf;
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-/// let status = replica.status().unwrap();
+/// let status = settee::replicate::status(&replica).unwrap();
 /// assert_eq!(status.doc_count, 0);
 /// assert!(status.remote.is_none() && status.last_pull.is_none());
 /// ```
@@ -49,37 +49,38 @@ fn path_lossy<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::O
     s.serialize_str(&path.to_string_lossy())
 }
 
-impl Replica {
-    /// The checkpoint a pull keeps under `replication_id` (see
-    /// [`replication_id`](crate::replicate::replication_id)): everything up to its
-    /// `last_seq` is in the replica. Read-only: only a pull writes it, with
-    /// the batch it covers.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] when the stored checkpoint cannot be read
-    /// (a pull then starts over from the beginning, which is safe).
-    pub fn checkpoint(&self, replication_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        self.stored_checkpoint(replication_id)
-    }
+/// The checkpoint a pull keeps under `replication_id` (see
+/// [`replication_id`](crate::replicate::replication_id)): everything up to its
+/// `last_seq` is in the replica. Read-only: only a pull writes it, with
+/// the batch it covers.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the stored checkpoint cannot be read
+/// (a pull then starts over from the beginning, which is safe).
+pub fn checkpoint(
+    replica: &Replica,
+    replication_id: &str,
+) -> Result<Option<Checkpoint>, StoreError> {
+    replica.stored_checkpoint(replication_id)
+}
 
-    /// What the last completed pull into this replica did, once one has.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] when the stored summary cannot be read.
-    pub fn last_pull(&self) -> Result<Option<PullResult>, StoreError> {
-        self.stored_last_pull()
-    }
+/// What the last completed pull into this replica did, once one has.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the stored summary cannot be read.
+pub fn last_pull(replica: &Replica) -> Result<Option<PullResult>, StoreError> {
+    replica.stored_last_pull()
+}
 
-    /// Counts, size, remote and last pull in one value (`settee status`).
-    pub fn status(&self) -> Result<ReplicaStatus, StoreError> {
-        Ok(ReplicaStatus {
-            path: self.path().to_path_buf(),
-            doc_count: self.doc_count()?,
-            doc_del_count: self.deleted_count()?,
-            update_seq: self.update_seq()?,
-            remote: self.remote()?,
-            last_pull: self.last_pull()?,
-            size_on_disk: self.size_on_disk()?,
-        })
-    }
+/// Counts, size, remote and last pull in one value (`settee status`).
+pub fn status(replica: &Replica) -> Result<ReplicaStatus, StoreError> {
+    Ok(ReplicaStatus {
+        path: replica.path().to_path_buf(),
+        doc_count: replica.doc_count()?,
+        doc_del_count: replica.deleted_count()?,
+        update_seq: replica.update_seq()?,
+        remote: replica.remote()?,
+        last_pull: last_pull(replica)?,
+        size_on_disk: replica.size_on_disk()?,
+    })
 }

@@ -34,7 +34,7 @@ pub struct IncomingRev {
 /// A pull checkpoint as the store keeps it: the replication id it is
 /// stored under and its JSON, encoded once from the caller's typed value
 /// (the store does not know its shape; `replicate/` reads it back typed
-/// with [`Replica::checkpoint`](crate::Replica::checkpoint)).
+/// with [`replicate::checkpoint`](crate::replicate::checkpoint)).
 #[derive(Debug, Clone)]
 pub struct CheckpointRecord {
     replication_id: String,

@@ -32,7 +32,7 @@ impl Replica {
     }
 
     /// The checkpoint stored under a replication id, decoded as `T` (the
-    /// store does not know its shape: `Replica::checkpoint` in `replicate/`
+    /// store does not know its shape: `replicate::checkpoint` in `replicate/`
     /// names it).
     pub(crate) fn stored_checkpoint<T: DeserializeOwned>(
         &self,
@@ -62,7 +62,7 @@ impl Replica {
     }
 
     /// The summary the last completed pull left, decoded as `T` (the store
-    /// does not know its shape: `Replica::last_pull` in `replicate/` names
+    /// does not know its shape: `replicate::last_pull` in `replicate/` names
     /// it).
     pub(crate) fn stored_last_pull<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         self.get_json(&self.inner.trees.meta, keys::meta::LAST_PULL, "last pull")
