@@ -3,7 +3,8 @@
 //!
 //! 1. Data flows one way: a top-level module imports only modules of a
 //!    lower layer (`LAYERS`), never the one that uses it.
-//! 2. Inside `src/store`, no file imports another that imports it, directly
+//! 2. Only `src/store` adds methods to `Replica`.
+//! 3. Inside `src/store`, no file imports another that imports it, directly
 //!    or in a circle, and no file imports through `mod.rs` (which only
 //!    declares the files and re-exports): every `use super::…` names the
 //!    sibling file it comes from.
@@ -185,6 +186,25 @@ fn top_level_modules_import_only_lower_layers() {
         }
     }
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// `Replica` is the store's: a module above it reads and writes through
+/// functions and handles of its own, not by adding methods to the store's
+/// type (which would make `Replica`'s API the sum of every layer).
+#[test]
+fn only_the_store_adds_methods_to_replica() {
+    let store = src().join("store");
+    let outside: Vec<String> = rust_files(&src())
+        .into_iter()
+        .filter(|p| !p.starts_with(&store))
+        .filter(|p| {
+            code(p)
+                .lines()
+                .any(|l| l.starts_with("impl Replica ") || l.starts_with("impl Replica{"))
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(outside.is_empty(), "{outside:#?}");
 }
 
 #[test]
