@@ -192,7 +192,7 @@ impl Replica {
 
     /// At most `limit` ids of the retry list that sort after `after` (from
     /// the start with `None`).
-    pub fn pending_retries_after(
+    pub(crate) fn pending_retries_after(
         &self,
         after: Option<&str>,
         limit: usize,
