@@ -14,20 +14,34 @@ use crate::revtree::Rev;
 use bytes::Bytes;
 use std::ops::{Bound, RangeBounds};
 
+/// `Debug` for the iterators that own a replica handle: the handle, not
+/// sled's cursor.
+macro_rules! debug_as_replica_handle {
+    ($($iter:ident),*) => {$(
+        impl std::fmt::Debug for $iter {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($iter))
+                    .field("replica", &self.replica)
+                    .finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+
+debug_as_replica_handle!(
+    Documents,
+    RawDocuments,
+    DocumentChanges,
+    RawDocumentChanges,
+    Changes
+);
+
 /// Live documents with their bodies, in id order; from
 /// [`Replica::documents`] or [`Replica::documents_with_prefix`].
 #[must_use = "iterators do nothing unless consumed"]
 pub struct Documents {
     replica: Replica,
     ids: sled::Iter,
-}
-
-impl std::fmt::Debug for Documents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Documents")
-            .field("replica", &self.replica)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Documents {
@@ -88,14 +102,6 @@ impl Iterator for Documents {
 pub struct RawDocuments {
     replica: Replica,
     records: sled::Iter,
-}
-
-impl std::fmt::Debug for RawDocuments {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawDocuments")
-            .field("replica", &self.replica)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RawDocuments {
@@ -171,14 +177,6 @@ pub struct DocumentChanges {
     entries: sled::Iter,
 }
 
-impl std::fmt::Debug for DocumentChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocumentChanges")
-            .field("replica", &self.replica)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Iterator for DocumentChanges {
     type Item = Result<DocumentChange, StoreError>;
 
@@ -240,14 +238,6 @@ impl RawDocumentChange {
 pub struct RawDocumentChanges {
     replica: Replica,
     entries: sled::Iter,
-}
-
-impl std::fmt::Debug for RawDocumentChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawDocumentChanges")
-            .field("replica", &self.replica)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Iterator for RawDocumentChanges {
@@ -336,14 +326,6 @@ pub struct Changes {
     /// from it).
     pub(super) since: u64,
     entries: sled::Iter,
-}
-
-impl std::fmt::Debug for Changes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Changes")
-            .field("replica", &self.replica)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Changes {
