@@ -184,8 +184,7 @@ impl Replica {
 
     /// Documents an earlier pull could not store, in id order; the next
     /// pull fetches them again before it reads the changes feed. The whole
-    /// list, for inspection: a pull reads it a page at a time with
-    /// [`Replica::pending_retries_after`].
+    /// list, for inspection: a pull reads it a page at a time.
     pub fn pending_retries(&self) -> Result<Vec<String>, StoreError> {
         Self::retry_ids(self.inner.trees.retry.iter())
     }
