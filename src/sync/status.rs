@@ -58,10 +58,10 @@ pub struct SyncStatus {
     /// Revisions written by the last sync.
     pub docs_replicated: Option<u64>,
     /// Time of the last sync's pull (`sync_time_ms` in JSON).
-    #[serde(rename = "sync_time_ms", with = "crate::millis::option")]
+    #[serde(rename = "sync_time_ms", serialize_with = "crate::millis::option")]
     pub sync_time: Option<Duration>,
     /// Time of the last warm-up (`view_warm_time_ms` in JSON).
-    #[serde(rename = "view_warm_time_ms", with = "crate::millis::option")]
+    #[serde(rename = "view_warm_time_ms", serialize_with = "crate::millis::option")]
     pub view_warm_time: Option<Duration>,
     /// Why the last sync failed (state `error`), or why it is disabled.
     pub error: Option<SyncFailure>,
