@@ -14,7 +14,8 @@
 //! can show as a violation).
 
 use super::attachment_refs::stub_digests;
-use super::document::{DocRecord, LeafBodies};
+use super::body_log::Extent;
+use super::document::{BodyRef, DocRecord};
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
 use super::nesting;
@@ -153,8 +154,8 @@ impl Replica {
         } else {
             tally.live += 1;
         }
-        // A leaf's body lives in `bodies`, in the record itself
-        // (`Inline`) or in the record's `by_seq` entry (`Logged`).
+        // A leaf's body lives in the record, the body log, `bodies` or
+        // the record's `by_seq` entry (`document::BodyRef`).
         let has_body = |rev: &Rev| record.body_at(rev).is_some();
         if !has_body(&winner.rev) {
             r.violation(
@@ -171,16 +172,15 @@ impl Replica {
             );
         }
         let leaf_revs: HashSet<&Rev> = leaves.iter().map(|l| &l.rev).collect();
-        self.check_stored_bodies(r, &mut tally.named_bodies, &key, &record, &leaf_revs)?;
-        if let Some(KeptBody { rev, body }) = self.kept_body(&record)? {
-            if !leaf_revs.contains(rev) || leaves.len() != 1 {
+        for (rev, body) in &record.bodies {
+            if !leaf_revs.contains(rev) {
                 r.violation(
                     "leaf_body",
                     key.clone(),
-                    format!("keeps a body for {rev}, which is not its only leaf"),
+                    format!("names a body for {rev}, which is not a leaf"),
                 );
             }
-            check_kept_body(r, &mut tally.stub_counts, &key, rev, body);
+            self.check_leaf_body(r, tally, &key, &record, rev, body)?;
         }
         for leaf in &leaves {
             if !has_body(&leaf.rev) {
@@ -194,67 +194,97 @@ impl Replica {
         Ok(())
     }
 
-    /// The bodies a record names in the `bodies` tree: each for a leaf,
-    /// not garbage, there, and readable.
-    fn check_stored_bodies(
+    /// One leaf's body: there and readable. A body in `bodies` is not
+    /// garbage (its stubs are counted by [`Replica::check_bodies`]); one in
+    /// the body log lies below the log's committed end and says whether it
+    /// has stubs; one in the sequence entry is its document's only.
+    fn check_leaf_body(
         &self,
         r: &mut CheckReport,
-        named_bodies: &mut HashSet<u64>,
+        tally: &mut Tally,
         key: &str,
         record: &DocRecord,
-        leaf_revs: &HashSet<&Rev>,
+        rev: &Rev,
+        body: &BodyRef,
     ) -> Result<(), StoreError> {
-        let LeafBodies::Stored(stored) = &record.bodies else {
-            return Ok(());
-        };
         let t = self.trees();
-        for (rev, body_id) in stored {
-            if !leaf_revs.contains(rev) {
-                r.violation(
-                    "leaf_body",
-                    key.to_owned(),
-                    format!("names a body for {rev}, which is not a leaf"),
-                );
+        let kept = match body {
+            BodyRef::Tree(body_id) => {
+                tally.named_bodies.insert(*body_id);
+                if t.garbage.contains_key(keys::seq_key(*body_id))? {
+                    r.violation(
+                        "garbage",
+                        key.to_owned(),
+                        format!("names body #{body_id}, which is listed as garbage"),
+                    );
+                }
+                match t.bodies.get(keys::seq_key(*body_id))? {
+                    Some(body) => r.check_body(key, rev, &body),
+                    None => r.violation(
+                        "leaf_body",
+                        key.to_owned(),
+                        format!("the body of {rev} (#{body_id}) is missing"),
+                    ),
+                }
+                return Ok(());
             }
-            named_bodies.insert(*body_id);
-            if t.garbage.contains_key(keys::seq_key(*body_id))? {
-                r.violation(
-                    "garbage",
-                    key.to_owned(),
-                    format!("names body #{body_id}, which is listed as garbage"),
-                );
+            BodyRef::Inline(bytes) => Ok(bytes.clone()),
+            BodyRef::Log { offset, len, stubs } => {
+                let end = self.body_log().end();
+                if offset.checked_add(*len).is_none_or(|last| last > end) {
+                    Err(format!(
+                        "the body of {rev} is said to be at {offset}..+{len} of the body log, past its end {end}"
+                    ))
+                } else {
+                    let read = self.body_log().read(Extent {
+                        offset: *offset,
+                        len: *len,
+                    });
+                    match read {
+                        Ok(bytes) => {
+                            let has_stubs = stub_digests(&bytes).map_or(true, |d| !d.is_empty());
+                            if has_stubs && !stubs {
+                                r.violation(
+                                    "stub_bytes",
+                                    key.to_owned(),
+                                    format!(
+                                        "the body of {rev} has stubs its record does not mention"
+                                    ),
+                                );
+                            }
+                            Ok(bytes)
+                        }
+                        Err(e) => Err(format!("the body of {rev}: {e}")),
+                    }
+                }
             }
-            let Some(body) = t.bodies.get(keys::seq_key(*body_id))? else {
-                r.violation(
-                    "leaf_body",
-                    key.to_owned(),
-                    format!("the body of {rev} (#{body_id}) is missing"),
-                );
-                continue;
-            };
-            r.check_body(key, rev, &body);
-        }
-        Ok(())
-    }
-
-    /// The body a record keeps outside `bodies` (`Inline` or `Logged`).
-    fn kept_body<'a>(&self, record: &'a DocRecord) -> Result<Option<KeptBody<'a>>, StoreError> {
-        Ok(match &record.bodies {
-            LeafBodies::Inline { rev, body } => Some(KeptBody {
-                rev,
-                body: Some(body.clone()),
-            }),
-            LeafBodies::Logged { rev, .. } => {
-                let entry = self.trees().by_seq.get(keys::seq_key(record.seq))?;
-                let body = entry
+            BodyRef::Entry { .. } => {
+                if record.bodies.len() != 1 {
+                    r.violation(
+                        "leaf_body",
+                        key.to_owned(),
+                        format!(
+                            "keeps the body of {rev} in its sequence entry beside other leaves"
+                        ),
+                    );
+                }
+                let entry = t.by_seq.get(keys::seq_key(record.seq))?;
+                entry
                     .as_deref()
                     .and_then(keys::split_seq_entry)
                     .map(|(_, body)| body.to_vec())
-                    .filter(|body| !body.is_empty());
-                Some(KeptBody { rev, body })
+                    .filter(|body| !body.is_empty())
+                    .ok_or_else(|| format!("the body of {rev} is missing from its sequence entry"))
             }
-            LeafBodies::Stored(_) => None,
-        })
+        };
+        match kept {
+            Ok(body) => {
+                r.check_body(key, rev, &body);
+                count_stubs(r, &mut tally.stub_counts, key.to_owned(), &body);
+            }
+            Err(detail) => r.violation("leaf_body", key.to_owned(), detail),
+        }
+        Ok(())
     }
 
     /// Bodies: every one is named by a record or listed as garbage, and
@@ -521,13 +551,6 @@ struct Tally {
     deleted: u64,
 }
 
-/// A leaf body kept in the record or its `by_seq` entry.
-struct KeptBody<'a> {
-    rev: &'a Rev,
-    /// `None` when the `by_seq` entry lacks it.
-    body: Option<Vec<u8>>,
-}
-
 /// The record's id and the record, or `None` (with its violation).
 fn decode_record<'k>(
     r: &mut CheckReport,
@@ -568,27 +591,6 @@ fn check_tree_shape(r: &mut CheckReport, key: &str, record: &DocRecord, leaves: 
     if revs.iter().collect::<HashSet<_>>().len() != revs.len() {
         r.violation("records", key.to_owned(), "a revision appears twice");
     }
-}
-
-/// A body kept outside `bodies` is there and readable. Its stubs are
-/// counted here: [`Replica::check_bodies`] counts only those in `bodies`.
-fn check_kept_body(
-    r: &mut CheckReport,
-    stub_counts: &mut HashMap<String, u64>,
-    key: &str,
-    rev: &Rev,
-    body: Option<Vec<u8>>,
-) {
-    let Some(body) = body else {
-        r.violation(
-            "leaf_body",
-            key.to_owned(),
-            format!("the body of {rev} is missing from its sequence entry"),
-        );
-        return;
-    };
-    r.check_body(key, rev, &body);
-    count_stubs(r, stub_counts, key.to_owned(), &body);
 }
 
 /// Adds a body's attachment stubs to `stub_counts`.
@@ -691,13 +693,13 @@ mod tests {
             r.trees().by_seq.remove(k).unwrap();
         });
         assert!(v.contains(&"by_seq"), "{v:?}");
-        // Small single-leaf bodies live in their record (format 3).
+        // Small bodies live in their record.
         let v = damaged(|r| {
             let v = r.trees().docs.get("a").unwrap().unwrap();
             let mut rec = DocRecord::decode(b"a", &v).unwrap();
             let was = std::mem::take(&mut rec.bodies);
             assert!(
-                matches!(was, LeafBodies::Inline { .. }),
+                matches!(was.values().next(), Some(BodyRef::Inline(_))),
                 "a small body is inline"
             );
             r.trees().docs.insert("a", rec.encode()).unwrap();

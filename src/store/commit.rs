@@ -5,7 +5,8 @@
 //! (`Replica::stage_attachment`); this transaction claims them.
 
 use super::attachment_refs;
-use super::document::{DocRecord, LeafBodies};
+use super::body_log::{BodyLog, Extent};
+use super::document::{BodyRef, DocRecord};
 use super::error::StoreError;
 use super::keys::{self, meta};
 use super::replica::Replica;
@@ -101,16 +102,20 @@ pub struct BatchOutcome {
     pub update_seq: u64,
 }
 
-/// Largest body kept inside its document's record; a bigger single-leaf
-/// body travels in the document's `by_seq` entry. The `docs` tree is read
-/// at random positions by every commit and every diff, and with ~600-byte
-/// cards inline it outgrew sled's 8 MiB cache: a shuffled 100k cold commit
-/// then cost 43–45 µs of CPU per document instead of 34–37
-/// (`benches/store_write.rs`, see design.md).
+/// Largest body kept inside its document's record; a bigger body goes to
+/// the body log. The `docs` tree is read at random positions by every
+/// commit and every diff, and with ~600-byte cards inline it outgrew sled's
+/// 8 MiB cache: a shuffled 100k cold commit then cost 43–45 µs of CPU per
+/// document instead of 34–37 (`benches/store_write.rs`, see design.md).
 const INLINE_MAX: usize = 256;
 
-/// A revision of the batch with its body's text.
-type Arrival<'a> = (&'a IncomingRev, &'a [u8]);
+/// A revision of the batch with its body's text and, for a body too large
+/// for its record, where the commit wrote it in the body log.
+struct Arrival<'a> {
+    inc: &'a IncomingRev,
+    body: &'a [u8],
+    logged: Option<Extent>,
+}
 
 /// Groups the batch's revisions by document, in id order (records are read
 /// and written in key order), refusing the whole batch for a revision
@@ -128,12 +133,35 @@ fn group_by_document(revs: &[IncomingRev]) -> Result<BTreeMap<&str, Vec<Arrival<
         if !inc.body.get().starts_with('{') {
             return Err(invalid("the body is not a JSON object"));
         }
-        grouped
-            .entry(inc.id.as_str())
-            .or_default()
-            .push((inc, inc.body.get().as_bytes()));
+        grouped.entry(inc.id.as_str()).or_default().push(Arrival {
+            inc,
+            body: inc.body.get().as_bytes(),
+            logged: None,
+        });
     }
     Ok(grouped)
+}
+
+/// Writes the bodies too large for their records to the body log, in the
+/// order the commit will give their documents sequences (so a scan in
+/// sequence order reads the log front to back), and notes each one's
+/// extent; the log's end after them.
+fn append_large_bodies(
+    log: &BodyLog,
+    grouped: &mut BTreeMap<&str, Vec<Arrival<'_>>>,
+) -> Result<u64, StoreError> {
+    let large = |a: &&mut Arrival<'_>| a.body.len() > INLINE_MAX;
+    let bodies: Vec<&[u8]> = grouped
+        .values_mut()
+        .flatten()
+        .filter(large)
+        .map(|a| a.body)
+        .collect();
+    let (extents, end) = log.append(&bodies)?;
+    for (arrival, extent) in grouped.values_mut().flatten().filter(large).zip(extents) {
+        arrival.logged = Some(extent);
+    }
+    Ok(end)
 }
 
 /// The trees one document's merge writes, inside the commit's transaction.
@@ -145,6 +173,7 @@ struct DocTx<'a> {
     atts: &'a TransactionalTree,
     refs: &'a TransactionalTree,
     staged: &'a TransactionalTree,
+    log: &'a BodyLog,
     /// Digests whose bytes the batch brings.
     batch_digests: &'a HashSet<&'a str>,
     revs_limit: usize,
@@ -169,7 +198,8 @@ impl DocTx<'_> {
         let old_seq = old.as_ref().map(|r| r.seq);
         let mut record = old.unwrap_or_default();
         let mut arrived = Vec::new();
-        for &(inc, body) in incoming {
+        for arrival in incoming {
+            let inc = arrival.inc;
             let outcome = record.tree.merge(&inc.path, inc.deleted).map_err(|e| {
                 abort(StoreError::InvalidDocument {
                     id: inc.id.clone(),
@@ -178,7 +208,7 @@ impl DocTx<'_> {
             })?;
             if outcome != MergeOutcome::AlreadyKnown {
                 if let Some(leaf) = inc.path.leaf() {
-                    arrived.push((leaf, inc, body));
+                    arrived.push((leaf, arrival));
                 }
             }
         }
@@ -190,29 +220,36 @@ impl DocTx<'_> {
         let leaves: HashSet<Rev> = record.tree.leaves().into_iter().map(|l| l.rev).collect();
         // Only leaves keep bodies: a revision this batch brought and
         // already superseded stores none.
-        arrived.retain(|(rev, _, _)| leaves.contains(rev));
+        arrived.retain(|(rev, _)| leaves.contains(rev));
         // Count the new bodies' stubs before any old body releases its
         // own: bytes both name stay.
-        for (_, inc, body) in &arrived {
-            self.count_stubs(inc, body)?;
+        let mut new_bodies = Vec::with_capacity(arrived.len());
+        for (rev, arrival) in arrived {
+            let stubs = self.count_stubs(arrival.inc, arrival.body)?;
+            let body = match arrival.logged {
+                Some(Extent { offset, len }) => BodyRef::Log { offset, len, stubs },
+                None => BodyRef::Inline(arrival.body.to_vec()),
+            };
+            new_bodies.push((rev, body));
         }
-        let kept = self.drop_superseded_bodies(key, &mut record, &leaves, old_seq)?;
-        let entry_body = self.place_bodies(&mut record, &leaves, &arrived, kept, counters)?;
+        self.keep_leaf_bodies(key, &mut record, &leaves, old_seq, counters)?;
+        record.bodies.extend(new_bodies);
         counters.recount(was, record.tree.winner().map(|w| w.deleted))?;
         if let Some(old_seq) = old_seq {
             self.by_seq.remove(&keys::seq_key(old_seq))?;
         }
         record.seq = counters.next_seq()?;
         self.by_seq
-            .insert(&keys::seq_key(record.seq), keys::seq_entry(key, entry_body))?;
+            .insert(&keys::seq_key(record.seq), keys::seq_entry(key, &[]))?;
         self.docs.insert(key, record.encode())?;
         Ok(Some(written))
     }
 
-    /// Counts the attachment stubs of a body being stored. Every stub's
-    /// bytes must be in the batch or already in the replica: a body is
-    /// never stored with a stub the replica cannot serve.
-    fn count_stubs(&self, inc: &IncomingRev, body: &[u8]) -> Result<(), Abort> {
+    /// Counts the attachment stubs of a body being stored, and says
+    /// whether it has any. Every stub's bytes must be in the batch or
+    /// already in the replica: a body is never stored with a stub the
+    /// replica cannot serve.
+    fn count_stubs(&self, inc: &IncomingRev, body: &[u8]) -> Result<bool, Abort> {
         let invalid = |reason: String| {
             abort(StoreError::InvalidDocument {
                 id: inc.id.clone(),
@@ -221,7 +258,7 @@ impl DocTx<'_> {
         };
         let digests = attachment_refs::stub_digests(body)
             .map_err(|e| invalid(format!("malformed _attachments: {e}")))?;
-        for digest in digests {
+        for digest in &digests {
             if !self.batch_digests.contains(digest.as_str())
                 && self.atts.get(digest.as_bytes())?.is_none()
             {
@@ -229,125 +266,75 @@ impl DocTx<'_> {
                     "attachment {digest} is neither in the batch nor in the replica"
                 )));
             }
-            tx::claim_attachment(self.refs, self.staged, &digest)?;
+            tx::claim_attachment(self.refs, self.staged, digest)?;
         }
-        Ok(())
+        Ok(!digests.is_empty())
     }
 
-    /// Lets go of the bodies of revisions that are no longer leaves, and
-    /// returns a single leaf's body that must move to the `bodies` tree
-    /// (the document now has several leaves). In `bodies`, a superseded
-    /// body becomes garbage, deleted later by `sweep` in small
-    /// transactions; inline, it goes with the old record, and so do its
-    /// stubs' counts; in the old sequence entry, it leaves with that entry
-    /// (removed by the caller), stubs and all. Only a logged body still a
-    /// leaf, or one with stubs to release, reads the old entry.
-    fn drop_superseded_bodies(
+    /// Keeps the bodies of the record's revisions that are still leaves
+    /// and lets go of the others. An inline or logged body that goes
+    /// releases its stubs' counts now (its bytes stay in the log, dead,
+    /// until a compaction); a format-3 body in `bodies` becomes garbage for
+    /// the sweep; a format-3 body in the old sequence entry leaves with
+    /// that entry (removed by the caller), or, still a leaf, moves to
+    /// `bodies` (the transaction cannot append to the log).
+    fn keep_leaf_bodies(
         &self,
         key: &[u8],
         record: &mut DocRecord,
         leaves: &HashSet<Rev>,
         old_seq: Option<u64>,
-    ) -> Result<Option<(Rev, Vec<u8>)>, Abort> {
-        match std::mem::take(&mut record.bodies) {
-            LeafBodies::Stored(mut stored) => {
-                let mut gone = Vec::new();
-                stored.retain(|rev, body_id| {
-                    let keep = leaves.contains(rev);
-                    if !keep {
-                        gone.push(*body_id);
-                    }
-                    keep
-                });
-                for body_id in gone {
-                    self.garbage.insert(&keys::seq_key(body_id), &[])?;
-                }
-                record.bodies = LeafBodies::Stored(stored);
-                Ok(None)
-            }
-            LeafBodies::Inline { rev, body } if leaves.contains(&rev) => Ok(Some((rev, body))),
-            LeafBodies::Inline { body, .. } => {
-                self.release_stubs(key, &body)?;
-                Ok(None)
-            }
-            LeafBodies::Logged { rev, stubs } => {
-                let still_leaf = leaves.contains(&rev);
-                if !still_leaf && !stubs {
-                    return Ok(None);
-                }
-                let body = logged_body(self.by_seq, key, old_seq)?;
-                if still_leaf {
-                    return Ok(Some((rev, body)));
-                }
-                self.release_stubs(key, &body)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Puts the arrived leaves' bodies where they live now; the body the
-    /// document's new sequence entry carries (empty for none).
-    fn place_bodies<'b>(
-        &self,
-        record: &mut DocRecord,
-        leaves: &HashSet<Rev>,
-        arrived: &[(Rev, &IncomingRev, &'b [u8])],
-        kept: Option<(Rev, Vec<u8>)>,
         counters: &mut Counters,
-    ) -> Result<&'b [u8], Abort> {
-        let nothing_stored = matches!(&record.bodies, LeafBodies::Stored(s) if s.is_empty());
-        match arrived {
-            // The only leaf, just arrived, and small: its body lives in the
-            // record, one write for the whole document and no garbage when
-            // it changes.
-            [(rev, _, body)] if leaves.len() == 1 && nothing_stored && body.len() <= INLINE_MAX => {
-                record.bodies = LeafBodies::Inline {
-                    rev: rev.clone(),
-                    body: body.to_vec(),
-                };
-                Ok(&[])
-            }
-            // The only leaf, just arrived: its body goes in the document's
-            // new sequence entry, one append for both, and leaves with it
-            // when the document changes again.
-            [(rev, _, body)] if leaves.len() == 1 && nothing_stored => {
-                let stubs = attachment_refs::stub_digests(body)
-                    .map(|d| !d.is_empty())
-                    .unwrap_or(true);
-                record.bodies = LeafBodies::Logged {
-                    rev: rev.clone(),
-                    stubs,
-                };
-                Ok(body)
-            }
-            _ => {
-                // Several leaves: every leaf body in `bodies`, under
-                // ever-growing ids, so a batch appends to the end of the tree.
-                let mut stored = match std::mem::take(&mut record.bodies) {
-                    LeafBodies::Stored(stored) => stored,
-                    // `drop_superseded_bodies` left `Stored`.
-                    _ => BTreeMap::new(),
-                };
-                let moved = kept.iter().map(|(r, b)| (r, &b[..]));
-                let new = arrived.iter().map(|(r, _, b)| (r, *b));
-                for (rev, body) in moved.chain(new) {
-                    let body_id = counters.next_body_id()?;
-                    self.bodies.insert(&keys::seq_key(body_id), body)?;
-                    stored.insert(rev.clone(), body_id);
+    ) -> Result<(), Abort> {
+        for (rev, body) in std::mem::take(&mut record.bodies) {
+            let kept = match body {
+                body if !leaves.contains(&rev) => {
+                    self.release(key, body, old_seq)?;
+                    continue;
                 }
-                record.bodies = LeafBodies::Stored(stored);
-                Ok(&[])
+                BodyRef::Entry { .. } => {
+                    let bytes = logged_body(self.by_seq, key, old_seq)?;
+                    let body_id = counters.next_body_id()?;
+                    self.bodies.insert(&keys::seq_key(body_id), bytes)?;
+                    BodyRef::Tree(body_id)
+                }
+                body => body,
+            };
+            record.bodies.insert(rev, kept);
+        }
+        Ok(())
+    }
+
+    /// Lets go of the body of a revision that is no longer a leaf.
+    fn release(&self, key: &[u8], body: BodyRef, old_seq: Option<u64>) -> Result<(), Abort> {
+        match body {
+            BodyRef::Inline(bytes) => self.release_stubs(key, &bytes),
+            BodyRef::Log {
+                offset,
+                len,
+                stubs: true,
+            } => {
+                let bytes = self.log.read(Extent { offset, len }).map_err(abort)?;
+                self.release_stubs(key, &bytes)
+            }
+            BodyRef::Entry { stubs: true } => {
+                let bytes = logged_body(self.by_seq, key, old_seq)?;
+                self.release_stubs(key, &bytes)
+            }
+            BodyRef::Log { stubs: false, .. } | BodyRef::Entry { stubs: false } => Ok(()),
+            BodyRef::Tree(body_id) => {
+                self.garbage.insert(&keys::seq_key(body_id), &[])?;
+                Ok(())
             }
         }
     }
 
-    /// Uncounts the stubs of a single leaf's body that leaves with its
-    /// record or sequence entry.
+    /// Uncounts the stubs of a body that stops being a leaf's.
     fn release_stubs(&self, key: &[u8], body: &[u8]) -> Result<(), Abort> {
         // The commit that stored this body parsed its stubs; failing now
         // means the disk changed.
         let digests = attachment_refs::stub_digests(body)
-            .map_err(|e| abort(StoreError::corrupt("inline body", key, e)))?;
+            .map_err(|e| abort(StoreError::corrupt("leaf body", key, e)))?;
         for digest in digests {
             tx::release_attachment(self.refs, self.atts, &digest)?;
         }
@@ -355,7 +342,7 @@ impl DocTx<'_> {
     }
 }
 
-/// The body a document's old sequence entry carries.
+/// The body a document's old sequence entry carries (format 3).
 fn logged_body(
     by_seq: &TransactionalTree,
     key: &[u8],
@@ -398,12 +385,15 @@ impl Replica {
 
     /// [`Replica::commit`] for callers outside an async runtime.
     pub(crate) fn commit_blocking(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
-        let grouped = group_by_document(&batch.revs)?;
+        let mut grouped = group_by_document(&batch.revs)?;
         let batch_digests: HashSet<&str> =
             batch.attachments.iter().map(|(d, _)| d.as_str()).collect();
         let revs_limit = self.config().revs_limit;
         let t = self.trees();
+        let log = self.body_log();
         let _writer = self.write_lock();
+        // The bodies are on disk before any record names them.
+        let log_end = append_large_bodies(log, &mut grouped)?;
         let trees = (
             &t.docs,
             &t.bodies,
@@ -433,6 +423,7 @@ impl Replica {
                     atts,
                     refs,
                     staged,
+                    log,
                     batch_digests: &batch_digests,
                     revs_limit,
                 };
@@ -462,11 +453,15 @@ impl Replica {
                     retry.insert(id.as_bytes(), &[])?;
                 }
                 tx::enqueue_pushes(outbox, meta_t, &batch.outbox)?;
+                if log_end > log.end() {
+                    meta_t.insert(meta::BODY_LOG_END, &log_end.to_be_bytes())?;
+                }
                 counters.save(meta_t)?;
                 out.update_seq = counters.seq;
                 Ok(out)
             },
         )?;
+        log.committed(log_end);
         self.inner.db.flush()?;
         self.notify_committed(outcome.update_seq);
         Ok(outcome)
@@ -616,8 +611,8 @@ mod tests {
         assert_eq!(r.changes(3).count(), 1);
         let all: Vec<_> = r.all_docs(..).map(|d| d.unwrap().id).collect();
         assert_eq!(all, vec!["a"]);
-        // a's leaves keep their bodies in `bodies`; extending one branch
-        // makes its old leaf's body garbage.
+        // a's leaves keep their bodies in the record; extending one branch
+        // drops its old leaf's body.
         r.commit_blocking(&batch(vec![inc(
             "a",
             3,
@@ -626,8 +621,11 @@ mod tests {
             json!({"v": 5}),
         )]))
         .unwrap();
-        assert_eq!(r.sweep().unwrap(), 1, "the body of 2-x2 was garbage");
-        assert_eq!(r.sweep().unwrap(), 0);
+        assert_eq!(
+            r.sweep().unwrap(),
+            0,
+            "the body of 2-x2 left with the record that named it"
+        );
         assert_eq!(r.get("a").unwrap().unwrap().body["v"], 5);
         assert_eq!(
             r.get_rev("a", &"2-z2".parse().unwrap())
@@ -736,7 +734,7 @@ mod tests {
         drop(r);
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         assert!(r.has_attachment("md5-C").unwrap());
-        // A conflict moves c's bodies to `bodies`, each counted once.
+        // A conflict: c's two leaves keep their bodies, each counted once.
         r.commit_blocking(&batch(vec![inc(
             "c",
             2,
@@ -747,23 +745,22 @@ mod tests {
         .unwrap();
         assert_eq!(r.sweep().unwrap(), 0);
         assert_eq!(r.trees().att_refs.len(), 1);
-        // Both branches drop the attachment: their old bodies are garbage,
-        // and the sweep takes the bytes with the last of them.
-        r.commit_blocking(&batch(vec![
-            inc("c", 3, &["c3", "c2"], false, json!({})),
-            inc("c", 3, &["c3b", "c2b"], false, json!({})),
-        ]))
-        .unwrap();
-        assert!(r.has_attachment("md5-C").unwrap(), "not before the sweep");
-        assert_eq!(r.sweep().unwrap(), 2);
+        // One branch drops the attachment, then the other: the bytes go
+        // with the last body that names them.
+        r.commit_blocking(&batch(vec![inc("c", 3, &["c3", "c2"], false, json!({}))]))
+            .unwrap();
+        assert!(r.has_attachment("md5-C").unwrap(), "c2b still names it");
+        r.commit_blocking(&batch(vec![inc("c", 3, &["c3b", "c2b"], false, json!({}))]))
+            .unwrap();
         assert!(!r.has_attachment("md5-C").unwrap());
+        assert_eq!(r.sweep().unwrap(), 0);
         assert!(r.trees().att_refs.is_empty());
     }
 
-    /// Bodies over `INLINE_MAX` travel in their document's sequence entry
-    /// while the document has one leaf, and move to `bodies` with a conflict.
+    /// Bodies over `INLINE_MAX` go to the body log, and stay there when
+    /// their document gets a conflict; nothing goes to `bodies`.
     #[test]
-    fn large_single_leaf_bodies_live_in_their_sequence_entry() {
+    fn large_bodies_live_in_the_body_log() {
         let dir = tempfile::tempdir().unwrap();
         let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
         let big = |v: u64, att: Option<&str>| {
@@ -780,10 +777,10 @@ mod tests {
         b.attachments = vec![("md5-A".into(), Bytes::from_static(b"aaaaa"))];
         r.commit_blocking(&b).unwrap();
         assert!(r.trees().bodies.is_empty(), "no body went to `bodies`");
+        assert!(r.body_log().end() > 2 * INLINE_MAX as u64);
         assert_eq!(r.get("a").unwrap().unwrap().body["v"], 1);
-        // a's update drops the attachment: its old body and the bytes'
-        // count leave with the old sequence entry, nothing to sweep.
-        // b gets a conflict: both its leaves' bodies go to `bodies`.
+        // a's update drops the attachment: its old body's count goes with
+        // the old record, nothing to sweep. b gets a conflict.
         r.commit_blocking(&batch(vec![
             inc("a", 2, &["a2", "a1"], false, big(3, None)),
             inc("b", 2, &["b2", "b1"], false, big(4, None)),
@@ -793,7 +790,7 @@ mod tests {
         assert!(!r.has_attachment("md5-A").unwrap());
         assert!(r.trees().att_refs.is_empty());
         assert_eq!(r.sweep().unwrap(), 0);
-        assert_eq!(r.trees().bodies.len(), 2);
+        assert!(r.trees().bodies.is_empty());
         assert_eq!(r.get("a").unwrap().unwrap().body["v"], 3);
         let b_doc = r.get("b").unwrap().unwrap();
         assert_eq!(b_doc.rev.to_string(), "2-b2x");
@@ -806,8 +803,8 @@ mod tests {
             4
         );
         assert_eq!(r.changes(0).count(), 2);
-        // A single-leaf body that becomes one of two leaves moves out of its
-        // sequence entry with its attachment count.
+        // A single-leaf body that becomes one of two leaves stays where it
+        // is, and so does its attachment count until it is no leaf.
         let mut c = batch(vec![inc("c", 1, &["c1"], false, big(6, Some("md5-C")))]);
         c.attachments = vec![("md5-C".into(), Bytes::from_static(b"cccc!"))];
         r.commit_blocking(&c).unwrap();
@@ -913,5 +910,97 @@ mod tests {
             "nothing committed"
         );
         assert!(!r.get("a").unwrap().unwrap().deleted);
+    }
+
+    /// A replica migrated from format 3 keeps its bodies where format 3
+    /// put them (`bodies`, sequence entries) until their documents change;
+    /// format 4's commits then let go of them, or move a sequence-entry
+    /// body that stays a leaf, with every count right.
+    #[test]
+    fn format_3_bodies_are_released_or_moved_by_format_4_commits() {
+        use crate::revtree::RevTree;
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let t = r.trees();
+        let tree = |paths: &[(u64, &[&str])]| {
+            let mut tree = RevTree::default();
+            for (start, ids) in paths {
+                let path = RevPath {
+                    start: *start,
+                    ids: ids.iter().map(|s| s.to_string()).collect(),
+                };
+                tree.merge(&path, false).unwrap();
+            }
+            tree
+        };
+        let rev = |s: &str| s.parse::<Rev>().unwrap();
+        let body_e = serde_json::to_vec(&with_att("md5-E", 1)).unwrap();
+        // "e": one leaf, its body (with a stub) in its sequence entry.
+        let e = DocRecord {
+            tree: tree(&[(1, &["e1"])]),
+            seq: 1,
+            bodies: BTreeMap::from([(rev("1-e1"), BodyRef::Entry { stubs: true })]),
+        };
+        // "t": two leaves, their bodies in `bodies`.
+        let t_rec = DocRecord {
+            tree: tree(&[(2, &["ta", "t1"]), (2, &["tb", "t1"])]),
+            seq: 2,
+            bodies: BTreeMap::from([
+                (rev("2-ta"), BodyRef::Tree(1)),
+                (rev("2-tb"), BodyRef::Tree(2)),
+            ]),
+        };
+        t.docs.insert("e", e.encode()).unwrap();
+        t.docs.insert("t", t_rec.encode()).unwrap();
+        t.by_seq
+            .insert(keys::seq_key(1), keys::seq_entry(b"e", &body_e))
+            .unwrap();
+        t.by_seq
+            .insert(keys::seq_key(2), keys::seq_entry(b"t", &[]))
+            .unwrap();
+        t.bodies
+            .insert(keys::seq_key(1), &br#"{"v":"a"}"#[..])
+            .unwrap();
+        t.bodies
+            .insert(keys::seq_key(2), &br#"{"v":"b"}"#[..])
+            .unwrap();
+        t.attachments.insert("md5-E", &b"eeeee"[..]).unwrap();
+        t.att_refs.insert("md5-E", &1u64.to_be_bytes()).unwrap();
+        for (k, v) in [(meta::SEQ, 2u64), (meta::DOC_COUNT, 2), (meta::BODY_ID, 2)] {
+            t.meta.insert(k, &v.to_be_bytes()).unwrap();
+        }
+        let report = r.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.violations);
+        assert_eq!(r.get("e").unwrap().unwrap().body["v"], 1);
+
+        // e gets a conflicting root: 1-e1 stays a leaf, and its body moves
+        // out of the sequence entry the commit replaces. t's branch `ta`
+        // grows: its old body becomes garbage.
+        r.commit_blocking(&batch(vec![
+            inc("e", 1, &["e2"], false, json!({"v": 2})),
+            inc("t", 3, &["ta3", "ta", "t1"], false, json!({"v": "c"})),
+        ]))
+        .unwrap();
+        let e1 = r.get_rev("e", &rev("1-e1")).unwrap().unwrap();
+        assert_eq!(e1.body["v"], 1);
+        assert!(r.has_attachment("md5-E").unwrap());
+        assert_eq!(r.trees().bodies.len(), 3, "e1's body moved to `bodies`");
+        let report = r.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.violations);
+        assert_eq!(r.sweep().unwrap(), 1, "the body of 2-ta");
+        // e1 is superseded: its stub's count goes, and the bytes with it.
+        r.commit_blocking(&batch(vec![inc("e", 2, &["e1b", "e1"], true, json!({}))]))
+            .unwrap();
+        assert_eq!(r.sweep().unwrap(), 1, "e1's body, moved to `bodies`");
+        assert!(!r.has_attachment("md5-E").unwrap());
+        drop(r);
+        let r = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
+        let report = r.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.violations);
+        assert_eq!(r.get("t").unwrap().unwrap().body["v"], "c");
+        assert_eq!(
+            r.get_rev("t", &rev("2-tb")).unwrap().unwrap().body["v"],
+            "b"
+        );
     }
 }

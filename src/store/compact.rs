@@ -23,6 +23,8 @@
 //! the replica is open (it holds sled's lock and the directory gate for the
 //! whole run).
 
+use super::body_log::{self, BodyLog, Extent};
+use super::document::{BodyRef, DocRecord};
 use super::error::StoreError;
 use super::replica::{Replica, ReplicaConfig};
 use super::{keys, lock};
@@ -149,9 +151,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err(dir, "fsync the directory"))
 }
 
-/// The files sled 0.34 keeps in a database directory.
-fn is_sled_entry(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap.")
+/// The files of a replica's database: sled 0.34's and the body log.
+fn is_database_entry(name: &str) -> bool {
+    matches!(name, "conf" | "db" | "blobs" | body_log::FILE) || name.starts_with("snap.")
 }
 
 /// True when a compaction was committed but not yet swapped in: the
@@ -220,18 +222,55 @@ fn wait_released(db_file: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Copies every tree of `from` into `to`, in key order, and returns
-/// (trees, entries, bytes).
-fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<(usize, u64, u64), StoreError> {
+/// The two body logs of a compaction: the replica's, and the copy's,
+/// which receives the bodies records still name, in record order.
+struct Logs {
+    old: BodyLog,
+    new: BodyLog,
+}
+
+impl Logs {
+    /// A `docs` record as the copy stores it: each body in the old log
+    /// written to the new one, and named there. A record with none is
+    /// copied as it is.
+    fn relocate(&self, key: &[u8], value: sled::IVec) -> Result<sled::IVec, StoreError> {
+        let mut record = DocRecord::decode(key, &value)?;
+        let mut moved = false;
+        for body in record.bodies.values_mut() {
+            if let BodyRef::Log { offset, len, stubs } = *body {
+                let bytes = self.old.read(Extent { offset, len })?;
+                let at = self.new.push(&bytes)?;
+                *body = BodyRef::Log {
+                    offset: at.offset,
+                    len,
+                    stubs,
+                };
+                moved = true;
+            }
+        }
+        Ok(if moved { record.encode().into() } else { value })
+    }
+}
+
+/// Copies every tree of `from` into `to`, in key order (the `docs`
+/// records through [`Logs::relocate`]), and returns (trees, entries,
+/// bytes).
+fn copy_trees(
+    from: &sled::Db,
+    to: &sled::Db,
+    logs: &Logs,
+) -> Result<(usize, u64, u64), StoreError> {
     let names = from.tree_names();
     let (mut entries, mut bytes) = (0u64, 0u64);
     for name in &names {
         let src = from.open_tree(name)?;
         let dst = to.open_tree(name)?;
+        let docs = &name[..] == b"docs";
         let mut batch = sled::Batch::default();
         let (mut n, mut size) = (0usize, 0usize);
         for kv in src.iter() {
             let (k, v) = kv?;
+            let v = if docs { logs.relocate(&k, v)? } else { v };
             n += 1;
             size += k.len() + v.len();
             entries += 1;
@@ -248,6 +287,47 @@ fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<(usize, u64, u64), Store
         }
     }
     Ok((names.len(), entries, bytes))
+}
+
+/// A CRC of a database's content as the replica reads it: every tree's
+/// name, keys and values in order (as sled's own checksum), except that a
+/// `docs` record's bodies in the body log count by their bytes, not their
+/// offsets. The original and the copy must agree.
+fn content_checksum(db: &sled::Db, log: &BodyLog) -> Result<u32, StoreError> {
+    let mut names = db.tree_names();
+    names.sort();
+    let mut hasher = crc32fast::Hasher::new();
+    for name in &names {
+        hasher.update(name);
+        let docs = &name[..] == b"docs";
+        for kv in db.open_tree(name)?.iter() {
+            let (k, v) = kv?;
+            hasher.update(&k);
+            if !docs {
+                hasher.update(&v);
+                continue;
+            }
+            let mut record = DocRecord::decode(&k, &v)?;
+            let mut logged = Vec::new();
+            for body in record.bodies.values_mut() {
+                if let BodyRef::Log { offset, len, stubs } = *body {
+                    logged.push(log.read(Extent { offset, len })?);
+                    *body = BodyRef::Log {
+                        offset: 0,
+                        len,
+                        stubs,
+                    };
+                }
+            }
+            if logged.is_empty() {
+                hasher.update(&v);
+            } else {
+                hasher.update(&record.encode());
+                logged.iter().for_each(|b| hasher.update(b));
+            }
+        }
+    }
+    Ok(hasher.finalize())
 }
 
 /// Rewrites the replica at `dir` into a fresh sled database and swaps it in.
@@ -313,10 +393,23 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
             path: build.clone(),
             source,
         })?;
-    let (trees, entries, live_bytes) = copy_trees(&old, &new)?;
+    let old_meta = old.open_tree("meta")?;
+    let old_end = match old_meta.get(keys::meta::BODY_LOG_END)? {
+        Some(v) => keys::decode_u64(keys::meta::BODY_LOG_END, &v)?,
+        None => 0,
+    };
+    let logs = Logs {
+        old: BodyLog::open(dir, old_end)?,
+        new: BodyLog::open(&build, 0)?,
+    };
+    let (trees, entries, live_bytes) = copy_trees(&old, &new, &logs)?;
+    logs.new.sync()?;
     new.flush()?;
     pause();
-    let (want, got) = (old.checksum()?, new.checksum()?);
+    let (want, got) = (
+        content_checksum(&old, &logs.old)?,
+        content_checksum(&new, &logs.new)?,
+    );
     if want != got {
         drop(new);
         let _ = std::fs::remove_dir_all(&build);
@@ -328,12 +421,16 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
             ),
         ));
     }
-    // The trigger's baseline is the size of the copy, recorded in the copy.
+    // The copy's log ends where its last body does; the trigger's
+    // baseline is the size of the copy, recorded in the copy.
     let copied = dir_size(&build);
-    new.open_tree("meta")?
-        .insert(keys::meta::DISK_BASELINE, &copied.to_be_bytes())?;
+    {
+        let new_meta = new.open_tree("meta")?;
+        new_meta.insert(keys::meta::BODY_LOG_END, &logs.new.end().to_be_bytes())?;
+        new_meta.insert(keys::meta::DISK_BASELINE, &copied.to_be_bytes())?;
+    }
     new.flush()?;
-    drop(new);
+    drop((new, logs, old_meta));
     wait_released(&build.join("db"))?;
     sync_dir(&build)?;
     if build.join("blobs").is_dir() {
@@ -380,7 +477,7 @@ fn step_one(dir: &Path, ready: &Path, swap: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(io_err(dir, "list"))? {
         let entry = entry.map_err(io_err(dir, "list"))?;
         let name = entry.file_name();
-        if is_sled_entry(&name.to_string_lossy()) {
+        if is_database_entry(&name.to_string_lossy()) {
             std::fs::rename(entry.path(), old.join(&name))
                 .map_err(io_err(&entry.path(), "move the old database aside"))?;
         }
@@ -534,6 +631,75 @@ mod tests {
         for name in [BUILD, READY, SWAP, OLD] {
             assert!(!dir.join(name).exists(), "{name} left behind");
         }
+    }
+
+    /// Superseded bodies stay in the body log until a compaction, which
+    /// copies only the bodies records name; every leaf reads back the same.
+    #[test]
+    fn compaction_drops_dead_bodies_from_the_body_log() {
+        use crate::store::{IncomingRev, WriteBatch};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let body = |v: u32| {
+            let text = "x".repeat(400);
+            serde_json::value::to_raw_value(&serde_json::json!({ "v": v, "text": text })).unwrap()
+        };
+        let rev = |id: &str, gen: u64, hashes: &[&str], v: u32| IncomingRev {
+            id: id.into(),
+            path: crate::revtree::RevPath {
+                start: gen,
+                ids: hashes.iter().map(|s| s.to_string()).collect(),
+            },
+            deleted: false,
+            body: body(v),
+        };
+        let log_len = || std::fs::metadata(dir.join(body_log::FILE)).unwrap().len();
+        {
+            let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+            let commit = |revs| {
+                r.commit_blocking(&WriteBatch {
+                    revs,
+                    ..WriteBatch::default()
+                })
+                .unwrap()
+            };
+            commit(
+                (0..50)
+                    .map(|i| rev(&format!("d{i}"), 1, &["a"], i))
+                    .collect(),
+            );
+            commit(
+                (0..50)
+                    .map(|i| rev(&format!("d{i}"), 2, &["b", "a"], i + 100))
+                    .collect(),
+            );
+            // A conflict: both leaves keep their bodies.
+            commit(vec![rev("d0", 2, &["c", "a"], 7)]);
+        }
+        let before = log_len();
+        let report = compact(&dir, &CompactOptions::default()).unwrap();
+        let after = log_len();
+        // 101 bodies written, 51 still leaves.
+        assert!(
+            after * 10 < before * 6,
+            "{before} -> {after} bytes: {report:?}"
+        );
+        let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+        assert_eq!(r.body_log().end(), after);
+        for i in 1..50u32 {
+            let doc = r.get(&format!("d{i}")).unwrap().unwrap();
+            assert_eq!(doc.body["v"], i + 100);
+        }
+        let leaves = r.leaves("d0").unwrap();
+        assert_eq!(leaves.len(), 2);
+        for leaf in &leaves {
+            assert!(
+                r.get_rev("d0", &leaf.rev).unwrap().is_some(),
+                "{}",
+                leaf.rev
+            );
+        }
+        assert!(r.check().unwrap().is_ok());
     }
 
     #[test]

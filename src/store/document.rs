@@ -118,46 +118,42 @@ pub struct DocInfo {
 pub(crate) struct DocRecord {
     pub(crate) tree: RevTree,
     pub(crate) seq: u64,
-    /// Where the leaves' bodies are.
-    pub(crate) bodies: LeafBodies,
+    /// Where each leaf's body is; only leaves keep bodies.
+    pub(crate) bodies: BTreeMap<Rev, BodyRef>,
 }
 
-/// Where the bodies of a document's leaves are kept.
+/// Where one leaf's body is kept.
 ///
-/// A document with a single leaf keeps that leaf's body in the record
-/// itself when it is small ([`LeafBodies::Inline`]), else in the document's
-/// own `by_seq` entry ([`LeafBodies::Logged`]): a cold pull writes a record
-/// and one append per document instead of a record, a body and a sequence
-/// entry, and an update drops the old body with the old record or entry
-/// instead of leaving garbage for the sweep. A document with several leaves
-/// keeps every leaf body in the `bodies` tree ([`LeafBodies::Stored`]).
-/// Readers ask [`DocRecord::body_at`]; only the commit changes this.
+/// Format 4 writes two kinds: a small body in the record itself
+/// ([`BodyRef::Inline`]) and every other body in the replica's body log
+/// ([`BodyRef::Log`], `store/body_log.rs`), where a batch appends its
+/// bodies with one write instead of putting them through sled's pages.
+/// The other two are format 3's, read as they are and rewritten only when
+/// their document changes (or the replica is compacted): a body in the
+/// `bodies` tree ([`BodyRef::Tree`]) and a single leaf's body carried by
+/// the document's own `by_seq` entry ([`BodyRef::Entry`]). Readers ask
+/// [`DocRecord::body_at`]; only the commit and compaction change this.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LeafBodies {
-    /// Leaf revision → key of its body in the `bodies` tree (empty for a
-    /// record being built).
-    Stored(BTreeMap<Rev, u64>),
-    /// The only leaf's body, in the record.
-    Inline {
-        /// The leaf.
-        rev: Rev,
-        /// Its JSON text.
-        body: Vec<u8>,
-    },
-    /// The only leaf's body, in the record's own `by_seq` entry.
-    Logged {
-        /// The leaf.
-        rev: Rev,
+pub(crate) enum BodyRef {
+    /// The JSON text, in the record.
+    Inline(Vec<u8>),
+    /// `len` bytes at `offset` of the body log.
+    Log {
+        /// Where the body starts.
+        offset: u64,
+        /// Its length in bytes.
+        len: u64,
         /// Whether the body has attachment stubs (only then must the
-        /// commit that replaces it read it, to release their counts).
+        /// commit that drops it read it, to release their counts).
         stubs: bool,
     },
-}
-
-impl Default for LeafBodies {
-    fn default() -> Self {
-        LeafBodies::Stored(BTreeMap::new())
-    }
+    /// Format 3: in the `bodies` tree under this id.
+    Tree(u64),
+    /// Format 3: in the record's own `by_seq` entry (a single leaf).
+    Entry {
+        /// As [`BodyRef::Log`]'s.
+        stubs: bool,
+    },
 }
 
 /// Where one revision's body is, from [`DocRecord::body_at`].
@@ -165,16 +161,25 @@ impl Default for LeafBodies {
 pub(crate) enum BodyAt<'a> {
     /// In the record: these bytes.
     Inline(&'a [u8]),
+    /// In the body log: `len` bytes at `offset`.
+    Log {
+        /// Where the body starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
     /// In the `by_seq` entry of this local sequence (the record's own).
     Entry(u64),
     /// In the `bodies` tree under this key.
     Stored(u64),
 }
 
-/// First byte of an encoded record: the layout's version, so a later
-/// layout can be told apart from this one (and from format 2's JSON, which
-/// starts with `{`).
+/// First byte of an encoded record: the layout's version, so one layout
+/// can be told from another (and from format 2's JSON, which starts with
+/// `{`). Format 3's layout, still read.
 const RECORD_V1: u8 = 1;
+/// Format 4's layout: the same tree, then a body reference per leaf.
+const RECORD_V2: u8 = 2;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -237,13 +242,14 @@ fn parse_rev(s: &str) -> Result<Rev, String> {
 
 impl DocRecord {
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, super::error::StoreError> {
-        Self::decode_v1(bytes)
+        Self::decode_any(bytes)
             .map_err(|e| super::error::StoreError::corrupt("document record", key, e))
     }
 
-    fn decode_v1(bytes: &[u8]) -> Result<Self, String> {
+    fn decode_any(bytes: &[u8]) -> Result<Self, String> {
         let mut r = Reader(bytes);
-        if r.byte()? != RECORD_V1 {
+        let version = r.byte()?;
+        if version != RECORD_V1 && version != RECORD_V2 {
             return Err("unknown record layout".to_owned());
         }
         let seq = r.varint()?;
@@ -260,46 +266,89 @@ impl DocRecord {
             nodes.push((pos, hash, parent, deleted));
         }
         let tree = RevTree::from_node_parts(nodes)?;
-        let mut stored = BTreeMap::new();
-        for _ in 0..r.varint()? {
-            let rev = parse_rev(&r.string()?)?;
-            stored.insert(rev, r.varint()?);
-        }
-        let bodies = match r.byte()? {
-            0 => LeafBodies::Stored(stored),
-            _ if !stored.is_empty() => {
-                return Err("a single leaf's body beside stored bodies".to_owned())
-            }
-            1 => {
-                let rev = parse_rev(&r.string()?)?;
-                LeafBodies::Inline {
-                    rev,
-                    body: std::mem::take(&mut r.0).to_vec(),
-                }
-            }
-            2 => {
-                let rev = parse_rev(&r.string()?)?;
-                LeafBodies::Logged {
-                    rev,
-                    stubs: r.byte()? != 0,
-                }
-            }
-            _ => return Err("unknown body placement".to_owned()),
+        let bodies = if version == RECORD_V1 {
+            Self::decode_v1_bodies(&mut r)?
+        } else {
+            Self::decode_v2_bodies(&mut r)?
         };
         Ok(DocRecord { tree, seq, bodies })
     }
 
-    /// The record as stored: a compact binary layout (version byte, `seq`,
-    /// the tree's nodes, the external body ids, then the inline body, if
-    /// any, as the record's last bytes). JSON (format 2) cost a parse of
-    /// every node on each read and write of a document.
+    /// Format 3's bodies: ids in `bodies`, then one byte saying whether a
+    /// single leaf's body is inline (the record's last bytes) or in the
+    /// `by_seq` entry.
+    fn decode_v1_bodies(r: &mut Reader<'_>) -> Result<BTreeMap<Rev, BodyRef>, String> {
+        let mut bodies = BTreeMap::new();
+        for _ in 0..r.varint()? {
+            let rev = parse_rev(&r.string()?)?;
+            bodies.insert(rev, BodyRef::Tree(r.varint()?));
+        }
+        match r.byte()? {
+            0 => {}
+            _ if !bodies.is_empty() => {
+                return Err("a single leaf's body beside stored bodies".to_owned())
+            }
+            1 => {
+                let rev = parse_rev(&r.string()?)?;
+                bodies.insert(rev, BodyRef::Inline(std::mem::take(&mut r.0).to_vec()));
+            }
+            2 => {
+                let rev = parse_rev(&r.string()?)?;
+                let stubs = r.byte()? != 0;
+                bodies.insert(rev, BodyRef::Entry { stubs });
+            }
+            _ => return Err("unknown body placement".to_owned()),
+        }
+        Ok(bodies)
+    }
+
+    fn decode_v2_bodies(r: &mut Reader<'_>) -> Result<BTreeMap<Rev, BodyRef>, String> {
+        let mut bodies = BTreeMap::new();
+        for _ in 0..r.varint()? {
+            let rev = parse_rev(&r.string()?)?;
+            let body = match r.byte()? {
+                0 => BodyRef::Inline(r.bytes()?.to_vec()),
+                kind @ (1 | 2) => BodyRef::Log {
+                    offset: r.varint()?,
+                    len: r.varint()?,
+                    stubs: kind == 2,
+                },
+                3 => BodyRef::Tree(r.varint()?),
+                kind @ (4 | 5) => BodyRef::Entry { stubs: kind == 5 },
+                _ => return Err("unknown body placement".to_owned()),
+            };
+            if bodies.insert(rev, body).is_some() {
+                return Err("a leaf named twice".to_owned());
+            }
+        }
+        if !r.0.is_empty() {
+            return Err("bytes after the last body".to_owned());
+        }
+        let entries = bodies
+            .values()
+            .filter(|b| matches!(b, BodyRef::Entry { .. }))
+            .count();
+        if entries > 0 && bodies.len() > 1 {
+            return Err("a sequence-entry body beside other leaves".to_owned());
+        }
+        Ok(bodies)
+    }
+
+    /// The record as stored (layout 2): version byte, `seq`, the tree's
+    /// nodes, then per leaf its revision, a kind byte and where its body
+    /// is. Binary because JSON (format 2) cost a parse of every node on
+    /// each read and write of a document.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let inline_len = match &self.bodies {
-            LeafBodies::Inline { body, .. } => body.len() + 40,
-            _ => 0,
-        };
+        let inline_len: usize = self
+            .bodies
+            .values()
+            .map(|b| match b {
+                BodyRef::Inline(body) => body.len() + 2,
+                _ => 0,
+            })
+            .sum();
         let mut out = Vec::with_capacity(16 + self.tree.len() * 40 + inline_len);
-        out.push(RECORD_V1);
+        out.push(RECORD_V2);
         put_varint(&mut out, self.seq);
         put_varint(&mut out, self.tree.len() as u64);
         for (pos, hash, parent, deleted) in self.tree.node_parts() {
@@ -308,26 +357,24 @@ impl DocRecord {
             put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
             out.push(u8::from(deleted));
         }
-        match &self.bodies {
-            LeafBodies::Stored(stored) => {
-                put_varint(&mut out, stored.len() as u64);
-                for (rev, id) in stored {
-                    put_bytes(&mut out, rev.to_string().as_bytes());
+        put_varint(&mut out, self.bodies.len() as u64);
+        for (rev, body) in &self.bodies {
+            put_bytes(&mut out, rev.to_string().as_bytes());
+            match body {
+                BodyRef::Inline(bytes) => {
+                    out.push(0);
+                    put_bytes(&mut out, bytes);
+                }
+                BodyRef::Log { offset, len, stubs } => {
+                    out.push(if *stubs { 2 } else { 1 });
+                    put_varint(&mut out, *offset);
+                    put_varint(&mut out, *len);
+                }
+                BodyRef::Tree(id) => {
+                    out.push(3);
                     put_varint(&mut out, *id);
                 }
-                out.push(0);
-            }
-            LeafBodies::Inline { rev, body } => {
-                out.push(0);
-                out.push(1);
-                put_bytes(&mut out, rev.to_string().as_bytes());
-                out.extend_from_slice(body);
-            }
-            LeafBodies::Logged { rev, stubs } => {
-                out.push(0);
-                out.push(2);
-                put_bytes(&mut out, rev.to_string().as_bytes());
-                out.push(u8::from(*stubs));
+                BodyRef::Entry { stubs } => out.push(if *stubs { 5 } else { 4 }),
             }
         }
         out
@@ -336,12 +383,15 @@ impl DocRecord {
     /// Where the body of leaf `rev` is; `None` when the replica keeps no
     /// body for it (not a leaf).
     pub(crate) fn body_at(&self, rev: &Rev) -> Option<BodyAt<'_>> {
-        match &self.bodies {
-            LeafBodies::Inline { rev: r, body } if r == rev => Some(BodyAt::Inline(body)),
-            LeafBodies::Logged { rev: r, .. } if r == rev => Some(BodyAt::Entry(self.seq)),
-            LeafBodies::Stored(stored) => stored.get(rev).map(|&id| BodyAt::Stored(id)),
-            _ => None,
-        }
+        Some(match self.bodies.get(rev)? {
+            BodyRef::Inline(bytes) => BodyAt::Inline(bytes),
+            BodyRef::Log { offset, len, .. } => BodyAt::Log {
+                offset: *offset,
+                len: *len,
+            },
+            BodyRef::Tree(id) => BodyAt::Stored(*id),
+            BodyRef::Entry { .. } => BodyAt::Entry(self.seq),
+        })
     }
 
     pub(crate) fn info(&self, id: &str) -> Option<DocInfo> {
@@ -361,7 +411,12 @@ mod tests {
     use super::*;
     use crate::revtree::RevPath;
 
-    fn record(inline: bool) -> DocRecord {
+    fn rev(s: &str) -> Rev {
+        s.parse().unwrap()
+    }
+
+    /// `3-c` (live) and `2-x` (deleted), with bodies as given.
+    fn record(bodies: [(&str, BodyRef); 2]) -> DocRecord {
         let mut tree = RevTree::default();
         let path = |start, ids: &[&str]| RevPath {
             start,
@@ -369,66 +424,123 @@ mod tests {
         };
         tree.merge(&path(3, &["c", "b", "a"]), false).unwrap();
         tree.merge(&path(2, &["x", "a"]), true).unwrap();
-        let mut r = DocRecord {
+        DocRecord {
             tree,
             seq: 300,
-            ..DocRecord::default()
-        };
-        let rev = |s: &str| s.parse::<Rev>().unwrap();
-        r.bodies = if inline {
-            LeafBodies::Inline {
-                rev: rev("3-c"),
-                body: br#"{"v":"\u00e9"}"#.to_vec(),
-            }
-        } else {
-            LeafBodies::Stored(BTreeMap::from([(rev("3-c"), 1 << 40), (rev("2-x"), 7)]))
-        };
-        r
+            bodies: bodies.into_iter().map(|(r, b)| (rev(r), b)).collect(),
+        }
+    }
+
+    fn log(offset: u64, stubs: bool) -> BodyRef {
+        BodyRef::Log {
+            offset,
+            len: 600,
+            stubs,
+        }
+    }
+
+    /// Format 3's layout (what the last release wrote), for the records
+    /// a format-3 replica still holds.
+    fn encode_v1(r: &DocRecord, placement: &[u8]) -> Vec<u8> {
+        let mut out = vec![RECORD_V1];
+        put_varint(&mut out, r.seq);
+        put_varint(&mut out, r.tree.len() as u64);
+        for (pos, hash, parent, deleted) in r.tree.node_parts() {
+            put_varint(&mut out, pos);
+            put_bytes(&mut out, hash.as_bytes());
+            put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
+            out.push(u8::from(deleted));
+        }
+        out.extend_from_slice(placement);
+        out
     }
 
     #[test]
     fn records_round_trip() {
-        for inline in [false, true] {
-            let r = record(inline);
+        for bodies in [
+            [("3-c", log(1 << 40, true)), ("2-x", log(7, false))],
+            [
+                ("3-c", BodyRef::Inline(br#"{"v":"\u00e9"}"#.to_vec())),
+                ("2-x", BodyRef::Tree(9)),
+            ],
+        ] {
+            let r = record(bodies);
             assert_eq!(DocRecord::decode(b"k", &r.encode()).unwrap(), r);
         }
-        let mut logged = record(false);
-        logged.bodies = LeafBodies::Logged {
-            rev: "3-c".parse().unwrap(),
-            stubs: true,
-        };
-        assert_eq!(DocRecord::decode(b"k", &logged.encode()).unwrap(), logged);
-        fn at<'r>(r: &'r DocRecord, rev: &str) -> Option<BodyAt<'r>> {
-            r.body_at(&rev.parse().unwrap())
-        }
-        assert_eq!(at(&logged, "3-c"), Some(BodyAt::Entry(300)));
-        assert_eq!(at(&logged, "2-x"), None);
-        let (stored, inline) = (record(false), record(true));
-        assert_eq!(at(&stored, "2-x"), Some(BodyAt::Stored(7)));
+        let mut entry = record([
+            ("3-c", BodyRef::Entry { stubs: true }),
+            ("2-x", log(1, false)),
+        ]);
+        entry.bodies.remove(&rev("2-x"));
+        assert_eq!(DocRecord::decode(b"k", &entry.encode()).unwrap(), entry);
+        let r = record([("3-c", log(1 << 40, true)), ("2-x", BodyRef::Tree(7))]);
         assert_eq!(
-            at(&inline, "3-c"),
-            Some(BodyAt::Inline(br#"{"v":"\u00e9"}"#))
+            r.body_at(&rev("3-c")),
+            Some(BodyAt::Log {
+                offset: 1 << 40,
+                len: 600
+            })
         );
+        assert_eq!(r.body_at(&rev("2-x")), Some(BodyAt::Stored(7)));
+        assert_eq!(r.body_at(&rev("1-a")), None);
+        assert_eq!(entry.body_at(&rev("3-c")), Some(BodyAt::Entry(300)));
         let empty = DocRecord::default();
         assert_eq!(DocRecord::decode(b"k", &empty.encode()).unwrap(), empty);
     }
 
     #[test]
+    fn format_3_records_still_decode() {
+        let mut r = record([("3-c", BodyRef::Tree(1 << 40)), ("2-x", BodyRef::Tree(7))]);
+        // Stored: count, (rev, id)..., then 0.
+        let mut placement = vec![2];
+        for (rev, id) in [("2-x", 7u64), ("3-c", 1 << 40)] {
+            put_bytes(&mut placement, rev.as_bytes());
+            put_varint(&mut placement, id);
+        }
+        placement.push(0);
+        assert_eq!(
+            DocRecord::decode(b"k", &encode_v1(&r, &placement)).unwrap(),
+            r
+        );
+        r.bodies = BTreeMap::from([(rev("3-c"), BodyRef::Inline(b"{}".to_vec()))]);
+        assert_eq!(
+            DocRecord::decode(b"k", &encode_v1(&r, b"\x00\x01\x033-c{}")).unwrap(),
+            r
+        );
+        r.bodies = BTreeMap::from([(rev("3-c"), BodyRef::Entry { stubs: true })]);
+        assert_eq!(
+            DocRecord::decode(b"k", &encode_v1(&r, b"\x00\x02\x033-c\x01")).unwrap(),
+            r
+        );
+        // Format 3 never stores a single leaf's body beside stored ones.
+        let mut both = placement.clone();
+        *both.last_mut().unwrap() = 2;
+        both.extend_from_slice(b"\x033-c\x01");
+        assert!(DocRecord::decode(b"k", &encode_v1(&r, &both)).is_err());
+    }
+
+    #[test]
     fn damaged_records_are_errors_not_panics() {
-        let bytes = record(false).encode();
+        let bytes = record([
+            ("3-c", log(5, true)),
+            ("2-x", BodyRef::Inline(b"{}".to_vec())),
+        ])
+        .encode();
         for cut in 0..bytes.len() {
             assert!(DocRecord::decode(b"k", &bytes[..cut]).is_err(), "cut {cut}");
         }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(DocRecord::decode(b"k", &longer).is_err(), "trailing bytes");
         assert!(DocRecord::decode(b"k", br#"{"t":[],"s":1}"#).is_err());
-        let mut bad_parent = record(false).encode();
+        let mut bad_parent = bytes.clone();
         // The first node's parent index (after version, seq, count, pos, hash).
         bad_parent[1 + 2 + 1 + 1 + 2] = 9;
         assert!(DocRecord::decode(b"k", &bad_parent).is_err());
-        // Format 3 never stores a single leaf's body beside stored ones.
-        let mut both = record(false).encode();
-        let last = both.len() - 1;
-        both[last] = 2;
-        both.extend_from_slice(b"\x033-c\x01");
-        assert!(DocRecord::decode(b"k", &both).is_err());
+        let entry_beside_another = record([
+            ("3-c", BodyRef::Entry { stubs: false }),
+            ("2-x", log(1, false)),
+        ]);
+        assert!(DocRecord::decode(b"k", &entry_beside_another.encode()).is_err());
     }
 }

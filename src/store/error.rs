@@ -152,6 +152,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The body log (`bodies.log`) could not be read or written.
+    #[error("body log {}: could not {step}: {source}; check the disk and the replica directory's permissions", path.display())]
+    BodyLog {
+        /// The log file.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A blocking store task could not complete (the runtime is shutting down).
     #[error("replica task was cancelled: {0}")]
     Cancelled(String),

@@ -27,9 +27,9 @@ pub(crate) fn seq_from_key(k: &[u8]) -> Option<u64> {
 }
 
 /// A `by_seq` value: the document id (length-prefixed, one or more
-/// varint bytes) and then, for a single-leaf document whose body is kept
-/// here, that body's JSON text. A cold pull so writes one append per
-/// document for its sequence entry and its body together.
+/// varint bytes) and then, in a format-3 entry of a single-leaf document
+/// whose body is kept here, that body's JSON text (format 4 writes no
+/// body here; its bodies are in the body log).
 pub(crate) fn seq_entry(id: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(id.len() + body.len() + 2);
     let mut n = id.len() as u64;
@@ -68,6 +68,8 @@ pub(crate) mod meta {
     pub(crate) const FORMAT: &[u8] = b"format";
     pub(crate) const SEQ: &[u8] = b"seq";
     pub(crate) const BODY_ID: &[u8] = b"body_id";
+    /// The committed end of the body log (`u64` BE, `store/body_log.rs`).
+    pub(crate) const BODY_LOG_END: &[u8] = b"body_log_end";
     pub(crate) const DOC_COUNT: &[u8] = b"doc_count";
     pub(crate) const DEL_COUNT: &[u8] = b"doc_del_count";
     pub(crate) const REMOTE: &[u8] = b"remote";

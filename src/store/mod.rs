@@ -13,6 +13,7 @@
 //! ```text
 //!  replica.rs   the handle: sled, its trees, settings, writer lock, update-seq watch
 //!   ├── keys.rs, document.rs, nesting.rs, error.rs   layouts and types (import no sibling)
+//!   ├── body_log.rs  the append-only file of leaf bodies (format 4)
 //!   ├── tx.rs        the steps of a write transaction (counters, preconditions,
 //!   │                outbox appends, attachment counts, typed records)
 //!   ├── commit.rs    the one write path of documents (pulls and local edits)
@@ -33,6 +34,7 @@
 
 mod attachment_refs;
 mod attachment_stream;
+mod body_log;
 mod check;
 mod commit;
 mod compact;

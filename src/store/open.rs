@@ -2,6 +2,7 @@
 //! interrupted, the format check, and the clean-up of bytes no commit
 //! claimed.
 
+use super::body_log::BodyLog;
 use super::compact;
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
@@ -11,11 +12,17 @@ use super::usage::Usage;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// The on-disk format this build reads and writes (3: document records are
-/// binary and keep a single leaf's body inline; 2: attachment bytes are
-/// reference-counted in `att_refs`). Replicas of an older format must be
-/// pulled again into a new directory.
-pub const FORMAT_VERSION: u64 = 3;
+/// The on-disk format this build writes (4: leaf bodies too large for
+/// their record are in the body log; 3: document records are binary and
+/// keep a single leaf's body inline; 2: attachment bytes are
+/// reference-counted in `att_refs`). A format-3 replica becomes format 4
+/// when it is opened (its bodies stay where they are until their documents
+/// change or the replica is compacted); replicas of an older format must
+/// be pulled again into a new directory.
+pub const FORMAT_VERSION: u64 = 4;
+
+/// The format whose replicas open migrates to [`FORMAT_VERSION`].
+const FORMAT_3: u64 = 3;
 
 impl Replica {
     /// Opens the replica at `path`, creating the directory if needed.
@@ -49,31 +56,41 @@ impl Replica {
             outbox: tree("outbox")?,
             outbox_dead: tree("outbox_dead")?,
         };
-        match trees.meta.get(keys::meta::FORMAT)? {
-            Some(v) => {
-                let found = decode_u64(keys::meta::FORMAT, &v)?;
-                if found != FORMAT_VERSION {
-                    return Err(StoreError::Format {
-                        path,
-                        found,
-                        expected: FORMAT_VERSION,
-                    });
-                }
+        let found = match trees.meta.get(keys::meta::FORMAT)? {
+            Some(v) => Some(decode_u64(keys::meta::FORMAT, &v)?),
+            None if trees.docs.is_empty() && trees.local.is_empty() => None,
+            None => Some(0),
+        };
+        let body_log = match found {
+            Some(FORMAT_VERSION) => {
+                let end = match trees.meta.get(keys::meta::BODY_LOG_END)? {
+                    Some(v) => decode_u64(keys::meta::BODY_LOG_END, &v)?,
+                    None => 0,
+                };
+                BodyLog::open(&path, end)?
             }
-            None if trees.docs.is_empty() && trees.local.is_empty() => {
-                trees
-                    .meta
-                    .insert(keys::meta::FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+            // A new replica, or a format-3 one: an empty log (a crash
+            // after an earlier attempt created it leaves nothing that
+            // counts), then the format and the log's end in one batch.
+            // Every format-3 record is a valid format-4 record, so there is
+            // nothing else to rewrite and no state in between.
+            None | Some(FORMAT_3) => {
+                let log = BodyLog::open(&path, 0)?;
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::meta::FORMAT, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(keys::meta::BODY_LOG_END, &0u64.to_be_bytes());
+                trees.meta.apply_batch(batch)?;
                 db.flush()?;
+                log
             }
-            None => {
+            Some(found) => {
                 return Err(StoreError::Format {
                     path,
-                    found: 0,
+                    found,
                     expected: FORMAT_VERSION,
                 })
             }
-        }
+        };
         let seq = match trees.meta.get(keys::meta::SEQ)? {
             Some(v) => decode_u64(keys::meta::SEQ, &v)?,
             None => 0,
@@ -83,6 +100,7 @@ impl Replica {
                 path,
                 db,
                 trees,
+                body_log,
                 config,
                 write_lock: Mutex::new(()),
                 committed: tokio::sync::watch::Sender::new(seq),

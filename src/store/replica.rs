@@ -3,6 +3,7 @@
 //! file of the store adds its part of `Replica`'s methods on top of this
 //! one; this file imports none of them.
 
+use super::body_log::BodyLog;
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
 use super::usage::Usage;
@@ -119,6 +120,8 @@ pub(super) struct Inner {
     pub(super) path: PathBuf,
     pub(super) db: sled::Db,
     pub(super) trees: Trees,
+    /// The leaf bodies too large for their records (format 4).
+    pub(super) body_log: BodyLog,
     pub(super) config: ReplicaConfig,
     /// One writer at a time: commits read counters and records and write
     /// them back; serializing them keeps sled's transaction from retrying.
@@ -154,6 +157,11 @@ impl Replica {
 
     pub(crate) fn trees(&self) -> &Trees {
         &self.inner.trees
+    }
+
+    /// The body log (`body_log.rs`).
+    pub(crate) fn body_log(&self) -> &BodyLog {
+        &self.inner.body_log
     }
 
     /// The writer lock: one write transaction at a time (see `Inner`).
