@@ -29,6 +29,13 @@ pub(crate) fn run(args: CompactArgs) -> CliResult {
             if let Some(base) = usage.baseline_bytes {
                 writeln!(out, "  baseline {:.1} MB", base as f64 / MB)?;
             }
+            writeln!(
+                out,
+                "  {:<16} {:>9.1} MB, {:.1} MB of it named by records",
+                "bodies.log",
+                usage.body_log_bytes as f64 / MB,
+                usage.body_log_live_bytes as f64 / MB
+            )?;
             for t in &usage.trees {
                 writeln!(
                     out,

@@ -115,8 +115,14 @@ pub struct DiskUsage {
     pub dir_bytes: u64,
     /// What sled reports as its own size on disk (`db` and `blobs/`).
     pub sled_bytes: u64,
-    /// Sum of [`TreeUsage::bytes`]: the data a compaction would copy.
+    /// Sum of [`TreeUsage::bytes`] and [`DiskUsage::body_log_live_bytes`]:
+    /// the data a compaction would copy.
     pub live_bytes: u64,
+    /// Bytes of the body log (its committed end).
+    pub body_log_bytes: u64,
+    /// Of those, the bodies records still name; the rest is superseded
+    /// bodies that the next compaction drops.
+    pub body_log_live_bytes: u64,
     /// The size the automatic trigger compares with (after the first pull
     /// or the last compaction), when recorded.
     pub baseline_bytes: Option<u64>,
@@ -537,13 +543,23 @@ impl Replica {
         let mut names: Vec<_> = db.tree_names();
         names.sort();
         let mut trees = Vec::with_capacity(names.len());
+        let mut body_log_live_bytes = 0u64;
         for name in names {
             let tree = db.open_tree(&name)?;
+            let docs = &name[..] == b"docs";
             let (mut keys, mut bytes) = (0u64, 0u64);
             for kv in tree.iter() {
                 let (k, v) = kv?;
                 keys += 1;
                 bytes += (k.len() + v.len()) as u64;
+                if docs {
+                    let record = DocRecord::decode(&k, &v)?;
+                    for body in record.bodies.values() {
+                        if let BodyRef::Log { len, .. } = body {
+                            body_log_live_bytes += len;
+                        }
+                    }
+                }
             }
             trees.push(TreeUsage {
                 name: String::from_utf8_lossy(&name).into_owned(),
@@ -554,7 +570,9 @@ impl Replica {
         Ok(DiskUsage {
             dir_bytes: dir_size(self.path()),
             sled_bytes: db.size_on_disk()?,
-            live_bytes: trees.iter().map(|t| t.bytes).sum(),
+            live_bytes: trees.iter().map(|t| t.bytes).sum::<u64>() + body_log_live_bytes,
+            body_log_bytes: self.body_log().end(),
+            body_log_live_bytes,
             baseline_bytes: self.disk_baseline()?,
             trees,
         })
@@ -677,6 +695,12 @@ mod tests {
             commit(vec![rev("d0", 2, &["c", "a"], 7)]);
         }
         let before = log_len();
+        {
+            let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
+            let usage = r.disk_usage().unwrap();
+            assert_eq!(usage.body_log_bytes, before);
+            assert!(usage.body_log_live_bytes * 10 < before * 6, "{usage:?}");
+        }
         let report = compact(&dir, &CompactOptions::default()).unwrap();
         let after = log_len();
         // 101 bodies written, 51 still leaves.
@@ -686,6 +710,11 @@ mod tests {
         );
         let r = Replica::open(&dir, ReplicaConfig::default()).unwrap();
         assert_eq!(r.body_log().end(), after);
+        let usage = r.disk_usage().unwrap();
+        assert_eq!(
+            usage.body_log_live_bytes, after,
+            "only live bodies are left"
+        );
         for i in 1..50u32 {
             let doc = r.get(&format!("d{i}")).unwrap().unwrap();
             assert_eq!(doc.body["v"], i + 100);

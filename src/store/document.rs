@@ -348,15 +348,7 @@ impl DocRecord {
             })
             .sum();
         let mut out = Vec::with_capacity(16 + self.tree.len() * 40 + inline_len);
-        out.push(RECORD_V2);
-        put_varint(&mut out, self.seq);
-        put_varint(&mut out, self.tree.len() as u64);
-        for (pos, hash, parent, deleted) in self.tree.node_parts() {
-            put_varint(&mut out, pos);
-            put_bytes(&mut out, hash.as_bytes());
-            put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
-            out.push(u8::from(deleted));
-        }
+        self.put_head(&mut out, RECORD_V2);
         put_varint(&mut out, self.bodies.len() as u64);
         for (rev, body) in &self.bodies {
             put_bytes(&mut out, rev.to_string().as_bytes());
@@ -378,6 +370,20 @@ impl DocRecord {
             }
         }
         out
+    }
+
+    /// What both layouts begin with: the version, `seq` and the tree's
+    /// nodes.
+    fn put_head(&self, out: &mut Vec<u8>, version: u8) {
+        out.push(version);
+        put_varint(out, self.seq);
+        put_varint(out, self.tree.len() as u64);
+        for (pos, hash, parent, deleted) in self.tree.node_parts() {
+            put_varint(out, pos);
+            put_bytes(out, hash.as_bytes());
+            put_varint(out, parent.map_or(0, |p| u64::from(p) + 1));
+            out.push(u8::from(deleted));
+        }
     }
 
     /// Where the body of leaf `rev` is; `None` when the replica keeps no
@@ -442,15 +448,8 @@ mod tests {
     /// Format 3's layout (what the last release wrote), for the records
     /// a format-3 replica still holds.
     fn encode_v1(r: &DocRecord, placement: &[u8]) -> Vec<u8> {
-        let mut out = vec![RECORD_V1];
-        put_varint(&mut out, r.seq);
-        put_varint(&mut out, r.tree.len() as u64);
-        for (pos, hash, parent, deleted) in r.tree.node_parts() {
-            put_varint(&mut out, pos);
-            put_bytes(&mut out, hash.as_bytes());
-            put_varint(&mut out, parent.map_or(0, |p| u64::from(p) + 1));
-            out.push(u8::from(deleted));
-        }
+        let mut out = Vec::new();
+        r.put_head(&mut out, RECORD_V1);
         out.extend_from_slice(placement);
         out
     }
