@@ -23,7 +23,8 @@
 #               course-N-shuffled, the same cards seeded with --shuffle, so the feed lists them
 #               out of id order, as a sharded CouchDB's does
 #   --clients   which clients run, interleaved in this order (default "settee pouchdb raw",
-#               plus rouchdb when its binary exists): settee, pouchdb (PouchDB 9), rouchdb
+#               plus rouchdb when its binary exists): settee (the streamed feed), paged
+#               (settee with --feed paged: one _changes request per batch), pouchdb (PouchDB 9), rouchdb
 #               (rouchdb 0.5.1 from <anchor>/rouchdb-bench, built once outside the crate in
 #               /tmp/rouchdb-bench with `cargo build --release`; env ROUCHDB_BIN overrides),
 #               raw (one `curl _all_docs?include_docs=true`, the server's own dump rate)
@@ -121,7 +122,7 @@ if [[ -z "$clients" ]]; then
   [[ -x "$rouchdb_bin" ]] && clients="settee pouchdb rouchdb raw"
 fi
 for c in $clients; do
-  case "$c" in settee|pouchdb|rouchdb|raw) ;; base) [[ -x "$base_bin" ]] || die "--clients base needs --base BIN" ;;
+  case "$c" in settee|paged|pouchdb|rouchdb|raw) ;; base) [[ -x "$base_bin" ]] || die "--clients base needs --base BIN" ;;
     *) die "--clients: unknown client '$c'" ;; esac
 done
 [[ -z "$base_bin" || " $clients " == *" base "* ]] || clients="base $clients"
@@ -281,12 +282,13 @@ run_client() {
   local req_before req_after requests
   req_before="$(request_lines)"
   before="$(cpu_ticks "$server_pid")"
-  if [[ "$client" == settee || "$client" == base ]]; then
-    local bin="$settee"
+  if [[ "$client" == settee || "$client" == base || "$client" == paged ]]; then
+    local bin="$settee" feed=()
     [[ "$client" == base ]] && bin="$base_bin"
+    [[ "$client" == paged ]] && feed=(--feed paged)
     replica="$(mktemp -d "${TMPDIR:-/tmp}/settee-bench-replica.XXXXXX")"
     /usr/bin/time -v -o "$timef" "$bin" pull "$base_url/$db" "$replica/replica" \
-      --batch-size "$bs" --batches-limit "$bl" --json --quiet > "$stdout" 2> "$stderr" || rc=$?
+      --batch-size "$bs" --batches-limit "$bl" "${feed[@]}" --json --quiet > "$stdout" 2> "$stderr" || rc=$?
   elif [[ "$client" == rouchdb ]]; then
     replica="$(mktemp -d "${TMPDIR:-/tmp}/rouchdb-bench-replica.XXXXXX")"
     TMPDIR="$replica" /usr/bin/time -v -o "$timef" "$rouchdb_bin" --url "$base_url/$db" \
@@ -313,7 +315,7 @@ PY
   [[ -n "$replica" ]] && rm -rf "$replica"
 
   local wall_ms docs_read docs_written failures last_seq docs_per_s
-  if [[ "$client" == settee || "$client" == base ]]; then
+  if [[ "$client" == settee || "$client" == base || "$client" == paged ]]; then
     wall_ms="$(jget "$stdout" timings.total_ms)"
   else
     wall_ms="$(jget "$stdout" wall_ms)"

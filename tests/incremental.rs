@@ -121,7 +121,10 @@ async fn opaque_string_sequences_are_stored_and_sent_back_verbatim() {
     };
 
     let (_dir, replica) = temp_replica();
-    let first = pull(&replica, &remote, 7, 3).await;
+    // Paged, so that many `since`s go out.
+    let first = settee::pull(&replica, &remote, &paged_config(7, 3))
+        .await
+        .unwrap();
     assert_eq!(first.doc_write_failures, 0, "{:?}", first.failures);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
     let last = first

@@ -162,7 +162,11 @@ async fn pages_of_large_documents_are_bounded_by_bytes() {
     let proxy = db.behind_proxy().await;
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());
-    let result = pull(&replica, &remote, 1000, 2).await;
+    // The paged feed's requests (the streamed feed's pages are bounded the
+    // same way: `feed_stream.rs`).
+    let result = settee::pull(&replica, &remote, &paged_config(1000, 2))
+        .await
+        .unwrap();
     assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
     assert_eq!(result.docs_written, 150);
     let limits: Vec<usize> = proxy
@@ -210,7 +214,7 @@ async fn the_next_page_is_asked_for_before_the_batch_before_commits() {
     let run = {
         let (replica, remote, committed) = (replica.clone(), remote.clone(), committed.clone());
         tokio::spawn(async move {
-            settee::pull(&replica, &remote, &pull_config(1, 1))
+            settee::pull(&replica, &remote, &paged_config(1, 1))
                 .on_progress(|p| committed.store(p.batches, Ordering::SeqCst))
                 .await
         })

@@ -623,7 +623,9 @@ async fn an_answer_over_the_response_cap_is_a_typed_error_naming_the_setting() {
         .with_max_response_bytes(512);
     let remote = remote_with_config(&db, &proxy, config);
     let (_dir, replica) = temp_replica();
-    let err = settee::pull(&replica, &remote, &pull_config(100, 2))
+    // Paged: a streamed feed caps each row, not the page, and its rows of
+    // 10 cards fit in 512 bytes.
+    let err = settee::pull(&replica, &remote, &paged_config(100, 2))
         .await
         .expect_err("the first page is larger than 512 bytes");
     assert!(

@@ -27,7 +27,8 @@ async fn aborted_pull_resumes_from_its_last_committed_batch() {
     let task = {
         let (replica, remote) = (replica.clone(), remote.clone());
         tokio::spawn(async move {
-            settee::pull(&replica, &remote, &pull_config(20, 2))
+            // Paged: the proxy holds the 4th page (a streamed feed is one request).
+            settee::pull(&replica, &remote, &paged_config(20, 2))
                 .on_progress(move |p| {
                     let _ = tx.send((p.batches, p.docs_written, p.last_seq.clone()));
                 })

@@ -7,7 +7,7 @@
 
 use crate::support::proxy::{Rule, Storm};
 use crate::support::*;
-use settee::replicate::{PullState, RetryMode};
+use settee::replicate::{Feed, PullState, RetryMode};
 use settee::{Endpoint, Error, PullConfig, Remote, RemoteConfig, RemoteError, RetryPolicy};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,10 +49,12 @@ async fn a_pull_in_retry_mode_completes_through_storms_of_every_fault() {
         proxy.set_storm(Some(Storm::everywhere(seed, 0.10)));
         let (_dir, replica) = temp_replica();
         let remote = impatient_remote(&db.url_via(&proxy.url()));
-        // Small pages: many requests, so every seed's storm hits.
+        // Small pages, read as pages: many requests, so every seed's
+        // storm hits.
         let config = PullConfig::builder()
             .batch_size(5)
             .batches_limit(3)
+            .feed(Feed::Paged)
             .retry_mode(quick_retry_mode())
             .build()
             .expect("config");
@@ -147,7 +149,8 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
     let proxy = db.behind_proxy().await;
     let (_dir, replica) = temp_replica();
     let remote = impatient_remote(&db.url_via(&proxy.url()));
-    // The first page passes, then the feed answers 503 for ever.
+    // The first page passes, then the feed answers 503 for ever (paged:
+    // a streamed feed is one request).
     proxy.set_rules(vec![Rule::respond(
         "_changes",
         503,
@@ -157,6 +160,7 @@ async fn retry_mode_gives_up_after_its_attempts_and_keeps_the_checkpoint() {
     let config = PullConfig::builder()
         .batch_size(10)
         .batches_limit(1)
+        .feed(Feed::Paged)
         .retry_mode(quick_retry_mode().with_max_attempts(2))
         .build()
         .expect("config");

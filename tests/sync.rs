@@ -227,10 +227,7 @@ async fn concurrent_calls_for_one_database_make_one_replication() {
         SyncState::Ready
     );
     let one_sync = proxy.count("/_changes");
-    assert!(
-        one_sync >= 2,
-        "80 cards in batches of 25 take several pages"
-    );
+    assert!(one_sync >= 1, "one streamed request (or its retries)");
     proxy.clear_requests();
 
     let dir = tempfile::tempdir().unwrap();
@@ -266,8 +263,9 @@ async fn different_databases_sync_independently() {
             .with_max_concurrent_pulls(1)
             .with_remote(quick_failures()),
     );
-    // b has settings of its own: batches of 5.
-    service.set_pull_config(&b.name, pull_config(5, 1));
+    // b has settings of its own: batches of 5, read as pages (so they
+    // show as requests).
+    service.set_pull_config(&b.name, paged_config(5, 1));
     let (sa, sb) = tokio::join!(
         service.ensure_synced(&a.name, Refresh::IfNeeded),
         service.ensure_synced(&b.name, Refresh::IfNeeded)

@@ -12,6 +12,8 @@ mod fidelity;
 mod incremental;
 // Interrupted pulls resume from their last committed batch.
 mod resume;
+// Issue 20: the changes feed read as one streamed request.
+mod feed_stream;
 // Batch size and concurrency do not change the result.
 mod settings;
 // Bad input gets a typed error and leaves the replica as it was.

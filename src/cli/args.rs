@@ -186,6 +186,11 @@ pub struct PullArgs {
     /// Batches fetched at once.
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
+    /// How to read the changes feed: `streamed` (one request, the
+    /// default) or `paged` (one request per batch, for servers or proxies
+    /// that cut long answers).
+    #[arg(long, value_enum, default_value_t = FeedArg::Streamed)]
+    pub feed: FeedArg,
     /// How to reach and authenticate to the server.
     #[command(flatten)]
     pub connect: RemoteArgs,
@@ -349,6 +354,11 @@ pub struct BenchArgs {
     /// Batches fetched at once.
     #[arg(long, default_value_t = 5)]
     pub batches_limit: usize,
+    /// How to read the changes feed: `streamed` (one request, the
+    /// default) or `paged` (one request per batch, for servers or proxies
+    /// that cut long answers).
+    #[arg(long, value_enum, default_value_t = FeedArg::Streamed)]
+    pub feed: FeedArg,
     /// Page cache of the replica store, MiB (1 to 65536).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
@@ -574,4 +584,22 @@ pub struct QueryArgs {
     /// Print CouchDB's response body as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--feed`: how a pull reads the changes feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeedArg {
+    /// One streamed request.
+    Streamed,
+    /// One request per batch.
+    Paged,
+}
+
+impl From<FeedArg> for crate::replicate::Feed {
+    fn from(arg: FeedArg) -> Self {
+        match arg {
+            FeedArg::Streamed => crate::replicate::Feed::Streamed,
+            FeedArg::Paged => crate::replicate::Feed::Paged,
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub(crate) async fn run(args: BenchArgs) -> CliResult {
     let config = PullConfig::builder()
         .batch_size(args.batch_size)
         .batches_limit(args.batches_limit)
+        .feed(args.feed.into())
         .build()?;
     let remote = Remote::new(Endpoint::parse(&args.db_url)?, RemoteConfig::default())?;
     let server = remote.server_info().await?;

@@ -12,7 +12,8 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
         .merge_credentials(args.connect.user.clone(), args.connect.password.clone());
     let mut builder = PullConfig::builder()
         .batch_size(args.batch_size)
-        .batches_limit(args.batches_limit);
+        .batches_limit(args.batches_limit)
+        .feed(args.feed.into());
     if let Some(mode) = args.retry.mode() {
         builder = builder.retry_mode(mode);
     }

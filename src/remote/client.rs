@@ -905,7 +905,17 @@ impl Remote {
         url: &Url,
         accept_gzip: bool,
     ) -> Result<reqwest::Response, RemoteError> {
-        let get = || self.open_authorized(Method::GET, url, None, true, true, accept_gzip);
+        self.open_get(url, true, accept_gzip).await
+    }
+
+    /// A GET read as a stream, answer unread, a session renewed once on 401.
+    async fn open_get(
+        &self,
+        url: &Url,
+        accept_any: bool,
+        accept_gzip: bool,
+    ) -> Result<reqwest::Response, RemoteError> {
+        let get = || self.open_authorized(Method::GET, url, None, accept_any, true, accept_gzip);
         match get().await {
             Ok(r) => r,
             Err(Expired) => get().await.unwrap_or_else(|Expired| {
@@ -918,6 +928,18 @@ impl Remote {
                 })
             }),
         }
+    }
+
+    /// A GET whose JSON answer is read as it arrives (the streamed
+    /// changes feed), answer unread; a session renewed once on 401.
+    pub(super) async fn open_feed(&self, url: &Url) -> Result<reqwest::Response, RemoteError> {
+        self.open_get(url, false, false).await
+    }
+
+    /// This client's retry policy (for work that retries by itself, as the
+    /// streamed feed does when cut mid-body).
+    pub(super) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
     }
 
     /// Runs `op` under this client's retry policy and its 429 slow-down:

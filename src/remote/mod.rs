@@ -2,8 +2,8 @@
 //!
 //! [`Endpoint`] turns a user's URL into a server root, a database name and
 //! credentials (kept apart, so they never leak); [`Remote`] speaks the pull
-//! half of the replication protocol (`client.rs`; the changes feed's pages
-//! in `feed.rs`) and the push half
+//! half of the replication protocol (`client.rs`; the changes feed in one
+//! streamed request in `stream.rs`, or as pages in `feed.rs`) and the push half
 //! (`push.rs`); [`RetryPolicy`] is the one place that
 //! decides how transient failures are retried. Nothing here touches the
 //! local store.
@@ -16,6 +16,7 @@ mod error;
 mod feed;
 mod push;
 mod retry;
+mod stream;
 mod types;
 
 pub use auth::Auth;

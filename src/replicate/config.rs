@@ -4,6 +4,23 @@
 use super::PullConfig;
 use crate::Result;
 
+/// How a pull reads the changes feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Feed {
+    /// One `_changes` request without `limit`, its rows taken as they
+    /// arrive and committed `batch_size` at a time, each batch's
+    /// checkpoint its last row's `seq`, as CouchDB's replicator reads it;
+    /// a connection cut mid-feed asks again from the last batch read. A
+    /// server whose answer is not shaped as CouchDB's is read as pages.
+    #[default]
+    Streamed,
+    /// One `_changes?limit=batch_size` request per batch (the next asked
+    /// for while the one before is parsed): for servers or proxies that
+    /// cut long responses.
+    Paged,
+}
+
 /// Builds a [`PullConfig`]; unset settings keep their defaults.
 ///
 /// ```
@@ -45,6 +62,12 @@ impl PullConfigBuilder {
     /// [`PullConfig::max_doc_bytes`]).
     pub fn max_doc_bytes(mut self, limit: usize) -> Self {
         self.config.max_doc_bytes = Some(limit);
+        self
+    }
+
+    /// How the changes feed is read (see [`Feed`]).
+    pub fn feed(mut self, feed: Feed) -> Self {
+        self.config.feed = feed;
         self
     }
 

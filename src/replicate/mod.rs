@@ -29,7 +29,7 @@ mod retry_mode;
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};
 mod config;
-pub use config::PullConfigBuilder;
+pub use config::{Feed, PullConfigBuilder};
 mod status;
 pub use retry_mode::{PullState, RetryMode};
 pub use status::{checkpoint, last_pull, status, ReplicaStatus};
@@ -59,6 +59,9 @@ pub struct PullConfig {
     /// The retry mode (PouchDB's `retry: true`; `None`, the default: a
     /// pull fails once a request's retries run out). See [`RetryMode`].
     pub retry_mode: Option<RetryMode>,
+    /// How the changes feed is read: one streamed request (the default)
+    /// or pages. See [`Feed`].
+    pub feed: Feed,
 }
 
 impl Default for PullConfig {
@@ -70,6 +73,7 @@ impl Default for PullConfig {
             batches_limit: 5,
             max_doc_bytes: None,
             retry_mode: None,
+            feed: Feed::Streamed,
         }
     }
 }
@@ -647,14 +651,18 @@ fn spawn_fetches(
 ) -> (mpsc::Receiver<FetchTask>, AbortOnDrop<()>) {
     let (tx, rx) = mpsc::channel::<FetchTask>(config.batches_limit);
     let permits = Arc::new(Semaphore::new(config.batches_limit));
-    let pages = ctx.remote.changes_pages(since, config.batch_size);
+    let pages: futures::stream::BoxStream<'static, _> = match config.feed {
+        Feed::Streamed => Box::pin(ctx.remote.changes_stream(since, config.batch_size)),
+        Feed::Paged => Box::pin(ctx.remote.changes_pages(since, config.batch_size)),
+    };
     let ctx = ctx.clone();
     let producer = AbortOnDrop(tokio::spawn(async move {
         futures::pin_mut!(pages);
         loop {
             // Take the permit before asking for the page: the feed is
             // read no further ahead than the batches that fit in memory
-            // (and the one page `changes_pages` asks for early).
+            // (and what the socket holds of a streamed feed, or the one
+            // page `changes_pages` asks for early).
             let waiting = Instant::now();
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -1023,6 +1031,7 @@ mod tests {
                 batches_limit: 5,
                 max_doc_bytes: None,
                 retry_mode: None,
+                feed: Feed::Streamed,
             }
         );
     }

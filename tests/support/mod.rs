@@ -717,6 +717,18 @@ impl TestDb {
     }
 }
 
+/// [`pull_config`] reading the feed as pages (one `_changes` request per
+/// batch), for tests of the paged feed's own behaviour (requests per page,
+/// a page held or failed at the proxy).
+pub fn paged_config(batch_size: usize, batches_limit: usize) -> PullConfig {
+    PullConfig::builder()
+        .batch_size(batch_size)
+        .batches_limit(batches_limit)
+        .feed(settee::replicate::Feed::Paged)
+        .build()
+        .expect("pull settings in range")
+}
+
 /// Pull settings with `batch_size` rows per batch and `batches_limit`
 /// batches in flight, the rest default.
 pub fn pull_config(batch_size: usize, batches_limit: usize) -> PullConfig {
