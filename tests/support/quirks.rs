@@ -1164,7 +1164,8 @@ impl FeedPlan {
             .collect::<Option<Vec<u64>>>()
         else {
             obj.insert("results".into(), Value::Array(rows));
-            return changes_page(obj);
+            changes_page(obj);
+            return results_first(obj);
         };
         let complete = self.window().is_none_or(|w| rows.len() < w);
         // The rows not delivered yet, dealt round-robin from the shards.
@@ -1210,6 +1211,18 @@ impl FeedPlan {
             );
         }
         obj.insert("results".into(), Value::Array(page));
+        results_first(obj);
+    }
+}
+
+/// Puts `results` first, as CouchDB writes its answer (`{"results":[`
+/// then `last_seq` and `pending`): a client may read the rows as they
+/// arrive.
+fn results_first(obj: &mut serde_json::Map<String, Value>) {
+    if let Some(results) = obj.shift_remove("results") {
+        let rest = std::mem::take(obj);
+        obj.insert("results".into(), results);
+        obj.extend(rest);
     }
 }
 
