@@ -10,6 +10,21 @@ use settee::{PullConfig, RetryPolicy};
 
 const CORPUS: &[&str] = &["--cards", "150", "--tags", "12", "--realistic", "--extras"];
 
+/// Pulls `db` through `proxy` into a fresh replica with batches of 20.
+async fn pull_via(
+    db: &TestDb,
+    proxy: &crate::support::proxy::FaultProxy,
+    feed: Feed,
+) -> (tempfile::TempDir, settee::Replica, settee::PullResult) {
+    let remote = db.remote_via(proxy, RetryPolicy::with_retries(2));
+    let (dir, replica) = temp_replica();
+    let result = settee::pull(&replica, &remote, &config(feed))
+        .await
+        .unwrap();
+    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
+    (dir, replica, result)
+}
+
 fn config(feed: Feed) -> PullConfig {
     PullConfig::builder()
         .batch_size(20)
@@ -23,19 +38,11 @@ fn config(feed: Feed) -> PullConfig {
 async fn a_cold_pull_reads_the_feed_with_one_request_and_equals_a_paged_one() {
     let db = TestDb::seeded("stream-cold", CORPUS).await;
     let proxy = db.behind_proxy().await;
-    let remote = db.remote_via(&proxy, RetryPolicy::with_retries(2));
-    let (_s, streamed) = temp_replica();
-    let result = settee::pull(&streamed, &remote, &config(Feed::Streamed))
-        .await
-        .unwrap();
+    let (_s, streamed, result) = pull_via(&db, &proxy, Feed::Streamed).await;
     assert_eq!(proxy.count("/_changes"), 1, "{:#?}", proxy.requests());
     assert!(result.batches > 5, "batches of 20: {result:?}");
-    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
     let paged_requests = proxy.count("/_changes");
-    let (_p, paged) = temp_replica();
-    settee::pull(&paged, &remote, &config(Feed::Paged))
-        .await
-        .unwrap();
+    let (_p, paged, _) = pull_via(&db, &proxy, Feed::Paged).await;
     assert!(proxy.count("/_changes") - paged_requests > 5);
     let want = db.server_dump().await;
     assert_same_dump(&replica_dump(&streamed), &want);
@@ -50,11 +57,7 @@ async fn a_stream_cut_mid_row_resumes_from_its_last_batch_and_ends_identical() {
     // The first two answers are cut halfway through their bodies (inside
     // a row, with documents in them), the third is whole.
     proxy.set_rules(vec![Rule::new("/_changes", Fault::TruncateHalf).times(2)]);
-    let remote = db.remote_via(&proxy, RetryPolicy::with_retries(2));
-    let (_d, replica) = temp_replica();
-    let result = settee::pull(&replica, &remote, &config(Feed::Streamed))
-        .await
-        .unwrap();
+    let (_d, replica, _) = pull_via(&db, &proxy, Feed::Streamed).await;
     assert_eq!(proxy.count("/_changes"), 3, "{:#?}", proxy.requests());
     let sinces: Vec<String> = proxy
         .requests()
@@ -65,7 +68,6 @@ async fn a_stream_cut_mid_row_resumes_from_its_last_batch_and_ends_identical() {
         sinces[0], sinces[1],
         "the second request resumes after a batch: {sinces:#?}"
     );
-    assert_eq!(result.doc_write_failures, 0, "{:?}", result.failures);
     assert_same_dump(&replica_dump(&replica), &db.server_dump().await);
     assert!(replica.check().unwrap().is_ok());
 }
@@ -102,13 +104,7 @@ async fn an_incremental_streamed_pull_takes_only_what_changed() {
 async fn streamed_batches_of_large_documents_are_bounded_by_bytes() {
     let db = TestDb::new("stream-big").await;
     // 60 documents of ~100 KB: 6 MB of feed in one answer.
-    let filler = "x".repeat(100 * 1024);
-    let docs: Vec<_> = (0..60)
-        .map(|i| serde_json::json!({"_id": format!("big-{i:03}"), "text": filler}))
-        .collect();
-    for chunk in docs.chunks(20) {
-        db.bulk_docs(chunk.to_vec(), true).await;
-    }
+    db.seed_big_docs(60, 20).await;
     let proxy = db.behind_proxy().await;
     let remote = db.remote_via(&proxy, RetryPolicy::none());
     let (_d, replica) = temp_replica();

@@ -152,13 +152,7 @@ async fn the_fast_path_ends_where_the_slow_path_does() {
 async fn pages_of_large_documents_are_bounded_by_bytes() {
     let db = TestDb::new("bigdocs").await;
     // 150 documents of ~100 KB: 15 MB of feed, far more than one page may hold.
-    let filler = "x".repeat(100 * 1024);
-    let docs: Vec<_> = (0..150)
-        .map(|i| serde_json::json!({"_id": format!("big-{i:03}"), "text": filler}))
-        .collect();
-    for chunk in docs.chunks(50) {
-        db.bulk_docs(chunk.to_vec(), true).await;
-    }
+    db.seed_big_docs(150, 50).await;
     let proxy = db.behind_proxy().await;
     let (_dir, replica) = temp_replica();
     let remote = db.remote_via(&proxy, RetryPolicy::none());

@@ -717,6 +717,20 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Writes `n` documents `big-000`… of about 100 KB each, `per_request`
+    /// per `_bulk_docs`.
+    pub async fn seed_big_docs(&self, n: usize, per_request: usize) {
+        let filler = "x".repeat(100 * 1024);
+        let docs: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"_id": format!("big-{i:03}"), "text": filler}))
+            .collect();
+        for chunk in docs.chunks(per_request) {
+            self.bulk_docs(chunk.to_vec(), true).await;
+        }
+    }
+}
+
 /// [`pull_config`] reading the feed as pages (one `_changes` request per
 /// batch), for tests of the paged feed's own behaviour (requests per page,
 /// a page held or failed at the proxy).
