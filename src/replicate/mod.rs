@@ -34,7 +34,7 @@ mod status;
 pub use retry_mode::{PullState, RetryMode};
 pub use status::{checkpoint, last_pull, status, ReplicaStatus};
 
-use crate::remote::{Remote, Seq, ServerInfo};
+use crate::remote::{ChangesPage, Remote, Seq, ServerInfo};
 use crate::store::{CheckpointRecord, RemoteBinding, Replica};
 use crate::{millis, Error, Result};
 use futures::StreamExt;
@@ -224,7 +224,40 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-type FetchTask = AbortOnDrop<Result<(batch::FetchedBatch, tokio::sync::OwnedSemaphorePermit)>>;
+type FetchTask = AbortOnDrop<Result<(batch::FetchedBatch, BatchPermits)>>;
+
+/// What a batch holds from before its page is read until it is committed:
+/// its place among `batches_limit`, and its share of the budget for
+/// documents carried by the feed.
+struct BatchPermits {
+    _batch: tokio::sync::OwnedSemaphorePermit,
+    _carried: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// KiB of documents carried by the feed (a cold load's first revisions)
+/// that the batches in flight may hold together. A streamed feed delivers
+/// pages as fast as they are taken, so without it every one of
+/// `batches_limit` batches would hold a page of documents and their
+/// copies as revisions (100k cards at 1000/5: 76 MiB peak RSS against 61
+/// paged); with it, pages that carry documents go through one at a time (a
+/// cold load's batches are mostly that, and are bound by their commits),
+/// and batches that fetch with `_bulk_get` still overlap. The reader takes
+/// the next page's share, estimated from the page before, before it reads
+/// the page, so it holds no page of documents while it waits.
+const CARRIED_BUDGET_KIB: u32 = 1024;
+
+/// The KiB of documents `page` carries, at most the whole budget.
+fn carried_kib(page: &ChangesPage) -> u32 {
+    let bytes: usize = page
+        .results
+        .iter()
+        .filter_map(|r| r.doc.as_ref())
+        .map(|d| d.get().len())
+        .sum();
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .min(CARRIED_BUDGET_KIB)
+}
 
 /// Pulls everything the remote has that the replica lacks: the one entry
 /// point of a pull. Await it as it is, or first add options:
@@ -651,6 +684,7 @@ fn spawn_fetches(
 ) -> (mpsc::Receiver<FetchTask>, AbortOnDrop<()>) {
     let (tx, rx) = mpsc::channel::<FetchTask>(config.batches_limit);
     let permits = Arc::new(Semaphore::new(config.batches_limit));
+    let carried = Arc::new(Semaphore::new(CARRIED_BUDGET_KIB as usize));
     let pages: futures::stream::BoxStream<'static, _> = match config.feed {
         Feed::Streamed => Box::pin(ctx.remote.changes_stream(since, config.batch_size)),
         Feed::Paged => Box::pin(ctx.remote.changes_pages(since, config.batch_size)),
@@ -658,6 +692,7 @@ fn spawn_fetches(
     let ctx = ctx.clone();
     let producer = AbortOnDrop(tokio::spawn(async move {
         futures::pin_mut!(pages);
+        let mut last_kib = 0u32;
         loop {
             // Take the permit before asking for the page: the feed is
             // read no further ahead than the batches that fit in memory
@@ -671,14 +706,39 @@ fn spawn_fetches(
                 waited_us = waiting.elapsed().as_micros() as u64,
                 "feed reader took a batch permit"
             );
+            let take = |kib: u32| {
+                let carried = carried.clone();
+                async move {
+                    match kib {
+                        0 => Ok(None),
+                        kib => carried.acquire_many_owned(kib).await.map(Some),
+                    }
+                }
+            };
+            let Ok(mut carried_permit) = take(last_kib).await else {
+                return;
+            };
             let Some(page) = pages.next().await else {
                 return;
+            };
+            let kib = page.as_ref().map_or(0, carried_kib);
+            if kib != last_kib {
+                drop(carried_permit);
+                let Ok(p) = take(kib).await else {
+                    return;
+                };
+                carried_permit = p;
+                last_kib = kib;
+            }
+            let permits = BatchPermits {
+                _batch: permit,
+                _carried: carried_permit,
             };
             let ctx = ctx.clone();
             let task = tokio::spawn(async move {
                 let page = page?;
                 let fetched = batch::fetch(&ctx, page).await?;
-                Ok((fetched, permit))
+                Ok((fetched, permits))
             });
             if tx.send(AbortOnDrop(task)).await.is_err() {
                 return;
@@ -861,7 +921,7 @@ impl<'a> Pass<'a> {
     async fn commit_batch(
         &mut self,
         mut fetched: batch::FetchedBatch,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: BatchPermits,
         on_progress: &mut impl FnMut(&PullProgress),
     ) -> Result<()> {
         refuse_oversized(&mut fetched, self.config.max_doc_bytes);
