@@ -16,6 +16,7 @@
 //! tail of a batch that never committed, cut off by the next open. Bytes
 //! below the end never change until a compaction writes a new log.
 
+use super::document::Extent;
 use super::error::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -24,13 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The log's file name in the replica directory.
 pub(crate) const FILE: &str = "bodies.log";
-
-/// A body's place in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Extent {
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-}
 
 /// The open log of one replica.
 pub(crate) struct BodyLog {

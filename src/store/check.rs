@@ -14,8 +14,7 @@
 //! can show as a violation).
 
 use super::attachment_refs::stub_digests;
-use super::body_log::Extent;
-use super::document::{BodyRef, DocRecord};
+use super::document::{BodyRef, DocRecord, Extent};
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
 use super::nesting;
@@ -229,35 +228,7 @@ impl Replica {
                 return Ok(());
             }
             BodyRef::Inline(bytes) => Ok(bytes.clone()),
-            BodyRef::Log { offset, len, stubs } => {
-                let end = self.body_log().end();
-                if offset.checked_add(*len).is_none_or(|last| last > end) {
-                    Err(format!(
-                        "the body of {rev} is said to be at {offset}..+{len} of the body log, past its end {end}"
-                    ))
-                } else {
-                    let read = self.body_log().read(Extent {
-                        offset: *offset,
-                        len: *len,
-                    });
-                    match read {
-                        Ok(bytes) => {
-                            let has_stubs = stub_digests(&bytes).map_or(true, |d| !d.is_empty());
-                            if has_stubs && !stubs {
-                                r.violation(
-                                    "stub_bytes",
-                                    key.to_owned(),
-                                    format!(
-                                        "the body of {rev} has stubs its record does not mention"
-                                    ),
-                                );
-                            }
-                            Ok(bytes)
-                        }
-                        Err(e) => Err(format!("the body of {rev}: {e}")),
-                    }
-                }
-            }
+            BodyRef::Log { at, stubs } => self.logged_body(r, key, rev, *at, *stubs),
             BodyRef::Entry { .. } => {
                 if record.bodies.len() != 1 {
                     r.violation(
@@ -285,6 +256,39 @@ impl Replica {
             Err(detail) => r.violation("leaf_body", key.to_owned(), detail),
         }
         Ok(())
+    }
+
+    /// A leaf's body in the body log: below the committed end, readable,
+    /// and with no stubs its record does not mention (their counts would
+    /// never be released).
+    fn logged_body(
+        &self,
+        r: &mut CheckReport,
+        key: &str,
+        rev: &Rev,
+        at: Extent,
+        stubs: bool,
+    ) -> Result<Vec<u8>, String> {
+        let end = self.body_log().end();
+        if at.offset.checked_add(at.len).is_none_or(|last| last > end) {
+            return Err(format!(
+                "the body of {rev} is said to be at {}..+{} of the body log, past its end {end}",
+                at.offset, at.len
+            ));
+        }
+        let bytes = self
+            .body_log()
+            .read(at)
+            .map_err(|e| format!("the body of {rev}: {e}"))?;
+        let has_stubs = stub_digests(&bytes).map_or(true, |d| !d.is_empty());
+        if has_stubs && !stubs {
+            r.violation(
+                "stub_bytes",
+                key.to_owned(),
+                format!("the body of {rev} has stubs its record does not mention"),
+            );
+        }
+        Ok(bytes)
     }
 
     /// Bodies: every one is named by a record or listed as garbage, and

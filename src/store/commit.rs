@@ -5,8 +5,8 @@
 //! (`Replica::stage_attachment`); this transaction claims them.
 
 use super::attachment_refs;
-use super::body_log::{BodyLog, Extent};
-use super::document::{BodyRef, DocRecord};
+use super::body_log::BodyLog;
+use super::document::{BodyRef, DocRecord, Extent};
 use super::error::StoreError;
 use super::keys::{self, meta};
 use super::replica::Replica;
@@ -227,7 +227,7 @@ impl DocTx<'_> {
         for (rev, arrival) in arrived {
             let stubs = self.count_stubs(arrival.inc, arrival.body)?;
             let body = match arrival.logged {
-                Some(Extent { offset, len }) => BodyRef::Log { offset, len, stubs },
+                Some(at) => BodyRef::Log { at, stubs },
                 None => BodyRef::Inline(arrival.body.to_vec()),
             };
             new_bodies.push((rev, body));
@@ -309,12 +309,8 @@ impl DocTx<'_> {
     fn release(&self, key: &[u8], body: BodyRef, old_seq: Option<u64>) -> Result<(), Abort> {
         match body {
             BodyRef::Inline(bytes) => self.release_stubs(key, &bytes),
-            BodyRef::Log {
-                offset,
-                len,
-                stubs: true,
-            } => {
-                let bytes = self.log.read(Extent { offset, len }).map_err(abort)?;
+            BodyRef::Log { at, stubs: true } => {
+                let bytes = self.log.read(at).map_err(abort)?;
                 self.release_stubs(key, &bytes)
             }
             BodyRef::Entry { stubs: true } => {

@@ -23,8 +23,8 @@
 //! the replica is open (it holds sled's lock and the directory gate for the
 //! whole run).
 
-use super::body_log::{self, BodyLog, Extent};
-use super::document::{BodyRef, DocRecord};
+use super::body_log::{self, BodyLog};
+use super::document::DocRecord;
 use super::error::StoreError;
 use super::replica::{Replica, ReplicaConfig};
 use super::{keys, lock};
@@ -242,17 +242,10 @@ impl Logs {
     fn relocate(&self, key: &[u8], value: sled::IVec) -> Result<sled::IVec, StoreError> {
         let mut record = DocRecord::decode(key, &value)?;
         let mut moved = false;
-        for body in record.bodies.values_mut() {
-            if let BodyRef::Log { offset, len, stubs } = *body {
-                let bytes = self.old.read(Extent { offset, len })?;
-                let at = self.new.push(&bytes)?;
-                *body = BodyRef::Log {
-                    offset: at.offset,
-                    len,
-                    stubs,
-                };
-                moved = true;
-            }
+        for at in record.log_extents_mut() {
+            let bytes = self.old.read(*at)?;
+            *at = self.new.push(&bytes)?;
+            moved = true;
         }
         Ok(if moved { record.encode().into() } else { value })
     }
@@ -315,15 +308,9 @@ fn content_checksum(db: &sled::Db, log: &BodyLog) -> Result<u32, StoreError> {
             }
             let mut record = DocRecord::decode(&k, &v)?;
             let mut logged = Vec::new();
-            for body in record.bodies.values_mut() {
-                if let BodyRef::Log { offset, len, stubs } = *body {
-                    logged.push(log.read(Extent { offset, len })?);
-                    *body = BodyRef::Log {
-                        offset: 0,
-                        len,
-                        stubs,
-                    };
-                }
+            for at in record.log_extents_mut() {
+                logged.push(log.read(*at)?);
+                at.offset = 0;
             }
             if logged.is_empty() {
                 hasher.update(&v);
@@ -400,10 +387,7 @@ pub fn compact(dir: &Path, options: &CompactOptions) -> Result<CompactReport, St
             source,
         })?;
     let old_meta = old.open_tree("meta")?;
-    let old_end = match old_meta.get(keys::meta::BODY_LOG_END)? {
-        Some(v) => keys::decode_u64(keys::meta::BODY_LOG_END, &v)?,
-        None => 0,
-    };
+    let old_end = keys::read_u64(&old_meta, keys::meta::BODY_LOG_END)?;
     let logs = Logs {
         old: BodyLog::open(dir, old_end)?,
         new: BodyLog::open(&build, 0)?,
@@ -553,12 +537,8 @@ impl Replica {
                 keys += 1;
                 bytes += (k.len() + v.len()) as u64;
                 if docs {
-                    let record = DocRecord::decode(&k, &v)?;
-                    for body in record.bodies.values() {
-                        if let BodyRef::Log { len, .. } = body {
-                            body_log_live_bytes += len;
-                        }
-                    }
+                    let mut record = DocRecord::decode(&k, &v)?;
+                    body_log_live_bytes += record.log_extents_mut().map(|at| at.len).sum::<u64>();
                 }
             }
             trees.push(TreeUsage {

@@ -137,12 +137,10 @@ pub(crate) struct DocRecord {
 pub(crate) enum BodyRef {
     /// The JSON text, in the record.
     Inline(Vec<u8>),
-    /// `len` bytes at `offset` of the body log.
+    /// In the body log.
     Log {
-        /// Where the body starts.
-        offset: u64,
-        /// Its length in bytes.
-        len: u64,
+        /// Where.
+        at: Extent,
         /// Whether the body has attachment stubs (only then must the
         /// commit that drops it read it, to release their counts).
         stubs: bool,
@@ -156,18 +154,20 @@ pub(crate) enum BodyRef {
     },
 }
 
+/// Where a body is in the body log (`store/body_log.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
 /// Where one revision's body is, from [`DocRecord::body_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyAt<'a> {
     /// In the record: these bytes.
     Inline(&'a [u8]),
-    /// In the body log: `len` bytes at `offset`.
-    Log {
-        /// Where the body starts.
-        offset: u64,
-        /// Its length.
-        len: u64,
-    },
+    /// In the body log, there.
+    Log(Extent),
     /// In the `by_seq` entry of this local sequence (the record's own).
     Entry(u64),
     /// In the `bodies` tree under this key.
@@ -309,8 +309,10 @@ impl DocRecord {
             let body = match r.byte()? {
                 0 => BodyRef::Inline(r.bytes()?.to_vec()),
                 kind @ (1 | 2) => BodyRef::Log {
-                    offset: r.varint()?,
-                    len: r.varint()?,
+                    at: Extent {
+                        offset: r.varint()?,
+                        len: r.varint()?,
+                    },
                     stubs: kind == 2,
                 },
                 3 => BodyRef::Tree(r.varint()?),
@@ -357,10 +359,10 @@ impl DocRecord {
                     out.push(0);
                     put_bytes(&mut out, bytes);
                 }
-                BodyRef::Log { offset, len, stubs } => {
+                BodyRef::Log { at, stubs } => {
                     out.push(if *stubs { 2 } else { 1 });
-                    put_varint(&mut out, *offset);
-                    put_varint(&mut out, *len);
+                    put_varint(&mut out, at.offset);
+                    put_varint(&mut out, at.len);
                 }
                 BodyRef::Tree(id) => {
                     out.push(3);
@@ -391,12 +393,18 @@ impl DocRecord {
     pub(crate) fn body_at(&self, rev: &Rev) -> Option<BodyAt<'_>> {
         Some(match self.bodies.get(rev)? {
             BodyRef::Inline(bytes) => BodyAt::Inline(bytes),
-            BodyRef::Log { offset, len, .. } => BodyAt::Log {
-                offset: *offset,
-                len: *len,
-            },
+            BodyRef::Log { at, .. } => BodyAt::Log(*at),
             BodyRef::Tree(id) => BodyAt::Stored(*id),
             BodyRef::Entry { .. } => BodyAt::Entry(self.seq),
+        })
+    }
+
+    /// Where the leaves' bodies in the body log are, to move them (a
+    /// compaction's copy) or to read them.
+    pub(crate) fn log_extents_mut(&mut self) -> impl Iterator<Item = &mut Extent> {
+        self.bodies.values_mut().filter_map(|b| match b {
+            BodyRef::Log { at, .. } => Some(at),
+            _ => None,
         })
     }
 
@@ -439,8 +447,7 @@ mod tests {
 
     fn log(offset: u64, stubs: bool) -> BodyRef {
         BodyRef::Log {
-            offset,
-            len: 600,
+            at: Extent { offset, len: 600 },
             stubs,
         }
     }
@@ -475,10 +482,10 @@ mod tests {
         let r = record([("3-c", log(1 << 40, true)), ("2-x", BodyRef::Tree(7))]);
         assert_eq!(
             r.body_at(&rev("3-c")),
-            Some(BodyAt::Log {
+            Some(BodyAt::Log(Extent {
                 offset: 1 << 40,
                 len: 600
-            })
+            }))
         );
         assert_eq!(r.body_at(&rev("2-x")), Some(BodyAt::Stored(7)));
         assert_eq!(r.body_at(&rev("1-a")), None);

@@ -15,6 +15,14 @@ pub(crate) fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::corrupt("counter", key, "not 8 bytes"))
 }
 
+/// A `meta` counter or offset (`u64` BE), 0 when it was never written.
+pub(crate) fn read_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    match meta.get(key)? {
+        Some(v) => decode_u64(key, &v),
+        None => Ok(0),
+    }
+}
+
 /// `by_seq`, `bodies` and `garbage` key: a `u64`, big-endian so byte order
 /// is numeric order.
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {

@@ -62,13 +62,10 @@ impl Replica {
             None => Some(0),
         };
         let body_log = match found {
-            Some(FORMAT_VERSION) => {
-                let end = match trees.meta.get(keys::meta::BODY_LOG_END)? {
-                    Some(v) => decode_u64(keys::meta::BODY_LOG_END, &v)?,
-                    None => 0,
-                };
-                BodyLog::open(&path, end)?
-            }
+            Some(FORMAT_VERSION) => BodyLog::open(
+                &path,
+                keys::read_u64(&trees.meta, keys::meta::BODY_LOG_END)?,
+            )?,
             // A new replica, or a format-3 one: an empty log (a crash
             // after an earlier attempt created it leaves nothing that
             // counts), then the format and the log's end in one batch.
@@ -91,10 +88,7 @@ impl Replica {
                 })
             }
         };
-        let seq = match trees.meta.get(keys::meta::SEQ)? {
-            Some(v) => decode_u64(keys::meta::SEQ, &v)?,
-            None => 0,
-        };
+        let seq = keys::read_u64(&trees.meta, keys::meta::SEQ)?;
         let replica = Replica {
             inner: Arc::new(Inner {
                 path,

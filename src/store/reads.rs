@@ -6,7 +6,6 @@
 //! sled's state as it walks (each document is read whole and consistent,
 //! the set of documents is not a snapshot).
 
-use super::body_log::Extent;
 use super::document::{BodyAt, DocInfo, DocRecord, Document};
 use super::error::StoreError;
 use super::replica::Replica;
@@ -541,10 +540,7 @@ impl Replica {
         match record.body_at(rev) {
             None => Ok(None),
             Some(BodyAt::Inline(bytes)) => Ok(Some(Bytes::copy_from_slice(bytes))),
-            Some(BodyAt::Log { offset, len }) => {
-                let extent = Extent { offset, len };
-                Ok(Some(Bytes::from(self.body_log().read(extent)?)))
-            }
+            Some(BodyAt::Log(at)) => Ok(Some(Bytes::from(self.body_log().read(at)?))),
             Some(BodyAt::Entry(seq)) => {
                 let entry = self.trees().by_seq.get(keys::seq_key(seq))?;
                 entry

@@ -5,7 +5,7 @@
 
 use super::body_log::BodyLog;
 use super::error::StoreError;
-use super::keys::{self, decode_u64};
+use super::keys;
 use super::usage::Usage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -173,10 +173,7 @@ impl Replica {
     }
 
     pub(super) fn meta_u64(&self, key: &'static [u8]) -> Result<u64, StoreError> {
-        match self.inner.trees.meta.get(key)? {
-            Some(v) => decode_u64(key, &v),
-            None => Ok(0),
-        }
+        keys::read_u64(&self.inner.trees.meta, key)
     }
 
     /// Live documents (CouchDB's `doc_count`).
