@@ -108,8 +108,7 @@ fn a_format_3_replica_of_the_last_release_reads_as_it_did() {
     );
     assert_eq!(Some(queue.len().unwrap()), outbox["pending"].as_u64());
 
-    let report = replica.check().unwrap();
-    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_sound(&replica);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -132,8 +131,7 @@ async fn a_format_3_replica_takes_new_writes_and_stays_sound() {
         replica.get("local-big").unwrap().unwrap().body["small"],
         true
     );
-    let report = replica.check().unwrap();
-    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_sound(&replica);
 }
 
 /// Every document of the fixture changed by format 4's write path (its

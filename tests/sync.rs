@@ -648,17 +648,16 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
     // that `since`, as servers other than CouchDB 3 may answer a sequence
     // they do not know): rebuilt from the beginning. The rule names the
     // checkpoint the replica holds, on every server.
-    let seq_text = |seq: Value| match seq {
+    let pulled_seq = |replica: &settee::Replica| match settee::replicate::last_pull(replica)
+        .unwrap()
+        .unwrap()
+        .last_seq
+        .0
+    {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let checkpoint = seq_text(
-        settee::replicate::last_pull(&before)
-            .unwrap()
-            .unwrap()
-            .last_seq
-            .0,
-    );
+    let checkpoint = pulled_seq(&before);
     db.bulk_docs(vec![json!({"_id": "late"})], true).await;
     let refused = format!("/_changes?style=all_docs&since={}&", enc(&checkpoint));
     proxy.set_rules(vec![Rule::respond(
@@ -688,13 +687,7 @@ async fn refused_checkpoint_rebuilds_and_a_failed_refresh_keeps_serving() {
     // by another signal, and nothing old merges with new.
     if server().is_couchdb || quirks::enabled() {
         let old = service.local(&db.name).unwrap();
-        let old_since = seq_text(
-            settee::replicate::last_pull(&old)
-                .unwrap()
-                .unwrap()
-                .last_seq
-                .0,
-        );
+        let old_since = pulled_seq(&old);
         drop(old);
         recreate(&db).await;
         let mut docs = vec![enabled_config()];
