@@ -390,14 +390,7 @@ async fn a_changed_view_rebuilds_alone_and_a_deleted_design_doc_drops_its_indexe
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _) = db
-        .request(
-            reqwest::Method::DELETE,
-            &format!("_design/two?rev={rev}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    db.delete_doc("_design/two", &rev).await;
     support::pull(&replica, &db.remote(), 100, 4).await;
     let third = query.warm().unwrap();
     let mut dropped = third.dropped.clone();

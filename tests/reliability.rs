@@ -457,28 +457,18 @@ async fn ctrl_c_stops_the_command_at_a_batch_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
     let rep_s = rep.to_str().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_settee"))
-        .args([
-            "pull",
-            &db.url_via(&proxy.url()),
-            rep_s,
-            "--batch-size",
-            "10",
-            "--batches-limit",
-            "1",
-            "--quiet",
-        ])
-        .env_remove("SETTEE_PASSWORD")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = settee_child(&[
+        "pull",
+        &db.url_via(&proxy.url()),
+        rep_s,
+        "--batch-size",
+        "10",
+        "--batches-limit",
+        "1",
+        "--quiet",
+    ]);
     gate.wait_held(1).await;
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));

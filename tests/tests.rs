@@ -14,6 +14,12 @@ mod incremental;
 mod resume;
 // Issue 20: the changes feed read as one streamed request.
 mod feed_stream;
+// Issue 20: filtered pulls hold what the server's filtered feed lists.
+mod filtered;
+// Issue 20: live pulls take writes as they happen, through cuts and outages.
+mod live;
+// Issue 20: a pull moves to another node of the cluster when one dies.
+mod failover;
 // Batch size and concurrency do not change the result.
 mod settings;
 // Bad input gets a typed error and leaves the replica as it was.

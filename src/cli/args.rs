@@ -197,6 +197,20 @@ pub struct PullArgs {
     /// Whether to keep going across outages.
     #[command(flatten)]
     pub retry: RetryModeArgs,
+    /// Which documents, revisions and deletions to take.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The same database on another node of the cluster, tried when the
+    /// one in use fails (repeat for several; same credentials).
+    #[arg(long = "node", value_name = "URL")]
+    pub nodes: Vec<String>,
+    /// Keep going after the end of the feed, taking changes as they happen
+    /// (long polls), until Ctrl-C; outages are waited out.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: how often the server shows it is alive (1s to 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "live")]
+    pub heartbeat: std::time::Duration,
     /// Page cache of the replica store, MiB (1 to 65536).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
@@ -462,6 +476,33 @@ pub struct RemoteArgs {
     /// Largest attachment pulled, MiB (streamed to disk); 0: no limit.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     pub max_attachment_mib: u64,
+}
+
+/// A filtered pull (see `settee::replicate::Filter`): the server sends only
+/// what passes; the replica's checkpoint is kept apart per filter.
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Only this document (repeat for several): CouchDB's `_doc_ids` filter.
+    #[arg(long = "doc-id", value_name = "ID", conflicts_with_all = ["selector", "filter"])]
+    pub doc_ids: Vec<String>,
+    /// Only documents whose winning revision matches this Mango selector
+    /// (JSON): CouchDB's `_selector` filter.
+    #[arg(long, value_name = "JSON", conflicts_with = "filter")]
+    pub selector: Option<String>,
+    /// Only documents a design document's filter function passes:
+    /// `DDOC/NAME` for `_design/DDOC`'s `filters.NAME`.
+    #[arg(long, value_name = "DDOC/NAME")]
+    pub filter: Option<String>,
+    /// A query parameter for the filter function (repeat for several).
+    #[arg(long = "filter-param", value_name = "KEY=VALUE", requires = "filter")]
+    pub filter_params: Vec<String>,
+    /// Only each document's winning revision: no conflict branches.
+    #[arg(long)]
+    pub winning_revs_only: bool,
+    /// Skip deletions of documents the replica never held (a cold start
+    /// takes the server's live documents only).
+    #[arg(long)]
+    pub skip_tombstones: bool,
 }
 
 /// Retry mode, for the commands that pull.

@@ -1,7 +1,7 @@
 //! `settee pull`: a progress bar and a summary around [`crate::pull`] with its progress option.
 
 use super::{print_json, CliError, CliResult, Outcome};
-use crate::cli::args::PullArgs;
+use crate::cli::args::{FilterArgs, PullArgs};
 use crate::replicate::PullState;
 use crate::{Endpoint, PullConfig, PullResult, Remote, Replica, ReplicaConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,8 +17,20 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
     if let Some(mode) = args.retry.mode() {
         builder = builder.retry_mode(mode);
     }
-    let config = builder.build()?;
+    if args.live {
+        builder = builder.live(args.heartbeat);
+    }
+    let config = with_filter(builder, &args.filter)?.build()?;
     let remote = Remote::new(endpoint, args.connect.remote_config())?;
+    let nodes = args
+        .nodes
+        .iter()
+        .map(|url| {
+            let endpoint = Endpoint::parse(url)?
+                .merge_credentials(args.connect.user.clone(), args.connect.password.clone());
+            Ok(Remote::new(endpoint, args.connect.remote_config())?)
+        })
+        .collect::<Result<Vec<_>, crate::Error>>()?;
     let fresh = Fresh::before_open(&args.dir);
     let replica = Replica::open(
         &args.dir,
@@ -72,9 +84,10 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
             }
         })
         .until(ctrl_c)
+        .failover(&nodes)
         .await;
     let result = match result {
-        Ok(r) if r.interrupted => {
+        Ok(r) if r.interrupted && !args.live => {
             bar.abandon_with_message("interrupted");
             fresh.remove_if_empty(replica);
             eprintln!("settee: interrupted; the batches committed so far are kept, run the same command to resume");
@@ -112,6 +125,46 @@ pub(crate) async fn run(args: PullArgs) -> CliResult {
     } else {
         Outcome::Ok
     })
+}
+
+/// The builder with the filter settings of `args`.
+fn with_filter(
+    mut builder: crate::replicate::PullConfigBuilder,
+    args: &FilterArgs,
+) -> Result<crate::replicate::PullConfigBuilder, CliError> {
+    use crate::replicate::{Filter, Revisions, Tombstones};
+    let filter = if !args.doc_ids.is_empty() {
+        Filter::DocIds(args.doc_ids.clone())
+    } else if let Some(selector) = &args.selector {
+        let selector = serde_json::from_str(selector)
+            .map_err(|e| CliError::Usage(format!("--selector is not JSON ({e}): {selector}")))?;
+        Filter::Selector(selector)
+    } else if let Some(name) = &args.filter {
+        let params = args
+            .filter_params
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+                None => Err(CliError::Usage(format!(
+                    "--filter-param takes KEY=VALUE, not {kv:?}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        Filter::Design {
+            name: name.clone(),
+            params,
+        }
+    } else {
+        Filter::All
+    };
+    builder = builder.filter(filter);
+    if args.winning_revs_only {
+        builder = builder.revisions(Revisions::WinnersOnly);
+    }
+    if args.skip_tombstones {
+        builder = builder.tombstones(Tombstones::SkipUnheld);
+    }
+    Ok(builder)
 }
 
 /// The automatic trigger: after a completed pull, compacts the replica when
@@ -176,6 +229,12 @@ fn summarize(
         remote.endpoint(),
         args.dir.display()
     )?;
+    if let Some(filter) = &r.filtered {
+        writeln!(out, "  filtered         {filter}")?;
+    }
+    if r.interrupted {
+        writeln!(out, "  live             stopped")?;
+    }
     writeln!(out, "  changes read     {}", r.changes_read)?;
     writeln!(out, "  docs read        {}", r.docs_read)?;
     writeln!(out, "  docs written     {}", r.docs_written)?;

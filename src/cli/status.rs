@@ -40,6 +40,9 @@ pub(crate) fn run(args: StatusArgs) -> CliResult {
             p.timings.total.as_millis(),
             p.last_seq.0
         )?;
+        if let Some(filter) = &p.filtered {
+            writeln!(out, "filtered       {filter}")?;
+        }
     }
     Ok(Outcome::Ok)
 }

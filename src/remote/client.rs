@@ -8,6 +8,7 @@ use super::auth::{Auth, SessionCookie};
 use super::body::{self, excerpt, AttachmentStream, ATTACHMENT_SETTING, RESPONSE_SETTING};
 use super::endpoint::{self, Endpoint};
 use super::error::root_cause;
+use super::feed_query::FeedQuery;
 use super::retry::Pace;
 use super::types::{ChangesPage, DbInfo, FetchedEntry, FetchedRev, Seq, ServerInfo};
 use super::{RemoteError, RetryPolicy};
@@ -580,20 +581,31 @@ impl Remote {
         limit: usize,
         include_docs: bool,
     ) -> Result<ChangesPage, RemoteError> {
-        let url = self.changes_url(since, limit, include_docs);
+        let url = self.changes_url(since, Some(limit), include_docs, &FeedQuery::all());
         self.json(Method::GET, &url, None).await
     }
 
-    /// `_changes?style=all_docs` after `since`, at most `limit` rows.
-    pub(super) fn changes_url(&self, since: &Seq, limit: usize, include_docs: bool) -> Url {
+    /// `_changes` after `since` as `query` asks (every leaf by default),
+    /// at most `limit` rows when given.
+    pub(super) fn changes_url(
+        &self,
+        since: &Seq,
+        limit: Option<usize>,
+        include_docs: bool,
+        query: &FeedQuery,
+    ) -> Url {
         let mut url = self.inner.endpoint.db_path("_changes");
+        query.apply_style(&mut url);
         url.query_pairs_mut()
-            .append_pair("style", "all_docs")
-            .append_pair("since", &since.as_query())
-            .append_pair("limit", &limit.to_string());
+            .append_pair("since", &since.as_query());
+        if let Some(limit) = limit {
+            url.query_pairs_mut()
+                .append_pair("limit", &limit.to_string());
+        }
         if include_docs {
             url.query_pairs_mut().append_pair("include_docs", "true");
         }
+        query.apply_filter(&mut url);
         url
     }
 
@@ -905,22 +917,27 @@ impl Remote {
         url: &Url,
         accept_gzip: bool,
     ) -> Result<reqwest::Response, RemoteError> {
-        self.open_get(url, true, accept_gzip).await
+        self.open_streaming(Method::GET, url, None, true, accept_gzip)
+            .await
     }
 
-    /// A GET read as a stream, answer unread, a session renewed once on 401.
-    async fn open_get(
+    /// A request whose answer is read as a stream, answer unread, a
+    /// session renewed once on 401.
+    async fn open_streaming(
         &self,
+        method: Method,
         url: &Url,
+        body: Option<&Value>,
         accept_any: bool,
         accept_gzip: bool,
     ) -> Result<reqwest::Response, RemoteError> {
-        let get = || self.open_authorized(Method::GET, url, None, accept_any, true, accept_gzip);
-        match get().await {
+        let open =
+            || self.open_authorized(method.clone(), url, body, accept_any, true, accept_gzip);
+        match open().await {
             Ok(r) => r,
-            Err(Expired) => get().await.unwrap_or_else(|Expired| {
+            Err(Expired) => open().await.unwrap_or_else(|Expired| {
                 Err(RemoteError::Http {
-                    method: "GET".to_owned(),
+                    method: method.to_string(),
                     url: url.to_string(),
                     status: StatusCode::UNAUTHORIZED,
                     error: "unauthorized".to_owned(),
@@ -930,10 +947,15 @@ impl Remote {
         }
     }
 
-    /// A GET whose JSON answer is read as it arrives (the streamed
-    /// changes feed), answer unread; a session renewed once on 401.
-    pub(super) async fn open_feed(&self, url: &Url) -> Result<reqwest::Response, RemoteError> {
-        self.open_get(url, false, false).await
+    /// A changes request whose JSON answer is read as it arrives (the
+    /// streamed feed), answer unread.
+    pub(super) async fn open_feed(
+        &self,
+        url: &Url,
+        query: &FeedQuery,
+    ) -> Result<reqwest::Response, RemoteError> {
+        self.open_streaming(query.method(), url, query.body.as_ref(), false, false)
+            .await
     }
 
     /// This client's retry policy (for work that retries by itself, as the

@@ -14,11 +14,11 @@
 //! and whether they carry their documents. It does not look into documents
 //! and keeps no more than one page ahead of what its consumer took.
 
+use super::feed_query::FeedQuery;
 use super::types::{ChangesPage, Seq};
 use super::{Remote, RemoteError};
 use bytes::Bytes;
 use futures::Stream;
-use reqwest::Method;
 use serde_json::Value;
 use std::time::Instant;
 use tokio::task::JoinHandle;
@@ -56,12 +56,14 @@ impl Remote {
     /// documents then go to `_bulk_get`, which splits a large answer.
     ///
     /// [`RemoteConfig::max_response_bytes`]: super::RemoteConfig::max_response_bytes
-    pub fn changes_pages(
+    pub(crate) fn changes_pages(
         &self,
         since: Seq,
         batch_size: usize,
+        query: FeedQuery,
     ) -> impl Stream<Item = Result<ChangesPage, RemoteError>> + Send + 'static {
         let remote = self.clone();
+        let query = std::sync::Arc::new(query);
         async_stream::try_stream! {
             let mut plan = Plan::new(batch_size, since == Seq::zero());
             let mut since = since;
@@ -75,13 +77,13 @@ impl Remote {
                 let (limit, include_docs, answer) = match ahead.take() {
                     Some(a) if a.since == since => {
                         let (limit, include_docs) = (a.limit, a.include_docs);
-                        (limit, include_docs, a.into_answer(&remote).await)
+                        (limit, include_docs, a.into_answer(&remote, &query).await)
                     }
                     // No early request, or one for another `since` (dropping
                     // it aborts it).
                     _ => {
                         let (limit, include_docs) = plan.next_request();
-                        (limit, include_docs, remote.changes_text(&since, limit, include_docs).await)
+                        (limit, include_docs, remote.changes_text(&since, limit, include_docs, &query).await)
                     }
                 };
                 let asked = match answer {
@@ -92,7 +94,7 @@ impl Remote {
                     Err(RemoteError::TooLarge { .. }) if include_docs => {
                         tracing::info!("a changes page with its documents is over the response cap; reading the feed without documents");
                         plan.refuse_docs();
-                        let bytes = remote.changes_text(&since, limit, false).await?;
+                        let bytes = remote.changes_text(&since, limit, false, &query).await?;
                         Answer { limit, include_docs: false, bytes }
                     }
                     Err(e) => Err(e)?,
@@ -109,7 +111,7 @@ impl Remote {
                     if let Some(end) = feed_end(&asked.bytes).filter(|e| e.pending != Some(0)) {
                         plan.scanned(seen);
                         let (limit, include_docs) = plan.next_request();
-                        ahead = Some(Ahead::send(&remote, end.last_seq, limit, include_docs));
+                        ahead = Some(Ahead::send(&remote, end.last_seq, limit, include_docs, &query));
                     }
                 }
                 let page = match serde_json::from_slice::<ChangesPage>(&asked.bytes) {
@@ -118,7 +120,7 @@ impl Remote {
                         // A body cut short, say: asked for again as the
                         // retry policy says, as any answer that does not parse.
                         ahead = None;
-                        remote.changes_parsed(&asked, &since).await?
+                        remote.changes_parsed(&asked, &since, &query).await?
                     }
                 };
                 if ahead.as_ref().is_some_and(|a| a.since != page.last_seq) {
@@ -149,20 +151,25 @@ impl Remote {
         &self,
         asked: &Answer,
         since: &Seq,
+        query: &FeedQuery,
     ) -> Result<ChangesPage, RemoteError> {
-        let url = self.changes_url(since, asked.limit, asked.include_docs);
-        let what = format!("GET {url}");
+        let url = self.changes_url(since, Some(asked.limit), asked.include_docs, query);
+        let method = query.method();
+        let what = format!("{method} {url}");
         let mut first = Some(asked.bytes.clone());
         self.retrying(&what, || {
             let received = first.take();
-            let url = &url;
+            let (url, method) = (&url, &method);
             async move {
                 let bytes = match received {
                     Some(bytes) => bytes,
-                    None => self.send_once(Method::GET, url, None, false).await?,
+                    None => {
+                        self.send_once(method.clone(), url, query.body.as_ref(), false)
+                            .await?
+                    }
                 };
                 serde_json::from_slice(&bytes).map_err(|e| RemoteError::InvalidResponse {
-                    method: Method::GET.to_string(),
+                    method: method.to_string(),
                     url: url.to_string(),
                     bytes: bytes.len(),
                     detail: e.to_string(),
@@ -179,9 +186,11 @@ impl Remote {
         since: &Seq,
         limit: usize,
         include_docs: bool,
+        query: &FeedQuery,
     ) -> Result<Bytes, RemoteError> {
-        let url = self.changes_url(since, limit, include_docs);
-        self.send(Method::GET, &url, None, false).await
+        let url = self.changes_url(since, Some(limit), include_docs, query);
+        self.send(query.method(), &url, query.body.as_ref(), false)
+            .await
     }
 }
 
@@ -204,9 +213,18 @@ struct Ahead {
 impl Ahead {
     /// Sends the request on its own task, so it goes on while the stream
     /// is not polled (its consumer busy with the page before).
-    fn send(remote: &Remote, since: Seq, limit: usize, include_docs: bool) -> Self {
-        let (remote, at) = (remote.clone(), since.clone());
-        let task = tokio::spawn(async move { remote.changes_text(&at, limit, include_docs).await });
+    fn send(
+        remote: &Remote,
+        since: Seq,
+        limit: usize,
+        include_docs: bool,
+        query: &std::sync::Arc<FeedQuery>,
+    ) -> Self {
+        let (remote, at, query) = (remote.clone(), since.clone(), query.clone());
+        let task =
+            tokio::spawn(
+                async move { remote.changes_text(&at, limit, include_docs, &query).await },
+            );
         Ahead {
             since,
             limit,
@@ -217,12 +235,16 @@ impl Ahead {
 
     /// The answer; a task that did not finish (it cannot panic, but a
     /// runtime shutting down cancels it) is asked for again here.
-    async fn into_answer(mut self, remote: &Remote) -> Result<Bytes, RemoteError> {
+    async fn into_answer(
+        mut self,
+        remote: &Remote,
+        query: &FeedQuery,
+    ) -> Result<Bytes, RemoteError> {
         match (&mut self.task).await {
             Ok(answer) => answer,
             Err(_) => {
                 remote
-                    .changes_text(&self.since, self.limit, self.include_docs)
+                    .changes_text(&self.since, self.limit, self.include_docs, query)
                     .await
             }
         }

@@ -21,6 +21,7 @@
 use super::body::RESPONSE_SETTING;
 use super::client::transport_error;
 use super::feed::MAX_PAGE_BYTES;
+use super::feed_query::FeedQuery;
 use super::types::{ChangeRow, ChangesPage, Seq};
 use super::{Remote, RemoteError};
 use futures::Stream;
@@ -277,20 +278,32 @@ impl Remote {
     /// [`RetryPolicy`]: super::RetryPolicy
     ///
     /// [`RemoteConfig::max_response_bytes`]: super::RemoteConfig::max_response_bytes
-    pub fn changes_stream(
+    pub(crate) fn changes_stream(
         &self,
         since: Seq,
         batch_size: usize,
+        query: FeedQuery,
+        live: Option<Live>,
     ) -> impl Stream<Item = Result<ChangesPage, RemoteError>> + Send + 'static {
         let remote = self.clone();
         async_stream::try_stream! {
             let mut include_docs = since == Seq::zero();
             let mut since = since;
             let mut cuts = 0u32;
+            // Live: after the feed's end, long polls from there on.
+            let mut waiting = false;
             'request: loop {
-                let url = remote.changes_stream_url(&since, include_docs);
-                let what = format!("GET {url}");
-                let mut resp = remote.retrying(&what, || remote.open_feed(&url)).await?;
+                let url = remote.changes_stream_url(&since, include_docs, &query, live.filter(|_| waiting));
+                let what = format!("{} {url}", query.method());
+                let opened = remote.retrying(&what, || remote.open_feed(&url, &query)).await;
+                let mut resp = match opened {
+                    Ok(resp) => resp,
+                    Err(e) if live.is_some() && e.is_transient() => {
+                        reconnect(&remote, &mut cuts, e).await;
+                        continue 'request;
+                    }
+                    Err(e) => Err(e)?,
+                };
                 let max_row = usize::try_from(remote.max_response_bytes()).unwrap_or(usize::MAX);
                 let mut splitter = RowSplitter::new(max_row);
                 let mut rows: Vec<ChangeRow> = Vec::with_capacity(batch_size.min(10_000));
@@ -304,20 +317,34 @@ impl Remote {
                                 Ok(Some(chunk)) => splitter.push(&chunk),
                                 Ok(None) => done = true,
                                 Err(e) => {
-                                    cut(&remote, &mut cuts, transport_error(&Method::GET, &url, e)).await?;
+                                    let e = transport_error(&query.method(), &url, e);
+                                    match live {
+                                        Some(_) if e.is_transient() => reconnect(&remote, &mut cuts, e).await,
+                                        _ => cut(&remote, &mut cuts, e).await?,
+                                    }
                                     continue 'request;
                                 }
                             }
                             continue;
                         }
-                        Err(SplitError::NotAFeed) => {
+                        Err(SplitError::NotAFeed) if !waiting => {
                             tracing::info!(%url, "the changes feed does not read as CouchDB's; reading it as pages");
-                            let pages = remote.changes_pages(since.clone(), batch_size);
+                            let pages = remote.changes_pages(since.clone(), batch_size, query.clone());
                             futures::pin_mut!(pages);
                             while let Some(page) = futures::StreamExt::next(&mut pages).await {
-                                yield page?;
+                                let page = page?;
+                                since = page.last_seq.clone();
+                                yield page;
                             }
-                            break 'request;
+                            if live.is_none() {
+                                break 'request;
+                            }
+                            waiting = true;
+                            continue 'request;
+                        }
+                        Err(SplitError::NotAFeed) => {
+                            cut(&remote, &mut cuts, invalid(&url, "a long poll that does not read as a changes feed".to_owned())).await?;
+                            continue 'request;
                         }
                         Err(SplitError::RowTooLarge(bytes)) if include_docs => {
                             tracing::info!(bytes, "a change row with its document is over the response cap; reading the feed without documents");
@@ -327,7 +354,7 @@ impl Remote {
                         Err(SplitError::RowTooLarge(bytes)) => {
                             tracing::warn!(bytes, "a change row is over the response cap");
                             Err(RemoteError::TooLarge {
-                                method: Method::GET.to_string(),
+                                method: query.method().to_string(),
                                 url: url.to_string(),
                                 limit: remote.max_response_bytes(),
                                 setting: RESPONSE_SETTING,
@@ -358,16 +385,26 @@ impl Remote {
                             }
                         }
                         Piece::End(None) => Err(RemoteError::InvalidResponse {
-                            method: Method::GET.to_string(),
+                            method: query.method().to_string(),
                             url: url.to_string(),
                             bytes: 0,
                             detail: "the changes feed ends without last_seq; is this a CouchDB server?".to_owned(),
                         })?,
                         Piece::End(Some(last_seq)) => {
-                            if !rows.is_empty() {
+                            cuts = 0;
+                            // An end past every row (a filter that passed
+                            // none of the last ones) is worth a checkpoint
+                            // too: the next pull does not read them again.
+                            if !rows.is_empty() || last_seq != since {
+                                since = last_seq.clone();
                                 yield page_of(rows, Some(last_seq), &url)?;
                             }
-                            break 'request;
+                            if live.is_none() {
+                                break 'request;
+                            }
+                            waiting = true;
+                            include_docs = false;
+                            continue 'request;
                         }
                     }
                 }
@@ -375,20 +412,46 @@ impl Remote {
         }
     }
 
-    /// `_changes?style=all_docs&feed=normal` after `since`, without `limit`.
-    fn changes_stream_url(&self, since: &Seq, include_docs: bool) -> reqwest::Url {
-        let mut url = self.endpoint().db_path("_changes");
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("style", "all_docs");
-            q.append_pair("since", &since.as_query());
-            q.append_pair("feed", "normal");
-            if include_docs {
-                q.append_pair("include_docs", "true");
-            }
-        }
+    /// `_changes?feed=normal` after `since` as `query` asks, without
+    /// `limit`; a long poll with `live`'s heartbeat when given.
+    fn changes_stream_url(
+        &self,
+        since: &Seq,
+        include_docs: bool,
+        query: &FeedQuery,
+        live: Option<Live>,
+    ) -> reqwest::Url {
+        let mut url = self.changes_url(since, None, include_docs, query);
+        match live {
+            None => url.query_pairs_mut().append_pair("feed", "normal"),
+            Some(live) => url
+                .query_pairs_mut()
+                .append_pair("feed", "longpoll")
+                .append_pair("heartbeat", &live.heartbeat.as_millis().to_string()),
+        };
         url
     }
+}
+
+/// A feed that goes on after its end: each request after the first is a
+/// long poll, answered when there is a change, the server writing a
+/// newline every `heartbeat` while there is none (so a dead connection
+/// shows as a read timeout, not a wait for ever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub(crate) heartbeat: std::time::Duration,
+}
+
+/// A live feed never gives up on a transient failure (the server down,
+/// the network gone): it waits the retry policy's pause for the failures
+/// so far, at most its last, with its jitter, and asks again.
+async fn reconnect(remote: &Remote, cuts: &mut u32, e: RemoteError) {
+    let policy = remote.retry_policy();
+    *cuts = cuts.saturating_add(1);
+    let attempt = (*cuts).min(policy.max_retries.max(1));
+    let pause = policy.pause(attempt, &e);
+    tracing::warn!(error = %e, failures = *cuts, ?pause, "the live changes feed failed; asking again after a pause");
+    tokio::time::sleep(pause).await;
 }
 
 /// One more cut in a row: `e` once the retry policy's retries are spent

@@ -31,6 +31,7 @@ pub(crate) struct FetchedBatch {
 pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<FetchedBatch, Error> {
     let mut failures = Vec::new();
     let replica = ctx.replica.clone();
+    let skip_unheld = ctx.tombstones == super::Tombstones::SkipUnheld;
     let rows = page.results;
     let changes = rows.len();
     // Local _revs_diff: which listed leaves the replica lacks. A missing
@@ -42,6 +43,11 @@ pub(crate) async fn fetch(ctx: &PullContext, page: ChangesPage) -> Result<Fetche
             let mut from_feed = Vec::new();
             let mut bad = Vec::new();
             for mut row in rows {
+                // Every leaf deleted, of a document never held: nothing
+                // the replica would answer differently (see `Tombstones`).
+                if skip_unheld && row.deleted && replica.rev_tree(&row.id)?.is_none() {
+                    continue;
+                }
                 let mut revs = Vec::with_capacity(row.changes.len());
                 for c in &row.changes {
                     match c.rev.parse::<Rev>() {

@@ -19,9 +19,24 @@ const PROTOCOL_VERSION: &str = "settee-pull-1";
 /// The server is identified by its uuid when it reports one, else by
 /// `host:port`; the database by name. Credentials never enter it.
 pub fn replication_id(server: &ServerInfo, endpoint: &Endpoint) -> String {
+    filtered_replication_id(server, endpoint, None)
+}
+
+/// [`replication_id`] of a filtered pull: `filter` (what the filter
+/// settings resolve to, see `filter.rs`) is part of it, so differently
+/// filtered pulls into one replica keep apart checkpoints. `None` gives the
+/// unfiltered id.
+pub(crate) fn filtered_replication_id(
+    server: &ServerInfo,
+    endpoint: &Endpoint,
+    filter: Option<&str>,
+) -> String {
     let server_id = server.uuid.clone().unwrap_or_else(|| endpoint.authority());
     let mut h = Md5::new();
-    for part in [PROTOCOL_VERSION, &server_id, endpoint.db_name()] {
+    for part in [PROTOCOL_VERSION, &server_id, endpoint.db_name()]
+        .into_iter()
+        .chain(filter)
+    {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -84,5 +99,9 @@ mod tests {
         );
         assert_ne!(replication_id(&server(None), &a), replication_id(&s, &a));
         assert_eq!(replication_id(&s, &a).len(), 32);
+        let f = |part| filtered_replication_id(&s, &a, part);
+        assert_eq!(f(None), replication_id(&s, &a));
+        assert_ne!(f(Some("_doc_ids\0[\"x\"]")), f(None));
+        assert_ne!(f(Some("_doc_ids\0[\"x\"]")), f(Some("_doc_ids\0[\"y\"]")));
     }
 }

@@ -1,7 +1,7 @@
 //! [`PullConfigBuilder`]: named settings for a pull, checked once by
 //! `build`, so two plain numbers cannot be swapped unnoticed.
 
-use super::PullConfig;
+use super::{Filter, PullConfig, Revisions, Tombstones};
 use crate::Result;
 
 /// How a pull reads the changes feed.
@@ -19,6 +19,47 @@ pub enum Feed {
     /// for while the one before is parsed): for servers or proxies that
     /// cut long responses.
     Paged,
+}
+
+/// Whether a pull ends at the end of the feed or goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullMode {
+    /// To the end of the feed, then return (the default).
+    #[default]
+    OneShot,
+    /// To the end of the feed, then on: long polls (`feed=longpoll`) take
+    /// each change as it happens, committed and checkpointed as they come,
+    /// until the pull's stop signal ([`Pull::until`](super::Pull::until)).
+    /// The server writes a newline every `heartbeat` while nothing
+    /// changes; a connection that goes quiet for longer than the client's
+    /// read timeout is dropped and asked again. Transient failures (the
+    /// server down, the network gone) are retried for as long as the pull
+    /// runs, with the client's backoff and jitter. Always read as a
+    /// streamed feed ([`Feed`] is ignored).
+    Live {
+        /// How often the server shows it is alive (CouchDB's
+        /// `heartbeat`, 1 s to 10 min; 10 s is usual).
+        heartbeat: std::time::Duration,
+    },
+}
+
+impl PullMode {
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            PullMode::Live { heartbeat }
+                if *heartbeat < std::time::Duration::from_secs(1)
+                    || *heartbeat > std::time::Duration::from_secs(600) =>
+            {
+                Err(crate::Error::InvalidSetting {
+                    setting: "heartbeat",
+                    value: format!("{heartbeat:?}"),
+                    expected: "between 1 s and 10 min",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Builds a [`PullConfig`]; unset settings keep their defaults.
@@ -68,6 +109,31 @@ impl PullConfigBuilder {
     /// How the changes feed is read (see [`Feed`]).
     pub fn feed(mut self, feed: Feed) -> Self {
         self.config.feed = feed;
+        self
+    }
+
+    /// Keep going after the feed's end (see [`PullMode::Live`]).
+    pub fn live(mut self, heartbeat: std::time::Duration) -> Self {
+        self.config.mode = PullMode::Live { heartbeat };
+        self
+    }
+
+    /// Which documents the pull takes (see [`Filter`]).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.config.filter = filter;
+        self
+    }
+
+    /// Which revisions of each document (see [`Revisions`]).
+    pub fn revisions(mut self, revisions: Revisions) -> Self {
+        self.config.revisions = revisions;
+        self
+    }
+
+    /// Whether deletions of documents the replica never held are taken
+    /// (see [`Tombstones`]).
+    pub fn tombstones(mut self, tombstones: Tombstones) -> Self {
+        self.config.tombstones = tombstones;
         self
     }
 

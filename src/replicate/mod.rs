@@ -26,15 +26,18 @@ mod checkpoint;
 mod doc;
 mod retry_mode;
 
+use checkpoint::filtered_replication_id;
 pub(crate) use checkpoint::now_ms;
 pub use checkpoint::{replication_id, Checkpoint};
 mod config;
-pub use config::{Feed, PullConfigBuilder};
+pub use config::{Feed, PullConfigBuilder, PullMode};
+mod filter;
+pub use filter::{Filter, Revisions, Tombstones};
 mod status;
 pub use retry_mode::{PullState, RetryMode};
 pub use status::{checkpoint, last_pull, status, ReplicaStatus};
 
-use crate::remote::{ChangesPage, Remote, Seq, ServerInfo};
+use crate::remote::{ChangesPage, FeedQuery, Live, Remote, Seq, ServerInfo};
 use crate::store::{CheckpointRecord, RemoteBinding, Replica};
 use crate::{millis, Error, Result};
 use futures::StreamExt;
@@ -62,6 +65,16 @@ pub struct PullConfig {
     /// How the changes feed is read: one streamed request (the default)
     /// or pages. See [`Feed`].
     pub feed: Feed,
+    /// One pass to the feed's end (the default), or live: on after it,
+    /// taking changes as they happen until stopped. See [`PullMode`].
+    pub mode: PullMode,
+    /// Which documents: all (the default), or as the server's filter
+    /// passes them. See [`Filter`].
+    pub filter: Filter,
+    /// Which revisions of each: every leaf (the default) or the winner.
+    pub revisions: Revisions,
+    /// Whether deletions of documents the replica never held are taken.
+    pub tombstones: Tombstones,
 }
 
 impl Default for PullConfig {
@@ -74,6 +87,10 @@ impl Default for PullConfig {
             max_doc_bytes: None,
             retry_mode: None,
             feed: Feed::Streamed,
+            mode: PullMode::OneShot,
+            filter: Filter::All,
+            revisions: Revisions::All,
+            tombstones: Tombstones::Pull,
         }
     }
 }
@@ -94,7 +111,8 @@ impl PullConfig {
                 expected: "between 1 and 64",
             });
         }
-        Ok(())
+        self.mode.validate()?;
+        self.filter.validate()
     }
 }
 
@@ -201,9 +219,14 @@ pub struct PullResult {
     pub started_at_ms: u64,
     /// Where the time went.
     pub timings: PullTimings,
-    /// The pull was stopped by its shutdown future before the feed's end.
+    /// The pull was stopped by its shutdown future before the feed's end
+    /// (a live pull always is).
     #[serde(default)]
     pub interrupted: bool,
+    /// The pull's filter and revision settings, when it was filtered
+    /// (`settee status` says so): see [`Filter`] and [`Revisions`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<String>,
 }
 
 const MAX_FAILURES_KEPT: usize = 100;
@@ -213,6 +236,7 @@ const MAX_FAILURES_KEPT: usize = 100;
 pub(crate) struct PullContext {
     pub(crate) replica: Replica,
     pub(crate) remote: Remote,
+    pub(crate) tombstones: Tombstones,
 }
 
 /// Aborts a task when dropped, so a cancelled pull leaves nothing running.
@@ -306,6 +330,7 @@ pub fn pull<'a>(replica: &'a Replica, remote: &'a Remote, config: &'a PullConfig
     Pull {
         replica,
         remote,
+        nodes: &[],
         config,
         on_progress: no_progress,
         shutdown: std::future::pending(),
@@ -317,6 +342,8 @@ pub fn pull<'a>(replica: &'a Replica, remote: &'a Remote, config: &'a PullConfig
 pub struct Pull<'a, P = fn(&PullProgress), S = std::future::Pending<()>> {
     replica: &'a Replica,
     remote: &'a Remote,
+    /// Other nodes of the remote's cluster (see [`Pull::failover`]).
+    nodes: &'a [Remote],
     config: &'a PullConfig,
     on_progress: P,
     shutdown: S,
@@ -341,6 +368,7 @@ impl<'a, P, S> Pull<'a, P, S> {
         Pull {
             replica: self.replica,
             remote: self.remote,
+            nodes: self.nodes,
             config: self.config,
             on_progress,
             shutdown: self.shutdown,
@@ -355,10 +383,36 @@ impl<'a, P, S> Pull<'a, P, S> {
         Pull {
             replica: self.replica,
             remote: self.remote,
+            nodes: self.nodes,
             config: self.config,
             on_progress: self.on_progress,
             shutdown,
         }
+    }
+}
+
+impl<'a, P, S> Pull<'a, P, S> {
+    /// Other nodes of the remote's cluster (URLs of the same database on
+    /// servers with the same `uuid`), tried in order when the one in use
+    /// fails in a way retries did not overcome (refused or cut
+    /// connections, timeouts, 5xx): the pull moves to the next and resumes
+    /// from the replica's checkpoint, which all nodes share. In retry mode
+    /// each new attempt goes to the next node, round the list. A node of
+    /// another server (another `uuid`) is refused as
+    /// [`Error::WrongRemote`], as it would be alone.
+    ///
+    /// ```no_run
+    /// # async fn demo(replica: settee::Replica) -> settee::Result<()> {
+    /// use settee::{pull, Endpoint, PullConfig, Remote, RemoteConfig};
+    ///
+    /// let node = |url| Remote::new(Endpoint::parse(url)?, RemoteConfig::default());
+    /// let a = node("http://couch-a:5984/course")?;
+    /// let others = [node("http://couch-b:5984/course")?, node("http://couch-c:5984/course")?];
+    /// pull(&replica, &a, &PullConfig::default()).failover(&others).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn failover(self, nodes: &'a [Remote]) -> Self {
+        Pull { nodes, ..self }
     }
 }
 
@@ -371,9 +425,10 @@ where
     type IntoFuture = futures::future::BoxFuture<'a, Result<PullResult>>;
 
     fn into_future(self) -> Self::IntoFuture {
+        let nodes = std::iter::once(self.remote).chain(self.nodes).collect();
         Box::pin(run_pull(
             self.replica,
-            self.remote,
+            Nodes { all: nodes, at: 0 },
             self.config,
             self.on_progress,
             self.shutdown,
@@ -381,24 +436,86 @@ where
     }
 }
 
+/// The nodes a pull may use, the one in use first.
+struct Nodes<'a> {
+    all: Vec<&'a Remote>,
+    at: usize,
+}
+
+impl<'a> Nodes<'a> {
+    fn current(&self) -> &'a Remote {
+        self.all[self.at % self.all.len()]
+    }
+
+    /// Moves to the next node after `error`; false when there is none
+    /// left to try (or `error` says nothing against the node).
+    fn next_after(&mut self, error: &Error, round: bool) -> bool {
+        if self.all.len() < 2 || !retry_mode::worth_retrying(error) {
+            return false;
+        }
+        if !round && self.at + 1 >= self.all.len() {
+            return false;
+        }
+        let failed = self.current().endpoint().to_string();
+        self.at = (self.at + 1) % self.all.len();
+        tracing::warn!(%error, %failed, next = %self.current().endpoint(),
+            "the node failed; the pull moves to the next node and resumes from the checkpoint");
+        true
+    }
+}
+
 async fn run_pull(
     replica: &Replica,
-    remote: &Remote,
+    mut nodes: Nodes<'_>,
     config: &PullConfig,
-    on_progress: impl FnMut(&PullProgress) + Send,
+    mut on_progress: impl FnMut(&PullProgress) + Send,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<PullResult> {
     config.validate()?;
-    let _guard = replica.lock_pull(&remote.endpoint().to_string()).await;
+    let _guard = replica
+        .lock_pull(&nodes.current().endpoint().to_string())
+        .await;
     let mut stop = Stop {
         signal: Box::pin(shutdown),
         seen: false,
     };
-    let result = match &config.retry_mode {
-        None => run(replica, remote, config, on_progress, &mut stop).await,
-        Some(mode) => run_retrying(replica, remote, config, mode, on_progress, &mut stop).await,
+    let result = loop {
+        let result = match &config.retry_mode {
+            None => {
+                run(
+                    replica,
+                    nodes.current(),
+                    config,
+                    &mut on_progress,
+                    &mut stop,
+                )
+                .await
+            }
+            Some(mode) => {
+                run_retrying(
+                    replica,
+                    &mut nodes,
+                    config,
+                    mode,
+                    &mut on_progress,
+                    &mut stop,
+                )
+                .await
+            }
+        };
+        match result {
+            // Retry mode moves between nodes by itself, attempt by attempt.
+            Err(e)
+                if config.retry_mode.is_none()
+                    && !stop.requested()
+                    && nodes.next_after(&e, false) =>
+            {
+                // Aborted fetch tasks may have left a blocking diff running.
+                replica.blocking_idle().await;
+            }
+            result => break result,
+        }
     };
-    // Aborted fetch tasks may have left a blocking diff running.
     replica.blocking_idle().await;
     result
 }
@@ -411,7 +528,7 @@ async fn run_pull(
 /// `start_seq` is the last attempt's.
 async fn run_retrying<F: std::future::Future<Output = ()>>(
     replica: &Replica,
-    remote: &Remote,
+    nodes: &mut Nodes<'_>,
     config: &PullConfig,
     mode: &RetryMode,
     on_progress: impl FnMut(&PullProgress) + Send,
@@ -426,13 +543,22 @@ async fn run_retrying<F: std::future::Future<Output = ()>>(
         on_progress,
     };
     loop {
-        match attempts.run_once(replica, remote, config, stop).await {
+        match attempts
+            .run_once(replica, nodes.current(), config, stop)
+            .await
+        {
             Ok(r) => {
                 if let Some(r) = attempts.completed(r, mode) {
                     return Ok(r);
                 }
             }
-            Err(error) => attempts.pause_or_fail(error, mode, stop).await?,
+            Err(error) => {
+                let moved = nodes.next_after(&error, true);
+                attempts.pause_or_fail(error, mode, stop).await?;
+                if moved {
+                    replica.blocking_idle().await;
+                }
+            }
         }
     }
 }
@@ -629,14 +755,25 @@ async fn run<F: std::future::Future<Output = ()>>(
     if pass.result.interrupted {
         return Ok(pass.result);
     }
-    let (mut rx, producer) = spawn_fetches(&pass.ctx, pass.result.start_seq.clone(), config);
+    let (mut rx, producer) = spawn_fetches(
+        &pass.ctx,
+        pass.result.start_seq.clone(),
+        config,
+        pass.query.clone(),
+    );
     pass.commit_in_order(&mut rx, stop, &mut on_progress)
         .await?;
     drop(producer);
     if stop.requested() {
         // The tasks still queued are aborted as `rx` drops; `run_pull`
-        // waits for their blocking work. The sweep is left to the next pull.
+        // waits for their blocking work. The sweep is left to the next
+        // pull, but for a live pull, for which a stop is the normal end.
         drop(rx);
+        if config.mode != PullMode::OneShot {
+            replica.blocking_idle().await;
+            pass.result.interrupted = true;
+            return pass.finish().await;
+        }
         return Ok(pass.interrupted());
     }
     pass.finish().await
@@ -681,13 +818,27 @@ fn spawn_fetches(
     ctx: &PullContext,
     since: Seq,
     config: &PullConfig,
+    query: FeedQuery,
 ) -> (mpsc::Receiver<FetchTask>, AbortOnDrop<()>) {
     let (tx, rx) = mpsc::channel::<FetchTask>(config.batches_limit);
     let permits = Arc::new(Semaphore::new(config.batches_limit));
     let carried = Arc::new(Semaphore::new(CARRIED_BUDGET_KIB as usize));
-    let pages: futures::stream::BoxStream<'static, _> = match config.feed {
-        Feed::Streamed => Box::pin(ctx.remote.changes_stream(since, config.batch_size)),
-        Feed::Paged => Box::pin(ctx.remote.changes_pages(since, config.batch_size)),
+    let pages: futures::stream::BoxStream<'static, _> = match (config.mode, config.feed) {
+        (PullMode::Live { heartbeat }, _) => Box::pin(ctx.remote.changes_stream(
+            since,
+            config.batch_size,
+            query,
+            Some(Live { heartbeat }),
+        )),
+        (PullMode::OneShot, Feed::Streamed) => {
+            Box::pin(
+                ctx.remote
+                    .changes_stream(since, config.batch_size, query, None),
+            )
+        }
+        (PullMode::OneShot, Feed::Paged) => {
+            Box::pin(ctx.remote.changes_pages(since, config.batch_size, query))
+        }
     };
     let ctx = ctx.clone();
     let producer = AbortOnDrop(tokio::spawn(async move {
@@ -755,6 +906,8 @@ struct Pass<'a> {
     started: Instant,
     /// Names this attempt in its checkpoints.
     session_id: String,
+    /// What the changes requests ask for (the filter).
+    query: FeedQuery,
     result: PullResult,
     /// Kept apart from `result.timings` until the attempt ends.
     timings: PullTimings,
@@ -768,13 +921,17 @@ impl<'a> Pass<'a> {
         let started_at_ms = checkpoint::now_ms();
         let server = remote.server_info().await?;
         let info = remote.db_info().await?;
+        // A filter that cannot be resolved fails before the replica is
+        // bound to the remote.
+        let filter = filter::resolve(&config.filter, config.revisions, remote).await?;
         bind_remote(replica, remote, &server).await?;
         let endpoint = remote.endpoint();
-        let rep_id = replication_id(&server, endpoint);
+        let rep_id = filtered_replication_id(&server, endpoint, filter.id_part.as_deref());
         let start_seq = start_seq(replica, &rep_id);
         let session_id = uuid::Uuid::new_v4().to_string();
         tracing::info!(db = %endpoint, since = %start_seq, remote_docs = info.doc_count,
-            batch_size = config.batch_size, batches_limit = config.batches_limit, "pull starting");
+            batch_size = config.batch_size, batches_limit = config.batches_limit,
+            filtered = filter.description.as_deref().unwrap_or("no"), "pull starting");
         let timings = PullTimings {
             connect: millis::whole(started.elapsed()),
             ..PullTimings::default()
@@ -794,16 +951,19 @@ impl<'a> Pass<'a> {
             started_at_ms,
             timings: PullTimings::default(),
             interrupted: false,
+            filtered: filter.description,
         };
         let ctx = PullContext {
             replica: replica.clone(),
             remote: remote.clone(),
+            tombstones: config.tombstones,
         };
         Ok(Pass {
             ctx,
             config,
             started,
             session_id,
+            query: filter.query,
             result,
             timings,
         })
@@ -1092,6 +1252,10 @@ mod tests {
                 max_doc_bytes: None,
                 retry_mode: None,
                 feed: Feed::Streamed,
+                mode: PullMode::OneShot,
+                filter: Filter::All,
+                revisions: Revisions::All,
+                tombstones: Tombstones::Pull,
             }
         );
     }

@@ -16,7 +16,7 @@ use super::{
     SyncHooks, SyncReport, SyncRun, SyncState, SyncStatus,
 };
 use crate::outbox::{Outbox, OutboxHandle};
-use crate::replicate::{now_ms, pull};
+use crate::replicate::{now_ms, pull, PullMode};
 use crate::views::Views;
 use crate::{Endpoint, Error, PullConfig, PullResult, Remote, RemoteError, Replica, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -588,6 +588,15 @@ impl SyncService {
             .pull
             .clone()
             .unwrap_or(self.inner.config.pull.clone());
+        if pull_config.mode != PullMode::OneShot {
+            // A sync ends with a ready replica; a live pull never ends.
+            return Err(Error::InvalidSetting {
+                setting: "mode",
+                value: "live".to_owned(),
+                expected: "a one-shot pull: the sync service does not run live pulls yet \
+                           (run `settee::pull` with `PullMode::Live` beside it)",
+            });
+        }
         loop {
             if stale::is_empty(&target)? {
                 let identity = serde_json::to_value(Identity::of(&facts)).unwrap_or_default();

@@ -162,6 +162,13 @@ impl TestDb {
         }
     }
 
+    /// Deletes revision `rev` of document `id` (a new tombstone revision).
+    pub async fn delete_doc(&self, id: &str, rev: &str) {
+        let path = format!("{}?rev={}", enc_id(id), enc(rev));
+        let (status, body) = self.request(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(status, 200, "DELETE {id}: {body}");
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let (status, body) = self.request(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -630,6 +637,28 @@ pub fn settee(args: &[&str]) -> Output {
         .env_remove("SETTEE_PASSWORD")
         .output()
         .expect("run settee")
+}
+
+/// Starts the `settee` binary, its output piped (read it with
+/// `wait_with_output`).
+pub fn settee_child(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_settee"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("SETTEE_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start settee")
+}
+
+/// Ctrl-C for a child process (SIGINT).
+pub fn interrupt(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT {}", child.id());
 }
 
 /// The dump printed by `settee dump DIR`, parsed.
