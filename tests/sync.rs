@@ -1268,3 +1268,77 @@ async fn ready_replicas_have_their_design_doc_views_warmed() {
         .unwrap();
     assert!(cold.rows().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_database_is_followed_between_syncs_until_shutdown() {
+    let db = TestDb::seeded("sync-live", &["--cards", "20", "--seed", "7"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&server().base, dir.path(), small_batches());
+    let live = settee::PullConfig::builder()
+        .batch_size(25)
+        .live(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    service.set_pull_config(&db.name, live);
+    let status = service.ensure_synced(&db.name, Refresh::Force).await;
+    assert_eq!(status.state, SyncState::Ready, "{status:?}");
+
+    // Written on the server, in the replica with its views warm, without a
+    // call: the follower long-polls and syncs.
+    let arrives = |id: String, within: Duration| {
+        let service = service.clone();
+        let name = db.name.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                let replica = service.local(&name).expect("a ready replica");
+                if replica.get(&id).unwrap().is_some() {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut lags = Vec::new();
+    for i in 0..5 {
+        let id = format!("live-{i}");
+        let at = Instant::now();
+        db.bulk_docs(vec![json!({"_id": id, "n": i})], true).await;
+        assert!(
+            arrives(id, Duration::from_secs(5)).await,
+            "live-{i} never arrived"
+        );
+        lags.push(at.elapsed());
+    }
+    eprintln!("sync service live: lags {lags:?}");
+    // The sync that took them in warmed the views before it ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while service
+        .ensure_synced(&db.name, Refresh::IfNeeded)
+        .await
+        .state
+        != SyncState::Ready
+    {
+        assert!(Instant::now() < deadline);
+    }
+    let views = service.views(&db.name).unwrap();
+    assert_eq!(views.warm().unwrap().docs_indexed(), 0, "views were warm");
+    assert_replica_equals_server(&service, &db).await;
+
+    // After shutdown nothing follows; the next sync follows again.
+    service.shutdown().await;
+    db.bulk_docs(vec![json!({"_id": "after-shutdown"})], true)
+        .await;
+    assert!(!arrives("after-shutdown".into(), Duration::from_millis(1500)).await);
+    assert_eq!(
+        service.ensure_synced(&db.name, Refresh::Force).await.state,
+        SyncState::Ready
+    );
+    db.bulk_docs(vec![json!({"_id": "followed-again"})], true)
+        .await;
+    assert!(arrives("followed-again".into(), Duration::from_secs(5)).await);
+    service.shutdown().await;
+}

@@ -433,6 +433,40 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// The pause before a live feed asks again after `failures` transient
+    /// failures in a row: the retry policy's pause for that many, at most
+    /// its last, with its jitter. A live feed never gives up.
+    pub(crate) fn live_pause(&self, failures: u32, e: &RemoteError) -> std::time::Duration {
+        let policy = self.retry_policy();
+        policy.pause(failures.min(policy.max_retries.max(1)), e)
+    }
+
+    /// Waits until the changes feed has something after `since`: one long
+    /// poll (`feed=longpoll&limit=1`, the server writing a newline every
+    /// `heartbeat` meanwhile). `Ok(true)` when a change is there, `Ok(false)`
+    /// when the poll ended without one (ask again). For a caller that then
+    /// pulls (the sync service's live mode), so it reads no documents.
+    pub(crate) async fn wait_for_change(
+        &self,
+        since: &Seq,
+        heartbeat: std::time::Duration,
+    ) -> Result<bool, RemoteError> {
+        let mut url = self.changes_url(since, Some(1), false, &FeedQuery::all());
+        url.query_pairs_mut()
+            .append_pair("feed", "longpoll")
+            .append_pair("heartbeat", &heartbeat.as_millis().to_string());
+        let resp = self.open_feed(&url, &FeedQuery::all()).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+        let page: ChangesPage =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(&url, e.to_string()))?;
+        Ok(!page.results.is_empty())
+    }
+}
+
 /// A feed that goes on after its end: each request after the first is a
 /// long poll, answered when there is a change, the server writing a
 /// newline every `heartbeat` while there is none (so a dead connection
@@ -446,10 +480,8 @@ pub(crate) struct Live {
 /// the network gone): it waits the retry policy's pause for the failures
 /// so far, at most its last, with its jitter, and asks again.
 async fn reconnect(remote: &Remote, cuts: &mut u32, e: RemoteError) {
-    let policy = remote.retry_policy();
     *cuts = cuts.saturating_add(1);
-    let attempt = (*cuts).min(policy.max_retries.max(1));
-    let pause = policy.pause(attempt, &e);
+    let pause = remote.live_pause(*cuts, &e);
     tracing::warn!(error = %e, failures = *cuts, ?pause, "the live changes feed failed; asking again after a pause");
     tokio::time::sleep(pause).await;
 }

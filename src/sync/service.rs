@@ -97,6 +97,9 @@ struct DbState {
     /// The push worker of `live` ([`SyncConfig::push`]).
     worker: Option<OutboxHandle>,
     pull: Option<PullConfig>,
+    /// The task that follows a live database's feed between syncs
+    /// ([`PullMode::Live`]): see `follow`.
+    follower: Option<tokio::task::JoinHandle<()>>,
     disabled_at: Option<Instant>,
     /// The gate said yes (or a sync was forced) in this process: later
     /// syncs, scheduled ones included, do not ask again.
@@ -162,6 +165,11 @@ impl SyncService {
     }
 
     /// Replication settings for one database, instead of the service's.
+    ///
+    /// A live config ([`PullMode::Live`]) opts the database in to live
+    /// mode: once a sync makes it ready, the service long-polls its feed
+    /// and syncs when something changes, until [`SyncService::shutdown`]
+    /// (the next sync starts it again). Each sync's own pull is one-shot.
     pub fn set_pull_config(&self, db: &str, pull: PullConfig) {
         lock(&self.entry(db).state).pull = Some(pull);
     }
@@ -297,6 +305,16 @@ impl SyncService {
     /// still work and start the workers again on their next sync.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        let followers: Vec<_> = lock(&self.inner.dbs)
+            .values()
+            .filter_map(|e| lock(&e.state).follower.take())
+            .collect();
+        for follower in followers {
+            // It waits on a long poll or on a sync (which runs on a task
+            // of its own and is stopped below): nothing is cut mid-write.
+            follower.abort();
+            let _ = follower.await;
+        }
         let inflight: Vec<SharedSync> = lock(&self.inner.dbs)
             .values()
             .filter_map(|e| lock(&e.state).inflight.clone())
@@ -319,6 +337,30 @@ impl SyncService {
         self.inner.shutdown.send_replace(false);
     }
 
+    /// Starts following `db`'s feed when its pull config is live and no
+    /// follower runs yet.
+    ///
+    /// Why a follower syncs instead of running a live pull: a sync checks
+    /// the remote for recreation before it pulls, warms the views and
+    /// carries local writes; a live pull left running would merge a
+    /// recreated database's revisions into the old replica (CouchDB 3
+    /// answers an old `since` from its start). So the follower long-polls
+    /// the feed after the replica's last pull and, when something is
+    /// there, runs the sync `ensure_synced(Refresh::Force)` would (without
+    /// the gate): a change is in the replica, its views warm, one long poll
+    /// and one sync after it was made.
+    fn follow_if_live(&self, db: &str, st: &mut DbState) {
+        let config = st.pull.as_ref().unwrap_or(&self.inner.config.pull);
+        let PullMode::Live { heartbeat } = config.mode else {
+            return;
+        };
+        if st.follower.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        let (service, db) = (Arc::downgrade(&self.inner), db.to_owned());
+        st.follower = Some(tokio::spawn(follow(service, db, heartbeat)));
+    }
+
     fn entry(&self, db: &str) -> Arc<Entry> {
         lock(&self.inner.dbs)
             .entry(db.to_owned())
@@ -334,6 +376,7 @@ impl SyncService {
                         building: None,
                         retired: Vec::new(),
                         pull: None,
+                        follower: None,
                         disabled_at: None,
                         gate_passed: false,
                         inflight: None,
@@ -428,6 +471,9 @@ impl SyncService {
         guard.finished = true;
         let mut st = lock(&entry.state);
         st.inflight = None;
+        if outcome.is_ok() && st.status.state == SyncState::Ready {
+            self.follow_if_live(&entry.db, &mut st);
+        }
         match outcome {
             Ok(Some(mut report)) => {
                 report.duration = started.elapsed();
@@ -588,15 +634,10 @@ impl SyncService {
             .pull
             .clone()
             .unwrap_or(self.inner.config.pull.clone());
-        if pull_config.mode != PullMode::OneShot {
-            // A sync ends with a ready replica; a live pull never ends.
-            return Err(Error::InvalidSetting {
-                setting: "mode",
-                value: "live".to_owned(),
-                expected: "a one-shot pull: the sync service does not run live pulls yet \
-                           (run `settee::pull` with `PullMode::Live` beside it)",
-            });
-        }
+        // A sync ends with a ready replica, so its own pull is one-shot;
+        // a live database is followed between syncs (`follow`).
+        let mut pull_config = pull_config;
+        pull_config.mode = PullMode::OneShot;
         loop {
             if stale::is_empty(&target)? {
                 let identity = serde_json::to_value(Identity::of(&facts)).unwrap_or_default();
@@ -975,6 +1016,61 @@ impl Drop for InflightGuard {
             "the sync task panicked (see the log); the next sync starts afresh",
         ));
     }
+}
+
+/// The follower of a live database (see `SyncService::follow_if_live`):
+/// long polls after the replica's last pull, a sync when one answers with
+/// a change; transient failures wait the client's backoff. It holds the
+/// service weakly, so a dropped service ends it; `shutdown` aborts it.
+async fn follow(service: std::sync::Weak<Inner>, db: String, heartbeat: Duration) {
+    let mut failures = 0u32;
+    loop {
+        let Some((remote, since)) = follow_from(&service, &db) else {
+            return;
+        };
+        match remote.wait_for_change(&since, heartbeat).await {
+            Ok(false) => failures = 0,
+            Ok(true) => {
+                failures = 0;
+                let Some(inner) = service.upgrade() else {
+                    return;
+                };
+                let mode = Mode {
+                    force: false,
+                    refresh: true,
+                };
+                let status = SyncService { inner }.sync(&db, mode, None).await;
+                if status.state != SyncState::Ready {
+                    tracing::warn!(db, state = ?status.state, "a live database's sync did not end ready; its follower stops until the next sync");
+                    return;
+                }
+            }
+            Err(e) if e.is_transient() => {
+                failures = failures.saturating_add(1);
+                let pause = remote.live_pause(failures, &e);
+                tracing::warn!(db, error = %e, ?pause, "following the feed failed; asking again after a pause");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => {
+                tracing::warn!(db, error = %e, "following the feed failed; the follower stops until the next sync");
+                return;
+            }
+        }
+    }
+}
+
+/// The remote of a followed database and where its replica's last pull
+/// ended; `None` once the service is gone or the database has no ready
+/// replica.
+fn follow_from(service: &std::sync::Weak<Inner>, db: &str) -> Option<(Remote, crate::Seq)> {
+    let svc = SyncService {
+        inner: service.upgrade()?,
+    };
+    let entry = svc.entry(db);
+    let st = lock(&entry.state);
+    let (remote, replica) = (st.remote.clone()?, st.live.as_ref()?);
+    let last = crate::replicate::last_pull(replica).ok()??;
+    Some((remote, last.last_seq))
 }
 
 /// Stops the push worker of `entry`'s live replica, every clone of its
