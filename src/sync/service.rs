@@ -107,13 +107,29 @@ struct DbState {
     inflight: Option<SharedSync>,
 }
 
-/// How a sync was asked for.
-#[derive(Clone, Copy)]
-struct Mode {
-    /// Skip the gate, and pull even when ready.
-    force: bool,
-    /// A scheduled or manual re-sync: pull even when ready.
-    refresh: bool,
+/// Why a sync runs, which says whether it asks the gate and whether it
+/// pulls into a ready replica.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// `ensure_synced(Refresh::IfNeeded)`: the gate; a ready replica is
+    /// only checked for recreation.
+    Call,
+    /// `ensure_synced(Refresh::Force)`: no gate; a pull even when ready.
+    Forced,
+    /// The schedule, `sync_all`, a live database's follower: the gate
+    /// (once passed in this process it stays passed); a pull even when
+    /// ready.
+    Refresh,
+}
+
+impl Trigger {
+    fn skips_gate(self) -> bool {
+        self == Trigger::Forced
+    }
+
+    fn pulls_when_ready(self) -> bool {
+        self != Trigger::Call
+    }
 }
 
 impl SyncService {
@@ -195,9 +211,9 @@ impl SyncService {
     pub async fn ensure_synced(&self, db: &str, refresh: Refresh) -> SyncStatus {
         self.sync(
             db,
-            Mode {
-                force: refresh == Refresh::Force,
-                refresh: false,
+            match refresh {
+                Refresh::Force => Trigger::Forced,
+                _ => Trigger::Call,
             },
             None,
         )
@@ -254,10 +270,7 @@ impl SyncService {
         let runs = self.databases().into_iter().map(|db| {
             let stop = stop.clone();
             async move {
-                let mode = Mode {
-                    force: false,
-                    refresh: true,
-                };
+                let mode = Trigger::Refresh;
                 self.sync(&db, mode, stop).await
             }
         });
@@ -389,7 +402,12 @@ impl SyncService {
     }
 
     /// Joins the sync of `db` in flight, or starts one.
-    async fn sync(&self, db: &str, mode: Mode, stop: Option<watch::Receiver<bool>>) -> SyncStatus {
+    async fn sync(
+        &self,
+        db: &str,
+        mode: Trigger,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> SyncStatus {
         let entry = self.entry(db);
         let dead = reap(&mut lock(&entry.state));
         self.retire(&entry, dead).await;
@@ -400,7 +418,7 @@ impl SyncService {
             } else {
                 let recheck = self.inner.config.recheck_disabled_after;
                 if st.status.state == SyncState::Disabled
-                    && !mode.force
+                    && !mode.skips_gate()
                     && st.disabled_at.is_some_and(|t| t.elapsed() < recheck)
                 {
                     return st.status.clone();
@@ -432,7 +450,7 @@ impl SyncService {
     async fn run(
         self,
         entry: Arc<Entry>,
-        mode: Mode,
+        mode: Trigger,
         stop: Option<watch::Receiver<bool>>,
     ) -> SyncStatus {
         let started = Instant::now();
@@ -497,7 +515,7 @@ impl SyncService {
     async fn sync_db(
         &self,
         entry: &Entry,
-        mode: Mode,
+        mode: Trigger,
         started_at_ms: u64,
     ) -> Result<Option<SyncReport>> {
         let (was_ready, remote) = self.remote_of(entry)?;
@@ -507,7 +525,7 @@ impl SyncService {
         if !was_ready {
             set_state(entry, SyncState::Syncing);
         }
-        let just_checking = was_ready && !mode.force && !mode.refresh;
+        let just_checking = was_ready && !mode.pulls_when_ready();
         let Some(checked) = self.check_remote(entry, &remote, just_checking).await? else {
             return Ok(None);
         };
@@ -542,8 +560,8 @@ impl SyncService {
 
     /// Asks the gate, unless forced or it said yes before: `Ok(false)` when
     /// it says disabled (the state is then `disabled`).
-    async fn pass_gate(&self, entry: &Entry, remote: &Remote, mode: Mode) -> Result<bool> {
-        let gate_passed = mode.force || lock(&entry.state).gate_passed;
+    async fn pass_gate(&self, entry: &Entry, remote: &Remote, mode: Trigger) -> Result<bool> {
+        let gate_passed = mode.skips_gate() || lock(&entry.state).gate_passed;
         if !gate_passed {
             let config = &self.inner.config;
             set_state(entry, SyncState::CheckingConfig);
@@ -1035,10 +1053,7 @@ async fn follow(service: std::sync::Weak<Inner>, db: String, heartbeat: Duration
                 let Some(inner) = service.upgrade() else {
                     return;
                 };
-                let mode = Mode {
-                    force: false,
-                    refresh: true,
-                };
+                let mode = Trigger::Refresh;
                 let status = SyncService { inner }.sync(&db, mode, None).await;
                 if status.state != SyncState::Ready {
                     tracing::warn!(db, state = ?status.state, "a live database's sync did not end ready; its follower stops until the next sync");
