@@ -53,6 +53,16 @@ pub enum Error {
         /// What it must be.
         expected: &'static str,
     },
+
+    /// `settee serve` could not listen on its address (taken, not this
+    /// machine's, not allowed): choose another `--bind`/`--port`.
+    #[error("cannot serve on {addr}: {reason}")]
+    Serve {
+        /// The address asked for.
+        addr: String,
+        /// What the system said.
+        reason: String,
+    },
 }
 
 /// `Result` with settee's [`Error`].

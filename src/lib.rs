@@ -119,6 +119,8 @@ pub mod query;
 mod remote;
 pub mod replicate;
 pub mod revtree;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod store;
 pub mod sync;
 pub mod views;

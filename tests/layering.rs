@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     // pull's checkpoint (replicate) and the replica's identity record.
     &["identity"],
     &["outbox", "query"],
-    &["sync"],
+    &["sync", "serve"],
     &["cli"],
 ];
 

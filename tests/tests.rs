@@ -20,6 +20,8 @@ mod filtered;
 mod live;
 // Issue 20: a pull moves to another node of the cluster when one dies.
 mod failover;
+// Issue 21: a replica served as a local CouchDB, replicated by PouchDB.
+mod serve;
 // Batch size and concurrency do not change the result.
 mod settings;
 // Bad input gets a typed error and leaves the replica as it was.

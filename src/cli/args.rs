@@ -58,6 +58,9 @@ pub enum Command {
     /// reclaiming the space old page versions take; or, with --usage, show
     /// where its bytes are.
     Compact(CompactArgs),
+    /// Serve a replica as a local CouchDB endpoint (loopback by default)
+    /// until Ctrl-C: reads, replication from it, local writes.
+    Serve(ServeArgs),
     /// Test support: write COUNT new documents, printing `ID REV` after
     /// each one is durable (the crash tests kill it at random).
     #[command(name = "__write-loop", hide = true)]
@@ -74,6 +77,35 @@ pub struct ReplicaLocation {
     /// Use this database's replica under the sync root DIR.
     #[arg(long = "db", value_name = "NAME")]
     pub db: Option<String>,
+}
+
+/// `settee serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub replica: ReplicaLocation,
+    /// The address to listen on; anything but loopback needs --user and
+    /// --password.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// The port (0: any free one, printed when listening).
+    #[arg(long, default_value_t = 5984)]
+    pub port: u16,
+    /// The database name clients use (default: the remote database's name,
+    /// else the directory's).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Require Basic auth with this user name.
+    #[arg(long, requires = "password")]
+    pub user: Option<String>,
+    /// Require Basic auth with this password (or SETTEE_SERVE_PASSWORD).
+    #[arg(
+        long,
+        env = "SETTEE_SERVE_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<String>,
 }
 
 /// `settee compact`.

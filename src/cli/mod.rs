@@ -23,6 +23,7 @@ mod pull;
 mod push;
 mod put;
 mod query;
+mod serve;
 mod status;
 mod sync;
 
@@ -74,6 +75,7 @@ pub fn main() -> ExitCode {
             Command::AllDocs(args) => all_docs::run(args),
             Command::Find(args) => find::run(args),
             Command::Compact(args) => compact::run(args),
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,277 @@
+//! `/{db}` and what hangs off it: database info, the changes feed,
+//! `_all_docs`, `_find`, views, and the replication endpoints a puller
+//! (PouchDB, CouchDB's replicator, another settee) reads with:
+//! `_revs_diff` and `_bulk_get`. Documents go to `document.rs`.
+
+use super::error::HttpError;
+use super::{document, ok, only_get, Answer, Request, Served};
+use crate::query::{AllDocsQuery, FindRequest, GetOptions, OpenRevs};
+use crate::revtree::Rev;
+use axum::http::Method;
+use serde_json::{json, Map, Value};
+
+type Answered = Result<Answer, HttpError>;
+
+pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answered {
+    match rest {
+        [] => only_get(req, || info(served).unwrap_or_else(|e| e.to_body())),
+        ["_changes"] => get_or_post(req, || changes(served, req)),
+        ["_all_docs"] => get_or_post(req, || all_docs(served, req)),
+        ["_find"] => post(req, || find(served, req)),
+        ["_revs_diff"] => post(req, || revs_diff(served, req)),
+        ["_bulk_get"] => post(req, || bulk_get(served, req)),
+        ["_ensure_full_commit"] => {
+            post(req, || ok(json!({"ok": true, "instance_start_time": "0"})))
+        }
+        ["_design", ddoc, "_view", view] => {
+            get_or_post(req, || view_query(served, req, ddoc, view))
+        }
+        _ => document::route(served, req, rest).await,
+    }
+}
+
+fn get_or_post(req: &Request, answer: impl FnOnce() -> Answered) -> Answered {
+    match req.method {
+        Method::GET | Method::POST | Method::HEAD => answer(),
+        _ => Err(HttpError::method_not_allowed("GET,HEAD,POST")),
+    }
+}
+
+fn post(req: &Request, answer: impl FnOnce() -> Answered) -> Answered {
+    match req.method {
+        Method::POST => answer(),
+        _ => Err(HttpError::method_not_allowed("POST")),
+    }
+}
+
+impl HttpError {
+    fn to_body(&self) -> Value {
+        json!({"error": self.error, "reason": self.reason})
+    }
+}
+
+/// `GET /{db}`: its `update_seq` is the replica's local sequence.
+fn info(served: &Served) -> Result<Value, HttpError> {
+    let r = &served.replica;
+    Ok(json!({
+        "db_name": served.config.db_name,
+        "doc_count": r.doc_count()?,
+        "doc_del_count": r.deleted_count()?,
+        "update_seq": r.update_seq()?,
+        "purge_seq": 0,
+        "compact_running": false,
+        "instance_start_time": "0",
+        "sizes": {"file": r.size_on_disk()?, "external": 0, "active": 0},
+        "props": {},
+    }))
+}
+
+/// The changes feed, `feed=normal`: `since`, `limit`, `descending` is
+/// refused, `style=all_docs`, `include_docs`, `conflicts`, `doc_ids`
+/// (POST body or `filter=_doc_ids`).
+fn changes(served: &Served, req: &Request) -> Answered {
+    let feed = req.param("feed").unwrap_or_else(|| "normal".to_owned());
+    if feed != "normal" {
+        return Err(HttpError::bad_request(format!(
+            "feed={feed} is not served yet; use feed=normal"
+        )));
+    }
+    if req.param("descending").as_deref() == Some("true") {
+        return Err(HttpError::bad_request("descending is not served yet"));
+    }
+    let since = match req.param("since").as_deref() {
+        None | Some("0") | Some("") => 0,
+        Some("now") => served.replica.update_seq()?,
+        Some(s) => s.trim_matches('"').parse::<u64>().map_err(|_| {
+            HttpError::bad_request(format!(
+                "Malformed sequence supplied in 'since' parameter: {s}"
+            ))
+        })?,
+    };
+    let limit = match req.param("limit") {
+        None => usize::MAX,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| HttpError::bad_request("limit must be a positive integer"))?
+            .max(1),
+    };
+    let all_docs = req.param("style").as_deref() == Some("all_docs");
+    let include_docs = req.param("include_docs").as_deref() == Some("true");
+    let conflicts = req.param("conflicts").as_deref() == Some("true");
+    let doc_ids = doc_ids_of(req)?;
+    let mut get = GetOptions::default().deleted(true).conflicts(conflicts);
+    if req.param("attachments").as_deref() == Some("true") {
+        get = get.attachments(true);
+    }
+    let mut results = Vec::new();
+    let mut last_seq = since;
+    let mut changes = served.replica.changes(since);
+    for change in changes.by_ref() {
+        let change = change?;
+        last_seq = change.seq;
+        let info = change.doc;
+        if doc_ids.as_ref().is_some_and(|ids| !ids.contains(&info.id)) {
+            continue;
+        }
+        let revs: Vec<Value> = if all_docs {
+            served
+                .replica
+                .leaves(&info.id)?
+                .iter()
+                .map(|l| json!({"rev": l.rev.to_string()}))
+                .collect()
+        } else {
+            vec![json!({"rev": info.rev.to_string()})]
+        };
+        let mut row = json!({"seq": change.seq, "id": info.id, "changes": revs});
+        if info.deleted {
+            row["deleted"] = json!(true);
+        }
+        if include_docs {
+            row["doc"] = served.query.get(&info.id, &get)?;
+        }
+        results.push(row);
+        if results.len() >= limit {
+            break;
+        }
+    }
+    // What a `limit` left for the next page: counted, not read.
+    let pending = changes.count();
+    ok(json!({"results": results, "last_seq": last_seq, "pending": pending}))
+}
+
+/// `doc_ids` from a POST body or the query (`filter=_doc_ids`).
+fn doc_ids_of(req: &Request) -> Result<Option<Vec<String>>, HttpError> {
+    let from_body = if req.method == Method::POST && !req.body.is_empty() {
+        req.json()?.get("doc_ids").cloned()
+    } else {
+        None
+    };
+    let given = match from_body {
+        Some(v) => Some(v),
+        None => req
+            .param("doc_ids")
+            .map(|s| serde_json::from_str::<Value>(&s))
+            .transpose()
+            .map_err(|e| HttpError::bad_request(format!("doc_ids is not JSON: {e}")))?,
+    };
+    match given {
+        None => Ok(None),
+        Some(Value::Array(ids)) => ids
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(HttpError::bad_request(format!(
+                    "a doc id must be a string: {other}"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(HttpError::bad_request(format!(
+            "`doc_ids` filter parameter is not a list of doc ids: {other}"
+        ))),
+    }
+}
+
+fn all_docs(served: &Served, req: &Request) -> Answered {
+    let mut query = AllDocsQuery::from_query_string(&req.query)?;
+    if req.method == Method::POST {
+        let body = req.json()?;
+        if let Some(keys) = body.get("keys").and_then(Value::as_array) {
+            query = query.keys(keys.clone());
+        }
+    }
+    ok(served.query.all_docs(&query)?.to_json())
+}
+
+fn find(served: &Served, req: &Request) -> Answered {
+    let found = served.query.find(&FindRequest::from_json(req.json()?)?)?;
+    ok(found.to_json())
+}
+
+fn view_query(served: &Served, req: &Request, ddoc: &str, view: &str) -> Answered {
+    let mut options = crate::views::QueryOptions::from_query_string(&req.query)
+        .map_err(crate::query::QueryError::from)?;
+    if req.method == Method::POST {
+        if let Some(keys) = req.json()?.get("keys").and_then(Value::as_array) {
+            options.keys = Some(keys.clone());
+        }
+    }
+    ok(served.query.view(ddoc, view, &options)?.to_json())
+}
+
+/// `_revs_diff`: the revisions the replica lacks, per document.
+fn revs_diff(served: &Served, req: &Request) -> Answered {
+    let Value::Object(asked) = req.json()? else {
+        return Err(HttpError::bad_request("Request body must be a JSON object"));
+    };
+    let mut out = Map::new();
+    for (id, revs) in asked {
+        let Value::Array(revs) = revs else {
+            return Err(HttpError::bad_request(format!(
+                "revisions of {id} must be a list"
+            )));
+        };
+        let revs = revs
+            .iter()
+            .map(|r| {
+                r.as_str()
+                    .and_then(|s| s.parse::<Rev>().ok())
+                    .ok_or_else(|| HttpError::bad_request(format!("Invalid rev format: {r}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let missing = served.replica.missing_revs(&id, &revs)?;
+        if !missing.is_empty() {
+            let missing: Vec<String> = missing.iter().map(Rev::to_string).collect();
+            out.insert(id, json!({ "missing": missing }));
+        }
+    }
+    ok(Value::Object(out))
+}
+
+/// `_bulk_get`: each `{id, rev}` (or every leaf without `rev`) as
+/// `GET /{db}/{id}?open_revs=[rev]` answers it, with the query's `revs`,
+/// `latest` and `attachments`.
+fn bulk_get(served: &Served, req: &Request) -> Answered {
+    let body = req.json()?;
+    let Some(docs) = body.get("docs").and_then(Value::as_array) else {
+        return Err(HttpError::bad_request("Missing JSON list of 'docs'."));
+    };
+    let base = GetOptions::from_query_string(&req.query)?;
+    let mut results = Vec::with_capacity(docs.len());
+    for asked in docs {
+        let Some(id) = asked.get("id").and_then(Value::as_str) else {
+            results.push(
+                json!({"id": null, "docs": [{"error": {"id": null, "rev": null,
+                "error": "illegal_docid", "reason": "Document id must be a string."}}]}),
+            );
+            continue;
+        };
+        let open = match asked.get("rev").and_then(Value::as_str) {
+            None => Ok(OpenRevs::All),
+            Some(r) => r
+                .parse::<Rev>()
+                .map(|r| OpenRevs::Revs(vec![r]))
+                .map_err(|e| e.to_string()),
+        };
+        let docs = match open {
+            Ok(open) => match served.query.get(id, &base.clone().open_revs(open)) {
+                Ok(Value::Array(found)) => found
+                    .into_iter()
+                    .map(|f| match f.get("missing") {
+                        Some(rev) => json!({"error": {"id": id, "rev": rev,
+                            "error": "not_found", "reason": "missing"}}),
+                        None => f,
+                    })
+                    .collect(),
+                Ok(other) => vec![json!({ "ok": other })],
+                Err(e) => vec![json!({"error": {"id": id, "rev": asked.get("rev"),
+                    "error": e.error(), "reason": e.reason()}})],
+            },
+            Err(reason) => vec![json!({"error": {"id": id, "rev": asked.get("rev"),
+                "error": "bad_request", "reason": reason}})],
+        };
+        results.push(json!({"id": id, "docs": docs}));
+    }
+    ok(json!({ "results": results }))
+}

@@ -1,0 +1,177 @@
+//! Documents: `GET`/`PUT`/`DELETE /{db}/{id}` (design documents with their
+//! slash), and `_local` documents, which never replicate.
+//!
+//! A write is the replica's local write: a new revision, queued in the
+//! outbox for the push, durable when answered. A client's `_local`
+//! documents (a replicator's checkpoints) are kept apart from settee's
+//! own under a prefix, so no client can overwrite the replica's identity.
+
+use super::error::HttpError;
+use super::{ok, Answer, Request, Served};
+use crate::query::GetOptions;
+use crate::revtree::Rev;
+use crate::StoreError;
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+type Answered = Result<Answer, HttpError>;
+
+/// Where a client's `_local/{id}` lives among the replica's local documents.
+const CLIENT_LOCAL: &str = "client:";
+
+pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answered {
+    match rest {
+        ["_local", id @ ..] if !id.is_empty() => local(served, req, &id.join("/")).await,
+        ["_design", ddoc] => document(served, req, &format!("_design/{ddoc}")).await,
+        ["_design", ddoc, name @ ..] => {
+            attachment(served, req, &format!("_design/{ddoc}"), &name.join("/"))
+        }
+        [id] if !id.starts_with('_') => document(served, req, id).await,
+        [id, name @ ..] if !id.starts_with('_') => attachment(served, req, id, &name.join("/")),
+        [id] => Err(HttpError::bad_request(format!(
+            "Only reserved document ids may start with underscore: {id}"
+        ))),
+        _ => Err(HttpError::not_found("missing")),
+    }
+}
+
+async fn document(served: &Served, req: &Request, id: &str) -> Answered {
+    match req.method {
+        Method::GET | Method::HEAD => {
+            let options = GetOptions::from_query_string(&req.query)?;
+            ok(served.query.get(id, &options)?)
+        }
+        Method::PUT => {
+            let mut doc = req.json()?;
+            let Some(obj) = doc.as_object_mut() else {
+                return Err(HttpError::bad_request("Document must be a JSON object"));
+            };
+            if let Some(rev) = req.param("rev") {
+                obj.entry("_rev").or_insert(Value::String(rev));
+            }
+            if obj.get("_id").is_some_and(|given| given != id) {
+                return Err(HttpError::bad_request("Document id must match the URL"));
+            }
+            let written = served.replica.put(id, doc).await.map_err(write_error)?;
+            answer_write(StatusCode::CREATED, &written.id, &written.rev)
+        }
+        Method::DELETE => {
+            let rev = req
+                .param("rev")
+                .map(|r| r.parse::<Rev>())
+                .transpose()
+                .map_err(|e| HttpError::bad_request(format!("Invalid rev format: {e}")))?;
+            if rev.is_none() {
+                return Err(HttpError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Document update conflict.",
+                ));
+            }
+            let written = served.replica.delete(id, rev).await.map_err(write_error)?;
+            answer_write(StatusCode::OK, &written.id, &written.rev)
+        }
+        _ => Err(HttpError::method_not_allowed("DELETE,GET,HEAD,PUT")),
+    }
+}
+
+/// `GET /{db}/{id}/{name}` (`rev` optional): the attachment's bytes, with
+/// its content type. Read whole: a streamed answer with `Range` is still to
+/// come.
+fn attachment(served: &Served, req: &Request, id: &str, name: &str) -> Answered {
+    if !matches!(req.method, Method::GET | Method::HEAD) {
+        return Err(HttpError::method_not_allowed("GET,HEAD"));
+    }
+    let mut options = GetOptions::default();
+    if let Some(rev) = req.param("rev") {
+        let rev = rev
+            .parse::<Rev>()
+            .map_err(|e| HttpError::bad_request(format!("Invalid rev format: {e}")))?;
+        options = options.rev(rev);
+    }
+    let doc = served.query.get(id, &options)?;
+    let stub = doc
+        .get("_attachments")
+        .and_then(|a| a.get(name))
+        .ok_or_else(|| HttpError::not_found("Document is missing attachment"))?;
+    let digest = stub.get("digest").and_then(Value::as_str).unwrap_or("");
+    let bytes = served
+        .replica
+        .attachment(digest)?
+        .ok_or_else(|| HttpError::not_found("Document is missing attachment"))?;
+    let content_type = stub
+        .get("content_type")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    Ok(Answer::Bytes {
+        content_type,
+        bytes,
+    })
+}
+
+fn answer_write(status: StatusCode, id: &str, rev: &Rev) -> Answered {
+    Ok(Answer::Json(
+        status,
+        json!({"ok": true, "id": id, "rev": rev.to_string()}),
+    ))
+}
+
+/// A local write's error as CouchDB says it: a stale or missing `_rev` is
+/// 409, a body that is no document 400.
+fn write_error(e: StoreError) -> HttpError {
+    match e {
+        StoreError::Conflict { .. } => HttpError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Document update conflict.",
+        ),
+        StoreError::InvalidDocument { reason, .. } => HttpError::bad_request(reason),
+        e @ StoreError::TooDeep { .. } => HttpError::bad_request(e.to_string()),
+        other => HttpError::internal(other),
+    }
+}
+
+/// `_local/{id}`: a JSON object kept as given, with a `_rev` of `0-N`
+/// counting its writes, as CouchDB answers.
+async fn local(served: &Served, req: &Request, id: &str) -> Answered {
+    let key = format!("{CLIENT_LOCAL}{id}");
+    let full_id = format!("_local/{id}");
+    match req.method {
+        Method::GET | Method::HEAD => match served.replica.get_local(&key)? {
+            Some(doc) => ok(doc),
+            None => Err(HttpError::not_found("missing")),
+        },
+        Method::PUT => {
+            let mut doc = req.json()?;
+            let Some(obj) = doc.as_object_mut() else {
+                return Err(HttpError::bad_request("Document must be a JSON object"));
+            };
+            let stored = served.replica.get_local(&key)?;
+            let current = stored
+                .as_ref()
+                .and_then(|d| d.get("_rev"))
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("0-"))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            let given = obj.get("_rev").and_then(Value::as_str).map(str::to_owned);
+            if stored.is_some() && given.as_deref() != Some(&format!("0-{current}")) {
+                return Err(HttpError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Document update conflict.",
+                ));
+            }
+            let rev = format!("0-{}", current + 1);
+            obj.insert("_id".into(), Value::String(full_id.clone()));
+            obj.insert("_rev".into(), Value::String(rev.clone()));
+            served.replica.put_local(&key, &doc).await?;
+            Ok(Answer::Json(
+                StatusCode::CREATED,
+                json!({"ok": true, "id": full_id, "rev": rev}),
+            ))
+        }
+        _ => Err(HttpError::method_not_allowed("GET,HEAD,PUT")),
+    }
+}

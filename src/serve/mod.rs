@@ -1,0 +1,323 @@
+//! `settee serve`: a replica as a local CouchDB endpoint (issue 21), for
+//! PouchDB, a CouchDB replicator, scripts and admin tools.
+//!
+//! ```text
+//!  HTTP (axum/hyper) ─► auth ─► route (path segments, raw) ─► database.rs  _changes, _all_docs, _find, views,
+//!                                                             │            _revs_diff, _bulk_get, info
+//!                                                             └► document.rs GET/PUT/DELETE docs, _local docs
+//! ```
+//!
+//! It sits above the store and the query engine and answers from them;
+//! writes are the replica's local writes, queued in its outbox for the
+//! push. Paths are split and decoded here, not by the framework: a
+//! document id may hold `/` (`_design/x`, `a%2Fb`), and CouchDB keeps the
+//! slash of `_design/` and `_local/` ids unencoded.
+//!
+//! What this first slice answers: `GET /`, `/_up`, `/_all_dbs`, `/_uuids`;
+//! `GET /{db}`, `_changes` (normal feed), `_all_docs`, `_find`,
+//! `_design/{d}/_view/{v}`, `_revs_diff`, `_bulk_get`,
+//! `_ensure_full_commit`; `GET`/`PUT`/`DELETE /{db}/{id}` (writes are
+//! local writes: new revisions, queued upstream) and `_local` documents.
+//! Long-poll feeds, attachments by URL, `_bulk_docs` and
+//! `new_edits=false` are not served yet (CouchDB's 400 or 404).
+
+mod database;
+mod document;
+mod error;
+
+use crate::query::Query;
+use crate::{Error, Replica, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use error::HttpError;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// Where to listen; loopback unless told otherwise.
+    pub bind: SocketAddr,
+    /// The database name clients use (`/{db}`).
+    pub db_name: String,
+    /// Basic-auth credentials every request must carry; required when
+    /// `bind` is not a loopback address.
+    pub credentials: Option<(String, String)>,
+    /// The largest request body taken, in bytes (a larger one is 413).
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    /// `db_name` on 127.0.0.1:5984, no credentials, bodies up to 64 MiB.
+    pub fn new(db_name: impl Into<String>) -> Self {
+        ServeConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 5984)),
+            db_name: db_name.into(),
+            credentials: None,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Another address.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Requests must carry these Basic-auth credentials.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.bind.ip().is_loopback() && self.credentials.is_none() {
+            return Err(Error::InvalidSetting {
+                setting: "bind",
+                value: self.bind.to_string(),
+                expected: "a loopback address, or credentials to serve elsewhere",
+            });
+        }
+        if self.db_name.is_empty() || self.db_name.starts_with('_') || self.db_name.contains('/') {
+            return Err(Error::InvalidSetting {
+                setting: "db_name",
+                value: self.db_name.clone(),
+                expected: "a database name: not empty, no leading `_`, no `/`",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What every request handler reads.
+struct Served {
+    replica: Replica,
+    query: Query,
+    config: ServeConfig,
+    /// The `uuid` of `GET /`: one per process, as a server's.
+    uuid: String,
+}
+
+/// Serves `replica` until `shutdown` completes; `on_listening` is told the
+/// bound address (port 0 picks a free one).
+///
+/// # Errors
+/// [`Error::InvalidSetting`] for a non-loopback address without
+/// credentials or a bad database name; [`Error::Serve`] when the address
+/// cannot be bound.
+pub async fn serve(
+    replica: Replica,
+    config: ServeConfig,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let query = Query::open(&replica)?;
+    let failed = |e: std::io::Error| Error::Serve {
+        addr: config.bind.to_string(),
+        reason: e.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    let limit = config.max_body_bytes;
+    let state = Arc::new(Served {
+        replica,
+        query,
+        config,
+        uuid: uuid::Uuid::new_v4().simple().to_string(),
+    });
+    let app = axum::Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state);
+    tracing::info!(%addr, "serving the replica");
+    on_listening(addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Serve {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// One request: authorized, routed, answered as CouchDB would.
+async fn handle(
+    State(served): State<Arc<Served>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authorize(&served.config, &headers) {
+        return e.into_response();
+    }
+    let req = Request {
+        method,
+        segments: segments(uri.path()),
+        query: uri.query().unwrap_or("").to_owned(),
+        body,
+    };
+    match route(&served, req).await {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A request, its path split on raw `/` and each segment decoded.
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) segments: Vec<String>,
+    pub(crate) query: String,
+    pub(crate) body: Bytes,
+}
+
+impl Request {
+    /// The body as JSON (CouchDB's 400 `bad_request` when it is not).
+    pub(crate) fn json(&self) -> std::result::Result<Value, HttpError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| HttpError::bad_request(format!("invalid UTF-8 JSON: {e}")))
+    }
+
+    /// A query parameter's raw value.
+    pub(crate) fn param(&self, key: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// A successful answer: a status and a JSON body, or an attachment's bytes.
+pub(crate) enum Answer {
+    Json(StatusCode, Value),
+    Bytes {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Json(status, body) => (status, axum::Json(body)).into_response(),
+            Answer::Bytes {
+                content_type,
+                bytes,
+            } => ([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        }
+    }
+}
+
+pub(crate) fn ok(body: Value) -> std::result::Result<Answer, HttpError> {
+    Ok(Answer::Json(StatusCode::OK, body))
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn authorize(config: &ServeConfig, headers: &HeaderMap) -> std::result::Result<(), HttpError> {
+    let Some((user, password)) = &config.credentials else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    match given.as_deref().and_then(|g| g.split_once(':')) {
+        Some((u, p)) if u == user && p == password => Ok(()),
+        _ => Err(HttpError::unauthorized()),
+    }
+}
+
+async fn route(served: &Served, req: Request) -> std::result::Result<Answer, HttpError> {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match segs.as_slice() {
+        [] => only_get(&req, || {
+            json!({
+                "couchdb": "Welcome",
+                "version": "3.4.3",
+                "vendor": {"name": "settee", "version": env!("CARGO_PKG_VERSION")},
+                "uuid": served.uuid,
+                "features": [],
+            })
+        }),
+        ["_up"] => only_get(&req, || json!({"status": "ok"})),
+        ["_all_dbs"] => only_get(&req, || json!([served.config.db_name])),
+        ["_uuids"] => {
+            let n: usize = req.param("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            if n > 1000 {
+                return Err(HttpError::bad_request("count must not exceed 1000"));
+            }
+            let ids: Vec<String> = (0..n)
+                .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                .collect();
+            only_get(&req, || json!({ "uuids": ids }))
+        }
+        [db, ..] if db.starts_with('_') => Err(HttpError::bad_request(format!(
+            "{db} is not a database this server answers"
+        ))),
+        [db, rest @ ..] if *db == served.config.db_name => {
+            database::route(served, &req, rest).await
+        }
+        [_, ..] => Err(HttpError::not_found("Database does not exist.")),
+    }
+}
+
+/// A GET (or HEAD) answered with `body`; any other method is 405.
+pub(crate) fn only_get(
+    req: &Request,
+    body: impl FnOnce() -> Value,
+) -> std::result::Result<Answer, HttpError> {
+    match req.method {
+        Method::GET | Method::HEAD => ok(body()),
+        _ => Err(HttpError::method_not_allowed("GET,HEAD")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn paths_split_on_raw_slashes_and_decode_each_segment() {
+        assert_eq!(segments("/db/a%2Fb"), vec!["db", "a/b"]);
+        assert_eq!(
+            segments("/db/_design/x/_view/y"),
+            vec!["db", "_design", "x", "_view", "y"]
+        );
+        assert_eq!(segments("/"), Vec::<String>::new());
+        assert_eq!(segments("/db/with%20space/"), vec!["db", "with space"]);
+    }
+
+    #[test]
+    fn elsewhere_than_loopback_needs_credentials() {
+        let open = ServeConfig::new("db").bind("0.0.0.0:5984".parse().unwrap());
+        assert!(open.validate().is_err());
+        assert!(open.credentials("u", "p").validate().is_ok());
+        assert!(ServeConfig::new("_users").validate().is_err());
+        let mut headers = HeaderMap::new();
+        let config = ServeConfig::new("db").credentials("u", "p:q");
+        assert!(authorize(&config, &headers).is_err());
+        let good = base64::engine::general_purpose::STANDARD.encode("u:p:q");
+        headers.insert("authorization", format!("Basic {good}").parse().unwrap());
+        assert!(authorize(&config, &headers).is_ok());
+    }
+}

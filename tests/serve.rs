@@ -1,0 +1,361 @@
+//! Issue 21, first slice: `settee serve` answers as CouchDB does, and a
+//! real client no one here wrote (PouchDB's replicator) copies a replica
+//! through it: every document, revision tree, conflict, tombstone and
+//! attachment it ends with equals settee's.
+
+use crate::support::*;
+use serde_json::{json, Value};
+use settee::query::{GetOptions, OpenRevs, Query};
+use settee::serve::ServeConfig;
+use std::net::SocketAddr;
+
+const CORPUS: &[&str] = &["--cards", "40", "--tags", "5", "--realistic", "--extras"];
+
+/// Serves `replica` on a free loopback port until the returned sender is
+/// dropped or fired.
+async fn serve(
+    replica: &settee::Replica,
+    config: ServeConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<settee::Result<()>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let replica = replica.clone();
+    let task = tokio::spawn(async move {
+        settee::serve::serve(
+            replica,
+            config.bind("127.0.0.1:0".parse().unwrap()),
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    (addr_rx.await.unwrap(), stop_tx, task)
+}
+
+async fn http(
+    method: reqwest::Method,
+    url: impl Into<String>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url.into());
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Every leaf of every document, as `open_revs=all&revs=true` gives it,
+/// sorted by revision: settee's copy.
+fn leaves_of(replica: &settee::Replica) -> serde_json::Map<String, Value> {
+    let query = Query::open(replica).unwrap();
+    let mut out = serde_json::Map::new();
+    for info in replica.docs(..) {
+        let id = info.unwrap().id;
+        let got = query
+            .get(
+                &id,
+                &GetOptions::default().open_revs(OpenRevs::All).revs(true),
+            )
+            .unwrap();
+        let mut leaves: Vec<Value> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ok"].clone())
+            .collect();
+        leaves.sort_by(|a, b| a["_rev"].as_str().cmp(&b["_rev"].as_str()));
+        out.insert(id, Value::Array(leaves));
+    }
+    out
+}
+
+/// PouchDB's copy of the database at `url` (see
+/// `tests/support/pouch-replicate.js`).
+fn pouch_copy(url: &str) -> Value {
+    let out = std::process::Command::new("node")
+        .arg(server::repo_root().join("tests/support/pouch-replicate.js"))
+        .arg(url)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "PouchDB's replication failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn without_revpos(leaves: &Value) -> Value {
+    let mut leaves = leaves.clone();
+    for leaf in leaves.as_array_mut().into_iter().flatten() {
+        for att in leaf
+            .get_mut("_attachments")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|a| a.values_mut())
+        {
+            att.as_object_mut().map(|a| a.remove("revpos"));
+        }
+    }
+    leaves
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pouchdb_replicates_a_served_replica_and_holds_what_settee_holds() {
+    let db = TestDb::seeded("serve-pouch", CORPUS).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("copy")).await;
+    let url = format!("http://{addr}/copy");
+
+    let from_settee = pouch_copy(&url);
+    let from_server = pouch_copy(&db.url());
+    assert_eq!(from_settee["doc_write_failures"], 0, "{from_settee}");
+    // The same client, the same data: what PouchDB makes of settee's
+    // endpoint is what it makes of the server's.
+    let (got, reference) = (
+        from_settee["docs"].as_object().unwrap(),
+        from_server["docs"].as_object().unwrap(),
+    );
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>()
+    );
+    for (id, leaves) in reference {
+        assert_eq!(
+            &got[id], leaves,
+            "{id}: PouchDB's copy from settee and from the server"
+        );
+    }
+    // And it is settee's replica, leaf for leaf, history and attachments
+    // (PouchDB stamps an attachment it fetched with the revision that
+    // brought it: `revpos` is the client's, not compared).
+    let want = leaves_of(&replica);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (id, leaves) in &want {
+        assert_eq!(without_revpos(&got[id]), without_revpos(leaves), "{id}");
+    }
+    assert!(
+        want.values().any(|l| l.as_array().unwrap().len() > 1),
+        "conflicts went across"
+    );
+
+    // The replicator's checkpoint went to the served replica's _local
+    // documents, apart from settee's own.
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_answers_and_errors_are_couchdbs() {
+    let db = TestDb::seeded("serve-api", &["--cards", "10", "--extras"]).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let base = format!("http://{addr}");
+    let get = |path: &str| http(reqwest::Method::GET, format!("{base}/{path}"), None);
+
+    let (status, welcome) = get("").await;
+    assert_eq!(
+        (status, welcome["couchdb"].clone()),
+        (200, json!("Welcome"))
+    );
+    assert_eq!(get("_all_dbs").await.1, json!(["course"]));
+    let (status, info) = get("course").await;
+    assert_eq!(status, 200);
+    assert_eq!(info["doc_count"], json!(replica.doc_count().unwrap()));
+    assert_eq!(info["update_seq"], json!(replica.update_seq().unwrap()));
+    assert_eq!(get("nope").await.0, 404);
+
+    // Odd ids, by URL as CouchDB spells them.
+    for (path, id) in [
+        ("course/a%2Fb", "a/b"),
+        ("course/with%20space", "with space"),
+        ("course/plus%2Bsign", "plus+sign"),
+        ("course/_design/with/slash", "_design/with/slash"),
+        ("course/_design/extras", "_design/extras"),
+    ] {
+        let (status, doc) = get(path).await;
+        if path.ends_with("with/slash") {
+            // CouchDB answers a design id with a slash as an attachment path.
+            assert_eq!(status, 404, "{path}: {doc}");
+            continue;
+        }
+        assert_eq!(
+            (status, doc["_id"].as_str()),
+            (200, Some(id)),
+            "{path}: {doc}"
+        );
+    }
+    let (status, err) = get("course/no-such-doc").await;
+    assert_eq!((status, err["error"].as_str()), (404, Some("not_found")));
+    let (status, err) = get("course/x-tombstone").await;
+    assert_eq!((status, err["reason"].as_str()), (404, Some("deleted")));
+
+    // The feed: all rows, then pages.
+    let (_, feed) = get("course/_changes?style=all_docs").await;
+    let rows = feed["results"].as_array().unwrap();
+    assert_eq!(
+        rows.len() as u64,
+        replica.doc_count().unwrap() + replica.deleted_count().unwrap()
+    );
+    assert_eq!(feed["last_seq"], json!(replica.update_seq().unwrap()));
+    let (_, page) = get("course/_changes?limit=3").await;
+    assert_eq!(page["results"].as_array().unwrap().len(), 3);
+    assert_eq!(page["pending"], json!(rows.len() - 3));
+    let (_, rest) = get(&format!("course/_changes?since={}", page["last_seq"])).await;
+    assert_eq!(rest["results"].as_array().unwrap().len(), rows.len() - 3);
+    let (status, _) = get("course/_changes?since=garbage").await;
+    assert_eq!(status, 400);
+
+    // The replication endpoints.
+    let conflicted = leaves_of(&replica)["x-conflicts3"].clone();
+    let revs: Vec<Value> = conflicted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["_rev"].clone())
+        .collect();
+    let (status, diff) = http(
+        reqwest::Method::POST,
+        &format!("{base}/course/_revs_diff"),
+        Some(json!({"x-conflicts3": [revs[0], "9-0123456789abcdef0123456789abcdef"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        diff,
+        json!({"x-conflicts3": {"missing": ["9-0123456789abcdef0123456789abcdef"]}})
+    );
+    let (_, bulk) = http(
+        reqwest::Method::POST,
+        &format!("{base}/course/_bulk_get?revs=true"),
+        Some(json!({"docs": [{"id": "x-conflicts3", "rev": revs[1]}, {"id": "no-such-doc", "rev": "1-a"}]})),
+    )
+    .await;
+    assert_eq!(bulk["results"][0]["docs"][0]["ok"]["_rev"], revs[1]);
+    assert!(bulk["results"][0]["docs"][0]["ok"]["_revisions"].is_object());
+    assert_eq!(bulk["results"][1]["docs"][0]["error"]["error"], "not_found");
+
+    // _all_docs and _find through the query engine.
+    let (_, all) = get("course/_all_docs?limit=2").await;
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2);
+    let (status, found) = http(
+        reqwest::Method::POST,
+        &format!("{base}/course/_find"),
+        Some(json!({"selector": {"docType": "EXTRA", "hostile": true}, "fields": ["_id"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert!(found["docs"].as_array().unwrap().len() >= 5);
+
+    // Writes are local writes, queued for the push; a stale one is 409.
+    let (status, put) = http(
+        reqwest::Method::PUT,
+        &format!("{base}/course/from-a-client"),
+        Some(json!({"n": 1})),
+    )
+    .await;
+    assert_eq!(status, 201, "{put}");
+    let rev = put["rev"].as_str().unwrap().to_owned();
+    assert_eq!(
+        replica
+            .get("from-a-client")
+            .unwrap()
+            .unwrap()
+            .rev
+            .to_string(),
+        rev
+    );
+    assert_eq!(replica.outbox().len().unwrap(), 1);
+    let (status, _) = http(
+        reqwest::Method::PUT,
+        &format!("{base}/course/from-a-client"),
+        Some(json!({"n": 2})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = http(
+        reqwest::Method::PUT,
+        &format!("{base}/course/bad-json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // _local documents count their writes and refuse a stale one.
+    let local = format!("{base}/course/_local/checkpoint");
+    let (status, first) = http(reqwest::Method::PUT, &local, Some(json!({"seq": 1}))).await;
+    assert_eq!((status, first["rev"].as_str()), (201, Some("0-1")));
+    let (status, _) = http(reqwest::Method::PUT, &local, Some(json!({"seq": 2}))).await;
+    assert_eq!(status, 409);
+    let (status, _) = http(
+        reqwest::Method::PUT,
+        &local,
+        Some(json!({"seq": 2, "_rev": "0-1"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(get("course/_local/checkpoint").await.1["seq"], 2);
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_required_when_set_and_elsewhere_than_loopback() {
+    let (_d, replica) = temp_replica();
+    let open = settee::serve::serve(
+        replica.clone(),
+        ServeConfig::new("db").bind("0.0.0.0:0".parse().unwrap()),
+        |_| {},
+        async {},
+    )
+    .await;
+    assert!(matches!(
+        open,
+        Err(settee::Error::InvalidSetting {
+            setting: "bind",
+            ..
+        })
+    ));
+    let (addr, stop, task) = serve(
+        &replica,
+        ServeConfig::new("db").credentials("app", "s3cret"),
+    )
+    .await;
+    let (status, body) = http(reqwest::Method::GET, &format!("http://{addr}/db"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = http(
+        reqwest::Method::GET,
+        &format!("http://app:s3cret@{addr}/db"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = http(
+        reqwest::Method::GET,
+        &format!("http://app:wrong@{addr}/db"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

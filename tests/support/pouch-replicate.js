@@ -1,0 +1,47 @@
+// Replicates a CouchDB endpoint into a fresh in-memory PouchDB (the PouchDB
+// that PouchDB Server ships, from scripts/pouchdb-server/node_modules) and
+// prints one JSON object: the replication's counters and, per document id,
+// every leaf as PouchDB stores it (`open_revs: 'all'`, `revs: true`), sorted
+// by revision. Used by tests/serve.rs: PouchDB's copy must equal settee's.
+//
+//   node tests/support/pouch-replicate.js http://127.0.0.1:PORT/db
+'use strict';
+const path = require('path');
+const nm = path.join(__dirname, '..', '..', 'scripts', 'pouchdb-server', 'node_modules');
+const load = (name) => require(path.join(nm, name));
+const PouchDB = load('pouchdb-core')
+  .plugin(load('pouchdb-adapter-http'))
+  .plugin(load('pouchdb-adapter-memory'))
+  .plugin(load('pouchdb-replication'));
+
+async function main() {
+  const source = process.argv[2];
+  if (!source) throw new Error('usage: pouch-replicate.js URL');
+  const local = new PouchDB('copy', { adapter: 'memory' });
+  const remote = new PouchDB(source, {
+    fetch: (url, opts) => PouchDB.fetch(url, opts).then((r) => {
+      if (!r.ok) console.error(`${(opts && opts.method) || 'GET'} ${url}: ${r.status}`);
+      return r;
+    }),
+  });
+  const result = await local.replicate.from(remote, { batch_size: 20 });
+  const feed = await local.changes({ style: 'all_docs' });
+  const ids = [...new Set(feed.results.map((r) => r.id))].sort();
+  const docs = {};
+  for (const id of ids) {
+    const leaves = await local.get(id, { open_revs: 'all', revs: true });
+    docs[id] = leaves.map((l) => l.ok).sort((a, b) => (a._rev < b._rev ? -1 : a._rev > b._rev ? 1 : 0));
+  }
+  process.stdout.write(JSON.stringify({
+    docs_written: result.docs_written,
+    doc_write_failures: result.doc_write_failures,
+    docs,
+  }) + '\n');
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  console.error(JSON.stringify(e, null, 1));
+  if (e && e.result && e.result.errors) console.error(e.result.errors.map(String).join('\n'));
+  process.exit(1);
+});
