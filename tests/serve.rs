@@ -153,8 +153,32 @@ async fn pouchdb_replicates_a_served_replica_and_holds_what_settee_holds() {
         "conflicts went across"
     );
 
-    // The replicator's checkpoint went to the served replica's _local
-    // documents, apart from settee's own.
+    // A live replication from the endpoint picks up what a later pull
+    // brings into the replica.
+    let live = std::process::Command::new("node")
+        .arg(server::repo_root().join("tests/support/pouch-replicate.js"))
+        .args([url.as_str(), "--live-until", "pulled-later"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    db.bulk_docs(vec![json!({"_id": "pulled-later", "n": 1})], true)
+        .await;
+    pull(&replica, &db.remote(), 50, 2).await;
+    let out = tokio::task::spawn_blocking(move || live.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let said: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        said["arrived"],
+        true,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
@@ -250,6 +274,31 @@ async fn served_answers_and_errors_are_couchdbs() {
     assert!(bulk["results"][0]["docs"][0]["ok"]["_revisions"].is_object());
     assert_eq!(bulk["results"][1]["docs"][0]["error"]["error"], "not_found");
 
+    // A long poll waits for the next commit and answers with it.
+    let now = replica.update_seq().unwrap();
+    let poll = tokio::spawn(http(
+        reqwest::Method::GET,
+        format!("{base}/course/_changes?feed=longpoll&since={now}&heartbeat=10000"),
+        None,
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !poll.is_finished(),
+        "the long poll waits while nothing changes"
+    );
+    let written = std::time::Instant::now();
+    replica.put("while-polling", json!({"n": 1})).await.unwrap();
+    let (status, polled) = poll.await.unwrap();
+    assert!(written.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(status, 200);
+    assert_eq!(polled["results"][0]["id"], "while-polling", "{polled}");
+    let (_, quiet) = get(&format!(
+        "course/_changes?feed=longpoll&since={}&timeout=200",
+        polled["last_seq"]
+    ))
+    .await;
+    assert_eq!(quiet["results"], json!([]), "timed out with nothing");
+
     // _all_docs and _find through the query engine.
     let (_, all) = get("course/_all_docs?limit=2").await;
     assert_eq!(all["rows"].as_array().unwrap().len(), 2);
@@ -263,6 +312,7 @@ async fn served_answers_and_errors_are_couchdbs() {
     assert!(found["docs"].as_array().unwrap().len() >= 5);
 
     // Writes are local writes, queued for the push; a stale one is 409.
+    let queued = replica.outbox().len().unwrap();
     let (status, put) = http(
         reqwest::Method::PUT,
         &format!("{base}/course/from-a-client"),
@@ -280,7 +330,7 @@ async fn served_answers_and_errors_are_couchdbs() {
             .to_string(),
         rev
     );
-    assert_eq!(replica.outbox().len().unwrap(), 1);
+    assert_eq!(replica.outbox().len().unwrap(), queued + 1);
     let (status, _) = http(
         reqwest::Method::PUT,
         &format!("{base}/course/from-a-client"),

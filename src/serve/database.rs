@@ -15,7 +15,10 @@ type Answered = Result<Answer, HttpError>;
 pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answered {
     match rest {
         [] => only_get(req, || info(served).unwrap_or_else(|e| e.to_body())),
-        ["_changes"] => get_or_post(req, || changes(served, req)),
+        ["_changes"] => match req.method {
+            Method::GET | Method::POST | Method::HEAD => changes(served, req).await,
+            _ => Err(HttpError::method_not_allowed("GET,HEAD,POST")),
+        },
         ["_all_docs"] => get_or_post(req, || all_docs(served, req)),
         ["_find"] => post(req, || find(served, req)),
         ["_revs_diff"] => post(req, || revs_diff(served, req)),
@@ -66,14 +69,21 @@ fn info(served: &Served) -> Result<Value, HttpError> {
     }))
 }
 
-/// The changes feed, `feed=normal`: `since`, `limit`, `descending` is
-/// refused, `style=all_docs`, `include_docs`, `conflicts`, `doc_ids`
-/// (POST body or `filter=_doc_ids`).
-fn changes(served: &Served, req: &Request) -> Answered {
+/// The longest a long poll waits for a change before it answers with
+/// none (the client asks again).
+const LONGPOLL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The changes feed, `feed=normal` or `longpoll`: `since`, `limit`,
+/// `style=all_docs`, `include_docs`, `conflicts`, `doc_ids` (POST body or
+/// `filter=_doc_ids`); `descending` is refused. A long poll with nothing
+/// after `since` waits for the next commit (a pull, a local write), at
+/// most `timeout` (or `heartbeat`, or 60 s), then answers as the normal
+/// feed; it sends no heartbeat bytes while it waits.
+async fn changes(served: &Served, req: &Request) -> Answered {
     let feed = req.param("feed").unwrap_or_else(|| "normal".to_owned());
-    if feed != "normal" {
+    if feed != "normal" && feed != "longpoll" {
         return Err(HttpError::bad_request(format!(
-            "feed={feed} is not served yet; use feed=normal"
+            "feed={feed} is not served yet; use feed=normal or feed=longpoll"
         )));
     }
     if req.param("descending").as_deref() == Some("true") {
@@ -95,6 +105,16 @@ fn changes(served: &Served, req: &Request) -> Answered {
             .map_err(|_| HttpError::bad_request("limit must be a positive integer"))?
             .max(1),
     };
+    if feed == "longpoll" {
+        let millis = |key| req.param(key).and_then(|v| v.parse::<u64>().ok());
+        let wait = millis("timeout")
+            .or_else(|| millis("heartbeat"))
+            .map_or(LONGPOLL_MAX, std::time::Duration::from_millis)
+            .min(LONGPOLL_MAX);
+        let mut seq = served.replica.watch_update_seq();
+        // Nothing after `since` yet: wait for a commit, or the time out.
+        let _ = tokio::time::timeout(wait, seq.wait_for(|s| *s > since)).await;
+    }
     let all_docs = req.param("style").as_deref() == Some("all_docs");
     let include_docs = req.param("include_docs").as_deref() == Some("true");
     let conflicts = req.param("conflicts").as_deref() == Some("true");

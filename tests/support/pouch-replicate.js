@@ -14,9 +14,23 @@ const PouchDB = load('pouchdb-core')
   .plugin(load('pouchdb-adapter-memory'))
   .plugin(load('pouchdb-replication'));
 
+// --live-until ID: a live replication instead, until document ID arrives
+// (at most 30 s); prints {"arrived": true|false}.
+async function liveUntil(local, remote, id) {
+  const rep = local.replicate.from(remote, { live: true, retry: true, batch_size: 20 });
+  const deadline = Date.now() + 30000;
+  let arrived = false;
+  while (!arrived && Date.now() < deadline) {
+    arrived = await local.get(id).then(() => true, () => false);
+    if (!arrived) await new Promise((r) => setTimeout(r, 100));
+  }
+  rep.cancel();
+  process.stdout.write(JSON.stringify({ arrived }) + '\n');
+}
+
 async function main() {
   const source = process.argv[2];
-  if (!source) throw new Error('usage: pouch-replicate.js URL');
+  if (!source) throw new Error('usage: pouch-replicate.js URL [--live-until ID]');
   const local = new PouchDB('copy', { adapter: 'memory' });
   const remote = new PouchDB(source, {
     fetch: (url, opts) => PouchDB.fetch(url, opts).then((r) => {
@@ -24,6 +38,7 @@ async function main() {
       return r;
     }),
   });
+  if (process.argv[3] === '--live-until') return liveUntil(local, remote, process.argv[4]);
   const result = await local.replicate.from(remote, { batch_size: 20 });
   const feed = await local.changes({ style: 'all_docs' });
   const ids = [...new Set(feed.results.map((r) => r.id))].sort();
