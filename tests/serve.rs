@@ -346,6 +346,29 @@ async fn served_answers_and_errors_are_couchdbs() {
     .await;
     assert_eq!(status, 400);
 
+    let (status, bulk) = http(
+        reqwest::Method::POST,
+        format!("{base}/course/_bulk_docs"),
+        Some(json!({"docs": [
+            {"_id": "bulk-1", "n": 1},
+            {"_id": "from-a-client", "n": 3},
+            {"_id": "from-a-client", "_rev": rev, "_deleted": true},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bulk}");
+    assert_eq!(bulk[0]["ok"], true);
+    assert_eq!(bulk[1]["error"], "conflict");
+    assert_eq!(bulk[2]["ok"], true);
+    assert!(replica.get("from-a-client").unwrap().unwrap().deleted);
+    let (status, _) = http(
+        reqwest::Method::POST,
+        format!("{base}/course/_bulk_docs"),
+        Some(json!({"docs": [], "new_edits": false})),
+    )
+    .await;
+    assert_eq!(status, 400, "replicated revisions are not taken yet");
+
     // _local documents count their writes and refuse a stale one.
     let local = format!("{base}/course/_local/checkpoint");
     let (status, first) = http(reqwest::Method::PUT, &local, Some(json!({"seq": 1}))).await;
@@ -408,4 +431,71 @@ async fn credentials_are_required_when_set_and_elsewhere_than_loopback() {
     assert_eq!(status, 401);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settee_serve_with_push_sends_a_clients_write_upstream() {
+    let db = TestDb::seeded("serve-push", &["--cards", "5"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("rep");
+    let rep_s = rep.to_str().unwrap();
+    let pulled = settee(&["pull", &db.url(), rep_s, "--quiet"]);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let mut child = settee_child(&[
+        "serve",
+        rep_s,
+        "--port",
+        "0",
+        "--push",
+        "--remote",
+        &db.url(),
+    ]);
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (status, put) = http(
+        reqwest::Method::PUT,
+        format!("{url}/from-a-client"),
+        Some(json!({"text": "written through settee serve"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{put}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, doc) = db
+            .request(reqwest::Method::GET, "from-a-client", None)
+            .await;
+        if status == 200 {
+            assert_eq!(doc["_rev"], put["rev"], "the same revision upstream");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never reached the server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -98,6 +98,14 @@ pub struct ServeArgs {
     /// Require Basic auth with this user name.
     #[arg(long, requires = "password")]
     pub user: Option<String>,
+    /// Push the writes clients make (and any queued before) to the
+    /// remote while serving, as `settee push` does.
+    #[arg(long)]
+    pub push: bool,
+    /// With --push: the database URL (default: the remote the replica was
+    /// pulled from); credentials in the URL or SETTEE_PASSWORD.
+    #[arg(long, value_name = "URL", requires = "push")]
+    pub remote: Option<String>,
     /// Require Basic auth with this password (or SETTEE_SERVE_PASSWORD).
     #[arg(
         long,

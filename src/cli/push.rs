@@ -54,7 +54,7 @@ pub(crate) async fn run(args: PushArgs) -> CliResult {
 
 /// A replica pushes to the database it mirrors; an unbound one is bound to
 /// the remote it first pushes to (no credentials stored).
-async fn check_binding(
+pub(super) async fn check_binding(
     replica: &Replica,
     remote: &Remote,
     bound: Option<RemoteBinding>,

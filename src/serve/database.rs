@@ -23,6 +23,10 @@ pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answ
         ["_find"] => post(req, || find(served, req)),
         ["_revs_diff"] => post(req, || revs_diff(served, req)),
         ["_bulk_get"] => post(req, || bulk_get(served, req)),
+        ["_bulk_docs"] => match req.method {
+            Method::POST => document::bulk_docs(served, req).await,
+            _ => Err(HttpError::method_not_allowed("POST")),
+        },
         ["_ensure_full_commit"] => {
             post(req, || ok(json!({"ok": true, "instance_start_time": "0"})))
         }

@@ -110,6 +110,62 @@ fn attachment(served: &Served, req: &Request, id: &str, name: &str) -> Answered 
     })
 }
 
+/// `_bulk_docs` with `new_edits: true` (the default): each document a
+/// local write (`_deleted: true` a delete), answered in order with its
+/// new revision or CouchDB's per-document error. `new_edits: false` (a
+/// replicator pushing its own revisions) is not served yet.
+pub(super) async fn bulk_docs(served: &Served, req: &Request) -> Answered {
+    let body = req.json()?;
+    if body.get("new_edits") == Some(&Value::Bool(false)) {
+        return Err(HttpError::bad_request(
+            "new_edits=false is not served yet: replicated revisions cannot be written here",
+        ));
+    }
+    let Some(docs) = body.get("docs").and_then(Value::as_array) else {
+        return Err(HttpError::bad_request(
+            "POST body must include `docs` parameter.",
+        ));
+    };
+    let mut results = Vec::with_capacity(docs.len());
+    for doc in docs {
+        results.push(bulk_one(served, doc.clone()).await?);
+    }
+    Ok(Answer::Json(StatusCode::CREATED, Value::Array(results)))
+}
+
+/// One document of `_bulk_docs`: its answer row; only a store failure is
+/// an error of the whole request.
+async fn bulk_one(served: &Served, doc: Value) -> Result<Value, HttpError> {
+    let id = match doc.get("_id") {
+        Some(Value::String(id)) => id.clone(),
+        None => uuid::Uuid::new_v4().simple().to_string(),
+        Some(_) => {
+            return Ok(json!({"id": null, "error": "illegal_docid",
+                "reason": "Document id must be a string"}))
+        }
+    };
+    let deleted = doc.get("_deleted") == Some(&Value::Bool(true));
+    let written = if deleted {
+        let rev = doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse::<Rev>().ok());
+        served.replica.delete(&id, rev).await
+    } else {
+        served.replica.put(&id, doc).await
+    };
+    Ok(match written {
+        Ok(w) => json!({"ok": true, "id": w.id, "rev": w.rev.to_string()}),
+        Err(e) => {
+            let e = write_error(e);
+            if e.status == StatusCode::INTERNAL_SERVER_ERROR {
+                return Err(e);
+            }
+            json!({"id": id, "error": e.error, "reason": e.reason})
+        }
+    })
+}
+
 fn answer_write(status: StatusCode, id: &str, rev: &Rev) -> Answered {
     Ok(Answer::Json(
         status,

@@ -16,10 +16,10 @@
 //! What this first slice answers: `GET /`, `/_up`, `/_all_dbs`, `/_uuids`;
 //! `GET /{db}`, `_changes` (normal and long-poll), `_all_docs`, `_find`,
 //! `_design/{d}/_view/{v}`, `_revs_diff`, `_bulk_get`,
-//! `_ensure_full_commit`; `GET`/`PUT`/`DELETE /{db}/{id}` (writes are
-//! local writes: new revisions, queued upstream) and `_local` documents.
-//! Attachments by URL are read whole. Continuous feeds, `_bulk_docs` and
-//! `new_edits=false` are not served yet (CouchDB's 400 or 404).
+//! `_ensure_full_commit`; `GET`/`PUT`/`DELETE /{db}/{id}` and
+//! `_bulk_docs` (writes are local writes: new revisions, queued upstream)
+//! and `_local` documents. Attachments by URL are read whole. Continuous
+//! feeds and `new_edits=false` are not served yet (CouchDB's 400).
 
 mod database;
 mod document;
