@@ -499,3 +499,86 @@ async fn settee_serve_with_push_sends_a_clients_write_upstream() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_listed_origins_and_oversized_bodies_are_413() {
+    let (_d, replica) = temp_replica();
+    let mut config = ServeConfig::new("db").cors_origin("http://localhost:3000");
+    config.max_body_bytes = 1024;
+    let (addr, stop, task) = serve(&replica, config).await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{addr}/db/_all_docs"),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+    };
+    let allowed = preflight("http://localhost:3000").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let denied = preflight("http://evil.example").await.unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(denied
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let get = client
+        .get(format!("http://{addr}/db"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(get.headers().get("access-control-allow-origin").is_none());
+
+    let big = json!({"docs": [{"_id": "x", "pad": "p".repeat(4096)}]});
+    let (status, body) = http(
+        reqwest::Method::POST,
+        format!("http://{addr}/db/_bulk_docs"),
+        Some(big),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    assert_eq!(replica.doc_count().unwrap(), 0, "nothing written");
+
+    let (_, session) = http(
+        reqwest::Method::GET,
+        format!("http://{addr}/_session"),
+        None,
+    )
+    .await;
+    assert_eq!(session["ok"], true);
+    let (_, limit) = http(
+        reqwest::Method::GET,
+        format!("http://{addr}/db/_revs_limit"),
+        None,
+    )
+    .await;
+    assert_eq!(limit, json!(1000));
+    let (status, _) = http(
+        reqwest::Method::GET,
+        format!("http://{addr}/db/_nope"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = http(
+        reqwest::Method::DELETE,
+        format!("http://{addr}/db/_revs_diff"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 405);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Require Basic auth with this user name.
     #[arg(long, requires = "password")]
     pub user: Option<String>,
+    /// Let browser pages of this origin call the endpoint (CORS; repeat
+    /// for several). None by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// Push the writes clients make (and any queued before) to the
     /// remote while serving, as `settee push` does.
     #[arg(long)]

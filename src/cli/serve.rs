@@ -28,6 +28,9 @@ pub(crate) async fn run(args: ServeArgs) -> CliResult {
         },
     };
     let mut config = ServeConfig::new(name.clone()).bind((args.bind, args.port).into());
+    for origin in args.cors_origins {
+        config = config.cors_origin(origin);
+    }
     if let (Some(user), Some(password)) = (args.user, args.password) {
         config = config.credentials(user, password);
     }

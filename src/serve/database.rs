@@ -27,6 +27,8 @@ pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answ
             Method::POST => document::bulk_docs(served, req).await,
             _ => Err(HttpError::method_not_allowed("POST")),
         },
+        ["_revs_limit"] => only_get(req, || json!(1000)),
+        ["_security"] => only_get(req, || json!({})),
         ["_ensure_full_commit"] => {
             post(req, || ok(json!({"ok": true, "instance_start_time": "0"})))
         }

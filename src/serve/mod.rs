@@ -21,6 +21,7 @@
 //! and `_local` documents. Attachments by URL are read whole. Continuous
 //! feeds and `new_edits=false` are not served yet (CouchDB's 400).
 
+mod cors;
 mod database;
 mod document;
 mod error;
@@ -50,6 +51,9 @@ pub struct ServeConfig {
     pub credentials: Option<(String, String)>,
     /// The largest request body taken, in bytes (a larger one is 413).
     pub max_body_bytes: usize,
+    /// Origins whose browser pages may call the endpoint (CORS); none by
+    /// default, so a page of another origin cannot read the replica.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeConfig {
@@ -60,7 +64,15 @@ impl ServeConfig {
             db_name: db_name.into(),
             credentials: None,
             max_body_bytes: 64 * 1024 * 1024,
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Lets browser pages of `origin` (`http://localhost:3000`) call the
+    /// endpoint.
+    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
+        self.cors_origins.push(origin.into());
+        self
     }
 
     /// Another address.
@@ -126,7 +138,6 @@ pub async fn serve(
         .await
         .map_err(failed)?;
     let addr = listener.local_addr().map_err(failed)?;
-    let limit = config.max_body_bytes;
     let state = Arc::new(Served {
         replica,
         query,
@@ -135,7 +146,8 @@ pub async fn serve(
     });
     let app = axum::Router::new()
         .fallback(handle)
-        .layer(DefaultBodyLimit::max(limit))
+        // `read_body` applies the limit, answering 413 the CouchDB way.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state);
     tracing::info!(%addr, "serving the replica");
     on_listening(addr);
@@ -154,18 +166,61 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    if let Err(e) = authorize(&served.config, &headers) {
-        return e.into_response();
+    let cors = cors::allowed(&served.config, &headers);
+    if method == Method::OPTIONS {
+        return cors::preflight(cors.as_deref());
     }
+    let mut response = match authorize(&served.config, &headers) {
+        Err(e) => e.into_response(),
+        Ok(()) => match read_body(&served.config, &headers, body).await {
+            Ok(body) => answer(&served, method, uri, body).await,
+            Err(e) => e.into_response(),
+        },
+    };
+    cors::decorate(&mut response, cors.as_deref());
+    response
+}
+
+/// The request body, read up to the limit: a larger one (by its
+/// `Content-Length`, or as it arrives) is CouchDB's 413, and no more of it
+/// is read.
+async fn read_body(
+    config: &ServeConfig,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> std::result::Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request body is over this server's limit of {} bytes",
+                config.max_body_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, config.max_body_bytes)
+        .await
+        .map_err(|_| too_large())
+}
+
+async fn answer(served: &Served, method: Method, uri: Uri, body: Bytes) -> Response {
     let req = Request {
         method,
         segments: segments(uri.path()),
         query: uri.query().unwrap_or("").to_owned(),
         body,
     };
-    match route(&served, req).await {
+    match route(served, req).await {
         Ok(answer) => answer.into_response(),
         Err(e) => e.into_response(),
     }
@@ -259,6 +314,15 @@ async fn route(served: &Served, req: Request) -> std::result::Result<Answer, Htt
             })
         }),
         ["_up"] => only_get(&req, || json!({"status": "ok"})),
+        ["_session"] => only_get(&req, || {
+            // Whoever got past `authorize` is this server's one user.
+            let name = served.config.credentials.as_ref().map(|(u, _)| u.clone());
+            json!({
+                "ok": true,
+                "userCtx": {"name": name, "roles": ["_admin"]},
+                "info": {"authentication_handlers": ["default"], "authenticated": "default"},
+            })
+        }),
         ["_all_dbs"] => only_get(&req, || json!([served.config.db_name])),
         ["_uuids"] => {
             let n: usize = req.param("count").and_then(|c| c.parse().ok()).unwrap_or(1);
