@@ -82,9 +82,14 @@ fn leaves_of(replica: &settee::Replica) -> serde_json::Map<String, Value> {
 /// PouchDB's copy of the database at `url` (see
 /// `tests/support/pouch-replicate.js`).
 fn pouch_copy(url: &str) -> Value {
+    pouch(&[url])
+}
+
+/// `tests/support/pouch-replicate.js` with `args`, its JSON answer.
+fn pouch(args: &[&str]) -> Value {
     let out = std::process::Command::new("node")
         .arg(server::repo_root().join("tests/support/pouch-replicate.js"))
-        .arg(url)
+        .args(args)
         .output()
         .expect("run node");
     assert!(
@@ -361,13 +366,18 @@ async fn served_answers_and_errors_are_couchdbs() {
     assert_eq!(bulk[1]["error"], "conflict");
     assert_eq!(bulk[2]["ok"], true);
     assert!(replica.get("from-a-client").unwrap().unwrap().deleted);
-    let (status, _) = http(
+    let (status, refused) = http(
         reqwest::Method::POST,
         format!("{base}/course/_bulk_docs"),
-        Some(json!({"docs": [], "new_edits": false})),
+        Some(json!({"docs": [{"_id": "no-rev", "n": 1}], "new_edits": false})),
     )
     .await;
-    assert_eq!(status, 400, "replicated revisions are not taken yet");
+    assert_eq!(status, 201);
+    assert_eq!(
+        refused[0]["error"], "bad_request",
+        "a replicated revision needs its _rev: {refused}"
+    );
+    assert!(replica.get("no-rev").unwrap().is_none());
 
     // _local documents count their writes and refuse a stale one.
     let local = format!("{base}/course/_local/checkpoint");
@@ -581,4 +591,47 @@ async fn cors_only_for_listed_origins_and_oversized_bodies_are_413() {
     assert_eq!(status, 405);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pouchdb_pushes_its_edits_into_serve_and_the_outbox_takes_them_upstream() {
+    let db = TestDb::seeded("serve-push-in", &["--cards", "5"]).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let pushed = pouch(&[&format!("http://{addr}/course"), "--push-own"]);
+    assert_eq!(pushed["doc_write_failures"], 0, "{pushed}");
+    // In the replica as in the PouchDB, leaf for leaf, the conflict and
+    // the attachment included.
+    let leaves = leaves_of(&replica);
+    for (id, want) in pushed["docs"].as_object().unwrap() {
+        assert_eq!(without_revpos(&leaves[id]), without_revpos(want), "{id}");
+    }
+    assert_eq!(leaves["mine-conflict"].as_array().unwrap().len(), 2);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Queued: the push takes them upstream, with the same winner there.
+    assert!(replica.outbox().len().unwrap() >= 3);
+    let worker = settee::outbox::Outbox::spawn(
+        replica.clone(),
+        db.remote(),
+        settee::outbox::OutboxConfig::default(),
+    );
+    let status = worker
+        .close(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(replica.outbox().len().unwrap(), 0, "{status:?}");
+    let upstream = db.server_dump().await;
+    for id in ["mine-1", "mine-att", "mine-conflict"] {
+        let theirs = upstream.iter().find(|d| d["_id"] == id).unwrap();
+        let ours = replica.get(id).unwrap().unwrap().to_json_with_conflicts();
+        assert_eq!(theirs["_rev"], ours["_rev"], "{id}: the same winner");
+        assert_eq!(theirs.get("_conflicts"), ours.get("_conflicts"), "{id}");
+    }
+    assert_eq!(
+        db.attachment("mine-att", "note.txt").await,
+        b"hello from pouch".to_vec()
+    );
 }

@@ -24,6 +24,8 @@ mod attachment;
 mod batch;
 mod checkpoint;
 mod doc;
+mod pushed;
+pub(crate) use pushed::pushed_revision;
 mod retry_mode;
 
 use checkpoint::filtered_replication_id;

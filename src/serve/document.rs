@@ -10,6 +10,7 @@ use super::error::HttpError;
 use super::{ok, Answer, Request, Served};
 use crate::query::GetOptions;
 use crate::revtree::Rev;
+use crate::store::WriteBatch;
 use crate::StoreError;
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -110,27 +111,64 @@ fn attachment(served: &Served, req: &Request, id: &str, name: &str) -> Answered 
     })
 }
 
-/// `_bulk_docs` with `new_edits: true` (the default): each document a
+/// `_bulk_docs`. With `new_edits: true` (the default) each document is a
 /// local write (`_deleted: true` a delete), answered in order with its
-/// new revision or CouchDB's per-document error. `new_edits: false` (a
-/// replicator pushing its own revisions) is not served yet.
+/// new revision or CouchDB's per-document error. With `new_edits: false`
+/// (a replicator pushing its own revisions) see [`replicated`].
 pub(super) async fn bulk_docs(served: &Served, req: &Request) -> Answered {
     let body = req.json()?;
-    if body.get("new_edits") == Some(&Value::Bool(false)) {
-        return Err(HttpError::bad_request(
-            "new_edits=false is not served yet: replicated revisions cannot be written here",
-        ));
-    }
     let Some(docs) = body.get("docs").and_then(Value::as_array) else {
         return Err(HttpError::bad_request(
             "POST body must include `docs` parameter.",
         ));
     };
+    if body.get("new_edits") == Some(&Value::Bool(false)) {
+        return replicated(served, docs).await;
+    }
     let mut results = Vec::with_capacity(docs.len());
     for doc in docs {
         results.push(bulk_one(served, doc.clone()).await?);
     }
     Ok(Answer::Json(StatusCode::CREATED, Value::Array(results)))
+}
+
+/// `_bulk_docs` with `new_edits: false`: each revision merged into its
+/// document's tree as a pulled one is (conflicts kept, CouchDB's winner),
+/// all in one commit, and every revision new to the replica queued in
+/// the outbox in that same commit, so it goes upstream with the push. The
+/// answer lists only the revisions refused (CouchDB answers `[]` when all
+/// were taken).
+async fn replicated(served: &Served, docs: &[Value]) -> Answered {
+    let replica = &served.replica;
+    let mut batch = WriteBatch::default();
+    let mut refused = Vec::new();
+    for doc in docs {
+        let (rev, bytes) = match crate::replicate::pushed_revision(replica, doc)? {
+            Ok(taken) => (taken.rev, taken.attachments),
+            Err(r) => {
+                refused.push(json!({"id": doc.get("_id"), "rev": doc.get("_rev"),
+                    "error": r.error, "reason": r.reason}));
+                continue;
+            }
+        };
+        if let Some(leaf) = rev.path.leaf() {
+            if !replica
+                .missing_revs(&rev.id, std::slice::from_ref(&leaf))?
+                .is_empty()
+            {
+                batch.outbox.push((rev.id.clone(), leaf));
+            }
+        }
+        for (digest, data) in bytes {
+            let staged = batch.attachments.iter().any(|(d, _)| *d == digest);
+            if !staged && !replica.has_attachment(&digest)? {
+                batch.attachments.push((digest, data));
+            }
+        }
+        batch.revs.push(rev);
+    }
+    replica.commit(batch).await?;
+    Ok(Answer::Json(StatusCode::CREATED, Value::Array(refused)))
 }
 
 /// One document of `_bulk_docs`: its answer row; only a store failure is

@@ -18,8 +18,10 @@
 //! `_design/{d}/_view/{v}`, `_revs_diff`, `_bulk_get`,
 //! `_ensure_full_commit`; `GET`/`PUT`/`DELETE /{db}/{id}` and
 //! `_bulk_docs` (writes are local writes: new revisions, queued upstream)
-//! and `_local` documents. Attachments by URL are read whole. Continuous
-//! feeds and `new_edits=false` are not served yet (CouchDB's 400).
+//! and `_local` documents; `_bulk_docs` with `new_edits: false` merges a
+//! client's own revisions as replicated ones, queued upstream in the same
+//! commit. Attachments by URL are read whole. Continuous feeds are not
+//! served yet (CouchDB's 400).
 
 mod cors;
 mod database;

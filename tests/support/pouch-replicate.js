@@ -28,20 +28,28 @@ async function liveUntil(local, remote, id) {
   process.stdout.write(JSON.stringify({ arrived }) + '\n');
 }
 
-async function main() {
-  const source = process.argv[2];
-  if (!source) throw new Error('usage: pouch-replicate.js URL [--live-until ID]');
-  const local = new PouchDB('copy', { adapter: 'memory' });
-  const remote = new PouchDB(source, {
-    fetch: (url, opts) => PouchDB.fetch(url, opts).then((r) => {
-      if (!r.ok) console.error(`${(opts && opts.method) || 'GET'} ${url}: ${r.status}`);
-      return r;
-    }),
+// --push-own: a PouchDB of its own edits (an update, an attachment, a
+// conflict) replicated *to* URL; prints its counters and those documents'
+// leaves as --from prints them.
+async function pushOwn(local, remote) {
+  const first = await local.put({ _id: 'mine-1', n: 1 });
+  await local.put({ _id: 'mine-1', _rev: first.rev, n: 2 });
+  await local.put({
+    _id: 'mine-att',
+    _attachments: { 'note.txt': { content_type: 'text/plain', data: Buffer.from('hello from pouch').toString('base64') } },
   });
-  if (process.argv[3] === '--live-until') return liveUntil(local, remote, process.argv[4]);
-  const result = await local.replicate.from(remote, { batch_size: 20 });
-  const feed = await local.changes({ style: 'all_docs' });
-  const ids = [...new Set(feed.results.map((r) => r.id))].sort();
+  const base = await local.put({ _id: 'mine-conflict', side: 'base' });
+  const h = base.rev.split('-')[1];
+  await local.bulkDocs([
+    { _id: 'mine-conflict', _rev: '2-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', _revisions: { start: 2, ids: ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', h] }, side: 'a' },
+    { _id: 'mine-conflict', _rev: '2-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', _revisions: { start: 2, ids: ['bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', h] }, side: 'b' },
+  ], { new_edits: false });
+  const result = await local.replicate.to(remote);
+  await report(local, result, ['mine-1', 'mine-att', 'mine-conflict']);
+}
+
+// Prints the replication's counters and every leaf of `ids` in `local`.
+async function report(local, result, ids) {
   const docs = {};
   for (const id of ids) {
     const leaves = await local.get(id, { open_revs: 'all', revs: true });
@@ -52,6 +60,23 @@ async function main() {
     doc_write_failures: result.doc_write_failures,
     docs,
   }) + '\n');
+}
+
+async function main() {
+  const source = process.argv[2];
+  if (!source) throw new Error('usage: pouch-replicate.js URL [--live-until ID | --push-own]');
+  const local = new PouchDB('copy', { adapter: 'memory' });
+  const remote = new PouchDB(source, {
+    fetch: (url, opts) => PouchDB.fetch(url, opts).then((r) => {
+      if (!r.ok) console.error(`${(opts && opts.method) || 'GET'} ${url}: ${r.status}`);
+      return r;
+    }),
+  });
+  if (process.argv[3] === '--live-until') return liveUntil(local, remote, process.argv[4]);
+  if (process.argv[3] === '--push-own') return pushOwn(local, remote);
+  const result = await local.replicate.from(remote, { batch_size: 20 });
+  const feed = await local.changes({ style: 'all_docs' });
+  await report(local, result, [...new Set(feed.results.map((r) => r.id))].sort());
 }
 
 main().catch((e) => {
