@@ -1248,3 +1248,120 @@ async fn killed_rebuild_carries_every_local_write_once() {
     tally.assert_mostly_mid();
     eprintln!("crash: carry-over: the test took {:?}", started.elapsed());
 }
+
+/// Writes a client sends through `settee serve` (issue 21): in turn a
+/// `PUT` (a local write) and a `_bulk_docs` with `new_edits: false` (a
+/// revision pushed by a replicator).
+const SERVE_WRITES: usize = 400;
+
+/// A `settee serve` process on a free port and the URL of its database.
+fn start_serve(dir: &Path) -> (std::process::Child, String) {
+    let mut child = settee_cmd(&["serve", path_str(dir), "--port", "0", "--name", "db"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start settee serve");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving ")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    (child, url.to_owned())
+}
+
+/// Sends the writes, recording each one answered 201 in `told` (the
+/// client's promise from the server); stops at the first failure (the
+/// server is gone). True when it sent them all.
+async fn serve_client(
+    url: String,
+    prefix: String,
+    told: Arc<Mutex<Vec<(String, String)>>>,
+) -> bool {
+    let client = reqwest::Client::new();
+    for i in 0..SERVE_WRITES {
+        let id = format!("{prefix}{i:04}");
+        let (request, rev) = if i % 2 == 0 {
+            (
+                client.put(format!("{url}/{id}")).json(&json!({"n": i})),
+                None,
+            )
+        } else {
+            let hash = format!("{:032x}", (i as u128) << 64 | 0xabcdef);
+            let doc = json!({"_id": id, "_rev": format!("1-{hash}"),
+                "_revisions": {"start": 1, "ids": [hash]}, "n": i});
+            let body = json!({"docs": [doc], "new_edits": false});
+            (
+                client.post(format!("{url}/_bulk_docs")).json(&body),
+                Some(format!("1-{hash}")),
+            )
+        };
+        let Ok(resp) = request.send().await else {
+            return false;
+        };
+        if resp.status() != 201 {
+            return false;
+        }
+        let Ok(answer) = resp.json::<Value>().await else {
+            return false;
+        };
+        let rev = match rev {
+            Some(rev) if answer == json!([]) => rev,
+            Some(_) => panic!("{id}: refused: {answer}"),
+            None => answer["rev"].as_str().expect("rev").to_owned(),
+        };
+        told.lock().unwrap().push((id, rev));
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_serve_loses_no_acknowledged_write() {
+    let _turn = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        drop(Replica::open(&dir, ReplicaConfig::default()).expect("create"));
+        dir
+    };
+    // One whole run first: how long the writes take.
+    let (mut server, url) = start_serve(&fresh("measured"));
+    let started = Instant::now();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    assert!(serve_client(url, "m-".into(), told.clone()).await);
+    let measured = started.elapsed();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut tally = Tally::new("serve writes", measured);
+    for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
+        let dir = fresh(&format!("r-{round}"));
+        let (mut server, url) = start_serve(&dir);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let client = tokio::spawn(serve_client(url, format!("w{round}-"), told.clone()));
+        tokio::time::sleep(measured.mul_f64(fraction)).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let finished = client.await.unwrap();
+        let told = told.lock().unwrap().clone();
+        tally.record(
+            fraction,
+            !finished && !told.is_empty(),
+            format!("{} of {SERVE_WRITES} writes acknowledged", told.len()),
+        );
+        let what = format!("round {round}");
+        check_clean(&dir, &[], &what);
+        let replica = Replica::open(&dir, ReplicaConfig::default()).expect("reopens");
+        check_store_invariants(&replica);
+        let owed = owed_ids(&replica);
+        for (id, rev) in &told {
+            let leaves = replica.leaves(id).unwrap();
+            assert!(
+                leaves.iter().any(|l| l.rev.to_string() == *rev),
+                "{what}: acknowledged {id} {rev} is lost"
+            );
+            assert!(owed.contains(id), "{what}: {id} is not queued for the push");
+        }
+    }
+    tally.assert_mostly_mid();
+}
