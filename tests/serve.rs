@@ -635,3 +635,38 @@ async fn pouchdb_pushes_its_edits_into_serve_and_the_outbox_takes_them_upstream(
         b"hello from pouch".to_vec()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_replicator_copies_a_served_replica() {
+    let db = TestDb::seeded("serve-src", CORPUS).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("copy")).await;
+    let replicate = |source: String, target: &TestDb| {
+        let body = json!({"source": source, "target": target.url()});
+        http(
+            reqwest::Method::POST,
+            format!("{}/_replicate", server().authed_base()),
+            Some(body),
+        )
+    };
+    let (from_settee, from_server) = (
+        TestDb::new("serve-target").await,
+        TestDb::new("serve-reference").await,
+    );
+    for (source, target) in [
+        (format!("http://{addr}/copy"), &from_settee),
+        (db.url(), &from_server),
+    ] {
+        let (status, answer) = replicate(source, target).await;
+        assert_eq!((status, &answer["ok"]), (200, &json!(true)), "{answer}");
+    }
+    // The server's replicator makes from settee's endpoint what it makes
+    // from the upstream database itself (its replicator restamps `revpos`
+    // of the attachments it fetches, from either source).
+    let got = from_settee.server_dump().await;
+    assert_same_dump(&got, &from_server.server_dump().await);
+    assert_eq!(got.len(), db.server_dump().await.len());
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
