@@ -670,3 +670,78 @@ async fn the_servers_own_replicator_copies_a_served_replica() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// `tests/support/pouch-query.js` against `url` with `reads`.
+fn pouch_reads(url: &str, reads: &Value) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("node")
+        .arg(server::repo_root().join("tests/support/pouch-query.js"))
+        .arg(url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(reads.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pouchdbs_query_and_find_answer_from_serve_as_from_the_server() {
+    let (db, _dir, replica) = crate::go_course::course("serve-reads").await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let q =
+        |view: &str, options: Value| json!({"query": format!("{view}/{view}"), "options": options});
+    let reads = json!([
+        q("elo", json!({"limit": 5, "startkey": 1000, "descending": true})),
+        q("elo", json!({"startkey": 990, "endkey": 1010, "limit": 10, "skip": 20})),
+        q("elo", json!({"limit": 1, "descending": true, "startkey": 100000, "include_docs": true})),
+        q("getTags", json!({"limit": 3})),
+        q("getTags", json!({"keys": ["no-such-card"]})),
+        q("cardsByInexperience", json!({"limit": 25})),
+        q("nope", json!({})),
+        {"find": {"selector": {"docType": "CARD"}, "limit": 50}},
+        {"find": {"selector": {"docType": "DISPLAYABLE_DATA", "data.0.data": {"$regex": ".*goroutine.*"}}, "limit": 25}},
+        {"find": {"selector": {"docType": "CARD"}, "fields": ["_id", "elo"], "limit": 5}},
+    ]);
+    let from_settee = pouch_reads(&format!("http://{addr}/course"), &reads);
+    let from_server = pouch_reads(&db.url(), &reads);
+    assert_eq!(from_settee.len(), reads.as_array().unwrap().len());
+    for ((read, got), want) in reads
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&from_settee)
+        .zip(&from_server)
+    {
+        // The rows and documents; not `warning`s or index details, which
+        // differ between the servers' Mango planners.
+        for field in ["rows", "total_rows", "docs", "error", "status"] {
+            assert_eq!(got.get(field), want.get(field), "{read}: {field}");
+        }
+    }
+    assert_eq!(from_settee[0]["rows"].as_array().unwrap().len(), 5);
+    for (i, got) in from_settee.iter().enumerate() {
+        match i {
+            6 => assert_eq!(got["status"], 404, "a missing design doc"),
+            _ => assert!(got.get("error").is_none(), "read {i}: {got}"),
+        }
+    }
+    assert!(
+        !from_settee[8]["docs"].as_array().unwrap().is_empty(),
+        "goroutine cards"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
