@@ -7,13 +7,7 @@
 //   node tests/support/pouch-query.js http://127.0.0.1:PORT/db < reads.json
 'use strict';
 const fs = require('fs');
-const path = require('path');
-const nm = path.join(__dirname, '..', '..', 'scripts', 'pouchdb-server', 'node_modules');
-const load = (name) => require(path.join(nm, name));
-const PouchDB = load('pouchdb-core')
-  .plugin(load('pouchdb-adapter-http'))
-  .plugin(load('pouchdb-mapreduce'))
-  .plugin(load('pouchdb-find'));
+const PouchDB = require('./pouch')('pouchdb-mapreduce', 'pouchdb-find');
 
 async function main() {
   const db = new PouchDB(process.argv[2]);

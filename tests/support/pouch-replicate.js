@@ -6,13 +6,7 @@
 //
 //   node tests/support/pouch-replicate.js http://127.0.0.1:PORT/db
 'use strict';
-const path = require('path');
-const nm = path.join(__dirname, '..', '..', 'scripts', 'pouchdb-server', 'node_modules');
-const load = (name) => require(path.join(nm, name));
-const PouchDB = load('pouchdb-core')
-  .plugin(load('pouchdb-adapter-http'))
-  .plugin(load('pouchdb-adapter-memory'))
-  .plugin(load('pouchdb-replication'));
+const PouchDB = require('./pouch')('pouchdb-adapter-memory', 'pouchdb-replication');
 
 // --live-until ID: a live replication instead, until document ID arrives
 // (at most 30 s); prints {"arrived": true|false}.
