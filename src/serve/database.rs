@@ -21,6 +21,22 @@ pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answ
         },
         ["_all_docs"] => get_or_post(req, || all_docs(served, req)),
         ["_find"] => post(req, || find(served, req)),
+        ["_explain"] => post(req, || {
+            ok(served
+                .query
+                .explain(&FindRequest::from_json(req.json()?)?)?)
+        }),
+        ["_index"] => match req.method {
+            Method::GET | Method::HEAD => ok(served.query.indexes()?),
+            Method::POST => ok(served.query.create_index(&req.json()?)?),
+            _ => Err(HttpError::method_not_allowed("GET,HEAD,POST")),
+        },
+        ["_index", ddoc, "json", name] | ["_index", "_design", ddoc, "json", name] => {
+            match req.method {
+                Method::DELETE => ok(served.query.delete_index(ddoc, name)?),
+                _ => Err(HttpError::method_not_allowed("DELETE")),
+            }
+        }
         ["_revs_diff"] => post(req, || revs_diff(served, req)),
         ["_bulk_get"] => post(req, || bulk_get(served, req)),
         ["_bulk_docs"] => match req.method {
@@ -131,8 +147,8 @@ async fn changes(served: &Served, req: &Request) -> Answered {
     }
     let mut results = Vec::new();
     let mut last_seq = since;
-    let mut changes = served.replica.changes(since);
-    for change in changes.by_ref() {
+    let mut cut = false;
+    for change in served.replica.changes(since) {
         let change = change?;
         last_seq = change.seq;
         let info = change.doc;
@@ -158,11 +174,18 @@ async fn changes(served: &Served, req: &Request) -> Answered {
         }
         results.push(row);
         if results.len() >= limit {
+            cut = true;
             break;
         }
     }
-    // What a `limit` left for the next page: counted, not read.
-    let pending = changes.count();
+    // What a `limit` left for the next page, estimated as CouchDB 2+ does:
+    // the sequences after the last row (an upper bound: a document changed
+    // twice holds one of them). Counting the index would cost a walk of
+    // the rest of it per page.
+    let pending = match cut {
+        true => served.replica.update_seq()?.saturating_sub(last_seq),
+        false => 0,
+    };
     ok(json!({"results": results, "last_seq": last_seq, "pending": pending}))
 }
 
