@@ -24,7 +24,10 @@ mod attachment;
 mod batch;
 mod checkpoint;
 mod doc;
+// Revisions a client pushes into `settee serve`: only `serve` takes them.
+#[cfg(feature = "serve")]
 mod pushed;
+#[cfg(feature = "serve")]
 pub(crate) use pushed::pushed_revision;
 mod retry_mode;
 
