@@ -828,22 +828,17 @@ fn spawn_fetches(
     let (tx, rx) = mpsc::channel::<FetchTask>(config.batches_limit);
     let permits = Arc::new(Semaphore::new(config.batches_limit));
     let carried = Arc::new(Semaphore::new(CARRIED_BUDGET_KIB as usize));
-    let pages: futures::stream::BoxStream<'static, _> = match (config.mode, config.feed) {
-        (PullMode::Live { heartbeat }, _) => Box::pin(ctx.remote.changes_stream(
-            since,
-            config.batch_size,
-            query,
-            Some(Live { heartbeat }),
-        )),
-        (PullMode::OneShot, Feed::Streamed) => {
-            Box::pin(
-                ctx.remote
-                    .changes_stream(since, config.batch_size, query, None),
-            )
-        }
-        (PullMode::OneShot, Feed::Paged) => {
-            Box::pin(ctx.remote.changes_pages(since, config.batch_size, query))
-        }
+    let live = match config.mode {
+        PullMode::Live { heartbeat } => Some(Live { heartbeat }),
+        PullMode::OneShot => None,
+    };
+    // A live pull always reads the streamed feed, which goes on after its end.
+    let pages: futures::stream::BoxStream<'static, _> = match (live, config.feed) {
+        (None, Feed::Paged) => Box::pin(ctx.remote.changes_pages(since, config.batch_size, query)),
+        (live, _) => Box::pin(
+            ctx.remote
+                .changes_stream(since, config.batch_size, query, live),
+        ),
     };
     let ctx = ctx.clone();
     let producer = AbortOnDrop(tokio::spawn(async move {

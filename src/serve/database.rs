@@ -14,7 +14,10 @@ type Answered = Result<Answer, HttpError>;
 
 pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answered {
     match rest {
-        [] => only_get(req, || info(served).unwrap_or_else(|e| e.to_body())),
+        [] => match req.method {
+            Method::GET | Method::HEAD => ok(info(served)?),
+            _ => Err(HttpError::method_not_allowed("GET,HEAD")),
+        },
         ["_changes"] => match req.method {
             Method::GET | Method::POST | Method::HEAD => changes(served, req).await,
             _ => Err(HttpError::method_not_allowed("GET,HEAD,POST")),
@@ -66,12 +69,6 @@ fn post(req: &Request, answer: impl FnOnce() -> Answered) -> Answered {
     match req.method {
         Method::POST => answer(),
         _ => Err(HttpError::method_not_allowed("POST")),
-    }
-}
-
-impl HttpError {
-    fn to_body(&self) -> Value {
-        json!({"error": self.error, "reason": self.reason})
     }
 }
 
