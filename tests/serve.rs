@@ -439,6 +439,74 @@ async fn credentials_are_required_when_set_and_elsewhere_than_loopback() {
     )
     .await;
     assert_eq!(status, 401);
+
+    // A cookie session, as a browser's PouchDB logs in: a wrong password
+    // is 401 and no cookie; the right one (JSON or a form) a cookie that
+    // opens the database until the session is deleted.
+    let client = reqwest::Client::new();
+    let login = |body: reqwest::RequestBuilder| async move { body.send().await.unwrap() };
+    let wrong = login(
+        client
+            .post(format!("http://{addr}/_session"))
+            .json(&json!({"name": "app", "password": "nope"})),
+    )
+    .await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    for form in [false, true] {
+        let post = client.post(format!("http://{addr}/_session"));
+        let post = match form {
+            true => post.form(&[("name", "app"), ("password", "s3cret")]),
+            false => post.json(&json!({"name": "app", "password": "s3cret"})),
+        };
+        let ok = login(post).await;
+        assert_eq!(ok.status(), 200);
+        let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.starts_with("AuthSession=") && cookie.contains("HttpOnly"),
+            "{cookie}"
+        );
+        let token = cookie.split(';').next().unwrap().to_owned();
+        let with_cookie = |method: reqwest::Method, path: &str| {
+            client
+                .request(method, format!("http://{addr}/{path}"))
+                .header("cookie", &token)
+                .send()
+        };
+        assert_eq!(
+            with_cookie(reqwest::Method::GET, "db")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let me: Value = with_cookie(reqwest::Method::GET, "_session")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["userCtx"]["name"], "app");
+        assert_eq!(me["info"]["authenticated"], "cookie");
+        let out = with_cookie(reqwest::Method::DELETE, "_session")
+            .await
+            .unwrap();
+        assert_eq!(out.status(), 200);
+        assert_eq!(
+            with_cookie(reqwest::Method::GET, "db")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    let forged = client
+        .get(format!("http://{addr}/db"))
+        .header("cookie", "AuthSession=0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
@@ -742,6 +810,363 @@ async fn pouchdbs_query_and_find_answer_from_serve_as_from_the_server() {
         !from_settee[8]["docs"].as_array().unwrap().is_empty(),
         "goroutine cards"
     );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// Reads a streamed answer chunk by chunk until `done` says the text so
+/// far is enough (or 10 s pass): what a feed sent, and when.
+async fn read_stream(
+    url: String,
+    done: impl Fn(&str) -> bool,
+) -> (reqwest::StatusCode, String, Option<String>) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut resp = resp;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done(&text) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(e)) => panic!("the feed broke: {e}"),
+        }
+    }
+    (status, text, content_type)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_feed_type_and_filter_streams_as_couchdbs_does() {
+    let db = TestDb::seeded("serve-feeds", CORPUS).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let base = format!("http://{addr}/course");
+    let ids = |feed: &Value| -> Vec<String> {
+        feed["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{feed}"))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Normal, then descending: the same rows, newest first.
+    let (_, normal) = http(reqwest::Method::GET, format!("{base}/_changes"), None).await;
+    let (_, desc) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?descending=true"),
+        None,
+    )
+    .await;
+    let mut reversed = ids(&normal);
+    reversed.reverse();
+    assert_eq!(ids(&desc), reversed);
+    let (_, newest) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?descending=true&limit=1"),
+        None,
+    )
+    .await;
+    assert_eq!(newest["last_seq"], json!(replica.update_seq().unwrap()));
+
+    // `_selector` lists what the server's own filtered feed lists.
+    let selector = json!({"docType": "TAG"});
+    let (status, mine) = http(
+        reqwest::Method::POST,
+        format!("{base}/_changes?filter=_selector"),
+        Some(json!({ "selector": selector })),
+    )
+    .await;
+    assert_eq!(status, 200, "{mine}");
+    let theirs = db
+        .get_json(&format!(
+            "_changes?filter=_selector&selector={}",
+            enc(&selector.to_string())
+        ))
+        .await;
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert!(ids(&mine).len() >= 5, "{mine}");
+    assert_eq!(sorted(ids(&mine)), sorted(ids(&theirs)));
+    // `_view`: the documents the view's map emits for.
+    let (_, mapped) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?filter=_view&view=extras/byDocType"),
+        None,
+    )
+    .await;
+    let (_, rows) = http(
+        reqwest::Method::GET,
+        format!("{base}/_design/extras/_view/byDocType"),
+        None,
+    )
+    .await;
+    let mut emitted: Vec<String> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    emitted.dedup();
+    assert!(!emitted.is_empty());
+    assert_eq!(sorted(ids(&mapped)), sorted(emitted));
+    let (status, _) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?filter=_view&view=extras/nope"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?filter=extras/by_js"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Continuous: the backlog a row per line, then heartbeats while
+    // nothing changes, then a write as it commits, then (limit) the end.
+    let now = replica.update_seq().unwrap();
+    let backlog = replica.changes(now - 3).count();
+    let feed = tokio::spawn(read_stream(
+        format!(
+            "{base}/_changes?feed=continuous&since={}&heartbeat=200&limit={}",
+            now - 3,
+            backlog + 1
+        ),
+        |t| t.contains("last_seq"),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    replica
+        .put("while-streaming", json!({"n": 1}))
+        .await
+        .unwrap();
+    let (status, text, content_type) = feed.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let lines: Vec<&str> = text.split('\n').collect();
+    let rows: Vec<Value> = lines
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(rows.len(), backlog + 2, "{text}");
+    assert_eq!(rows[backlog]["id"], "while-streaming");
+    assert_eq!(
+        rows[backlog + 1],
+        json!({"last_seq": replica.update_seq().unwrap(), "pending": 0})
+    );
+    assert!(
+        lines.iter().filter(|l| l.is_empty()).count() >= 3,
+        "heartbeats while idle: {text:?}"
+    );
+    // A continuous feed with a timeout and no change ends by itself.
+    let (_, text, _) = read_stream(
+        format!("{base}/_changes?feed=continuous&since=now&timeout=300"),
+        |t| t.contains("last_seq"),
+    )
+    .await;
+    let end: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(end["last_seq"], json!(replica.update_seq().unwrap()));
+
+    // Eventsource: `data:`/`id:` events, heartbeats as their own event.
+    let events = tokio::spawn(read_stream(
+        format!("{base}/_changes?feed=eventsource&since=now&heartbeat=200&timeout=1500"),
+        |t| t.matches("event: heartbeat").count() >= 2 && t.contains("id: "),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written = replica.put("as-an-event", json!({"n": 2})).await.unwrap();
+    let (_, text, content_type) = events.await.unwrap();
+    assert_eq!(content_type.as_deref(), Some("text/event-stream"));
+    let event = text
+        .split("\n\n")
+        .find(|e| e.starts_with("data: "))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let (data, id) = event.split_once("\nid: ").unwrap();
+    let row: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(row["id"], "as-an-event");
+    assert_eq!(id, written.seq.to_string());
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_by_url_stream_with_ranges_and_are_written_as_documents() {
+    let db = TestDb::seeded("serve-atts", CORPUS).await;
+    let (_d, replica) = temp_replica();
+    pull(&replica, &db.remote(), 50, 2).await;
+    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let base = format!("http://{addr}/course");
+    let client = reqwest::Client::new();
+
+    // Every attachment the replica holds reads back byte for byte as the
+    // server sends it, whole and by range, tagged with its digest.
+    let doc = Query::open(&replica)
+        .unwrap()
+        .get("x-att-binary", &GetOptions::default())
+        .unwrap();
+    let (name, stub) = doc["_attachments"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let url = format!("{base}/x-att-binary/{}", enc_att(name));
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", stub["digest"].as_str().unwrap()));
+    assert_eq!(
+        whole.headers()["content-type"].to_str().unwrap(),
+        stub["content_type"].as_str().unwrap()
+    );
+    let bytes = whole.bytes().await.unwrap();
+    let theirs = reqwest::get(format!("{}/x-att-binary/{}", db.url(), enc_att(name)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes, theirs);
+    assert!(bytes.len() > 6);
+    let part = client
+        .get(&url)
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 2-5/{}", bytes.len())
+    );
+    assert_eq!(part.bytes().await.unwrap(), bytes[2..=5]);
+    let beyond = client
+        .get(&url)
+        .header("range", format!("bytes={}-", bytes.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+    let cached = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    // A document is tagged with its revision.
+    let got = client
+        .get(format!("{base}/x-att-binary"))
+        .send()
+        .await
+        .unwrap();
+    let rev = got.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    assert_eq!(rev, doc["_rev"].as_str().unwrap());
+    let cached = client
+        .get(format!("{base}/x-att-binary"))
+        .header("if-none-match", format!("\"{rev}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    // Written by URL: a large attachment (stored in its own file) on a
+    // new document, read back across piece boundaries; then deleted.
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let put = client
+        .put(format!("{base}/by-url/big.bin"))
+        .header("content-type", "application/x-test")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let put: Value = put.json().await.unwrap();
+    let rev1 = put["rev"].as_str().unwrap().to_owned();
+    let again = client
+        .put(format!("{base}/by-url/other.txt"))
+        .body("no rev")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "an existing document needs its rev");
+    let back = client
+        .get(format!("{base}/by-url/big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.headers()["content-type"], "application/x-test");
+    assert_eq!(back.bytes().await.unwrap(), big);
+    let middle = client
+        .get(format!("{base}/by-url/big.bin"))
+        .header("range", "bytes=65000-700000")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(middle, big[65000..=700000]);
+    let second = client
+        .put(format!("{base}/by-url/note.txt?rev={rev1}"))
+        .header("content-type", "text/plain")
+        .body("a note")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 201);
+    let rev2: Value = second.json().await.unwrap();
+    let doc = Query::open(&replica)
+        .unwrap()
+        .get("by-url", &GetOptions::default())
+        .unwrap();
+    assert_eq!(doc["_rev"], rev2["rev"]);
+    assert_eq!(doc["_attachments"].as_object().unwrap().len(), 2, "{doc}");
+    let removed = client
+        .delete(format!(
+            "{base}/by-url/big.bin?rev={}",
+            rev2["rev"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let gone = client
+        .get(format!("{base}/by-url/big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(
+        client
+            .get(format!("{base}/by-url/note.txt"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "a note"
+    );
+    // Each write went to the outbox for the push.
+    assert!(replica.outbox().len().unwrap() >= 3);
+    assert!(replica.check().unwrap().is_ok());
+
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }

@@ -63,6 +63,7 @@ pub use reduce::ReducedRow;
 pub use view::ViewResponse;
 pub use warm::{QueryWarm, ViewFailure};
 
+pub(crate) use mango::Selector;
 pub use mango::{ExecutionStats, FindRequest, FindResponse, DEFAULT_LIMIT};
 
 use crate::store::Replica;
@@ -131,6 +132,12 @@ impl Query {
     /// Blocking: from async code call it in `spawn_blocking`.
     pub fn warm(&self) -> Result<QueryWarm, QueryError> {
         warm::warm(&self.replica, self.limits)
+    }
+
+    /// View `view` of design document `ddoc` as a map function, for a
+    /// changes feed's `filter=_view`.
+    pub(crate) fn map_of(&self, ddoc: &str, view: &str) -> Result<View, QueryError> {
+        view::map_of(&self.replica, self.limits, ddoc, view)
     }
 
     /// The index-engine views of the replica's design documents (for

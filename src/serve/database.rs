@@ -19,7 +19,7 @@ pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answ
             _ => Err(HttpError::method_not_allowed("GET,HEAD")),
         },
         ["_changes"] => match req.method {
-            Method::GET | Method::POST | Method::HEAD => changes(served, req).await,
+            Method::GET | Method::POST | Method::HEAD => super::changes::changes(served, req).await,
             _ => Err(HttpError::method_not_allowed("GET,HEAD,POST")),
         },
         ["_all_docs"] => get_or_post(req, || all_docs(served, req)),
@@ -86,137 +86,6 @@ fn info(served: &Served) -> Result<Value, HttpError> {
         "sizes": {"file": r.size_on_disk()?, "external": 0, "active": 0},
         "props": {},
     }))
-}
-
-/// The longest a long poll waits for a change before it answers with
-/// none (the client asks again).
-const LONGPOLL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The changes feed, `feed=normal` or `longpoll`: `since`, `limit`,
-/// `style=all_docs`, `include_docs`, `conflicts`, `doc_ids` (POST body or
-/// `filter=_doc_ids`); `descending` is refused. A long poll with nothing
-/// after `since` waits for the next commit (a pull, a local write), at
-/// most `timeout` (or `heartbeat`, or 60 s), then answers as the normal
-/// feed; it sends no heartbeat bytes while it waits.
-async fn changes(served: &Served, req: &Request) -> Answered {
-    let feed = req.param("feed").unwrap_or_else(|| "normal".to_owned());
-    if feed != "normal" && feed != "longpoll" {
-        return Err(HttpError::bad_request(format!(
-            "feed={feed} is not served yet; use feed=normal or feed=longpoll"
-        )));
-    }
-    if req.param("descending").as_deref() == Some("true") {
-        return Err(HttpError::bad_request("descending is not served yet"));
-    }
-    let since = match req.param("since").as_deref() {
-        None | Some("0") | Some("") => 0,
-        Some("now") => served.replica.update_seq()?,
-        Some(s) => s.trim_matches('"').parse::<u64>().map_err(|_| {
-            HttpError::bad_request(format!(
-                "Malformed sequence supplied in 'since' parameter: {s}"
-            ))
-        })?,
-    };
-    let limit = match req.param("limit") {
-        None => usize::MAX,
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| HttpError::bad_request("limit must be a positive integer"))?
-            .max(1),
-    };
-    if feed == "longpoll" {
-        let millis = |key| req.param(key).and_then(|v| v.parse::<u64>().ok());
-        let wait = millis("timeout")
-            .or_else(|| millis("heartbeat"))
-            .map_or(LONGPOLL_MAX, std::time::Duration::from_millis)
-            .min(LONGPOLL_MAX);
-        let mut seq = served.replica.watch_update_seq();
-        // Nothing after `since` yet: wait for a commit, or the time out.
-        let _ = tokio::time::timeout(wait, seq.wait_for(|s| *s > since)).await;
-    }
-    let all_docs = req.param("style").as_deref() == Some("all_docs");
-    let include_docs = req.param("include_docs").as_deref() == Some("true");
-    let conflicts = req.param("conflicts").as_deref() == Some("true");
-    let doc_ids = doc_ids_of(req)?;
-    let mut get = GetOptions::default().deleted(true).conflicts(conflicts);
-    if req.param("attachments").as_deref() == Some("true") {
-        get = get.attachments(true);
-    }
-    let mut results = Vec::new();
-    let mut last_seq = since;
-    let mut cut = false;
-    for change in served.replica.changes(since) {
-        let change = change?;
-        last_seq = change.seq;
-        let info = change.doc;
-        if doc_ids.as_ref().is_some_and(|ids| !ids.contains(&info.id)) {
-            continue;
-        }
-        let revs: Vec<Value> = if all_docs {
-            served
-                .replica
-                .leaves(&info.id)?
-                .iter()
-                .map(|l| json!({"rev": l.rev.to_string()}))
-                .collect()
-        } else {
-            vec![json!({"rev": info.rev.to_string()})]
-        };
-        let mut row = json!({"seq": change.seq, "id": info.id, "changes": revs});
-        if info.deleted {
-            row["deleted"] = json!(true);
-        }
-        if include_docs {
-            row["doc"] = served.query.get(&info.id, &get)?;
-        }
-        results.push(row);
-        if results.len() >= limit {
-            cut = true;
-            break;
-        }
-    }
-    // What a `limit` left for the next page, estimated as CouchDB 2+ does:
-    // the sequences after the last row (an upper bound: a document changed
-    // twice holds one of them). Counting the index would cost a walk of
-    // the rest of it per page.
-    let pending = match cut {
-        true => served.replica.update_seq()?.saturating_sub(last_seq),
-        false => 0,
-    };
-    ok(json!({"results": results, "last_seq": last_seq, "pending": pending}))
-}
-
-/// `doc_ids` from a POST body or the query (`filter=_doc_ids`).
-fn doc_ids_of(req: &Request) -> Result<Option<Vec<String>>, HttpError> {
-    let from_body = if req.method == Method::POST && !req.body.is_empty() {
-        req.json()?.get("doc_ids").cloned()
-    } else {
-        None
-    };
-    let given = match from_body {
-        Some(v) => Some(v),
-        None => req
-            .param("doc_ids")
-            .map(|s| serde_json::from_str::<Value>(&s))
-            .transpose()
-            .map_err(|e| HttpError::bad_request(format!("doc_ids is not JSON: {e}")))?,
-    };
-    match given {
-        None => Ok(None),
-        Some(Value::Array(ids)) => ids
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                other => Err(HttpError::bad_request(format!(
-                    "a doc id must be a string: {other}"
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(HttpError::bad_request(format!(
-            "`doc_ids` filter parameter is not a list of doc ids: {other}"
-        ))),
-    }
 }
 
 fn all_docs(served: &Served, req: &Request) -> Answered {

@@ -25,10 +25,13 @@ pub(super) async fn route(served: &Served, req: &Request, rest: &[&str]) -> Answ
         ["_local", id @ ..] if !id.is_empty() => local(served, req, &id.join("/")).await,
         ["_design", ddoc] => document(served, req, &format!("_design/{ddoc}")).await,
         ["_design", ddoc, name @ ..] => {
-            attachment(served, req, &format!("_design/{ddoc}"), &name.join("/"))
+            let id = format!("_design/{ddoc}");
+            super::attachment::route(served, req, &id, &name.join("/")).await
         }
         [id] if !id.starts_with('_') => document(served, req, id).await,
-        [id, name @ ..] if !id.starts_with('_') => attachment(served, req, id, &name.join("/")),
+        [id, name @ ..] if !id.starts_with('_') => {
+            super::attachment::route(served, req, id, &name.join("/")).await
+        }
         [id] => Err(HttpError::bad_request(format!(
             "Only reserved document ids may start with underscore: {id}"
         ))),
@@ -40,7 +43,18 @@ async fn document(served: &Served, req: &Request, id: &str) -> Answered {
     match req.method {
         Method::GET | Method::HEAD => {
             let options = GetOptions::from_query_string(&req.query)?;
-            ok(served.query.get(id, &options)?)
+            let doc = served.query.get(id, &options)?;
+            // One revision (not `open_revs`' list): its ETag is the rev.
+            match doc.get("_rev").and_then(Value::as_str) {
+                Some(rev) => {
+                    let etag = format!("\"{rev}\"");
+                    if req.header(axum::http::header::IF_NONE_MATCH) == Some(etag.as_str()) {
+                        return Ok(Answer::NotModified { etag });
+                    }
+                    Ok(Answer::Tagged { body: doc, etag })
+                }
+                None => ok(doc),
+            }
         }
         Method::PUT => {
             let mut doc = req.json()?;
@@ -74,41 +88,6 @@ async fn document(served: &Served, req: &Request, id: &str) -> Answered {
         }
         _ => Err(HttpError::method_not_allowed("DELETE,GET,HEAD,PUT")),
     }
-}
-
-/// `GET /{db}/{id}/{name}` (`rev` optional): the attachment's bytes, with
-/// its content type. Read whole: a streamed answer with `Range` is still to
-/// come.
-fn attachment(served: &Served, req: &Request, id: &str, name: &str) -> Answered {
-    if !matches!(req.method, Method::GET | Method::HEAD) {
-        return Err(HttpError::method_not_allowed("GET,HEAD"));
-    }
-    let mut options = GetOptions::default();
-    if let Some(rev) = req.param("rev") {
-        let rev = rev
-            .parse::<Rev>()
-            .map_err(|e| HttpError::bad_request(format!("Invalid rev format: {e}")))?;
-        options = options.rev(rev);
-    }
-    let doc = served.query.get(id, &options)?;
-    let stub = doc
-        .get("_attachments")
-        .and_then(|a| a.get(name))
-        .ok_or_else(|| HttpError::not_found("Document is missing attachment"))?;
-    let digest = stub.get("digest").and_then(Value::as_str).unwrap_or("");
-    let bytes = served
-        .replica
-        .attachment(digest)?
-        .ok_or_else(|| HttpError::not_found("Document is missing attachment"))?;
-    let content_type = stub
-        .get("content_type")
-        .and_then(Value::as_str)
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    Ok(Answer::Bytes {
-        content_type,
-        bytes,
-    })
 }
 
 /// `_bulk_docs`. With `new_edits: true` (the default) each document is a
@@ -213,7 +192,7 @@ fn answer_write(status: StatusCode, id: &str, rev: &Rev) -> Answered {
 
 /// A local write's error as CouchDB says it: a stale or missing `_rev` is
 /// 409, a body that is no document 400.
-fn write_error(e: StoreError) -> HttpError {
+pub(super) fn write_error(e: StoreError) -> HttpError {
     match e {
         StoreError::Conflict { .. } => HttpError::new(
             StatusCode::CONFLICT,

@@ -10,6 +10,8 @@ pub(crate) struct HttpError {
     pub(crate) status: StatusCode,
     pub(crate) error: String,
     pub(crate) reason: String,
+    /// `Content-Range` of a 416: the attachment's length.
+    pub(crate) content_range: Option<String>,
 }
 
 impl HttpError {
@@ -18,6 +20,7 @@ impl HttpError {
             status,
             error: error.to_owned(),
             reason: reason.into(),
+            content_range: None,
         }
     }
 
@@ -74,6 +77,15 @@ impl From<crate::StoreError> for HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = json!({"error": self.error, "reason": self.reason});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(range) = self
+            .content_range
+            .and_then(|r| axum::http::HeaderValue::from_str(&r).ok())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_RANGE, range);
+        }
+        response
     }
 }

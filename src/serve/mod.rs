@@ -2,9 +2,11 @@
 //! PouchDB, a CouchDB replicator, scripts and admin tools.
 //!
 //! ```text
-//!  HTTP (axum/hyper) ─► auth ─► route (path segments, raw) ─► database.rs  _changes, _all_docs, _find, views,
-//!                                                             │            _revs_diff, _bulk_get, info
-//!                                                             └► document.rs GET/PUT/DELETE docs, _local docs
+//!  HTTP (axum/hyper) ─► auth.rs ─► route (path segments, raw) ─► database.rs  _all_docs, _find, views,
+//!                                                                │            _revs_diff, _bulk_get, info
+//!                                                                ├► changes.rs   the feed, streamed
+//!                                                                ├► document.rs  GET/PUT/DELETE docs, _local docs
+//!                                                                └► attachment.rs by URL, ranges
 //! ```
 //!
 //! It sits above the store and the query engine and answers from them;
@@ -13,16 +15,20 @@
 //! document id may hold `/` (`_design/x`, `a%2Fb`), and CouchDB keeps the
 //! slash of `_design/` and `_local/` ids unencoded.
 //!
-//! What this first slice answers: `GET /`, `/_up`, `/_all_dbs`, `/_uuids`;
-//! `GET /{db}`, `_changes` (normal and long-poll), `_all_docs`, `_find`,
-//! `_design/{d}/_view/{v}`, `_revs_diff`, `_bulk_get`,
-//! `_ensure_full_commit`; `GET`/`PUT`/`DELETE /{db}/{id}` and
-//! `_bulk_docs` (writes are local writes: new revisions, queued upstream)
-//! and `_local` documents; `_bulk_docs` with `new_edits: false` merges a
-//! client's own revisions as replicated ones, queued upstream in the same
-//! commit. Attachments by URL are read whole. Continuous feeds are not
-//! served yet (CouchDB's 400).
+//! What it answers: `GET /`, `/_up`, `/_all_dbs`, `/_uuids`, `/_session`
+//! (Basic and cookie sessions, `auth.rs`); `GET /{db}`, `_changes` in every
+//! feed type, streamed, with the built-in filters (`changes.rs`),
+//! `_all_docs`, `_find`, `_index`, `_explain`, `_design/{d}/_view/{v}`,
+//! `_revs_diff`, `_bulk_get`, `_ensure_full_commit`; `GET`/`PUT`/`DELETE
+//! /{db}/{id}` and `_bulk_docs` (writes are local writes: new revisions,
+//! queued upstream) and `_local` documents; `_bulk_docs` with `new_edits:
+//! false` merges a client's own revisions as replicated ones, queued
+//! upstream in the same commit; attachments by URL, streamed with byte
+//! ranges, written as new revisions (`attachment.rs`).
 
+mod attachment;
+mod auth;
+mod changes;
 mod cors;
 mod database;
 mod document;
@@ -34,7 +40,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use error::HttpError;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -115,6 +120,7 @@ struct Served {
     config: ServeConfig,
     /// The `uuid` of `GET /`: one per process, as a server's.
     uuid: String,
+    sessions: auth::Sessions,
 }
 
 /// Serves `replica` until `shutdown` completes; `on_listening` is told the
@@ -145,6 +151,7 @@ pub async fn serve(
         query,
         config,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
+        sessions: auth::Sessions::default(),
     });
     let app = axum::Router::new()
         .fallback(handle)
@@ -174,10 +181,14 @@ async fn handle(
     if method == Method::OPTIONS {
         return cors::preflight(cors.as_deref());
     }
-    let mut response = match authorize(&served.config, &headers) {
+    let authorized = match auth::is_login(&method, uri.path()) {
+        true => Ok(()),
+        false => auth::authorize(&served.config, &served.sessions, &headers),
+    };
+    let mut response = match authorized {
         Err(e) => e.into_response(),
         Ok(()) => match read_body(&served.config, &headers, body).await {
-            Ok(body) => answer(&served, method, uri, body).await,
+            Ok(body) => answer(&served, method, uri, headers, body).await,
             Err(e) => e.into_response(),
         },
     };
@@ -215,11 +226,18 @@ async fn read_body(
         .map_err(|_| too_large())
 }
 
-async fn answer(served: &Served, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn answer(
+    served: &Served,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = Request {
         method,
         segments: segments(uri.path()),
         query: uri.query().unwrap_or("").to_owned(),
+        headers,
         body,
     };
     match route(served, req).await {
@@ -233,6 +251,7 @@ pub(crate) struct Request {
     pub(crate) method: Method,
     pub(crate) segments: Vec<String>,
     pub(crate) query: String,
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
 
@@ -243,6 +262,11 @@ impl Request {
             .map_err(|e| HttpError::bad_request(format!("invalid UTF-8 JSON: {e}")))
     }
 
+    /// A header's value, when it is text.
+    pub(crate) fn header(&self, name: axum::http::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// A query parameter's raw value.
     pub(crate) fn param(&self, key: &str) -> Option<String> {
         url::form_urlencoded::parse(self.query.as_bytes())
@@ -251,23 +275,66 @@ impl Request {
     }
 }
 
-/// A successful answer: a status and a JSON body, or an attachment's bytes.
+/// A successful answer: a status and a JSON body, a document with its
+/// ETag, or a body written as it is produced (a feed, an attachment).
 pub(crate) enum Answer {
     Json(StatusCode, Value),
-    Bytes {
-        content_type: String,
-        bytes: Vec<u8>,
+    /// A document, tagged with its revision (a client's `If-None-Match`
+    /// of it is 304).
+    Tagged {
+        body: Value,
+        etag: String,
+    },
+    /// The client's copy (its `If-None-Match`) is current.
+    NotModified {
+        etag: String,
+    },
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: axum::body::Body,
     },
 }
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
+        let etag_header = |etag: &str| {
+            axum::http::HeaderValue::from_str(etag)
+                .unwrap_or(axum::http::HeaderValue::from_static("\"\""))
+        };
         match self {
             Answer::Json(status, body) => (status, axum::Json(body)).into_response(),
-            Answer::Bytes {
-                content_type,
-                bytes,
-            } => ([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response(),
+            Answer::Tagged { body, etag } => (
+                [(axum::http::header::ETAG, etag_header(&etag))],
+                axum::Json(body),
+            )
+                .into_response(),
+            Answer::NotModified { etag } => (
+                StatusCode::NOT_MODIFIED,
+                [(axum::http::header::ETAG, etag_header(&etag))],
+            )
+                .into_response(),
+            Answer::Stream {
+                status,
+                headers,
+                body,
+            } => (status, headers, body).into_response(),
+        }
+    }
+}
+
+impl Answer {
+    /// A streamed body of `content_type`.
+    pub(crate) fn stream(content_type: &'static str, body: axum::body::Body) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(content_type),
+        );
+        Answer::Stream {
+            status: StatusCode::OK,
+            headers,
+            body,
         }
     }
 }
@@ -287,22 +354,6 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-fn authorize(config: &ServeConfig, headers: &HeaderMap) -> std::result::Result<(), HttpError> {
-    let Some((user, password)) = &config.credentials else {
-        return Ok(());
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    match given.as_deref().and_then(|g| g.split_once(':')) {
-        Some((u, p)) if u == user && p == password => Ok(()),
-        _ => Err(HttpError::unauthorized()),
-    }
-}
-
 async fn route(served: &Served, req: Request) -> std::result::Result<Answer, HttpError> {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match segs.as_slice() {
@@ -316,15 +367,7 @@ async fn route(served: &Served, req: Request) -> std::result::Result<Answer, Htt
             })
         }),
         ["_up"] => only_get(&req, || json!({"status": "ok"})),
-        ["_session"] => only_get(&req, || {
-            // Whoever got past `authorize` is this server's one user.
-            let name = served.config.credentials.as_ref().map(|(u, _)| u.clone());
-            json!({
-                "ok": true,
-                "userCtx": {"name": name, "roles": ["_admin"]},
-                "info": {"authentication_handlers": ["default"], "authenticated": "default"},
-            })
-        }),
+        ["_session"] => auth::session(&served.config, &served.sessions, &req),
         ["_all_dbs"] => only_get(&req, || json!([served.config.db_name])),
         ["_uuids"] => {
             let n: usize = req.param("count").and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -379,11 +422,5 @@ mod tests {
         assert!(open.validate().is_err());
         assert!(open.credentials("u", "p").validate().is_ok());
         assert!(ServeConfig::new("_users").validate().is_err());
-        let mut headers = HeaderMap::new();
-        let config = ServeConfig::new("db").credentials("u", "p:q");
-        assert!(authorize(&config, &headers).is_err());
-        let good = base64::engine::general_purpose::STANDARD.encode("u:p:q");
-        headers.insert("authorization", format!("Basic {good}").parse().unwrap());
-        assert!(authorize(&config, &headers).is_ok());
     }
 }

@@ -244,6 +244,25 @@ impl AttachmentReader {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Moves past the next `n` bytes without reading them (a large
+    /// attachment's file seeks): for a byte range of the attachment.
+    pub fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        match &mut self.source {
+            ReaderSource::Stored(c) => {
+                let at = c.position().saturating_add(n);
+                c.set_position(at);
+            }
+            ReaderSource::File(f) => {
+                let n = n.min(f.limit());
+                let offset = i64::try_from(n).map_err(std::io::Error::other)?;
+                f.get_mut().seek(SeekFrom::Current(offset))?;
+                f.set_limit(f.limit() - n);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::io::Read for AttachmentReader {

@@ -388,6 +388,23 @@ impl Iterator for Changes {
 
     fn next(&mut self) -> Option<Self::Item> {
         let item = self.entries.next()?;
+        self.change(item)
+    }
+}
+
+/// Newest first (a changes feed's `descending=true`).
+impl DoubleEndedIterator for Changes {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let item = self.entries.next_back()?;
+        self.change(item)
+    }
+}
+
+impl Changes {
+    fn change(
+        &self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Option<Result<Change, StoreError>> {
         let (k, v) = match item {
             Ok(kv) => kv,
             Err(e) => return Some(Err(e.into())),

@@ -30,3 +30,4 @@ pub(crate) use index::{
     create as create_index, delete as delete_index, index_views, list_json as list_indexes,
 };
 pub use request::{ExecutionStats, FindRequest, FindResponse, DEFAULT_LIMIT};
+pub(crate) use selector::Selector;
