@@ -44,3 +44,66 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> bool {
         Err(_) => false,
     }
 }
+
+/// Sends one request built from `bytes` to a `settee serve` endpoint in
+/// process (`router`), and checks what CouchDB's clients rely on: a
+/// refused request is a 4xx with CouchDB's `{"error", "reason"}` body and
+/// leaves the replica as it was; no request is a 5xx (nothing a client
+/// sends is the server's fault). Returns the status; panics when a check
+/// fails (the fuzzer's finding).
+#[cfg(feature = "serve")]
+pub async fn serve_request(
+    router: &crate::serve::InProcess,
+    replica: &crate::Replica,
+    bytes: &[u8],
+) -> u16 {
+    use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+    // The input, split on its first two newlines: a method byte, the
+    // request target, then the body.
+    let mut parts = bytes.splitn(3, |b| *b == b'\n');
+    let method = match parts.next().and_then(|m| m.first()).map(|b| b % 6) {
+        Some(0) => Method::GET,
+        Some(1) => Method::PUT,
+        Some(2) => Method::POST,
+        Some(3) => Method::DELETE,
+        Some(4) => Method::HEAD,
+        _ => Method::PATCH,
+    };
+    let target = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let body = parts.next().unwrap_or_default().to_vec();
+    let Ok(uri) = format!("/{}", target.trim_start_matches('/')).parse::<Uri>() else {
+        return 0; // hyper would refuse it before any handler
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let seq_before = replica.update_seq().ok();
+    let queued_before = replica.outbox().len().ok();
+    let (status, _, answer) = router.call(method, uri.clone(), headers, body).await;
+    assert!(
+        !status.is_server_error(),
+        "{uri}: {status} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    if status.is_client_error() {
+        if status != axum::http::StatusCode::NOT_MODIFIED && !answer.is_empty() {
+            // Not JSON reads as null, and fails the check below.
+            let error: serde_json::Value =
+                serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null);
+            assert!(
+                error["error"].is_string() && error["reason"].is_string(),
+                "{uri}: {status} {error}"
+            );
+        }
+        assert_eq!(
+            replica.update_seq().ok(),
+            seq_before,
+            "{uri}: refused, yet written"
+        );
+        assert_eq!(
+            replica.outbox().len().ok(),
+            queued_before,
+            "{uri}: refused, yet queued"
+        );
+    }
+    status.as_u16()
+}

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let leaf = path.leaf().expect("a merged path has a leaf");
         assert!(tree.contains(&leaf));
-        assert!(matches!(tree.merge(&path, deleted), Ok(MergeOutcome::AlreadyKnown)));
+        assert!(matches!(
+            tree.merge(&path, deleted),
+            Ok(MergeOutcome::AlreadyKnown)
+        ));
     }
     if let Some(w) = tree.winner() {
         assert!(tree.leaves().iter().any(|l| l.rev == w.rev));

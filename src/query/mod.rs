@@ -63,6 +63,7 @@ pub use reduce::ReducedRow;
 pub use view::ViewResponse;
 pub use warm::{QueryWarm, ViewFailure};
 
+#[cfg(feature = "serve")]
 pub(crate) use mango::Selector;
 pub use mango::{ExecutionStats, FindRequest, FindResponse, DEFAULT_LIMIT};
 
@@ -136,6 +137,7 @@ impl Query {
 
     /// View `view` of design document `ddoc` as a map function, for a
     /// changes feed's `filter=_view`.
+    #[cfg(feature = "serve")]
     pub(crate) fn map_of(&self, ddoc: &str, view: &str) -> Result<View, QueryError> {
         view::map_of(&self.replica, self.limits, ddoc, view)
     }

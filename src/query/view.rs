@@ -8,7 +8,7 @@ use super::error::QueryError;
 use super::reduce::{self, Grouping, ReducedRow};
 use crate::js::Limits;
 use crate::store::Replica;
-use crate::views::{QueryOptions, View, ViewError, ViewResult, Views};
+use crate::views::{QueryOptions, ViewError, ViewResult, Views};
 use serde_json::{json, Value};
 
 /// The answer to a view query: rows of the map, or reduced rows.
@@ -89,12 +89,13 @@ pub(crate) fn update_error(e: ViewError, ddoc: &str) -> QueryError {
 /// The map function of view `view` of design document `ddoc`, compiled,
 /// for a changes feed's `filter=_view` (a document passes when the map
 /// emits for it); CouchDB's 404s for a missing design doc or view.
+#[cfg(feature = "serve")]
 pub(crate) fn map_of(
     replica: &Replica,
     limits: Limits,
     ddoc: &str,
     view: &str,
-) -> Result<View, QueryError> {
+) -> Result<crate::views::View, QueryError> {
     let dd = design::design_doc(replica, &ddoc_id(ddoc), limits)?;
     let v = find_view(&dd, view)?;
     dd.compile_check()?;

@@ -33,6 +33,8 @@ mod cors;
 mod database;
 mod document;
 mod error;
+#[cfg(test)]
+mod router_fuzz;
 
 use crate::query::Query;
 use crate::{Error, Replica, Result};
@@ -167,6 +169,59 @@ pub async fn serve(
             addr: addr.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// The endpoint without a socket: each request goes through the same
+/// authorization, body limit and routing as one from the network. For
+/// the router's fuzz target (`fuzz_hooks`) and tests.
+#[doc(hidden)]
+pub struct InProcess {
+    served: Arc<Served>,
+}
+
+impl InProcess {
+    /// Serves `replica` as `config` says, in process.
+    ///
+    /// # Errors
+    /// As [`serve`] for a bad configuration.
+    pub fn new(replica: Replica, config: ServeConfig) -> Result<InProcess> {
+        config.validate()?;
+        let query = Query::open(&replica)?;
+        Ok(InProcess {
+            served: Arc::new(Served {
+                replica,
+                query,
+                config,
+                uuid: uuid::Uuid::new_v4().simple().to_string(),
+                sessions: auth::Sessions::default(),
+            }),
+        })
+    }
+
+    /// One request; the answer's status, headers and whole body.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let response = handle(
+            State(self.served.clone()),
+            method,
+            uri,
+            headers,
+            axum::body::Body::from(body),
+        )
+        .await;
+        let (parts, body) = response.into_parts();
+        // A body cut in the middle (a feed whose store read failed) is
+        // what arrived of it.
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        (parts.status, parts.headers, bytes)
+    }
 }
 
 /// One request: authorized, routed, answered as CouchDB would.

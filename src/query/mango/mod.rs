@@ -30,4 +30,5 @@ pub(crate) use index::{
     create as create_index, delete as delete_index, index_views, list_json as list_indexes,
 };
 pub use request::{ExecutionStats, FindRequest, FindResponse, DEFAULT_LIMIT};
+#[cfg(feature = "serve")]
 pub(crate) use selector::Selector;
