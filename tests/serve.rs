@@ -1163,6 +1163,49 @@ async fn attachments_by_url_stream_with_ranges_and_are_written_as_documents() {
             .unwrap(),
         "a note"
     );
+    // `open_revs` as CouchDB's replicator asks for it: multipart/mixed,
+    // one JSON part per leaf, the same leaves as the JSON answer.
+    let url = format!("{base}/x-conflicts3?open_revs=all&revs=true");
+    let json_form: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    let multipart = client
+        .get(&url)
+        .header("accept", "multipart/mixed")
+        .send()
+        .await
+        .unwrap();
+    let content_type = multipart.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{content_type}"))
+        .trim_matches('"')
+        .to_owned();
+    assert!(content_type.starts_with("multipart/mixed"));
+    let text = multipart.text().await.unwrap();
+    assert!(
+        text.trim_end().ends_with(&format!("--{boundary}--")),
+        "{text}"
+    );
+    let parts: Vec<Value> = text
+        .split(&format!("--{boundary}"))
+        .filter_map(|p| p.split_once("\r\n\r\n"))
+        .map(|(head, body)| {
+            assert!(head.contains("application/json"), "{head}");
+            serde_json::from_str(body.trim_end()).unwrap()
+        })
+        .collect();
+    let want: Vec<Value> = json_form
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ok"].clone())
+        .collect();
+    assert!(want.len() > 1, "a conflicted document: {json_form}");
+    assert_eq!(parts, want);
+
     // Each write went to the outbox for the push.
     assert!(replica.outbox().len().unwrap() >= 3);
     assert!(replica.check().unwrap().is_ok());

@@ -44,6 +44,9 @@ async fn document(served: &Served, req: &Request, id: &str) -> Answered {
         Method::GET | Method::HEAD => {
             let options = GetOptions::from_query_string(&req.query)?;
             let doc = served.query.get(id, &options)?;
+            if let (Value::Array(leaves), true) = (&doc, accepts_multipart(req)) {
+                return Ok(multipart_leaves(leaves));
+            }
             // One revision (not `open_revs`' list): its ETag is the rev.
             match doc.get("_rev").and_then(Value::as_str) {
                 Some(rev) => {
@@ -87,6 +90,43 @@ async fn document(served: &Served, req: &Request, id: &str) -> Answered {
             answer_write(StatusCode::OK, &written.id, &written.rev)
         }
         _ => Err(HttpError::method_not_allowed("DELETE,GET,HEAD,PUT")),
+    }
+}
+
+/// True when the client takes `multipart/mixed` (CouchDB's replicator
+/// asks for `open_revs` that way).
+fn accepts_multipart(req: &Request) -> bool {
+    req.header(axum::http::header::ACCEPT)
+        .is_some_and(|a| a.contains("multipart/mixed"))
+}
+
+/// `open_revs`' answer as `multipart/mixed`: one `application/json` part
+/// per revision asked, the document (attachments inline, as asked) or
+/// `{"missing": rev}`, as CouchDB writes a leaf without attachments that
+/// follow.
+fn multipart_leaves(leaves: &[Value]) -> Answer {
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let mut body = Vec::new();
+    for leaf in leaves {
+        let part = leaf.get("ok").unwrap_or(leaf);
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n").as_bytes(),
+        );
+        // Writing a `Value` to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--").as_bytes());
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&format!("multipart/mixed; boundary=\"{boundary}\""))
+    {
+        headers.insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    Answer::Stream {
+        status: StatusCode::OK,
+        headers,
+        body: axum::body::Body::from(body),
     }
 }
 

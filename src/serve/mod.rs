@@ -243,7 +243,7 @@ async fn handle(
     let mut response = match authorized {
         Err(e) => e.into_response(),
         Ok(()) => match read_body(&served.config, &headers, body).await {
-            Ok(body) => answer(&served, method, uri, headers, body).await,
+            Ok(body) => answer(served.clone(), method, uri, headers, body).await,
             Err(e) => e.into_response(),
         },
     };
@@ -282,7 +282,7 @@ async fn read_body(
 }
 
 async fn answer(
-    served: &Served,
+    served: Arc<Served>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -295,7 +295,20 @@ async fn answer(
         headers,
         body,
     };
-    match route(served, req).await {
+    let answered = match req.reads_only() {
+        // A read runs where it may block: a view query can index a
+        // backlog, a `_find` scan every document; on a runtime worker
+        // either would stall every other connection that worker serves.
+        true => {
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || handle.block_on(route(&served, req)))
+                .await
+                .unwrap_or_else(|e| Err(HttpError::internal(e)))
+        }
+        // Writes already commit on the blocking pool; the feed waits.
+        false => route(&served, req).await,
+    };
+    match answered {
         Ok(answer) => answer.into_response(),
         Err(e) => e.into_response(),
     }
@@ -315,6 +328,26 @@ impl Request {
     pub(crate) fn json(&self) -> std::result::Result<Value, HttpError> {
         serde_json::from_slice(&self.body)
             .map_err(|e| HttpError::bad_request(format!("invalid UTF-8 JSON: {e}")))
+    }
+
+    /// True for a request that reads the replica and writes nothing: a
+    /// `GET`/`HEAD` other than the changes feed (which streams and
+    /// waits), or a `POST` of a query (`_all_docs`, `_find`, `_explain`,
+    /// views, `_revs_diff`, `_bulk_get`).
+    fn reads_only(&self) -> bool {
+        let last = self.segments.last().map(String::as_str);
+        let in_view = self.segments.len() >= 2 && self.segments[self.segments.len() - 2] == "_view";
+        match self.method {
+            Method::GET | Method::HEAD => last != Some("_changes"),
+            Method::POST => {
+                in_view
+                    || matches!(
+                        last,
+                        Some("_all_docs" | "_find" | "_explain" | "_revs_diff" | "_bulk_get")
+                    )
+            }
+            _ => false,
+        }
     }
 
     /// A header's value, when it is text.
