@@ -1213,3 +1213,67 @@ async fn attachments_by_url_stream_with_ranges_and_are_written_as_documents() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settee_serve_of_a_sync_root_serves_each_database_under_its_name() {
+    let a = TestDb::seeded("serve-root-a", &["--cards", "8"]).await;
+    let b = TestDb::seeded("serve-root-b", &["--cards", "3", "--extras"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let synced = settee(&[
+        "sync",
+        &server().authed_base(),
+        root,
+        "--db",
+        &a.name,
+        "--db",
+        &b.name,
+    ]);
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    let refused = settee(&["serve", root, "--port", "0", "--name", "x"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "--name picks no database of a root"
+    );
+
+    let mut child = settee_child(&["serve", root, "--port", "0"]);
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        (0..2)
+            .map(|_| {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+                line.trim()
+                    .strip_prefix("serving ")
+                    .unwrap_or(&line)
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let base = lines[0].rsplit_once('/').unwrap().0.to_owned();
+    let mut names = vec![a.name.clone(), b.name.clone()];
+    names.sort();
+    let (_, all) = http(reqwest::Method::GET, format!("{base}/_all_dbs"), None).await;
+    assert_eq!(all, json!(names));
+    for db in [&a, &b] {
+        let (status, mine) = http(
+            reqwest::Method::GET,
+            format!("{base}/{}/_all_docs", enc(&db.name)),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{mine}");
+        let theirs = db.get_json("_all_docs").await;
+        assert_eq!(mine["rows"], theirs["rows"], "{}", db.name);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -59,7 +59,8 @@ pub enum Command {
     /// where its bytes are.
     Compact(CompactArgs),
     /// Serve a replica as a local CouchDB endpoint (loopback by default)
-    /// until Ctrl-C: reads, replication from it, local writes.
+    /// until Ctrl-C: reads, replication from it, local writes. Given a
+    /// sync root (without --db), serves every database under it.
     Serve(ServeArgs),
     /// Test support: write COUNT new documents, printing `ID REV` after
     /// each one is durable (the crash tests kill it at random).

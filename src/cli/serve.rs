@@ -4,58 +4,71 @@ use super::{CliError, CliResult, Outcome};
 use crate::cli::args::ServeArgs;
 use crate::outbox::{Outbox, OutboxConfig, OutboxHandle};
 use crate::serve::ServeConfig;
-use crate::{Endpoint, Remote, RemoteConfig, Replica};
+use crate::sync::SyncRoot;
+use crate::{Endpoint, Remote, RemoteConfig, Replica, ReplicaConfig};
 use std::io::Write;
 use std::time::Duration;
 
 pub(crate) async fn run(args: ServeArgs) -> CliResult {
-    let replica = args.replica.open()?;
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => match replica.remote()? {
-            Some(bound) => bound.db_name,
-            None => args
-                .replica
-                .db
-                .clone()
-                .or_else(|| {
-                    args.replica
-                        .dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
-                .ok_or_else(|| CliError::Usage("give the database a --name".to_owned()))?,
-        },
+    let databases = match root_databases(&args)? {
+        Some(databases) => databases,
+        None => {
+            let replica = args.replica.open()?;
+            let name = match &args.name {
+                Some(name) => name.clone(),
+                None => match replica.remote()? {
+                    Some(bound) => bound.db_name,
+                    None => args
+                        .replica
+                        .db
+                        .clone()
+                        .or_else(|| {
+                            args.replica
+                                .dir
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
+                        .ok_or_else(|| CliError::Usage("give the database a --name".to_owned()))?,
+                },
+            };
+            vec![(name, replica)]
+        }
     };
-    let mut config = ServeConfig::new(name.clone()).bind((args.bind, args.port).into());
+    let mut config = ServeConfig::default().bind((args.bind, args.port).into());
     for origin in args.cors_origins {
         config = config.cors_origin(origin);
     }
     if let (Some(user), Some(password)) = (args.user, args.password) {
         config = config.credentials(user, password);
     }
-    let worker = match args.push {
-        true => Some(push_worker(&replica, args.remote.as_deref()).await?),
-        false => None,
-    };
+    let mut workers = Vec::new();
+    if args.push {
+        for (_, replica) in &databases {
+            workers.push(push_worker(replica, args.remote.as_deref()).await?);
+        }
+    }
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    crate::serve::serve(
-        replica,
+    let names: Vec<String> = databases.iter().map(|(n, _)| n.clone()).collect();
+    crate::serve::serve_databases(
+        databases,
         config,
         |addr| {
-            // One line a script can wait for and read the port from.
+            // A line per database a script can wait for and read the
+            // port from.
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "serving http://{addr}/{name}");
+            for name in &names {
+                let _ = writeln!(out, "serving http://{addr}/{name}");
+            }
             let _ = out.flush();
         },
         ctrl_c,
     )
     .await?;
-    if let Some(worker) = worker {
+    for worker in workers {
         // What is not sent by then stays queued for the next push.
         if let Err(e) = worker.close(Duration::from_secs(10)).await {
             eprintln!(
@@ -64,6 +77,36 @@ pub(crate) async fn run(args: ServeArgs) -> CliResult {
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// Every database of the sync root DIR (its live replica, under the
+/// database's name) when DIR is a sync root and no `--db` picks one;
+/// `None` for a replica directory.
+fn root_databases(args: &ServeArgs) -> Result<Option<Vec<(String, Replica)>>, CliError> {
+    if args.replica.db.is_some() {
+        return Ok(None);
+    }
+    let root = SyncRoot::new(&args.replica.dir);
+    let names = match root.databases() {
+        Ok(names) if !names.is_empty() => names,
+        _ => return Ok(None),
+    };
+    if args.name.is_some() || args.remote.is_some() {
+        return Err(CliError::Usage(
+            "a sync root serves each database under its own name, pushing to its own remote: \
+             --name and --remote pick one database's (use --db NAME)"
+                .to_owned(),
+        ));
+    }
+    let mut databases = Vec::new();
+    for name in names {
+        // A database whose first sync never finished has no live replica.
+        if let Some(dir) = root.current(&name).map_err(crate::Error::from)? {
+            let replica = Replica::open_existing(dir, ReplicaConfig::default())?;
+            databases.push((name, replica));
+        }
+    }
+    Ok(Some(databases))
 }
 
 /// The outbox's push worker on `replica`, to `url` or the remote it was

@@ -76,7 +76,7 @@ fn post(req: &Request, answer: impl FnOnce() -> Answered) -> Answered {
 fn info(served: &Served) -> Result<Value, HttpError> {
     let r = &served.replica;
     Ok(json!({
-        "db_name": served.config.db_name,
+        "db_name": served.name,
         "doc_count": r.doc_count()?,
         "doc_del_count": r.deleted_count()?,
         "update_seq": r.update_seq()?,

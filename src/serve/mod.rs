@@ -47,13 +47,14 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Settings of [`serve`].
+/// Settings of [`serve`] and [`serve_databases`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeConfig {
     /// Where to listen; loopback unless told otherwise.
     pub bind: SocketAddr,
-    /// The database name clients use (`/{db}`).
+    /// The name clients use (`/{db}`) for the one replica [`serve`]
+    /// serves ([`serve_databases`] is given a name with each).
     pub db_name: String,
     /// Basic-auth credentials every request must carry; required when
     /// `bind` is not a loopback address.
@@ -65,15 +66,26 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// 127.0.0.1:5984, no credentials, bodies up to 64 MiB, no database name
+/// (for [`serve_databases`]).
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 5984)),
+            db_name: String::new(),
+            credentials: None,
+            max_body_bytes: 64 * 1024 * 1024,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
 impl ServeConfig {
     /// `db_name` on 127.0.0.1:5984, no credentials, bodies up to 64 MiB.
     pub fn new(db_name: impl Into<String>) -> Self {
         ServeConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 5984)),
             db_name: db_name.into(),
-            credentials: None,
-            max_body_bytes: 64 * 1024 * 1024,
-            cors_origins: Vec::new(),
+            ..ServeConfig::default()
         }
     }
 
@@ -104,25 +116,62 @@ impl ServeConfig {
                 expected: "a loopback address, or credentials to serve elsewhere",
             });
         }
-        if self.db_name.is_empty() || self.db_name.starts_with('_') || self.db_name.contains('/') {
-            return Err(Error::InvalidSetting {
-                setting: "db_name",
-                value: self.db_name.clone(),
-                expected: "a database name: not empty, no leading `_`, no `/`",
-            });
-        }
         Ok(())
     }
 }
 
-/// What every request handler reads.
-struct Served {
-    replica: Replica,
-    query: Query,
+/// A name clients can use for a database: not empty, no leading `_`
+/// (CouchDB's system databases), no `/`.
+fn check_db_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.starts_with('_') || name.contains('/') {
+        return Err(Error::InvalidSetting {
+            setting: "db_name",
+            value: name.to_owned(),
+            expected: "a database name: not empty, no leading `_`, no `/`",
+        });
+    }
+    Ok(())
+}
+
+/// The endpoint: its settings, sessions and databases.
+struct Server {
     config: ServeConfig,
     /// The `uuid` of `GET /`: one per process, as a server's.
     uuid: String,
     sessions: auth::Sessions,
+    databases: std::collections::BTreeMap<String, Served>,
+}
+
+impl Server {
+    fn new(databases: Vec<(String, Replica)>, config: ServeConfig) -> Result<Server> {
+        config.validate()?;
+        let mut served = std::collections::BTreeMap::new();
+        for (name, replica) in databases {
+            check_db_name(&name)?;
+            let query = Query::open(&replica)?;
+            served.insert(
+                name.clone(),
+                Served {
+                    name,
+                    replica,
+                    query,
+                },
+            );
+        }
+        Ok(Server {
+            config,
+            uuid: uuid::Uuid::new_v4().simple().to_string(),
+            sessions: auth::Sessions::default(),
+            databases: served,
+        })
+    }
+}
+
+/// One served database: what its request handlers read.
+struct Served {
+    name: String,
+    replica: Replica,
+    query: Query,
 }
 
 /// Serves `replica` until `shutdown` completes; `on_listening` is told the
@@ -138,8 +187,25 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    config.validate()?;
-    let query = Query::open(&replica)?;
+    let name = config.db_name.clone();
+    serve_databases(vec![(name, replica)], config, on_listening, shutdown).await
+}
+
+/// Serves several replicas, each under its name (`/{name}`; a sync
+/// root's databases, say), as [`serve`] serves one; `config.db_name` is
+/// not used.
+///
+/// # Errors
+/// As [`serve`]; a bad name among `databases` is
+/// [`Error::InvalidSetting`].
+pub async fn serve_databases(
+    databases: Vec<(String, Replica)>,
+    config: ServeConfig,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let server = Arc::new(Server::new(databases, config)?);
+    let config = &server.config;
     let failed = |e: std::io::Error| Error::Serve {
         addr: config.bind.to_string(),
         reason: e.to_string(),
@@ -148,18 +214,11 @@ pub async fn serve(
         .await
         .map_err(failed)?;
     let addr = listener.local_addr().map_err(failed)?;
-    let state = Arc::new(Served {
-        replica,
-        query,
-        config,
-        uuid: uuid::Uuid::new_v4().simple().to_string(),
-        sessions: auth::Sessions::default(),
-    });
     let app = axum::Router::new()
         .fallback(handle)
         // `read_body` applies the limit, answering 413 the CouchDB way.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state);
+        .with_state(server.clone());
     tracing::info!(%addr, "serving the replica");
     on_listening(addr);
     axum::serve(listener, app)
@@ -176,7 +235,7 @@ pub async fn serve(
 /// the router's fuzz target (`fuzz_hooks`) and tests.
 #[doc(hidden)]
 pub struct InProcess {
-    served: Arc<Served>,
+    server: Arc<Server>,
 }
 
 impl InProcess {
@@ -185,16 +244,9 @@ impl InProcess {
     /// # Errors
     /// As [`serve`] for a bad configuration.
     pub fn new(replica: Replica, config: ServeConfig) -> Result<InProcess> {
-        config.validate()?;
-        let query = Query::open(&replica)?;
+        let name = config.db_name.clone();
         Ok(InProcess {
-            served: Arc::new(Served {
-                replica,
-                query,
-                config,
-                uuid: uuid::Uuid::new_v4().simple().to_string(),
-                sessions: auth::Sessions::default(),
-            }),
+            server: Arc::new(Server::new(vec![(name, replica)], config)?),
         })
     }
 
@@ -207,7 +259,7 @@ impl InProcess {
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, Bytes) {
         let response = handle(
-            State(self.served.clone()),
+            State(self.server.clone()),
             method,
             uri,
             headers,
@@ -226,24 +278,24 @@ impl InProcess {
 
 /// One request: authorized, routed, answered as CouchDB would.
 async fn handle(
-    State(served): State<Arc<Served>>,
+    State(server): State<Arc<Server>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let cors = cors::allowed(&served.config, &headers);
+    let cors = cors::allowed(&server.config, &headers);
     if method == Method::OPTIONS {
         return cors::preflight(cors.as_deref());
     }
     let authorized = match auth::is_login(&method, uri.path()) {
         true => Ok(()),
-        false => auth::authorize(&served.config, &served.sessions, &headers),
+        false => auth::authorize(&server.config, &server.sessions, &headers),
     };
     let mut response = match authorized {
         Err(e) => e.into_response(),
-        Ok(()) => match read_body(&served.config, &headers, body).await {
-            Ok(body) => answer(served.clone(), method, uri, headers, body).await,
+        Ok(()) => match read_body(&server.config, &headers, body).await {
+            Ok(body) => answer(server.clone(), method, uri, headers, body).await,
             Err(e) => e.into_response(),
         },
     };
@@ -282,7 +334,7 @@ async fn read_body(
 }
 
 async fn answer(
-    served: Arc<Served>,
+    server: Arc<Server>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -301,12 +353,12 @@ async fn answer(
         // either would stall every other connection that worker serves.
         true => {
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || handle.block_on(route(&served, req)))
+            tokio::task::spawn_blocking(move || handle.block_on(route(&server, req)))
                 .await
                 .unwrap_or_else(|e| Err(HttpError::internal(e)))
         }
         // Writes already commit on the blocking pool; the feed waits.
-        false => route(&served, req).await,
+        false => route(&server, req).await,
     };
     match answered {
         Ok(answer) => answer.into_response(),
@@ -442,7 +494,7 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-async fn route(served: &Served, req: Request) -> std::result::Result<Answer, HttpError> {
+async fn route(server: &Server, req: Request) -> std::result::Result<Answer, HttpError> {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match segs.as_slice() {
         [] => only_get(&req, || {
@@ -450,13 +502,13 @@ async fn route(served: &Served, req: Request) -> std::result::Result<Answer, Htt
                 "couchdb": "Welcome",
                 "version": "3.4.3",
                 "vendor": {"name": "settee", "version": env!("CARGO_PKG_VERSION")},
-                "uuid": served.uuid,
+                "uuid": server.uuid,
                 "features": [],
             })
         }),
         ["_up"] => only_get(&req, || json!({"status": "ok"})),
-        ["_session"] => auth::session(&served.config, &served.sessions, &req),
-        ["_all_dbs"] => only_get(&req, || json!([served.config.db_name])),
+        ["_session"] => auth::session(&server.config, &server.sessions, &req),
+        ["_all_dbs"] => only_get(&req, || json!(server.databases.keys().collect::<Vec<_>>())),
         ["_uuids"] => {
             let n: usize = req.param("count").and_then(|c| c.parse().ok()).unwrap_or(1);
             if n > 1000 {
@@ -470,10 +522,10 @@ async fn route(served: &Served, req: Request) -> std::result::Result<Answer, Htt
         [db, ..] if db.starts_with('_') => Err(HttpError::bad_request(format!(
             "{db} is not a database this server answers"
         ))),
-        [db, rest @ ..] if *db == served.config.db_name => {
-            database::route(served, &req, rest).await
-        }
-        [_, ..] => Err(HttpError::not_found("Database does not exist.")),
+        [db, rest @ ..] => match server.databases.get(*db) {
+            Some(served) => database::route(served, &req, rest).await,
+            None => Err(HttpError::not_found("Database does not exist.")),
+        },
     }
 }
 
@@ -509,6 +561,7 @@ mod tests {
         let open = ServeConfig::new("db").bind("0.0.0.0:5984".parse().unwrap());
         assert!(open.validate().is_err());
         assert!(open.credentials("u", "p").validate().is_ok());
-        assert!(ServeConfig::new("_users").validate().is_err());
+        assert!(check_db_name("_users").is_err() && check_db_name("a/b").is_err());
+        assert!(check_db_name("course-1").is_ok());
     }
 }
