@@ -1339,7 +1339,16 @@ async fn killed_serve_loses_no_acknowledged_write() {
         let (mut server, url) = start_serve(&dir);
         let told = Arc::new(Mutex::new(Vec::new()));
         let client = tokio::spawn(serve_client(url, format!("w{round}-"), told.clone()));
-        tokio::time::sleep(measured.mul_f64(fraction)).await;
+        // The kill comes once that fraction of the writes is acknowledged
+        // (not after that fraction of the measured time: on a loaded
+        // machine a round runs slower or faster than the measured one,
+        // and a timed kill could land before the first write or after
+        // the last).
+        let target = ((SERVE_WRITES as f64 * fraction) as usize).clamp(1, SERVE_WRITES - 20);
+        let deadline = Instant::now() + measured * 5 + Duration::from_secs(10);
+        while told.lock().unwrap().len() < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         server.kill().unwrap();
         server.wait().unwrap();
         let finished = client.await.unwrap();
