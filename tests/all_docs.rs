@@ -489,6 +489,25 @@ async fn couchdb_get(db: &TestDb, id: &str, qs: &str, got: &Value) -> (u16, Valu
     (status, want)
 }
 
+/// Each `(id, query string)` answered by settee and by the server, the
+/// server's answers fetched eight at a time (each costs it several
+/// requests), compared in order.
+async fn compare_gets(db: &TestDb, query: &Query, asked: Vec<(String, String)>) {
+    use futures::StreamExt;
+    let answers: Vec<_> = futures::stream::iter(asked)
+        .map(|(id, qs)| async move {
+            let got = settee_get(query, &id, &qs);
+            let want = couchdb_get(db, &id, &qs, &got.1).await;
+            (id, qs, got, want)
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    for (id, qs, got, want) in answers {
+        assert_eq!(got, want, "GET {id}?{qs}");
+    }
+}
+
 fn settee_get(query: &Query, id: &str, qs: &str) -> (u16, Value) {
     let o = GetOptions::from_query_string(qs).unwrap_or_else(|e| panic!("{qs}: {e}"));
     match query.get(id, &o) {
@@ -514,13 +533,14 @@ async fn get_answers_every_option_as_couchdb_does() {
     ids.push("no-such-doc".into());
     chosen.push("no-such-doc".into());
     // The cheap options on every document, all of them on the chosen.
-    for id in &ids {
-        for qs in ["", "conflicts=true&deleted_conflicts=true", "open_revs=all"] {
-            let got = settee_get(&query, id, qs);
-            let want = couchdb_get(&db, id, qs, &got.1).await;
-            assert_eq!(got, want, "GET {id}?{qs}");
-        }
-    }
+    let cheap: Vec<(String, String)> = ids
+        .iter()
+        .flat_map(|id| {
+            ["", "conflicts=true&deleted_conflicts=true", "open_revs=all"]
+                .map(|qs| (id.clone(), qs.to_owned()))
+        })
+        .collect();
+    compare_gets(&db, &query, cheap).await;
     let options = [
         "conflicts=true",
         "deleted_conflicts=true",
@@ -535,12 +555,12 @@ async fn get_answers_every_option_as_couchdb_does() {
         "open_revs=all&revs=true",
         "open_revs=all&attachments=true",
     ];
+    let every: Vec<(String, String)> = chosen
+        .iter()
+        .flat_map(|id| options.map(|qs| (id.clone(), qs.to_owned())))
+        .collect();
+    compare_gets(&db, &query, every).await;
     for id in &chosen {
-        for qs in options {
-            let got = settee_get(&query, id, qs);
-            let want = couchdb_get(&db, id, qs, &got.1).await;
-            assert_eq!(got, want, "GET {id}?{qs}");
-        }
         let Some(tree) = replica.rev_tree(id).unwrap() else {
             continue;
         };
@@ -550,18 +570,18 @@ async fn get_answers_every_option_as_couchdb_does() {
         let parent =
             (history.ids.len() > 1).then(|| Rev::new(winner.pos - 1, history.ids[1].clone()));
         // Each leaf by `rev`, with the options a revision read shows.
-        for leaf in &leaves {
-            for extra in [
-                "",
-                "&revs=true&attachments=true",
-                "&conflicts=true&revs_info=true",
-            ] {
-                let qs = format!("rev={leaf}{extra}");
-                let got = settee_get(&query, id, &qs);
-                let want = couchdb_get(&db, id, &qs, &got.1).await;
-                assert_eq!(got, want, "GET {id}?{qs}");
-            }
-        }
+        let by_rev: Vec<(String, String)> = leaves
+            .iter()
+            .flat_map(|leaf| {
+                [
+                    "",
+                    "&revs=true&attachments=true",
+                    "&conflicts=true&revs_info=true",
+                ]
+                .map(|extra| (id.clone(), format!("rev={leaf}{extra}")))
+            })
+            .collect();
+        compare_gets(&db, &query, by_rev).await;
         // Leaves, an ancestor, an unknown revision, a repeat.
         let mut asked: Vec<Value> = leaves.iter().map(|r| json!(r.to_string())).collect();
         asked.push(json!("9-0123456789abcdef0123456789abcdef"));
