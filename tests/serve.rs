@@ -842,6 +842,15 @@ async fn read_stream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_feed_type_and_filter_streams_as_couchdbs_does() {
     let db = TestDb::seeded("serve-feeds", CORPUS).await;
+    let filter = "function (doc, req) { return doc.docType === req.query.type; }";
+    let (status, body) = db
+        .request(
+            reqwest::Method::PUT,
+            "_design/pick",
+            Some(json!({"filters": {"by_type": filter}})),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "{body}");
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
     let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
@@ -924,13 +933,52 @@ async fn every_feed_type_and_filter_streams_as_couchdbs_does() {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = http(
+    // A design document's filter function, with the request's query: the
+    // server's own filtered feed; it sees tombstones too.
+    let (status, mine) = http(
         reqwest::Method::GET,
-        format!("{base}/_changes?filter=extras/by_js"),
+        format!("{base}/_changes?filter=pick/by_type&type=EXTRA"),
         None,
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 200, "{mine}");
+    let theirs = db.get_json("_changes?filter=pick/by_type&type=EXTRA").await;
+    assert!(ids(&mine).len() >= 3, "{mine}");
+    assert_eq!(sorted(ids(&mine)), sorted(ids(&theirs)));
+    replica
+        .put(
+            "_design/gone",
+            json!({"filters": {"deleted": "function (doc) { return doc._deleted === true; }"}}),
+        )
+        .await
+        .unwrap();
+    let (_, gone) = http(
+        reqwest::Method::GET,
+        format!("{base}/_changes?filter=gone/deleted"),
+        None,
+    )
+    .await;
+    let deleted: Vec<String> = replica
+        .changes(0)
+        .map(|c| c.unwrap().doc)
+        .filter(|d| d.deleted)
+        .map(|d| d.id)
+        .collect();
+    assert!(!deleted.is_empty());
+    assert_eq!(sorted(ids(&gone)), sorted(deleted));
+    for (path, want) in [
+        ("filter=pick/nope", 404),
+        ("filter=nope/by_type", 404),
+        ("filter=by_type", 400),
+    ] {
+        let (status, body) = http(
+            reqwest::Method::GET,
+            format!("{base}/_changes?{path}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
 
     // Continuous: the backlog a row per line, then heartbeats while
     // nothing changes, then a write as it commits, then (limit) the end.

@@ -258,6 +258,73 @@ impl DesignDoc {
     }
 }
 
+/// Filter function `name` of design document `doc` (its `filters`), for
+/// a changes feed (`filter=ddoc/name`): a view whose map emits one row
+/// for a document the function passes, given `req` (CouchDB's request
+/// object: `query`, `method`, `userCtx`, ...). It sees design documents
+/// and tombstones, as CouchDB's filters do; one that throws passes
+/// nothing for that document. Run in the same sandbox, with the same
+/// limits, as a view's map.
+#[cfg(feature = "serve")]
+pub(crate) fn filter_view(
+    doc: &Document,
+    name: &str,
+    req: &Value,
+    limits: Limits,
+) -> Result<View, QueryError> {
+    let Some(source) = doc
+        .body
+        .get("filters")
+        .and_then(|f| f.get(name))
+        .and_then(Value::as_str)
+    else {
+        return Err(QueryError::not_found(format!("missing json key: {name}")));
+    };
+    // The request goes into the source as a JSON literal (JSON is valid
+    // JavaScript), sealed like the document.
+    let map = format!(
+        "function (doc) {{ var __req = __freeze({req}); \
+         if ((({source}\n))(doc, __req)) {{ emit(null, null); }} }}"
+    );
+    let lib = doc
+        .body
+        .get("views")
+        .and_then(|v| v.get("lib"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let code = Code {
+        ddoc: doc.id.clone(),
+        lib,
+        maps: vec![map],
+        reduces: Vec::new(),
+        limits,
+        design_docs: true,
+    };
+    let functions_key = digest64(&json!([
+        ENGINE,
+        "filter",
+        doc.id,
+        code.lib,
+        code.maps,
+        [limits.time.as_nanos() as u64, limits.memory, limits.stack]
+    ]));
+    let view = DesignView {
+        name: name.to_owned(),
+        index_name: format!("{}/_filter/{name}", doc.id),
+        map: 0,
+        reduce: None,
+        signature: functions_key,
+    };
+    let dd = DesignDoc {
+        id: doc.id.clone(),
+        views: vec![view.clone()],
+        functions_key,
+        code: Arc::new(code),
+    };
+    dd.compile_check()?;
+    Ok(dd.index_view(&view))
+}
+
 /// The document as a map function sees it: `_id`, `_rev`, then the body
 /// as stored (attachment stubs included).
 fn doc_json(doc: &RawDocument<'_>) -> String {

@@ -142,6 +142,19 @@ impl Query {
         view::map_of(&self.replica, self.limits, ddoc, view)
     }
 
+    /// Filter function `name` of design document `ddoc` run with the
+    /// request object `req`, as a map that emits for what passes, for a
+    /// changes feed's `filter=ddoc/name`.
+    #[cfg(feature = "serve")]
+    pub(crate) fn filter_of(
+        &self,
+        ddoc: &str,
+        name: &str,
+        req: &Value,
+    ) -> Result<View, QueryError> {
+        view::filter_of(&self.replica, self.limits, ddoc, name, req)
+    }
+
     /// The index-engine views of the replica's design documents (for
     /// `settee check`).
     pub fn index_views(&self) -> Result<Vec<View>, QueryError> {

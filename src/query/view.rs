@@ -102,6 +102,25 @@ pub(crate) fn map_of(
     Ok(dd.index_view(v))
 }
 
+/// Filter function `name` of design document `ddoc` as a map function
+/// that emits for what it passes, for a changes feed's
+/// `filter=ddoc/name`; CouchDB's 404s for a missing design doc or filter.
+#[cfg(feature = "serve")]
+pub(crate) fn filter_of(
+    replica: &Replica,
+    limits: Limits,
+    ddoc: &str,
+    name: &str,
+    req: &Value,
+) -> Result<crate::views::View, QueryError> {
+    let doc = match replica.get(&ddoc_id(ddoc))? {
+        Some(d) if !d.deleted => d,
+        Some(_) => return Err(QueryError::not_found("deleted")),
+        None => return Err(QueryError::not_found("missing")),
+    };
+    design::filter_view(&doc, name, req, limits)
+}
+
 /// Answers a query on view `view` of design document `ddoc`.
 pub(crate) fn query(
     replica: &Replica,

@@ -51,6 +51,10 @@ enum Filter {
     View(Box<View>),
     /// Design documents only (`filter=_design`).
     Design,
+    /// A design document's filter function (`filter=ddoc/name`), as a
+    /// map that emits for what it passes: it sees every document,
+    /// tombstones (`_deleted: true`) and design documents included.
+    Function(Box<View>),
 }
 
 /// One feed request, parsed: what to list and how.
@@ -75,7 +79,8 @@ struct Feed {
 /// `continuous`, `eventsource`), `since` (a number or `now`), `limit`,
 /// `descending`, `style=all_docs`, `include_docs`, `conflicts`,
 /// `attachments`, `heartbeat`, `timeout`, and `filter` (`_doc_ids`,
-/// `_selector`, `_view` with `view=ddoc/view`, `_design`).
+/// `_selector`, `_view` with `view=ddoc/view`, `_design`, or a design
+/// document's filter function `ddoc/name`).
 pub(super) async fn changes(served: &Served, req: &Request) -> Result<Answer, HttpError> {
     let feed = Feed::parse(served, req)?;
     let content_type = match feed.kind {
@@ -190,6 +195,15 @@ impl Feed {
             Filter::View(view) => match self.replica.get(&info.id)? {
                 Some(doc) if !doc.deleted => !view.map(&doc).is_empty(),
                 _ => false,
+            },
+            Filter::Function(function) => match self.replica.get(&info.id)? {
+                Some(mut doc) => {
+                    if doc.deleted {
+                        doc.body.insert("_deleted".into(), Value::Bool(true));
+                    }
+                    !function.map(&doc).is_empty()
+                }
+                None => false,
             },
         };
         if !keep {
@@ -376,8 +390,8 @@ fn line(before: &[u8], value: &Value, after: &[u8]) -> Bytes {
 /// The feed's filter: `filter=_doc_ids` (`doc_ids` in the POST body or the
 /// query; a `doc_ids` given without the filter counts too, as PouchDB
 /// sends it), `_selector` (`selector` in the body), `_view`
-/// (`view=ddoc/view`), `_design`. A design document's own filter
-/// function is not run: CouchDB's 400 says so.
+/// (`view=ddoc/view`), `_design`, or `ddoc/name`: a design document's
+/// filter function, run in the JavaScript sandbox.
 fn filter_of(served: &Served, req: &Request) -> Result<Filter, HttpError> {
     let body = match req.method == Method::POST && !req.body.is_empty() {
         true => Some(req.json()?),
@@ -405,11 +419,36 @@ fn filter_of(served: &Served, req: &Request) -> Result<Filter, HttpError> {
             Ok(Filter::View(Box::new(served.query.map_of(ddoc, name)?)))
         }
         Some("_design") => Ok(Filter::Design),
-        Some(other) => Err(HttpError::bad_request(format!(
-            "filter {other}: a design document's filter function is not run by this server; \
-             use _doc_ids, _selector, _view or _design"
-        ))),
+        Some(named) => {
+            let Some((ddoc, name)) = named.split_once('/') else {
+                return Err(HttpError::bad_request(format!(
+                    "`filter` must be `designname/filtername` or a built-in filter, not {named}"
+                )));
+            };
+            let request = filter_request(served, req, body.as_ref());
+            Ok(Filter::Function(Box::new(
+                served.query.filter_of(ddoc, name, &request)?,
+            )))
+        }
     }
+}
+
+/// The request object a filter function is given (CouchDB's `req`, the
+/// fields filters read): the query parameters, the method, the body, the
+/// database and the caller (this server's one user, an admin).
+fn filter_request(served: &Served, req: &Request, body: Option<&Value>) -> Value {
+    let query: serde_json::Map<String, Value> = url::form_urlencoded::parse(req.query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    json!({
+        "method": req.method.as_str(),
+        "query": query,
+        "body": body.map_or(Value::String("undefined".into()), |b| Value::String(b.to_string())),
+        "info": {"db_name": served.name},
+        "userCtx": {"db": served.name, "name": null, "roles": ["_admin"]},
+        "headers": {},
+        "peer": "127.0.0.1",
+    })
 }
 
 /// `doc_ids` from a POST body or the query.
