@@ -393,6 +393,29 @@ async fn served_answers_and_errors_are_couchdbs() {
     .await;
     assert_eq!(status, 201);
     assert_eq!(get("course/_local/checkpoint").await.1["seq"], 2);
+    // Twenty writers of the same revision at once: exactly one wins. (The
+    // window without the server's lock is a few microseconds between a
+    // read and a write on two runtime threads: this catches a regression
+    // only sometimes; the lock is what closes it.)
+    let racing: Vec<_> = (0..20)
+        .map(|n| {
+            tokio::spawn(http(
+                reqwest::Method::PUT,
+                local.clone(),
+                Some(json!({"seq": 100 + n, "_rev": "0-2"})),
+            ))
+        })
+        .collect();
+    let mut won = 0;
+    for r in racing {
+        match r.await.unwrap().0 {
+            201 => won += 1,
+            409 => {}
+            other => panic!("a racing checkpoint write got {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(get("course/_local/checkpoint").await.1["_rev"], "0-3");
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();

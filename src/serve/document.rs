@@ -260,6 +260,7 @@ async fn local(served: &Served, req: &Request, id: &str) -> Answered {
             let Some(obj) = doc.as_object_mut() else {
                 return Err(HttpError::bad_request("Document must be a JSON object"));
             };
+            let _one_writer = served.local_writes.lock().await;
             let stored = served.replica.get_local(&key)?;
             let current = stored
                 .as_ref()

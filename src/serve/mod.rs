@@ -155,6 +155,7 @@ impl Server {
                     name,
                     replica,
                     query,
+                    local_writes: tokio::sync::Mutex::new(()),
                 },
             );
         }
@@ -172,6 +173,10 @@ struct Served {
     name: String,
     replica: Replica,
     query: Query,
+    /// Held across a `_local` document's read of its `_rev` and its
+    /// write: two clients writing one checkpoint with the same `_rev`
+    /// must not both succeed (one gets CouchDB's 409).
+    local_writes: tokio::sync::Mutex<()>,
 }
 
 /// Serves `replica` until `shutdown` completes; `on_listening` is told the
