@@ -51,6 +51,7 @@ mod error;
 mod get;
 mod mango;
 mod params;
+mod ranks;
 mod reduce;
 mod view;
 mod warm;
@@ -76,6 +77,8 @@ use serde_json::Value;
 pub struct Query {
     replica: Replica,
     limits: ScriptLimits,
+    /// `_all_docs`' offsets, shared by the clones.
+    ranks: std::sync::Arc<ranks::Ranks>,
 }
 
 impl Query {
@@ -85,6 +88,7 @@ impl Query {
         Ok(Query {
             replica: replica.clone(),
             limits: ScriptLimits::default(),
+            ranks: std::sync::Arc::default(),
         })
     }
 
@@ -115,7 +119,7 @@ impl Query {
     /// `GET /db/_all_docs` (or `POST` with `keys`): CouchDB 3.4's answer
     /// from the replica; its body is [`AllDocsResponse::to_json`].
     pub fn all_docs(&self, query: &AllDocsQuery) -> Result<AllDocsResponse, QueryError> {
-        all_docs::all_docs(&self.replica, query)
+        all_docs::all_docs(&self.replica, &self.ranks, query)
     }
 
     /// `GET /db/{id}` with CouchDB 3.4's options: the body CouchDB sends
