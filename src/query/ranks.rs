@@ -89,11 +89,7 @@ impl Ranks {
 
     /// The marks at `seq`: current ones, or built now when this is the
     /// second query at `seq` in a row.
-    fn marks_at(
-        &self,
-        replica: &Replica,
-        seq: u64,
-    ) -> Result<Option<Marks>, QueryError> {
+    fn marks_at(&self, replica: &Replica, seq: u64) -> Result<Option<Marks>, QueryError> {
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match &state.marks {

@@ -8,7 +8,7 @@
 //! at or before its first bound. This file only reads the tree; updating
 //! it is `index.rs`'s job.
 
-use super::block::Scan;
+use super::block::{self, Scan};
 use super::collate::{encode_key, encode_str};
 use super::error::ViewError;
 use super::index::{decode_row, view_prefix};
@@ -465,8 +465,8 @@ pub(crate) fn ranges(q: &QueryOptions) -> Result<Vec<Range>, ViewError> {
 }
 
 /// Rows of the view before the query's first range, in its direction:
-/// CouchDB's `offset` without `skip`. Costs a walk over those rows (their
-/// blocks are decoded, not their JSON).
+/// CouchDB's `offset` without `skip`. Costs a read of those rows' block
+/// headers (only the block at the bound is decoded).
 pub(crate) fn rows_before(
     tree: &sled::Tree,
     view: &str,
@@ -489,12 +489,10 @@ pub(crate) fn rows_before(
             None => return Ok(0),
         }
     };
-    let mut n = 0u64;
-    for row in Scan::new(tree, view_prefix(view), lo, hi, false)? {
-        row?;
-        n += 1;
+    fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+        b.as_ref().map(Vec::as_slice)
     }
-    Ok(n)
+    block::count(tree, &view_prefix(view), as_ref(&lo), as_ref(&hi))
 }
 
 /// Walks the ranges and decodes rows, applying skip, limit and include_docs.
