@@ -200,11 +200,7 @@ fn base_document(
     {
         Ok(Value::Object(doc)) => Ok(doc),
         // A revision the replica does not hold cannot be the current one.
-        Ok(_) | Err(_) => Err(HttpError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Document update conflict.",
-        )),
+        Ok(_) | Err(_) => Err(HttpError::conflict()),
     }
 }
 
@@ -225,24 +221,12 @@ async fn put(served: &Served, req: &Request, id: &str, name: &str) -> Answered {
             json!({"content_type": content_type, "data": data}),
         );
     }
-    let written = served
-        .replica
-        .put(id, Value::Object(doc))
-        .await
-        .map_err(super::document::write_error)?;
-    Ok(Answer::Json(
-        StatusCode::CREATED,
-        json!({"ok": true, "id": written.id, "rev": written.rev.to_string()}),
-    ))
+    write(served, id, doc, StatusCode::CREATED).await
 }
 
 async fn delete(served: &Served, req: &Request, id: &str, name: &str) -> Answered {
     let Some(rev) = named_rev(req)? else {
-        return Err(HttpError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Document update conflict.",
-        ));
+        return Err(HttpError::conflict());
     };
     let mut doc = base_document(served, id, Some(rev))?;
     let removed = doc
@@ -252,13 +236,19 @@ async fn delete(served: &Served, req: &Request, id: &str, name: &str) -> Answere
     if removed.is_none() {
         return Err(HttpError::not_found("Document is missing attachment"));
     }
+    write(served, id, doc, StatusCode::OK).await
+}
+
+/// The document with its attachments changed, as a local write: its new
+/// revision, or the write's error (a stale `rev` is 409).
+async fn write(served: &Served, id: &str, doc: Map<String, Value>, status: StatusCode) -> Answered {
     let written = served
         .replica
         .put(id, Value::Object(doc))
         .await
         .map_err(super::document::write_error)?;
     Ok(Answer::Json(
-        StatusCode::OK,
+        status,
         json!({"ok": true, "id": written.id, "rev": written.rev.to_string()}),
     ))
 }

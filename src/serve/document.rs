@@ -80,11 +80,7 @@ async fn document(served: &Served, req: &Request, id: &str) -> Answered {
                 .transpose()
                 .map_err(|e| HttpError::bad_request(format!("Invalid rev format: {e}")))?;
             if rev.is_none() {
-                return Err(HttpError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "Document update conflict.",
-                ));
+                return Err(HttpError::conflict());
             }
             let written = served.replica.delete(id, rev).await.map_err(write_error)?;
             answer_write(StatusCode::OK, &written.id, &written.rev)
@@ -234,11 +230,7 @@ fn answer_write(status: StatusCode, id: &str, rev: &Rev) -> Answered {
 /// 409, a body that is no document 400.
 pub(super) fn write_error(e: StoreError) -> HttpError {
     match e {
-        StoreError::Conflict { .. } => HttpError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Document update conflict.",
-        ),
+        StoreError::Conflict { .. } => HttpError::conflict(),
         StoreError::InvalidDocument { reason, .. } => HttpError::bad_request(reason),
         e @ StoreError::TooDeep { .. } => HttpError::bad_request(e.to_string()),
         other => HttpError::internal(other),
@@ -271,11 +263,7 @@ async fn local(served: &Served, req: &Request, id: &str) -> Answered {
                 .unwrap_or(0);
             let given = obj.get("_rev").and_then(Value::as_str).map(str::to_owned);
             if stored.is_some() && given.as_deref() != Some(&format!("0-{current}")) {
-                return Err(HttpError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "Document update conflict.",
-                ));
+                return Err(HttpError::conflict());
             }
             let rev = format!("0-{}", current + 1);
             obj.insert("_id".into(), Value::String(full_id.clone()));

@@ -41,6 +41,15 @@ impl HttpError {
         )
     }
 
+    /// A write naming a revision that is not the current one.
+    pub(crate) fn conflict() -> Self {
+        HttpError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Document update conflict.",
+        )
+    }
+
     pub(crate) fn unauthorized() -> Self {
         HttpError::new(
             StatusCode::UNAUTHORIZED,
