@@ -15,7 +15,9 @@
 //! writes it as NDJSON for `pouch-query.js --docs FILE` and exits.
 //! `SETTEE_QUERY_BENCH_ORDER=id` commits the documents in id order instead
 //! of generation order (the ids are uuid-like: generation order is a
-//! random id order). `SETTEE_QUERY_BENCH_DIR=DIR` builds the replicas in
+//! random id order). `SETTEE_QUERY_BENCH_CACHE_MB=N` gives the replica a
+//! page cache of N MiB (default: the library's 8 MiB).
+//! `SETTEE_QUERY_BENCH_DIR=DIR` builds the replicas in
 //! `DIR/a` and `DIR/b` and keeps them (for a profiler to open).
 //!
 //! Engines: the app's design documents in JavaScript (`js`, first), the
@@ -127,7 +129,18 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("SETTEE_QUERY_BENCH_DIR")
         .map_or_else(|| tmp.path().to_owned(), std::path::PathBuf::from);
-    let (replica, ms, cpu) = timed(|| corpus::build_replica(&dir.join("a"), &c.docs));
+    // SETTEE_QUERY_BENCH_CACHE_MB: the replica's page cache (default: the
+    // library's, 8 MiB), for what reads cost against its size.
+    let mut config = settee::ReplicaConfig::default();
+    if let Some(mb) = std::env::var("SETTEE_QUERY_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config = config.with_cache_capacity(mb << 20);
+        eprintln!("query: page cache {mb} MiB");
+    }
+    let (replica, ms, cpu) =
+        timed(|| corpus::build_replica_with(&dir.join("a"), &c.docs, config.clone()));
     line(&c, "load", "commit", ms, json!({"cpu_ms": cpu.round()}));
 
     // The app's design documents run in JavaScript (engine `js`): each
