@@ -45,6 +45,27 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> bool {
     }
 }
 
+/// What the router's fuzzing serves (the fuzz target and the test in
+/// `serve/router_fuzz.rs` alike): `replica` with a document holding an
+/// attachment, one with a slash in its id and a design document with a
+/// reduced view written into it, served in process as database `db`.
+#[cfg(feature = "serve")]
+pub fn serve_fixture(replica: &crate::Replica) -> crate::Result<crate::serve::InProcess> {
+    use serde_json::json;
+    replica.put_blocking(
+        "doc",
+        &json!({"n": 1, "_attachments": {
+            "att.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}}),
+    )?;
+    replica.put_blocking("a/b", &json!({"n": 2}))?;
+    replica.put_blocking(
+        "_design/d",
+        &json!({"views": {"v": {
+            "map": "function (doc) { if (doc.n) emit(doc.n, 1); }", "reduce": "_count"}}}),
+    )?;
+    crate::serve::InProcess::new(replica.clone(), crate::serve::ServeConfig::new("db"))
+}
+
 /// Sends one request built from `bytes` to a `settee serve` endpoint in
 /// process (`router`), and checks what CouchDB's clients rely on: a
 /// refused request is a 4xx with CouchDB's `{"error", "reason"}` body and

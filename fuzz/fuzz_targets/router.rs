@@ -19,17 +19,7 @@ fn served() -> &'static Served {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let replica =
             settee::Replica::open(dir.path(), settee::ReplicaConfig::default()).expect("a replica");
-        let doc = serde_json::json!({"n": 1, "_attachments": {
-            "att.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}});
-        replica.put_blocking("doc", &doc).expect("a document");
-        let ddoc = serde_json::json!({"views": {"v": {
-            "map": "function (doc) { if (doc.n) emit(doc.n, 1); }", "reduce": "_count"}}});
-        replica
-            .put_blocking("_design/d", &ddoc)
-            .expect("a design document");
-        let router =
-            settee::serve::InProcess::new(replica.clone(), settee::serve::ServeConfig::new("db"))
-                .expect("the router");
+        let router = settee::fuzz_hooks::serve_fixture(&replica).expect("the router");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -79,6 +79,20 @@ struct Code {
 }
 
 impl Code {
+    /// Its compiled functions' key in the per-thread cache: everything the
+    /// sandbox is built from.
+    fn functions_key(&self) -> u64 {
+        let limits = self.limits;
+        digest64(&json!([
+            ENGINE,
+            self.ddoc,
+            self.lib,
+            self.maps,
+            self.reduces,
+            [limits.time.as_nanos() as u64, limits.memory, limits.stack]
+        ]))
+    }
+
     fn compile(&self) -> Result<Functions, js::JsError> {
         let maps: Vec<&str> = self.maps.iter().map(String::as_str).collect();
         let reduces: Vec<&str> = self.reduces.iter().map(String::as_str).collect();
@@ -180,14 +194,7 @@ impl DesignDoc {
         if out.is_empty() {
             return Ok(None);
         }
-        let functions_key = digest64(&json!([
-            ENGINE,
-            doc.id,
-            code.lib,
-            code.maps,
-            code.reduces,
-            [limits.time.as_nanos() as u64, limits.memory, limits.stack]
-        ]));
+        let functions_key = code.functions_key();
         Ok(Some(DesignDoc {
             id: doc.id.clone(),
             views: out,
@@ -300,14 +307,8 @@ pub(crate) fn filter_view(
         limits,
         design_docs: true,
     };
-    let functions_key = digest64(&json!([
-        ENGINE,
-        "filter",
-        doc.id,
-        code.lib,
-        code.maps,
-        [limits.time.as_nanos() as u64, limits.memory, limits.stack]
-    ]));
+    // The wrapper is in `maps`: no view's functions share this key.
+    let functions_key = code.functions_key();
     let view = DesignView {
         name: name.to_owned(),
         index_name: format!("{}/_filter/{name}", doc.id),
@@ -365,12 +366,18 @@ pub(crate) fn design_doc(
     id: &str,
     limits: Limits,
 ) -> Result<DesignDoc, QueryError> {
-    let doc = match replica.get(id)? {
-        Some(d) if !d.deleted => d,
-        Some(_) => return Err(QueryError::not_found("deleted")),
-        None => return Err(QueryError::not_found("missing")),
-    };
+    let doc = live_document(replica, id)?;
     DesignDoc::parse(&doc, limits)?.ok_or_else(|| QueryError::not_found("missing_named_view"))
+}
+
+/// Design document `id` as stored; CouchDB's 404 (`missing`, `deleted`)
+/// when it is not live.
+pub(crate) fn live_document(replica: &Replica, id: &str) -> Result<Document, QueryError> {
+    match replica.get(id)? {
+        Some(d) if !d.deleted => Ok(d),
+        Some(_) => Err(QueryError::not_found("deleted")),
+        None => Err(QueryError::not_found("missing")),
+    }
 }
 
 #[cfg(test)]

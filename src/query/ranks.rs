@@ -71,9 +71,9 @@ impl Ranks {
             false => Bound::Excluded(start),
             true => Bound::Included(start),
         };
-        let i = marks.partition_point(|(id, _)| match end {
-            Bound::Excluded(s) => id.as_str() < s,
-            _ => id.as_str() <= start,
+        let i = marks.partition_point(|(id, _)| match descending {
+            false => id.as_str() < start,
+            true => id.as_str() <= start,
         });
         let (from, base) = match i {
             0 => (Bound::Unbounded, 0),

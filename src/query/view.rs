@@ -113,11 +113,7 @@ pub(crate) fn filter_of(
     name: &str,
     req: &Value,
 ) -> Result<crate::views::View, QueryError> {
-    let doc = match replica.get(&ddoc_id(ddoc))? {
-        Some(d) if !d.deleted => d,
-        Some(_) => return Err(QueryError::not_found("deleted")),
-        None => return Err(QueryError::not_found("missing")),
-    };
+    let doc = design::live_document(replica, &ddoc_id(ddoc))?;
     design::filter_view(&doc, name, req, limits)
 }
 

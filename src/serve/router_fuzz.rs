@@ -6,10 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{InProcess, ServeConfig};
 use crate::{Replica, ReplicaConfig};
 use proptest::prelude::*;
-use serde_json::json;
 
 const SEGMENTS: &[&str] = &[
     "db",
@@ -149,22 +147,7 @@ fn cases() -> u32 {
 fn hostile_requests_are_refused_cleanly_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path(), ReplicaConfig::default()).unwrap();
-    replica
-        .put_blocking(
-            "doc",
-            &json!({"n": 1, "_attachments": {
-        "att.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}}),
-        )
-        .unwrap();
-    replica.put_blocking("a/b", &json!({"n": 2})).unwrap();
-    replica
-        .put_blocking(
-            "_design/d",
-            &json!({"views": {"v": {
-        "map": "function (doc) { if (doc.n) emit(doc.n, 1); }", "reduce": "_count"}}}),
-        )
-        .unwrap();
-    let router = InProcess::new(replica.clone(), ServeConfig::new("db")).unwrap();
+    let router = crate::fuzz_hooks::serve_fixture(&replica).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -111,6 +111,25 @@ impl Block {
         self.slots.partition_point(|s| self.slot_key(s) < key)
     }
 
+    /// The index of the first entry inside lower bound `lo`.
+    fn first_from(&self, lo: Bound<&[u8]>) -> usize {
+        match lo {
+            Bound::Included(l) => self.lower_bound(l),
+            Bound::Excluded(l) => self.upper_bound(l),
+            Bound::Unbounded => 0,
+        }
+    }
+
+    /// The index of the first entry beyond upper bound `hi` (the length
+    /// when none is).
+    fn first_past(&self, hi: Bound<&[u8]>) -> usize {
+        match hi {
+            Bound::Included(h) => self.upper_bound(h),
+            Bound::Excluded(h) => self.lower_bound(h),
+            Bound::Unbounded => self.len(),
+        }
+    }
+
     /// The index of the first entry whose key is above `key`.
     pub(crate) fn upper_bound(&self, key: &[u8]) -> usize {
         self.slots.partition_point(|s| self.slot_key(s) <= key)
@@ -403,6 +422,34 @@ pub(crate) fn normalize<V>(mut edits: Vec<Edit<V>>) -> Vec<Edit<V>> {
     out
 }
 
+/// The key of the block of `space` that holds `bound`'s entry (the last
+/// block whose key is at or before it), if any block is; `None` for an
+/// unbounded side.
+fn block_holding(
+    tree: &sled::Tree,
+    space: &[u8],
+    bound: Bound<&[u8]>,
+) -> Result<Option<IVec>, ViewError> {
+    let (Bound::Included(k) | Bound::Excluded(k)) = bound else {
+        return Ok(None);
+    };
+    let mut full = space.to_vec();
+    full.extend_from_slice(k);
+    Ok(tree
+        .range::<&[u8], _>((Bound::Included(space), Bound::Included(full.as_slice())))
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k))
+}
+
+/// A key above every block of `space`: entry keys (encoded view keys, doc
+/// ids) never start with 0xFF.
+fn space_end(space: &[u8]) -> IVec {
+    let mut end = space.to_vec();
+    end.extend_from_slice(&[0xFF; 8]);
+    IVec::from(end)
+}
+
 /// The number of entries of `space` between two key bounds (on the entry
 /// keys, without the space prefix). A block wholly inside the bounds is
 /// counted from its header, without decoding it: only the two blocks at
@@ -414,22 +461,9 @@ pub(crate) fn count(
     lo: Bound<&[u8]>,
     hi: Bound<&[u8]>,
 ) -> Result<u64, ViewError> {
-    let first_block = match lo {
-        Bound::Included(k) | Bound::Excluded(k) => {
-            let mut full = space.to_vec();
-            full.extend_from_slice(k);
-            tree.range::<&[u8], _>((Bound::Included(space), Bound::Included(full.as_slice())))
-                .next_back()
-                .transpose()?
-                .map(|(k, _)| k)
-        }
-        Bound::Unbounded => None,
-    };
-    let start = first_block.unwrap_or_else(|| IVec::from(space));
-    let mut end = space.to_vec();
-    end.extend_from_slice(&[0xFF; 8]);
+    let start = block_holding(tree, space, lo)?.unwrap_or_else(|| IVec::from(space));
     let mut blocks = tree
-        .range((Bound::Included(start), Bound::Excluded(IVec::from(end))))
+        .range((Bound::Included(start), Bound::Excluded(space_end(space))))
         .peekable();
     let below_hi = |key: &[u8]| match hi {
         Bound::Included(h) => key <= h,
@@ -462,16 +496,7 @@ pub(crate) fn count(
             continue;
         }
         let block = Block::decode(v).ok_or_else(|| corrupt(space))?;
-        let from = match lo {
-            Bound::Included(l) => block.lower_bound(l),
-            Bound::Excluded(l) => block.upper_bound(l),
-            Bound::Unbounded => 0,
-        };
-        let to = match hi {
-            Bound::Included(h) => block.upper_bound(h),
-            Bound::Excluded(h) => block.lower_bound(h),
-            Bound::Unbounded => block.len(),
-        };
+        let (from, to) = (block.first_from(lo), block.first_past(hi));
         n += to.saturating_sub(from) as u64;
         if to < block.len() {
             break;
@@ -503,41 +528,20 @@ impl<'a> Scan<'a> {
         hi: Bound<Vec<u8>>,
         descending: bool,
     ) -> Result<Scan<'a>, ViewError> {
-        // The block holding the first entry in scan order is the last one
-        // whose key is at or before that entry's bound.
         let anchor = if descending { &hi } else { &lo };
-        let start = match anchor {
-            Bound::Included(k) | Bound::Excluded(k) => {
-                let mut full = space.clone();
-                full.extend_from_slice(k);
-                tree.range::<&[u8], _>((
-                    Bound::Included(space.as_slice()),
-                    Bound::Included(full.as_slice()),
-                ))
-                .next_back()
-                .transpose()?
-                .map(|(k, _)| k)
-            }
-            Bound::Unbounded => None,
-        };
-        // Entry keys (encoded view keys, doc ids) never start with 0xFF.
-        let mut end = space.clone();
-        end.extend_from_slice(&[0xFF; 8]);
+        let start = block_holding(tree, &space, anchor.as_ref().map(Vec::as_slice))?;
+        let end = space_end(&space);
         let first = IVec::from(space.as_slice());
         let blocks: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = match (descending, start)
         {
-            (false, Some(s)) => {
-                Box::new(tree.range((Bound::Included(s), Bound::Excluded(IVec::from(end)))))
-            }
-            (false, None) => {
-                Box::new(tree.range((Bound::Included(first), Bound::Excluded(IVec::from(end)))))
-            }
+            (false, Some(s)) => Box::new(tree.range((Bound::Included(s), Bound::Excluded(end)))),
+            (false, None) => Box::new(tree.range((Bound::Included(first), Bound::Excluded(end)))),
             (true, Some(s)) => Box::new(
                 tree.range((Bound::Included(first), Bound::Included(s)))
                     .rev(),
             ),
             (true, None) if matches!(hi, Bound::Unbounded) => Box::new(
-                tree.range((Bound::Included(first), Bound::Excluded(IVec::from(end))))
+                tree.range((Bound::Included(first), Bound::Excluded(end)))
                     .rev(),
             ),
             // Every block starts after the scan's first bound.
@@ -583,17 +587,9 @@ impl<'a> Scan<'a> {
         }
         let block = Block::decode(v).ok_or_else(|| corrupt(&self.space))?;
         let at = if self.descending {
-            match &self.hi {
-                Bound::Included(h) => block.upper_bound(h),
-                Bound::Excluded(h) => block.lower_bound(h),
-                Bound::Unbounded => block.len(),
-            }
+            block.first_past(self.hi.as_ref().map(Vec::as_slice))
         } else {
-            match &self.lo {
-                Bound::Included(l) => block.lower_bound(l),
-                Bound::Excluded(l) => block.upper_bound(l),
-                Bound::Unbounded => 0,
-            }
+            block.first_from(self.lo.as_ref().map(Vec::as_slice))
         };
         self.current = Some((block, at));
         Ok(true)
