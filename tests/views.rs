@@ -591,15 +591,16 @@ async fn settee_query_prints_couchdb_shape_and_a_table() {
 
 /// The rows a view must hold when it says it covers `seq`: the map of
 /// every live document whose latest change is at or before `seq`.
-pub(crate) fn rows_covering(
+/// The rows of the documents whose latest change and id pass `covered`.
+pub(crate) fn rows_where(
     replica: &Replica,
     view: &View,
-    seq: u64,
+    covered: impl Fn(u64, &str) -> bool,
 ) -> Vec<(Value, String, Value)> {
     let mut rows = Vec::new();
     for c in replica.changes(0) {
         let c = c.unwrap();
-        if c.seq > seq || c.doc.deleted || c.doc.id.starts_with("_design/") {
+        if !covered(c.seq, &c.doc.id) || c.doc.deleted || c.doc.id.starts_with("_design/") {
             continue;
         }
         let doc = replica.get(&c.doc.id).unwrap().unwrap();

@@ -62,15 +62,25 @@ function toJSON(obj) {
 }
 
 // Documents are sealed, as CouchDB seals them: one view's map function
-// cannot change what the next one sees.
+// cannot change what the next one sees. Only fresh JSON.parse output is
+// sealed here, where no object is reachable twice, so each is frozen
+// without asking first; arrays are walked by index (their own property
+// names would be a string per element).
 function __freeze(o) {
-  if (Object.isFrozen(o)) {
+  Object.freeze(o);
+  var i, v;
+  if (Array.isArray(o)) {
+    for (i = 0; i < o.length; i++) {
+      v = o[i];
+      if (v !== null && typeof v === "object") {
+        __freeze(v);
+      }
+    }
     return o;
   }
-  Object.freeze(o);
-  var names = Object.getOwnPropertyNames(o);
-  for (var i = 0; i < names.length; i++) {
-    var v = o[names[i]];
+  var names = Object.keys(o);
+  for (i = 0; i < names.length; i++) {
+    v = o[names[i]];
     if (v !== null && typeof v === "object") {
       __freeze(v);
     }

@@ -81,6 +81,44 @@ fn documents_are_sealed_so_one_view_cannot_change_what_the_next_sees() {
 }
 
 #[test]
+fn nested_objects_and_arrays_are_sealed_too() {
+    // Each write is tried on its own; the map emits the name of every one
+    // that was refused, then what the next view sees.
+    let tries = [
+        ("obj", "doc.o.k = 2"),
+        ("deep", "doc.a[1].k = 2"),
+        ("elem", "doc.a[0] = 2"),
+        ("push", "doc.a.push(3)"),
+        ("inner", "doc.a[2].push(3)"),
+        ("proto", "doc['__proto__'].k = 2"),
+    ];
+    let body: String = tries
+        .iter()
+        .map(|(name, stmt)| format!("try {{ {stmt}; }} catch (e) {{ emit('{name}', null); }} "))
+        .collect();
+    let f = functions(
+        &[
+            &format!("function (doc) {{ 'use strict'; {body} }}"),
+            "function (doc) { emit(doc.o.k, [doc.a.length, doc.a[0], doc.a[1].k, doc.a[2].length]); }",
+        ],
+        &[],
+        Value::Null,
+        Limits::default(),
+    );
+    let doc = r#"{"_id":"a","_rev":"1-x","o":{"k":1},"a":[1,{"k":1},[]],"__proto__":{"k":1}}"#;
+    let refused: Vec<Value> = match f.map(0, "a", doc) {
+        Ok(Mapped::Rows(rows)) => rows.into_iter().map(|(k, _)| k).collect(),
+        other => panic!("{other:?}"),
+    };
+    let names: Vec<Value> = tries.iter().map(|(name, _)| json!(name)).collect();
+    assert_eq!(refused, names);
+    match f.map(1, "a", doc) {
+        Ok(Mapped::Rows(rows)) => assert_eq!(rows, vec![(json!(1), json!([3, 1, 1, 0]))]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn require_loads_commonjs_modules_from_views_lib() {
     let lib = json!({
         "math": "exports.double = function (x) { return 2 * require('views/lib/one').one * x; };",

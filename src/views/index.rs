@@ -2,22 +2,28 @@
 //! follows the replica's local sequence to keep them current.
 //!
 //! ```text
-//!  Changes::with_raw_bodies(since) ──► chunk of changes (≤ durable update seq)
-//!        │                         │ winner's raw body (live, non-design docs),
-//!        │                         │ parsed once only if a view needs it
-//!        │                         ▼
-//!        │                  View::map per view still behind that change
-//!        │                         │ encoded rows, old rows from back-index
-//!        ▼                         ▼
+//!  a view with nothing indexed:          a view behind:
+//!  Replica::winners, in id order         Changes::with_raw_bodies(since)
+//!  (≤ the durable seq when it began)     (≤ the durable update seq)
+//!        └───────────────┬───────────────────────┘
+//!                        │ winner's raw body (live, non-design docs),
+//!                        │ parsed once only if a view needs it
+//!                        ▼
+//!                 View::map per view still behind that change
+//!                        │ encoded rows, old rows from back-index
+//!                        ▼
 //!  one atomic sled batch per view per chunk in the `views` tree:
-//!  that view's rows, back-index and state
+//!  that view's rows, back-index and state (its seq, or how far a build
+//!  in id order has read)
 //! ```
 //!
 //! It owns one tree of the replica, `views`, with three key spaces (rows
 //! `r…` and back-index `b…`, both in sorted blocks, states `s…`; the keys
 //! are in `docs/design.md`), and is its only writer. A build from nothing
-//! is one chunk, so its blocks are written once, in order. It reads the store only through `Replica`'s public reads, and
-//! must not be called from the store.
+//! reads the records in id order (one sled page after the next, where
+//! reading by sequence looks up each random id) and is one chunk, so its
+//! blocks are written once, in order. It reads the store only through
+//! `Replica`'s reads, and must not be called from the store.
 
 use super::block;
 use super::collate::{decode_str, encode_key, encode_str, encoded_len};
@@ -29,6 +35,7 @@ use crate::store::{RawDocumentChange, Replica, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -114,6 +121,22 @@ pub(crate) struct StoredState {
     pub(crate) rows: u64,
     #[serde(default)]
     pub(crate) layout: u32,
+    /// A build from nothing in id order, under way (`seq` is then 0). A
+    /// release that does not know it reads a view at sequence 0 and
+    /// catches up from there by sequence, mapping every document again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) scan: Option<IdScan>,
+}
+
+/// Where a build from nothing in id order stands: every document with an
+/// id up to `after` whose latest change was at or below `upto` when it
+/// was read is indexed; no document after `after` is. When the scan ends
+/// the view covers `upto`, and the changes after it (also those of
+/// documents the scan had passed) are indexed by sequence as usual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IdScan {
+    pub(crate) after: String,
+    pub(crate) upto: u64,
 }
 
 /// A view's progress, in `views.state` under the view's name.
@@ -277,7 +300,25 @@ struct Active<'a> {
     prefix: Vec<u8>,
     back_prefix: Vec<u8>,
     state: ViewState,
+    /// Set while the view is built from nothing in id order.
+    scan: Option<IdScan>,
     report: ViewWarm,
+}
+
+impl Active<'_> {
+    /// Built from nothing, or being: read in id order, not by sequence.
+    fn cold(&self) -> bool {
+        self.scan.is_some() || (self.state.seq == 0 && self.state.rows == 0)
+    }
+}
+
+/// How a chunk moves its views' states.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// To the highest sequence among its changes.
+    Seq,
+    /// To the chunk's last id, of a build in id order up to `upto`.
+    Scan { upto: u64 },
 }
 
 impl Index {
@@ -391,12 +432,13 @@ impl Index {
         let durable = *self.replica.watch_update_seq().borrow();
         let mut active = Vec::with_capacity(views.len());
         for &view in views {
-            let (state, rebuilt) = self.prepare(view)?;
+            let (state, rebuilt, scan) = self.prepare(view)?;
             active.push(Active {
                 view,
                 prefix: view_prefix(view.name()),
                 back_prefix: back_prefix(view.name()),
                 state,
+                scan,
                 report: ViewWarm {
                     name: view.name().to_owned(),
                     rebuilt,
@@ -406,11 +448,15 @@ impl Index {
                 },
             });
         }
-        let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
         let mut chunks = 0;
         let mut threads = 1;
+        if durable > 0 && active.iter().any(Active::cold) {
+            chunks += self.build_by_id(&mut active, limits, durable, &mut threads)?;
+            self.replica.flush()?;
+        }
+        let since = active.iter().map(|a| a.state.seq).min().unwrap_or(durable);
         if since < durable {
-            chunks = self.index_changes(&mut active, limits, since, durable, &mut threads)?;
+            chunks += self.index_changes(&mut active, limits, since, durable, &mut threads)?;
             self.replica.flush()?;
         }
         Ok(WarmReport {
@@ -441,7 +487,6 @@ impl Index {
         // the view was behind it when indexing started (chunks move a
         // view's `seq` only up to changes already taken).
         let behind: Vec<(&View, u64)> = active.iter().map(|a| (a.view, a.state.seq)).collect();
-        let capacity = |docs: u64| usize::try_from(docs).unwrap_or(usize::MAX);
         let one_thread = |active: &mut [Active<'_>]| {
             // Bodies come with the feed: one record read per document.
             let mut feed = self.replica.changes(since).with_raw_bodies();
@@ -451,7 +496,7 @@ impl Index {
                 Ok(change) if change.seq > durable => None,
                 Ok(change) => Some(prepare(change, &behind, &mut keys)),
             });
-            self.commit_chunks(active, limits, durable, &mut source)
+            self.commit_chunks(active, limits, durable, Mark::Seq, &mut source)
         };
         if threads < 2 || backlog < limits.parallel_backlog {
             return one_thread(active);
@@ -461,11 +506,168 @@ impl Index {
         // about four chunks' worth, whatever the documents emit.
         let ahead = limits.rows.saturating_mul(4);
         let ordered = parallel::Ordered::new(since, durable, span, threads, ahead);
+        let keys = capacity(backlog / threads as u64);
+        let threaded = self.in_threads(
+            &ordered,
+            threads,
+            keys,
+            used,
+            |keys, part| {
+                let mut out = Vec::new();
+                for change in self.replica.changes(part.start() - 1).with_raw_bodies() {
+                    let change = change?;
+                    if change.seq > *part.end() {
+                        break;
+                    }
+                    out.push(prepare(change, &behind, keys)?);
+                }
+                Ok(out)
+            },
+            |source| self.commit_chunks(active, limits, durable, Mark::Seq, source),
+        );
+        match threaded {
+            Some(outcome) => outcome,
+            // Not one thread could start: the caller's thread does it all.
+            None => one_thread(active),
+        }
+    }
+
+    /// Builds the views that have nothing indexed (or are part way
+    /// through such a build) by reading every document in id order, up to
+    /// the durable sequence: the records come one page after the next
+    /// instead of one lookup per change in sequence order (random ids make
+    /// those random reads). Views whose builds stand at different points
+    /// (a kill between two views' batches) each continue from their own.
+    /// Leaves each built view covering the sequence its build read up to;
+    /// [`Index::index_changes`] then takes the changes after it.
+    fn build_by_id(
+        &self,
+        active: &mut [Active<'_>],
+        limits: ChunkLimits,
+        durable: u64,
+        used: &mut usize,
+    ) -> Result<u64, ViewError> {
+        let mut groups: Vec<Option<IdScan>> = Vec::new();
+        for a in active.iter().filter(|a| a.cold()) {
+            if !groups.contains(&a.scan) {
+                groups.push(a.scan.clone());
+            }
+        }
+        let mut chunks = 0;
+        for group in groups {
+            let upto = group.as_ref().map_or(durable, |s| s.upto);
+            let after = group.as_ref().map(|s| s.after.clone());
+            // Only this group's views take the documents it reads.
+            let behind: Vec<(&View, u64)> = active
+                .iter()
+                .map(|a| {
+                    (
+                        a.view,
+                        if a.cold() && a.scan == group {
+                            0
+                        } else {
+                            u64::MAX
+                        },
+                    )
+                })
+                .collect();
+            let members: Vec<bool> = behind.iter().map(|(_, seq)| *seq == 0).collect();
+            chunks += self.scan_ids(active, limits, after.as_deref(), upto, &behind, used)?;
+            for (a, _) in active.iter_mut().zip(&members).filter(|(_, m)| **m) {
+                a.state.seq = upto;
+                a.scan = None;
+                a.report.seq = upto;
+                self.tree
+                    .insert(state_key(a.view.name()), encode_state(&a.state))?;
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// The id-ordered read of [`Index::build_by_id`] for the views
+    /// `behind` marks with 0, after id `after`, of the documents whose
+    /// latest change is at or below `upto`.
+    fn scan_ids(
+        &self,
+        active: &mut [Active<'_>],
+        limits: ChunkLimits,
+        after: Option<&str>,
+        upto: u64,
+        behind: &[(&View, u64)],
+        used: &mut usize,
+    ) -> Result<u64, ViewError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mark = Mark::Scan { upto };
+        let threads = limits.threads;
+        let take = |change: Result<RawDocumentChange, StoreError>, keys: &mut KeyCache| match change
+        {
+            Err(e) => Some(Err(e.into())),
+            // Changed since `upto`: its change is taken by sequence later.
+            Ok(change) if change.seq > upto => None,
+            Ok(change) => Some(prepare(change, behind, keys)),
+        };
+        let one_thread = |active: &mut [Active<'_>]| {
+            let mut docs = self.replica.winners((start, Bound::Unbounded));
+            let mut keys = KeyCache::with_capacity(capacity(upto));
+            let mut source = std::iter::from_fn(|| loop {
+                if let Some(p) = take(docs.next()?, &mut keys) {
+                    return Some(p);
+                }
+            });
+            self.commit_chunks(active, limits, upto, mark, &mut source)
+        };
+        if threads < 2 || upto < limits.parallel_backlog {
+            return one_thread(active);
+        }
+        // Parts of about `span` documents, read by one worker at a time,
+        // one page of records after the next, and mapped in parallel.
+        let span = capacity((upto / (threads as u64 * 16)).clamp(256, 8192));
+        let mut docs = self.replica.winners((start, Bound::Unbounded));
+        let parts = std::iter::from_fn(move || {
+            let part: Vec<_> = docs.by_ref().take(span).collect();
+            (!part.is_empty()).then_some(part)
+        });
+        let ahead = limits.rows.saturating_mul(4);
+        let ordered = parallel::Ordered::from_source(parts, threads, ahead);
+        let keys = capacity(upto / threads as u64);
+        let threaded = self.in_threads(
+            &ordered,
+            threads,
+            keys,
+            used,
+            |keys, part: Vec<Result<RawDocumentChange, StoreError>>| {
+                part.into_iter()
+                    .filter_map(|change| take(change, keys))
+                    .collect()
+            },
+            |source| self.commit_chunks(active, limits, upto, mark, source),
+        );
+        match threaded {
+            Some(outcome) => outcome,
+            None => one_thread(active),
+        }
+    }
+
+    /// Runs `prepare` over `ordered`'s parts on up to `threads` worker
+    /// threads (each with its own key cache of `keys` entries) and
+    /// `commit` over the prepared changes, in part order, on this thread.
+    /// `None` when not one thread could start.
+    fn in_threads<P>(
+        &self,
+        ordered: &parallel::Ordered<P, Result<Vec<Pending>, ViewError>>,
+        threads: usize,
+        keys: usize,
+        used: &mut usize,
+        prepare: impl Fn(&mut KeyCache, P) -> Result<Vec<Pending>, ViewError> + Sync,
+        commit: impl FnOnce(
+            &mut dyn Iterator<Item = Result<Pending, ViewError>>,
+        ) -> Result<u64, ViewError>,
+    ) -> Option<Result<u64, ViewError>> {
         let weigh = |out: &Result<Vec<Pending>, ViewError>| {
             out.as_ref()
                 .map_or(0, |part| part.iter().map(|p| p.rows + 1).sum())
         };
-        let threaded = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             // Workers stop with the consumer: also on an error, a panic, or
             // a worker that could not start (before the others fill the
             // window and wait).
@@ -475,24 +677,7 @@ impl Index {
                 let worker = std::thread::Builder::new()
                     .name("settee-views".to_owned())
                     .spawn_scoped(scope, || {
-                        let keys = KeyCache::with_capacity(capacity(backlog / threads as u64));
-                        ordered.work(
-                            keys,
-                            |keys, part| {
-                                let mut out = Vec::new();
-                                for change in
-                                    self.replica.changes(part.start() - 1).with_raw_bodies()
-                                {
-                                    let change = change?;
-                                    if change.seq > *part.end() {
-                                        break;
-                                    }
-                                    out.push(prepare(change, &behind, keys)?);
-                                }
-                                Ok(out)
-                            },
-                            weigh,
-                        );
+                        ordered.work(KeyCache::with_capacity(keys), &prepare, weigh);
                     });
                 match worker {
                     Ok(_) => started += 1,
@@ -516,13 +701,8 @@ impl Index {
                     Err(e) => return Some(Err(e)),
                 }
             });
-            Some(self.commit_chunks(active, limits, durable, &mut source))
-        });
-        match threaded {
-            Some(outcome) => outcome,
-            // Not one thread could start: the caller's thread does it all.
-            None => one_thread(active),
-        }
+            Some(commit(&mut source))
+        })
     }
 
     /// Takes prepared changes from `source` into chunks and commits each.
@@ -531,23 +711,23 @@ impl Index {
         active: &mut [Active<'_>],
         limits: ChunkLimits,
         durable: u64,
+        mark: Mark,
         source: &mut dyn Iterator<Item = Result<Pending, ViewError>>,
     ) -> Result<u64, ViewError> {
         let mut chunks = 0;
         let mut done = false;
+        // The views whose blocks the chunks rewrite.
+        let taking = |a: &&Active<'_>| match mark {
+            Mark::Seq => a.state.seq < durable,
+            Mark::Scan { .. } => a.cold(),
+        };
         while !done {
             let mut chunk = Vec::new();
             let mut emitted = 0;
-            let cold = active
-                .iter()
-                .all(|a| a.state.rows == 0 || a.state.seq >= durable);
+            let cold = active.iter().filter(taking).all(|a| a.state.rows == 0);
             // Half the rows already indexed: the blocks a chunk rewrites
             // then cost at most about twice the rows it adds.
-            let indexed: u64 = active
-                .iter()
-                .filter(|a| a.state.seq < durable)
-                .map(|a| a.state.rows)
-                .sum();
+            let indexed: u64 = active.iter().filter(taking).map(|a| a.state.rows).sum();
             let grown = usize::try_from(indexed / 2)
                 .unwrap_or(usize::MAX)
                 .min(limits.cold_rows);
@@ -570,7 +750,7 @@ impl Index {
             if chunk.is_empty() {
                 break;
             }
-            self.commit_chunk(active, &mut chunk, limits)?;
+            self.commit_chunk(active, &mut chunk, limits, mark)?;
             chunks += 1;
         }
         Ok(chunks)
@@ -578,16 +758,16 @@ impl Index {
 
     /// The view's state, after dropping its rows if they were built by
     /// another definition version (or by nothing this build recorded).
-    fn prepare(&self, view: &View) -> Result<(ViewState, bool), ViewError> {
+    fn prepare(&self, view: &View) -> Result<(ViewState, bool, Option<IdScan>), ViewError> {
         let found = self.stored_state(view.name())?;
-        if let Some(s) = &found {
+        if let Some(s) = found.as_ref() {
             if s.version == view.version() && s.layout == LAYOUT {
                 let state = ViewState {
                     version: s.version,
                     seq: s.seq,
                     rows: s.rows,
                 };
-                return Ok((state, false));
+                return Ok((state, false, s.scan.clone()));
             }
         }
         // Clear first, record the new version last: a crash in between
@@ -603,7 +783,7 @@ impl Index {
         if found.is_some() {
             tracing::info!(view = view.name(), "view definition changed; rebuilding");
         }
-        Ok((state, found.is_some()))
+        Ok((state, found.is_some(), None))
     }
 
     /// Writes one chunk, one atomic batch per view: the blocks of rows and
@@ -619,7 +799,15 @@ impl Index {
         active: &mut [Active<'_>],
         chunk: &mut [Pending],
         limits: ChunkLimits,
+        mark: Mark,
     ) -> Result<(), ViewError> {
+        let scan = match (mark, chunk.last()) {
+            (Mark::Scan { upto }, Some(last)) => Some(IdScan {
+                after: last.id.clone(),
+                upto,
+            }),
+            _ => None,
+        };
         let mut taken: Vec<Vec<Taken<'_>>> = active.iter().map(|_| Vec::new()).collect();
         for p in chunk.iter_mut() {
             let Pending {
@@ -652,10 +840,14 @@ impl Index {
             writes.add_to(&mut batch);
             let s = ViewState {
                 version: a.state.version,
-                seq: o.seq,
+                // A build in id order covers no sequence until it ends.
+                seq: if scan.is_some() { a.state.seq } else { o.seq },
                 rows: (a.state.rows + o.written).saturating_sub(o.removed),
             };
-            batch.insert(state_key(a.view.name()), encode_state(&s));
+            batch.insert(
+                state_key(a.view.name()),
+                encode_state_with(&s, scan.as_ref()),
+            );
             self.tree.apply_batch(batch)?;
             Ok(Some((o, s)))
         });
@@ -670,6 +862,7 @@ impl Index {
                 }
             };
             a.state = state;
+            a.scan.clone_from(&scan);
             a.report.docs_indexed += o.docs;
             a.report.rows_written += o.written;
             a.report.rows_removed += o.removed;
@@ -684,6 +877,11 @@ impl Index {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// A count of documents as a capacity.
+fn capacity(docs: u64) -> usize {
+    usize::try_from(docs).unwrap_or(usize::MAX)
 }
 
 /// A document's new rows for one view in a chunk: (sequence, id, rows).
@@ -977,11 +1175,17 @@ pub(crate) fn decode_row(suffix: &[u8], stored: &[u8]) -> Option<RowData> {
 }
 
 pub(crate) fn encode_state(state: &ViewState) -> Vec<u8> {
+    encode_state_with(state, None)
+}
+
+/// A view's state with where its build in id order stands, if under way.
+fn encode_state_with(state: &ViewState, scan: Option<&IdScan>) -> Vec<u8> {
     let stored = StoredState {
         version: state.version,
         seq: state.seq,
         rows: state.rows,
         layout: LAYOUT,
+        scan: scan.cloned(),
     };
     serde_json::to_vec(&stored).unwrap_or_default()
 }

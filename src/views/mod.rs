@@ -56,7 +56,7 @@ mod parallel;
 mod query;
 mod view;
 
-pub use check::{check, ViewCheck, ViewCheckReport, ViewViolation};
+pub use check::{check, ViewBuild, ViewCheck, ViewCheckReport, ViewViolation};
 pub use collate::{collate, collate_str, encode_key};
 pub use error::ViewError;
 pub use index::{ViewState, ViewWarm, WarmReport};

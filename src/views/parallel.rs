@@ -1,11 +1,12 @@
 //! Indexing on more than one core: the two parts of a warm-up that split
 //! cleanly across threads, behind an interface that keeps them in order.
 //!
-//! - [`Ordered`] cuts a range of local sequences into parts, prepares them
-//!   on worker threads (reading the documents and running the map
-//!   functions, the larger half of a build from nothing), and hands the
-//!   results to one consumer in sequence order, a bounded number of parts
-//!   (and of rows, by the weight the caller gives them) ahead of it.
+//! - [`Ordered`] takes parts in order (ranges of local sequences, or
+//!   documents read in id order), prepares them on worker threads (reading
+//!   the documents and running the map functions, the larger half of a
+//!   build from nothing), and hands the results to one consumer in the
+//!   parts' order, a bounded number of parts (and of rows, by the weight
+//!   the caller gives them) ahead of it.
 //! - [`map_in_threads`] runs one job per view (sorting a view's edits and
 //!   cutting its blocks) on up to N threads and returns the results in the
 //!   views' order.
@@ -19,7 +20,6 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
@@ -43,15 +43,25 @@ struct Progress<T> {
     weight: usize,
     /// Parts taken by the consumer; the next one it takes is this one.
     taken: usize,
+    /// How many parts there are, once a worker found the source empty.
+    total: Option<usize>,
     /// The consumer left (finished, failed or panicked): workers stop.
     stop: bool,
 }
 
-/// Parts of `(after, upto]` prepared by workers, taken in order.
-pub(crate) struct Ordered<T> {
-    parts: Vec<RangeInclusive<u64>>,
-    /// The next part a worker claims.
-    claim: AtomicUsize,
+/// Where workers claim parts: the source, and the number the next part
+/// claimed gets.
+struct Claims<P> {
+    parts: Box<dyn Iterator<Item = P> + Send>,
+    next: usize,
+}
+
+/// Parts (of `(after, upto]`, or from any source) prepared by workers,
+/// taken in order.
+pub(crate) struct Ordered<P, T> {
+    /// Claimed one at a time: a source that reads (documents in id order)
+    /// is read by one worker at a time, each taking the next part.
+    claims: Mutex<Claims<P>>,
     /// How many parts a worker may finish ahead of the consumer: memory
     /// is bounded by it, not by the backlog.
     window: usize,
@@ -64,17 +74,11 @@ pub(crate) struct Ordered<T> {
     changed: Condvar,
 }
 
-impl<T: Send> Ordered<T> {
+impl<T: Send> Ordered<RangeInclusive<u64>, T> {
     /// Sequences `after + 1 ..= upto` in parts of about `span`, for
     /// `workers` threads, with at most `max_weight` of finished parts
     /// ahead of the consumer (see [`Ordered::work`]).
-    pub(crate) fn new(
-        after: u64,
-        upto: u64,
-        span: u64,
-        workers: usize,
-        max_weight: usize,
-    ) -> Ordered<T> {
+    pub(crate) fn new(after: u64, upto: u64, span: u64, workers: usize, max_weight: usize) -> Self {
         let span = span.max(1);
         let mut parts = Vec::new();
         let mut start = after.saturating_add(1);
@@ -86,15 +90,30 @@ impl<T: Send> Ordered<T> {
             }
             start = end + 1;
         }
+        Ordered::from_source(parts.into_iter(), workers, max_weight)
+    }
+}
+
+impl<P, T: Send> Ordered<P, T> {
+    /// The parts `source` yields, in its order, for `workers` threads,
+    /// with at most `max_weight` of finished parts ahead of the consumer.
+    pub(crate) fn from_source(
+        source: impl Iterator<Item = P> + Send + 'static,
+        workers: usize,
+        max_weight: usize,
+    ) -> Self {
         Ordered {
-            parts,
-            claim: AtomicUsize::new(0),
+            claims: Mutex::new(Claims {
+                parts: Box::new(source),
+                next: 0,
+            }),
             window: workers.max(1) * 4,
             max_weight,
             progress: Mutex::new(Progress {
                 done: BTreeMap::new(),
                 weight: 0,
                 taken: 0,
+                total: None,
                 stop: false,
             }),
             changed: Condvar::new(),
@@ -114,12 +133,11 @@ impl<T: Send> Ordered<T> {
     pub(crate) fn work<S>(
         &self,
         mut state: S,
-        prepare: impl Fn(&mut S, RangeInclusive<u64>) -> T,
+        prepare: impl Fn(&mut S, P) -> T,
         weigh: impl Fn(&T) -> usize,
     ) {
         loop {
-            let i = self.claim.fetch_add(1, Ordering::Relaxed);
-            let Some(part) = self.parts.get(i) else {
+            let Some((i, part)) = self.claim() else {
                 return;
             };
             {
@@ -134,7 +152,7 @@ impl<T: Send> Ordered<T> {
                     return;
                 }
             }
-            let out = catch_unwind(AssertUnwindSafe(|| prepare(&mut state, part.clone())));
+            let out = catch_unwind(AssertUnwindSafe(|| prepare(&mut state, part)));
             let panicked = out.is_err();
             let weight = out.as_ref().map_or(0, &weigh);
             let mut p = self.lock();
@@ -148,14 +166,35 @@ impl<T: Send> Ordered<T> {
         }
     }
 
+    /// The next part and its number; `None` once the source is empty
+    /// (then the consumer learns how many parts there are).
+    fn claim(&self) -> Option<(usize, P)> {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        // The source is read outside any lock the consumer takes.
+        let next = claims.parts.next();
+        let i = claims.next;
+        if next.is_some() {
+            claims.next += 1;
+        }
+        drop(claims);
+        match next {
+            Some(part) => Some((i, part)),
+            None => {
+                self.lock().total = Some(i);
+                self.changed.notify_all();
+                None
+            }
+        }
+    }
+
     /// The next part's result, in order; `None` after the last. Resumes a
     /// worker's panic here.
     pub(crate) fn next_part(&self) -> Option<T> {
         let mut p = self.lock();
-        if p.taken >= self.parts.len() {
-            return None;
-        }
         loop {
+            if p.total.is_some_and(|total| p.taken >= total) {
+                return None;
+            }
             let want = p.taken;
             if let Some((out, weight)) = p.done.remove(&want) {
                 p.taken += 1;
@@ -177,15 +216,15 @@ impl<T: Send> Ordered<T> {
 
     /// Stops the workers when dropped, also when the consumer returns early
     /// with an error or unwinds.
-    pub(crate) fn stop_guard(&self) -> StopGuard<'_, T> {
+    pub(crate) fn stop_guard(&self) -> StopGuard<'_, P, T> {
         StopGuard(self)
     }
 }
 
 /// See [`Ordered::stop_guard`].
-pub(crate) struct StopGuard<'a, T: Send>(&'a Ordered<T>);
+pub(crate) struct StopGuard<'a, P, T: Send>(&'a Ordered<P, T>);
 
-impl<T: Send> Drop for StopGuard<'_, T> {
+impl<P, T: Send> Drop for StopGuard<'_, P, T> {
     fn drop(&mut self) {
         self.0.stop();
     }
@@ -234,12 +273,13 @@ pub(crate) fn map_in_threads<I: Send, O: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Parts come back in sequence order, each exactly once, whatever
     /// order the workers finish them in, and cover the range.
     #[test]
     fn ordered_parts_arrive_in_order_and_cover_the_range() {
-        let ordered: Ordered<Vec<u64>> = Ordered::new(10, 1000, 7, 3, usize::MAX);
+        let ordered: Ordered<_, Vec<u64>> = Ordered::new(10, 1000, 7, 3, usize::MAX);
         thread::scope(|s| {
             for w in 0..3u64 {
                 let ordered = &ordered;
@@ -271,7 +311,7 @@ mod tests {
     /// consumer still gets every part.
     #[test]
     fn finished_parts_ahead_are_bounded_by_weight() {
-        let ordered: Ordered<u64> = Ordered::new(0, 200, 1, 3, 10);
+        let ordered: Ordered<_, u64> = Ordered::new(0, 200, 1, 3, 10);
         let heaviest = AtomicUsize::new(0);
         thread::scope(|s| {
             for _ in 0..3 {
@@ -300,7 +340,7 @@ mod tests {
     /// A consumer that stops early does not leave workers waiting.
     #[test]
     fn an_early_stop_releases_the_workers() {
-        let ordered: Ordered<u64> = Ordered::new(0, 10_000, 1, 2, usize::MAX);
+        let ordered: Ordered<_, u64> = Ordered::new(0, 10_000, 1, 2, usize::MAX);
         thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| ordered.work((), |(), part| *part.start(), |_| 1));
@@ -317,7 +357,7 @@ mod tests {
     #[test]
     fn a_worker_panic_is_resumed_on_the_consumer() {
         let caught = catch_unwind(|| {
-            let ordered: Ordered<u64> = Ordered::new(0, 100, 10, 2, usize::MAX);
+            let ordered: Ordered<_, u64> = Ordered::new(0, 100, 10, 2, usize::MAX);
             thread::scope(|s| {
                 for _ in 0..2 {
                     s.spawn(|| {
