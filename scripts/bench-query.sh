@@ -4,7 +4,8 @@
 #
 # Usage:
 #   scripts/bench-query.sh [--cards N] [--rounds R (3)] [--seed S (42)] [--tags T (200)]
-#                          [--pouch "node:leveldb browser:memory"] [--out DIR] [--no-build] [--json]
+#                          [--pouch "node:leveldb browser:memory"] [--views elo,getTags]
+#                          [--out DIR] [--no-build] [--json]
 #
 #   --cards    cards in the corpus (default $SETTEE_QUERY_BENCH_CARDS, else 100000); the
 #              corpus also holds one DISPLAYABLE_DATA per card (+1 per 50), the TAG
@@ -16,6 +17,8 @@
 #              browser:memory (pouchdb/lib/index-browser.js, what a web app runs: it compiles
 #              a view's map function once, where the Node build starts a new V8 context for
 #              every document it maps; see pouch-query.js --build)
+#   --views    the views PouchDB builds and queries (default elo,getTags; the browser build
+#              spends about 500 s on getTags at 100k cards): passed to pouch-query.js
 #   --out      results directory (default target/bench/query-<UTC stamp>)
 #   --no-build use the query bench executable already built (the newest
 #              target/release/deps/query-*), no `cargo bench --no-run`
@@ -79,6 +82,7 @@ rounds=3
 seed="${SETTEE_QUERY_BENCH_SEED:-42}"
 tags="${SETTEE_QUERY_BENCH_TAGS:-200}"
 pouch_configs="node:leveldb"
+views="elo,getTags"
 out=""
 build=1
 json=0
@@ -93,6 +97,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed="${2:?--seed needs a value}"; shift 2 ;;
     --tags) tags="${2:?--tags needs a value}"; shift 2 ;;
     --pouch) pouch_configs="${2:?--pouch needs a value}"; shift 2 ;;
+    --views) views="${2:?--views needs a value}"; shift 2 ;;
     --out) out="${2:?--out needs a value}"; shift 2 ;;
     --no-build) build=0; shift ;;
     --json) json=1; shift ;;
@@ -212,7 +217,7 @@ for r in $(seq 1 "$rounds"); do
     echo "==> round $r/$rounds: PouchDB ($pc)"
     sync
     node scripts/bench/pouch-query.js --docs "$corpus" --build "${pc%%:*}" --adapter "${pc#*:}" \
-      > "$out/logs/$tag.jsonl" 2> "$out/logs/$tag.err" ||
+      --views "$views" > "$out/logs/$tag.jsonl" 2> "$out/logs/$tag.err" ||
       die "pouch-query.js failed (see $out/logs/$tag.err)"
     show "$out/logs/$tag.jsonl"
     collect pouchdb "$r" "$out/logs/$tag.jsonl"

@@ -892,7 +892,9 @@ async fn killed_javascript_view_indexing_is_never_ahead_and_catches_up() {
 }
 
 /// Kills `settee query` while it indexes the built-in `elo` view, or with
-/// `js` the app's `_design/elo` view run in JavaScript.
+/// `js` the app's `_design/elo` view run in JavaScript: in even rounds a
+/// build from nothing (it reads in id order), in odd rounds an update by
+/// sequence of a built index after every card was written again.
 async fn killed_indexing(js: bool) {
     use crate::views::{compare_without, index_rows, rows_where, server_query};
     use settee::query::Query;
@@ -940,6 +942,40 @@ async fn killed_indexing(js: bool) {
         pull(&replica, &db.remote(), 500, 2).await;
         replica.update_seq().unwrap()
     };
+    // A second template: the same replica with the view built, then every
+    // card written again locally with the same body. Its kills land in an
+    // update by sequence; the first template's in a build from nothing,
+    // which reads in id order.
+    let updated = tmp.path().join("updated");
+    copy_dir(&template, &updated);
+    let updated_seq = {
+        let replica = Replica::open(&updated, ReplicaConfig::default()).unwrap();
+        views_of(&replica)
+            .query(name, &QueryOptions::default().limit(1))
+            .unwrap();
+        let cards: Vec<_> = replica
+            .documents(..)
+            .map(Result::unwrap)
+            .filter(|d| d.body.get("docType") == Some(&json!("CARD")))
+            .collect();
+        for card in cards {
+            let mut body = card.body;
+            body.insert("_rev".into(), json!(card.rev.to_string()));
+            replica
+                .put_blocking(&card.id, &Value::Object(body))
+                .unwrap();
+        }
+        replica.update_seq().unwrap()
+    };
+    assert!(updated_seq > update_seq);
+    // Even rounds kill a build from nothing, odd ones an update.
+    let template_of = |round: usize| {
+        if round % 2 == 1 {
+            (&updated, updated_seq)
+        } else {
+            (&template, update_seq)
+        }
+    };
     let server_elo = server_query(&db, "elo", &QueryOptions::default()).await;
     // `settee query` indexes the view before answering (one row, so that
     // indexing is nearly all it does); tiny chunks make it commit many
@@ -964,19 +1000,20 @@ async fn killed_indexing(js: bool) {
     // The work: from the first chunk committed (the debug log says so) to
     // the last. Its pace follows the machine's load, so it is measured
     // again, on a copy of the same replica, right before each kill.
-    let measure_indexing = |n: usize| {
+    let measure_indexing = |n: usize, template: &Path| {
         let dir = tmp.path().join(format!("measured-{n}"));
-        copy_dir(&template, &dir);
+        copy_dir(template, &dir);
         let cmd = query(&dir, "1");
         async move { measure_probed(op, cmd, &indexing()).await }
     };
-    let measured = measure_indexing(0).await;
+    let measured = measure_indexing(0, &template).await;
     let mut tally = Tally::new(op, measured.work());
     let mut last = None;
     for (round, fraction) in kill_fractions(crash_loops()).into_iter().enumerate() {
+        let (template, update_seq) = template_of(round);
         let dir = tmp.path().join(format!("r-{round}"));
-        copy_dir(&template, &dir);
-        let measured = measure_indexing(round + 1).await;
+        copy_dir(template, &dir);
+        let measured = measure_indexing(round + 1, template).await;
         tally.measured = measured.work();
         // Opening a replica takes from a tenth of a second to most of one
         // on a loaded machine: the kill is timed from this run's first
@@ -1020,6 +1057,10 @@ async fn killed_indexing(js: bool) {
             Some((after, upto)) => rows_where(&replica, &view_of(&replica), |s, id| {
                 s <= *upto && id <= after.as_str()
             }),
+            // An update: the documents changed after `seq` still have the
+            // rows of their earlier revision, which were written with the
+            // same body, so every row is there exactly once.
+            None if round % 2 == 1 => rows_where(&replica, &view_of(&replica), |_, _| true),
             None => rows_where(&replica, &view_of(&replica), |s, _| s <= seq),
         };
         assert_eq!(index_rows(&views, name), want, "{what} at seq {seq}");
@@ -1032,7 +1073,9 @@ async fn killed_indexing(js: bool) {
         let answer: Value = serde_json::from_str(&again.stdout).unwrap();
         assert_eq!(answer["rows"], server_elo["rows"], "{what}");
         assert_eq!(answer["total_rows"], server_elo["total_rows"], "{what}");
-        last = Some(dir);
+        if round % 2 == 0 {
+            last = Some(dir);
+        }
     }
     tally.assert_mostly_mid();
     if let Some(dir) = last {
