@@ -45,6 +45,7 @@ mod keys;
 mod local_write;
 mod lock;
 mod lookup;
+mod marks;
 mod metadata;
 mod nesting;
 mod open;
@@ -77,4 +78,5 @@ pub use reads::{
     Change, Changes, DocumentChange, DocumentChanges, Documents, RawDocumentChange,
     RawDocumentChanges, RawDocuments,
 };
+pub(crate) use reads::{RecordPart, StoredRecord};
 pub use replica::{RemoteBinding, Replica, ReplicaConfig};

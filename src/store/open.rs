@@ -7,6 +7,7 @@ use super::compact;
 use super::error::StoreError;
 use super::keys::{self, decode_u64};
 use super::lock;
+use super::marks::IdMarks;
 use super::replica::{Inner, Replica, ReplicaConfig, Trees};
 use super::usage::Usage;
 use std::path::Path;
@@ -100,6 +101,7 @@ impl Replica {
                 committed: tokio::sync::watch::Sender::new(seq),
                 usage: Usage::default(),
                 next_stream: std::sync::atomic::AtomicU64::new(0),
+                id_marks: IdMarks::default(),
             }),
         };
         replica.drop_unclaimed_attachments()?;

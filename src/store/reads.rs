@@ -8,6 +8,7 @@
 
 use super::document::{BodyAt, DocInfo, DocRecord, Document};
 use super::error::StoreError;
+use super::marks::Noting;
 use super::replica::Replica;
 use super::{keys, nesting};
 use crate::revtree::Rev;
@@ -69,7 +70,6 @@ impl Documents {
         RawDocuments {
             replica: self.replica,
             records: self.ids,
-            tombstones: false,
         }
     }
 }
@@ -103,8 +103,6 @@ impl Iterator for Documents {
 pub struct RawDocuments {
     replica: Replica,
     records: sled::Iter,
-    /// Also deleted winners ([`Replica::winners`]).
-    tombstones: bool,
 }
 
 impl RawDocuments {
@@ -114,26 +112,120 @@ impl RawDocuments {
         &self,
         item: Result<(sled::IVec, sled::IVec), sled::Error>,
     ) -> Option<Result<RawDocumentChange, StoreError>> {
-        let (key, bytes) = match item {
-            Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let id = match std::str::from_utf8(&key) {
+        match item {
+            Ok((key, bytes)) => StoredRecord { key, bytes }.winner(&self.replica, false),
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}
+
+/// A document's record as read from the `docs` tree, not yet decoded: a
+/// scan reads records in id order on one thread (reading them is a walk
+/// of sled's pages, which one thread does best) and decodes them, reads
+/// their bodies and uses them on others ([`StoredRecord::winner`]).
+pub(crate) struct StoredRecord {
+    key: sled::IVec,
+    bytes: sled::IVec,
+}
+
+impl StoredRecord {
+    /// The record's winner with its raw body, at the sequence of the
+    /// document's latest change; `None` for a tombstone (unless
+    /// `tombstones`) or a document gone since the record was read.
+    pub(crate) fn winner(
+        self,
+        replica: &Replica,
+        tombstones: bool,
+    ) -> Option<Result<RawDocumentChange, StoreError>> {
+        let id = match std::str::from_utf8(&self.key) {
             Ok(id) => id,
-            Err(e) => return Some(Err(StoreError::corrupt("document id", &key, e))),
+            Err(e) => return Some(Err(StoreError::corrupt("document id", &self.key, e))),
         };
-        let read = self.replica.read_record_from(id, bytes, |record| {
-            // A tombstone is skipped before its body is read.
-            if !self.tombstones && record.tree.winner().is_none_or(|w| w.deleted) {
-                return Ok(None);
-            }
-            self.replica.winner_change(record, id, record.seq, None)
+        let read = replica.read_record_from(id, self.bytes, |record| {
+            replica.winner_change_if(record, id, record.seq, None, tombstones)
         });
         match read {
             Ok(Some(Some(doc))) => Some(Ok(doc)),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+/// A run of records in order, for one worker; from
+/// [`Replica::record_parts`].
+pub(crate) enum RecordPart {
+    /// The records of this range (in reverse with `true`), read by the
+    /// worker that takes the part.
+    Range(Bound<String>, Bound<String>, bool),
+    /// Records one walk already read.
+    Read(Vec<Result<StoredRecord, StoreError>>),
+}
+
+impl RecordPart {
+    /// The part's records, in order.
+    pub(crate) fn records(
+        self,
+        replica: &Replica,
+    ) -> Box<dyn Iterator<Item = Result<StoredRecord, StoreError>>> {
+        match self {
+            RecordPart::Range(lo, hi, desc) => {
+                let range = (
+                    lo.as_ref().map(String::as_str),
+                    hi.as_ref().map(String::as_str),
+                );
+                let records = replica.records(range);
+                if desc {
+                    Box::new(records.rev())
+                } else {
+                    Box::new(records)
+                }
+            }
+            RecordPart::Read(records) => Box::new(records.into_iter()),
+        }
+    }
+}
+
+/// Whether `id` lies strictly inside `range`, where a part can end.
+fn inside(range: &(Bound<&str>, Bound<&str>), id: &str) -> bool {
+    let above = match range.0 {
+        Bound::Unbounded => true,
+        Bound::Included(lo) | Bound::Excluded(lo) => id > lo,
+    };
+    let below = match range.1 {
+        Bound::Unbounded => true,
+        Bound::Included(hi) | Bound::Excluded(hi) => id < hi,
+    };
+    above && below
+}
+
+/// The records of the documents within a range, in id order (or the
+/// reverse), not decoded; from [`Replica::records`].
+pub(crate) struct StoredRecords {
+    records: sled::Iter,
+}
+
+impl Iterator for StoredRecords {
+    type Item = Result<StoredRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(
+            self.records
+                .next()?
+                .map(|(key, bytes)| StoredRecord { key, bytes })
+                .map_err(StoreError::from),
+        )
+    }
+}
+
+impl DoubleEndedIterator for StoredRecords {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        Some(
+            self.records
+                .next_back()?
+                .map(|(key, bytes)| StoredRecord { key, bytes })
+                .map_err(StoreError::from),
+        )
     }
 }
 
@@ -607,9 +699,27 @@ impl Replica {
         seq: u64,
         carried: Option<&Bytes>,
     ) -> Result<Option<RawDocumentChange>, ReadError> {
-        let Some(winner) = record.tree.winner() else {
+        self.winner_change_if(record, id, seq, carried, true)
+    }
+
+    /// [`Replica::winner_change`]; `None` also for a tombstone unless
+    /// `tombstones` (its body is then not read).
+    fn winner_change_if(
+        &self,
+        record: &DocRecord,
+        id: &str,
+        seq: u64,
+        carried: Option<&Bytes>,
+        tombstones: bool,
+    ) -> Result<Option<RawDocumentChange>, ReadError> {
+        // The leaves once, in CouchDB's order: the winner, then the others.
+        let mut leaves = record.tree.leaves().into_iter();
+        let Some(winner) = leaves.next() else {
             return Ok(None);
         };
+        if winner.deleted && !tombstones {
+            return Ok(None);
+        }
         let body = match carried {
             Some(body) if record.body_at(&winner.rev) == Some(BodyAt::Entry(seq)) => {
                 Some(body.clone())
@@ -617,11 +727,19 @@ impl Replica {
             _ => self.raw_body(record, id, &winner.rev)?,
         };
         let body = body.ok_or_else(|| StoreError::winner_without_body(id, &winner.rev))?;
+        let (mut conflicts, mut deleted_conflicts) = (Vec::new(), Vec::new());
+        for leaf in leaves {
+            if leaf.deleted {
+                deleted_conflicts.push(leaf.rev);
+            } else {
+                conflicts.push(leaf.rev);
+            }
+        }
         Ok(Some(RawDocumentChange {
             seq,
             id: id.to_owned(),
-            conflicts: record.tree.conflicts(),
-            deleted_conflicts: record.tree.deleted_conflicts(),
+            conflicts,
+            deleted_conflicts,
             rev: winner.rev,
             deleted: winner.deleted,
             body,
@@ -656,16 +774,77 @@ impl Replica {
         }
     }
 
-    /// Every document's winner with its raw body, tombstones included, in
-    /// id order, each with the local sequence of its latest change: a view
-    /// built from nothing reads the replica this way, one page of records
-    /// after the next, instead of one record lookup per change.
-    pub(crate) fn winners<'a>(&self, range: impl RangeBounds<&'a str>) -> RawDocuments {
-        RawDocuments {
-            replica: self.clone(),
+    /// The records of the documents whose ids are within `range`, in id
+    /// order, not decoded: every document's, tombstones included (see
+    /// [`StoredRecord::winner`]). A view built from nothing and a full
+    /// `_find` scan read the replica this way, one page of records after
+    /// the next, instead of one record lookup per change.
+    pub(crate) fn records<'a>(&self, range: impl RangeBounds<&'a str>) -> StoredRecords {
+        StoredRecords {
             records: self.trees().docs.range::<Vec<u8>, _>(id_range(&range)),
-            tombstones: true,
         }
+    }
+
+    /// The records of `range` (in id order, or the reverse with `desc`)
+    /// in parts for workers on several threads, each part a run of
+    /// records in order. With marks of an earlier walk (see
+    /// `store/marks.rs`) a part is the range between two marks, read by
+    /// the worker that takes it, so the workers read in parallel; without,
+    /// the parts are runs of `span` records of one walk that the workers
+    /// take turns on, and a walk forward to the last record notes marks
+    /// for the next.
+    pub(crate) fn record_parts(
+        &self,
+        range: (Bound<&str>, Bound<&str>),
+        desc: bool,
+        span: usize,
+    ) -> Result<Box<dyn Iterator<Item = RecordPart> + Send>, StoreError> {
+        let records = self.doc_count()? + self.deleted_count()?;
+        if let Some(marks) = self.inner.id_marks.current(records) {
+            let mut parts = Vec::with_capacity(marks.len() + 1);
+            let mut lower = range.0.map(str::to_owned);
+            for mark in marks.iter().filter(|m| inside(&range, m)) {
+                parts.push((lower, Bound::Included(mark.clone())));
+                lower = Bound::Excluded(mark.clone());
+            }
+            parts.push((lower, range.1.map(str::to_owned)));
+            if desc {
+                parts.reverse();
+            }
+            return Ok(Box::new(
+                parts
+                    .into_iter()
+                    .map(move |(lo, hi)| RecordPart::Range(lo, hi, desc)),
+            ));
+        }
+        let walk = self.records(range);
+        let mut walk: Box<dyn Iterator<Item = _> + Send> = if desc {
+            Box::new(walk.rev())
+        } else {
+            Box::new(walk)
+        };
+        // A walk forward to the last record notes marks (from where it
+        // starts: marks are used only while they cover about every record).
+        let to_end = !desc && matches!(range.1, Bound::Unbounded);
+        let mut noting = to_end.then(Noting::default);
+        let replica = self.clone();
+        let span = span.max(1);
+        Ok(Box::new(std::iter::from_fn(move || {
+            let mut part = Vec::with_capacity(span);
+            for record in walk.by_ref().take(span) {
+                if let (Some(noting), Ok(r)) = (noting.as_mut(), &record) {
+                    noting.saw(&r.key);
+                }
+                part.push(record);
+            }
+            if part.is_empty() {
+                if let Some(noting) = noting.take() {
+                    noting.finish(&replica.inner.id_marks);
+                }
+                return None;
+            }
+            Some(RecordPart::Read(part))
+        })))
     }
 
     /// Live documents whose ids start with `prefix`, in id order.

@@ -6,6 +6,7 @@
 use super::body_log::BodyLog;
 use super::error::StoreError;
 use super::keys;
+use super::marks::IdMarks;
 use super::usage::Usage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -135,6 +136,8 @@ pub(super) struct Inner {
     /// The id of the next large attachment's file, above every file and
     /// `att_chunked` entry found at open (`attachment_stream.rs`).
     pub(super) next_stream: std::sync::atomic::AtomicU64,
+    /// Where to cut the documents for readers on several threads.
+    pub(super) id_marks: IdMarks,
 }
 
 impl Replica {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  a view with nothing indexed:          a view behind:
-//!  Replica::winners, in id order         Changes::with_raw_bodies(since)
+//!  Replica::records, in id order         Changes::with_raw_bodies(since)
 //!  (≤ the durable seq when it began)     (≤ the durable update seq)
 //!        └───────────────┬───────────────────────┘
 //!                        │ winner's raw body (live, non-design docs),
@@ -31,7 +31,7 @@ use super::error::ViewError;
 use super::fx::BuildFx;
 use super::parallel;
 use super::view::{RawDocument, View};
-use crate::store::{RawDocumentChange, Replica, StoreError};
+use crate::store::{RawDocumentChange, RecordPart, Replica, StoreError, StoredRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -599,18 +599,21 @@ impl Index {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mark = Mark::Scan { upto };
         let threads = limits.threads;
-        let take = |change: Result<RawDocumentChange, StoreError>, keys: &mut KeyCache| match change
-        {
-            Err(e) => Some(Err(e.into())),
-            // Changed since `upto`: its change is taken by sequence later.
-            Ok(change) if change.seq > upto => None,
-            Ok(change) => Some(prepare(change, behind, keys)),
+        let take = |record: Result<StoredRecord, StoreError>, keys: &mut KeyCache| {
+            match record.map(|r| r.winner(&self.replica, true)) {
+                Err(e) | Ok(Some(Err(e))) => Some(Err(e.into())),
+                // Gone since it was read.
+                Ok(None) => None,
+                // Changed since `upto`: its change is taken by sequence later.
+                Ok(Some(Ok(change))) if change.seq > upto => None,
+                Ok(Some(Ok(change))) => Some(prepare(change, behind, keys)),
+            }
         };
         let one_thread = |active: &mut [Active<'_>]| {
-            let mut docs = self.replica.winners((start, Bound::Unbounded));
+            let mut records = self.replica.records((start, Bound::Unbounded));
             let mut keys = KeyCache::with_capacity(capacity(upto));
             let mut source = std::iter::from_fn(|| loop {
-                if let Some(p) = take(docs.next()?, &mut keys) {
+                if let Some(p) = take(records.next()?, &mut keys) {
                     return Some(p);
                 }
             });
@@ -619,14 +622,13 @@ impl Index {
         if threads < 2 || upto < limits.parallel_backlog {
             return one_thread(active);
         }
-        // Parts of about `span` documents, read by one worker at a time,
-        // one page of records after the next, and mapped in parallel.
+        // Parts of the records (between the marks of an earlier walk, each
+        // read by its worker; else runs of `span` of one walk the workers
+        // take turns on), decoded, read and mapped in parallel.
         let span = capacity((upto / (threads as u64 * 16)).clamp(256, 8192));
-        let mut docs = self.replica.winners((start, Bound::Unbounded));
-        let parts = std::iter::from_fn(move || {
-            let part: Vec<_> = docs.by_ref().take(span).collect();
-            (!part.is_empty()).then_some(part)
-        });
+        let parts = self
+            .replica
+            .record_parts((start, Bound::Unbounded), false, span)?;
         let ahead = limits.rows.saturating_mul(4);
         let ordered = parallel::Ordered::from_source(parts, threads, ahead);
         let keys = capacity(upto / threads as u64);
@@ -635,9 +637,9 @@ impl Index {
             threads,
             keys,
             used,
-            |keys, part: Vec<Result<RawDocumentChange, StoreError>>| {
-                part.into_iter()
-                    .filter_map(|change| take(change, keys))
+            |keys, part: RecordPart| {
+                part.records(&self.replica)
+                    .filter_map(|record| take(record, keys))
                     .collect()
             },
             |source| self.commit_chunks(active, limits, upto, mark, source),
@@ -652,7 +654,7 @@ impl Index {
     /// threads (each with its own key cache of `keys` entries) and
     /// `commit` over the prepared changes, in part order, on this thread.
     /// `None` when not one thread could start.
-    fn in_threads<P>(
+    fn in_threads<P: Send>(
         &self,
         ordered: &parallel::Ordered<P, Result<Vec<Pending>, ViewError>>,
         threads: usize,
@@ -667,30 +669,7 @@ impl Index {
             out.as_ref()
                 .map_or(0, |part| part.iter().map(|p| p.rows + 1).sum())
         };
-        std::thread::scope(|scope| {
-            // Workers stop with the consumer: also on an error, a panic, or
-            // a worker that could not start (before the others fill the
-            // window and wait).
-            let _stop = ordered.stop_guard();
-            let mut started = 0;
-            for _ in 0..threads {
-                let worker = std::thread::Builder::new()
-                    .name("settee-views".to_owned())
-                    .spawn_scoped(scope, || {
-                        ordered.work(KeyCache::with_capacity(keys), &prepare, weigh);
-                    });
-                match worker {
-                    Ok(_) => started += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, started, "could not start a view worker thread");
-                        break;
-                    }
-                }
-            }
-            if started == 0 {
-                return None;
-            }
-            *used = started;
+        let consume = || {
             let mut part = Vec::new().into_iter();
             let mut source = std::iter::from_fn(|| loop {
                 if let Some(p) = part.next() {
@@ -701,8 +680,13 @@ impl Index {
                     Err(e) => return Some(Err(e)),
                 }
             });
-            Some(commit(&mut source))
-        })
+            commit(&mut source)
+        };
+        let state = || KeyCache::with_capacity(keys);
+        let (outcome, started) =
+            ordered.run("settee-views", threads, state, prepare, weigh, consume)?;
+        *used = started;
+        Some(outcome)
     }
 
     /// Takes prepared changes from `source` into chunks and commits each.

@@ -52,7 +52,7 @@ pub mod course;
 mod error;
 mod fx;
 mod index;
-mod parallel;
+pub(crate) mod parallel;
 mod query;
 mod view;
 

@@ -221,6 +221,44 @@ impl<P, T: Send> Ordered<P, T> {
     }
 }
 
+impl<P: Send, T: Send> Ordered<P, T> {
+    /// Runs `prepare` over the parts on up to `threads` worker threads
+    /// named `name` (each with its own state from `state`), and `consume`
+    /// on this thread, which takes the results in order with
+    /// [`Ordered::next_part`]; its result and the number of workers that
+    /// started. `None` when not one could start (nothing was read).
+    pub(crate) fn run<S, R>(
+        &self,
+        name: &str,
+        threads: usize,
+        state: impl Fn() -> S + Sync,
+        prepare: impl Fn(&mut S, P) -> T + Sync,
+        weigh: impl Fn(&T) -> usize + Sync,
+        consume: impl FnOnce() -> R,
+    ) -> Option<(R, usize)> {
+        thread::scope(|scope| {
+            // Workers stop with the consumer: also on an error, a panic, or
+            // a worker that could not start (before the others fill the
+            // window and wait).
+            let _stop = self.stop_guard();
+            let mut started = 0;
+            for _ in 0..threads {
+                let worker = thread::Builder::new()
+                    .name(name.to_owned())
+                    .spawn_scoped(scope, || self.work(state(), &prepare, &weigh));
+                match worker {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, started, "could not start a worker thread");
+                        break;
+                    }
+                }
+            }
+            (started > 0).then(|| (consume(), started))
+        })
+    }
+}
+
 /// See [`Ordered::stop_guard`].
 pub(crate) struct StopGuard<'a, P, T: Send>(&'a Ordered<P, T>);
 

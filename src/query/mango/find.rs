@@ -138,6 +138,18 @@ impl Cursor<'_> {
         if !self.req.selector.matches(&doc)? {
             return Ok(true);
         }
+        self.offer_matched(key, id, doc, whole)
+    }
+
+    /// [`Cursor::offer`] of a document already matched against the
+    /// selector.
+    fn offer_matched(
+        &mut self,
+        key: impl FnOnce() -> Value,
+        id: &str,
+        doc: Value,
+        whole: impl FnOnce(Value) -> Result<Value, QueryError>,
+    ) -> Result<bool, QueryError> {
         if self.limit > 0 {
             self.last = Some((key(), id.to_owned()));
         }
@@ -402,41 +414,48 @@ fn scan_all_docs(
     scan_ids(replica, &lo, &hi, desc, cur)
 }
 
-fn scan_ids(
-    replica: &Replica,
-    lo: &Bound<String>,
-    hi: &Bound<String>,
-    desc: bool,
-    cur: &mut Cursor<'_>,
-) -> Result<(), QueryError> {
-    let docs = replica
-        .documents((
-            lo.as_ref().map(String::as_str),
-            hi.as_ref().map(String::as_str),
-        ))
-        .with_raw_bodies();
-    let docs: Box<dyn Iterator<Item = _>> = if desc {
-        Box::new(docs.rev())
-    } else {
-        Box::new(docs)
-    };
-    // Most documents of a scan do not match: only the members the
-    // selector looks at are parsed, the rest of a body only for a
-    // document that is returned.
-    let wanted = wanted_fields(&cur.req.selector);
-    let conflicts = cur.req.conflicts;
-    for raw in docs {
-        let raw = raw?;
+/// A scan that has examined this many documents without filling its page
+/// goes on with its records read, decoded, parsed and matched on several
+/// threads (the view indexer's setting); a page that fills sooner (a
+/// `limit` most documents match) never starts a thread.
+const SERIAL_FIRST: usize = 2048;
+
+/// Records per part of a parallel scan.
+const SCAN_PART: usize = 512;
+
+/// One document of a scan, examined: matched against the selector and,
+/// when it matches, what the page needs of it.
+enum Scanned {
+    /// A design document: not examined (CouchDB's `_all_docs` scan leaves
+    /// them out).
+    Skipped,
+    /// Examined; `Some` when it matches (a few documents of most scans).
+    Examined(Option<Box<Matched>>),
+}
+
+struct Matched {
+    raw: RawDocumentChange,
+    /// What the selector was matched against (parsed in part).
+    doc: Value,
+}
+
+/// What a scan parses of each document and what it matches it against.
+struct Examiner<'a> {
+    selector: &'a Selector,
+    wanted: Wanted,
+    conflicts: bool,
+}
+
+impl Examiner<'_> {
+    fn examine(&self, raw: RawDocumentChange) -> Result<Scanned, QueryError> {
         if raw.id.starts_with("_design/") {
-            continue;
+            return Ok(Scanned::Skipped);
         }
-        cur.stats.total_keys_examined += 1;
-        cur.count_doc();
-        let doc = match &wanted {
+        let doc = match &self.wanted {
             None => with_conflicts(
                 full_doc(&raw.id, &raw.rev.to_string(), parse_body(&raw, None)?),
                 &raw.conflicts,
-                conflicts,
+                self.conflicts,
             ),
             Some(w) => {
                 // `_id` and `_rev` are not in the body: added when looked at.
@@ -451,26 +470,140 @@ fn scan_ids(
                 with_conflicts(
                     Value::Object(m),
                     &raw.conflicts,
-                    conflicts && w.member("_conflicts").is_some(),
+                    self.conflicts && w.member("_conflicts").is_some(),
                 )
             }
         };
-        let whole = |doc: Value| {
-            if wanted.is_none() {
-                return Ok(doc);
+        if !self.selector.matches(&doc)? {
+            return Ok(Scanned::Examined(None));
+        }
+        Ok(Scanned::Examined(Some(Box::new(Matched { raw, doc }))))
+    }
+
+    /// The document to return for a match (parsed whole when the selector
+    /// read only part of it).
+    fn whole(&self, raw: &RawDocumentChange, doc: Value) -> Result<Value, QueryError> {
+        if self.wanted.is_none() {
+            return Ok(doc);
+        }
+        let body = parse_body(raw, None)?;
+        Ok(with_conflicts(
+            full_doc(&raw.id, &raw.rev.to_string(), body),
+            &raw.conflicts,
+            self.conflicts,
+        ))
+    }
+}
+
+/// Gives one scanned document to the page; `Ok(false)` when the page is
+/// done.
+fn take(cur: &mut Cursor<'_>, ex: &Examiner<'_>, scanned: Scanned) -> Result<bool, QueryError> {
+    let Scanned::Examined(matched) = scanned else {
+        return Ok(true);
+    };
+    cur.stats.total_keys_examined += 1;
+    cur.count_doc();
+    let Some(matched) = matched else {
+        return Ok(true);
+    };
+    let Matched { raw, doc } = *matched;
+    cur.offer_matched(
+        || Value::String(raw.id.clone()),
+        &raw.id,
+        doc,
+        |doc| ex.whole(&raw, doc),
+    )
+}
+
+fn scan_ids(
+    replica: &Replica,
+    lo: &Bound<String>,
+    hi: &Bound<String>,
+    desc: bool,
+    cur: &mut Cursor<'_>,
+) -> Result<(), QueryError> {
+    let range = (
+        lo.as_ref().map(String::as_str),
+        hi.as_ref().map(String::as_str),
+    );
+    // Most documents of a scan do not match: only the members the
+    // selector looks at are parsed, the rest of a body only for a
+    // document that is returned.
+    let ex = Examiner {
+        selector: &cur.req.selector,
+        wanted: wanted_fields(&cur.req.selector),
+        conflicts: cur.req.conflicts,
+    };
+    let threads = crate::views::parallel::threads();
+    let docs = replica.documents(range).with_raw_bodies();
+    let docs: Box<dyn Iterator<Item = _>> = if desc {
+        Box::new(docs.rev())
+    } else {
+        Box::new(docs)
+    };
+    for (n, raw) in docs.enumerate() {
+        let raw = raw?;
+        if n == SERIAL_FIRST && threads > 1 {
+            // The rest of the range, from this document on.
+            let from = Bound::Included(raw.id.as_str());
+            let rest = if desc {
+                (range.0, from)
+            } else {
+                (from, range.1)
+            };
+            if let Some(outcome) = scan_in_parallel(replica, rest, desc, threads, &ex, cur) {
+                return outcome;
             }
-            let body = parse_body(&raw, None)?;
-            Ok(with_conflicts(
-                full_doc(&raw.id, &raw.rev.to_string(), body),
-                &raw.conflicts,
-                conflicts,
-            ))
-        };
-        if !cur.offer(|| Value::String(raw.id.clone()), &raw.id, doc, whole)? {
+            // Not one thread could start: the range is read on this one.
+        }
+        if !take(cur, &ex, ex.examine(raw)?)? {
             break;
         }
     }
     Ok(())
+}
+
+/// [`scan_ids`] with the records read in parts on one worker at a time
+/// and examined on `threads`, taken by the page in id order. What the page
+/// counts (`execution_stats`) and returns is what the serial scan gives:
+/// parts read ahead of the page are dropped when it is full. `None` when
+/// not one thread could start (nothing was read).
+fn scan_in_parallel(
+    replica: &Replica,
+    range: (Bound<&str>, Bound<&str>),
+    desc: bool,
+    threads: usize,
+    ex: &Examiner<'_>,
+    cur: &mut Cursor<'_>,
+) -> Option<Result<(), QueryError>> {
+    let parts = match replica.record_parts(range, desc, SCAN_PART) {
+        Ok(parts) => parts,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let ordered = crate::views::parallel::Ordered::from_source(parts, threads, usize::MAX);
+    let examine = |(): &mut (), part: crate::store::RecordPart| {
+        let mut out = Vec::new();
+        for record in part.records(replica) {
+            let Some(raw) = record?.winner(replica, false) else {
+                continue;
+            };
+            out.push(ex.examine(raw?)?);
+        }
+        Ok::<_, QueryError>(out)
+    };
+    let consume = || -> Result<(), QueryError> {
+        while let Some(part) = ordered.next_part() {
+            for scanned in part? {
+                if !take(cur, ex, scanned)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    };
+    ordered
+        .run("settee-find", threads, || (), examine, |_| 1, consume)
+        .map(|(outcome, _)| outcome)
 }
 
 /// `mango_idx_view:covers`: every one of `fields` (`None`: the whole
@@ -678,6 +811,114 @@ mod tests {
             Value::Object(body),
             json!({"elo": {"global": {"score": 5}}, "tags": [{"x": 1}]})
         );
+    }
+
+    /// A scan past `SERIAL_FIRST` documents goes on in parallel: pages,
+    /// skips, bookmarks, descending order and `execution_stats` are what a
+    /// scan on one thread gives (a model of it here), with the parts cut
+    /// by one shared walk (the first run) and between the marks it noted
+    /// (the second).
+    #[test]
+    fn a_long_scan_in_parallel_pages_like_one_thread() {
+        use crate::revtree::RevPath;
+        use crate::store::{IncomingRev, WriteBatch};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let replica = Replica::open(dir.path(), crate::ReplicaConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let n = 3 * SERIAL_FIRST as u64;
+        let rev = |id: String, deleted: bool, body: Value| IncomingRev {
+            id,
+            path: RevPath {
+                start: 1,
+                ids: vec!["a".into()],
+            },
+            deleted,
+            body: serde_json::value::to_raw_value(&body).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let mut revs: Vec<IncomingRev> = (0..n)
+            .map(|i| rev(format!("d-{i:05}"), i % 7 == 3, json!({"n": i})))
+            .collect();
+        revs.push(rev("_design/x".into(), false, json!({"n": 1})));
+        for batch in revs.chunks(1000) {
+            let batch = WriteBatch {
+                revs: batch.to_vec(),
+                ..WriteBatch::default()
+            };
+            replica
+                .commit_blocking(&batch)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // The live documents in id order (the design document is left out).
+        let live: Vec<u64> = (0..n).filter(|i| i % 7 != 3).collect();
+        let id = |i: u64| json!(format!("d-{i:05}"));
+        let find = |body: Value| {
+            let req = FindRequest::from_json(body).unwrap_or_else(|e| panic!("{e}"));
+            super::super::find(&replica, &req).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ids =
+            |r: &FindResponse| -> Vec<Value> { r.docs.iter().map(|d| d["_id"].clone()).collect() };
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let every_third = find(json!({"selector": {"n": {"$mod": [3, 0]}}, "limit": 100_000}));
+            let want: Vec<Value> = live
+                .iter()
+                .filter(|i| *i % 3 == 0)
+                .map(|&i| id(i))
+                .collect();
+            assert_eq!(ids(&every_third), want);
+            let page =
+                find(json!({"selector": {"n": {"$mod": [3, 0]}}, "skip": 1000, "limit": 50}));
+            assert_eq!(ids(&page), want[1000..1050].to_vec());
+            let desc = find(json!({
+                "selector": {"_id": {"$gt": null}, "n": {"$mod": [3, 0]}},
+                "sort": [{"_id": "desc"}],
+                "limit": 100_000
+            }));
+            let mut rev_want = want.clone();
+            rev_want.reverse();
+            assert_eq!(ids(&desc), rev_want);
+            // Paged by bookmark, 700 at a time.
+            let mut paged = Vec::new();
+            let mut bookmark = None;
+            loop {
+                let mut body = json!({"selector": {"n": {"$mod": [3, 0]}}, "limit": 700});
+                if let Some(b) = &bookmark {
+                    body["bookmark"] = json!(b);
+                }
+                let r = find(body);
+                if r.docs.is_empty() {
+                    break;
+                }
+                paged.extend(ids(&r));
+                bookmark = r.bookmark.clone();
+            }
+            assert_eq!(paged, want);
+            // Counted up to the page's last document, as one thread reads.
+            let late = find(
+                json!({"selector": {"n": {"$gte": n - 100}}, "limit": 5, "execution_stats": true}),
+            );
+            let late_want: Vec<u64> = live
+                .iter()
+                .copied()
+                .filter(|i| *i >= n - 100)
+                .take(5)
+                .collect();
+            assert_eq!(
+                ids(&late),
+                late_want.iter().map(|&i| id(i)).collect::<Vec<_>>()
+            );
+            let examined = live.iter().filter(|i| **i <= late_want[4]).count() as u64;
+            let stats = late
+                .execution_stats
+                .clone()
+                .unwrap_or_else(|| panic!("stats"));
+            assert_eq!(
+                (stats.total_docs_examined, stats.total_keys_examined),
+                (examined, examined)
+            );
+            runs.push((every_third.to_json(), desc.to_json(), late.docs.clone()));
+        }
+        assert_eq!(runs[0], runs[1]);
     }
 
     #[test]
