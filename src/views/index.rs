@@ -501,18 +501,13 @@ impl Index {
         if threads < 2 || backlog < limits.parallel_backlog {
             return one_thread(active);
         }
-        let span = (backlog / (threads as u64 * 16)).clamp(256, 8192);
-        // Rows (and documents) prepared ahead of the chunk being committed:
-        // about four chunks' worth, whatever the documents emit.
-        let ahead = limits.rows.saturating_mul(4);
-        let ordered = parallel::Ordered::new(since, durable, span, threads, ahead);
-        let keys = capacity(backlog / threads as u64);
+        let parts = parallel::seq_parts(since, durable, part_span(backlog, threads));
         let threaded = self.in_threads(
-            &ordered,
-            threads,
-            keys,
+            parts,
+            backlog,
+            limits,
             used,
-            |keys, part| {
+            |keys, part: std::ops::RangeInclusive<u64>| {
                 let mut out = Vec::new();
                 for change in self.replica.changes(part.start() - 1).with_raw_bodies() {
                     let change = change?;
@@ -625,17 +620,14 @@ impl Index {
         // Parts of the records (between the marks of an earlier walk, each
         // read by its worker; else runs of `span` of one walk the workers
         // take turns on), decoded, read and mapped in parallel.
-        let span = capacity((upto / (threads as u64 * 16)).clamp(256, 8192));
+        let span = capacity(part_span(upto, threads));
         let parts = self
             .replica
             .record_parts((start, Bound::Unbounded), false, span)?;
-        let ahead = limits.rows.saturating_mul(4);
-        let ordered = parallel::Ordered::from_source(parts, threads, ahead);
-        let keys = capacity(upto / threads as u64);
         let threaded = self.in_threads(
-            &ordered,
-            threads,
-            keys,
+            parts,
+            upto,
+            limits,
             used,
             |keys, part: RecordPart| {
                 part.records(&self.replica)
@@ -650,21 +642,27 @@ impl Index {
         }
     }
 
-    /// Runs `prepare` over `ordered`'s parts on up to `threads` worker
-    /// threads (each with its own key cache of `keys` entries) and
-    /// `commit` over the prepared changes, in part order, on this thread.
-    /// `None` when not one thread could start.
+    /// Runs `prepare` over `parts` (of a backlog of about `backlog`
+    /// changes) on up to `limits.threads` worker threads, each with its own
+    /// key cache, and `commit` over the prepared changes, in part order, on
+    /// this thread. `None` when not one thread could start.
     fn in_threads<P: Send>(
         &self,
-        ordered: &parallel::Ordered<P, Result<Vec<Pending>, ViewError>>,
-        threads: usize,
-        keys: usize,
+        parts: impl Iterator<Item = P> + Send + 'static,
+        backlog: u64,
+        limits: ChunkLimits,
         used: &mut usize,
         prepare: impl Fn(&mut KeyCache, P) -> Result<Vec<Pending>, ViewError> + Sync,
         commit: impl FnOnce(
             &mut dyn Iterator<Item = Result<Pending, ViewError>>,
         ) -> Result<u64, ViewError>,
     ) -> Option<Result<u64, ViewError>> {
+        let threads = limits.threads;
+        // Rows (and documents) prepared ahead of the chunk being committed:
+        // about four chunks' worth, whatever the documents emit.
+        let ordered: parallel::Ordered<P, Result<Vec<Pending>, ViewError>> =
+            parallel::Ordered::from_source(parts, threads, limits.rows.saturating_mul(4));
+        let keys = capacity(backlog / threads as u64);
         let weigh = |out: &Result<Vec<Pending>, ViewError>| {
             out.as_ref()
                 .map_or(0, |part| part.iter().map(|p| p.rows + 1).sum())
@@ -861,6 +859,12 @@ impl Index {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// Parts of about this many changes (or records) for `threads` workers:
+/// sixteen parts per worker, within 256..=8192.
+fn part_span(backlog: u64, threads: usize) -> u64 {
+    (backlog / (threads as u64 * 16)).clamp(256, 8192)
 }
 
 /// A count of documents as a capacity.

@@ -74,24 +74,24 @@ pub(crate) struct Ordered<P, T> {
     changed: Condvar,
 }
 
-impl<T: Send> Ordered<RangeInclusive<u64>, T> {
-    /// Sequences `after + 1 ..= upto` in parts of about `span`, for
-    /// `workers` threads, with at most `max_weight` of finished parts
-    /// ahead of the consumer (see [`Ordered::work`]).
-    pub(crate) fn new(after: u64, upto: u64, span: u64, workers: usize, max_weight: usize) -> Self {
-        let span = span.max(1);
-        let mut parts = Vec::new();
-        let mut start = after.saturating_add(1);
-        while start <= upto {
-            let end = start.saturating_add(span - 1).min(upto);
-            parts.push(start..=end);
-            if end == u64::MAX {
-                break;
-            }
-            start = end + 1;
+/// Sequences `after + 1 ..= upto` in parts of about `span`.
+pub(crate) fn seq_parts(
+    after: u64,
+    upto: u64,
+    span: u64,
+) -> std::vec::IntoIter<RangeInclusive<u64>> {
+    let span = span.max(1);
+    let mut parts = Vec::new();
+    let mut start = after.saturating_add(1);
+    while start <= upto {
+        let end = start.saturating_add(span - 1).min(upto);
+        parts.push(start..=end);
+        if end == u64::MAX {
+            break;
         }
-        Ordered::from_source(parts.into_iter(), workers, max_weight)
+        start = end + 1;
     }
+    parts.into_iter()
 }
 
 impl<P, T: Send> Ordered<P, T> {
@@ -317,7 +317,8 @@ mod tests {
     /// order the workers finish them in, and cover the range.
     #[test]
     fn ordered_parts_arrive_in_order_and_cover_the_range() {
-        let ordered: Ordered<_, Vec<u64>> = Ordered::new(10, 1000, 7, 3, usize::MAX);
+        let ordered: Ordered<_, Vec<u64>> =
+            Ordered::from_source(seq_parts(10, 1000, 7), 3, usize::MAX);
         thread::scope(|s| {
             for w in 0..3u64 {
                 let ordered = &ordered;
@@ -349,7 +350,7 @@ mod tests {
     /// consumer still gets every part.
     #[test]
     fn finished_parts_ahead_are_bounded_by_weight() {
-        let ordered: Ordered<_, u64> = Ordered::new(0, 200, 1, 3, 10);
+        let ordered: Ordered<_, u64> = Ordered::from_source(seq_parts(0, 200, 1), 3, 10);
         let heaviest = AtomicUsize::new(0);
         thread::scope(|s| {
             for _ in 0..3 {
@@ -378,7 +379,7 @@ mod tests {
     /// A consumer that stops early does not leave workers waiting.
     #[test]
     fn an_early_stop_releases_the_workers() {
-        let ordered: Ordered<_, u64> = Ordered::new(0, 10_000, 1, 2, usize::MAX);
+        let ordered: Ordered<_, u64> = Ordered::from_source(seq_parts(0, 10_000, 1), 2, usize::MAX);
         thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| ordered.work((), |(), part| *part.start(), |_| 1));
@@ -395,7 +396,8 @@ mod tests {
     #[test]
     fn a_worker_panic_is_resumed_on_the_consumer() {
         let caught = catch_unwind(|| {
-            let ordered: Ordered<_, u64> = Ordered::new(0, 100, 10, 2, usize::MAX);
+            let ordered: Ordered<_, u64> =
+                Ordered::from_source(seq_parts(0, 100, 10), 2, usize::MAX);
             thread::scope(|s| {
                 for _ in 0..2 {
                     s.spawn(|| {

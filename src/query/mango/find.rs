@@ -125,24 +125,10 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// Offers one document read from the index; `Ok(false)` stops the read.
-    /// `doc` is what the selector is matched against; `whole` gives the
-    /// document to return when `doc` was read in part.
-    fn offer(
-        &mut self,
-        key: impl FnOnce() -> Value,
-        id: &str,
-        doc: Value,
-        whole: impl FnOnce(Value) -> Result<Value, QueryError>,
-    ) -> Result<bool, QueryError> {
-        if !self.req.selector.matches(&doc)? {
-            return Ok(true);
-        }
-        self.offer_matched(key, id, doc, whole)
-    }
-
-    /// [`Cursor::offer`] of a document already matched against the
-    /// selector.
+    /// Offers one document read from the index that matches the selector;
+    /// `Ok(false)` stops the read. `doc` is what the selector was matched
+    /// against; `whole` gives the document to return when `doc` was read
+    /// in part.
     fn offer_matched(
         &mut self,
         key: impl FnOnce() -> Value,
@@ -695,7 +681,7 @@ fn scan_index(
             }
         };
         let key = row.key;
-        if !cur.offer(|| key, &row.id, doc, Ok)? {
+        if cur.req.selector.matches(&doc)? && !cur.offer_matched(|| key, &row.id, doc, Ok)? {
             break;
         }
     }
