@@ -19,8 +19,9 @@
 //!   ├── commit.rs    the one write path of documents (pulls and local edits)
 //!   │    └── local_write.rs   put/update/delete → a commit with a precondition
 //!   ├── outbox.rs    the push queue, dead letters, push checkpoint
-//!   ├── reads.rs     iterators (documents, changes); follow.rs: the live feed;
-//!   │                lookup.rs: point reads;
+//!   ├── reads.rs     iterators (documents, changes, records in parts for
+//!   │                several threads, cut at marks.rs' ids); follow.rs: the
+//!   │                live feed; lookup.rs: point reads;
 //!   │                metadata.rs: remote, last pull, checkpoints, `_local`
 //!   ├── attachment_refs.rs, attachment_stream.rs   attachment bytes
 //!   ├── check.rs, compact.rs   maintenance
