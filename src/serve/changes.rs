@@ -109,7 +109,8 @@ impl Feed {
         let kind = match req.param("feed").as_deref() {
             None | Some("normal") => FeedType::Normal,
             Some("longpoll") => FeedType::Longpoll,
-            Some("continuous") => FeedType::Continuous,
+            // CouchDB takes `live` as another name for `continuous`.
+            Some("continuous") | Some("live") => FeedType::Continuous,
             Some("eventsource") => FeedType::EventSource,
             Some(other) => {
                 return Err(HttpError::bad_request(format!(
