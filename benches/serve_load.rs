@@ -58,7 +58,11 @@ fn main() {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(settee::serve::serve(
             replica,
-            ServeConfig::new("course").bind("127.0.0.1:0".parse().unwrap()),
+            ServeConfig::builder()
+                .db_name("course")
+                .bind("127.0.0.1:0".parse().unwrap())
+                .build()
+                .unwrap(),
             move |addr| {
                 let _ = addr_tx.send(addr);
             },

@@ -63,7 +63,10 @@ pub fn serve_fixture(replica: &crate::Replica) -> crate::Result<crate::serve::In
         &json!({"views": {"v": {
             "map": "function (doc) { if (doc.n) emit(doc.n, 1); }", "reduce": "_count"}}}),
     )?;
-    crate::serve::InProcess::new(replica.clone(), crate::serve::ServeConfig::new("db"))
+    crate::serve::InProcess::new(
+        replica.clone(),
+        crate::serve::ServeConfig::builder().db_name("db").build()?,
+    )
 }
 
 /// Sends one request built from `bytes` to a `settee serve` endpoint in

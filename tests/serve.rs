@@ -27,7 +27,11 @@ async fn serve(
     let task = tokio::spawn(async move {
         settee::serve::serve(
             replica,
-            config.bind("127.0.0.1:0".parse().unwrap()),
+            {
+                let mut config = config;
+                config.bind = "127.0.0.1:0".parse().unwrap();
+                config
+            },
             move |addr| {
                 let _ = addr_tx.send(addr);
             },
@@ -38,6 +42,11 @@ async fn serve(
         .await
     });
     (addr_rx.await.unwrap(), stop_tx, task)
+}
+
+/// A checked config serving one database as `name`.
+fn config(name: &str) -> ServeConfig {
+    ServeConfig::builder().db_name(name).build().unwrap()
 }
 
 async fn http(
@@ -120,7 +129,7 @@ async fn pouchdb_replicates_a_served_replica_and_holds_what_settee_holds() {
     let db = TestDb::seeded("serve-pouch", CORPUS).await;
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("copy")).await;
+    let (addr, stop, task) = serve(&replica, config("copy")).await;
     let url = format!("http://{addr}/copy");
 
     let from_settee = pouch_copy(&url);
@@ -193,7 +202,7 @@ async fn served_answers_and_errors_are_couchdbs() {
     let db = TestDb::seeded("serve-api", &["--cards", "10", "--extras"]).await;
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let (addr, stop, task) = serve(&replica, config("course")).await;
     let base = format!("http://{addr}");
     let get = |path: &str| http(reqwest::Method::GET, format!("{base}/{path}"), None);
 
@@ -426,7 +435,12 @@ async fn credentials_are_required_when_set_and_elsewhere_than_loopback() {
     let (_d, replica) = temp_replica();
     let open = settee::serve::serve(
         replica.clone(),
-        ServeConfig::new("db").bind("0.0.0.0:0".parse().unwrap()),
+        // A built config changed afterwards: serve checks it again.
+        {
+            let mut open = config("db");
+            open.bind = "0.0.0.0:0".parse().unwrap();
+            open
+        },
         |_| {},
         async {},
     )
@@ -440,7 +454,11 @@ async fn credentials_are_required_when_set_and_elsewhere_than_loopback() {
     ));
     let (addr, stop, task) = serve(
         &replica,
-        ServeConfig::new("db").credentials("app", "s3cret"),
+        ServeConfig::builder()
+            .db_name("db")
+            .credentials("app", "s3cret")
+            .build()
+            .unwrap(),
     )
     .await;
     let (status, body) = http(reqwest::Method::GET, &format!("http://{addr}/db"), None).await;
@@ -604,8 +622,12 @@ async fn settee_serve_with_push_sends_a_clients_write_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_only_for_listed_origins_and_oversized_bodies_are_413() {
     let (_d, replica) = temp_replica();
-    let mut config = ServeConfig::new("db").cors_origin("http://localhost:3000");
-    config.max_body_bytes = 1024;
+    let config = ServeConfig::builder()
+        .db_name("db")
+        .cors_origin("http://localhost:3000")
+        .max_body_bytes(1024)
+        .build()
+        .unwrap();
     let (addr, stop, task) = serve(&replica, config).await;
     let client = reqwest::Client::new();
     let preflight = |origin: &'static str| {
@@ -689,7 +711,7 @@ async fn pouchdb_pushes_its_edits_into_serve_and_the_outbox_takes_them_upstream(
     let db = TestDb::seeded("serve-push-in", &["--cards", "5"]).await;
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let (addr, stop, task) = serve(&replica, config("course")).await;
     let pushed = pouch(&[&format!("http://{addr}/course"), "--push-own"]);
     assert_eq!(pushed["doc_write_failures"], 0, "{pushed}");
     // In the replica as in the PouchDB, leaf for leaf, the conflict and
@@ -732,7 +754,7 @@ async fn the_servers_own_replicator_copies_a_served_replica() {
     let db = TestDb::seeded("serve-src", CORPUS).await;
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("copy")).await;
+    let (addr, stop, task) = serve(&replica, config("copy")).await;
     let replicate = |source: String, target: &TestDb| {
         let body = json!({"source": source, "target": target.url()});
         http(
@@ -791,7 +813,7 @@ fn pouch_reads(url: &str, reads: &Value) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pouchdbs_query_and_find_answer_from_serve_as_from_the_server() {
     let (db, _dir, replica) = crate::go_course::course("serve-reads").await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let (addr, stop, task) = serve(&replica, config("course")).await;
     let q =
         |view: &str, options: Value| json!({"query": format!("{view}/{view}"), "options": options});
     let reads = json!([
@@ -876,7 +898,7 @@ async fn every_feed_type_and_filter_streams_as_couchdbs_does() {
     assert!(status == 201 || status == 200, "{body}");
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let (addr, stop, task) = serve(&replica, config("course")).await;
     let base = format!("http://{addr}/course");
     let ids = |feed: &Value| -> Vec<String> {
         feed["results"]
@@ -1083,7 +1105,7 @@ async fn attachments_by_url_stream_with_ranges_and_are_written_as_documents() {
     let db = TestDb::seeded("serve-atts", CORPUS).await;
     let (_d, replica) = temp_replica();
     pull(&replica, &db.remote(), 50, 2).await;
-    let (addr, stop, task) = serve(&replica, ServeConfig::new("course")).await;
+    let (addr, stop, task) = serve(&replica, config("course")).await;
     let base = format!("http://{addr}/course");
     let client = reqwest::Client::new();
 

@@ -34,13 +34,14 @@ pub(crate) async fn run(args: ServeArgs) -> CliResult {
             vec![(name, replica)]
         }
     };
-    let mut config = ServeConfig::default().bind((args.bind, args.port).into());
+    let mut config = ServeConfig::builder().bind((args.bind, args.port).into());
     for origin in args.cors_origins {
         config = config.cors_origin(origin);
     }
     if let (Some(user), Some(password)) = (args.user, args.password) {
         config = config.credentials(user, password);
     }
+    let config = config.build()?;
     let mut workers = Vec::new();
     if args.push {
         for (_, replica) in &databases {

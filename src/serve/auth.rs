@@ -233,7 +233,13 @@ mod tests {
     fn basic_credentials_or_an_open_session_get_in() {
         let sessions = Sessions::default();
         let mut headers = HeaderMap::new();
-        let config = ServeConfig::new("db").credentials("u", "p:q");
+        let config = ServeConfig::builder()
+            .db_name("db")
+            .credentials("u", "p:q")
+            .build();
+        let Ok(config) = config else {
+            unreachable!("a loopback config with credentials builds")
+        };
         assert!(authorize(&config, &sessions, &headers).is_err());
         let good = base64::engine::general_purpose::STANDARD.encode("u:p:q");
         headers.insert("authorization", format!("Basic {good}").parse().unwrap());

@@ -47,7 +47,20 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Settings of [`serve`] and [`serve_databases`].
+/// Settings of [`serve`] and [`serve_databases`]; made by
+/// [`ServeConfig::builder`], which checks them (and so do `serve` and
+/// `serve_databases`, for fields changed since).
+///
+/// ```
+/// use settee::serve::ServeConfig;
+///
+/// let config = ServeConfig::builder().db_name("course").build()?;
+/// assert!(config.bind.ip().is_loopback());
+/// let open = ServeConfig::builder().db_name("course").bind("0.0.0.0:5984".parse()?);
+/// assert!(open.clone().build().is_err());
+/// assert!(open.credentials("app", "s3cret").build().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeConfig {
@@ -81,31 +94,9 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
-    /// `db_name` on 127.0.0.1:5984, no credentials, bodies up to 64 MiB.
-    pub fn new(db_name: impl Into<String>) -> Self {
-        ServeConfig {
-            db_name: db_name.into(),
-            ..ServeConfig::default()
-        }
-    }
-
-    /// Lets browser pages of `origin` (`http://localhost:3000`) call the
-    /// endpoint.
-    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
-        self.cors_origins.push(origin.into());
-        self
-    }
-
-    /// Another address.
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.bind = addr;
-        self
-    }
-
-    /// Requests must carry these Basic-auth credentials.
-    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.credentials = Some((user.into(), password.into()));
-        self
+    /// A builder starting from the defaults.
+    pub fn builder() -> ServeConfigBuilder {
+        ServeConfigBuilder::default()
     }
 
     fn validate(&self) -> Result<()> {
@@ -116,7 +107,70 @@ impl ServeConfig {
                 expected: "a loopback address, or credentials to serve elsewhere",
             });
         }
+        if self.max_body_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "max_body_bytes",
+                value: "0".to_owned(),
+                expected: "at least 1 byte",
+            });
+        }
         Ok(())
+    }
+}
+
+/// Builds a [`ServeConfig`]; unset settings keep their defaults
+/// ([`ServeConfig::default`]).
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ServeConfigBuilder {
+    config: ServeConfig,
+}
+
+impl ServeConfigBuilder {
+    /// The name clients use for the one replica [`serve`] serves.
+    pub fn db_name(mut self, name: impl Into<String>) -> Self {
+        self.config.db_name = name.into();
+        self
+    }
+
+    /// Another address to listen on (port 0 picks a free one); one that is
+    /// not loopback needs [`ServeConfigBuilder::credentials`].
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.config.bind = addr;
+        self
+    }
+
+    /// Requests must carry these Basic-auth credentials.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Lets browser pages of `origin` (`http://localhost:3000`) call the
+    /// endpoint.
+    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
+        self.config.cors_origins.push(origin.into());
+        self
+    }
+
+    /// The largest request body taken, in bytes.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+
+    /// The settings, checked.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] for a non-loopback address without
+    /// credentials, an empty body limit, or a database name clients cannot
+    /// use (empty is allowed: [`serve_databases`] names its own).
+    pub fn build(self) -> Result<ServeConfig> {
+        self.config.validate()?;
+        if !self.config.db_name.is_empty() {
+            check_db_name(&self.config.db_name)?;
+        }
+        Ok(self.config)
     }
 }
 
@@ -563,9 +617,13 @@ mod tests {
 
     #[test]
     fn elsewhere_than_loopback_needs_credentials() {
-        let open = ServeConfig::new("db").bind("0.0.0.0:5984".parse().unwrap());
-        assert!(open.validate().is_err());
-        assert!(open.credentials("u", "p").validate().is_ok());
+        let open = ServeConfig::builder()
+            .db_name("db")
+            .bind(SocketAddr::from(([0, 0, 0, 0], 5984)));
+        assert!(open.clone().build().is_err());
+        assert!(open.credentials("u", "p").build().is_ok());
+        assert!(ServeConfig::builder().db_name("_users").build().is_err());
+        assert!(ServeConfig::builder().max_body_bytes(0).build().is_err());
         assert!(check_db_name("_users").is_err() && check_db_name("a/b").is_err());
         assert!(check_db_name("course-1").is_ok());
     }
