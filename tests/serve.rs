@@ -949,6 +949,29 @@ async fn every_feed_type_and_filter_streams_as_couchdbs_does() {
     };
     assert!(ids(&mine).len() >= 5, "{mine}");
     assert_eq!(sorted(ids(&mine)), sorted(ids(&theirs)));
+    // With the documents: each the one a GET gives (the matched read is
+    // reused), with `conflicts` too (read again with them).
+    for extra in ["", "&conflicts=true"] {
+        let (status, with_docs) = http(
+            reqwest::Method::POST,
+            format!("{base}/_changes?filter=_selector&include_docs=true{extra}"),
+            Some(json!({ "selector": selector })),
+        )
+        .await;
+        assert_eq!(status, 200, "{with_docs}");
+        assert_eq!(ids(&with_docs), ids(&mine), "{extra}");
+        for row in with_docs["results"].as_array().unwrap() {
+            let id = row["id"].as_str().unwrap();
+            let (_, doc) = http(
+                reqwest::Method::GET,
+                format!("{base}/{}?{}", enc(id), extra.trim_start_matches('&')),
+                None,
+            )
+            .await;
+            assert_eq!(row["doc"], doc, "{id}{extra}");
+            assert_eq!(row["doc"]["docType"], "TAG");
+        }
+    }
     // `_view`: the documents the view's map emits for.
     let (_, mapped) = http(
         reqwest::Method::GET,

@@ -178,15 +178,21 @@ impl Feed {
     /// The row of `change`, or `None` when the filter leaves it out.
     fn row(&self, change: Change) -> Result<Option<Value>, HttpError> {
         let info = change.doc;
+        // The document a selector was matched against, kept for
+        // `include_docs` when that reads it the same way.
+        let mut read = None;
         let keep = match &self.filter {
             Filter::All => true,
             Filter::DocIds(ids) => ids.contains(&info.id),
             Filter::Design => info.id.starts_with("_design/"),
             Filter::Selector(selector) => {
-                let doc = self
-                    .query
-                    .get(&info.id, &GetOptions::default().deleted(true))?;
-                selector.matches(&doc)?
+                let options = GetOptions::default().deleted(true);
+                let doc = self.query.get(&info.id, &options)?;
+                let keep = selector.matches(&doc)?;
+                if self.get == options {
+                    read = Some(doc);
+                }
+                keep
             }
             // As the view's index holds them: design documents only when
             // the view sees them (`options.include_design`).
@@ -224,7 +230,10 @@ impl Feed {
             row["deleted"] = json!(true);
         }
         if self.include_docs {
-            row["doc"] = self.query.get(&info.id, &self.get)?;
+            row["doc"] = match read {
+                Some(doc) => doc,
+                None => self.query.get(&info.id, &self.get)?,
+            };
         }
         Ok(Some(row))
     }
