@@ -61,12 +61,16 @@ fn summarize(
         r.docs, r.bodies, r.attachments, r.checkpoints
     )?;
     for v in &views.views {
+        // A build from nothing part way covers ids up to a point.
+        let at = match &v.building {
+            Some(b) => format!("built up to id {:?} of sequence {}", b.after, b.upto),
+            None => format!("at sequence {}", v.seq),
+        };
         writeln!(
             out,
-            "  view {}: {} rows at sequence {}, {} documents checked{}, {} changed since",
+            "  view {}: {} rows {at}, {} documents checked{}, {} changed since or not reached",
             v.name,
             v.rows,
-            v.seq,
             v.docs_checked,
             if v.mapped { " against the map" } else { "" },
             v.docs_behind

@@ -938,6 +938,12 @@ fn a_build_from_nothing_in_id_order_resumes_where_it_stopped() {
         assert!(scan.after.as_str() < "c-280" && stored.rows > 0, "{scan:?}");
         let report = check(&replica, std::slice::from_ref(&poisoned)).unwrap();
         assert!(report.is_ok(), "{:?}", report.violations);
+        let building = report.views[0].building.as_ref().expect("reported");
+        assert_eq!(
+            (building.after.as_str(), building.upto),
+            (scan.after.as_str(), 300)
+        );
+        assert!(report.views[0].docs_checked > 0 && report.views[0].docs_behind > 0);
         let stale = QueryOptions::default().update(Update::False);
         let rows = views.query("poisoned", &stale).unwrap().rows;
         assert!(!rows.is_empty());
@@ -958,6 +964,7 @@ fn a_build_from_nothing_in_id_order_resumes_where_it_stopped() {
         assert_eq!(all(&views, "poisoned"), reference(&replica, &poisoned));
         let report = check(&replica, std::slice::from_ref(&poisoned)).unwrap();
         assert!(report.is_ok(), "{:?}", report.violations);
+        assert!(report.views[0].building.is_none());
         built.push(all(&views, "poisoned"));
     }
     assert_eq!(built[0], built[1]);
