@@ -69,7 +69,7 @@ impl Documents {
     pub fn with_raw_bodies(self) -> RawDocuments {
         RawDocuments {
             replica: self.replica,
-            records: self.ids,
+            records: StoredRecords { records: self.ids },
         }
     }
 }
@@ -102,19 +102,19 @@ impl Iterator for Documents {
 #[must_use = "iterators do nothing unless consumed"]
 pub struct RawDocuments {
     replica: Replica,
-    records: sled::Iter,
+    records: StoredRecords,
 }
 
 impl RawDocuments {
-    /// The document of one `docs` entry; `None` for a tombstone or a
-    /// document gone since the entry was read.
+    /// The document of one record; `None` for a tombstone or a document
+    /// gone since the record was read.
     fn read(
         &self,
-        item: Result<(sled::IVec, sled::IVec), sled::Error>,
+        record: Result<StoredRecord, StoreError>,
     ) -> Option<Result<RawDocumentChange, StoreError>> {
-        match item {
-            Ok((key, bytes)) => StoredRecord { key, bytes }.winner(&self.replica, false),
-            Err(e) => Some(Err(e.into())),
+        match record {
+            Ok(record) => record.winner(&self.replica, false),
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -205,27 +205,25 @@ pub(crate) struct StoredRecords {
     records: sled::Iter,
 }
 
+/// One `docs` entry as a record.
+fn stored(
+    entry: Result<(sled::IVec, sled::IVec), sled::Error>,
+) -> Result<StoredRecord, StoreError> {
+    let (key, bytes) = entry?;
+    Ok(StoredRecord { key, bytes })
+}
+
 impl Iterator for StoredRecords {
     type Item = Result<StoredRecord, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some(
-            self.records
-                .next()?
-                .map(|(key, bytes)| StoredRecord { key, bytes })
-                .map_err(StoreError::from),
-        )
+        self.records.next().map(stored)
     }
 }
 
 impl DoubleEndedIterator for StoredRecords {
     fn next_back(&mut self) -> Option<Self::Item> {
-        Some(
-            self.records
-                .next_back()?
-                .map(|(key, bytes)| StoredRecord { key, bytes })
-                .map_err(StoreError::from),
-        )
+        self.records.next_back().map(stored)
     }
 }
 

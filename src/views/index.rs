@@ -551,8 +551,8 @@ impl Index {
         let mut chunks = 0;
         for group in groups {
             let upto = group.as_ref().map_or(durable, |s| s.upto);
-            let after = group.as_ref().map(|s| s.after.clone());
-            // Only this group's views take the documents it reads.
+            let after = group.as_ref().map(|s| s.after.as_str());
+            // Only this group's views (0) take the documents it reads.
             let behind: Vec<(&View, u64)> = active
                 .iter()
                 .map(|a| {
@@ -566,9 +566,9 @@ impl Index {
                     )
                 })
                 .collect();
-            let members: Vec<bool> = behind.iter().map(|(_, seq)| *seq == 0).collect();
-            chunks += self.scan_ids(active, limits, after.as_deref(), upto, &behind, used)?;
-            for (a, _) in active.iter_mut().zip(&members).filter(|(_, m)| **m) {
+            chunks += self.scan_ids(active, limits, after, upto, &behind, used)?;
+            let members = behind.iter().map(|(_, seq)| *seq == 0);
+            for (a, _) in active.iter_mut().zip(members).filter(|(_, m)| *m) {
                 a.state.seq = upto;
                 a.scan = None;
                 a.report.seq = upto;
